@@ -1,0 +1,50 @@
+"""The small interface every storage backend implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class Store(abc.ABC):
+    """Keys are '/'-separated paths relative to the archive root; values are whole objects.
+
+    put() is atomic: a reader sees the old object, the new one, or none, never a partial one.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises NotFound if there is none."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order."""
+
+    @abc.abstractmethod
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The names one level below prefix (which ends with '/'), like `ls`."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise AccessDenied or BackendUnavailable (with what to check) unless the archive is usable."""
+
+    def exists(self, key: str) -> bool:
+        from archive.errors import NotFound
+
+        try:
+            self.get(key)
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,85 @@
+"""A local directory as the archive: the embedded default."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from archive.errors import AccessDenied, BackendUnavailable, NotFound
+from archive.storage.base import ObjectInfo, Store
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"key {key!r} leaves the archive root")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except PermissionError as e:
+            raise AccessDenied(self.url, f"cannot write {key}: {e.strerror}; check the directory's permissions") from e
+        except OSError as e:
+            raise BackendUnavailable(self.url, f"cannot write {key}: {e.strerror}") from e
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFound(self.url, f"no object {key}") from e
+        except PermissionError as e:
+            raise AccessDenied(self.url, f"cannot read {key}: {e.strerror}") from e
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the deepest directory the prefix names, then filter by the rest of the prefix.
+        base_dir, _, _ = prefix.rpartition("/")
+        start = self._path(base_dir) if base_dir else self.root
+        if not start.is_dir():
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                key = rel_dir + name
+                if key.startswith(prefix):
+                    found.append(key)
+        for key in sorted(found):
+            try:
+                yield ObjectInfo(key, (self.root / key).stat().st_size)
+            except FileNotFoundError:
+                continue
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        path = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not path.is_dir():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AccessDenied(self.url, f"cannot create the archive directory: {e.strerror}") from e
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise AccessDenied(self.url, "the archive directory is not writable; check its permissions")

@@ -1,0 +1,128 @@
+"""Any S3-compatible object store through boto3: AWS S3, Alibaba OSS (S3-compatible endpoint), SeaweedFS, MinIO.
+
+Endpoint and credentials come from the standard AWS configuration (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION, ~/.aws/...). RAYHISTORY_S3_ADDRESSING_STYLE picks path or virtual-host
+style; by default path style for an IP address or localhost endpoint, virtual-host style otherwise (as OSS needs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+from urllib.parse import urlparse
+
+from archive.errors import AccessDenied, BackendUnavailable, InvalidArchiveURL, NotFound, StoreError
+from archive.storage.base import ObjectInfo, Store
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "403"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def addressing_style(endpoint: str | None) -> str:
+    style = os.environ.get("RAYHISTORY_S3_ADDRESSING_STYLE", "").strip().lower()
+    if style in ("path", "virtual"):
+        return style
+    if style not in ("", "auto"):
+        raise InvalidArchiveURL(f"RAYHISTORY_S3_ADDRESSING_STYLE={style!r}: expected 'path', 'virtual' or 'auto'")
+    host = urlparse(endpoint).hostname if endpoint else None
+    if host and (host == "localhost" or host.replace(".", "").isdigit() or ":" in host):
+        return "path"
+    return "virtual"
+
+
+class S3Store(Store):
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise InvalidArchiveURL(f"invalid S3 archive URL {url!r}: expected s3://bucket[/prefix]")
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as e:  # the collector's minimal install
+            raise InvalidArchiveURL(f"{url}: s3:// archives need boto3; pip install 'rayhistory[s3]'") from e
+        self.url = url
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/") + "/" if parsed.path.strip("/") else ""
+        self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            s3={"addressing_style": addressing_style(self.endpoint)},
+            connect_timeout=float(os.environ.get("RAYHISTORY_S3_CONNECT_TIMEOUT", "5")),
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": int(os.environ.get("RAYHISTORY_S3_MAX_ATTEMPTS", "3"))},
+        )
+        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
+
+    def _where(self) -> str:
+        return f"endpoint {self.endpoint or 'AWS default'}"
+
+    def _error(self, e: Exception, action: str, key: str) -> StoreError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(e, NoCredentialsError):
+            return AccessDenied(self.url, "no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        if isinstance(e, ClientError):
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                return NotFound(self.url, f"no object {key}")
+            if code in _DENIED:
+                return AccessDenied(
+                    self.url, f"{action} {key or 'bucket'} was refused ({code}); check the access key and secret"
+                )
+            if code == "NoSuchBucket":
+                return NotFound(self.url, f"bucket {self.bucket} does not exist at {self._where()}; create it first")
+            return BackendUnavailable(self.url, f"{action} {key} failed with {code}: {e}")
+        return BackendUnavailable(
+            self.url, f"{action} {key or 'bucket'} failed: cannot reach {self._where()} ({type(e).__name__}); "
+            "check AWS_ENDPOINT_URL and the network"
+        )
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+        except Exception as e:
+            raise self._error(e, "writing", key) from e
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except Exception as e:
+            raise self._error(e, "reading", key) from e
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        token = None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**kwargs)
+            except Exception as e:
+                raise self._error(e, "listing", prefix) from e
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        names: list[str] = []
+        token = None
+        full = self.prefix + prefix
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": full, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            try:
+                page = self._client.list_objects_v2(**kwargs)
+            except Exception as e:
+                raise self._error(e, "listing", prefix) from e
+            names += [p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            if not page.get("IsTruncated"):
+                return sorted(names)
+            token = page["NextContinuationToken"]
+
+    def check(self) -> None:
+        try:
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except Exception as e:
+            raise self._error(e, "listing", "") from e

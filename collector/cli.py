@@ -1,0 +1,51 @@
+"""`rayhistory collect`: arguments come from CollectorSettings, so help text lives in one place."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from archive.errors import ArchiveError
+from archive.layout import InvalidName
+from archive.storage import open_store
+from collector.service import Collector, FlushIncomplete, NodeIdUnknown
+from collector.settings import CollectorSettings
+from collector.sources.session_dir import NotARaySession
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(CollectorSettings):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f.metadata["help"]
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=helptext)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            parser.add_argument(flag, required=True, help=helptext)
+        else:
+            kind = float if f.type in ("float", float) else str
+            parser.add_argument(flag, type=kind, default=None, help=helptext)
+
+
+def run(args: argparse.Namespace) -> int:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectorSettings)
+             if getattr(args, f.name) is not None}
+    settings = CollectorSettings(**given)
+    try:
+        store = open_store(settings.archive)
+        store.check()
+        from collector.sources.session_dir import SessionDir
+
+        collector = Collector(settings, store, SessionDir(settings.session_dir))
+    except (ArchiveError, NotARaySession, InvalidName) as e:
+        print(f"rayhistory collect: {e}", file=sys.stderr)
+        return 2
+    collector.install_signal_handlers()
+    try:
+        collector.run()
+    except (ArchiveError, NodeIdUnknown, FlushIncomplete) as e:
+        logging.getLogger("rayhistory.collector").error("%s", e)
+        print(f"rayhistory collect: {e}", file=sys.stderr)
+        return 1
+    return 0

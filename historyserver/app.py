@@ -1,0 +1,28 @@
+"""The history server's FastAPI application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from archive.storage import Store
+from historyserver.catalog import Catalog
+from historyserver.errors import HistoryError
+from historyserver.routes import pages, ray_api, sessions_api
+from historyserver.routes.errors import handle_history_error
+from historyserver.settings import ServerSettings
+from historyserver.warehouse import Warehouse
+
+
+def create_app(settings: ServerSettings, store: Store) -> FastAPI:
+    app = FastAPI(title="Ray history server", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.settings = settings
+    app.state.store = store
+    app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
+    app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh)
+    app.add_exception_handler(HistoryError, handle_history_error)
+    app.include_router(sessions_api.router)
+    app.include_router(pages.router)
+    app.include_router(ray_api.router)
+    return app

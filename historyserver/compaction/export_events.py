@@ -1,0 +1,179 @@
+"""Ray's export-event files (logs/export_events/event_EXPORT_*.log) folded into one record per entity.
+
+Events arrive in pieces and out of order (a task's definition, state updates and profile events come from
+different processes), so each fold merges by key and keeps the newest value of each field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from historyserver.compaction.ids import hex_id, ms, ns_to_ms
+
+log = logging.getLogger("rayhistory.compaction")
+
+# ray.rpc.TaskStatus (proto_event_schemas.txt)
+TASK_STATUS = {
+    0: "NIL", 1: "PENDING_ARGS_AVAIL", 2: "PENDING_NODE_ASSIGNMENT", 3: "PENDING_OBJ_STORE_MEM_AVAIL",
+    4: "PENDING_ARGS_FETCH", 5: "SUBMITTED_TO_WORKER", 6: "PENDING_ACTOR_TASK_ARGS_FETCH",
+    7: "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", 8: "RUNNING", 9: "RUNNING_IN_RAY_GET",
+    10: "RUNNING_IN_RAY_WAIT", 11: "FINISHED", 12: "FAILED", 13: "GETTING_AND_PINNING_ARGS",
+}
+TERMINAL_TASK_CODES = {11, 12}
+SUBMISSION_RANK = {"PENDING": 0, "RUNNING": 1, "STOPPED": 2, "SUCCEEDED": 2, "FAILED": 2}
+
+
+@dataclass
+class Damage:
+    """What could not be read, so that pages can say so instead of hiding it."""
+
+    bad_lines: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, where: str, error: str) -> None:
+        self.bad_lines += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{where}: {error}")
+
+
+@dataclass
+class Folded:
+    tasks: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    actors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    driver_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    submission_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damage: Damage = field(default_factory=Damage)
+
+
+def fold_lines(lines: Iterable[bytes], where: str, into: Folded) -> None:
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+            data = event["event_data"]
+            kind = event["source_type"]
+            ts = int(event.get("timestamp") or 0)
+        except (ValueError, KeyError, TypeError) as e:
+            into.damage.note(f"{where}:{n}", f"unreadable event ({type(e).__name__})")
+            continue
+        fold = _FOLDS.get(kind)
+        if fold is not None:
+            try:
+                fold(into, data, ts)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                into.damage.note(f"{where}:{n}", f"malformed {kind} event ({type(e).__name__}: {e})")
+
+
+def _task(f: Folded, d: dict[str, Any], ts: int) -> None:
+    key = (hex_id(d["task_id"]), int(d.get("attempt_number") or 0))
+    t = f.tasks.setdefault(key, {"task_id": key[0], "attempt_number": key[1], "state_ts": {}, "profile": []})
+    if d.get("job_id"):
+        t["job_id"] = hex_id(d["job_id"])
+    info = d.get("task_info")
+    if info:
+        t["info"] = {**t.get("info", {}), **info}
+    updates = d.get("state_updates") or {}
+    for code, value in (updates.get("state_ts_ns") or {}).items():
+        t["state_ts"][int(code)] = int(value)
+    for k in ("node_id", "worker_id"):
+        if updates.get(k):
+            t[k] = hex_id(updates[k])
+    for k in ("worker_pid", "error_info", "task_log_info", "actor_repr_name", "is_debugger_paused"):
+        if updates.get(k) not in (None, "", {}):
+            t[k] = updates[k]
+    profile = d.get("profile_events")
+    if profile:
+        t["profile_meta"] = {k: profile.get(k) for k in ("component_type", "component_id", "node_ip_address")}
+        t["profile"].extend(profile.get("events") or [])
+
+
+def _actor(f: Folded, d: dict[str, Any], ts: int) -> None:
+    actor_id = hex_id(d["actor_id"])
+    a = f.actors.setdefault(actor_id, {"actor_id": actor_id, "state_ts": {}})
+    state = d.get("state") or "DEPENDENCIES_UNREADY"
+    a["state_ts"].setdefault(state, ts * 1000)
+    if ts * 1000 >= a.get("last_ts", -1):
+        a["last_ts"] = ts * 1000
+        a["state"] = state if not (a.get("state") == "DEAD" and state != "DEAD") else a["state"]
+    for k, v in d.items():
+        if k in ("actor_id", "state"):
+            continue
+        if v not in (None, "", {}, 0) or k not in a:
+            a[k] = v
+
+
+def _driver_job(f: Folded, d: dict[str, Any], ts: int) -> None:
+    job_id = hex_id(d["job_id"])
+    j = f.driver_jobs.setdefault(job_id, {"job_id": job_id})
+    for k, v in d.items():
+        if k == "job_id":
+            continue
+        if k == "is_dead":
+            j[k] = bool(v) or j.get(k, False)
+        elif v not in (None, "", "0", {}) or k not in j:
+            j[k] = v
+
+
+def _submission_job(f: Folded, d: dict[str, Any], ts: int) -> None:
+    sid = d["submission_job_id"]
+    j = f.submission_jobs.setdefault(sid, {"submission_id": sid, "_rank": (-1, 0)})
+    rank = (SUBMISSION_RANK.get(d.get("status", ""), 0), ts)
+    newer = rank >= j["_rank"]
+    for k, v in d.items():
+        if k == "submission_job_id":
+            continue
+        if newer or k not in j:
+            j[k] = v
+    if newer:
+        j["_rank"] = rank
+
+
+def _node(f: Folded, d: dict[str, Any], ts: int) -> None:
+    node_id = hex_id(d["node_id"])
+    n = f.nodes.setdefault(node_id, {"node_id": node_id, "_ts": -1})
+    newer = ts >= n["_ts"] and not (n.get("state") == "DEAD" and d.get("state") != "DEAD")
+    for k, v in d.items():
+        if k == "node_id":
+            continue
+        if newer or k not in n:
+            n[k] = v
+    if newer:
+        n["_ts"] = ts
+
+
+_FOLDS = {
+    "EXPORT_TASK": _task,
+    "EXPORT_ACTOR": _actor,
+    "EXPORT_DRIVER_JOB": _driver_job,
+    "EXPORT_SUBMISSION_JOB": _submission_job,
+    "EXPORT_NODE": _node,
+}
+
+
+def task_state(state_ts: dict[int, int]) -> str:
+    """The newest state; a terminal state wins over anything reported at the same or a later time."""
+    if not state_ts:
+        return "NIL"
+    terminal = [c for c in state_ts if c in TERMINAL_TASK_CODES]
+    if terminal:
+        return TASK_STATUS[max(terminal, key=lambda c: state_ts[c])]
+    code = max(state_ts, key=lambda c: (state_ts[c], c))
+    return TASK_STATUS.get(code, "NIL")
+
+
+def task_times(state_ts: dict[int, int]) -> tuple[float | None, float | None, float | None]:
+    """(creation, start, end) in ms, as Ray's state API derives them."""
+    creation = ns_to_ms(state_ts.get(1) or (min(state_ts.values()) if state_ts else None))
+    start = ns_to_ms(state_ts.get(8))
+    end_codes = [state_ts[c] for c in TERMINAL_TASK_CODES if c in state_ts]
+    end = ns_to_ms(max(end_codes)) if end_codes else None
+    return creation, start, end
+
+
+__all__ = ["Folded", "fold_lines", "task_state", "task_times", "TASK_STATUS", "ms", "hex_id"]

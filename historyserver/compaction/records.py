@@ -1,0 +1,229 @@
+"""Folded export events turned into the records Ray's REST API returns, field for field (../shared/reference)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from historyserver.compaction.export_events import Folded, TASK_STATUS, task_state, task_times
+from historyserver.compaction.ids import hex_id, ms
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TASK_SUMMARY_KEYS = (
+    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
+    "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
+)
+INTERNAL_NAMESPACE_PREFIX = "_ray_internal"
+
+
+def strip_ansi(text: str | None) -> str | None:
+    return _ANSI.sub("", text) if text else text
+
+
+def _floats(resources: dict[str, Any] | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (resources or {}).items()}
+
+
+def _runtime_env_info(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not info:
+        return None
+    out = dict(info)
+    uris = out.get("uris")
+    if isinstance(uris, dict) and not uris.get("working_dir_uri") and not uris.get("py_modules_uris"):
+        out.pop("uris")
+    return out
+
+
+def task_record(t: dict[str, Any], worker_logs: dict[tuple[str, str], tuple[str, str]]) -> dict[str, Any]:
+    info = t.get("info", {})
+    state_ts = t["state_ts"]
+    creation, start, end = task_times(state_ts)
+    error = t.get("error_info") or {}
+    profile = None
+    if t["profile"]:
+        meta = t.get("profile_meta", {})
+        profile = {
+            "component_type": meta.get("component_type"),
+            "component_id": hex_id(meta.get("component_id")),
+            "node_ip_address": meta.get("node_ip_address"),
+            "events": [
+                {
+                    "start_time": int(e["start_time"]) / 1e6,
+                    "end_time": int(e["end_time"]) / 1e6,
+                    "extra_data": _json_or_empty(e.get("extra_data")),
+                    "event_name": e.get("event_name"),
+                }
+                for e in t["profile"]
+            ],
+        }
+    log_info = None
+    if t.get("task_log_info") is not None:
+        li = t["task_log_info"]
+        out_file, err_file = worker_logs.get((t.get("node_id") or "", t.get("worker_id") or ""), (None, None))
+        log_info = {
+            "stdout_file": li.get("stdout_file") or out_file,
+            "stderr_file": li.get("stderr_file") or err_file,
+            "stdout_start": li.get("stdout_start", 0),
+            "stdout_end": li.get("stdout_end", 0),
+            "stderr_start": li.get("stderr_start", 0),
+            "stderr_end": li.get("stderr_end", 0),
+        }
+    func = info.get("func_or_class_name")
+    record = {
+        "task_id": t["task_id"],
+        "attempt_number": t["attempt_number"],
+        "name": info.get("name") or func,
+        "state": task_state(state_ts),
+        "job_id": t.get("job_id"),
+        "actor_id": hex_id(info.get("actor_id")),
+        "type": info.get("type", "NORMAL_TASK"),
+        "func_or_class_name": func,
+        "parent_task_id": hex_id(info.get("parent_task_id")),
+        "node_id": t.get("node_id"),
+        "worker_id": t.get("worker_id"),
+        "worker_pid": int(t["worker_pid"]) if t.get("worker_pid") else None,
+        "error_type": error.get("error_type"),
+        "language": info.get("language", "PYTHON"),
+        "required_resources": _floats(info.get("required_resources")),
+        "runtime_env_info": _runtime_env_info(info.get("runtime_env_info")),
+        "placement_group_id": hex_id(info.get("placement_group_id")),
+        "events": [
+            {"state": TASK_STATUS.get(code, "NIL"), "created_ms": float(ts // 1_000_000)}
+            for code, ts in sorted(state_ts.items(), key=lambda kv: (kv[1], kv[0]))
+        ],
+        "profiling_data": profile,
+        "creation_time_ms": creation,
+        "start_time_ms": start,
+        "end_time_ms": end,
+        "task_log_info": log_info,
+        "error_message": strip_ansi(error.get("error_message")),
+        "is_debugger_paused": t.get("is_debugger_paused"),
+        "call_site": info.get("call_site") or None,
+        "label_selector": info.get("label_selector", {}),
+        "fallback_strategy": {"options": []},
+    }
+    return record
+
+
+def _json_or_empty(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value else {}
+        except ValueError:
+            return {"raw": value}
+    return value or {}
+
+
+def actor_record(a: dict[str, Any], nodes_ip: dict[str, str], session_end_ms: int | None) -> dict[str, Any]:
+    """The camelCase shape of /logical/actors; processStats and other live-only fields are null or empty."""
+    state = a.get("state", "DEPENDENCIES_UNREADY")
+    node_id = hex_id(a.get("node_id"))
+    death = (a.get("death_cause") or {}).get("actor_died_error_context") or {}
+    start = a["state_ts"].get("ALIVE")
+    end = a["state_ts"].get("DEAD")
+    if state != "DEAD" and session_end_ms:
+        end = session_end_ms  # the cluster ended: the actor ended with it, not "running forever"
+    ip = death.get("node_ip_address") or nodes_ip.get(node_id or "")
+    return {
+        "actorId": a["actor_id"],
+        "jobId": hex_id(a.get("job_id")),
+        "address": {"nodeId": node_id, "ipAddress": ip, "port": None, "workerId": None},
+        "name": a.get("name") or "",
+        "className": a.get("class_name"),
+        "state": state,
+        "numRestarts": str(a.get("num_restarts") or 0),
+        "timestamp": float(a.get("last_ts") or 0),
+        "pid": int(a["pid"]) if a.get("pid") else None,
+        "startTime": start or 0,
+        "endTime": end or 0,
+        "reprName": a.get("repr_name") or "",
+        "labelSelector": a.get("label_selector") or {},
+        "actorClass": a.get("class_name"),
+        "exitDetail": strip_ansi(death.get("error_message")) or "-",
+        "requiredResources": _floats(a.get("required_resources")),
+        "placementGroupId": hex_id(a.get("placement_group_id")),
+        "isDetached": bool(a.get("is_detached")),
+        "rayNamespace": a.get("ray_namespace"),
+        "gpus": [],
+        "processStats": None,
+        "mem": None,
+        "tpus": [],
+    }
+
+
+def node_record(n: dict[str, Any]) -> dict[str, Any]:
+    """The snake_case shape of /api/v0/nodes."""
+    death = n.get("death_info") or {}
+    return {
+        "node_id": n["node_id"],
+        "node_ip": n.get("node_manager_address"),
+        "is_head_node": bool(n.get("is_head_node")),
+        "state": n.get("state", "ALIVE"),
+        "state_message": death.get("reason_message") or None,
+        "node_name": n.get("node_name") or n.get("node_manager_address"),
+        "resources_total": _floats(n.get("resources_total")),
+        "labels": n.get("labels") or {},
+        "start_time_ms": ms(n.get("start_time_ms")) or 0,
+        "end_time_ms": ms(n.get("end_time_ms")) or 0,
+    }
+
+
+def job_records(f: Folded) -> list[dict[str, Any]]:
+    """The shape of /api/jobs/: submission jobs joined to their drivers, then plain driver jobs."""
+    drivers_by_submission: dict[str, dict[str, Any]] = {}
+    plain: list[dict[str, Any]] = []
+    for j in f.driver_jobs.values():
+        meta = (j.get("config") or {}).get("metadata") or {}
+        namespace = (j.get("config") or {}).get("ray_namespace") or ""
+        if namespace.startswith(INTERNAL_NAMESPACE_PREFIX):
+            continue
+        if meta.get("job_submission_id"):
+            drivers_by_submission[meta["job_submission_id"]] = j
+        else:
+            plain.append(j)
+    out = []
+    for sid, s in f.submission_jobs.items():
+        driver = drivers_by_submission.get(sid)
+        out.append({
+            "type": "SUBMISSION",
+            "job_id": driver["job_id"] if driver else None,
+            "submission_id": sid,
+            "driver_info": _driver_info(driver),
+            "status": s.get("status", "PENDING"),
+            "entrypoint": s.get("entrypoint"),
+            "message": s.get("message"),
+            "error_type": s.get("error_type"),
+            "start_time": ms(s.get("start_time")),
+            "end_time": ms(s.get("end_time")),
+            "metadata": s.get("metadata") or {},
+            "runtime_env": _json_or_empty(s.get("runtime_env_json")),
+            "driver_agent_http_address": s.get("driver_agent_http_address"),
+            "driver_node_id": s.get("driver_node_id"),
+            "driver_exit_code": s.get("driver_exit_code"),
+        })
+    for j in plain:
+        out.append({
+            "type": "DRIVER",
+            "job_id": j["job_id"],
+            "submission_id": None,
+            "driver_info": _driver_info(j),
+            "status": "SUCCEEDED" if j.get("is_dead") else "RUNNING",
+            "entrypoint": j.get("entrypoint"),
+            "message": None,
+            "error_type": None,
+            "start_time": ms(j.get("start_time")),
+            "end_time": ms(j.get("end_time")),
+            "metadata": ((j.get("config") or {}).get("metadata")) or {},
+            "runtime_env": {},
+            "driver_agent_http_address": None,
+            "driver_node_id": None,
+            "driver_exit_code": None,
+        })
+    return out
+
+
+def _driver_info(j: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not j:
+        return None
+    return {"id": j["job_id"], "node_ip_address": j.get("driver_ip_address"), "pid": str(j.get("driver_pid") or "")}

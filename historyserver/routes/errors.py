@@ -1,0 +1,23 @@
+"""One error shape per API family: Ray's envelope under /sessions/{id}/, ours under /api/v1/."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from historyserver.errors import HistoryError
+
+
+def ray_envelope(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"result": False, "msg": message, "data": None}, status_code=status)
+
+
+def ours(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def handle_history_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HistoryError)
+    if request.url.path.startswith("/sessions/"):
+        return ray_envelope(exc.status, str(exc))
+    return ours(exc.status, type(exc).__name__, str(exc))

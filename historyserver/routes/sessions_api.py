@@ -1,0 +1,44 @@
+"""Our own JSON API: the catalog of archived sessions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from historyserver.errors import BadRequest
+
+router = APIRouter(prefix="/api/v1")
+
+STATUSES = ("running", "ended")
+
+
+@router.get("/sessions")
+def list_sessions(
+    request: Request,
+    namespace: str | None = None,
+    cluster: str | None = None,
+    status: str | None = None,
+    limit: int = Query(100, ge=1, le=10000),
+    offset: int = Query(0, ge=0),
+) -> dict:
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status {status!r} is not known; use one of {', '.join(STATUSES)}")
+    entries = [
+        e for e in request.app.state.catalog.sessions()
+        if (namespace is None or e.manifest.namespace == namespace)
+        and (cluster is None or e.manifest.cluster == cluster)
+        and (status is None or e.manifest.status == status)
+    ]
+    base = str(request.base_url).rstrip("/")
+    return {
+        "total": len(entries),
+        "offset": offset,
+        "limit": limit,
+        "sessions": [e.summary(base) for e in entries[offset : offset + limit]],
+    }
+
+
+@router.get("/sessions/{session_id}")
+def get_session(request: Request, session_id: str) -> dict:
+    entry = request.app.state.catalog.get(session_id)
+    base = str(request.base_url).rstrip("/")
+    return {**entry.summary(base), "manifest": entry.manifest.to_dict()}

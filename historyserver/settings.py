@@ -1,0 +1,22 @@
+"""The history server's settings, declared once with defaults and help text."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ServerSettings:
+    archive: str = field(metadata={"help": "archive URL: a directory, file://PATH or s3://bucket/prefix"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind (use 0.0.0.0 inside a pod)"})
+    port: int = field(default=8080, metadata={"help": "port to listen on"})
+    cache_dir: str = field(
+        default_factory=lambda: os.environ.get("RAYHISTORY_CACHE_DIR", str(Path.home() / ".cache" / "rayhistory")),
+        metadata={"help": "where compacted tables are cached (throw-away; default ~/.cache/rayhistory)"},
+    )
+    catalog_ttl: float = field(default=5.0, metadata={"help": "seconds a listing of the archive's index is reused"})
+    running_refresh: float = field(
+        default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
+    )

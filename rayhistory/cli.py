@@ -1,0 +1,44 @@
+"""The `rayhistory` command: collect, serve and demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayhistory", description="Keep and rebuild finished Ray clusters.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from collector import cli as collect_cli
+
+    p = sub.add_parser("collect", help="archive one Ray session directory (runs as a sidecar)")
+    collect_cli.add_arguments(p)
+
+    p = sub.add_parser("serve", help="serve the history server over an archive")
+    from historyserver import cli as serve_cli
+
+    serve_cli.add_arguments(p)
+
+    p = sub.add_parser("demo", help="run a real local Ray cluster, archive it, stop it, and serve its history")
+    from rayhistory import demo
+
+    demo.add_arguments(p)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "collect":
+        return collect_cli.run(args)
+    if args.command == "serve":
+        return serve_cli.run(args)
+    return demo.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
