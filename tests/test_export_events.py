@@ -1,0 +1,111 @@
+"""The export-event fold, checked against real Ray 2.60 output in ../shared/reference/ray-2.60/."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from historyserver.compaction.export_events import Folded, fold_lines
+from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record, task_record
+
+NODE_HEX = "92856556e566d03eb409f0bed9b8a7d70d81b923586f0d658dd38908"
+
+
+@pytest.fixture(scope="module")
+def folded(reference) -> Folded:
+    lines = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()
+    f = Folded()
+    fold_lines([line for line in lines if line.startswith(b"{")], "sample", f)
+    assert f.damage.bad_lines == 0
+    return f
+
+
+def _response(reference, name):
+    return json.loads((reference / "dashboard_api" / name).read_text())["response"]
+
+
+def _task(folded, name):
+    [t] = [task_record(t, {}) for t in folded.tasks.values() if t.get("info", {}).get("func_or_class_name") == name]
+    return t
+
+
+def test_task_pieces_are_merged_by_id_and_attempt(folded):
+    sq = _task(folded, "sq")
+    assert sq["task_id"] == "fa31b89f94899135ffffffffffffffffffffffff03000000"
+    assert sq["job_id"] == "03000000" and sq["type"] == "NORMAL_TASK"
+    assert sq["worker_pid"] == 14408
+    assert sq["task_log_info"]["stdout_end"] == 42 and sq["task_log_info"]["stderr_end"] == 31
+    assert [e["event_name"] for e in sq["profiling_data"]["events"]][-1] == "task::sq"
+    assert sq["profiling_data"]["events"][0]["start_time"] == pytest.approx(1795637016887.979753)
+    assert sq["state"] == "RUNNING"  # the samples hold no terminal state for it
+    assert sq["creation_time_ms"] == 1795637015522.0 and sq["start_time_ms"] == 1795637016825.0
+
+
+def test_failed_task_has_error_without_ansi_codes(folded):
+    boom = _task(folded, "boom")
+    assert boom["state"] == "FAILED" and boom["error_type"] == "TASK_EXECUTION_EXCEPTION"
+    assert boom["error_message"].startswith("User exception:\nray::boom() (pid=13918")
+    assert [e["state"] for e in boom["events"]] == [
+        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "FAILED"]
+    assert boom["end_time_ms"] == 1795636996248.0
+    assert boom["node_id"] == NODE_HEX
+
+
+def test_node_keeps_its_terminal_state(folded):
+    [node] = [node_record(n) for n in folded.nodes.values()]
+    assert node["node_id"] == NODE_HEX and node["labels"]["ray.io/node-id"] == NODE_HEX
+    assert node["state"] == "DEAD" and node["state_message"] == "received SIGTERM"
+    assert (node["start_time_ms"], node["end_time_ms"]) == (1795636991441, 1795637056714)
+    assert node["resources_total"]["CPU"] == 2.0
+
+
+def test_actors_dead_with_cause(folded):
+    actors = {a["className"]: a for a in (actor_record(a, {}, None) for a in folded.actors.values())}
+    sup = actors["JobSupervisor"]
+    assert sup["state"] == "DEAD" and sup["pid"] == 14343
+    assert "INTENDED_USER_EXIT" in sup["exitDetail"]
+    assert actors["Counter_"]["state"] == "DEAD" and "node has died" in actors["Counter_"]["exitDetail"]
+    assert actors["Counter_"]["address"]["ipAddress"] == "192.0.2.2"
+
+
+def test_actor_left_alive_ends_with_the_session():
+    f = Folded()
+    fold_lines([json.dumps({"source_type": "EXPORT_ACTOR", "timestamp": 100, "event_data": {
+        "actor_id": "AAAA", "class_name": "A", "state": "ALIVE", "job_id": "AQAAAA=="}}).encode()], "x", f)
+    [a] = [actor_record(a, {}, 250_000) for a in f.actors.values()]
+    assert a["state"] == "ALIVE" and a["startTime"] == 100_000 and a["endTime"] == 250_000
+
+
+def test_jobs_from_driver_and_submission_events(folded):
+    jobs = {(j["type"], j["job_id"] or j["submission_id"]): j for j in job_records(folded)}
+    driver = jobs[("DRIVER", "01000000")]
+    assert driver["status"] == "SUCCEEDED" and driver["end_time"] == 1795637011011
+    assert driver["driver_info"] == {"id": "01000000", "node_ip_address": "192.0.2.2", "pid": "13898"}
+    sub = jobs[("SUBMISSION", "probe2_job_ok")]
+    assert sub["status"] == "RUNNING" and sub["driver_node_id"] == NODE_HEX
+    assert sub["runtime_env"] == {"working_dir": "gcs://_ray_pkg_c3d82379c81bbcce.zip"}
+
+
+def test_record_shapes_match_ray(folded, reference):
+    task_keys = set(_response(reference, "v0_tasks.json")["data"]["result"]["result"][0])
+    assert set(_task(folded, "boom")) == task_keys
+    nodetail = _response(reference, "v0_tasks_nodetail.json")["data"]["result"]["result"][0]
+    assert tuple(nodetail) == TASK_SUMMARY_KEYS
+    job_keys = set(_response(reference, "jobs.json")[0])
+    assert all(set(j) == job_keys for j in job_records(folded))
+    node_keys = set(_response(reference, "v0_nodes.json")["data"]["result"]["result"][0])
+    assert set(node_record(next(iter(folded.nodes.values())))) == node_keys
+    dead_actor = next(a for a in _response(reference, "logical_actors.json")["data"]["actors"].values()
+                      if a["state"] == "DEAD")
+    ours = actor_record(next(iter(folded.actors.values())), {}, None)
+    assert set(dead_actor) <= set(ours)
+
+
+def test_damaged_lines_are_counted_not_fatal():
+    f = Folded()
+    good = json.dumps({"source_type": "EXPORT_DRIVER_JOB", "timestamp": 1,
+                       "event_data": {"job_id": "AQAAAA==", "is_dead": True}}).encode()
+    fold_lines([b"{not json", b'{"source_type": "EXPORT_TASK", "event_data": {}}', b"\xff\xfe", good], "f", f)
+    assert f.damage.bad_lines == 3 and len(f.damage.examples) == 3
+    assert list(f.driver_jobs) == ["01000000"]

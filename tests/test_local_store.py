@@ -1,0 +1,60 @@
+"""The local-directory backend: atomic puts, ordered listing, typed errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from archive.errors import AccessDenied, InvalidArchiveURL, NotFound
+from archive.storage import open_store
+from archive.storage.local import LocalStore
+
+
+def test_put_get_list(tmp_path):
+    store = open_store(str(tmp_path / "a"))
+    store.check()
+    for key in ["v1/x/b", "v1/x/a", "v1/y/c", "v1/xz"]:
+        store.put(key, key.encode())
+    assert store.get("v1/x/a") == b"v1/x/a"
+    assert [o.key for o in store.list("v1/x/")] == ["v1/x/a", "v1/x/b"]
+    assert [o.key for o in store.list("v1/x")] == ["v1/x/a", "v1/x/b", "v1/xz"]
+    assert [o.size for o in store.list("v1/y/")] == [6]
+    assert store.list_dirs("v1/") == ["x", "y"]
+    assert store.list_dirs("v1/nothing/") == []
+
+
+def test_put_replaces_atomically_and_leaves_no_temp_files(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("k/v", b"one")
+    store.put("k/v", b"two")
+    assert store.get("k/v") == b"two"
+    assert os.listdir(tmp_path / "k") == ["v"]
+
+
+def test_missing_key_is_not_found(tmp_path):
+    with pytest.raises(NotFound):
+        LocalStore(tmp_path).get("v1/none")
+
+
+def test_keys_cannot_leave_the_root(tmp_path):
+    with pytest.raises(ValueError):
+        LocalStore(tmp_path).put("../escape", b"x")
+
+
+def test_archive_path_that_is_a_file_is_refused_with_the_path(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(AccessDenied, match="not-a-dir"):
+        LocalStore(blocker).check()
+
+
+def test_unknown_scheme_is_refused():
+    with pytest.raises(InvalidArchiveURL, match="gs://"):
+        open_store("gs://bucket/x")
+
+
+def test_file_url(tmp_path):
+    store = open_store(f"file://{tmp_path}")
+    store.put("a", b"1")
+    assert (tmp_path / "a").read_bytes() == b"1"
