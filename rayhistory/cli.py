@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        # Their INFO lines ("Found credentials in environment variables") would bury our one-line errors.
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if args.command == "collect":
         return collect_cli.run(args)
     if args.command == "serve":

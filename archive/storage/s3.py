@@ -69,8 +69,11 @@ class S3Store(Store):
                     self.url, f"{action} {key or 'bucket'} was refused ({code}); check the access key and secret"
                 )
             if code == "NoSuchBucket":
-                return NotFound(self.url, f"bucket {self.bucket} does not exist at {self._where()}; create it first")
-            return BackendUnavailable(self.url, f"{action} {key} failed with {code}: {e}")
+                # Not a missing object: the archive itself is unusable until someone creates the bucket.
+                return BackendUnavailable(
+                    self.url, f"bucket {self.bucket} does not exist at {self._where()}; create it first"
+                )
+            return BackendUnavailable(self.url, f"{action} {key or 'bucket'} failed with {code}: {e}")
         return BackendUnavailable(
             self.url, f"{action} {key or 'bucket'} failed: cannot reach {self._where()} ({type(e).__name__}); "
             "check AWS_ENDPOINT_URL and the network"
@@ -89,6 +92,10 @@ class S3Store(Store):
             raise self._error(e, "reading", key) from e
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Servers disagree on order across '/' (SeaweedFS lists a folder before 'a-b'): sort to keep the promise.
+        return iter(sorted(self._list_pages(prefix), key=lambda o: o.key))
+
+    def _list_pages(self, prefix: str) -> Iterator[ObjectInfo]:
         token = None
         while True:
             kwargs = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}

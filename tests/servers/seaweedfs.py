@@ -21,11 +21,12 @@ from typing import Any, Iterator
 HOST = "127.0.0.1"
 BUCKET = "rayhistory"
 REGION = "us-east-1"
-# Every listener `weed mini` opens with the flags below (gRPC ports would default to http port + 10000).
+# Every listener `weed mini` opens besides the admin server's (gRPC ports would default to http port + 10000).
 _PORT_FLAGS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "s3.port", "s3.port.grpc",
 )
+_GRPC_OFFSET = 10000
 
 
 def weed_binary() -> str:
@@ -46,13 +47,31 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def _weed_ports() -> dict[str, int]:
+    """Free ports for every flag, and an admin port whose port + 10000 is free too: weed's built-in worker
+    dials the admin server there whatever -admin.port.grpc says."""
+    with contextlib.ExitStack() as stack:
+        def bind(port: int = 0) -> int:
+            sock = stack.enter_context(socket.socket())
+            sock.bind((HOST, port))
+            return sock.getsockname()[1]
+
+        ports = {flag: bind() for flag in _PORT_FLAGS}
+        for _ in range(100):
+            admin = bind()
+            with contextlib.suppress(OSError, OverflowError):
+                bind(admin + _GRPC_OFFSET)
+                return {**ports, "admin.port": admin}
+    raise RuntimeError("found no free admin port pair")
+
+
 @dataclass
 class SeaweedFS:
     data_dir: Path
     access_key: str = field(default_factory=lambda: "AK" + secrets.token_hex(8).upper())
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     bucket: str = BUCKET
-    ports: dict[str, int] = field(default_factory=lambda: dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)))))
+    ports: dict[str, int] = field(default_factory=_weed_ports)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,12 +103,12 @@ class SeaweedFS:
     def start(self, timeout: float = 60.0) -> None:
         """Start weed (again, on the same ports and data) and return once S3 answers a signed request."""
         assert self.process is None, "already running"
+        storage = self.data_dir / "data"
+        storage.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         identity = {"name": "tests", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
         config.write_text(json.dumps({"identities": [identity]}))
-        storage = self.data_dir / "data"
-        storage.mkdir(parents=True, exist_ok=True)
         args = [
             weed_binary(), "mini", f"-dir={storage}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={config}",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
