@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from archive.storage import Store
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
-from historyserver.routes import pages, ray_api, sessions_api
+from historyserver.routes import pages, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
@@ -24,5 +24,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.add_exception_handler(HistoryError, handle_history_error)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
-    app.include_router(ray_api.router)
+    for module in (ray_api, ray_tasks, ray_logs, ray_cluster):
+        app.include_router(module.router)
+    app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/
     return app

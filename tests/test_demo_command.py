@@ -33,7 +33,7 @@ def test_demo_prints_a_url_that_lists_the_jobs_after_ray_stopped(tmp_path):
             jobs = json.load(r)
         statuses = sorted((j["type"], j["status"]) for j in jobs)
         assert statuses == [("DRIVER", "SUCCEEDED"), ("SUBMISSION", "FAILED"), ("SUBMISSION", "SUCCEEDED")]
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(url + "overview", timeout=30) as r:
             assert b"demo_ok_" in r.read()
     finally:
         proc.terminate()

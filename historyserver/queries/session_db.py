@@ -44,7 +44,7 @@ class SessionDB:
             self._con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
         self.info = json.loads((tables_dir / "info.json").read_text())
 
-    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self._con.cursor()  # one cursor per call: requests run on several threads
         try:
             return cur.execute(sql, params or []).fetchall()
@@ -69,31 +69,31 @@ class SessionDB:
             where.append(f"{f.key} {PREDICATES[f.predicate]} ?" if value is not None else f"{f.key} IS NULL")
             params.append(value)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
-        total = self._query("SELECT count(*) FROM tasks")[0][0]
-        filtered = self._query(f"SELECT count(*) FROM tasks {clause}", params)[0][0]
-        rows = self._query(
+        total = self.query("SELECT count(*) FROM tasks")[0][0]
+        filtered = self.query(f"SELECT count(*) FROM tasks {clause}", params)[0][0]
+        rows = self.query(
             f"SELECT record FROM tasks {clause} ORDER BY creation_time_ms NULLS LAST, task_id, attempt_number LIMIT ?",
             params + [limit],
         )
         return Page(total, filtered, [json.loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
+        return [json.loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
 
     def job(self, job_or_submission_id: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT record FROM jobs WHERE submission_id = ? OR job_id = ? "
+        rows = self.query("SELECT record FROM jobs WHERE submission_id = ? OR job_id = ? "
                            "ORDER BY (submission_id = ?) DESC LIMIT 1", [job_or_submission_id] * 3)
         return json.loads(rows[0][0]) if rows else None
 
     def actors(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._query("SELECT record FROM actors ORDER BY actor_id")]
+        return [json.loads(r[0]) for r in self.query("SELECT record FROM actors ORDER BY actor_id")]
 
     def actor(self, actor_id: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT record FROM actors WHERE actor_id = ?", [actor_id])
+        rows = self.query("SELECT record FROM actors WHERE actor_id = ?", [actor_id])
         return json.loads(rows[0][0]) if rows else None
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._query("SELECT record FROM nodes ORDER BY is_head_node DESC, node_id")]
+        return [json.loads(r[0]) for r in self.query("SELECT record FROM nodes ORDER BY is_head_node DESC, node_id")]
 
     def close(self) -> None:
         self._con.close()

@@ -23,7 +23,7 @@ def sessions_page(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "sessions.html", context)
 
 
-@router.get("/sessions/{session_id}/", response_class=HTMLResponse)
+@router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)
 def session_page(request: Request, session_id: str) -> HTMLResponse:
     entry = request.app.state.catalog.get(session_id)
     db = request.app.state.warehouse.db(entry)

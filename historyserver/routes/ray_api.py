@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import RedirectResponse
 
 from historyserver.compaction.records import TASK_SUMMARY_KEYS as SUMMARY_TASK_KEYS
 from historyserver.errors import BadRequest, EntityNotFound
 from historyserver.queries.session_db import Filter, SessionDB
+from historyserver.routes.deps import SESSION_PREFIX, ray_limit, ray_ok, session_db, state_envelope
 
-router = APIRouter(prefix="/sessions/{session_id}")
-
-RAY_MAX_LIMIT = 10000  # Ray's RAY_MAX_LIMIT_FROM_API_SERVER: larger limits are capped, not refused
-RAY_DEFAULT_LIMIT = 100
-
-
-def session_db(request: Request, session_id: str) -> SessionDB:
-    entry = request.app.state.catalog.get(session_id)
-    return request.app.state.warehouse.db(entry)
-
-
-def _state_envelope(total: int, filtered: int, rows: list[dict], warning: str = "") -> dict:
-    return {
-        "result": True,
-        "msg": "",
-        "data": {
-            "result": {
-                "total": total,
-                "num_after_truncation": total,
-                "num_filtered": filtered,
-                "result": rows,
-                "partial_failure_warning": warning,
-                "warnings": None,
-            }
-        },
-    }
+router = APIRouter(prefix=SESSION_PREFIX)
 
 
 def _filters(keys: list[str], predicates: list[str], values: list[str]) -> list[Filter]:
     if not (len(keys) == len(predicates) == len(values)):
         raise BadRequest("filter_keys, filter_predicates and filter_values must have the same number of entries")
     return [Filter(k, p, v) for k, p, v in zip(keys, predicates, values)]
-
-
-def _limit(limit: int | None) -> int:
-    if limit is None:
-        return RAY_DEFAULT_LIMIT
-    if limit < 1:
-        raise BadRequest(f"limit must be positive, got {limit}")
-    return min(limit, RAY_MAX_LIMIT)
 
 
 @router.get("", include_in_schema=False)
@@ -79,21 +47,21 @@ def list_tasks(
     filter_values: list[str] = Query(default=[]),
     db: SessionDB = Depends(session_db),
 ) -> dict:
-    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), _limit(limit))
+    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit))
     rows = page.rows if detail else [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows]
-    return _state_envelope(page.total, page.num_filtered, rows)
+    return state_envelope(page.total, page.num_filtered, rows)
 
 
 @router.get("/api/v0/nodes")
 def list_nodes(limit: int | None = None, db: SessionDB = Depends(session_db)) -> dict:
     nodes = db.nodes()
-    return _state_envelope(len(nodes), len(nodes), nodes[: _limit(limit)])
+    return state_envelope(len(nodes), len(nodes), nodes[: ray_limit(limit)])
 
 
 @router.get("/logical/actors")
 def list_actors(db: SessionDB = Depends(session_db)) -> dict:
     actors = db.actors()
-    return {"result": True, "msg": "All actors fetched.", "data": {"actors": {a["actorId"]: a for a in actors}}}
+    return ray_ok({"actors": {a["actorId"]: a for a in actors}}, "All actors fetched.")
 
 
 @router.get("/logical/actors/{actor_id}")
@@ -101,6 +69,6 @@ def get_actor(actor_id: str, db: SessionDB = Depends(session_db)) -> dict:
     actor = db.actor(actor_id)
     if actor is None:
         raise EntityNotFound(f"Actor {actor_id} does not exist in this session")
-    return {"result": True, "msg": "Actor details fetched.", "data": {"detail": actor}}
+    return ray_ok({"detail": actor}, "Actor details fetched.")
 
 
