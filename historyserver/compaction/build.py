@@ -82,7 +82,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
     try:
         _write(tmp / "tasks.parquet", [
             {**{k: t[k] for k in TASK_SUMMARY_KEYS}, "creation_time_ms": t["creation_time_ms"],
-             "record": json.dumps(t)} for t in tasks
+             "start_time_ms": t["start_time_ms"], "end_time_ms": t["end_time_ms"], "record": json.dumps(t)} for t in tasks
         ], TASK_SCHEMA)
         _write(tmp / "actors.parquet", [
             {"actor_id": a["actorId"], "job_id": a["jobId"], "state": a["state"], "class_name": a["className"],
@@ -143,7 +143,8 @@ _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 TASK_SCHEMA = pa.schema([
     ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
     ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
-    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("record", _S),
+    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
+    ("record", _S),
 ])
 ACTOR_SCHEMA = pa.schema([
     ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),
