@@ -31,10 +31,10 @@ def run(env: dict[str, str], address: str, dashboard: str, progress=lambda msg: 
     client = JobSubmissionClient(dashboard)
     stamp = int(time.time())
     submitted = [
-        client.submit_job(entrypoint=f"{sys.executable} job.py", runtime_env={"working_dir": str(HERE)},
-                          submission_id=f"demo_ok_{stamp}"),
-        client.submit_job(entrypoint=f"{sys.executable} -c 'import sys; print(\"failing on purpose\"); sys.exit(3)'",
-                          submission_id=f"demo_fail_{stamp}"),
+        _submit(client, entrypoint=f"{sys.executable} job.py", runtime_env={"working_dir": str(HERE)},
+                submission_id=f"demo_ok_{stamp}"),
+        _submit(client, entrypoint=f"{sys.executable} -c 'import sys; print(\"failing on purpose\"); sys.exit(3)'",
+                submission_id=f"demo_fail_{stamp}"),
     ]
     final = {}
     deadline = time.monotonic() + 300
@@ -46,3 +46,15 @@ def run(env: dict[str, str], address: str, dashboard: str, progress=lambda msg: 
         final[job_id] = str(status.value)
     progress(f"submitted jobs finished: {', '.join(f'{k} {v}' for k, v in final.items())}")
     return final
+
+
+def _submit(client, timeout: float = 120, **kwargs) -> str:
+    """Submit, waiting for the head's job agent: the dashboard answers before the agent has registered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
