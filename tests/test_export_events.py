@@ -6,44 +6,83 @@ import json
 
 import pytest
 
+from archive.layout import LogSegment, SessionRef
+from archive.logs import encode
+from archive.storage.local import LocalStore
+from historyserver.compaction.build import compact
 from historyserver.compaction.export_events import Folded, fold_lines
-from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record, task_record
+from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record
+from historyserver.queries.session_db import Filter, SessionDB
 
 NODE_HEX = "92856556e566d03eb409f0bed9b8a7d70d81b923586f0d658dd38908"
 
 
+SESSION = "session_2026-11-25_19-58-10_578535_6555"
+
+
+def _sample_files(reference) -> dict[str, bytes]:
+    """The sample's lines, put back into the files their headers name (# event_EXPORT_X.log ...)."""
+    files: dict[str, bytes] = {}
+    name = None
+    for line in (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines():
+        if line.startswith(b"# "):
+            name = line[2:].split()[0].decode().replace("<pid>", "13918")
+        elif line.startswith(b"{"):
+            files[name] = files.get(name, b"") + line + b"\n"
+    return files
+
+
 @pytest.fixture(scope="module")
 def folded(reference) -> Folded:
-    lines = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()
     f = Folded()
-    fold_lines([line for line in lines if line.startswith(b"{")], "sample", f)
+    for name, data in _sample_files(reference).items():
+        if "EXPORT_TASK" not in name:
+            fold_lines(data.splitlines(), name, f)
     assert f.damage.bad_lines == 0
     return f
+
+
+@pytest.fixture(scope="module")
+def compacted(reference, tmp_path_factory) -> SessionDB:
+    """The samples archived as a collector would, then compacted: the whole path, tasks folded in SQL."""
+    root = tmp_path_factory.mktemp("sample")
+    store = LocalStore(root / "archive")
+    node = SessionRef("default", "sample", SESSION).node(NODE_HEX)
+    for name, data in _sample_files(reference).items():
+        half = len(data) // 2  # two segments, split mid-line, as the collector may split them
+        for start, end in ((0, half), (half, len(data))):
+            store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, start, end)), encode(data[start:end]))
+    info = compact(store, node.session, root / "tables", None)
+    assert info["damage"]["bad_lines"] == 0
+    return SessionDB(root / "tables")
 
 
 def _response(reference, name):
     return json.loads((reference / "dashboard_api" / name).read_text())["response"]
 
 
-def _task(folded, name):
-    [t] = [task_record(t, {}) for t in folded.tasks.values() if t.get("info", {}).get("func_or_class_name") == name]
+def _task(db, name):
+    [t] = db.tasks([Filter("func_or_class_name", "=", name)], 10).rows
     return t
 
 
-def test_task_pieces_are_merged_by_id_and_attempt(folded):
-    sq = _task(folded, "sq")
+def test_task_pieces_are_merged_by_id_and_attempt(compacted):
+    sq = _task(compacted, "sq")
     assert sq["task_id"] == "fa31b89f94899135ffffffffffffffffffffffff03000000"
     assert sq["job_id"] == "03000000" and sq["type"] == "NORMAL_TASK"
     assert sq["worker_pid"] == 14408
     assert sq["task_log_info"]["stdout_end"] == 42 and sq["task_log_info"]["stderr_end"] == 31
-    assert [e["event_name"] for e in sq["profiling_data"]["events"]][-1] == "task::sq"
-    assert sq["profiling_data"]["events"][0]["start_time"] == pytest.approx(1795637016887.979753)
+    names = [e["event_name"] for e in sq["profiling_data"]["events"]]
+    assert len(names) == 4 and "task::sq" in names  # the sample repeats one event: kept once
+    assert sq["profiling_data"]["events"][0]["start_time"] == pytest.approx(1795637016887.948284)
+    assert sq["profiling_data"]["component_id"] == "6237634430339e80151820d8218b4b012429e117478590c1d2b098ab"
+    assert sq["required_resources"] == {"CPU": 1.0}
     assert sq["state"] == "RUNNING"  # the samples hold no terminal state for it
     assert sq["creation_time_ms"] == 1795637015522.0 and sq["start_time_ms"] == 1795637016825.0
 
 
-def test_failed_task_has_error_without_ansi_codes(folded):
-    boom = _task(folded, "boom")
+def test_failed_task_has_error_without_ansi_codes(compacted):
+    boom = _task(compacted, "boom")
     assert boom["state"] == "FAILED" and boom["error_type"] == "TASK_EXECUTION_EXCEPTION"
     assert boom["error_message"].startswith("User exception:\nray::boom() (pid=13918")
     assert [e["state"] for e in boom["events"]] == [
@@ -87,9 +126,9 @@ def test_jobs_from_driver_and_submission_events(folded):
     assert sub["runtime_env"] == {"working_dir": "gcs://_ray_pkg_c3d82379c81bbcce.zip"}
 
 
-def test_record_shapes_match_ray(folded, reference):
+def test_record_shapes_match_ray(folded, compacted, reference):
     task_keys = set(_response(reference, "v0_tasks.json")["data"]["result"]["result"][0])
-    assert set(_task(folded, "boom")) == task_keys
+    assert set(_task(compacted, "boom")) == task_keys
     nodetail = _response(reference, "v0_tasks_nodetail.json")["data"]["result"]["result"][0]
     assert tuple(nodetail) == TASK_SUMMARY_KEYS
     job_keys = set(_response(reference, "jobs.json")[0])
@@ -106,6 +145,6 @@ def test_damaged_lines_are_counted_not_fatal():
     f = Folded()
     good = json.dumps({"source_type": "EXPORT_DRIVER_JOB", "timestamp": 1,
                        "event_data": {"job_id": "AQAAAA==", "is_dead": True}}).encode()
-    fold_lines([b"{not json", b'{"source_type": "EXPORT_TASK", "event_data": {}}', b"\xff\xfe", good], "f", f)
+    fold_lines([b"{not json", b'{"source_type": "EXPORT_ACTOR", "event_data": {}}', b"\xff\xfe", good], "f", f)
     assert f.damage.bad_lines == 3 and len(f.damage.examples) == 3
     assert list(f.driver_jobs) == ["01000000"]

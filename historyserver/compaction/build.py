@@ -12,10 +12,12 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,15 +27,16 @@ from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
 from historyserver.compaction.export_events import Folded, fold_lines
-from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record, task_record
+from historyserver.compaction.records import actor_record, job_records, node_record
+from historyserver.compaction.tasks_sql import fold_tasks
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 1
+COMPACTION_VERSION = 2
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
-TABLES = ("tasks", "actors", "jobs", "nodes", "log_files")
+TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -43,47 +46,88 @@ def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord
         return NodeRecord(node_id=node_id)
 
 
+def _stage(store: Store, node, segs, out: Path | None, damage, where: str) -> tuple[bytes | None, int]:
+    """The file's complete lines, concatenated from its segments (every generation, oldest first).
+
+    Written to `out` when given (for DuckDB), else returned. A segment that cannot be read ends the file there.
+    """
+    chunks: list[bytes] = []
+    for epoch in sorted({s.epoch for s in segs}):
+        run = archive_logs.covering(segs, epoch)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(archive_logs.read_segment, store, node, s) for s in run]
+            for seg, fut in zip(run, futures):
+                try:
+                    chunks.append(fut.result())
+                except archive_logs.CorruptSegment as e:
+                    damage.note(where, str(e))
+                    break
+        if chunks and not chunks[-1].endswith(b"\n"):
+            chunks.append(b"\n")  # a generation's last line, cut off mid-write, stays one (unreadable) line
+    data = b"".join(chunks)
+    data = data[: data.rfind(b"\n") + 1]
+    lines = data.count(b"\n")
+    if out is None:
+        return data, lines
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return None, lines
+
+
 def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
     """Build every table of the session into out_dir (atomically: a temp dir renamed into place)."""
     started = time.monotonic()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
     folded = Folded()
     log_rows: list[dict[str, Any]] = []
     node_records: dict[str, NodeRecord] = {}
-    for node_id in store.list_dirs(ref.nodes_prefix):
-        node = ref.node(node_id)
-        node_records[node_id] = _read_node_record(store, ref, node_id)
-        for path, segs in archive_logs.list_segments(store, node).items():
-            run = archive_logs.covering(segs)
-            log_rows.append({
-                "node_id": node_id,
-                "path": path,
-                "size": run[-1].end if run else 0,
-                "segments": len(segs),
-                "complete": bool(run) and len(run) == len([s for s in segs if s.epoch == run[0].epoch]),
-            })
-            if not path.startswith(EXPORT_DIR) or not path.split("/")[-1].startswith("event_EXPORT_"):
-                continue
-            for epoch in sorted({s.epoch for s in segs}):
-                data = b"".join(archive_logs.read_segment(store, node, s) for s in archive_logs.covering(segs, epoch))
-                if not data.endswith(b"\n"):
-                    data = data[: data.rfind(b"\n") + 1]  # a line still being written
-                fold_lines(data.splitlines(), f"{node_id[:12]}:{path}", folded)
-
-    worker_logs = _worker_logs(log_rows, node_records)
-    nodes_ip = {n: r.ip for n, r in node_records.items() if r.ip}
-    nodes_ip.update({k: v.get("node_manager_address") for k, v in folded.nodes.items() if v.get("node_manager_address")})
-
-    tasks = [task_record(t, worker_logs) for t in folded.tasks.values()]
-    actors = [actor_record(a, nodes_ip, session_end_ms) for a in folded.actors.values()]
-    jobs = job_records(folded)
-    nodes = [node_record(n) for n in folded.nodes.values()]
-
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
+    task_files: list[Path] = []
+    task_lines = 0
     try:
-        _write(tmp / "tasks.parquet", [
-            {**{k: t[k] for k in TASK_SUMMARY_KEYS}, "creation_time_ms": t["creation_time_ms"],
-             "start_time_ms": t["start_time_ms"], "end_time_ms": t["end_time_ms"], "record": json.dumps(t)} for t in tasks
-        ], TASK_SCHEMA)
+        for node_id in store.list_dirs(ref.nodes_prefix):
+            node = ref.node(node_id)
+            node_records[node_id] = _read_node_record(store, ref, node_id)
+            for path, segs in archive_logs.list_segments(store, node).items():
+                run = archive_logs.covering(segs)
+                log_rows.append({
+                    "node_id": node_id,
+                    "path": path,
+                    "size": run[-1].end if run else 0,
+                    "segments": len(segs),
+                    "complete": bool(run) and len(run) == len([s for s in segs if s.epoch == run[0].epoch]),
+                })
+                name = path.split("/")[-1]
+                if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
+                    continue
+                where = f"{node_id[:12]}:{path}"
+                if name.startswith("event_EXPORT_TASK"):
+                    staged = tmp / "stage" / node_id / path
+                    task_lines += _stage(store, node, segs, staged, folded.damage, where)[1]
+                    task_files.append(staged)
+                else:
+                    data, _ = _stage(store, node, segs, None, folded.damage, where)
+                    fold_lines(data.splitlines(), where, folded)
+
+        worker_logs = _worker_logs(log_rows, node_records)
+        nodes_ip = {n: r.ip for n, r in node_records.items() if r.ip}
+        nodes_ip.update({k: v.get("node_manager_address") for k, v in folded.nodes.items()
+                         if v.get("node_manager_address")})
+        actors = [actor_record(a, nodes_ip, session_end_ms) for a in folded.actors.values()]
+        jobs = job_records(folded)
+        nodes = [node_record(n) for n in folded.nodes.values()]
+
+        con = _duckdb(tmp)
+        con.register("worker_logs", pa.Table.from_pylist(
+            [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
+            schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
+        task_counts = fold_tasks(con, task_files, tmp)
+        con.close()
+        if task_lines > task_counts["task_events"]:
+            unread = task_lines - task_counts["task_events"]
+            folded.damage.note("export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread)
+        shutil.rmtree(tmp / "stage", ignore_errors=True)
+
         _write(tmp / "actors.parquet", [
             {"actor_id": a["actorId"], "job_id": a["jobId"], "state": a["state"], "class_name": a["className"],
              "name": a["name"], "node_id": a["address"]["nodeId"], "pid": a["pid"], "record": json.dumps(a)}
@@ -103,8 +147,8 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             "session_id": ref.id,
             "built_at_ms": int(time.time() * 1000),
             "seconds": round(time.monotonic() - started, 3),
-            "counts": {"tasks": len(tasks), "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes),
-                       "log_files": len(log_rows)},
+            "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
+                       "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows)},
             "damage": asdict(folded.damage),
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
@@ -120,6 +164,15 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("compacted %s in %.2fs: %s", ref.id, info["seconds"], info["counts"])
     return info
+
+
+def _duckdb(tmp: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    # Bounded memory: large sessions spill to disk instead of growing the server's RSS.
+    con.execute(f"SET memory_limit = '{os.environ.get('RAYHISTORY_COMPACTION_MEMORY', '600MB')}'")
+    con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
 
 
 def _worker_logs(log_rows: list[dict[str, Any]], nodes: dict[str, NodeRecord]) -> dict[tuple[str, str], tuple[str, str]]:

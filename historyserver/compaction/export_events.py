@@ -1,5 +1,7 @@
 """Ray's export-event files (logs/export_events/event_EXPORT_*.log) folded into one record per entity.
 
+Tasks are folded in SQL (tasks_sql.py): there can be millions. Actors, jobs and nodes are few and folded here.
+
 Events arrive in pieces and out of order (a task's definition, state updates and profile events come from
 different processes), so each fold merges by key and keeps the newest value of each field.
 """
@@ -11,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from historyserver.compaction.ids import hex_id, ms, ns_to_ms
+from historyserver.compaction.ids import hex_id
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -22,7 +24,6 @@ TASK_STATUS = {
     7: "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", 8: "RUNNING", 9: "RUNNING_IN_RAY_GET",
     10: "RUNNING_IN_RAY_WAIT", 11: "FINISHED", 12: "FAILED", 13: "GETTING_AND_PINNING_ARGS",
 }
-TERMINAL_TASK_CODES = {11, 12}
 SUBMISSION_RANK = {"PENDING": 0, "RUNNING": 1, "STOPPED": 2, "SUCCEEDED": 2, "FAILED": 2}
 
 
@@ -33,15 +34,14 @@ class Damage:
     bad_lines: int = 0
     examples: list[str] = field(default_factory=list)
 
-    def note(self, where: str, error: str) -> None:
-        self.bad_lines += 1
+    def note(self, where: str, error: str, count: int = 1) -> None:
+        self.bad_lines += count
         if len(self.examples) < 5:
             self.examples.append(f"{where}: {error}")
 
 
 @dataclass
 class Folded:
-    tasks: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     actors: dict[str, dict[str, Any]] = field(default_factory=dict)
     driver_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     submission_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -68,29 +68,6 @@ def fold_lines(lines: Iterable[bytes], where: str, into: Folded) -> None:
                 fold(into, data, ts)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 into.damage.note(f"{where}:{n}", f"malformed {kind} event ({type(e).__name__}: {e})")
-
-
-def _task(f: Folded, d: dict[str, Any], ts: int) -> None:
-    key = (hex_id(d["task_id"]), int(d.get("attempt_number") or 0))
-    t = f.tasks.setdefault(key, {"task_id": key[0], "attempt_number": key[1], "state_ts": {}, "profile": []})
-    if d.get("job_id"):
-        t["job_id"] = hex_id(d["job_id"])
-    info = d.get("task_info")
-    if info:
-        t["info"] = {**t.get("info", {}), **info}
-    updates = d.get("state_updates") or {}
-    for code, value in (updates.get("state_ts_ns") or {}).items():
-        t["state_ts"][int(code)] = int(value)
-    for k in ("node_id", "worker_id"):
-        if updates.get(k):
-            t[k] = hex_id(updates[k])
-    for k in ("worker_pid", "error_info", "task_log_info", "actor_repr_name", "is_debugger_paused"):
-        if updates.get(k) not in (None, "", {}):
-            t[k] = updates[k]
-    profile = d.get("profile_events")
-    if profile:
-        t["profile_meta"] = {k: profile.get(k) for k in ("component_type", "component_id", "node_ip_address")}
-        t["profile"].extend(profile.get("events") or [])
 
 
 def _actor(f: Folded, d: dict[str, Any], ts: int) -> None:
@@ -148,7 +125,6 @@ def _node(f: Folded, d: dict[str, Any], ts: int) -> None:
 
 
 _FOLDS = {
-    "EXPORT_TASK": _task,
     "EXPORT_ACTOR": _actor,
     "EXPORT_DRIVER_JOB": _driver_job,
     "EXPORT_SUBMISSION_JOB": _submission_job,
@@ -156,24 +132,4 @@ _FOLDS = {
 }
 
 
-def task_state(state_ts: dict[int, int]) -> str:
-    """The newest state; a terminal state wins over anything reported at the same or a later time."""
-    if not state_ts:
-        return "NIL"
-    terminal = [c for c in state_ts if c in TERMINAL_TASK_CODES]
-    if terminal:
-        return TASK_STATUS[max(terminal, key=lambda c: state_ts[c])]
-    code = max(state_ts, key=lambda c: (state_ts[c], c))
-    return TASK_STATUS.get(code, "NIL")
-
-
-def task_times(state_ts: dict[int, int]) -> tuple[float | None, float | None, float | None]:
-    """(creation, start, end) in ms, as Ray's state API derives them."""
-    creation = ns_to_ms(state_ts.get(1) or (min(state_ts.values()) if state_ts else None))
-    start = ns_to_ms(state_ts.get(8))
-    end_codes = [state_ts[c] for c in TERMINAL_TASK_CODES if c in state_ts]
-    end = ns_to_ms(max(end_codes)) if end_codes else None
-    return creation, start, end
-
-
-__all__ = ["Folded", "fold_lines", "task_state", "task_times", "TASK_STATUS", "ms", "hex_id"]
+__all__ = ["Folded", "fold_lines", "TASK_STATUS"]

@@ -16,12 +16,6 @@ def hex_id(value: str | None) -> str | None:
         return value.lower() if all(c in "0123456789abcdefABCDEF" for c in value) else None
 
 
-def ns_to_ms(value: str | int | None) -> float | None:
-    if value in (None, "", "0", 0):
-        return None
-    return float(int(value) // 1_000_000)
-
-
 def ms(value: str | int | None) -> int | None:
     if value in (None, "", "0", 0):
         return None

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from historyserver.compaction.export_events import Folded, TASK_STATUS, task_state, task_times
+from historyserver.compaction.export_events import Folded
 from historyserver.compaction.ids import hex_id, ms
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -23,87 +23,6 @@ def strip_ansi(text: str | None) -> str | None:
 
 def _floats(resources: dict[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in (resources or {}).items()}
-
-
-def _runtime_env_info(info: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not info:
-        return None
-    out = dict(info)
-    uris = out.get("uris")
-    if isinstance(uris, dict) and not uris.get("working_dir_uri") and not uris.get("py_modules_uris"):
-        out.pop("uris")
-    return out
-
-
-def task_record(t: dict[str, Any], worker_logs: dict[tuple[str, str], tuple[str, str]]) -> dict[str, Any]:
-    info = t.get("info", {})
-    state_ts = t["state_ts"]
-    creation, start, end = task_times(state_ts)
-    error = t.get("error_info") or {}
-    profile = None
-    if t["profile"]:
-        meta = t.get("profile_meta", {})
-        profile = {
-            "component_type": meta.get("component_type"),
-            "component_id": hex_id(meta.get("component_id")),
-            "node_ip_address": meta.get("node_ip_address"),
-            "events": [
-                {
-                    "start_time": int(e["start_time"]) / 1e6,
-                    "end_time": int(e["end_time"]) / 1e6,
-                    "extra_data": _json_or_empty(e.get("extra_data")),
-                    "event_name": e.get("event_name"),
-                }
-                for e in t["profile"]
-            ],
-        }
-    log_info = None
-    if t.get("task_log_info") is not None:
-        li = t["task_log_info"]
-        out_file, err_file = worker_logs.get((t.get("node_id") or "", t.get("worker_id") or ""), (None, None))
-        log_info = {
-            "stdout_file": li.get("stdout_file") or out_file,
-            "stderr_file": li.get("stderr_file") or err_file,
-            "stdout_start": li.get("stdout_start", 0),
-            "stdout_end": li.get("stdout_end", 0),
-            "stderr_start": li.get("stderr_start", 0),
-            "stderr_end": li.get("stderr_end", 0),
-        }
-    func = info.get("func_or_class_name")
-    record = {
-        "task_id": t["task_id"],
-        "attempt_number": t["attempt_number"],
-        "name": info.get("name") or func,
-        "state": task_state(state_ts),
-        "job_id": t.get("job_id"),
-        "actor_id": hex_id(info.get("actor_id")),
-        "type": info.get("type", "NORMAL_TASK"),
-        "func_or_class_name": func,
-        "parent_task_id": hex_id(info.get("parent_task_id")),
-        "node_id": t.get("node_id"),
-        "worker_id": t.get("worker_id"),
-        "worker_pid": int(t["worker_pid"]) if t.get("worker_pid") else None,
-        "error_type": error.get("error_type"),
-        "language": info.get("language", "PYTHON"),
-        "required_resources": _floats(info.get("required_resources")),
-        "runtime_env_info": _runtime_env_info(info.get("runtime_env_info")),
-        "placement_group_id": hex_id(info.get("placement_group_id")),
-        "events": [
-            {"state": TASK_STATUS.get(code, "NIL"), "created_ms": float(ts // 1_000_000)}
-            for code, ts in sorted(state_ts.items(), key=lambda kv: (kv[1], kv[0]))
-        ],
-        "profiling_data": profile,
-        "creation_time_ms": creation,
-        "start_time_ms": start,
-        "end_time_ms": end,
-        "task_log_info": log_info,
-        "error_message": strip_ansi(error.get("error_message")),
-        "is_debugger_paused": t.get("is_debugger_paused"),
-        "call_site": info.get("call_site") or None,
-        "label_selector": info.get("label_selector", {}),
-        "fallback_strategy": {"options": []},
-    }
-    return record
 
 
 def _json_or_empty(value: Any) -> Any:
