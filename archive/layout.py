@@ -5,6 +5,7 @@
       clusters/{namespace}/{cluster}/{session}/
         manifest.json                                        session manifest (mutable, single PUT)
         ended.json                                           end marker: the session is complete
+        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last)
         nodes/{node_id}/
           node.json                                          what the node's collector knows of it
           ended.json                                         the node's collector flushed for the last time
@@ -99,6 +100,10 @@ class SessionRef:
     @property
     def nodes_prefix(self) -> str:
         return self.prefix + "nodes/"
+
+    def compacted_prefix(self, version: int) -> str:
+        """Query-ready tables derived from the session by a reader (a versioned cache, see FORMAT.md)."""
+        return f"{self.prefix}compacted/c{version}/"
 
     def node(self, node_id: str) -> "NodeRef":
         return NodeRef(self, check_node(node_id))

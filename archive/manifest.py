@@ -41,6 +41,7 @@ class SessionManifest:
     end_ms: int | None = None
     status: str = RUNNING
     ended_by: str | None = None  # "signal:SIGTERM", "once", ... : how the collector saw the session end
+    last_seen_ms: int | None = None  # the head collector's heartbeat: a stale running session is unfinished
     nodes: list[NodeRecord] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 

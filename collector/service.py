@@ -32,6 +32,7 @@ class Collector:
         self.stop_reason = "once" if settings.once else "stopped"
         self.node: NodeRecord | None = None
         self.sink: ArchiveSink | None = None
+        self._manifest_written = 0.0
 
     # --- start ---------------------------------------------------------------------------------------
     def _identify(self, deadline: float) -> NodeRecord:
@@ -83,6 +84,9 @@ class Collector:
 
     def _cycle(self, final: bool = False) -> bool:
         try:
+            if self.node and self.node.is_head and not final and not self.settings.once and \
+                    time.monotonic() - self._manifest_written >= self.settings.heartbeat:
+                self._write_manifest(RUNNING)
             stats = self.ship_once(final)
         except StoreError as e:
             log.warning("upload failed, will retry: %s", e)
@@ -127,10 +131,12 @@ class Collector:
             status=status,
             ended_by=self.stop_reason if status == ENDED else None,
             nodes=[self.node],
+            last_seen_ms=int(time.time() * 1000),
         )
         body = manifest.to_json()
         self.store.put(self.ref.manifest_key, body)
         self.store.put(self.ref.index_key, body)
+        self._manifest_written = time.monotonic()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: object) -> None:

@@ -35,4 +35,9 @@ class CollectorSettings:
         metadata={"help": "seconds allowed for the last upload after SIGTERM; keep it below the pod's "
                           "terminationGracePeriodSeconds"},
     )
+    heartbeat: float = field(
+        default=120.0,
+        metadata={"help": "seconds between rewrites of the session manifest by the head (readers call a session "
+                          "whose manifest is much older unfinished)"},
+    )
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})

@@ -10,15 +10,19 @@ from typing import Any
 
 from archive.errors import NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, index_prefix, parse_index_key
-from archive.manifest import ENDED, SessionManifest
+from archive.manifest import ENDED, RUNNING, SessionManifest
 from archive.storage import Store
 from historyserver.errors import ArchiveUnavailable, SessionNotFound
+
+
+UNFINISHED = "unfinished"
+STALE_AFTER_MS = 15 * 60 * 1000  # several missed heartbeats of the head's collector
 
 
 @dataclass
 class SessionEntry:
     manifest: SessionManifest
-    index_size: int
+    index_tag: str
 
     @property
     def ref(self) -> SessionRef:
@@ -27,6 +31,26 @@ class SessionEntry:
     @property
     def ended(self) -> bool:
         return self.manifest.status == ENDED
+
+    @property
+    def status(self) -> str:
+        """running, ended, or unfinished: running by its manifest but not seen for long (its collector died)."""
+        m = self.manifest
+        if m.status == ENDED:
+            return ENDED
+        last = m.last_seen_ms or m.start_ms or 0
+        return UNFINISHED if time.time() * 1000 - last > STALE_AFTER_MS else m.status
+
+    @property
+    def end_ms(self) -> int | None:
+        """When the session ended; for an unfinished one, the last time its collector was heard from."""
+        m = self.manifest
+        return m.end_ms or (m.last_seen_ms or m.start_ms if self.status == UNFINISHED else None)
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more will arrive: its tables can be built once and kept."""
+        return self.status != RUNNING
 
     def summary(self, base_url: str = "") -> dict[str, Any]:
         m = self.manifest
@@ -37,12 +61,16 @@ class SessionEntry:
             "session_name": m.session_name,
             "ray_version": m.ray_version,
             "start": m.start_ms,
-            "end": m.end_ms,
-            "status": m.status,
+            "end": self.end_ms,
+            "status": self.status,
             "ended_by": m.ended_by,
             "nodes": len(m.nodes),
             "url": f"{base_url}/sessions/{m.ref.id}/",
         }
+
+
+def _tag(obj: Any) -> str:
+    return f"{obj.size}:{obj.tag}"
 
 
 class Catalog:
@@ -58,8 +86,8 @@ class Catalog:
             objects = [o for o in self.store.list(index_prefix()) if o.key.endswith(".json")]
         except StoreError as e:
             raise ArchiveUnavailable(str(e)) from e
-        # Re-read only entries that are new or changed size (a session's entry is rewritten when it ends).
-        todo = [o for o in objects if self._entries.get(o.key) is None or self._entries[o.key].index_size != o.size]
+        # Re-read only entries that are new or rewritten (heartbeats and the end rewrite a session's entry).
+        todo = [o for o in objects if o.key not in self._entries or self._entries[o.key].index_tag != _tag(o)]
         with ThreadPoolExecutor(max_workers=16) as pool:
             fetched = list(pool.map(self._fetch, todo))
         entries = {o.key: self._entries[o.key] for o in objects if o.key in self._entries}
@@ -74,7 +102,7 @@ class Catalog:
     def _fetch(self, obj: Any) -> SessionEntry | None:
         try:
             parse_index_key(obj.key)
-            return SessionEntry(SessionManifest.from_json(self.store.get(obj.key)), obj.size)
+            return SessionEntry(SessionManifest.from_json(self.store.get(obj.key)), _tag(obj))
         except (NotFound, InvalidName, ValueError, TypeError, KeyError):
             return None  # an index entry being replaced, or written by a newer, unknown format
 

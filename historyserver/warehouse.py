@@ -1,59 +1,119 @@
-"""Keeps each session's compacted tables up to date in a local cache, and its DuckDB handle open."""
+"""Each session's compacted tables: found in the local cache, else in the archive, else built (and shared).
+
+A closed session (ended, or unfinished because its collector vanished) is compacted once: the tables are
+written back to the archive (FORMAT.md, `compacted/`) so that no other server compacts it again. A running
+session is rebuilt locally at most every `running_refresh` seconds and never written back.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import threading
 import time
 from pathlib import Path
 
-from archive.errors import StoreError
+from archive.errors import NotFound, StoreError
 from archive.storage import Store
 from historyserver.catalog import SessionEntry
-from historyserver.compaction.build import COMPACTION_VERSION, compact
+from historyserver.compaction.build import COMPACTION_VERSION, TABLES, compact
 from historyserver.errors import ArchiveUnavailable
 from historyserver.queries.session_db import SessionDB
+
+log = logging.getLogger("rayhistory.warehouse")
+INFO = "info.json"
 
 
 class Warehouse:
     def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0) -> None:
         self.store = store
-        self.root = Path(cache_dir) / f"compacted-v{COMPACTION_VERSION}"
+        self.root = Path(cache_dir) / f"compacted-c{COMPACTION_VERSION}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.running_refresh = running_refresh
         self._lock = threading.Lock()
         self._session_locks: dict[str, threading.Lock] = {}
         self._open: dict[str, tuple[SessionDB, float, bool]] = {}
 
-    def _fresh(self, entry: SessionEntry, tables: Path) -> bool:
-        info_file = tables / "info.json"
-        if not info_file.exists():
-            return False
-        info = json.loads(info_file.read_text())
-        if info.get("compaction_version") != COMPACTION_VERSION:
-            return False
-        if entry.ended:
-            return bool(info.get("session_ended"))
-        return time.time() * 1000 - info["built_at_ms"] < self.running_refresh * 1000
-
     def db(self, entry: SessionEntry) -> SessionDB:
         sid = entry.ref.id
         with self._lock:
             lock = self._session_locks.setdefault(sid, threading.Lock())
             cached = self._open.get(sid)
-        if cached and (cached[2] or time.monotonic() - cached[1] < self.running_refresh) and (cached[2] or not entry.ended):
+        if cached and self._still_good(cached, entry):
             return cached[0]
         with lock:
+            cached = self._open.get(sid)
+            if cached and self._still_good(cached, entry):
+                return cached[0]
             tables = self.root / sid
-            if not self._fresh(entry, tables):
-                try:
-                    info = compact(self.store, entry.ref, tables, entry.manifest.end_ms)
-                except StoreError as e:
-                    raise ArchiveUnavailable(str(e)) from e
-                info["session_ended"] = entry.ended
-                (tables / "info.json").write_text(json.dumps(info, indent=1))
+            try:
+                self._prepare(entry, tables)
+            except StoreError as e:
+                raise ArchiveUnavailable(str(e)) from e
             db = SessionDB(tables)
             with self._lock:
                 # The previous handle is left to the garbage collector: a request may still be using it.
-                self._open[sid] = (db, time.monotonic(), entry.ended)
+                self._open[sid] = (db, time.monotonic(), entry.closed)
             return db
+
+    def _still_good(self, cached: tuple[SessionDB, float, bool], entry: SessionEntry) -> bool:
+        _, opened, closed = cached
+        if closed:
+            return True
+        return not entry.closed and time.monotonic() - opened < self.running_refresh
+
+    def _prepare(self, entry: SessionEntry, tables: Path) -> None:
+        local = _read_info(tables)
+        if entry.closed:
+            if local and local.get("closed"):
+                return
+            if self._download(entry, tables):
+                return
+            info = compact(self.store, entry.ref, tables, entry.end_ms)
+            _write_info(tables, {**info, "closed": True})
+            self._upload(entry, tables)
+        else:
+            if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
+                return
+            info = compact(self.store, entry.ref, tables, None)
+            _write_info(tables, {**info, "closed": False})
+
+    def _download(self, entry: SessionEntry, tables: Path) -> bool:
+        prefix = entry.ref.compacted_prefix(COMPACTION_VERSION)
+        try:
+            info = self.store.get(prefix + INFO)
+        except NotFound:
+            return False
+        staging = tables.with_name(tables.name + ".download")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for table in TABLES:
+            (staging / f"{table}.parquet").write_bytes(self.store.get(f"{prefix}{table}.parquet"))
+        (staging / INFO).write_bytes(info)
+        shutil.rmtree(tables, ignore_errors=True)
+        staging.rename(tables)
+        log.info("using the compacted tables of %s from the archive", entry.ref.id)
+        return True
+
+    def _upload(self, entry: SessionEntry, tables: Path) -> None:
+        """Best effort: a read-only archive still serves, it only compacts on every server."""
+        prefix = entry.ref.compacted_prefix(COMPACTION_VERSION)
+        try:
+            for table in TABLES:
+                self.store.put(f"{prefix}{table}.parquet", (tables / f"{table}.parquet").read_bytes())
+            self.store.put(prefix + INFO, (tables / INFO).read_bytes())  # last: it vouches for the rest
+        except StoreError as e:
+            log.warning("could not write the compacted tables of %s back to the archive: %s", entry.ref.id, e)
+
+
+def _read_info(tables: Path) -> dict | None:
+    try:
+        info = json.loads((tables / INFO).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return info if info.get("compaction_version") == COMPACTION_VERSION else None
+
+
+def _write_info(tables: Path, info: dict) -> None:
+    (tables / INFO).write_text(json.dumps(info, indent=1))

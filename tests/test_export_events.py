@@ -148,3 +148,23 @@ def test_damaged_lines_are_counted_not_fatal():
     fold_lines([b"{not json", b'{"source_type": "EXPORT_ACTOR", "event_data": {}}', b"\xff\xfe", good], "f", f)
     assert f.damage.bad_lines == 3 and len(f.damage.examples) == 3
     assert list(f.driver_jobs) == ["01000000"]
+
+
+def test_unfinished_entities_end_with_the_cluster(reference, tmp_path, folded):
+    """A task or job without a final state when the cluster ended keeps its last state, and ends with it."""
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("default", "sample", SESSION).node(NODE_HEX)
+    for name, data in _sample_files(reference).items():
+        store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, 0, len(data))), encode(data))
+    end = 1795637060000
+    compact(store, node.session, tmp_path / "tables", end)
+    db = SessionDB(tmp_path / "tables")
+    sq = _task(db, "sq")
+    assert sq["state"] == "RUNNING" and sq["end_time_ms"] == end
+    assert sq["error_message"].startswith("Unfinished: the cluster ended while this task was RUNNING")
+    boom = _task(db, "boom")
+    assert boom["end_time_ms"] == 1795636996248.0 and "Unfinished" not in boom["error_message"]
+    [running] = db.query("SELECT count(*) FROM tasks WHERE unfinished")[0]
+    assert running == 1
+    sub = next(j for j in job_records(folded, end) if j["submission_id"] == "probe2_job_ok")
+    assert sub["status"] == "RUNNING" and sub["end_time"] == end and sub["message"].startswith("Unfinished")

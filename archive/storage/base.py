@@ -11,6 +11,7 @@ from typing import Iterator
 class ObjectInfo:
     key: str
     size: int
+    tag: str = ""  # changes whenever the object is rewritten (ETag, or mtime for a local file)
 
 
 class Store(abc.ABC):

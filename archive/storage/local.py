@@ -66,7 +66,8 @@ class LocalStore(Store):
                     found.append(key)
         for key in sorted(found):
             try:
-                yield ObjectInfo(key, (self.root / key).stat().st_size)
+                st = (self.root / key).stat()
+                yield ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_ino:x}")
             except FileNotFoundError:
                 continue
 

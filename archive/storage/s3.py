@@ -106,7 +106,7 @@ class S3Store(Store):
             except Exception as e:
                 raise self._error(e, "listing", prefix) from e
             for obj in page.get("Contents", []):
-                yield ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]))
+                yield ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]), obj.get("ETag", ""))
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]

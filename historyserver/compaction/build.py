@@ -114,14 +114,14 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         nodes_ip.update({k: v.get("node_manager_address") for k, v in folded.nodes.items()
                          if v.get("node_manager_address")})
         actors = [actor_record(a, nodes_ip, session_end_ms) for a in folded.actors.values()]
-        jobs = job_records(folded)
+        jobs = job_records(folded, session_end_ms)
         nodes = [node_record(n) for n in folded.nodes.values()]
 
         con = _duckdb(tmp)
         con.register("worker_logs", pa.Table.from_pylist(
             [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
             schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
-        task_counts = fold_tasks(con, task_files, tmp)
+        task_counts = fold_tasks(con, task_files, tmp, session_end_ms)
         con.close()
         if task_lines > task_counts["task_events"]:
             unread = task_lines - task_counts["task_events"]
@@ -193,11 +193,12 @@ def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
 
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+# The tasks table as tasks_sql.py writes it (kept here as the table's contract, and for synthetic tables).
 TASK_SCHEMA = pa.schema([
     ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
     ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
     ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
-    ("record", _S),
+    ("unfinished", _B), ("record", _S),
 ])
 ACTOR_SCHEMA = pa.schema([
     ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),

@@ -88,7 +88,20 @@ def node_record(n: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_records(f: Folded) -> list[dict[str, Any]]:
+TERMINAL_JOB_STATUSES = {"SUCCEEDED", "FAILED", "STOPPED"}
+UNFINISHED_JOB_NOTE = "Unfinished: the cluster ended while this job was {status}; it never reported a final status."
+
+
+def _ended_with_cluster(job: dict[str, Any], session_end_ms: int | None) -> dict[str, Any]:
+    """A job without a final status in a closed session ends with the cluster, keeping its last known status."""
+    if session_end_ms is None or job["status"] in TERMINAL_JOB_STATUSES:
+        return job
+    note = UNFINISHED_JOB_NOTE.format(status=job["status"])
+    return {**job, "end_time": job["end_time"] or session_end_ms,
+            "message": f"{note} {job['message']}" if job["message"] else note}
+
+
+def job_records(f: Folded, session_end_ms: int | None = None) -> list[dict[str, Any]]:
     """The shape of /api/jobs/: submission jobs joined to their drivers, then plain driver jobs."""
     drivers_by_submission: dict[str, dict[str, Any]] = {}
     plain: list[dict[str, Any]] = []
@@ -139,7 +152,7 @@ def job_records(f: Folded) -> list[dict[str, Any]]:
             "driver_node_id": None,
             "driver_exit_code": None,
         })
-    return out
+    return [_ended_with_cluster(j, session_end_ms) for j in out]
 
 
 def _driver_info(j: dict[str, Any] | None) -> dict[str, Any] | None:

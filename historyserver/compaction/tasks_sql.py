@@ -28,8 +28,17 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path) -> dict[str, int]:
-    """Write tasks.parquet and profile_events.parquet from the staged EXPORT_TASK files; returns counts."""
+UNFINISHED_NOTE = "Unfinished: the cluster ended while this task was {state}; it never reported a final state."
+
+
+def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path,
+               session_end_ms: int | None = None) -> dict[str, int]:
+    """Write tasks.parquet and profile_events.parquet from the staged EXPORT_TASK files; returns counts.
+
+    With session_end_ms (a closed session), a task without a final state ends with the cluster: it keeps its
+    last known state, and gets the session's end as its end time and a note as its error message.
+    """
+    end = "NULL::DOUBLE" if session_end_ms is None else f"{float(session_end_ms)}"
     if task_files:
         files = "[" + ", ".join(_sql_path(p) for p in task_files) + "]"
         con.execute(f"""
@@ -120,7 +129,11 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                {_hex("json_extract_string(a.info, '$.placement_group_id')")} AS placement_group_id,
                t.events, p.component_type, {_hex('p.component_id')} AS component_id, p.node_ip,
                p.events AS profile_events,
-               t.creation_ms AS creation_time_ms, t.start_ms AS start_time_ms, t.end_ms AS end_time_ms,
+               t.creation_ms AS creation_time_ms, t.start_ms AS start_time_ms,
+               coalesce(t.end_ms, CASE WHEN coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') THEN {end} END)
+                   AS end_time_ms,
+               t.end_ms IS NULL AND {end} IS NOT NULL AND coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED')
+                   AS unfinished,
                a.log_info, regexp_replace(json_extract_string(a.error_info, '$.error_message'), '{_ANSI}', '', 'g') AS error_message,
                a.debugger_paused AS is_debugger_paused, nullif(json_extract_string(a.info, '$.call_site'), '') AS call_site,
                coalesce(json_extract(a.info, '$.label_selector'), '{{}}'::JSON) AS label_selector
@@ -133,7 +146,7 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
         COPY (
             SELECT r.task_id, r.attempt_number, r.name, r.state, r.job_id, r.actor_id, r.type, r.func_or_class_name,
                    r.parent_task_id, r.node_id, r.worker_id, r.worker_pid, r.error_type, r.creation_time_ms,
-                   r.start_time_ms, r.end_time_ms,
+                   r.start_time_ms, r.end_time_ms, r.unfinished,
                    to_json({{
                        task_id: r.task_id, attempt_number: r.attempt_number, name: r.name, state: r.state,
                        job_id: r.job_id, actor_id: r.actor_id, type: r.type, func_or_class_name: r.func_or_class_name,
@@ -153,7 +166,9 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                            stdout_end: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stdout_end') AS BIGINT), 0),
                            stderr_start: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stderr_start') AS BIGINT), 0),
                            stderr_end: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stderr_end') AS BIGINT), 0)}} END,
-                       error_message: r.error_message, is_debugger_paused: r.is_debugger_paused,
+                       error_message: CASE WHEN r.unfinished AND r.error_message IS NULL
+                           THEN replace('{UNFINISHED_NOTE}', '{{state}}', r.state) ELSE r.error_message END,
+                       is_debugger_paused: r.is_debugger_paused,
                        call_site: r.call_site, label_selector: r.label_selector,
                        fallback_strategy: {{options: []::VARCHAR[]}}
                    }}) AS record

@@ -8,7 +8,7 @@ from historyserver.errors import BadRequest
 
 router = APIRouter(prefix="/api/v1")
 
-STATUSES = ("running", "ended")
+STATUSES = ("running", "ended", "unfinished")
 
 
 @router.get("/sessions")
@@ -26,7 +26,7 @@ def list_sessions(
         e for e in request.app.state.catalog.sessions()
         if (namespace is None or e.manifest.namespace == namespace)
         and (cluster is None or e.manifest.cluster == cluster)
-        and (status is None or e.manifest.status == status)
+        and (status is None or e.status == status)
     ]
     base = str(request.base_url).rstrip("/")
     return {

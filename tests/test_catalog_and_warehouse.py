@@ -1,0 +1,82 @@
+"""The catalog (sessions from the index, statuses, filters) and the warehouse (compacted tables shared)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from archive.layout import SessionRef
+from archive.manifest import ENDED, RUNNING, SessionManifest
+from archive.storage.local import LocalStore
+from collector.service import Collector
+from collector.settings import CollectorSettings
+from collector.sources.session_dir import SessionDir
+from historyserver.catalog import Catalog
+from historyserver.compaction import build
+from historyserver.warehouse import Warehouse
+from tests.fake_session import SESSION_NAME, make_session
+from tests.helpers import client_for
+
+
+def _manifest(cluster: str, session: str, status: str, start_ms: int, last_seen_ms: int | None = None):
+    return SessionManifest(namespace="team-a", cluster=cluster, session_name=session, status=status,
+                           start_ms=start_ms, last_seen_ms=last_seen_ms,
+                           end_ms=start_ms + 1000 if status == ENDED else None)
+
+
+def _publish(store, m: SessionManifest) -> None:
+    store.put(m.ref.index_key, m.to_json())
+    store.put(m.ref.manifest_key, m.to_json())
+
+
+def test_statuses_and_filters(tmp_path):
+    store = LocalStore(tmp_path)
+    now = int(time.time() * 1000)
+    _publish(store, _manifest("a", "session_2026-01-01_00-00-00_000001_1", ENDED, now - 50_000))
+    _publish(store, _manifest("a", "session_2026-01-01_00-00-00_000002_1", RUNNING, now - 40_000, now - 1000))
+    _publish(store, _manifest("b", "session_2026-01-01_00-00-00_000003_1", RUNNING, now - 10**8, now - 10**8))
+    with client_for(str(tmp_path), tmp_path / "cache") as client:
+        all_ = client.get("/api/v1/sessions").json()
+        assert all_["total"] == 3
+        assert [s["status"] for s in all_["sessions"]] == ["running", "ended", "unfinished"]  # newest first
+        unfinished = all_["sessions"][2]
+        assert unfinished["end"] == now - 10**8  # last heard from
+        assert client.get("/api/v1/sessions", params={"cluster": "a"}).json()["total"] == 2
+        assert client.get("/api/v1/sessions", params={"status": "unfinished"}).json()["total"] == 1
+        page = client.get("/api/v1/sessions", params={"limit": 1, "offset": 1}).json()
+        assert [s["status"] for s in page["sessions"]] == ["ended"]
+        bad = client.get("/api/v1/sessions", params={"status": "dead"})
+        assert bad.status_code == 400 and "unfinished" in bad.json()["error"]["message"]
+        missing = client.get("/api/v1/sessions/team-a~a~session_2000-01-01_00-00-00_000000_1")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "SessionNotFound"
+
+
+def test_a_rewritten_entry_is_seen_within_the_ttl(tmp_path):
+    store = LocalStore(tmp_path)
+    m = _manifest("a", "session_2026-01-01_00-00-00_000001_1", RUNNING, 1, int(time.time() * 1000))
+    _publish(store, m)
+    catalog = Catalog(store, ttl=0)
+    assert catalog.get(m.ref.id).status == RUNNING
+    m.status, m.end_ms = ENDED, 2
+    _publish(store, m)
+    assert catalog.get(m.ref.id).status == ENDED
+
+
+def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch):
+    session = make_session(tmp_path)
+    store = LocalStore(tmp_path / "archive")
+    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
+    Collector(settings, store, SessionDir(session)).run()
+    ref = SessionRef("ns", "c", SESSION_NAME)
+    entry = Catalog(store).get(ref.id)
+    Warehouse(store, tmp_path / "cache-1").db(entry)
+    prefix = ref.compacted_prefix(build.COMPACTION_VERSION)
+    assert {o.key[len(prefix):] for o in store.list(prefix)} == {f"{t}.parquet" for t in build.TABLES} | {"info.json"}
+
+    def no_compaction(*args, **kwargs):
+        raise AssertionError("a second server compacted a session whose tables are in the archive")
+
+    monkeypatch.setattr("historyserver.warehouse.compact", no_compaction)
+    db = Warehouse(store, tmp_path / "cache-2").db(entry)
+    assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
