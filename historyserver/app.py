@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from archive.storage import Store
 from historyserver.catalog import Catalog
@@ -24,6 +25,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.add_exception_handler(HistoryError, handle_history_error)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
+    app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
     for module in (ray_api, ray_tasks, ray_logs, ray_cluster):
         app.include_router(module.router)
     app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/

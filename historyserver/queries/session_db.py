@@ -51,8 +51,9 @@ class SessionDB:
         finally:
             cur.close()
 
-    def tasks(self, filters: list[Filter], limit: int) -> Page:
-        where, params = [], []
+    def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True) -> Page:
+        """Ray's list_tasks: driver tasks are left out unless asked for, before counting, as the GCS does."""
+        where, params = (["type <> 'DRIVER_TASK'"] if exclude_driver else []), []
         for f in filters:
             if f.key not in TASK_FILTER_COLUMNS:
                 raise BadRequest(f"filter key {f.key!r} is not supported for tasks; use one of "
@@ -69,7 +70,8 @@ class SessionDB:
             where.append(f"{f.key} {PREDICATES[f.predicate]} ?" if value is not None else f"{f.key} IS NULL")
             params.append(value)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
-        total = self.query("SELECT count(*) FROM tasks")[0][0]
+        base = "WHERE type <> 'DRIVER_TASK'" if exclude_driver else ""
+        total = self.query(f"SELECT count(*) FROM tasks {base}")[0][0]
         filtered = self.query(f"SELECT count(*) FROM tasks {clause}", params)[0][0]
         rows = self.query(
             f"SELECT record FROM tasks {clause} ORDER BY creation_time_ms NULLS LAST, task_id, attempt_number LIMIT ?",

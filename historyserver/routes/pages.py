@@ -1,4 +1,4 @@
-"""Our own HTML pages (Jinja2): each view builds one dict and renders it."""
+"""Our own HTML pages (Jinja2): each view builds one dict (the same the JSON API returns) and renders it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,31 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from historyserver.overview import session_overview
+
 router = APIRouter()
-templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "pages" / "templates"))
-templates.env.filters["ms_time"] = lambda v: (
-    datetime.fromtimestamp(v / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if v else ""
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+STATIC_DIR = PAGES / "static"
+templates = Jinja2Templates(directory=str(PAGES / "templates"))
+
+
+def _ms_time(v: float | None) -> str:
+    return datetime.fromtimestamp(v / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if v else ""
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return ""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
+
+
+templates.env.filters.update(
+    ms_time=_ms_time, duration=_duration, gib=lambda b: f"{b / 2**30:.1f} GiB" if b else "",
 )
 
 
@@ -24,8 +45,16 @@ def sessions_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)
-def session_page(request: Request, session_id: str) -> HTMLResponse:
+def overview_page(request: Request, session_id: str) -> HTMLResponse:
+    entry = request.app.state.catalog.get(session_id)
+    context = {"o": session_overview(entry, request.app.state.warehouse.db(entry))}
+    return templates.TemplateResponse(request, "session.html", context)
+
+
+@router.get("/sessions/{session_id}/timeline", response_class=HTMLResponse)
+def timeline_page(request: Request, session_id: str, job_id: str | None = None) -> HTMLResponse:
     entry = request.app.state.catalog.get(session_id)
     db = request.app.state.warehouse.db(entry)
-    context = {"s": entry.summary(""), "jobs": db.jobs(), "damage": db.info.get("damage", {})}
-    return templates.TemplateResponse(request, "session.html", context)
+    jobs = [j["job_id"] for j in db.jobs() if j["job_id"]]
+    context = {"s": entry.summary(""), "job_id": job_id, "jobs": jobs}
+    return templates.TemplateResponse(request, "timeline.html", context)

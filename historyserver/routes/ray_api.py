@@ -45,9 +45,10 @@ def list_tasks(
     filter_keys: list[str] = Query(default=[]),
     filter_predicates: list[str] = Query(default=[]),
     filter_values: list[str] = Query(default=[]),
+    exclude_driver: bool = True,
     db: SessionDB = Depends(session_db),
 ) -> dict:
-    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit))
+    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit), exclude_driver)
     rows = page.rows if detail else [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows]
     return state_envelope(page.total, page.num_filtered, rows)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 
 from historyserver.errors import BadRequest
+from historyserver.overview import session_overview
+from historyserver.queries import overview as overview_queries
 
 router = APIRouter(prefix="/api/v1")
 
@@ -42,3 +44,16 @@ def get_session(request: Request, session_id: str) -> dict:
     entry = request.app.state.catalog.get(session_id)
     base = str(request.base_url).rstrip("/")
     return {**entry.summary(base), "manifest": entry.manifest.to_dict()}
+
+
+@router.get("/sessions/{session_id}/overview")
+def get_overview(request: Request, session_id: str) -> dict:
+    entry = request.app.state.catalog.get(session_id)
+    return session_overview(entry, request.app.state.warehouse.db(entry))
+
+
+@router.get("/sessions/{session_id}/timeline")
+def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> dict:
+    """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
+    entry = request.app.state.catalog.get(session_id)
+    return overview_queries.timeline(request.app.state.warehouse.db(entry), job_id)
