@@ -80,3 +80,24 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     monkeypatch.setattr("historyserver.warehouse.compact", no_compaction)
     db = Warehouse(store, tmp_path / "cache-2").db(entry)
     assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
+
+
+def test_a_corrupt_segment_still_opens_and_the_overview_says_what_was_damaged(tmp_path, reference):
+    session = make_session(tmp_path)
+    sample = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()
+    for kind in ("DRIVER_JOB", "NODE"):
+        lines = [line for line in sample if f'"EXPORT_{kind}"'.encode() in line]
+        (session / "logs" / "export_events" / f"event_EXPORT_{kind}.log").write_bytes(b"\n".join(lines) + b"\n")
+    store = LocalStore(tmp_path / "archive")
+    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
+    Collector(settings, store, SessionDir(session)).run()
+    ref = SessionRef("ns", "c", SESSION_NAME)
+    [node_key] = [o.key for o in store.list(ref.nodes_prefix) if "event_EXPORT_NODE.log/" in o.key]
+    store.put(node_key, b"this is not gzip")
+    with client_for(store.url, tmp_path / "cache") as client:
+        overview = client.get(f"/api/v1/sessions/{ref.id}/overview").json()
+        assert overview["damage"]["bad_lines"] >= 1
+        assert any("event_EXPORT_NODE.log" in e for e in overview["damage"]["examples"])
+        assert [j["status"] for j in overview["jobs"]] == ["SUCCEEDED"]  # the undamaged file still counts
+        page = client.get(f"/sessions/{ref.id}/overview")
+        assert page.status_code == 200 and "Damaged archive" in page.text
