@@ -17,4 +17,5 @@ demo: $(STAMP)
 	$(VENV)/bin/rayhistory demo
 
 test: $(STAMP)
+	bash .ci/install-system-packages
 	$(VENV)/bin/pytest

@@ -10,6 +10,7 @@
           node.json                                          what the node's collector knows of it
           ended.json                                         the node's collector flushed for the last time
           logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
+          ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SESSION = re.compile(r"^session_[0-9A-Za-z_-]{1,120}$")
 _NODE = re.compile(r"^[0-9a-f]{8,128}$")
 _SEGMENT = re.compile(r"^(\d{4})-(\d{16})-(\d{16})\.gz$")
+# Where a node's segments come from: files under Ray's logs/, or the collector's spool of Ray's HTTP events.
+SOURCES = ("logs", "ray_events")
 SESSION_ID_SEPARATOR = "~"
 
 
@@ -130,18 +133,25 @@ class NodeRef:
     def logs_prefix(self) -> str:
         return self.prefix + "logs/"
 
+    def source_prefix(self, source: str) -> str:
+        if source not in SOURCES:
+            raise InvalidName(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+        return f"{self.prefix}{source}/"
+
     def segment_key(self, segment: "LogSegment") -> str:
-        return f"{self.logs_prefix}{segment.path}/{segment.epoch:04d}-{segment.start:016d}-{segment.end:016d}.gz"
+        return (f"{self.source_prefix(segment.source)}{segment.path}/"
+                f"{segment.epoch:04d}-{segment.start:016d}-{segment.end:016d}.gz")
 
 
 @dataclass(frozen=True, order=True)
 class LogSegment:
-    """Bytes [start, end) of generation `epoch` of the file logs/{path}."""
+    """Bytes [start, end) of generation `epoch` of the file {source}/{path}."""
 
     path: str
     epoch: int
     start: int
     end: int
+    source: str = "logs"
 
     def __post_init__(self) -> None:
         check_log_path(self.path)
@@ -177,11 +187,12 @@ def parse_node_key(key: str, session: SessionRef) -> str | None:
     return check_node(node_id)
 
 
-def parse_segment_key(key: str, node: NodeRef) -> LogSegment:
-    if not key.startswith(node.logs_prefix):
-        raise InvalidName(f"not a log segment of node {node.node_id}: {key!r}")
-    rel, _, name = key[len(node.logs_prefix) :].rpartition("/")
+def parse_segment_key(key: str, node: NodeRef, source: str = "logs") -> LogSegment:
+    prefix = node.source_prefix(source)
+    if not key.startswith(prefix):
+        raise InvalidName(f"not a {source} segment of node {node.node_id}: {key!r}")
+    rel, _, name = key[len(prefix) :].rpartition("/")
     m = _SEGMENT.match(name)
     if not rel or not m:
-        raise InvalidName(f"not a log segment key: {key!r}")
-    return LogSegment(rel, int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        raise InvalidName(f"not a segment key: {key!r}")
+    return LogSegment(rel, int(m.group(1)), int(m.group(2)), int(m.group(3)), source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections import defaultdict
+from typing import Iterator
 
 from archive.errors import NotFound
 from archive.layout import InvalidName, LogSegment, NodeRef, parse_segment_key
@@ -20,13 +21,14 @@ def decode(blob: bytes) -> bytes:
     return gzip.decompress(blob)
 
 
-def list_segments(store: Store, node: NodeRef, path: str | None = None) -> dict[str, list[LogSegment]]:
+def list_segments(store: Store, node: NodeRef, path: str | None = None,
+                  source: str = "logs") -> dict[str, list[LogSegment]]:
     """Segments of every archived file of the node (or of one file), grouped by path, in order."""
-    prefix = node.logs_prefix + (path.rstrip("/") + "/" if path else "")
+    prefix = node.source_prefix(source) + (path.rstrip("/") + "/" if path else "")
     by_path: dict[str, list[LogSegment]] = defaultdict(list)
     for obj in store.list(prefix):
         try:
-            seg = parse_segment_key(obj.key, node)
+            seg = parse_segment_key(obj.key, node, source)
         except InvalidName:
             continue
         if path is None or seg.path == path:
@@ -65,3 +67,25 @@ def read_segment(store: Store, node: NodeRef, seg: LogSegment) -> bytes:
 
 class CorruptSegment(ValueError):
     pass
+
+
+def read_range(store: Store, node: NodeRef, path: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the newest generation, fetching only the segments that overlap the range.
+
+    Stops early at a gap (see covering): the answer is then shorter than end - start.
+    """
+    segments = list_segments(store, node, path).get(path)
+    if not segments:
+        raise NotFound(store.url, f"no archived log {path} on node {node.node_id}")
+    return b"".join(iter_range(store, node, covering(segments), start, end))
+
+
+def iter_range(store: Store, node: NodeRef, run: list[LogSegment], start: int, end: int) -> Iterator[bytes]:
+    """The pieces of [start, end) held by a gapless run of segments, one piece per segment, in order."""
+    for seg in run:
+        if seg.end <= start:
+            continue
+        if seg.start >= end:
+            break
+        data = read_segment(store, node, seg)
+        yield data[max(start - seg.start, 0) : min(end, seg.end) - seg.start]

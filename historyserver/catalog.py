@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from archive.storage import Store
 from historyserver.errors import ArchiveUnavailable, SessionNotFound
 
 
+log = logging.getLogger("rayhistory.catalog")
 UNFINISHED = "unfinished"
 STALE_AFTER_MS = 15 * 60 * 1000  # several missed heartbeats of the head's collector
 
@@ -74,12 +76,17 @@ def _tag(obj: Any) -> str:
 
 
 class Catalog:
+    """Sessions from the archive's index. With ttl > 0 a background thread re-lists every ttl seconds, so a
+    request never waits on a listing (except the first); ttl 0 re-lists on every call (tests)."""
+
     def __init__(self, store: Store, ttl: float = 5.0) -> None:
         self.store = store
         self.ttl = ttl
         self._lock = threading.Lock()
         self._entries: dict[str, SessionEntry] = {}
         self._listed_at = 0.0
+        self._poller: threading.Thread | None = None
+        self.last_error: str | None = None
 
     def _refresh(self) -> None:
         try:
@@ -96,7 +103,7 @@ class Catalog:
                 entries[o.key] = entry
             else:
                 entries.pop(o.key, None)
-        self._entries = entries
+        self._entries = entries  # one assignment: readers see the old listing or the new one
         self._listed_at = time.monotonic()
 
     def _fetch(self, obj: Any) -> SessionEntry | None:
@@ -108,17 +115,34 @@ class Catalog:
 
     def sessions(self) -> list[SessionEntry]:
         with self._lock:
-            if time.monotonic() - self._listed_at > self.ttl:
+            if self.ttl <= 0 or not self._listed_at:
                 self._refresh()
+            elif self._poller is None:
+                self._poller = threading.Thread(target=self._poll, name="catalog-poller", daemon=True)
+                self._poller.start()
             entries = list(self._entries.values())
         return sorted(entries, key=lambda e: (e.manifest.start_ms or 0, e.ref.id), reverse=True)
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(self.ttl)
+            try:
+                self._refresh()  # without the lock: requests keep reading the previous listing meanwhile
+                self.last_error = None
+            except ArchiveUnavailable as e:  # keep serving what we have; say so in logs and health
+                self.last_error = str(e)
+                log.warning("catalog refresh failed, serving the previous listing: %s", e)
 
     def get(self, session_id: str) -> SessionEntry:
         try:
             ref = SessionRef.from_id(session_id)
         except InvalidName as e:
             raise SessionNotFound(f"no session {session_id!r}: {e}") from e
-        for entry in self.sessions():
-            if entry.ref == ref:
-                return entry
+        for attempt in range(2):
+            for entry in self.sessions():
+                if entry.ref == ref:
+                    return entry
+            if attempt or time.monotonic() - self._listed_at < 1.0:
+                break
+            self._refresh()  # a link to a session that appeared since the last listing
         raise SessionNotFound(f"no session {session_id!r} in the archive; GET /api/v1/sessions lists them")

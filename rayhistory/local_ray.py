@@ -66,6 +66,11 @@ class LocalRayCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
+        # Ray's other fixed defaults (agent 52365, client server 10001, ...) collide when two clusters share a
+        # machine (a developer's and a test's): give every listening port a free one.
+        self.extra_ports = {flag: free_port() for flag in (
+            "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+            "--ray-client-server-port", "--metrics-export-port")}
         self.proc: subprocess.Popen | None = None
         self.session_dir: Path | None = None
 
@@ -82,7 +87,8 @@ class LocalRayCluster:
         self.proc = subprocess.Popen(
             [str(ray_bin), "start", "--head", "--block", f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-             "--include-dashboard=true", f"--num-cpus={self.num_cpus}", "--disable-usage-stats"],
+             "--include-dashboard=true", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
+             *(f"{flag}={port}" for flag, port in self.extra_ports.items())],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         self.session_dir = wait_for("Ray's session directory", self._session_dir, 90, self.proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, SessionManifest

@@ -67,3 +67,15 @@ def test_foreign_keys_are_not_parsed():
         parse_segment_key(node.node_key, node)
     with pytest.raises(InvalidName):
         parse_index_key("v1/index/default/c.json")
+
+
+def test_ray_events_segments_live_beside_logs():
+    node = SessionRef("default", "c", SESSION).node(NODE)
+    seg = LogSegment("spool-0001.jsonl", 0, 0, 10, source="ray_events")
+    key = node.segment_key(seg)
+    assert key.startswith(node.source_prefix("ray_events")) and not key.startswith(node.logs_prefix)
+    assert parse_segment_key(key, node, "ray_events") == seg
+    with pytest.raises(InvalidName):
+        parse_segment_key(key, node)
+    with pytest.raises(InvalidName):
+        node.source_prefix("metrics/../logs")

@@ -52,24 +52,27 @@ class LocalStore(Store):
         # Walk only the deepest directory the prefix names, then filter by the rest of the prefix.
         base_dir, _, _ = prefix.rpartition("/")
         start = self._path(base_dir) if base_dir else self.root
-        if not start.is_dir():
-            return
-        found = []
-        for dirpath, dirnames, filenames in os.walk(start):
-            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            for name in filenames:
-                if name.startswith(".tmp-"):
-                    continue
-                key = rel_dir + name
-                if key.startswith(prefix):
-                    found.append(key)
-        for key in sorted(found):
+        found: list[ObjectInfo] = []
+        stack = [(start, base_dir + "/" if base_dir else "")]
+        while stack:
+            path, rel = stack.pop()
             try:
-                st = (self.root / key).stat()
-                yield ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_ino:x}")
-            except FileNotFoundError:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
                 continue
+            for entry in entries:
+                key = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if prefix.startswith(key + "/") or key.startswith(prefix) or (key + "/").startswith(prefix):
+                        stack.append((entry.path, key + "/"))
+                elif key.startswith(prefix) and not entry.name.startswith(".tmp-"):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    found.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_ino:x}"))
+        found.sort(key=lambda o: o.key)
+        return iter(found)
 
     def list_dirs(self, prefix: str) -> list[str]:
         path = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root

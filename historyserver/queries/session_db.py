@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import duckdb
 
@@ -17,8 +17,12 @@ TASK_FILTER_COLUMNS = {
     "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
     "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
 }
-PREDICATES = {"=": "=", "!=": "!="}
 INT_COLUMNS = {"attempt_number", "worker_pid"}
+RAY_LIST_LIMIT = 10000  # RAY_MAX_LIMIT_FROM_API_SERVER: what Ray's summaries and timeline list at most
+# Ray asks the GCS for tasks with these filters applied at the source, and without driver tasks; its `total`
+# counts what the source returned, the other filters only reduce `num_filtered`.
+SOURCE_FILTER_KEYS = {"actor_id", "job_id", "task_id", "name", "state"}
+NOT_DRIVER = "type IS DISTINCT FROM 'DRIVER_TASK'"
 
 
 @dataclass(frozen=True)
@@ -52,31 +56,12 @@ class SessionDB:
             cur.close()
 
     def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True) -> Page:
-        """Ray's list_tasks: driver tasks are left out unless asked for, before counting, as the GCS does."""
-        where, params = (["type <> 'DRIVER_TASK'"] if exclude_driver else []), []
-        for f in filters:
-            if f.key not in TASK_FILTER_COLUMNS:
-                raise BadRequest(f"filter key {f.key!r} is not supported for tasks; use one of "
-                                 f"{sorted(TASK_FILTER_COLUMNS)}")
-            if f.predicate not in PREDICATES:
-                raise BadRequest(f"filter predicate {f.predicate!r} is not supported; use '=' or '!='")
-            if f.key in INT_COLUMNS:
-                try:
-                    value: Any = int(f.value)
-                except ValueError as e:
-                    raise BadRequest(f"filter value {f.value!r} for {f.key} must be an integer") from e
-            else:
-                value = f.value.upper() if f.key in ("state", "type") else f.value
-            where.append(f"{f.key} {PREDICATES[f.predicate]} ?" if value is not None else f"{f.key} IS NULL")
-            params.append(value)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        base = "WHERE type <> 'DRIVER_TASK'" if exclude_driver else ""
-        total = self.query(f"SELECT count(*) FROM tasks {base}")[0][0]
-        filtered = self.query(f"SELECT count(*) FROM tasks {clause}", params)[0][0]
-        rows = self.query(
-            f"SELECT record FROM tasks {clause} ORDER BY creation_time_ms NULLS LAST, task_id, attempt_number LIMIT ?",
-            params + [limit],
-        )
+        """Ray's list_tasks, sorted by task id as Ray sorts them."""
+        where, params = task_where(filters, exclude_driver)
+        total, filtered = task_counts(self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0],
+                                      exclude_driver)
+        rows = self.query(f"SELECT record FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT ?",
+                          params + [limit])
         return Page(total, filtered, [json.loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -99,3 +84,37 @@ class SessionDB:
 
     def close(self) -> None:
         self._con.close()
+
+
+def task_where(filters: Iterable[Filter], exclude_driver: bool = True) -> tuple[str, list[Any]]:
+    """SQL conditions for Ray's task filters, with Ray's matching rules: keys and string values compare
+    case-insensitively, `!=` matches a missing value, and driver tasks are left out unless asked for."""
+    where, params = ([NOT_DRIVER] if exclude_driver else ["TRUE"]), []
+    for f in filters:
+        key = f.key.lower()
+        if key not in TASK_FILTER_COLUMNS:
+            raise BadRequest(f"filter key {f.key!r} is not supported for tasks; use one of "
+                             f"{sorted(TASK_FILTER_COLUMNS)}")
+        if f.predicate not in ("=", "!="):
+            raise BadRequest(f"filter predicate {f.predicate!r} is not supported; use '=' or '!='")
+        op = "=" if f.predicate == "=" else "IS DISTINCT FROM"
+        if key in INT_COLUMNS:
+            try:
+                params.append(int(f.value))
+            except ValueError as e:
+                raise BadRequest(f"filter value {f.value!r} for {key} must be an integer") from e
+            where.append(f"{key} {op} ?")
+        else:
+            params.append(f.value)
+            where.append(f"lower({key}) {op} lower(?)")
+    return " AND ".join(where), params
+
+
+def task_counts(db: SessionDB, filters: list[Filter], num_filtered: int,
+                exclude_driver: bool = True) -> tuple[int, int]:
+    """(total, num_filtered) as Ray reports them: total counts only the source-side filters."""
+    source = [f for f in filters if f.key.lower() in SOURCE_FILTER_KEYS]
+    if len(source) == len(filters):
+        return num_filtered, num_filtered
+    where, params = task_where(source, exclude_driver)
+    return db.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0], num_filtered

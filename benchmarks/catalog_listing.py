@@ -1,0 +1,83 @@
+"""How the catalog copes with many sessions: cold listing, warm listing, one new session, filtered page.
+
+    python -m benchmarks.catalog_listing --sessions 10000 [--archive DIR | s3://bucket/prefix]
+
+Prints a markdown table. The baseline beside our number is the naive reader that lists the whole archive
+(every segment of every session) to discover sessions, which is what a reader without an index must do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from archive.layout import LogSegment
+from archive.manifest import ENDED, SessionManifest
+from archive.storage import open_store
+from historyserver.catalog import Catalog
+
+
+def _session(i: int) -> SessionManifest:
+    stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}_{i % 24:02d}-{i % 60:02d}-00_{i:06d}_{1000 + i}"
+    return SessionManifest(namespace=f"team-{i % 7}", cluster=f"raycluster-{i % 50}",
+                           session_name=f"session_{stamp}", status=ENDED, start_ms=1_790_000_000_000 + i * 1000,
+                           end_ms=1_790_000_000_000 + i * 1000 + 500)
+
+
+def populate(store, n: int, segments_per_session: int) -> None:
+    def one(i: int) -> None:
+        m = _session(i)
+        body = m.to_json()
+        store.put(m.ref.manifest_key, body)
+        node = m.ref.node("ab" * 28)
+        for k in range(segments_per_session):
+            store.put(node.segment_key(LogSegment(f"worker-{k}.out", 0, 0, 1)), b"x")
+        store.put(m.ref.index_key, body)
+
+    with ThreadPoolExecutor(16) as pool:
+        for done, _ in enumerate(pool.map(one, range(n)), 1):
+            if done % 1000 == 0:
+                print(f"  populated {done}/{n} sessions", file=sys.stderr, flush=True)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - t, value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sessions", type=int, default=10000)
+    p.add_argument("--segments-per-session", type=int, default=20)
+    p.add_argument("--archive", help="archive URL (default: a new temp directory)")
+    args = p.parse_args()
+    url = args.archive or tempfile.mkdtemp(prefix="rh-catalog-")
+    store = open_store(url)
+    print(f"populating {args.sessions} sessions into {url}", file=sys.stderr)
+    populate(store, args.sessions, args.segments_per_session)
+
+    catalog = Catalog(store, ttl=0)
+    cold, sessions = timed(catalog.sessions)
+    warm, _ = timed(catalog.sessions)
+    extra = _session(args.sessions)
+    store.put(extra.ref.index_key, extra.to_json())
+    new, after = timed(catalog.sessions)
+    assert len(after) == len(sessions) + 1
+    page, rows = timed(lambda: [e for e in catalog.sessions() if e.manifest.namespace == "team-3"][:100])
+    naive, keys = timed(lambda: sum(1 for _ in store.list("v1/clusters/")))
+
+    print(f"\n{args.sessions} sessions, {args.segments_per_session} segments each, archive {url}\n")
+    print("| operation | rayhistory | naive full listing (no index) |")
+    print("|---|---|---|")
+    print(f"| first listing (cold) | {cold:.2f} s | {naive:.2f} s ({keys} keys) |")
+    print(f"| listing again (warm, nothing changed) | {warm * 1000:.0f} ms | {naive:.2f} s |")
+    print(f"| listing after one new session | {new * 1000:.0f} ms | {naive:.2f} s |")
+    print(f"| filtered page (namespace, 100 rows) | {page * 1000:.0f} ms | n/a |")
+
+
+if __name__ == "__main__":
+    main()
