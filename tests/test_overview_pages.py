@@ -47,3 +47,33 @@ def test_timeline_data_per_job(client, finished_cluster):
     assert all(r[col["start_ms"]] <= r[col["end_ms"]] for r in one["rows"])
     assert client.get(f"/sessions/{sid}/timeline", params={"job_id": driver_job}).status_code == 200
     assert client.get("/assets/timeline.js").status_code == 200
+
+
+def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, tmp_path):
+    """Real Chromium: the canvas draws every attempt of the job, and clicking a bar shows that task's output."""
+    from archive.storage import open_store
+    from historyserver.app import create_app
+    from historyserver.settings import ServerSettings
+    from tests.browser import browser, page_watch, served, wait_for_text
+
+    app = create_app(ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path), catalog_ttl=0),
+                     open_store(finished_cluster.local_archive))
+    sid = finished_cluster.ref.id
+    with served(app) as url, browser() as b, page_watch(b) as (page, problems):
+        jobs = app.state.warehouse.db(app.state.catalog.get(sid)).jobs()
+        driver_job = next(j["job_id"] for j in jobs if j["type"] == "DRIVER")
+        page.goto(f"{url}/sessions/{sid}/timeline?job_id={driver_job}")
+        wait_for_text(page, ["task attempts on"])
+        data = page.evaluate(f"fetch('/api/v1/sessions/{sid}/timeline?job_id={driver_job}').then(r => r.json())")
+        assert int(page.get_attribute("#timeline", "data-tasks-drawn")) == data["shown"] > 0
+        # Click the middle of the first `square` bar: the page must show its stdout, "square(N)".
+        col = {c: i for i, c in enumerate(data["columns"])}
+        box = page.locator("#timeline").bounding_box()
+        squares = [r for r in data["rows"] if r[col["name"]] == "square"]
+        assert squares
+        found = page.evaluate("id => window.__rayhistoryTimeline.locate(id)", squares[0][col["task_id"]])
+        page.mouse.click(box["x"] + found["x"], box["y"] + found["y"])
+        wait_for_text(page, ["square(", "open in Ray's dashboard"])
+        assert "square(" in page.inner_text("#task-out")
+        page.wait_for_load_state("networkidle")
+        assert not problems.all(), problems.all()

@@ -147,6 +147,16 @@
       tooltip.style.top = (ev.clientY - rect.top + 12) + "px";
     }
   });
+  // Where a task's bar is on the canvas (CSS pixels from its top left): for tests and for linking to a task.
+  window.__rayhistoryTimeline = {
+    locate(taskId) {
+      const t = tasks.find((task) => task.id === taskId);
+      if (!t) return null;
+      const width = canvas.clientWidth;
+      const a = x(t.start, width), b = Math.max(x(t.end, width), a + 1);
+      return { x: (a + b) / 2, y: AXIS + t.lane * LANE + LANE / 2 };
+    },
+  };
   document.getElementById("reset").addEventListener("click", () => { view = { from: t0, to: t1 }; draw(); });
   window.addEventListener("resize", () => view && draw());
 
