@@ -26,6 +26,7 @@ from archive.errors import NotFound
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
+from historyserver.compaction import ray_events
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
@@ -84,6 +85,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
     node_records: dict[str, NodeRecord] = {}
     task_files: list[Path] = []
     task_lines = 0
+    http_events: list[dict[str, Any]] = []  # non-task events of Ray's HTTP path, folded once all nodes are read
     try:
         for node_id in store.list_dirs(ref.nodes_prefix):
             node = ref.node(node_id)
@@ -108,6 +110,16 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                 else:
                     data, _ = _stage(store, node, segs, None, folded.damage, where)
                     fold_lines(data.splitlines(), where, folded)
+            # Ray's HTTP event path (ray_events.py): RayEvents become export-event lines for the same folds.
+            for path, segs in archive_logs.list_segments(store, node, source="ray_events").items():
+                where = f"{node_id[:12]}:ray_events/{path}"
+                raw = tmp / "stage" / node_id / "ray_events.raw" / path
+                _stage(store, node, segs, raw, folded.damage, where)
+                staged = tmp / "stage" / node_id / "ray_events" / path
+                with raw.open("rb") as lines:
+                    task_lines += ray_events.normalize_spool(lines, where, folded.damage, staged, http_events)
+                task_files.append(staged)
+        ray_events.fold_ray_events(http_events, folded)
 
         worker_logs = _worker_logs(log_rows, node_records)
         nodes_ip = {n: r.ip for n, r in node_records.items() if r.ip}

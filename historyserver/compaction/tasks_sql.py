@@ -48,7 +48,6 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                    json_extract(d, '$.profile_events') AS pe, coalesce(ts, 0) AS ts
             FROM (SELECT event_data AS d, "timestamp" AS ts, source_type
                   FROM read_json({files}, format = 'newline_delimited', ignore_errors = true,
-                                 maximum_object_size = 134217728,
                                  columns = {{source_type: 'VARCHAR', "timestamp": 'BIGINT', event_data: 'JSON'}}))
             WHERE source_type = 'EXPORT_TASK' AND coalesce(json_extract_string(d, '$.task_id'), '') <> ''
         """)

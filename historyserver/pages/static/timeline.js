@@ -58,7 +58,8 @@
       ctx.fillStyle = i % 2 ? "#fafafa" : "#f0f0f0";
       ctx.fillRect(0, AXIS + i * LANE, width, LANE);
       ctx.fillStyle = "#333";
-      ctx.fillText((l.node || "?").slice(0, 8) + " / " + (l.worker || "?").slice(0, 8), 4, AXIS + i * LANE + 13);
+      const label = l.worker ? l.node.slice(0, 8) + " / " + l.worker.slice(0, 8) : "never on a worker";
+      ctx.fillText(label, 4, AXIS + i * LANE + 13);
     });
     let drawn = 0;
     for (const t of tasks) {
