@@ -27,17 +27,18 @@ from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
 from historyserver.compaction import ray_events
+from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 2
+COMPACTION_VERSION = 3
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
-TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files")
+TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -85,6 +86,8 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
     node_records: dict[str, NodeRecord] = {}
     task_files: list[Path] = []
     task_lines = 0
+    event_rows: list[dict[str, Any]] = []
+    seen_events: set[str] = set()
     http_events: list[dict[str, Any]] = []  # non-task events of Ray's HTTP path, folded once all nodes are read
     try:
         for node_id in store.list_dirs(ref.nodes_prefix):
@@ -100,9 +103,13 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                     "complete": bool(run) and len(run) == len([s for s in segs if s.epoch == run[0].epoch]),
                 })
                 name = path.split("/")[-1]
+                where = f"{node_id[:12]}:{path}"
+                if is_cluster_events_file(path):
+                    data, _ = _stage(store, node, segs, None, folded.damage, where)
+                    event_rows += cluster_event_rows(data.splitlines(), seen_events)
+                    continue
                 if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
                     continue
-                where = f"{node_id[:12]}:{path}"
                 if name.startswith("event_EXPORT_TASK"):
                     staged = tmp / "stage" / node_id / path
                     task_lines += _stage(store, node, segs, staged, folded.damage, where)[1]
@@ -154,13 +161,15 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
              "record": json.dumps(n)} for n in nodes
         ], NODE_SCHEMA)
         _write(tmp / "log_files.parquet", log_rows, LOG_SCHEMA)
+        _write(tmp / "cluster_events.parquet", sorted(event_rows, key=lambda r: r["timestamp"]), EVENT_SCHEMA)
         info = {
             "compaction_version": COMPACTION_VERSION,
             "session_id": ref.id,
             "built_at_ms": int(time.time() * 1000),
             "seconds": round(time.monotonic() - started, 3),
             "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
-                       "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows)},
+                       "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows),
+                       "cluster_events": len(event_rows)},
             "damage": asdict(folded.damage),
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
@@ -220,4 +229,6 @@ JOB_SCHEMA = pa.schema([
     ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
 ])
 NODE_SCHEMA = pa.schema([("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S)])
+EVENT_SCHEMA = pa.schema([("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S),
+                          ("record", _S)])
 LOG_SCHEMA = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])

@@ -7,41 +7,17 @@ null or empty in the shapes Ray itself gives for a node it has no stats for, so 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
-from archive import logs as archive_logs
-from archive.errors import NotFound, StoreError
-from archive.layout import SessionRef
-from archive.storage import Store
-from historyserver.errors import ArchiveUnavailable
+from historyserver.compaction.cluster_events import camel
 from historyserver.queries.session_db import SessionDB
 
-log = logging.getLogger("rayhistory.queries.cluster")
 
 # A node that died within this long of the last node's death went down with the cluster (ray stop, a deleted
 # RayCluster): it was alive for the whole session, so the UI shows it as it was then (its logs stay browsable,
 # as Ray's Logs page lists only ALIVE nodes). A node that died earlier failed during the run and is shown DEAD.
 SHUTDOWN_WINDOW_MS = 60_000
-CLUSTER_EVENTS_DIR = "events/"
-
-
-def camel(key: str) -> str:
-    """Ray's to_camel_case, applied to resource names too (object_store_memory -> objectStoreMemory)."""
-    first, *rest = key.split("_")
-    return first + "".join(p.title() for p in rest)
-
-
-def google_style(value: Any) -> Any:
-    """Ray's to_google_style: every dict key camelCased, recursively (lists of dicts included)."""
-    if isinstance(value, dict):
-        return {camel(k): google_style(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [google_style(v) for v in value]
-    return value
 
 
 def _shutdown_ms(nodes: list[dict[str, Any]]) -> int:
@@ -180,60 +156,9 @@ def formatted_status(db: SessionDB, session_ended: bool, end_ms: int | None) -> 
     return "\n".join(lines) + "\n"
 
 
-class ClusterEvents:
-    """Ray's cluster events (logs/events/event_*.log, JSON lines) of each session, read from the archive once per
-    version of those files, grouped by job as Ray's /events groups them."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple, dict[str, list[dict[str, Any]]]]] = {}
-
-    def by_job(self, ref: SessionRef, db: SessionDB) -> dict[str, list[dict[str, Any]]]:
-        files = db.query("SELECT node_id, path, size FROM log_files WHERE path LIKE ? AND path LIKE ? "
-                         "ORDER BY node_id, path", [CLUSTER_EVENTS_DIR + "event_%", "%.log"])
-        signature = tuple(files)
-        with self._lock:
-            cached = self._cache.get(ref.id)
-        if cached and cached[0] == signature:
-            return cached[1]
-        events: dict[str, OrderedDict[str, dict[str, Any]]] = {}
-        for node_id, path, _ in files:
-            try:
-                data = archive_logs.read_file(self.store, ref.node(node_id), path)
-            except (NotFound, archive_logs.CorruptSegment) as e:
-                log.warning("cluster events %s of node %s not read: %s", path, node_id, e)
-                continue
-            except StoreError as e:
-                raise ArchiveUnavailable(str(e)) from e
-            for line in data.splitlines():
-                event = _parse_event(line)
-                if event is None:
-                    continue
-                job = (event.get("custom_fields") or {}).get("job_id") or "global"
-                events.setdefault(job, OrderedDict())[event["event_id"]] = event
-        grouped = {job: [google_style(e) for e in sorted(evs.values(), key=_event_time)]
-                   for job, evs in events.items()}
-        with self._lock:
-            self._cache[ref.id] = (signature, grouped)
-        return grouped
-
-
-def _parse_event(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None  # a line cut by the end of the archive, or not an event
-    if not isinstance(event, dict) or "event_id" not in event:
-        return None
-    if isinstance(event.get("message"), str):
-        # As Ray's reader does: the writer escapes newlines to keep one event per line.
-        event["message"] = event["message"].replace("\\n", "\n").replace("\\r", "\n")
-    return event
-
-
-def _event_time(event: dict[str, Any]) -> float:
-    try:
-        return float(event.get("timestamp") or 0)
-    except (TypeError, ValueError):
-        return 0.0
+def cluster_events(db: SessionDB) -> dict[str, list[dict[str, Any]]]:
+    """Ray's /events: the session's cluster events grouped by job, oldest first."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for job_id, record in db.query("SELECT job_id, record FROM cluster_events ORDER BY timestamp, event_id"):
+        grouped.setdefault(job_id, []).append(json.loads(record))
+    return grouped

@@ -125,7 +125,7 @@ def cluster_status(format: str = "0", entry: SessionEntry = Depends(session_entr
 @router.get("/events")
 def events(request: Request, job_id: str | None = None, entry: SessionEntry = Depends(session_entry),
            db: SessionDB = Depends(session_db)) -> dict:
-    by_job = _events(request).by_job(entry.ref, db)
+    by_job = cluster.cluster_events(db)
     if job_id is None:
         return ray_ok({"events": by_job}, "All events fetched.")
     return ray_ok({"jobId": job_id, "events": by_job.get(job_id, [])}, "Job events fetched.")
@@ -148,14 +148,6 @@ def serve_applications(session_id: str, request: Request) -> Response:
 def datasets(job_id: str, session_id: str, request: Request) -> Response:
     session_entry(request, session_id)
     return _not_found(f"Ray Data dataset state of job {job_id} is not archived")
-
-
-def _events(request: Request) -> cluster.ClusterEvents:
-    # One reader per app: its cache is keyed by session and by the archived files' sizes.
-    state = request.app.state
-    if getattr(state, "cluster_events", None) is None:
-        state.cluster_events = cluster.ClusterEvents(state.store)
-    return state.cluster_events
 
 
 def _ray_commit(ray_version: str | None) -> str | None:
