@@ -64,10 +64,10 @@ def _stage(store: Store, node, segs, out: Path | None, damage, where: str) -> tu
                 except archive_logs.CorruptSegment as e:
                     damage.note(where, str(e))
                     break
-        if chunks and not chunks[-1].endswith(b"\n"):
-            chunks.append(b"\n")  # a generation's last line, cut off mid-write, stays one (unreadable) line
+        if epoch != max(s.epoch for s in segs) and chunks and not chunks[-1].endswith(b"\n"):
+            chunks.append(b"\n")  # an old generation's last line, cut off by rotation, stays one (bad) line
     data = b"".join(chunks)
-    data = data[: data.rfind(b"\n") + 1]
+    data = data[: data.rfind(b"\n") + 1]  # the newest generation's last line may still be being written
     lines = data.count(b"\n")
     if out is None:
         return data, lines

@@ -38,7 +38,9 @@ def actor_record(a: dict[str, Any], nodes_ip: dict[str, str], session_end_ms: in
     """The camelCase shape of /logical/actors; processStats and other live-only fields are null or empty."""
     state = a.get("state", "DEPENDENCIES_UNREADY")
     node_id = hex_id(a.get("node_id"))
-    death = (a.get("death_cause") or {}).get("actor_died_error_context") or {}
+    cause = a.get("death_cause") or {}
+    # An actor that failed in __init__ carries its error as a creation-task failure, not as a death context.
+    death = cause.get("actor_died_error_context") or cause.get("creation_task_failure_context") or {}
     start = a["state_ts"].get("ALIVE")
     end = a["state_ts"].get("DEAD")
     if state != "DEAD" and session_end_ms:
@@ -59,7 +61,7 @@ def actor_record(a: dict[str, Any], nodes_ip: dict[str, str], session_end_ms: in
         "reprName": a.get("repr_name") or "",
         "labelSelector": a.get("label_selector") or {},
         "actorClass": a.get("class_name"),
-        "exitDetail": strip_ansi(death.get("error_message")) or "-",
+        "exitDetail": strip_ansi(death.get("error_message") or death.get("formatted_exception_string")) or "-",
         "requiredResources": _floats(a.get("required_resources")),
         "placementGroupId": hex_id(a.get("placement_group_id")),
         "isDetached": bool(a.get("is_detached")),

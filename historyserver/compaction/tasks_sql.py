@@ -109,8 +109,8 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                any_value(node_ip) AS node_ip,
                list({'start_time': TRY_CAST(e.start_time AS BIGINT) / 1e6, 'end_time': TRY_CAST(e.end_time AS BIGINT) / 1e6,
                      'extra_data': CASE WHEN coalesce(e.extra_data, '') = '' THEN '{}'::JSON
-                                        WHEN json_valid(e.extra_data) THEN e.extra_data::JSON
-                                        ELSE to_json({'raw': e.extra_data}) END,
+                                        ELSE coalesce(TRY_CAST(e.extra_data AS JSON),
+                                                      to_json({'raw': e.extra_data})) END,
                      'event_name': e.event_name} ORDER BY TRY_CAST(e.start_time AS BIGINT)) AS events
         FROM t_prof GROUP BY ALL
     """)
