@@ -1,0 +1,1 @@
+"""Benchmarks: synthetic archived sessions at scale, and how long opening one takes (see open_session.py)."""
