@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from archive.storage import Store
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
-from historyserver.routes import pages, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api
+from historyserver.routes import live_api, pages, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
@@ -24,6 +24,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh)
     app.add_exception_handler(HistoryError, handle_history_error)
     app.include_router(sessions_api.router)
+    app.include_router(live_api.router)
     app.include_router(pages.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
     for module in (ray_api, ray_tasks, ray_logs, ray_cluster):

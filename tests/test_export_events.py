@@ -168,3 +168,22 @@ def test_unfinished_entities_end_with_the_cluster(reference, tmp_path, folded):
     assert running == 1
     sub = next(j for j in job_records(folded, end) if j["submission_id"] == "probe2_job_ok")
     assert sub["status"] == "RUNNING" and sub["end_time"] == end and sub["message"].startswith("Unfinished")
+
+
+def test_range_partitioned_fold_gives_the_same_tables(reference, tmp_path, compacted, monkeypatch):
+    """Above PARTITION_BYTES the fold runs per task-id range; the tables must not change, and stay sorted."""
+    from historyserver.compaction import tasks_sql
+
+    monkeypatch.setattr(tasks_sql, "PARTITION_BYTES", 512)  # the sample's few KB become several ranges
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("default", "sample", SESSION).node(NODE_HEX)
+    for name, data in _sample_files(reference).items():
+        store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, 0, len(data))), encode(data))
+    compact(store, node.session, tmp_path / "tables", None)
+    db = SessionDB(tmp_path / "tables")
+    query = "SELECT task_id, attempt_number, state, record FROM tasks"
+    assert db.query(query) == compacted.query(query + " ORDER BY task_id, attempt_number")
+    ids = [r[0] for r in db.query("SELECT task_id FROM tasks")]
+    assert ids == sorted(ids)
+    prof = "SELECT * FROM profile_events"
+    assert db.query(prof) == compacted.query(prof + " ORDER BY task_id, attempt_number, start_time")

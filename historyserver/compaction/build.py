@@ -5,6 +5,7 @@ The tables are a versioned, throw-away cache (COMPACTION_VERSION): a new version
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -49,31 +51,52 @@ def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord
 
 
 def _stage(store: Store, node, segs, out: Path | None, damage, where: str) -> tuple[bytes | None, int]:
-    """The file's complete lines, concatenated from its segments (every generation, oldest first).
+    """The file's complete lines, from its segments (every generation, oldest first): written to `out` (for
+    DuckDB) segment by segment, so a large file never sits in memory, or returned when `out` is None.
+    A segment that cannot be read ends its generation there; returns (data or None, number of lines)."""
+    sink = io.BytesIO() if out is None else _open_staged(out)
+    lines, tail = 0, b""  # tail: the bytes after the last newline written so far
+    with sink:
+        newest = max(s.epoch for s in segs)
+        for epoch in sorted({s.epoch for s in segs}):
+            run = archive_logs.covering(segs, epoch)
+            for chunk in _prefetched(store, node, run, damage, where):
+                sink.write(chunk)
+                lines += chunk.count(b"\n")
+                cut = chunk.rfind(b"\n")
+                tail = tail + chunk if cut < 0 else chunk[cut + 1:]
+            if epoch != newest and tail:
+                sink.write(b"\n")  # an old generation's last line, cut off by rotation, stays one (bad) line
+                lines, tail = lines + 1, b""
+        # The newest generation's last line may still be being written: it waits for the next compaction.
+        sink.seek(sink.tell() - len(tail))
+        sink.truncate()
+        data = sink.getvalue() if out is None else None
+    return data, lines
 
-    Written to `out` when given (for DuckDB), else returned. A segment that cannot be read ends the file there.
-    """
-    chunks: list[bytes] = []
-    for epoch in sorted({s.epoch for s in segs}):
-        run = archive_logs.covering(segs, epoch)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            futures = [pool.submit(archive_logs.read_segment, store, node, s) for s in run]
-            for seg, fut in zip(run, futures):
-                try:
-                    chunks.append(fut.result())
-                except archive_logs.CorruptSegment as e:
-                    damage.note(where, str(e))
-                    break
-        if epoch != max(s.epoch for s in segs) and chunks and not chunks[-1].endswith(b"\n"):
-            chunks.append(b"\n")  # an old generation's last line, cut off by rotation, stays one (bad) line
-    data = b"".join(chunks)
-    data = data[: data.rfind(b"\n") + 1]  # the newest generation's last line may still be being written
-    lines = data.count(b"\n")
-    if out is None:
-        return data, lines
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    return None, lines
+
+def _prefetched(store: Store, node, run, damage, where: str, window: int = 4):
+    """The run's segments decompressed, in order, fetched a few ahead in threads (never all at once: memory)."""
+    with ThreadPoolExecutor(max_workers=window) as pool:
+        pending = deque(pool.submit(archive_logs.read_segment, store, node, s) for s in run[:window])
+        following = iter(run[window:])
+        while pending:
+            try:
+                chunk = pending.popleft().result()
+            except archive_logs.CorruptSegment as e:
+                damage.note(where, str(e))
+                for fut in pending:
+                    fut.cancel()
+                return
+            nxt = next(following, None)
+            if nxt is not None:
+                pending.append(pool.submit(archive_logs.read_segment, store, node, nxt))
+            yield chunk
+
+
+def _open_staged(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w+b")
 
 
 def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
@@ -128,6 +151,9 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                 task_files.append(staged)
         ray_events.fold_ray_events(http_events, folded)
 
+        staged_mb = sum(p.stat().st_size for p in task_files) / 2**20
+        log.info("%s: staged %d task event files (%.0f MiB) in %.1fs", ref.id, len(task_files), staged_mb,
+                 time.monotonic() - started)
         worker_logs = _worker_logs(log_rows, node_records)
         nodes_ip = {n: r.ip for n, r in node_records.items() if r.ip}
         nodes_ip.update({k: v.get("node_manager_address") for k, v in folded.nodes.items()
@@ -140,8 +166,10 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         con.register("worker_logs", pa.Table.from_pylist(
             [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
             schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
+        fold_started = time.monotonic()
         task_counts = fold_tasks(con, task_files, tmp, session_end_ms)
         con.close()
+        log.info("%s: folded %d task attempts in %.1fs", ref.id, task_counts["tasks"], time.monotonic() - fold_started)
         if task_lines > task_counts["task_events"]:
             unread = task_lines - task_counts["task_events"]
             folded.damage.note("export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread)

@@ -15,7 +15,6 @@ import duckdb
 from historyserver.compaction.export_events import TASK_STATUS
 
 _STATES = ", ".join(f"({code}, '{name}')" for code, name in TASK_STATUS.items())
-_PROFILE_EVENTS = '[{"event_name":"VARCHAR","start_time":"VARCHAR","end_time":"VARCHAR","extra_data":"VARCHAR"}]'
 _ANSI = r"\x1b\[[0-9;]*[A-Za-z]"
 
 
@@ -28,7 +27,43 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+PARTITION_BYTES = 96 << 20  # events folded at once: what a fold needs in memory grows with it
+ROW_GROUP_ROWS = 16384  # small groups: a page of tasks reads a few groups, not the whole record column
 UNFINISHED_NOTE = "Unfinished: the cluster ended while this task was {state}; it never reported a final state."
+
+
+# The parts of an EXPORT_TASK event the fold reads, typed so that each line is parsed once, by read_json.
+_EVENT_TYPE = (
+    "STRUCT(task_id VARCHAR, attempt_number INTEGER, job_id VARCHAR, task_info JSON, "
+    "state_updates STRUCT(state_ts_ns MAP(VARCHAR, BIGINT), node_id VARCHAR, worker_id VARCHAR, worker_pid BIGINT, "
+    "error_info JSON, task_log_info JSON, is_debugger_paused BOOLEAN), "
+    "profile_events STRUCT(component_type VARCHAR, component_id VARCHAR, node_ip_address VARCHAR, "
+    "events STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, extra_data VARCHAR)[]))"
+)
+_EMPTY_EVENTS = ("CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info JSON, "
+                 "states MAP(VARCHAR, BIGINT), node VARCHAR, worker VARCHAR, pid BIGINT, error_info JSON, "
+                 "log_info JSON, debugger_paused BOOLEAN, component_type VARCHAR, component_id VARCHAR, "
+                 "node_ip VARCHAR, profile STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, "
+                 "extra_data VARCHAR)[], ts BIGINT)")
+
+
+def _events_select(files: list[Path]) -> str:
+    """One row per EXPORT_TASK event of the staged files, flattened to the pieces the fold needs."""
+    listed = "[" + ", ".join(_sql_path(p) for p in files) + "]"
+    return f"""
+        SELECT d.task_id AS tid, coalesce(d.attempt_number, 0) AS attempt, d.job_id AS job, d.task_info AS info,
+               d.state_updates.state_ts_ns AS states, nullif(d.state_updates.node_id, '') AS node,
+               nullif(d.state_updates.worker_id, '') AS worker, d.state_updates.worker_pid AS pid,
+               d.state_updates.error_info AS error_info, d.state_updates.task_log_info AS log_info,
+               d.state_updates.is_debugger_paused AS debugger_paused,
+               d.profile_events.component_type AS component_type, d.profile_events.component_id AS component_id,
+               d.profile_events.node_ip_address AS node_ip, d.profile_events.events AS profile,
+               coalesce(ts, 0) AS ts
+        FROM (SELECT event_data AS d, "timestamp" AS ts, source_type
+              FROM read_json({listed}, format = 'newline_delimited', ignore_errors = true,
+                             columns = {{source_type: 'VARCHAR', "timestamp": 'BIGINT', event_data: '{_EVENT_TYPE}'}}))
+        WHERE source_type = 'EXPORT_TASK' AND coalesce(d.task_id, '') <> ''
+    """
 
 
 def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path,
@@ -37,29 +72,53 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
 
     With session_end_ms (a closed session), a task without a final state ends with the cluster: it keeps its
     last known state, and gets the session's end as its end time and a note as its error message.
+
+    Memory stays bounded at any size: above PARTITION_BYTES of events, one streaming pass splits the events
+    into ranges of task id (all pieces of a task land in one range), each range is folded alone, and the
+    range outputs, each sorted by task id, are concatenated in range order into tables sorted by task id.
     """
+    total = sum(p.stat().st_size for p in task_files)
+    ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
+    if ranges == 1:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {_events_select(task_files)}" if task_files else
+                    _EMPTY_EVENTS)
+        return _fold(con, out_dir / "tasks.parquet", out_dir / "profile_events.parquet", session_end_ms)
+    staged = out_dir / "ranges"
+    con.execute(f"""
+        COPY (SELECT *, (('0x' || substr(hex(try(from_base64(tid))), 1, 2))::INTEGER * {ranges}) // 256 AS part
+              FROM ({_events_select(task_files)}))
+        TO {_sql_path(staged)} (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true)
+    """)
+    counts = {"tasks": 0, "failed_tasks": 0, "task_events": 0}
+    task_parts, profile_parts = [], []
+    for part in range(ranges):
+        files = sorted((staged / f"part={part}").glob("*.parquet"))
+        if not files:
+            continue
+        listed = "[" + ", ".join(_sql_path(p) for p in files) + "]"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS SELECT * EXCLUDE (part) FROM read_parquet({listed})")
+        task_parts.append(staged / f"tasks-{part:03d}.parquet")
+        profile_parts.append(staged / f"profile-{part:03d}.parquet")
+        for k, v in _fold(con, task_parts[-1], profile_parts[-1], session_end_ms).items():
+            counts[k] += v
+    con.execute("SET preserve_insertion_order = true")  # concatenate the sorted ranges in order
+    for parts, name in ((task_parts, "tasks"), (profile_parts, "profile_events")):
+        listed = "[" + ", ".join(_sql_path(p) for p in parts) + "]"
+        con.execute(f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / (name + '.parquet'))} "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+    con.execute("SET preserve_insertion_order = false")
+    return counts
+
+
+def _fold(con: duckdb.DuckDBPyConnection, tasks_out: Path, profile_out: Path,
+          session_end_ms: int | None) -> dict[str, int]:
+    """Fold the events in t_ev into the two tables."""
     end = "NULL::DOUBLE" if session_end_ms is None else f"{float(session_end_ms)}"
-    if task_files:
-        files = "[" + ", ".join(_sql_path(p) for p in task_files) + "]"
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE t_ev AS
-            SELECT json_extract_string(d, '$.task_id') AS tid, coalesce(TRY_CAST(json_extract_string(d, '$.attempt_number') AS INTEGER), 0) AS attempt,
-                   json_extract_string(d, '$.job_id') AS job, json_extract(d, '$.task_info') AS info, json_extract(d, '$.state_updates') AS su,
-                   json_extract(d, '$.profile_events') AS pe, coalesce(ts, 0) AS ts
-            FROM (SELECT event_data AS d, "timestamp" AS ts, source_type
-                  FROM read_json({files}, format = 'newline_delimited', ignore_errors = true,
-                                 columns = {{source_type: 'VARCHAR', "timestamp": 'BIGINT', event_data: 'JSON'}}))
-            WHERE source_type = 'EXPORT_TASK' AND coalesce(json_extract_string(d, '$.task_id'), '') <> ''
-        """)
-    else:
-        con.execute("""CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info JSON,
-                       su JSON, pe JSON, ts BIGINT)""")
     con.execute(f"CREATE OR REPLACE TEMP TABLE t_state_names AS SELECT * FROM (VALUES {_STATES}) s(code, name)")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_states AS
         SELECT tid, attempt, TRY_CAST(e.key AS INTEGER) AS code, min(e.value) AS ns
-        FROM (SELECT tid, attempt, unnest(map_entries(TRY_CAST(json_extract(su, '$.state_ts_ns') AS MAP(VARCHAR, BIGINT)))) AS e
-              FROM t_ev WHERE json_extract(su, '$.state_ts_ns') IS NOT NULL)
+        FROM (SELECT tid, attempt, unnest(map_entries(states)) AS e FROM t_ev WHERE states IS NOT NULL)
         GROUP BY ALL
     """)
     con.execute("""
@@ -76,10 +135,8 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_prof AS
-        SELECT DISTINCT tid, attempt, json_extract_string(pe, '$.component_type') AS component_type,
-               json_extract_string(pe, '$.component_id') AS component_id, json_extract_string(pe, '$.node_ip_address') AS node_ip, unnest(
-                   json_transform(json_extract(pe, '$.events'), '""" + _PROFILE_EVENTS + """')) AS e
-        FROM t_ev WHERE pe IS NOT NULL
+        SELECT DISTINCT tid, attempt, component_type, component_id, node_ip, unnest(profile) AS e
+        FROM t_ev WHERE profile IS NOT NULL
     """)
     con.execute(f"""
         COPY (SELECT {_hex('tid')} AS task_id, attempt AS attempt_number, component_type,
@@ -87,20 +144,19 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                      TRY_CAST(e.start_time AS BIGINT) / 1e6 AS start_time, TRY_CAST(e.end_time AS BIGINT) / 1e6 AS end_time,
                      e.extra_data AS extra_data
               FROM t_prof ORDER BY task_id, attempt_number, start_time)
-        TO {_sql_path(out_dir / 'profile_events.parquet')} (FORMAT parquet, COMPRESSION zstd)
+        TO {_sql_path(profile_out)} (FORMAT parquet, COMPRESSION zstd)
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_agg AS
         SELECT tid, attempt,
                arg_max(job, ts) FILTER (WHERE coalesce(job, '') <> '') AS job,
                arg_max(info, ts) FILTER (WHERE info IS NOT NULL) AS info,
-               arg_max(json_extract_string(su, '$.node_id'), ts) FILTER (WHERE coalesce(json_extract_string(su, '$.node_id'), '') <> '') AS node,
-               arg_max(json_extract_string(su, '$.worker_id'), ts) FILTER (WHERE coalesce(json_extract_string(su, '$.worker_id'), '') <> '') AS worker,
-               arg_max(TRY_CAST(json_extract_string(su, '$.worker_pid') AS BIGINT), ts) FILTER (WHERE json_extract_string(su, '$.worker_pid') IS NOT NULL) AS pid,
-               arg_max(json_extract(su, '$.error_info'), ts) FILTER (WHERE json_extract(su, '$.error_info') IS NOT NULL) AS error_info,
-               arg_max(json_extract(su, '$.task_log_info'), ts) FILTER (WHERE json_extract(su, '$.task_log_info') IS NOT NULL) AS log_info,
-               arg_max(TRY_CAST(json_extract_string(su, '$.is_debugger_paused') AS BOOLEAN), ts)
-                   FILTER (WHERE json_extract_string(su, '$.is_debugger_paused') IS NOT NULL) AS debugger_paused
+               arg_max(node, ts) FILTER (WHERE node IS NOT NULL) AS node,
+               arg_max(worker, ts) FILTER (WHERE worker IS NOT NULL) AS worker,
+               arg_max(pid, ts) FILTER (WHERE pid IS NOT NULL) AS pid,
+               arg_max(error_info, ts) FILTER (WHERE error_info IS NOT NULL) AS error_info,
+               arg_max(log_info, ts) FILTER (WHERE log_info IS NOT NULL) AS log_info,
+               arg_max(debugger_paused, ts) FILTER (WHERE debugger_paused IS NOT NULL) AS debugger_paused
         FROM t_ev GROUP BY ALL
     """)
     con.execute("""
@@ -172,8 +228,8 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
                        fallback_strategy: {{options: []::VARCHAR[]}}
                    }}) AS record
             FROM t_rows r LEFT JOIN worker_logs w ON w.node_id = r.node_id AND w.worker_id = r.worker_id
-            ORDER BY r.creation_time_ms NULLS LAST, r.task_id, r.attempt_number
-        ) TO {_sql_path(out_dir / 'tasks.parquet')} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)
+            ORDER BY r.task_id, r.attempt_number
+        ) TO {_sql_path(tasks_out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})
     """)
     tasks, failed = con.execute("SELECT count(*), count(*) FILTER (WHERE state = 'FAILED') FROM t_rows").fetchone()
     events = con.execute("SELECT count(*) FROM t_ev").fetchone()[0]

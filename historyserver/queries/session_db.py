@@ -60,8 +60,14 @@ class SessionDB:
         where, params = task_where(filters, exclude_driver)
         total, filtered = task_counts(self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0],
                                       exclude_driver)
-        rows = self.query(f"SELECT record FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT ?",
-                          params + [limit])
+        # Two steps, so that only the page's records are read: the page's keys from the narrow columns, then
+        # their records (tasks.parquet is sorted by task id in small row groups, so the second read is short).
+        keys = self.query(f"SELECT task_id, attempt_number FROM tasks WHERE {where} "
+                          "ORDER BY task_id, attempt_number LIMIT ?", params + [limit])
+        if not keys:
+            return Page(total, filtered, [])
+        rows = self.query(f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
+                          "ORDER BY task_id, attempt_number LIMIT ?", params + [keys[0][0], keys[-1][0], limit])
         return Page(total, filtered, [json.loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:

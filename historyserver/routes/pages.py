@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from historyserver.live.kube import KubernetesUnavailable
 from historyserver.overview import session_overview
+from historyserver.routes.live_api import live_clusters
 
 router = APIRouter()
 PAGES = Path(__file__).resolve().parent.parent / "pages"
@@ -40,7 +42,15 @@ templates.env.filters.update(
 @router.get("/", response_class=HTMLResponse)
 def sessions_page(request: Request) -> HTMLResponse:
     sessions = [e.summary("") for e in request.app.state.catalog.sessions()]
-    context = {"sessions": sessions, "archive": request.app.state.store.url}
+    live, live_error = [], None
+    clusters = live_clusters(request)
+    if clusters.enabled:
+        try:
+            live = [r.to_dict() for r in clusters.list(request.app.state.catalog, "")]
+        except KubernetesUnavailable as e:  # the archive still answers: say what is wrong, show the rest
+            live_error = str(e)
+    context = {"sessions": sessions, "archive": request.app.state.store.url, "live_enabled": clusters.enabled,
+               "live": live, "live_error": live_error}
     return templates.TemplateResponse(request, "sessions.html", context)
 
 
