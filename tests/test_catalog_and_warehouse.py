@@ -43,6 +43,8 @@ def test_statuses_and_filters(tmp_path):
         assert unfinished["end"] == now - 10**8  # last heard from
         assert client.get("/api/v1/sessions", params={"cluster": "a"}).json()["total"] == 2
         assert client.get("/api/v1/sessions", params={"status": "unfinished"}).json()["total"] == 1
+        window = {"start_after": now - 45_000, "start_before": now - 30_000}
+        assert [s["status"] for s in client.get("/api/v1/sessions", params=window).json()["sessions"]] == ["running"]
         page = client.get("/api/v1/sessions", params={"limit": 1, "offset": 1}).json()
         assert [s["status"] for s in page["sessions"]] == ["ended"]
         bad = client.get("/api/v1/sessions", params={"status": "dead"})

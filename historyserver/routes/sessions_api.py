@@ -19,6 +19,8 @@ def list_sessions(
     namespace: str | None = None,
     cluster: str | None = None,
     status: str | None = None,
+    start_after: int | None = Query(None, description="only sessions that started at or after (epoch ms)"),
+    start_before: int | None = Query(None, description="only sessions that started before (epoch ms)"),
     limit: int = Query(100, ge=1, le=10000),
     offset: int = Query(0, ge=0),
 ) -> dict:
@@ -29,6 +31,8 @@ def list_sessions(
         if (namespace is None or e.manifest.namespace == namespace)
         and (cluster is None or e.manifest.cluster == cluster)
         and (status is None or e.status == status)
+        and (start_after is None or (e.manifest.start_ms or 0) >= start_after)
+        and (start_before is None or (e.manifest.start_ms or 0) < start_before)
     ]
     base = str(request.base_url).rstrip("/")
     return {
