@@ -110,3 +110,22 @@ def test_archived_logs_are_byte_identical(finished_cluster, backend, monkeypatch
     assert set(archive_logs.list_segments(store, node)) == set(source)
     for path, data in source.items():
         assert archive_logs.read_file(store, node, path) == data, path
+
+
+def test_workers_are_derived_from_tasks_logs_and_drivers(served, reference):
+    client, cluster = served
+    base = f"/sessions/{cluster.ref.id}"
+    workers = client.get(f"{base}/api/v0/workers").json()["data"]["result"]["result"]
+    import json as _json
+
+    sample = _json.loads((reference / "dashboard_api" / "v0_workers.json").read_text())["response"]
+    assert set(workers[0]) == set(sample["data"]["result"]["result"][0])
+    drivers = [w for w in workers if w["worker_type"] == "DRIVER"]
+    driver_job = next(j for j in client.get(f"{base}/api/jobs/").json() if j["type"] == "DRIVER")
+    assert any(w["worker_id"].startswith(driver_job["job_id"]) and w["pid"] == int(driver_job["driver_info"]["pid"])
+               for w in drivers)
+    squares = client.get(f"{base}/api/v0/tasks", params={"filter_keys": "name", "filter_predicates": "=",
+                                                          "filter_values": "square"}).json()["data"]["result"]
+    ran = {t["worker_id"] for t in squares["result"]}
+    by_id = {w["worker_id"]: w for w in workers}
+    assert ran <= set(by_id) and all(not by_id[w]["is_alive"] and by_id[w]["pid"] for w in ran)

@@ -33,14 +33,15 @@ from historyserver.compaction.cluster_events import event_rows as cluster_event_
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
+from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 3
+COMPACTION_VERSION = 4
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
-TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events")
+TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -168,6 +169,10 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
         fold_started = time.monotonic()
         task_counts = fold_tasks(con, task_files, tmp, session_end_ms)
+        drivers = [{"job_id": j["job_id"], "pid": int(j["driver_info"]["pid"]) if j["driver_info"]["pid"] else None,
+                    "ip": j["driver_info"]["node_ip_address"], "start": j["start_time"], "end": j["end_time"]}
+                   for j in jobs if j["job_id"] and j["driver_info"]]
+        workers = build_workers(con, tmp / "tasks.parquet", log_rows, drivers, nodes_ip, session_end_ms is not None)
         con.close()
         log.info("%s: folded %d task attempts in %.1fs", ref.id, task_counts["tasks"], time.monotonic() - fold_started)
         if task_lines > task_counts["task_events"]:
@@ -189,6 +194,10 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
              "record": json.dumps(n)} for n in nodes
         ], NODE_SCHEMA)
         _write(tmp / "log_files.parquet", log_rows, LOG_SCHEMA)
+        _write(tmp / "workers.parquet", [
+            {"worker_id": w["worker_id"], "node_id": w["node_id"], "pid": w["pid"], "worker_type": w["worker_type"],
+             "record": json.dumps(w)} for w in workers
+        ], WORKER_SCHEMA)
         _write(tmp / "cluster_events.parquet", sorted(event_rows, key=lambda r: r["timestamp"]), EVENT_SCHEMA)
         info = {
             "compaction_version": COMPACTION_VERSION,
@@ -197,7 +206,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             "seconds": round(time.monotonic() - started, 3),
             "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
                        "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows),
-                       "cluster_events": len(event_rows)},
+                       "cluster_events": len(event_rows), "workers": len(workers)},
             "damage": asdict(folded.damage),
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
@@ -257,6 +266,7 @@ JOB_SCHEMA = pa.schema([
     ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
 ])
 NODE_SCHEMA = pa.schema([("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S)])
+WORKER_SCHEMA = pa.schema([("worker_id", _S), ("node_id", _S), ("pid", _I), ("worker_type", _S), ("record", _S)])
 EVENT_SCHEMA = pa.schema([("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S),
                           ("record", _S)])
 LOG_SCHEMA = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])

@@ -85,6 +85,9 @@ class SessionDB:
         rows = self.query("SELECT record FROM actors WHERE actor_id = ?", [actor_id])
         return json.loads(rows[0][0]) if rows else None
 
+    def workers(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.query("SELECT record FROM workers ORDER BY worker_id")]
+
     def nodes(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in self.query("SELECT record FROM nodes ORDER BY is_head_node DESC, node_id")]
 

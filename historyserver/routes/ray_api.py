@@ -59,6 +59,13 @@ def list_nodes(limit: int | None = None, db: SessionDB = Depends(session_db)) ->
     return state_envelope(len(nodes), len(nodes), nodes[: ray_limit(limit)])
 
 
+@router.get("/api/v0/workers")
+def list_workers(limit: int | None = None, db: SessionDB = Depends(session_db)) -> dict:
+    """Derived from tasks, worker log files and drivers: a dead session has no worker table of its own."""
+    workers = db.workers()
+    return state_envelope(len(workers), len(workers), workers[: ray_limit(limit)])
+
+
 @router.get("/logical/actors")
 def list_actors(db: SessionDB = Depends(session_db)) -> dict:
     actors = db.actors()
