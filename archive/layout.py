@@ -9,6 +9,7 @@
         nodes/{node_id}/
           node.json                                          what the node's collector knows of it
           ended.json                                         the node's collector flushed for the last time
+          files.json                                         renamed files: current path -> (archived path, epoch)
           logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
           ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
 """
@@ -26,7 +27,7 @@ _SESSION = re.compile(r"^session_[0-9A-Za-z_-]{1,120}$")
 _NODE = re.compile(r"^[0-9a-f]{8,128}$")
 _SEGMENT = re.compile(r"^(\d{4})-(\d{16})-(\d{16})\.gz$")
 # Where a node's segments come from: files under Ray's logs/, or the collector's spool of Ray's HTTP events.
-SOURCES = ("logs", "ray_events")
+SOURCES = ("logs", "ray_events", "metrics", "api")
 SESSION_ID_SEPARATOR = "~"
 
 
@@ -128,6 +129,11 @@ class NodeRef:
     @property
     def ended_key(self) -> str:
         return self.prefix + "ended.json"
+
+    @property
+    def files_key(self) -> str:
+        """Where renamed files are recorded: a file's bytes stay archived under the path it first had."""
+        return self.prefix + "files.json"
 
     @property
     def logs_prefix(self) -> str:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from collections import defaultdict
 from typing import Iterator
 
 from archive.errors import NotFound
-from archive.layout import InvalidName, LogSegment, NodeRef, parse_segment_key
+from archive.layout import FORMAT_VERSION, InvalidName, LogSegment, NodeRef, parse_segment_key
 from archive.storage.base import Store
 
 
 def encode(data: bytes) -> bytes:
     # mtime=0 keeps a segment's bytes identical however often it is written: writes stay idempotent.
-    return gzip.compress(data, compresslevel=6, mtime=0)
+    # Level 1: several times faster than the default for a few percent more bytes; the collector is a sidecar.
+    return gzip.compress(data, compresslevel=1, mtime=0)
 
 
 def decode(blob: bytes) -> bytes:
@@ -49,6 +51,21 @@ def covering(segments: list[LogSegment], epoch: int | None = None) -> list[LogSe
         elif seg.start > pos:
             break  # a gap: later bytes cannot be placed
     return run
+
+
+def read_renames(store: Store, node: NodeRef) -> dict[str, tuple[str, int]]:
+    """Files renamed while archived (x.log rotated to x.log.1): current path -> (archived path, epoch)."""
+    try:
+        doc = json.loads(store.get(node.files_key))
+    except NotFound:
+        return {}
+    return {path: (target["path"], int(target["epoch"])) for path, target in doc.get("renamed", {}).items()}
+
+
+def write_renames(store: Store, node: NodeRef, renamed: dict[str, tuple[str, int]]) -> None:
+    doc = {"format_version": FORMAT_VERSION,
+           "renamed": {p: {"path": a, "epoch": e} for p, (a, e) in sorted(renamed.items())}}
+    store.put(node.files_key, json.dumps(doc, indent=1).encode())
 
 
 def read_file(store: Store, node: NodeRef, path: str, epoch: int | None = None) -> bytes:

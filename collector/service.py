@@ -6,11 +6,13 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 from archive.errors import StoreError
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
 from archive.storage import Store
+from collector import checkpoint
 from collector.settings import CollectorSettings
 from collector.sinks.archive import ArchiveSink, ShipStats
 from collector.sources.session_dir import SessionDir
@@ -33,6 +35,9 @@ class Collector:
         self.node: NodeRecord | None = None
         self.sink: ArchiveSink | None = None
         self._manifest_written = 0.0
+        state_dir = Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
+        self.checkpoint_path = state_dir / f"{session.name}.{settings.namespace}.{settings.cluster}.json"
+        self._checkpointed: dict = {}
 
     # --- start ---------------------------------------------------------------------------------------
     def _identify(self, deadline: float) -> NodeRecord:
@@ -58,7 +63,7 @@ class Collector:
     def start(self) -> None:
         self.node = self._identify(time.monotonic() + (5 if self.settings.once else 120))
         self.sink = ArchiveSink(self.store, self.ref.node(self.node.node_id), self.session.logs)
-        self.sink.resume()
+        self.sink.resume(checkpoint.load(self.checkpoint_path))
         self.store.put(self.sink.node.node_key, self.node.to_json())
         if self.node.is_head and not self.settings.once:
             self._write_manifest(RUNNING)
@@ -69,9 +74,16 @@ class Collector:
     def ship_once(self, final: bool = False) -> ShipStats:
         assert self.sink is not None
         total = ShipStats()
-        for f in self.session.scan():
+        files = self.session.scan()
+        self.sink.forget_missing({f.inode for f in files})
+        for f in files:
             if self.sink.pending(f, final):
                 total.add(self.sink.ship(f))
+        self.sink.flush_renames()
+        inodes = self.sink.inodes()
+        if inodes != self._checkpointed:
+            checkpoint.save(self.checkpoint_path, inodes)
+            self._checkpointed = inodes
         return total
 
     def run(self) -> None:

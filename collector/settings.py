@@ -35,6 +35,11 @@ class CollectorSettings:
         metadata={"help": "seconds allowed for the last upload after SIGTERM; keep it below the pod's "
                           "terminationGracePeriodSeconds"},
     )
+    state_dir: str = field(
+        default="",
+        metadata={"help": "where the collector keeps its checkpoint (default: rayhistory-collector/ beside the "
+                          "session directory, on Ray's shared temp volume)"},
+    )
     heartbeat: float = field(
         default=120.0,
         metadata={"help": "seconds between rewrites of the session manifest by the head (readers call a session "

@@ -169,3 +169,40 @@ def test_state_dumps_rewritten_in_place_are_archived_whole(tmp_path):
     node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
     assert archive_logs.read_file(store, node, "debug_state.txt") == b"NodeManager:\nqueued: 7\n"
     assert archive_logs.read_file(store, node, "debug_state.txt", epoch=0) == b"NodeManager:\nqueued: 0\n"
+
+
+def test_rotation_keeps_each_files_bytes_once_and_under_its_current_name(tmp_path):
+    """x.log rotated to x.log.1 (as Ray's RotatingFileHandler does), then a new x.log: both read back exactly,
+    the rotated bytes are not archived twice, and a restarted collector neither duplicates nor loses."""
+    session = make_session(tmp_path)
+    logs = session / "logs"
+    store = RecordingStore(tmp_path / "archive")
+    (logs / "x.log").write_bytes(b"first generation\n" * 100)
+    collect_once(session, store)
+    (logs / "x.log").rename(logs / "x.log.1")
+    with open(logs / "x.log.1", "ab") as f:
+        f.write(b"written by a handle still open on the old file\n")
+    (logs / "x.log").write_bytes(b"second generation\n" * 10)
+    collect_once(session, store)  # a new collector: it learns from the archive alone
+    node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
+    renamed = archive_logs.read_renames(store, node)
+    assert renamed == {"x.log.1": ("x.log", 0)}
+    assert archive_logs.read_file(store, node, "x.log") == (logs / "x.log").read_bytes()
+    assert archive_logs.read_file(store, node, *renamed["x.log.1"]) == (logs / "x.log.1").read_bytes()
+    shipped = [k for k in segment_keys(store) if "/x.log" in k]
+    assert not any("/x.log.1/" in k for k in shipped)  # renamed, not copied
+    archived_bytes = sum(int(k.rsplit("-", 1)[1][:-3]) - int(k.rsplit("-", 2)[1]) for k in shipped)
+    assert archived_bytes == (logs / "x.log").stat().st_size + (logs / "x.log.1").stat().st_size
+    before = len(store.puts)
+    collect_once(session, store)  # nothing changed: nothing but the end markers is written again
+    assert not [k for k in store.puts[before:] if "/logs/" in k]
+    # The history server lists and serves the rotated file under its current name.
+    from tests.helpers import client_for
+
+    with client_for(store.url, tmp_path / "cache") as client:
+        base = f"/sessions/{SessionRef('ns', 'c', SESSION_NAME).id}/api/v0/logs"
+        listing = client.get(base, params={"node_id": NODE_ID}).json()["data"]["result"]
+        assert "x.log.1" in sum(listing.values(), []) and "x.log" in sum(listing.values(), [])
+        for name in ("x.log", "x.log.1"):
+            served = client.get(base + "/file", params={"node_id": NODE_ID, "filename": name, "lines": -1})
+            assert served.content == (logs / name).read_bytes(), name

@@ -31,6 +31,7 @@ from archive.storage import Store
 from historyserver.compaction import ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
 from historyserver.compaction.export_events import Folded, fold_lines
+from historyserver.compaction.placement_groups import SCHEMA as PLACEMENT_GROUP_SCHEMA, placement_group_rows
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
 from historyserver.compaction.workers import build_workers
@@ -41,7 +42,8 @@ COMPACTION_VERSION = 4
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
-TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers")
+TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers",
+          "placement_groups")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -117,15 +119,14 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         for node_id in store.list_dirs(ref.nodes_prefix):
             node = ref.node(node_id)
             node_records[node_id] = _read_node_record(store, ref, node_id)
-            for path, segs in archive_logs.list_segments(store, node).items():
-                run = archive_logs.covering(segs)
-                log_rows.append({
-                    "node_id": node_id,
-                    "path": path,
-                    "size": run[-1].end if run else 0,
-                    "segments": len(segs),
-                    "complete": bool(run) and len(run) == len([s for s in segs if s.epoch == run[0].epoch]),
-                })
+            listed = archive_logs.list_segments(store, node)
+            for path, (archived_path, epoch) in archive_logs.read_renames(store, node).items():
+                gen = [s for s in listed.get(archived_path, []) if s.epoch == epoch]
+                if gen and path not in listed:
+                    log_rows.append(_log_row(node_id, path, gen))  # a rotated file, under its current name
+            for path, segs in listed.items():
+                log_rows.append(_log_row(node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)],
+                                         len(segs)))
                 name = path.split("/")[-1]
                 where = f"{node_id[:12]}:{path}"
                 if is_cluster_events_file(path):
@@ -151,6 +152,8 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                     task_lines += ray_events.normalize_spool(lines, where, folded.damage, staged, http_events)
                 task_files.append(staged)
         ray_events.fold_ray_events(http_events, folded)
+        # Placement groups come only from the HTTP path; fold_ray_events left them aside.
+        placement_groups = placement_group_rows(http_events, folded.damage, session_end_ms)
 
         staged_mb = sum(p.stat().st_size for p in task_files) / 2**20
         log.info("%s: staged %d task event files (%.0f MiB) in %.1fs", ref.id, len(task_files), staged_mb,
@@ -199,6 +202,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
              "record": json.dumps(w)} for w in workers
         ], WORKER_SCHEMA)
         _write(tmp / "cluster_events.parquet", sorted(event_rows, key=lambda r: r["timestamp"]), EVENT_SCHEMA)
+        _write(tmp / "placement_groups.parquet", placement_groups, PLACEMENT_GROUP_SCHEMA)  # empty: still written
         info = {
             "compaction_version": COMPACTION_VERSION,
             "session_id": ref.id,
@@ -206,7 +210,8 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             "seconds": round(time.monotonic() - started, 3),
             "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
                        "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows),
-                       "cluster_events": len(event_rows), "workers": len(workers)},
+                       "cluster_events": len(event_rows), "workers": len(workers),
+                       "placement_groups": len(placement_groups)},
             "damage": asdict(folded.damage),
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
@@ -231,6 +236,12 @@ def _duckdb(tmp: Path) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
     con.execute("SET preserve_insertion_order = false")
     return con
+
+
+def _log_row(node_id: str, path: str, generation: list, segment_count: int | None = None) -> dict[str, Any]:
+    run = archive_logs.covering(generation)
+    return {"node_id": node_id, "path": path, "size": run[-1].end if run else 0,
+            "segments": segment_count or len(generation), "complete": bool(run) and len(run) == len(generation)}
 
 
 def _worker_logs(log_rows: list[dict[str, Any]], nodes: dict[str, NodeRecord]) -> dict[tuple[str, str], tuple[str, str]]:

@@ -238,9 +238,13 @@ class ArchivedLog:
     def __init__(self, store: Store, node: NodeRef, path: str) -> None:
         self.store, self.node, self.path = store, node, path
         try:
-            segments = archive_logs.list_segments(store, node, path).get(path)
+            # A rotated file (x.log.1) is archived under the path it had first (x.log), as one generation.
+            archived_path, epoch = archive_logs.read_renames(store, node).get(path, (path, None))
+            segments = archive_logs.list_segments(store, node, archived_path).get(archived_path)
         except StoreError as e:
             raise ArchiveUnavailable(str(e)) from e
+        if segments and epoch is not None:
+            segments = [s for s in segments if s.epoch == epoch]
         if not segments:
             raise EntityNotFound(f"A file is not found at: {path} (node {node.node_id}); "
                                  f"GET api/v0/logs?node_id={node.node_id} lists the archived files")

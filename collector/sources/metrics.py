@@ -1,0 +1,378 @@
+"""Scrapes the node's Prometheus endpoints into append-only OpenMetrics spool files, as Prometheus would store them.
+
+File format (the archive sink ships these files as the source "metrics", byte-range segments like logs):
+
+- Files `metrics-<seq>.prom` in the spool directory, `<seq>` 6 decimal digits from 000001, in write order. A file
+  only grows; at `max_file_bytes` the writer moves on to the next `<seq>`. UTF-8, `\\n` line ends. Every append is
+  whole lines and is fsynced; only a failed write (disk full, crash) can leave an unterminated last line, and
+  then the writer starts the next file: readers drop a file's last line when it lacks `\\n`.
+- The content is OpenMetrics 1.0 text without the final `# EOF` line (a file that grows cannot end with it).
+  Each scrape of one endpoint appends one block, written by prometheus_client's OpenMetrics writer:
+  - first the family `up` (`# HELP up ...`, `# TYPE up gauge`, then `up{<target labels>} 1|0 <ts>`), so a block
+    starts exactly at a line `# HELP up ...`; then `scrape_duration_seconds` and `scrape_samples_scraped` (the
+    series Prometheus records per scrape); a failed scrape writes only these, with `up` 0;
+  - then every family the endpoint exposed, as `prometheus_client.parser` reads Ray's text format: `# HELP`,
+    `# TYPE` (`counter`, `gauge`, `histogram`, `summary`, or `unknown` for untyped), and the samples with their
+    series names as the parser yields them (`_bucket`, `_sum`, `_count`, and `_total` on every counter sample).
+- Every sample line carries an explicit timestamp in SECONDS with exactly 3 decimals (millisecond precision), as
+  OpenMetrics requires: the scrape's start time, or the endpoint's own timestamp when it gave one.
+- Target labels are added to every sample, as Prometheus and KubeRay's PodMonitor add them: `instance` (the
+  `host:port` scraped, as Ray's service-discovery file names it), `job` (`ray`, the job in Ray's generated
+  prometheus.yml and service-discovery file) and `ray_io_cluster` (the cluster name; Ray's Grafana dashboards
+  filter on it, on `SessionName`, which Ray sets itself, and on `instance`). A label the endpoint already set
+  under one of these names is kept as `exported_<name>` (Prometheus's honor_labels=false rule).
+- `le` and `quantile` values are written in canonical form (`1.0`, `+Inf`); a series repeated within one scrape
+  is written once (the first).
+To load a file set into Prometheus: concatenate the files in `<seq>` order, drop unterminated last lines, append
+`# EOF\\n`, then `promtool tsdb create-blocks-from openmetrics FILE DIR`. To read one scrape with a strict
+OpenMetrics parser, split at the `# HELP up ` lines and append `# EOF\\n` to each block (see `split_scrapes`).
+Series that vanish between scrapes carry no staleness marker (OpenMetrics cannot express one): queries see the
+last value for Prometheus's lookback window (5 minutes by default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from collector.sources.session_dir import SessionDir
+
+log = logging.getLogger("rayhistory.collector")
+
+SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
+_EXPORT_PORT_FILE = re.compile(r"^metrics_export_port_([0-9a-f]{56})$")
+_BLOCK_START = "# HELP up "
+_EOF = b"# EOF\n"
+MAX_BODY_BYTES = 64 << 20  # a Ray node exposes a few hundred KB; anything near this is not a metrics page
+
+
+class AppendOnlySpool:
+    """Files `<prefix>-<seq>.<ext>` in one directory that only grow; each append is whole lines, then fsync.
+
+    Shared with dashboard_api.py; it belongs in collector/spool.py once another source needs it too.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], prefix: str, ext: str, max_file_bytes: int) -> None:
+        self.dir = Path(directory)
+        self.prefix, self.ext, self.max_file_bytes = prefix, ext, max_file_bytes
+        self._pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{6}})\.{re.escape(ext)}$")
+        self._fd: int | None = None
+        self._size = 0
+        self.seq = 0
+        self._lock = threading.Lock()
+
+    def files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if self._pattern.match(p.name))
+
+    def _open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        existing = self.files()
+        if self.seq == 0 and existing:
+            # Resume in the newest file when it ends on a whole line; otherwise never touch it again.
+            last = existing[-1]
+            self.seq = int(self._pattern.match(last.name).group(1))
+            size = last.stat().st_size
+            if size and (size >= self.max_file_bytes or not _ends_with_newline(last)):
+                self.seq += 1
+        else:
+            self.seq += 1
+        path = self.dir / f"{self.prefix}-{self.seq:06d}.{self.ext}"
+        created = not path.exists()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        if created:  # the new name must survive a crash too
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.seq == 0 else self.dir / f"{self.prefix}-{self.seq:06d}.{self.ext}"
+
+    def append(self, data: bytes) -> None:
+        """Write complete lines durably; raises OSError (the caller counts it) and moves on to a new file then."""
+        assert data.endswith(b"\n"), "spool appends must be whole lines"
+        with self._lock:
+            if self._fd is not None and self._size and self._size + len(data) > self.max_file_bytes:
+                self._close()
+            if self._fd is None:
+                self._open()
+            assert self._fd is not None
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                    self._size += n
+                os.fsync(self._fd)
+            except OSError:
+                self._close()  # a partial line may be on disk: the next append opens the next file
+                raise
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._size = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+# --- targets ---------------------------------------------------------------------------------------------------
+
+def _split_address(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    return host, port
+
+
+def discover_targets(session: SessionDir) -> list[str]:
+    """`host:port` of this node's metrics endpoint; on the head also the autoscaler's and the dashboard's.
+
+    Ray's service-discovery file (head only) lists every alive node's endpoint plus the head's autoscaler and
+    dashboard ones; other nodes are scraped by their own collectors, so the head keeps the targets on its host.
+    """
+    node_id = session.node_id()
+    ports: dict[str, str] = {}
+    for entry in os.scandir(session.path):
+        m = _EXPORT_PORT_FILE.match(entry.name)
+        if m:
+            try:
+                ports[m.group(1)] = Path(entry.path).read_text().strip()
+            except OSError:
+                continue
+    own_port = ports.get(node_id or "") or (next(iter(ports.values())) if len(ports) == 1 else None)
+    sd = read_service_discovery(session.path)
+    own = None
+    if own_port:
+        own = next((t for t in sd if _split_address(t)[1] == own_port), None) or \
+            f"{session.node_ip() or '127.0.0.1'}:{own_port}"
+    targets = [own] if own else []
+    if own and session.is_head:
+        other_nodes = {p for n, p in ports.items() if n != node_id}
+        host = _split_address(own)[0]
+        targets += [t for t in sd if t != own and _split_address(t)[0] == host
+                    and _split_address(t)[1] not in other_nodes]
+    return targets
+
+
+def read_service_discovery(session_path: Path) -> list[str]:
+    try:
+        groups = json.loads((session_path / SERVICE_DISCOVERY_FILE).read_text())
+        return [t for g in groups for t in g.get("targets", []) if isinstance(t, str)]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []  # not written yet (Ray writes it a few seconds after start), or not the head
+
+
+# --- one scrape as OpenMetrics ----------------------------------------------------------------------------------
+
+class _Families:
+    """What prometheus_client's OpenMetrics writer collects from."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Metric]:
+        return self.metrics
+
+
+def _ts(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+def _canonical(value: str) -> str:
+    try:
+        return floatToGoString(float(value))
+    except ValueError:
+        return value
+
+
+def _relabel(labels: dict[str, str], target_labels: dict[str, str]) -> dict[str, str]:
+    out = dict(labels)
+    for k in target_labels:
+        if k in out:
+            out[f"exported_{k}"] = out.pop(k)
+    out.update(target_labels)
+    return out
+
+
+def _scrape_families(target_labels: dict[str, str], ts_ms: int, up: int, duration_s: float,
+                     samples: int) -> list[Metric]:
+    stamp = _ts(ts_ms)
+    out = []
+    for name, doc, value in (
+        ("up", "1 if the scrape of the target succeeded, else 0 (recorded by the collector, as Prometheus does)", up),
+        ("scrape_duration_seconds", "how long the scrape took", round(duration_s, 6)),
+        ("scrape_samples_scraped", "samples the target exposed in this scrape", samples),
+    ):
+        m = Metric(name, doc, "gauge")
+        m.samples = [Sample(name, dict(target_labels), float(value), stamp)]
+        out.append(m)
+    return out
+
+
+def to_openmetrics(text: str, target_labels: dict[str, str], ts_ms: int) -> tuple[list[Metric], int]:
+    """Parse one exposition (Prometheus text format) into labelled, timestamped families; raises ValueError."""
+    merged: dict[str, Metric] = {}
+    seen: set[tuple] = set()
+    count = 0
+    stamp = _ts(ts_ms)
+    for family in text_string_to_metric_families(text):
+        typ = "unknown" if family.type == "untyped" else family.type
+        metric = merged.get(family.name)
+        if metric is None:
+            metric = merged[family.name] = Metric(family.name, family.documentation, typ)
+        for s in family.samples:
+            labels = _relabel(s.labels, target_labels)
+            if "le" in labels and s.name.endswith("_bucket"):
+                labels["le"] = _canonical(labels["le"])
+            if "quantile" in labels and typ == "summary":
+                labels["quantile"] = _canonical(labels["quantile"])
+            key = (s.name, tuple(sorted(labels.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            # The parser gives a target's own timestamp in seconds; keep it (Prometheus honours it by default).
+            own = _ts(round(float(s.timestamp) * 1000)) if s.timestamp is not None else stamp
+            metric.samples.append(Sample(s.name, labels, s.value, own))
+            count += 1
+    return list(merged.values()), count
+
+
+def render(metrics: Iterable[Metric]) -> bytes:
+    out = generate_latest(_Families(list(metrics)))
+    assert out.endswith(_EOF)
+    return out[: -len(_EOF)]
+
+
+def split_scrapes(text: str) -> Iterator[str]:
+    """The scrape blocks of a spool file's text, each a complete OpenMetrics document (with `# EOF`)."""
+    block: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # unterminated last line: a write that failed
+        if line.startswith(_BLOCK_START) and block:
+            yield "".join(block) + "# EOF\n"
+            block = []
+        block.append(line)
+    if block:
+        yield "".join(block) + "# EOF\n"
+
+
+# --- the source ------------------------------------------------------------------------------------------------
+
+@dataclass
+class ScrapeStats:
+    scrapes_ok: int = 0
+    scrapes_failed: int = 0
+    samples: int = 0
+    bytes: int = 0
+    write_errors: int = 0
+    last_error: str | None = None
+
+
+class MetricsScraper:
+    """Every `interval` seconds scrapes each target and appends one OpenMetrics block per target to the spool."""
+
+    def __init__(self, spool_dir: str | os.PathLike[str], cluster: str, session: SessionDir | None = None,
+                 targets: list[str] | None = None, interval: float = 15.0, timeout: float = 10.0,
+                 job: str = "ray", extra_labels: dict[str, str] | None = None,
+                 max_file_bytes: int = 32 << 20) -> None:
+        if session is None and not targets:
+            raise ValueError("MetricsScraper needs a Ray session directory or explicit targets (host:port)")
+        self.session = session
+        self.fixed_targets = targets
+        self.interval = interval
+        self.timeout = min(timeout, interval)
+        self.base_labels = {**(extra_labels or {}), "job": job, "ray_io_cluster": cluster}
+        self.spool = AppendOnlySpool(spool_dir, "metrics", "prom", max_file_bytes)
+        self.stats = ScrapeStats()
+
+    def targets(self) -> list[str]:
+        if self.fixed_targets:
+            return list(self.fixed_targets)
+        assert self.session is not None
+        return discover_targets(self.session)  # re-read every time: the dashboard's endpoint appears late
+
+    def scrape_once(self) -> ScrapeStats:
+        """Scrape every target once; failures are counted and logged, never raised."""
+        before = ScrapeStats(**vars(self.stats))
+        for target in self.targets():
+            self._scrape(target)
+        return ScrapeStats(*(getattr(self.stats, f) - getattr(before, f) for f in
+                             ("scrapes_ok", "scrapes_failed", "samples", "bytes", "write_errors")),
+                           self.stats.last_error)
+
+    def _scrape(self, target: str) -> None:
+        labels = {**self.base_labels, "instance": target}
+        ts_ms = int(time.time() * 1000)
+        started = time.monotonic()
+        try:
+            text = self._fetch(target)
+            families, count = to_openmetrics(text, labels, ts_ms)
+            up = 1
+        except (OSError, ValueError, UnicodeDecodeError) as e:  # URLError and timeouts are OSErrors
+            families, count, up = [], 0, 0
+            self.stats.scrapes_failed += 1
+            self.stats.last_error = f"scrape of http://{target}/metrics failed: {e}"
+            log.warning("%s (retrying in %.0fs)", self.stats.last_error, self.interval)
+        block = render(_scrape_families(labels, ts_ms, up, time.monotonic() - started, count) + families)
+        try:
+            self.spool.append(block)
+        except OSError as e:
+            self.stats.write_errors += 1
+            self.stats.last_error = f"writing {self.spool.dir}: {e}"
+            log.error("metrics scrape of %s dropped: %s", target, self.stats.last_error)
+            return
+        self.stats.bytes += len(block)
+        if up:
+            self.stats.scrapes_ok += 1
+            self.stats.samples += count
+
+    def _fetch(self, target: str) -> str:
+        req = urllib.request.Request(f"http://{target}/metrics",
+                                     headers={"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            body = r.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError(f"more than {MAX_BODY_BYTES} bytes")
+        return body.decode("utf-8")
+
+    def run(self, stop: threading.Event) -> None:
+        """Scrape on a fixed schedule until `stop` is set (missed ticks are skipped, not bunched)."""
+        next_at = time.monotonic()
+        while not stop.is_set():
+            self.scrape_once()
+            next_at += self.interval
+            now = time.monotonic()
+            if next_at < now:
+                next_at = now + self.interval - (now - next_at) % self.interval
+            if stop.wait(next_at - now):
+                break
+        self.spool.close()
