@@ -1,0 +1,167 @@
+"""The collector's cost: throughput to the archive per core, and CPU and RSS at a steady log rate.
+
+    .venv/bin/python -m benchmarks.collector_throughput [--mb 512] [--seconds 30]
+
+Prints two markdown tables. Beside our throughput, in the same run: `gzip -1` (C) over the same bytes, the floor
+for compressing them on one core. Beside the steady-rate numbers: Fluent Bit's published figures (it does not run
+here). The archive is a local directory; log lines are Ray's real line formats (../shared/reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ray-2.60" / "logs" / "log_line_samples.txt"
+NODE_ID = "ab" * 28
+SESSION = "session_2026-11-25_20-59-21_325155_1996"
+FLUENT_BIT = "Fluent Bit (published): ~12% of a core and 47 MB RSS at 10 MB/s; ~36 MB/s per core"
+
+
+def sample_lines() -> list[bytes]:
+    if REFERENCE.exists():
+        lines = [l for l in REFERENCE.read_bytes().splitlines() if l and not l.startswith(b"#")]
+        if lines:
+            return [l + b"\n" for l in lines]
+    return [b"[2026-11-25 19:58:17,283 I 7013 7013] (raylet) main.cc:283: a line of log\n"]
+
+
+def make_session(root: Path) -> Path:
+    session = root / SESSION
+    (session / "logs").mkdir(parents=True)
+    (session / f"metrics_export_port_{NODE_ID}").write_text("1")
+    (session / "logs" / "raylet.out").write_bytes(b"Setting node ID node_id=" + NODE_ID.encode() + b"\n")
+    return session
+
+
+def fill(logs: Path, total_mb: int, files: int = 16) -> int:
+    rng = random.Random(1)
+    lines = sample_lines()
+    block = b"".join(rng.choice(lines) for _ in range(20000))
+    per_file = total_mb * 2**20 // files
+    written = 0
+    for i in range(files):
+        with open(logs / f"worker-{i:056x}-01000000-{1000 + i}.out", "wb") as f:
+            n = 0
+            while n < per_file:
+                f.write(block)
+                n += len(block)
+            written += n
+    return written
+
+
+def throughput(total_mb: int) -> tuple[float, float, float]:
+    """(MB/s per CPU-second for our collector, wall MB/s, MB/s per core for gzip -1) over the same files."""
+    from archive.storage.local import LocalStore
+    from collector.service import Collector
+    from collector.settings import CollectorSettings
+    from collector.sources.session_dir import SessionDir
+
+    root = Path(tempfile.mkdtemp(prefix="rh-bench-collector-"))
+    try:
+        session = make_session(root)
+        size = fill(session / "logs", total_mb)
+        print(f"  shipping {size / 2**20:.0f} MiB of log lines", file=sys.stderr)
+        settings = CollectorSettings(session_dir=str(session), archive=str(root / "archive"), cluster="bench",
+                                     namespace="bench", once=True)
+        collector = Collector(settings, LocalStore(root / "archive"), SessionDir(session))
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t = time.perf_counter()
+        collector.run()
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        mb = size / 1e6
+        gz_cpu = 0.0
+        for f in (session / "logs").glob("worker-*.out"):
+            b0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with open(f, "rb") as src:
+                subprocess.run(["gzip", "-1", "-c"], stdin=src, stdout=subprocess.DEVNULL, check=True)
+            b1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            gz_cpu += (b1.ru_utime - b0.ru_utime) + (b1.ru_stime - b0.ru_stime)
+        return mb / cpu, mb / wall, mb / gz_cpu
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _proc_cpu_rss(pid: int) -> tuple[float, int]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = next(int(l.split()[1]) for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if l.startswith("VmHWM:"))
+    return cpu, rss * 1024
+
+
+def steady(rate_mb: float, seconds: float, interval: float) -> tuple[float, float]:
+    """(% of one core, peak RSS MiB) of a collector process while a writer appends at rate_mb MB/s."""
+    root = Path(tempfile.mkdtemp(prefix="rh-bench-steady-"))
+    proc = None
+    try:
+        session = make_session(root)
+        proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
+                                 "--archive", str(root / "archive"), "--cluster", "bench", "--namespace", "bench",
+                                 "--interval", str(interval)], stderr=subprocess.DEVNULL)
+        lines = sample_lines()
+        rng = random.Random(2)
+        chunk = b"".join(rng.choice(lines) for _ in range(2000))
+        files = [open(session / "logs" / f"worker-{i:056x}-01000000-{2000 + i}.out", "ab") for i in range(8)]
+        warmup = time.monotonic() + 3
+        while time.monotonic() < warmup:
+            time.sleep(0.1)
+        cpu0, _ = _proc_cpu_rss(proc.pid)
+        start = time.monotonic()
+        written = 0
+        while (now := time.monotonic()) - start < seconds:
+            due = rate_mb * 1e6 * (now - start)
+            while written < due:
+                f = files[written // len(chunk) % len(files)]
+                f.write(chunk)
+                f.flush()
+                written += len(chunk)
+            time.sleep(0.02)
+        cpu1, rss = _proc_cpu_rss(proc.pid)
+        for f in files:
+            f.close()
+        return 100 * (cpu1 - cpu0) / (time.monotonic() - start), rss / 2**20
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mb", type=int, default=512, help="MiB of logs for the throughput run")
+    p.add_argument("--seconds", type=float, default=30, help="length of each steady-rate run")
+    p.add_argument("--interval", type=float, default=10, help="collector upload interval in the steady runs")
+    args = p.parse_args()
+    print("throughput run", file=sys.stderr)
+    per_core, wall, gzip_core = throughput(args.mb)
+    print(f"\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
+    print("|---|---|---|---|")
+    print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= 100 |")
+    print(f"| MB/s wall clock (2 cores) | {wall:.0f} | | |")
+    rows = []
+    for rate in (1, 10):
+        print(f"steady run at {rate} MB/s", file=sys.stderr)
+        cpu, rss = steady(rate, args.seconds, args.interval)
+        rows.append((rate, cpu, rss))
+    print(f"\n| steady log rate | CPU (% of one core) | peak RSS | target (1 MB/s) | {FLUENT_BIT} |")
+    print("|---|---|---|---|---|")
+    for rate, cpu, rss in rows:
+        target = "<= 5%, <= 80 MB" if rate == 1 else ""
+        print(f"| {rate} MB/s | {cpu:.1f}% | {rss:.0f} MiB | {target} | |")
+
+
+if __name__ == "__main__":
+    main()
