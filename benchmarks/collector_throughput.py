@@ -147,7 +147,7 @@ def main() -> None:
     args = p.parse_args()
     print("throughput run", file=sys.stderr)
     per_core, wall, gzip_core = throughput(args.mb)
-    print(f"\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
+    print("\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
     print("|---|---|---|---|")
     print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= 100 |")
     print(f"| MB/s wall clock (2 cores) | {wall:.0f} | | |")

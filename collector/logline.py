@@ -150,6 +150,7 @@ class LogLineParser:
                 break
             if self._buf:
                 self._buf += data[pos:nl + 1]
+                self._cut_long_line(out)  # the tail of a long line is bounded too
                 line = bytes(self._buf)
                 self._buf.clear()
             else:

@@ -22,6 +22,7 @@ from pathlib import Path
 log = logging.getLogger("rayhistory.collector.spool")
 
 _NAME = re.compile(r"^events-(\d{8})\.jsonl$")
+_WRITE_CHUNK = 1 << 20  # bounded write() calls; a crash between two of them is what opening the spool repairs
 
 
 def file_name(seq: int) -> str:
@@ -143,7 +144,7 @@ class Spool:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(self._fd, view[:_WRITE_CHUNK])
                 view = view[written:]
             os.fsync(self._fd)
         except OSError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -57,7 +57,7 @@ class HttpEventStats:
 
     def snapshot(self) -> dict:
         with self._lock:
-            out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+            out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
             out["by_status"] = dict(self.by_status)
             return out
 
@@ -102,7 +102,8 @@ class HttpEventsSource:
         handler = type("Handler", (_Handler,), {"source": self, "timeout": self.read_timeout})
         self._server = ThreadingHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-events", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http-events",
+                                        daemon=True)
         self._thread.start()
         log.info("receiving Ray events on %s", self.url)
         return self
@@ -224,8 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 source._slots.release()
         except _Refused as e:
-            source.stats.add(refused_requests=1, refused_events=e.events,
-                             refused_bytes=int(self.headers.get("Content-Length") or 0))
+            source.stats.add(refused_requests=1, refused_events=e.events, refused_bytes=self._claimed_length())
             if e.status >= 500:
                 log.warning("refused a batch from %s: %s", self.client_address[0], e.message)
             else:
@@ -234,12 +234,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._answer(HTTPStatus.OK, {"stored": stored})
 
+    def _claimed_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            return 0
+
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before the client sends it (curl asks first for bodies above 1 MB)."""
-        try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            n = 0
+        n = self._claimed_length()
         if urlsplit(self.path).path == self.source.path and n > self.source.max_body_bytes:
             self.source.stats.add(requests=1, refused_requests=1, refused_bytes=n)
             self.close_connection = True

@@ -56,8 +56,10 @@ log = logging.getLogger("rayhistory.collector")
 
 SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 _EXPORT_PORT_FILE = re.compile(r"^metrics_export_port_([0-9a-f]{56})$")
+_NODE_MANAGER_ADDRESS = re.compile(rb"node_manager address: (\d+\.\d+\.\d+\.\d+):")
 _BLOCK_START = "# HELP up "
 _EOF = b"# EOF\n"
+OWN_ADDRESS_GRACE = 60.0  # seconds to wait for Ray to name this node's IP before falling back to loopback
 MAX_BODY_BYTES = 64 << 20  # a Ray node exposes a few hundred KB; anything near this is not a metrics page
 
 
@@ -152,11 +154,23 @@ def _split_address(address: str) -> tuple[str, str]:
     return host, port
 
 
-def discover_targets(session: SessionDir) -> list[str]:
+def node_ip(session: SessionDir) -> str | None:
+    """The IP Ray registered this node under (what its service-discovery file and other nodes use)."""
+    try:
+        with open(session.logs / "raylet.out", "rb") as f:
+            m = _NODE_MANAGER_ADDRESS.search(f.read(1 << 20))
+    except OSError:
+        m = None
+    return m.group(1).decode() if m else session.node_ip()
+
+
+def discover_targets(session: SessionDir, own: str | None = None) -> list[str]:
     """`host:port` of this node's metrics endpoint; on the head also the autoscaler's and the dashboard's.
 
     Ray's service-discovery file (head only) lists every alive node's endpoint plus the head's autoscaler and
     dashboard ones; other nodes are scraped by their own collectors, so the head keeps the targets on its host.
+    `own`, once known, is passed back in so that the node's `instance` label never changes; without it the
+    node's endpoint is named as the service-discovery file names it, else by the IP in raylet.out, else left out.
     """
     node_id = session.node_id()
     ports: dict[str, str] = {}
@@ -169,15 +183,15 @@ def discover_targets(session: SessionDir) -> list[str]:
                 continue
     own_port = ports.get(node_id or "") or (next(iter(ports.values())) if len(ports) == 1 else None)
     sd = read_service_discovery(session.path)
-    own = None
-    if own_port:
-        own = next((t for t in sd if _split_address(t)[1] == own_port), None) or \
-            f"{session.node_ip() or '127.0.0.1'}:{own_port}"
+    listed_own = next((t for t in sd if own_port and _split_address(t)[1] == own_port), None)
+    if own is None and own_port:
+        ip = node_ip(session)
+        own = listed_own or (f"{ip}:{own_port}" if ip else None)
     targets = [own] if own else []
     if own and session.is_head:
         other_nodes = {p for n, p in ports.items() if n != node_id}
-        host = _split_address(own)[0]
-        targets += [t for t in sd if t != own and _split_address(t)[0] == host
+        host = _split_address(listed_own or own)[0]
+        targets += [t for t in sd if t not in (own, listed_own) and _split_address(t)[0] == host
                     and _split_address(t)[1] not in other_nodes]
     return targets
 
@@ -262,7 +276,30 @@ def to_openmetrics(text: str, target_labels: dict[str, str], ts_ms: int) -> tupl
             own = _ts(round(float(s.timestamp) * 1000)) if s.timestamp is not None else stamp
             metric.samples.append(Sample(s.name, labels, s.value, own))
             count += 1
+    _fold_created(merged)
     return list(merged.values()), count
+
+
+def _group(metric: Metric, s: Sample) -> tuple:
+    drop = "le" if s.name.endswith("_bucket") else "quantile" if metric.type == "summary" and s.name == metric.name \
+        else None
+    return tuple(sorted((k, v) for k, v in s.labels.items() if k != drop))
+
+
+def _fold_created(merged: dict[str, Metric]) -> None:
+    """Ray's prometheus_client endpoints expose `<name>_created` as gauge families of their own; OpenMetrics
+    reserves that name for the parent counter/histogram/summary, so write those samples inside the parent, each
+    after the other samples of its label set (same series names, so the stored series are unchanged)."""
+    for name in [n for n, m in merged.items() if n.endswith("_created") and m.type == "gauge"]:
+        parent = merged.get(name[: -len("_created")])
+        if parent is None or parent.type not in ("counter", "histogram", "summary"):
+            continue
+        groups: dict[tuple, list[Sample]] = {}
+        for s in parent.samples:
+            groups.setdefault(_group(parent, s), []).append(s)
+        for s in merged.pop(name).samples:
+            groups.setdefault(_group(parent, s), []).append(s)
+        parent.samples = [s for ss in groups.values() for s in ss]
 
 
 def render(metrics: Iterable[Metric]) -> bytes:
@@ -313,12 +350,25 @@ class MetricsScraper:
         self.base_labels = {**(extra_labels or {}), "job": job, "ray_io_cluster": cluster}
         self.spool = AppendOnlySpool(spool_dir, "metrics", "prom", max_file_bytes)
         self.stats = ScrapeStats()
+        self._own: str | None = None
+        self._created = time.monotonic()
+        self.own_address_grace = OWN_ADDRESS_GRACE
 
     def targets(self) -> list[str]:
         if self.fixed_targets:
             return list(self.fixed_targets)
         assert self.session is not None
-        return discover_targets(self.session)  # re-read every time: the dashboard's endpoint appears late
+        # Re-read every time (the dashboard's endpoint is listed late), but name this node's endpoint only once.
+        found = discover_targets(self.session, self._own)
+        if found and self._own is None:
+            self._own = found[0]
+        elif not found and time.monotonic() - self._created >= self.own_address_grace:
+            port = next((p.read_text().strip() for p in self.session.path.glob("metrics_export_port_*")), None)
+            if port:
+                self._own = f"127.0.0.1:{port}"
+                log.warning("no IP for this Ray node in %s; scraping its metrics as %s", self.session.path, self._own)
+                found = discover_targets(self.session, self._own)
+        return found
 
     def scrape_once(self) -> ScrapeStats:
         """Scrape every target once; failures are counted and logged, never raised."""
