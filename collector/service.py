@@ -15,7 +15,7 @@ from archive.storage import Store
 from collector import checkpoint
 from collector.settings import CollectorSettings
 from collector.sinks.archive import ArchiveSink, ShipStats
-from collector.sources.session_dir import SessionDir
+from collector.sources.session_dir import NotARaySession, SessionDir
 
 log = logging.getLogger("rayhistory.collector")
 
@@ -28,15 +28,20 @@ class Collector:
     def __init__(self, settings: CollectorSettings, store: Store, session: SessionDir) -> None:
         self.settings = settings
         self.store = store
-        self.session = session
-        self.ref = SessionRef(settings.namespace, settings.cluster, session.name)
         self.stop_event = threading.Event()
         self.stop_reason = "once" if settings.once else "stopped"
+        self._attach(session)
+
+    def _attach(self, session: SessionDir) -> None:
+        """Follow one session: everything per session is reset here (a restarted Ray starts a new session)."""
+        self.session = session
+        self.ref = SessionRef(self.settings.namespace, self.settings.cluster, session.name)
         self.node: NodeRecord | None = None
         self.sink: ArchiveSink | None = None
         self._manifest_written = 0.0
-        state_dir = Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
-        self.checkpoint_path = state_dir / f"{session.name}.{settings.namespace}.{settings.cluster}.json"
+        state_dir = Path(self.settings.state_dir) if self.settings.state_dir else \
+            session.path.parent / "rayhistory-collector"
+        self.checkpoint_path = state_dir / f"{session.name}.{self.settings.namespace}.{self.settings.cluster}.json"
         self._checkpointed: dict = {}
 
     # --- start ---------------------------------------------------------------------------------------
@@ -87,12 +92,31 @@ class Collector:
         return total
 
     def run(self) -> None:
-        """Ship every interval until stopped, then flush the rest and mark the node (and session) ended."""
+        """Ship every interval until stopped, then flush the rest and mark the node (and session) ended.
+
+        When the given session directory is Ray's `session_latest` link and Ray restarts (a new session), the old
+        session is finished ("session-replaced") and the new one followed: both are archived, kept apart."""
         self.start()
         while not self.settings.once and not self.stop_event.is_set():
             self._cycle()
+            replacement = self._replacement()
+            if replacement is not None:
+                log.info("Ray started a new session %s; finishing %s", replacement.name, self.session.name)
+                self.stop_reason = "session-replaced"
+                self.finish()
+                self.stop_reason = "stopped"
+                self._attach(replacement)
+                self.start()
+                continue
             self.stop_event.wait(self.settings.interval)
         self.finish()
+
+    def _replacement(self) -> SessionDir | None:
+        try:
+            current = SessionDir(self.settings.session_dir)
+        except NotARaySession:
+            return None  # the link points nowhere for a moment while Ray restarts
+        return current if current.path != self.session.path else None
 
     def _cycle(self, final: bool = False) -> bool:
         try:

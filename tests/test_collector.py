@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +207,45 @@ def test_rotation_keeps_each_files_bytes_once_and_under_its_current_name(tmp_pat
         for name in ("x.log", "x.log.1"):
             served = client.get(base + "/file", params={"node_id": NODE_ID, "filename": name, "lines": -1})
             assert served.content == (logs / name).read_bytes(), name
+
+
+def test_a_restarted_ray_is_a_new_session_archived_apart(tmp_path):
+    """Given session_latest, the collector finishes the old session when Ray restarts and follows the new one."""
+    first = make_session(tmp_path)
+    latest = tmp_path / "session_latest"
+    latest.symlink_to(first)
+    archive = tmp_path / "archive"
+    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(latest),
+                             "--archive", str(archive), "--cluster", "c", "--namespace", "ns", "--interval", "0.2"],
+                            stderr=subprocess.PIPE, text=True)
+    store = LocalStore(archive)
+    old = SessionRef("ns", "c", SESSION_NAME)
+    new_name = "session_2026-11-25_21-30-00_000001_2002"
+
+    def wait_for(check, what):
+        deadline = time.monotonic() + 30
+        while not check():
+            assert time.monotonic() < deadline and proc.poll() is None, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: store.exists(old.manifest_key), "the first session")
+        second = tmp_path / "restart" / new_name
+        second.parent.mkdir()
+        shutil.copytree(first, second)
+        (second / "logs" / "raylet.out").write_bytes(b"the second life of this node\n")
+        latest.unlink()
+        latest.symlink_to(second)
+        new = SessionRef("ns", "c", new_name)
+        wait_for(lambda: store.exists(new.manifest_key), "the second session")
+        wait_for(lambda: store.exists(old.ended_key), "the first session to end")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    ended_old = SessionManifest.from_json(store.get(old.manifest_key))
+    ended_new = SessionManifest.from_json(store.get(new.manifest_key))
+    assert (ended_old.ended_by, ended_new.ended_by) == ("session-replaced", "signal:SIGTERM")
+    assert archive_logs.read_file(store, new.node(NODE_ID), "raylet.out") == b"the second life of this node\n"
+    assert archive_logs.read_file(store, old.node(NODE_ID), "raylet.out") == (first / "logs" / "raylet.out").read_bytes()

@@ -38,7 +38,6 @@ import os
 import re
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path

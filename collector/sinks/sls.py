@@ -1,0 +1,450 @@
+"""Streams Ray's log lines, parsed into records, to an Alibaba Cloud SLS logstore (PutLogs, lz4).
+
+Never holds up the caller: `offer()` only notes how far each file has grown. A reader thread reads the files from
+disk, parses them (collector.logline) and puts batches on a bounded queue; a sender thread ships them in order.
+When SLS is slow the queue fills and the reader simply waits: the files on disk are the buffer, so nothing is
+dropped, and the sink catches up when SLS does. After each acknowledged batch the position per (file,
+generation) goes into a checkpoint (versioned JSON, written atomically), so a killed collector resumes there:
+delivery is at least once, and every item carries `__dedup__` (file id + byte offset) for readers to drop repeats.
+
+One PutLogs request holds one file's records and is routed by a hash key of (node, file), so SLS keeps each
+file's order on one shard. The SDK's own retry loop (10 x 1 s, reference section 5) is cut short: every failed
+attempt comes back to this sink, which retries with exponential backoff and slows down on quota errors (403).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+from aliyun.log import LogClient, LogException, LogItem, PutLogsRequest
+
+from collector.logline import LogLineParser, Markers, Record
+
+log = logging.getLogger("rayhistory.collector.sls")
+
+CHECKPOINT_VERSION = 1
+SLS_MAX_REQUEST_BYTES = 10 << 20  # per PutLogs (reference section 5)
+SLS_MAX_ITEMS = 4096  # logs per LogGroup
+
+
+class SlsError(RuntimeError):
+    """SLS refused a request or could not be reached (one attempt; the sink retries)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"SLS answered {status} {code}: {message}")
+        self.status, self.code = status, code
+
+    @property
+    def is_quota(self) -> bool:
+        return self.status == 403 and "Quota" in self.code
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint file exists but cannot be used."""
+
+
+class _OneAttemptClient(LogClient):
+    """The SDK's LogClient whose requests fail after one attempt: `_send` retries only LogException, so a
+    failure re-raised as another type leaves its retry loop at once and our backoff governs."""
+
+    def _sendRequest(self, method, url, params, body, headers, respons_body_type="json"):  # noqa: N802 (SDK name)
+        try:
+            return super()._sendRequest(method, url, params, body, headers, respons_body_type)
+        except LogException as ex:
+            raise SlsError(int(ex.get_resp_status() or 0), ex.get_error_code(), ex.get_error_message()) from None
+
+
+@dataclass
+class SlsConfig:
+    endpoint: str  # e.g. cn-hangzhou.log.aliyuncs.com (https:// allowed)
+    project: str
+    logstore: str
+    access_key_id: str
+    access_key_secret: str
+    checkpoint_path: str
+    proxy: str | None = None  # http://host:port; every request goes through it
+    topic: str = "ray"
+    source: str | None = None  # __source__; default: the node id
+    max_batch_bytes: int = 4 << 20  # raw LogGroup bytes, well under the 10 MB request limit
+    max_batch_items: int = SLS_MAX_ITEMS
+    max_record_bytes: int = 1 << 20  # longer lines are sent in parts
+    shard_bytes_per_second: float = 5 << 20  # SLS's write limit per shard; one file maps to one shard
+    queue_bytes: int = 32 << 20  # batches waiting for the sender, by raw size
+    read_chunk: int = 1 << 20
+    idle_flush_seconds: float = 5.0  # a record awaiting continuation lines is sent after this much quiet
+    checkpoint_interval: float = 1.0
+    request_timeout: float = 30.0
+    backoff_initial: float = 0.2
+    backoff_max: float = 30.0
+
+
+class SizedFile(Protocol):  # collector.sources.session_dir.LogFile fits
+    path: str
+    size: int
+    inode: int
+
+
+@dataclass
+class _Batch:
+    path: str
+    generation: int
+    file_id: str
+    items: list[LogItem]
+    raw_bytes: int  # estimated LogGroup size
+    log_bytes: int  # file bytes the records span
+    ack_offset: int | None  # end of the last complete record, if any
+    markers: dict[str, str]
+
+
+@dataclass
+class _Track:
+    generation: int
+    inode: int
+    parser: LogLineParser
+    read_pos: int
+    size: int = 0
+    grew_at: float = field(default_factory=time.monotonic)
+    acked: int = 0
+    acked_markers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SlsCounters:
+    bytes_read: int = 0
+    records: int = 0
+    lines_sent: int = 0  # items acknowledged by SLS
+    bytes_sent: int = 0  # log-file bytes those items span
+    requests: int = 0
+    retries: int = 0
+    errors: int = 0
+    throttled: int = 0  # quota answers (403)
+    dropped: int = 0  # stays 0: the sink falls behind instead
+    lag_bytes: int = 0  # written by Ray, not yet acknowledged
+
+
+def file_id(node: str, path: str, generation: int) -> str:
+    return hashlib.sha1(f"{node}\0{path}\0{generation}".encode()).hexdigest()[:16]
+
+
+def hash_key(node: str, path: str) -> str:
+    """SLS route key: 128-bit hex; one per (node, file) keeps a file on one shard, in order."""
+    return hashlib.md5(f"{node}\0{path}".encode()).hexdigest()
+
+
+class SlsSink:
+    def __init__(self, config: SlsConfig, node: str, logs_dir: str | os.PathLike[str],
+                 client: LogClient | None = None) -> None:
+        self.config = config
+        self.node = node
+        self.logs_dir = Path(logs_dir)
+        self.client = client or self._make_client()
+        self.counters = SlsCounters()
+        self._tracks: dict[str, _Track] = {}
+        self._offers: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue: queue.Queue[_Batch | None] = queue.Queue()
+        self._queued_bytes = 0
+        self._space = threading.Condition(self._lock)
+        self._closing = threading.Event()  # final pass: flush every parser
+        self._abort = threading.Event()  # give up waiting (deadline passed)
+        self._reader_done = threading.Event()
+        self._buckets: dict[str, list[float]] = {}  # hash key -> [tokens, last refill]
+        self._rate_factor = 1.0
+        self._checkpoint = self._load_checkpoint()
+        self._checkpoint_dirty = False
+        self._checkpoint_at = 0.0
+        self._threads = [threading.Thread(target=self._read_loop, name="sls-reader", daemon=True),
+                         threading.Thread(target=self._send_loop, name="sls-sender", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _make_client(self) -> LogClient:
+        c = self.config
+        client = _OneAttemptClient(c.endpoint, c.access_key_id, c.access_key_secret, source=c.source or self.node)
+        client.timeout = c.request_timeout
+        if c.proxy:
+            # The SDK sends to {project}.{endpoint}; its requests.Session is the one place a proxy can be given.
+            client._session.proxies = {"http": c.proxy, "https": c.proxy}
+            client._session.trust_env = False  # an environment proxy would otherwise take precedence
+        return client
+
+    # --- the caller's side: never blocks ---------------------------------------------------------------
+    def offer(self, files: Iterable[SizedFile]) -> None:
+        """Note the current size of each file (e.g. after a scan); the reader thread does the rest."""
+        with self._lock:
+            for f in files:
+                self._offers[f.path] = (f.size, f.inode)
+        self._wake.set()
+
+    def stats(self) -> SlsCounters:
+        with self._lock:
+            self.counters.lag_bytes = sum(max(0, t.size - t.acked) for t in self._tracks.values())
+            return SlsCounters(**vars(self.counters))
+
+    def close(self, timeout: float = 20.0) -> bool:
+        """Send everything offered so far (held-back records too), within timeout. True when all is acknowledged;
+        otherwise the checkpoint says where a restarted sink resumes."""
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._wake.set()
+        self._reader_done.wait(max(0.0, deadline - time.monotonic()))
+        drained = self._reader_done.is_set()
+        if drained:
+            self._queue.put(None)
+        self._threads[1].join(max(0.0, deadline - time.monotonic()))
+        drained = drained and not self._threads[1].is_alive()
+        self._abort.set()
+        with self._space:
+            self._space.notify_all()
+        for t in self._threads:
+            t.join(5)
+        self._write_checkpoint()
+        return drained
+
+    # --- reader thread ---------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while not self._abort.is_set():
+            final = self._closing.is_set()
+            self._wake.clear()
+            with self._lock:
+                offers, self._offers = self._offers, {}
+            for path, (size, inode) in offers.items():
+                self._observe(path, size, inode)
+            progressed = False
+            for path, track in list(self._tracks.items()):
+                if self._abort.is_set():
+                    return
+                progressed |= self._read_file(path, track, final)
+            if final and not progressed:
+                self._reader_done.set()
+                return
+            if not progressed:
+                self._wake.wait(0.5)
+
+    def _observe(self, path: str, size: int, inode: int) -> None:
+        track = self._tracks.get(path)
+        if track is None:
+            ck = self._checkpoint.get(path)
+            if ck and ck["inode"] == inode and size >= ck["offset"]:
+                gen, offset, markers = ck["generation"], ck["offset"], Markers.from_json(ck.get("markers"))
+            else:
+                gen, offset, markers = (ck["generation"] + 1 if ck else 0), 0, None
+            track = self._new_track(path, gen, inode, offset, markers)
+        elif inode != track.inode or size < track.read_pos:
+            log.info("log %s was replaced or truncated; sending it as generation %d", path, track.generation + 1)
+            track = self._new_track(path, track.generation + 1, inode, 0, None)
+        track.size = size
+
+    def _new_track(self, path: str, gen: int, inode: int, offset: int, markers: Markers | None) -> _Track:
+        parser = LogLineParser(path, self.node, offset, markers, self.config.max_record_bytes)
+        track = _Track(gen, inode, parser, offset, acked=offset, acked_markers=parser.markers.to_json())
+        with self._lock:
+            self._tracks[path] = track
+        return track
+
+    def _read_file(self, path: str, track: _Track, final: bool) -> bool:
+        """Read what is new in one file and queue it as batches; True if anything moved."""
+        records: list[Record] = []
+        moved = False
+        if track.read_pos < track.size:
+            try:
+                with open(self.logs_dir / path, "rb") as fh:
+                    fh.seek(track.read_pos)
+                    while track.read_pos < track.size and len(records) < 4 * self.config.max_batch_items:
+                        data = fh.read(min(self.config.read_chunk, track.size - track.read_pos))
+                        if not data:
+                            break
+                        track.read_pos += len(data)
+                        self.counters.bytes_read += len(data)
+                        records += track.parser.feed(data)
+                        moved = True
+            except FileNotFoundError:
+                track.size = track.read_pos  # gone (rotated away): nothing more to read
+        if moved:
+            track.grew_at = time.monotonic()
+        if track.read_pos >= track.size and (final or time.monotonic() - track.grew_at >= self.config.idle_flush_seconds):
+            records += track.parser.flush()
+        if records:
+            self.counters.records += len(records)
+            for batch in self._batches(path, track, records):
+                if not self._enqueue(batch):
+                    return moved
+        return moved or bool(records)
+
+    def _batches(self, path: str, track: _Track, records: list[Record]) -> Iterable[_Batch]:
+        c = self.config
+        fid = file_id(self.node, path, track.generation)
+        items: list[LogItem] = []
+        raw = log_bytes = 0
+        ack: int | None = None
+        markers: dict[str, str] = {}
+        for rec in records:
+            item, size = self._item(rec, fid)
+            if items and (raw + size > c.max_batch_bytes or len(items) >= c.max_batch_items):
+                yield _Batch(path, track.generation, fid, items, raw, log_bytes, ack, markers)
+                items, raw, log_bytes, ack = [], 0, 0, None
+            items.append(item)
+            raw += size
+            log_bytes += rec.end - rec.offset
+            if rec.complete:
+                ack = rec.end
+                markers = {k: v for k, v in (("job_id", rec.job_id), ("task_name", rec.task_name),
+                                             ("actor_name", rec.actor_name)) if v}
+        if items:
+            yield _Batch(path, track.generation, fid, items, raw, log_bytes, ack, markers)
+
+    @staticmethod
+    def _item(rec: Record, fid: str) -> tuple[LogItem, int]:
+        contents = [("message", rec.message), ("__dedup__", f"{fid}:{rec.offset}")]
+        for key, value in (("level", rec.level), ("component", rec.component), ("caller", rec.source),
+                           ("pid", rec.pid), ("tid", rec.tid), ("job_id", rec.job_id),
+                           ("task_name", rec.task_name), ("actor_name", rec.actor_name)):
+            if value is not None:
+                contents.append((key, str(value)))
+        if rec.part or not rec.complete:
+            contents.append(("part", str(rec.part)))
+        ns = rec.time_ns if rec.time_ns is not None else time.time_ns()
+        item = LogItem(ns // 1_000_000_000)
+        item.time_nano_part = ns % 1_000_000_000  # LogItem takes a 0 nano part for "now"
+        item.contents = contents  # set_contents and the constructor deep-copy: half the cost of a line
+        size = 16 + sum(len(k) + len(v) + 6 for k, v in contents) + len(rec.message.encode()) - len(rec.message)
+        return item, size
+
+    def _enqueue(self, batch: _Batch) -> bool:
+        """Wait for room in the queue (the sink falls behind; Ray and the caller do not wait)."""
+        with self._space:
+            while self._queued_bytes > 0 and self._queued_bytes + batch.raw_bytes > self.config.queue_bytes:
+                if self._abort.is_set():
+                    return False
+                self._space.wait(0.5)
+            self._queued_bytes += batch.raw_bytes
+        self._queue.put(batch)
+        return True
+
+    # --- sender thread ---------------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            try:
+                batch = self._queue.get(timeout=self.config.checkpoint_interval)
+            except queue.Empty:
+                self._maybe_checkpoint()
+                if self._abort.is_set():
+                    return
+                continue
+            if batch is None:
+                return
+            if not self._deliver(batch):
+                return  # aborted: the checkpoint has the last acknowledged position
+            with self._space:
+                self._queued_bytes -= batch.raw_bytes
+                self._space.notify_all()
+            self._maybe_checkpoint()
+
+    def _deliver(self, batch: _Batch) -> bool:
+        c = self.config
+        key = hash_key(self.node, batch.path)
+        request = PutLogsRequest(c.project, c.logstore, c.topic, c.source or self.node, batch.items, hashKey=key,
+                                 compress=True, compress_type="lz4",
+                                 logtags=[("node", self.node), ("file", batch.path)])
+        delay = c.backoff_initial
+        while not self._abort.is_set():
+            self._throttle(key, batch.raw_bytes)
+            try:
+                self.counters.requests += 1
+                self.client.put_logs(request)
+            except SlsError as e:
+                self.counters.retries += 1
+                if e.is_quota:
+                    self.counters.throttled += 1
+                    self._rate_factor = max(0.05, self._rate_factor / 2)
+                    delay = max(delay, 1.0)
+                    log.info("SLS write quota exceeded (%s); slowing down to %.0f%%", e.code, 100 * self._rate_factor)
+                else:
+                    self.counters.errors += 1
+                    log.warning("SLS put failed, retrying in %.1fs: %s", delay, e)
+                self._abort.wait(delay)
+                delay = min(c.backoff_max, delay * 2)
+                continue
+            self._rate_factor = min(1.0, self._rate_factor * 1.25)
+            self._acknowledge(batch)
+            return True
+        return False
+
+    def _throttle(self, key: str, size: int) -> None:
+        """Token bucket per hash key at the shard write limit (scaled down after quota errors)."""
+        rate = self.config.shard_bytes_per_second * self._rate_factor
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(key, [rate, now])
+        bucket[0] = min(rate, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] < size and bucket[0] < rate:
+            wait = (min(size, rate) - bucket[0]) / rate
+            self._abort.wait(wait)
+            bucket[0] += wait * rate
+            bucket[1] = time.monotonic()
+        bucket[0] -= size
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        with self._lock:
+            self.counters.lines_sent += len(batch.items)
+            self.counters.bytes_sent += batch.log_bytes
+            track = self._tracks.get(batch.path)
+            if batch.ack_offset is None or track is None or track.generation != batch.generation:
+                return
+            track.acked = batch.ack_offset
+            track.acked_markers = batch.markers
+            self._checkpoint_dirty = True
+
+    # --- checkpoint --------------------------------------------------------------------------------------
+    def _load_checkpoint(self) -> dict[str, dict[str, Any]]:
+        path = Path(self.config.checkpoint_path)
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read the SLS checkpoint {path}: {e}; delete it to send every file "
+                                  "again from the start (readers drop repeats by __dedup__)") from e
+        if data.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"SLS checkpoint {path} has version {data.get('version')!r}, this collector "
+                                  f"writes {CHECKPOINT_VERSION}; delete it to resend from the start")
+        return {f["path"]: f for f in data["files"]}
+
+    def _maybe_checkpoint(self) -> None:
+        if self._checkpoint_dirty and time.monotonic() - self._checkpoint_at >= self.config.checkpoint_interval:
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        with self._lock:
+            files = dict(self._checkpoint)
+            for path, t in self._tracks.items():
+                files[path] = {"path": path, "generation": t.generation, "inode": t.inode, "offset": t.acked,
+                               "markers": t.acked_markers}
+            self._checkpoint_dirty = False
+        body = json.dumps({"version": CHECKPOINT_VERSION, "node": self.node, "project": self.config.project,
+                           "logstore": self.config.logstore, "files": sorted(files.values(), key=lambda f: f["path"])},
+                          indent=1).encode()
+        target = Path(self.config.checkpoint_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._checkpoint_at = time.monotonic()
