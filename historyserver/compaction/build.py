@@ -38,7 +38,7 @@ from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 4
+COMPACTION_VERSION = 5
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
