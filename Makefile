@@ -10,6 +10,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	# The SLS SDK pins protobuf<6, which Ray's dependencies cannot use; it works with the newer one.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps aliyun-log-python-sdk==0.9.52
 	rm -f $(VENV)/.installed-*
 	touch $@
 

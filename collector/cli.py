@@ -10,7 +10,7 @@ import sys
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
 from archive.storage import open_store
-from collector.service import Collector, FlushIncomplete, NodeIdUnknown
+from collector.service import Collector, FlushIncomplete, InvalidSettings, NodeIdUnknown
 from collector.settings import CollectorSettings
 from collector.sources.session_dir import NotARaySession
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             parser.add_argument(flag, required=True, help=helptext)
         else:
-            kind = float if f.type in ("float", float) else str
+            kind = {"float": float, "int": int}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=None, help=helptext)
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     collector.install_signal_handlers()
     try:
         collector.run()
-    except (ArchiveError, NodeIdUnknown, FlushIncomplete) as e:
+    except (ArchiveError, NodeIdUnknown, FlushIncomplete, InvalidSettings) as e:
         logging.getLogger("rayhistory.collector").error("%s", e)
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 1

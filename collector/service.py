@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -15,7 +17,10 @@ from archive.storage import Store
 from collector import checkpoint
 from collector.settings import CollectorSettings
 from collector.sinks.archive import ArchiveSink, ShipStats
-from collector.sources.session_dir import NotARaySession, SessionDir
+from collector.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE, Health
+from collector.sources.http_events import HttpEventsSource
+from collector.sources.session_dir import NotARaySession, SessionDir, scan_tree
+from collector.spool import Spool
 
 log = logging.getLogger("rayhistory.collector")
 
@@ -30,6 +35,11 @@ class Collector:
         self.store = store
         self.stop_event = threading.Event()
         self.stop_reason = "once" if settings.once else "stopped"
+        # On Ray's shared temp volume by default, beside the session directories: it survives a collector restart.
+        self.state_dir = Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
+        self.health = Health(stale_after=3 * settings.interval + 60)
+        self.events_spool: Spool | None = None
+        self.http: HttpEventsSource | None = None
         self._attach(session)
 
     def _attach(self, session: SessionDir) -> None:
@@ -37,11 +47,17 @@ class Collector:
         self.session = session
         self.ref = SessionRef(self.settings.namespace, self.settings.cluster, session.name)
         self.node: NodeRecord | None = None
-        self.sink: ArchiveSink | None = None
+        self.sink: ArchiveSink | None = None  # the session's logs/
+        self.spool_sinks: dict[str, ArchiveSink] = {}  # ray_events, metrics, api
+        self.pullers: list = []  # the metrics scraper, the dashboard API poller: threads on pull_stop
+        self.pull_stop = threading.Event()
+        self.sls = None  # collector.sinks.sls.SlsSink when SLS is configured
         self._manifest_written = 0.0
-        state_dir = Path(self.settings.state_dir) if self.settings.state_dir else \
-            session.path.parent / "rayhistory-collector"
-        self.checkpoint_path = state_dir / f"{session.name}.{self.settings.namespace}.{self.settings.cluster}.json"
+        # Two collectors may follow one session into two archives: their state must not mix.
+        archive_tag = hashlib.sha1(self.settings.archive.encode()).hexdigest()[:8]
+        name = f"{session.name}.{self.settings.namespace}.{self.settings.cluster}.{archive_tag}"
+        self.checkpoint_path = self.state_dir / f"{name}.json"
+        self.session_spools = self.state_dir / name
         self._checkpointed: dict = {}
 
     # --- start ---------------------------------------------------------------------------------------
@@ -67,35 +83,150 @@ class Collector:
 
     def start(self) -> None:
         self.node = self._identify(time.monotonic() + (5 if self.settings.once else 120))
-        self.sink = ArchiveSink(self.store, self.ref.node(self.node.node_id), self.session.logs)
-        self.sink.resume(checkpoint.load(self.checkpoint_path))
-        self.store.put(self.sink.node.node_key, self.node.to_json())
+        node = self.ref.node(self.node.node_id)
+        inodes = checkpoint.load(self.checkpoint_path)
+        self.sink = ArchiveSink(self.store, node, self.session.logs)
+        self.sink.resume(inodes)
+        spool_dirs = {"metrics": self.session_spools / "metrics", "api": self.session_spools / "api"}
+        if self.events_spool is not None:
+            spool_dirs["ray_events"] = self.events_spool.directory
+        for source, directory in spool_dirs.items():
+            self.spool_sinks[source] = ArchiveSink(self.store, node, directory, source=source)
+            self.spool_sinks[source].resume(inodes)
+        self.store.put(node.node_key, self.node.to_json())
+        if not self.settings.once:
+            self._start_pullers(spool_dirs)
+        if self.settings.sls_endpoint:
+            self.sls = self._sls_sink()
         if self.node.is_head and not self.settings.once:
             self._write_manifest(RUNNING)
         log.info("collecting %s (node %s%s) into %s as session %s", self.session.path, self.node.node_id[:12],
                  ", head" if self.node.is_head else "", self.store.url, self.ref.id)
+
+    def _sls_sink(self):
+        """Log lines streamed to SLS: never in the archive's way (its own threads, its own checkpoint)."""
+        from collector.sinks.sls import SlsConfig, SlsSink
+
+        missing = [k for k in ("sls_project", "sls_logstore") if not getattr(self.settings, k)]
+        key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
+        secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
+        if missing or not key_id or not secret:
+            raise InvalidSettings("SLS is configured (--sls-endpoint) but " + ", ".join(
+                [f"--{k.replace('_', '-')}" for k in missing] +
+                [v for v, ok in (("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id), ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret))
+                 if not ok]) + " is missing")
+        config = SlsConfig(endpoint=self.settings.sls_endpoint, project=self.settings.sls_project,
+                           logstore=self.settings.sls_logstore, access_key_id=key_id, access_key_secret=secret,
+                           checkpoint_path=str(self.session_spools / "sls-checkpoint.json"),
+                           proxy=self.settings.sls_proxy or None)
+        assert self.node is not None
+        return SlsSink(config, self.node.node_id, self.session.logs)
+
+    def _start_pullers(self, spool_dirs: dict[str, Path]) -> None:
+        """The sources Ray does not write to disk: scrapes of its metrics, and (head) its dashboard API."""
+        self.pull_stop = threading.Event()
+        self.pullers = []
+        if self.settings.metrics_interval > 0:
+            from collector.sources.metrics import MetricsScraper
+
+            self.pullers.append(MetricsScraper(spool_dirs["metrics"], self.settings.cluster, session=self.session,
+                                               interval=self.settings.metrics_interval))
+        if self.node is not None and self.node.is_head and self.settings.api_interval > 0:
+            from collector.sources.dashboard_api import DashboardApiPoller, dashboard_url_from_session
+
+            self.pullers.append(DashboardApiPoller(spool_dirs["api"], dashboard_url_from_session(self.session),
+                                                   interval=self.settings.api_interval))
+        for puller in self.pullers:
+            threading.Thread(target=puller.run, args=(self.pull_stop,), name=type(puller).__name__,
+                             daemon=True).start()
+
+    def _stop_pullers(self) -> None:
+        """One last scrape and poll (Ray may already be stopping: failures are only counted), then stop."""
+        self.pull_stop.set()
+        for puller in self.pullers:
+            (getattr(puller, "poll_once", None) or puller.scrape_once)()
+            puller.close()
+        self.pullers = []
 
     # --- run -----------------------------------------------------------------------------------------
     def ship_once(self, final: bool = False) -> ShipStats:
         assert self.sink is not None
         total = ShipStats()
         files = self.session.scan()
+        if self.sls is not None:
+            self.sls.offer(files)  # never blocks: SLS reads the files at its own pace
         self.sink.forget_missing({f.inode for f in files})
         for f in files:
             if self.sink.pending(f, final):
-                total.add(self.sink.ship(f))
+                total.add(self._count("logs", self.sink.ship(f)))
         self.sink.flush_renames()
-        inodes = self.sink.inodes()
+        for source, sink in self.spool_sinks.items():
+            total.add(self._ship_spool(source, sink, final))
+        inodes = {k: v for s in (self.sink, *self.spool_sinks.values()) for k, v in s.inodes().items()}
         if inodes != self._checkpointed:
             checkpoint.save(self.checkpoint_path, inodes)
             self._checkpointed = inodes
         return total
+
+    def _ship_spool(self, source: str, sink: ArchiveSink, final: bool) -> ShipStats:
+        """Ship a spool's files like logs; a file that no longer grows is deleted once wholly archived."""
+        total = ShipStats()
+        if source == "ray_events":
+            assert self.events_spool is not None
+            files = [f for f in self.events_spool.files()]
+            finished = {f.path for f in files if not f.active}
+        else:
+            files = scan_tree(sink.base_dir) if sink.base_dir.is_dir() else []
+            finished = {f.path for f in files[:-1]}  # all but the newest: the source appends to that one
+        sink.forget_missing({f.inode for f in files})
+        for f in files:
+            if sink.pending(f, final):
+                total.add(self._count(source, sink.ship(f)))
+            gen = sink.by_inode.get(f.inode)
+            if f.path in finished and gen is not None and gen.offset >= f.size:
+                if source == "ray_events":
+                    self.events_spool.release(f.path)
+                else:
+                    (sink.base_dir / f.path).unlink(missing_ok=True)
+        return total
+
+    def _count(self, source: str, stats: ShipStats) -> ShipStats:
+        self.health.shipped(source, "archive", stats.segments, stats.bytes)
+        return stats
 
     def run(self) -> None:
         """Ship every interval until stopped, then flush the rest and mark the node (and session) ended.
 
         When the given session directory is Ray's `session_latest` link and Ray restarts (a new session), the old
         session is finished ("session-replaced") and the new one followed: both are archived, kept apart."""
+        if self.settings.http_port and not self.settings.once:
+            self._start_http()
+        try:
+            self._run()
+        finally:
+            if self.http is not None:
+                self.http.stop()
+
+    def _start_http(self) -> None:
+        """Ray's HTTP event export lands in a spool (acknowledged only once on disk); /metrics and /healthz."""
+        self.events_spool = Spool(self.state_dir / "ray_events", max_total_bytes=self.settings.spool_max_bytes)
+        self.http = HttpEventsSource(self.events_spool, host=self.settings.http_host, port=self.settings.http_port)
+        self.http.get_routes["/metrics"] = lambda: (200, HEALTH_CONTENT_TYPE, self._metrics())
+        self.http.get_routes["/healthz"] = self._healthz
+        self.health.count(lambda: {f"events_{k}": v for k, v in self.http.stats.snapshot().items()
+                                   if isinstance(v, int)})
+        self.http.start()
+
+    def _metrics(self) -> bytes:
+        if self.events_spool is not None:
+            self.health.spool_bytes.set(self.events_spool.size)
+        return self.health.metrics()
+
+    def _healthz(self) -> tuple[int, str, bytes]:
+        ok, message = self.health.healthz()
+        return (200 if ok else 503), "text/plain; charset=utf-8", message.encode() + b"\n"
+
+    def _run(self) -> None:
         self.start()
         while not self.settings.once and not self.stop_event.is_set():
             self._cycle()
@@ -126,7 +257,9 @@ class Collector:
             stats = self.ship_once(final)
         except StoreError as e:
             log.warning("upload failed, will retry: %s", e)
+            self.health.failed("archive")
             return False
+        self.health.succeeded("archive")
         if stats.segments:
             log.info("shipped %d new segments from %d files (%.1f KiB)", stats.segments, stats.files, stats.bytes / 1024)
         return True
@@ -135,9 +268,10 @@ class Collector:
         """Last flush, bounded by the deadline; marks the end only once everything is stored."""
         deadline = time.monotonic() + self.settings.final_flush_deadline
         settle_until = time.monotonic() + (0 if self.settings.once else 2.0)
+        self._stop_pullers()
         while True:
             ok = self._cycle(final=True)
-            if ok and not any(self.sink.pending(f, True) for f in self.session.scan()) and time.monotonic() >= settle_until:
+            if ok and not self._anything_pending() and time.monotonic() >= settle_until:
                 break
             if time.monotonic() > deadline:
                 raise FlushIncomplete(
@@ -146,6 +280,10 @@ class Collector:
                 )
             time.sleep(0.5)
         assert self.node is not None and self.sink is not None
+        if self.sls is not None:
+            if not self.sls.close(max(1.0, deadline - time.monotonic())):
+                log.warning("SLS did not acknowledge every line before the deadline; its checkpoint resumes there")
+            self.sls = None
         end_ms = int(time.time() * 1000)
         self.node.end_ms = end_ms
         self.store.put(self.sink.node.node_key, self.node.to_json())
@@ -154,6 +292,16 @@ class Collector:
             self._write_manifest(ENDED, end_ms)
             self.store.put(self.ref.ended_key, end_marker(end_ms, self.stop_reason))
         log.info("session %s archived; node marked ended (%s)", self.ref.id, self.stop_reason)
+
+    def _anything_pending(self) -> bool:
+        if any(self.sink.pending(f, True) for f in self.session.scan()):
+            return True
+        for source, sink in self.spool_sinks.items():
+            files = self.events_spool.files() if source == "ray_events" else (
+                scan_tree(sink.base_dir) if sink.base_dir.is_dir() else [])
+            if any(sink.pending(f, True) for f in files):
+                return True
+        return False
 
     def _write_manifest(self, status: str, end_ms: int | None = None) -> None:
         assert self.node is not None
@@ -184,4 +332,8 @@ class Collector:
 
 
 class FlushIncomplete(RuntimeError):
+    pass
+
+
+class InvalidSettings(ValueError):
     pass

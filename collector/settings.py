@@ -45,4 +45,34 @@ class CollectorSettings:
         metadata={"help": "seconds between rewrites of the session manifest by the head (readers call a session "
                           "whose manifest is much older unfinished)"},
     )
+    http_port: int = field(
+        default=0,
+        metadata={"help": "port for Ray's HTTP event export (POST /v1/events; point "
+                          "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR at it) and the collector's /metrics and "
+                          "/healthz; 0 turns this server off"},
+    )
+    http_host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP server binds"})
+    spool_max_bytes: int = field(
+        default=1 << 30,
+        metadata={"help": "bound of the local spool of received events; above it Ray is answered 503 and retries"},
+    )
+    metrics_interval: float = field(
+        default=15.0, metadata={"help": "seconds between scrapes of the node's Prometheus endpoints; 0: off"}
+    )
+    api_interval: float = field(
+        default=30.0,
+        metadata={"help": "seconds between snapshots of the head's dashboard API (placement groups, jobs, "
+                          "cluster status); 0: off"},
+    )
+    sls_endpoint: str = field(
+        default_factory=lambda: os.environ.get("RAYHISTORY_SLS_ENDPOINT", ""),
+        metadata={"help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream log lines to; empty: "
+                          "off. Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET"},
+    )
+    sls_project: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_PROJECT", ""),
+                             metadata={"help": "SLS project"})
+    sls_logstore: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_LOGSTORE", ""),
+                              metadata={"help": "SLS logstore"})
+    sls_proxy: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_PROXY", ""),
+                           metadata={"help": "HTTP proxy for SLS requests (optional)"})
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})

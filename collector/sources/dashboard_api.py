@@ -4,7 +4,7 @@ Serve applications) into append-only JSON-lines spool files.
 File format (the archive sink ships these files as the source "api", byte-range segments like logs):
 
 - Files `api-<seq>.jsonl` in the spool directory, `<seq>` 6 decimal digits from 000001, in write order; a file only
-  grows, and at `max_file_bytes` the writer moves on to the next `<seq>`. Every append is whole lines and is
+  grows, only the newest is ever appended to, and at `max_file_bytes` the writer moves on to the next `<seq>`. Every append is whole lines and is
   fsynced; only a failed write can leave an unterminated last line (then the writer starts the next file), so
   readers drop a file's last line when it lacks `\\n`.
 - One line per snapshot, a JSON object (UTF-8):
@@ -20,6 +20,7 @@ File format (the archive sink ships these files as the source "api", byte-range 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.sources.metrics import AppendOnlySpool
+from collector.sources.metrics import AppendOnlySpool, delta
 from collector.sources.session_dir import SessionDir
 
 log = logging.getLogger("rayhistory.collector")
@@ -125,7 +126,7 @@ class DashboardApiPoller:
     def poll_once(self) -> PollStats:
         """Snapshot every route once; failures are counted and logged, never raised."""
         with self._lock:
-            before = PollStats(**vars(self.stats))
+            before = dataclasses.replace(self.stats)
             lines = []
             token = self.token()
             for route in self.routes:
@@ -145,9 +146,7 @@ class DashboardApiPoller:
                     log.error("dashboard snapshots dropped: %s", self.stats.last_error)
                     for route in self.routes:  # not on disk: write them again next time
                         self._last.pop(route, None)
-            return PollStats(*(getattr(self.stats, f) - getattr(before, f) for f in
-                               ("polls", "snapshots", "unchanged", "request_errors", "auth_errors", "write_errors",
-                                "bytes")), self.stats.last_error)
+            return delta(before, self.stats)
 
     def _snapshot(self, route: str, token: str | None) -> bytes | None:
         time_ms = int(time.time() * 1000)

@@ -80,6 +80,7 @@ class HttpEventsSource:
         self.retry_after = retry_after
         self.read_timeout = read_timeout
         self.stats = HttpEventStats()
+        self.get_routes: dict = {}  # path -> () -> (status, content type, body): added by the collector
         # Each request holds its whole body in memory: bound how many do at once.
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._host, self._port = host, port
@@ -195,7 +196,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path == "/healthz":
+        extra = self.source.get_routes.get(path)
+        if extra is not None:  # the collector's own routes (/metrics, /healthz) share this server
+            status, content_type, body = extra()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif path == "/healthz":
             self._answer(HTTPStatus.OK, {"status": "ok"})
         elif path == self.source.path:
             self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts POST only", {"Allow": "POST"})

@@ -3,7 +3,7 @@
 File format (the archive sink ships these files as the source "metrics", byte-range segments like logs):
 
 - Files `metrics-<seq>.prom` in the spool directory, `<seq>` 6 decimal digits from 000001, in write order. A file
-  only grows; at `max_file_bytes` the writer moves on to the next `<seq>`. UTF-8, `\\n` line ends. Every append is
+  only grows, and only the newest is ever appended to; at `max_file_bytes` the writer moves on to the next `<seq>`. UTF-8, `\\n` line ends. Every append is
   whole lines and is fsynced; only a failed write (disk full, crash) can leave an unterminated last line, and
   then the writer starts the next file: readers drop a file's last line when it lacks `\\n`.
 - The content is OpenMetrics 1.0 text without the final `# EOF` line (a file that grows cannot end with it).
@@ -32,6 +32,7 @@ last value for Prometheus's lookback window (5 minutes by default).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -104,10 +105,6 @@ class AppendOnlySpool:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-
-    @property
-    def path(self) -> Path | None:
-        return None if self.seq == 0 else self.dir / f"{self.prefix}-{self.seq:06d}.{self.ext}"
 
     def append(self, data: bytes) -> None:
         """Write complete lines durably; raises OSError (the caller counts it) and moves on to a new file then."""
@@ -323,6 +320,12 @@ def split_scrapes(text: str) -> Iterator[str]:
 
 # --- the source ------------------------------------------------------------------------------------------------
 
+def delta(before, after):
+    """The counters of a stats dataclass gained since `before`; other fields as they are now."""
+    return dataclasses.replace(after, **{f.name: getattr(after, f.name) - getattr(before, f.name)
+                                         for f in dataclasses.fields(after) if f.type == "int"})
+
+
 @dataclass
 class ScrapeStats:
     scrapes_ok: int = 0
@@ -371,12 +374,10 @@ class MetricsScraper:
 
     def scrape_once(self) -> ScrapeStats:
         """Scrape every target once; failures are counted and logged, never raised."""
-        before = ScrapeStats(**vars(self.stats))
+        before = dataclasses.replace(self.stats)
         for target in self.targets():
             self._scrape(target)
-        return ScrapeStats(*(getattr(self.stats, f) - getattr(before, f) for f in
-                             ("scrapes_ok", "scrapes_failed", "samples", "bytes", "write_errors")),
-                           self.stats.last_error)
+        return delta(before, self.stats)
 
     def _scrape(self, target: str) -> None:
         labels = {**self.base_labels, "instance": target}
@@ -413,6 +414,9 @@ class MetricsScraper:
             raise ValueError(f"more than {MAX_BODY_BYTES} bytes")
         return body.decode("utf-8")
 
+    def close(self) -> None:
+        self.spool.close()
+
     def run(self, stop: threading.Event) -> None:
         """Scrape on a fixed schedule until `stop` is set (missed ticks are skipped, not bunched)."""
         next_at = time.monotonic()
@@ -424,4 +428,3 @@ class MetricsScraper:
                 next_at = now + self.interval - (now - next_at) % self.interval
             if stop.wait(next_at - now):
                 break
-        self.spool.close()

@@ -84,16 +84,21 @@ class SessionDir:
 
     def scan(self) -> list[LogFile]:
         """Every regular file under logs/, subfolders included."""
-        found = []
-        for dirpath, _, filenames in os.walk(self.logs):
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue  # deleted between listing and stat
-                if not os.path.isfile(full):
-                    continue
-                rel = os.path.relpath(full, self.logs).replace(os.sep, "/")
-                found.append(LogFile(rel, st.st_size, st.st_ino, st.st_mtime_ns))
-        return sorted(found, key=lambda f: f.path)
+        return scan_tree(self.logs)
+
+
+def scan_tree(base: Path) -> list[LogFile]:
+    """Every regular file under base, subfolders included, with paths relative to it."""
+    found = []
+    for dirpath, _, filenames in os.walk(base):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue  # deleted between listing and stat
+            if not os.path.isfile(full):
+                continue
+            rel = os.path.relpath(full, base).replace(os.sep, "/")
+            found.append(LogFile(rel, st.st_size, st.st_ino, st.st_mtime_ns))
+    return sorted(found, key=lambda f: f.path)

@@ -1,0 +1,79 @@
+"""A real Ray 2.60 cluster exporting its events over HTTP to the collector, which also scrapes its metrics and
+polls its dashboard; the history server then rebuilds the session from what the collector archived."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from archive import logs as archive_logs
+from archive.layout import SessionRef
+from archive.storage import open_store
+from rayhistory import workload
+from rayhistory.local_ray import LocalRayCluster, free_port
+from tests.helpers import client_for
+
+
+def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(tmp_path):
+    port = free_port()
+    archive = str(tmp_path / "archive")
+    ray = LocalRayCluster()
+    ray.env.update({
+        "RAY_enable_core_worker_ray_event_to_aggregator": "1",
+        "RAY_enable_ray_event": "1",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": f"http://127.0.0.1:{port}/v1/events",
+        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
+    })
+    collector = None
+    try:
+        session_dir = ray.start()
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive,
+             "--cluster", "http", "--namespace", "default", "--interval", "1", "--http-port", str(port),
+             "--metrics-interval", "1", "--api-interval", "2"], env=ray.env)
+        ray.wait_ready()
+        jobs = workload.run(ray.env, ray.address, ray.dashboard)
+        ref = SessionRef("default", "http", session_dir.name)
+        store = open_store(archive)
+        deadline = time.monotonic() + 90
+        while not any("TASK_DEFINITION_EVENT" in line and "square" in line for line in _archived(store, ref)):
+            assert time.monotonic() < deadline and collector.poll() is None, "no task events archived in time"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert "rayhistory_collector_shipped_bytes_total" in metrics and "rayhistory_collector_events_" in metrics
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert r.status == 200
+        ray.stop()
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(timeout=120) == 0
+    finally:
+        if collector is not None and collector.poll() is None:
+            collector.kill()
+        ray.kill()
+    [node_id] = store.list_dirs(ref.nodes_prefix)
+    node = ref.node(node_id)
+    assert archive_logs.list_segments(store, node, source="metrics"), "no metrics archived"
+    api = b"".join(archive_logs.read_segment(store, node, s)
+                   for segs in archive_logs.list_segments(store, node, source="api").values() for s in segs)
+    assert b'"/api/jobs/"' in api or b"api/jobs/" in api
+    with client_for(archive, tmp_path / "cache") as client:
+        served = {j["submission_id"]: j["status"] for j in client.get(f"/sessions/{ref.id}/api/jobs/").json()
+                  if j["type"] == "SUBMISSION"}
+        assert served == jobs
+        squares = client.get(f"/sessions/{ref.id}/api/v0/tasks", params={
+            "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"}).json()["data"]["result"]
+        assert squares["num_filtered"] == 8
+
+
+def _archived(store, ref) -> list[str]:
+    lines = []
+    for node_id in store.list_dirs(ref.nodes_prefix):
+        node = ref.node(node_id)
+        for path, segs in archive_logs.list_segments(store, node, source="ray_events").items():
+            data = b"".join(archive_logs.read_segment(store, node, s) for s in archive_logs.covering(segs))
+            lines += data.decode(errors="replace").splitlines()
+    return lines

@@ -1,0 +1,371 @@
+"""Log lines into Alibaba SLS: the parser on Ray's real line formats, and the sink through the real SDK
+(aliyun-log-python-sdk) against the SLS test server (no SLS emulator exists; tests/servers/sls.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from aliyun.log import GetLogsRequest
+
+from collector.logline import LogLineParser, Markers
+from collector.sinks.sls import SlsConfig, SlsError, SlsSink, _OneAttemptClient, hash_key
+from collector.sources.session_dir import LogFile
+from tests.servers.sls import SlsServer, running_sls
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = "a5f98df87f117771c91ca093491ee5f891c9e432bfe62ac8566abb40"
+CPP = b"[2026-11-25 19:58:42,362 W 7013 7023] (raylet) store.cc:366: Disconnecting client %d\n"
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def sample_sections(reference: Path) -> dict[str, bytes]:
+    text = (reference / "logs" / "log_line_samples.txt").read_bytes()
+    parts = re.split(rb"^===== (\S+).*\n", text, flags=re.M)
+    return {name.decode()[5:]: body for name, body in zip(parts[1::2], parts[2::2]) if name.startswith(b"logs/")}
+
+
+def parse_all(name: str, data: bytes, **kw) -> list:
+    p = LogLineParser(name, NODE, **kw)
+    return p.feed(data) + p.flush()
+
+
+def scan(logs: Path) -> list[LogFile]:
+    out = []
+    for path in sorted(logs.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            out.append(LogFile(path.relative_to(logs).as_posix(), st.st_size, st.st_ino, st.st_mtime_ns))
+    return out
+
+
+@pytest.fixture
+def sls():
+    with running_sls() as server:
+        yield server
+
+
+def config(server: SlsServer, tmp_path: Path, **kw) -> SlsConfig:
+    base = dict(endpoint=server.endpoint, project="rayhistory", logstore="ray-logs",
+                access_key_id=server.access_key_id, access_key_secret=server.access_key_secret,
+                checkpoint_path=str(tmp_path / "sls-checkpoint.json"), proxy=server.proxy,
+                backoff_initial=0.05, backoff_max=0.5, idle_flush_seconds=0.2, checkpoint_interval=0.05)
+    base.update(kw)
+    return SlsConfig(**base)
+
+
+def by_file(server: SlsServer) -> dict[str, list]:
+    files = defaultdict(list)
+    for x in server.items():
+        files[x.tags["file"]].append(x)
+    return files
+
+
+# --- the parser -----------------------------------------------------------------------------------------
+def test_records_from_every_sample_format(reference):
+    s = sample_sections(reference)
+    raylet = parse_all("raylet.out", s["raylet.out"])
+    assert len(raylet) == 4
+    r = raylet[2]
+    assert (r.format, r.level, r.component, r.source, r.pid, r.tid) == ("cpp", "INFO", "raylet", "main.cc:711", 7013, 7013)
+    assert r.message.startswith("Setting node ID node_id=a5f98df8")
+    assert r.time_ns == int(time.mktime((2026, 11, 25, 19, 58, 17, 0, 0, -1))) * 10**9 + 302_000_000
+    assert [x.offset for x in raylet[1:]] == [x.end for x in raylet[:-1]]
+
+    core = parse_all("python-core-worker-bd861563899ab84e4ee6a094b6d5b20b08369bd331f242f6455460a9_7475.log",
+                     s["python-core-worker-<worker_id>_<pid>.log"])
+    assert core[0].component == "python-core-worker" and core[0].source == "core_worker_process.cc:872"
+
+    dash = parse_all("dashboard_StateHead.log", s["dashboard_StateHead.log"])
+    assert (dash[1].format, dash[1].level, dash[1].source) == ("python", "WARNING", "__init__.py:160")
+    assert dash[1].message.startswith("DeprecationWarning:")
+
+    driver = parse_all("job-driver-probe_job_ok.log", s["job-driver-probe_job_ok.log"])
+    assert [x.format for x in driver] == ["python", "raw", "python", "python"]
+    assert driver[1].message == "Running entrypoint for job probe_job_ok: python job_ok.py"
+
+    name = "worker-bd861563899ab84e4ee6a094b6d5b20b08369bd331f242f6455460a9-ffffffff-7475.out"
+    out = parse_all(name, s[name])
+    assert [(x.message, x.job_id, x.task_name, x.pid) for x in out] == [
+        (f"ok task {i} stdout line", "01000000", "ok", 7475) for i in (1, 3, 5)]
+    name = "worker-622831487cb29763b95dc1466c2d71f0feafe167ea32a0d480ee305c-01000000-7657.err"
+    err = parse_all(name, s[name])
+    assert err[0].actor_name == "BadInit" and err[0].job_id == "01000000"
+    assert "\x1b" not in err[0].message and "ray::BadInit.__init__()" in err[0].message
+    assert err[-1].message == "RuntimeError: constructor failure"
+
+
+def test_cpp_continuations_and_streaming_one_byte_at_a_time():
+    data = (b"[2026-11-25 19:58:42,362 E 7013 7023] (raylet) node_manager.cc:1: worker died\n"
+            b"*** stack trace:\n    frame 1\n"
+            b"[2026-11-25 19:58:43,001 I 7013 7013] (raylet) main.cc:2: next\n")
+    whole = parse_all("raylet.out", data)
+    assert [x.message for x in whole] == ["worker died\n*** stack trace:\n    frame 1", "next"]
+    assert whole[0].level == "ERROR" and whole[0].end == whole[1].offset
+    p = LogLineParser("raylet.out", NODE)
+    streamed = [r for i in range(len(data)) for r in p.feed(data[i:i + 1])]
+    assert [x.message for x in streamed] == [whole[0].message]
+    assert p.resume_offset == whole[1].offset  # the held-back record is not complete yet
+    streamed += p.flush()
+    assert [(x.offset, x.end, x.message) for x in streamed] == [(x.offset, x.end, x.message) for x in whole]
+
+
+def test_markers_survive_across_calls_and_from_a_checkpoint():
+    name = "worker-aa-ffffffff-42.out"
+    p = LogLineParser(name, NODE)
+    assert p.feed(b":job_id:02000000\n:task_na") == []
+    recs = p.feed(b"me:f\nhello\n:actor_name:Act\nbye\n")
+    assert [(r.message, r.job_id, r.task_name, r.actor_name) for r in recs] == [
+        ("hello", "02000000", "f", None), ("bye", "02000000", "f", "Act")]
+    resumed = LogLineParser(name, NODE, offset=recs[0].end, markers=Markers.from_json({"job_id": "02000000",
+                                                                                      "task_name": "f"}))
+    again = resumed.feed(b":actor_name:Act\nbye\n")
+    assert (again[0].offset, again[0].actor_name, again[0].task_name) == (recs[1].offset, "Act", "f")
+
+
+def test_bad_bytes_ansi_and_a_10mb_line_never_crash_and_stay_bounded():
+    line = b"[2026-11-25 19:58:42,362 I 1 1] (raylet) x.cc:1: " + b"\xff\xfe\x1b[31mred\x1b[0m" + b"z" * (10 << 20)
+    data = line + b"\nafter\n"
+    p = LogLineParser("raylet.out", NODE, max_record_bytes=1 << 20)
+    recs = []
+    for i in range(0, len(data), 65536):
+        recs += p.feed(data[i:i + 65536])
+        assert len(p._buf) <= (1 << 20) + 65536  # never holds the whole line
+    recs += p.flush()
+    parts = [r for r in recs if r.offset < len(line)]
+    assert len(parts) == 11 and all(r.end - r.offset <= 1 << 20 for r in parts)
+    assert [r.part for r in parts] == list(range(11)) and not any(r.complete for r in parts[:-1]) and parts[-1].complete
+    assert parts[0].message.startswith("\\xff\\xfered") and parts[0].source == "x.cc:1" and parts[5].level == "INFO"
+    assert sum(r.end - r.offset for r in parts) == len(line) + 1
+    assert recs[-1].message == "after" and recs[-1].complete
+
+
+# --- the SDK against the test server ----------------------------------------------------------------------
+def test_sdk_signature_is_checked_and_getlogs_returns_what_was_put(sls):
+    from aliyun.log import LogItem, PutLogsRequest
+
+    def client(secret):
+        c = _OneAttemptClient(sls.endpoint, sls.access_key_id, secret, source="n1")
+        c._session.proxies = {"http": sls.proxy}
+        c._session.trust_env = False
+        return c
+
+    req = PutLogsRequest("p", "ls", "t", "n1", [LogItem(contents=[("message", "héllo")])], hashKey="0" * 32)
+    with pytest.raises(SlsError) as refused:
+        client("wrong-secret").put_logs(req)
+    assert refused.value.status == 401 and refused.value.code == "SignatureNotMatch"
+    assert sls.items() == []
+    client(sls.access_key_secret).put_logs(req)
+    now = int(time.time())
+    got = client(sls.access_key_secret).get_logs(GetLogsRequest("p", "ls", now - 60, now + 60, query="héllo"))
+    assert [x.get_contents()["message"] for x in got.get_logs()] == ["héllo"]
+
+
+# --- the sink ----------------------------------------------------------------------------------------------
+def test_a_10mb_line_goes_in_requests_under_10mb_and_order_holds_per_file(sls, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    big = b"2026-11-25 19:58:12,633\tINFO big.py:1 -- " + b"y" * (10 << 20)
+    (logs / "dashboard.log").write_bytes(b"2026-11-25 19:58:12,633\tINFO a.py:1 -- first\n" + big + b"\nlast\n")
+    (logs / "raylet.out").write_bytes(b"".join(CPP % i for i in range(20000)))
+    sink = SlsSink(config(sls, tmp_path), NODE, logs)
+    sink.offer(scan(logs))
+    assert sink.close(60)
+    assert sls.requests and all(r["raw_bytes"] < 10 << 20 and r["status"] == 200 for r in sls.requests)
+    files = by_file(sls)
+    dash = files["dashboard.log"]
+    assert dash[0].contents["message"] == "first" and dash[-1].contents["message"] == "last"
+    assert "".join(x.contents["message"] for x in dash[1:-1]) == big.decode()[len("2026-11-25 19:58:12,633\tINFO big.py:1 -- "):]
+    raylet = files["raylet.out"]
+    assert [int(x.contents["message"].rsplit(" ", 1)[1]) for x in raylet] == list(range(20000))
+    assert {x.hash_key for x in raylet} == {hash_key(NODE, "raylet.out")}
+    assert raylet[0].contents["level"] == "WARNING" and raylet[0].tags["node"] == NODE
+    stats = sink.stats()
+    assert stats.lines_sent == len(sls.items()) and stats.lag_bytes == 0 and stats.dropped == 0
+
+
+def test_sls_answering_500_then_recovering_loses_nothing_without_the_sdk_retry_loop(sls, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "raylet.out").write_bytes(b"".join(CPP % i for i in range(3000)))
+    sls.fail_puts(500, times=4)
+    started = time.monotonic()
+    sink = SlsSink(config(sls, tmp_path), NODE, logs)
+    sink.offer(scan(logs))
+    assert sink.close(30)
+    assert time.monotonic() - started < 4  # the SDK alone would have slept 4 x 1 s
+    assert [r["status"] for r in sls.requests[:5]] == [500, 500, 500, 500, 200]
+    got = [int(x.contents["message"].rsplit(" ", 1)[1]) for x in sls.items()]
+    assert got == list(range(3000))
+    assert sink.stats().retries == 4 and sink.stats().errors == 4
+    # GetLogs through the SDK: what was sent, at most 100 rows a page, with its tags and dedup key
+    now = int(time.time()) + 3600 * 24 * 400  # the sample lines are stamped 2026-11-25 in local time
+    page = sink.client.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, query="client 2999", line=500))
+    rows = [x.get_contents() for x in page.get_logs()]
+    assert len(rows) == 1 and rows[0]["__tag__:file"] == "raylet.out" and rows[0]["caller"] == "store.cc:366"
+    assert rows[0]["__dedup__"].endswith(f":{len(b''.join(CPP % i for i in range(2999)))}")
+    page = sink.client.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, line=100, offset=2950))
+    assert [x.get_contents()["message"] for x in page.get_logs()] == [
+        f"Disconnecting client {i}" for i in range(2950, 3000)]
+
+
+def test_quota_403_slows_the_sink_down_then_it_catches_up(sls, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "gcs_server.out").write_bytes(b"".join(CPP % i for i in range(5000)))
+    sls.fail_puts(403, times=3)
+    sink = SlsSink(config(sls, tmp_path, backoff_initial=0.01), NODE, logs)
+    sink.offer(scan(logs))
+    assert sink.close(60)
+    stats = sink.stats()
+    assert stats.throttled == 3 and stats.errors == 0 and stats.dropped == 0
+    assert [int(x.contents["message"].rsplit(" ", 1)[1]) for x in sls.items()] == list(range(5000))
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from collector.sinks.sls import SlsConfig, SlsSink
+    from tests.test_sls import scan, NODE
+    logs, port, ckpt = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    cfg = SlsConfig(endpoint="sls.test", project="rayhistory", logstore="ray-logs", access_key_id="test-akid",
+                    access_key_secret="test-secret", checkpoint_path=ckpt, proxy="http://127.0.0.1:" + port,
+                    max_batch_items=200, shard_bytes_per_second=400_000, checkpoint_interval=0.05,
+                    idle_flush_seconds=0.2)
+    sink = SlsSink(cfg, NODE, logs)
+    while True:
+        sink.offer(scan(logs))
+        time.sleep(0.05)
+""")
+
+
+def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    n = 12000
+    (logs / "raylet.out").write_bytes(b"".join(CPP % i for i in range(n)))
+    worker = "old/worker-aa-ffffffff-42.out"
+    (logs / worker).write_bytes(b":job_id:01000000\n" + b"".join(
+        b":task_name:t%d\nline %d\n" % (i // 100, i) for i in range(3000)))
+    ckpt = str(tmp_path / "ck.json")
+
+    def child():
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(logs), str(sls.port), ckpt], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    first = child()
+    try:
+        wait_for(lambda: len(sls.items()) > 3000 and os.path.exists(ckpt), 60, "a first part to arrive")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        before = len(sls.items())
+        assert before < n + 3000, "the sink finished before it was killed; slow it down"
+        second = child()
+        try:
+            def complete():
+                keys = {x.contents["__dedup__"] for x in sls.items()}
+                return len(keys) >= n + 3000
+            wait_for(complete, 120, "every line after the restart")
+        finally:
+            second.send_signal(signal.SIGKILL)
+            second.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    files = by_file(sls)
+    seen: dict[str, str] = {}
+    for x in sls.items():
+        key = x.contents["__dedup__"]
+        assert seen.setdefault(key, x.contents["message"]) == x.contents["message"]  # a repeat is the same item
+    raylet = {int(x.contents["message"].rsplit(" ", 1)[1]) for x in files["raylet.out"]}
+    assert raylet == set(range(n))
+    lines = {x.contents["message"]: x.contents for x in files[worker]}
+    assert len(lines) == 3000
+    assert lines["line 2999"]["task_name"] == "t29" and lines["line 2999"]["job_id"] == "01000000"
+    print(f"\n{before} items before SIGKILL, {len(sls.items()) - (n + 3000)} repeats after the restart")
+
+
+def test_throughput_into_the_test_server(tmp_path):
+    """Measured, not asserted tightly: MB of raylet-style lines parsed and sent per CPU-second of the sink's
+    process (the server runs in its own process), and per wall second on this (shared) machine."""
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        body = b"".join(CPP % i for i in range(25000))
+        for k in range(4):
+            (logs / f"raylet{k}.out").write_bytes(body)
+        total = 4 * len(body)
+        remote = SlsServer(port=port)
+        sink = SlsSink(config(remote, tmp_path, proxy=f"http://127.0.0.1:{port}", shard_bytes_per_second=1 << 30),
+                       NODE, logs)
+        cpu, wall = time.process_time(), time.perf_counter()
+        sink.offer(scan(logs))
+        assert sink.close(300)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        stats = sink.stats()
+        assert stats.lines_sent == 100000 and stats.bytes_sent == total and stats.errors == 0
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    print(f"\nSLS sink: {total / cpu / 1e6:.1f} MB per CPU-second, {total / wall / 1e6:.1f} MB/s wall "
+          f"({total / 1e6:.1f} MB, {100000 / cpu:.0f} lines per CPU-second)")
+
+
+def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_path):
+    """`rayhistory collect --sls-*`: lines reach SLS while the archive gets its byte-exact copy."""
+    from archive import logs as archive_logs
+    from archive.layout import SessionRef
+    from archive.storage.local import LocalStore
+    from tests.fake_session import NODE_ID, SESSION_NAME, make_session
+
+    session = make_session(tmp_path)
+    (session / "logs" / "raylet.out").write_bytes(CPP * 50)
+    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": sls.access_key_id,
+           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": sls.access_key_secret}
+    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
+                             "--archive", str(tmp_path / "archive"), "--cluster", "c", "--namespace", "ns",
+                             "--interval", "0.2", "--sls-endpoint", sls.endpoint, "--sls-project", "rayhistory",
+                             "--sls-logstore", "ray-logs", "--sls-proxy", sls.proxy], env=env)
+    try:
+        wait_for(lambda: len(by_file(sls).get("raylet.out", [])) >= 50, what="raylet.out's lines in SLS")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
+    assert archive_logs.read_file(store, node, "raylet.out") == (session / "logs" / "raylet.out").read_bytes()
+    assert {x.tags["node"] for x in sls.items()} == {NODE_ID}
+
+
+def test_sls_without_credentials_is_one_clear_line(tmp_path):
+    from tests.fake_session import make_session
+
+    session = make_session(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
+    out = subprocess.run([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
+                          "--archive", str(tmp_path / "archive"), "--once", "--sls-endpoint", "cn-hangzhou.log.x",
+                          "--sls-project", "p", "--sls-logstore", "l"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in out.stderr.strip().splitlines()[-1]
