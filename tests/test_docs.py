@@ -1,0 +1,19 @@
+"""The README documents every setting, so a flag nobody can find is a failing test (Datasette's habit)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from collector.settings import CollectorSettings
+from historyserver.settings import ServerSettings
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme():
+    for settings in (CollectorSettings, ServerSettings):
+        for f in dataclasses.fields(settings):
+            flag = "--" + f.name.replace("_", "-")
+            assert f"`{flag}`" in README, f"{settings.__name__}.{f.name} ({flag}) is not documented in README.md"
+            assert f.metadata.get("help"), f"{settings.__name__}.{f.name} has no help text"
