@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from archive.atomic import write_atomic
 
 log = logging.getLogger("rayhistory.collector")
 CHECKPOINT_VERSION = 1
@@ -34,14 +34,4 @@ def load(path: Path) -> dict[tuple[str, str, int], int]:
 def save(path: Path, inodes: dict[tuple[str, str, int], int]) -> None:
     doc = {"version": CHECKPOINT_VERSION,
            "generations": [{"source": s, "path": p, "epoch": e, "inode": i} for (s, p, e), i in sorted(inodes.items())]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(doc).encode())

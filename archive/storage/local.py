@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from archive.atomic import write_atomic
 from archive.errors import AccessDenied, BackendUnavailable, NotFound
 from archive.storage.base import ObjectInfo, Store
 
@@ -24,17 +24,7 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, data)
         except PermissionError as e:
             raise AccessDenied(self.url, f"cannot write {key}: {e.strerror}; check the directory's permissions") from e
         except OSError as e:

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Protocol
 
 from aliyun.log import LogClient, LogException, LogItem, PutLogsRequest
 
+from archive.atomic import write_atomic
+
 from collector.logline import LogLineParser, Markers, Record
 
 log = logging.getLogger("rayhistory.collector.sls")
@@ -434,17 +436,5 @@ class SlsSink:
         body = json.dumps({"version": CHECKPOINT_VERSION, "node": self.node, "project": self.config.project,
                            "logstore": self.config.logstore, "files": sorted(files.values(), key=lambda f: f["path"])},
                           indent=1).encode()
-        target = Path(self.config.checkpoint_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.config.checkpoint_path, body)
         self._checkpoint_at = time.monotonic()
