@@ -28,7 +28,6 @@ from typing import Any, Iterable, Protocol
 from aliyun.log import LogClient, LogException, LogItem, PutLogsRequest
 
 from archive.atomic import write_atomic
-
 from collector.logline import LogLineParser, Markers, Record
 
 log = logging.getLogger("rayhistory.collector.sls")
