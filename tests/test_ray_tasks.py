@@ -172,7 +172,9 @@ def test_timeline_is_ray_chrome_trace(served, reference):
     assert f'filename="timeline-{driver_job}-' in only_job.headers["content-disposition"]
     job_events = [e for e in only_job.json() if e["ph"] == "X"]
     assert job_events and {e["args"]["job_id"] for e in job_events} == {driver_job}
-    assert len(job_events) == len([e for e in complete if e["args"]["job_id"] == driver_job]) < len(complete)
+    # Exactly the job's events (the submitted job's workers may exit before Ray flushes their profile events, so
+    # the driver job can hold every event of the session).
+    assert len(job_events) == len([e for e in complete if e["args"]["job_id"] == driver_job]) <= len(complete)
     assert "content-disposition" not in client.get(f"{base}/api/v0/tasks/timeline").headers
 
 
