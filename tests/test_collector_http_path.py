@@ -67,6 +67,9 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
         squares = client.get(f"/sessions/{ref.id}/api/v0/tasks", params={
             "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"}).json()["data"]["result"]
         assert squares["num_filtered"] == 8
+        # The head's API snapshots: Ray's own last cluster status, served as it answered.
+        status = client.get(f"/sessions/{ref.id}/api/cluster_status", params={"format": 1}).json()
+        assert status["result"] is True and "Node status" in status["data"]["clusterStatus"]
 
 
 def _archived(store, ref) -> list[str]:

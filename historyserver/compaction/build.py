@@ -28,7 +28,7 @@ from archive.errors import NotFound
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import ray_events
+from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.placement_groups import SCHEMA as PLACEMENT_GROUP_SCHEMA, placement_group_rows
@@ -38,7 +38,7 @@ from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 5
+COMPACTION_VERSION = 6
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
@@ -115,6 +115,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
     event_rows: list[dict[str, Any]] = []
     seen_events: set[str] = set()
     http_events: list[dict[str, Any]] = []  # non-task events of Ray's HTTP path, folded once all nodes are read
+    api_latest: dict[str, dict[str, Any]] = {}  # route -> the newest snapshot of the head's dashboard API
     try:
         for node_id in store.list_dirs(ref.nodes_prefix):
             node = ref.node(node_id)
@@ -151,9 +152,18 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                 with raw.open("rb") as lines:
                     task_lines += ray_events.normalize_spool(lines, where, folded.damage, staged, http_events)
                 task_files.append(staged)
+            # The head's snapshots of Ray's dashboard API: what no event stream carries.
+            for path, segs in archive_logs.list_segments(store, node, source="api").items():
+                where = f"{node_id[:12]}:api/{path}"
+                data, _ = _stage(store, node, segs, None, folded.damage, where)
+                for route, snap in api_snapshots.latest_by_route(data.splitlines(), folded.damage, where).items():
+                    if route not in api_latest or snap["time_ms"] >= api_latest[route]["time_ms"]:
+                        api_latest[route] = snap
         ray_events.fold_ray_events(http_events, folded)
-        # Placement groups come only from the HTTP path; fold_ray_events left them aside.
-        placement_groups = placement_group_rows(http_events, folded.damage, session_end_ms)
+        # Placement groups: from the HTTP path when Ray emits them (fold_ray_events left them aside), else from
+        # the last snapshot of the head's API (Ray 2.60 emits none).
+        placement_groups = placement_group_rows(http_events, folded.damage, session_end_ms) or \
+            api_snapshots.placement_group_rows(api_latest, session_end_ms)
 
         staged_mb = sum(p.stat().st_size for p in task_files) / 2**20
         log.info("%s: staged %d task event files (%.0f MiB) in %.1fs", ref.id, len(task_files), staged_mb,
@@ -213,6 +223,9 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                        "cluster_events": len(event_rows), "workers": len(workers),
                        "placement_groups": len(placement_groups)},
             "damage": asdict(folded.damage),
+            # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
+            "cluster_status": {r: {"time_ms": api_latest[r]["time_ms"], "body": api_latest[r]["body"]}
+                               for r in api_snapshots.CLUSTER_STATUS_ROUTES if r in api_latest},
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=1))

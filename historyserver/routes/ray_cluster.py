@@ -114,10 +114,17 @@ def node(node_id: str, entry: SessionEntry = Depends(session_entry), db: Session
 @router.get("/api/cluster_status")
 def cluster_status(format: str = "0", entry: SessionEntry = Depends(session_entry),
                    db: SessionDB = Depends(session_db)) -> dict:
+    # The head collector's last snapshot of Ray's own answer, when it holds a status (a cluster without an
+    # autoscaler report answers "No cluster status", and what the archive knows says more than that).
+    snapshots = db.info.get("cluster_status") or {}
+    formatted = (snapshots.get("/api/cluster_status?format=1") or {}).get("body") or {}
+    wanted = snapshots.get(f"/api/cluster_status?format={1 if format == '1' else 0}")
+    if wanted and "Node status" in str((formatted.get("data") or {}).get("clusterStatus") or ""):
+        return wanted["body"]
     if format == "1":
         text = cluster.formatted_status(db, entry.ended, entry.manifest.end_ms)
         return ray_ok({"clusterStatus": text}, "Got formatted cluster status.")
-    # No autoscaler report is archived: Ray's answer when the autoscaler has published none.
+    # No snapshot archived: Ray's answer when the autoscaler has published none.
     return ray_ok({"autoscalingStatus": None, "autoscalingError": None, "clusterStatus": None},
                   "Got cluster status.")
 
