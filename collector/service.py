@@ -52,6 +52,7 @@ class Collector:
         self.pullers: list = []  # the metrics scraper, the dashboard API poller: threads on pull_stop
         self.pull_stop = threading.Event()
         self.sls = None  # collector.sinks.sls.SlsSink when SLS is configured
+        self._announced = False
         self._manifest_written = 0.0
         # Two collectors may follow one session into two archives: their state must not mix.
         archive_tag = hashlib.sha1(self.settings.archive.encode()).hexdigest()[:8]
@@ -86,22 +87,40 @@ class Collector:
         node = self.ref.node(self.node.node_id)
         inodes = checkpoint.load(self.checkpoint_path)
         self.sink = ArchiveSink(self.store, node, self.session.logs)
-        self.sink.resume(inodes)
+        self._retrying("reading what the archive holds", lambda: self.sink.resume(inodes))
         spool_dirs = {"metrics": self.session_spools / "metrics", "api": self.session_spools / "api"}
         if self.events_spool is not None:
             spool_dirs["ray_events"] = self.events_spool.directory
         for source, directory in spool_dirs.items():
             self.spool_sinks[source] = ArchiveSink(self.store, node, directory, source=source)
-            self.spool_sinks[source].resume(inodes)
-        self.store.put(node.node_key, self.node.to_json())
+            self._retrying("reading what the archive holds", lambda s=self.spool_sinks[source]: s.resume(inodes))
+        self._announced = False  # node.json and the manifest: written by the first cycle that reaches the archive
         if not self.settings.once:
             self._start_pullers(spool_dirs)
         if self.settings.sls_endpoint:
             self.sls = self._sls_sink()
-        if self.node.is_head and not self.settings.once:
-            self._write_manifest(RUNNING)
         log.info("collecting %s (node %s%s) into %s as session %s", self.session.path, self.node.node_id[:12],
                  ", head" if self.node.is_head else "", self.store.url, self.ref.id)
+
+    def _retrying(self, what: str, action) -> None:
+        """At start, an archive that stops answering is waited for (with backoff), not fatal: Ray goes on meanwhile."""
+        delay = 1.0
+        while True:
+            try:
+                return action()
+            except StoreError as e:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("%s failed, retrying in %.0fs: %s", what, delay, e)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _announce(self) -> None:
+        assert self.node is not None and self.sink is not None
+        self.store.put(self.sink.node.node_key, self.node.to_json())
+        if self.node.is_head and not self.settings.once:
+            self._write_manifest(RUNNING)
+        self._announced = True
 
     def _sls_sink(self):
         """Log lines streamed to SLS: never in the archive's way (its own threads, its own checkpoint)."""
@@ -251,6 +270,8 @@ class Collector:
 
     def _cycle(self, final: bool = False) -> bool:
         try:
+            if not self._announced:
+                self._announce()
             if self.node and self.node.is_head and not final and not self.settings.once and \
                     time.monotonic() - self._manifest_written >= self.settings.heartbeat:
                 self._write_manifest(RUNNING)

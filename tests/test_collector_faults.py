@@ -47,10 +47,18 @@ class Writer(threading.Thread):
 
 
 def collector(session: Path, archive: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
+    log = open(session.parent / f"collector-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
                              "--archive", archive, "--cluster", "c", "--namespace", "ns", "--interval", "0.2",
                              "--final-flush-deadline", "60"],
-                            env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+                            env={**os.environ, **(env or {})}, stderr=log)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def _stderr(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)  # type: ignore[attr-defined]
+    return proc.log.read()[-3000:]  # type: ignore[attr-defined]
 
 
 def segments_of(store, path):
@@ -110,11 +118,13 @@ def test_s3_down_for_30_seconds_mid_run_loses_nothing(tmp_path, seaweedfs, s3_ar
         wait_until(lambda: any(True for _ in store.list(SessionRef("ns", "c", SESSION_NAME).nodes_prefix)),
                    "first uploads")
         seaweedfs.stop()
-        outage_end = time.monotonic() + 30
-        while time.monotonic() < outage_end:  # the collector keeps reading while its archive is gone
-            assert proc.poll() is None, "the collector died during the outage"
-            writer.stop.wait(0.5)
-        seaweedfs.start()
+        try:
+            outage_end = time.monotonic() + 30
+            while time.monotonic() < outage_end:  # the collector keeps reading while its archive is gone
+                assert proc.poll() is None, f"the collector died during the outage:\n{_stderr(proc)}"
+                writer.stop.wait(0.5)
+        finally:
+            seaweedfs.start()  # the server is shared by the session's other tests
         writer.stop.set()
         writer.join()
         proc.send_signal(signal.SIGTERM)
