@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -22,6 +24,9 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.store = store
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
     app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh)
+    if settings.compact_on_end:
+        compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
+        app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))
     app.add_exception_handler(HistoryError, handle_history_error)
     app.include_router(sessions_api.router)
     app.include_router(live_api.router)
@@ -31,3 +36,10 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         app.include_router(module.router)
     app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/
     return app
+
+
+def _compact_quietly(app: FastAPI, entry) -> None:
+    try:
+        app.state.warehouse.db(entry)
+    except Exception:  # a visitor's request retries it and reports the error in its API's shape
+        logging.getLogger("rayhistory.warehouse").exception("background compaction of %s failed", entry.ref.id)

@@ -87,6 +87,7 @@ class Catalog:
         self._listed_at = 0.0
         self._poller: threading.Thread | None = None
         self.last_error: str | None = None
+        self.on_closed: list = []  # called with each entry seen closing (ended or unfinished) after the first listing
 
     def _refresh(self) -> None:
         try:
@@ -103,8 +104,15 @@ class Catalog:
                 entries[o.key] = entry
             else:
                 entries.pop(o.key, None)
+        closed_before = {k for k, e in self._entries.items() if e.closed}
+        first = not self._listed_at
         self._entries = entries  # one assignment: readers see the old listing or the new one
         self._listed_at = time.monotonic()
+        if not first:
+            for key, entry in entries.items():
+                if entry.closed and key not in closed_before:
+                    for callback in self.on_closed:
+                        callback(entry)
 
     def _fetch(self, obj: Any) -> SessionEntry | None:
         try:

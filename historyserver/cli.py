@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ServerSettings):
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if str(f.type) == "bool":  # on by default: the flag turns it off
+            parser.add_argument(flag.replace("--", "--no-"), dest=f.name, action="store_false", default=None,
+                                help=f.metadata["help"] + " (this flag turns it off)")
+            continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
         parser.add_argument(flag, type=kind, required=required, default=None, help=f.metadata["help"])
 

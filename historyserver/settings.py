@@ -17,6 +17,11 @@ class ServerSettings:
         metadata={"help": "where compacted tables are cached (throw-away; default ~/.cache/rayhistory)"},
     )
     catalog_ttl: float = field(default=5.0, metadata={"help": "seconds a listing of the archive's index is reused"})
+    compact_on_end: bool = field(
+        default=True,
+        metadata={"help": "compact a session in the background as soon as the catalog sees it end, so that its "
+                          "first visitor does not wait"},
+    )
     running_refresh: float = field(
         default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
     )

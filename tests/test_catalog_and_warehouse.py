@@ -102,3 +102,25 @@ def test_a_corrupt_segment_still_opens_and_the_overview_says_what_was_damaged(tm
         assert [j["status"] for j in overview["jobs"]] == ["SUCCEEDED"]  # the undamaged file still counts
         page = client.get(f"/sessions/{ref.id}/overview")
         assert page.status_code == 200 and "Damaged archive" in page.text
+
+
+def test_a_session_that_ends_is_compacted_in_the_background(tmp_path):
+    from historyserver.app import create_app
+    from historyserver.settings import ServerSettings
+
+    session = make_session(tmp_path)
+    store = LocalStore(tmp_path / "archive")
+    app = create_app(ServerSettings(archive=store.url, cache_dir=str(tmp_path / "cache"), catalog_ttl=0), store)
+    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
+    ref = SessionRef("ns", "c", SESSION_NAME)
+    m = SessionManifest(namespace="ns", cluster="c", session_name=SESSION_NAME, status=RUNNING, start_ms=1,
+                        last_seen_ms=int(time.time() * 1000))
+    _publish(store, m)
+    assert [e.status for e in app.state.catalog.sessions()] == [RUNNING]  # the first listing
+    Collector(settings, store, SessionDir(session)).run()  # the session ends
+    app.state.catalog.sessions()  # the listing that sees it end
+    info = ref.compacted_prefix(build.COMPACTION_VERSION) + "info.json"
+    deadline = time.monotonic() + 30
+    while not store.exists(info):  # nobody opened it: the background compactor did
+        assert time.monotonic() < deadline, "the ended session was not compacted in the background"
+        time.sleep(0.05)

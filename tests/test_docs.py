@@ -14,6 +14,6 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 def test_every_setting_is_in_the_readme():
     for settings in (CollectorSettings, ServerSettings):
         for f in dataclasses.fields(settings):
-            flag = "--" + f.name.replace("_", "-")
+            flag = "--" + ("no-" if f.type == "bool" and f.default is True else "") + f.name.replace("_", "-")
             assert f"`{flag}`" in README, f"{settings.__name__}.{f.name} ({flag}) is not documented in README.md"
             assert f.metadata.get("help"), f"{settings.__name__}.{f.name} has no help text"
