@@ -224,3 +224,87 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class AppendOnlySpool:
+    """Files `<prefix>-<seq>.<ext>` in one directory that only grow; each append is whole lines, then fsync.
+
+    The pull sources' spool (metrics scrapes, API snapshots): nothing waits on an acknowledgement there, so
+    unlike Spool it needs no bound and no release; the service deletes files once shipped.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], prefix: str, ext: str, max_file_bytes: int) -> None:
+        self.dir = Path(directory)
+        self.prefix, self.ext, self.max_file_bytes = prefix, ext, max_file_bytes
+        self._pattern = re.compile(rf"^{re.escape(prefix)}-(\d{{6}})\.{re.escape(ext)}$")
+        self._fd: int | None = None
+        self._size = 0
+        self.seq = 0
+        self._lock = threading.Lock()
+
+    def files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if self._pattern.match(p.name))
+
+    def _open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        existing = self.files()
+        if self.seq == 0 and existing:
+            # Resume in the newest file when it ends on a whole line; otherwise never touch it again.
+            last = existing[-1]
+            self.seq = int(self._pattern.match(last.name).group(1))
+            size = last.stat().st_size
+            if size and (size >= self.max_file_bytes or not _ends_with_newline(last)):
+                self.seq += 1
+        else:
+            self.seq += 1
+        path = self.dir / f"{self.prefix}-{self.seq:06d}.{self.ext}"
+        created = not path.exists()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        if created:  # the new name must survive a crash too
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def append(self, data: bytes) -> None:
+        """Write complete lines durably; raises OSError (the caller counts it) and moves on to a new file then."""
+        assert data.endswith(b"\n"), "spool appends must be whole lines"
+        with self._lock:
+            if self._fd is not None and self._size and self._size + len(data) > self.max_file_bytes:
+                self._close()
+            if self._fd is None:
+                self._open()
+            assert self._fd is not None
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                    self._size += n
+                os.fsync(self._fd)
+            except OSError:
+                self._close()  # a partial line may be on disk: the next append opens the next file
+                raise
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._size = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+# --- targets ---------------------------------------------------------------------------------------------------

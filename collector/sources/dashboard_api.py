@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.sources.metrics import AppendOnlySpool, delta
+from collector.sources.metrics import delta
+from collector.spool import AppendOnlySpool
 from collector.sources.session_dir import SessionDir
 
 log = logging.getLogger("rayhistory.collector")
