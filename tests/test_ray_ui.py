@@ -156,11 +156,15 @@ def test_cluster_status_names_the_node(ui):
     client, base = ui
     node_id = client.get(base + "api/v0/nodes").json()["data"]["result"]["result"][0]["node_id"]
     text = client.get(base + "api/cluster_status?format=1").json()["data"]["clusterStatus"]
-    node_part, resources = text.split("Resources")  # how the UI splits it
+    # Ray's own last status when the head collector's snapshot holds one, else the one rebuilt from the archive:
+    # either names the node and its CPUs in the layout the UI splits.
+    node_part, resources = text.split("Resources", 1)
     assert f"node_{node_id}" in node_part.split("Node status")[1]
     assert "2.0 CPU" in resources
     plain = client.get(base + "api/cluster_status").json()
-    assert plain["result"] is True and plain["data"]["clusterStatus"] is None
+    from_ray = "autoscaler" in text.lower() and "usage is not archived" not in text
+    assert plain["result"] is True
+    assert (plain["data"]["clusterStatus"] is not None) == from_ray
 
 
 def test_cluster_events_are_read_from_the_archive(ui, reference, finished_cluster):
