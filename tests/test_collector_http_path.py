@@ -70,6 +70,14 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
         # The head's API snapshots: Ray's own last cluster status, served as it answered.
         status = client.get(f"/sessions/{ref.id}/api/cluster_status", params={"format": 1}).json()
         assert status["result"] is True and "Node status" in status["data"]["clusterStatus"]
+    # The scraped metrics are compacted beside the rest: Ray's series with the labels its dashboards filter on.
+    from historyserver.queries.session_db import SessionDB
+
+    [tables] = list((tmp_path / "cache").glob("compacted-*/*"))
+    db = SessionDB(tables)
+    [(series,)] = db.query("SELECT count(*) FROM metric_series WHERE name = 'ray_node_cpu_utilization' "
+                           "AND labels['ray_io_cluster'] = 'http' AND labels['SessionName'] = ?", [ref.session])
+    assert series >= 1 and db.query("SELECT count(*) FROM metric_samples")[0][0] > series
 
 
 def _archived(store, ref) -> list[str]:

@@ -31,6 +31,7 @@ from archive.storage import Store
 from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
 from historyserver.compaction.export_events import Folded, fold_lines
+from historyserver.compaction.metrics import compact_metrics
 from historyserver.compaction.placement_groups import SCHEMA as PLACEMENT_GROUP_SCHEMA, placement_group_rows
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
@@ -38,11 +39,12 @@ from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 6
+COMPACTION_VERSION = 7
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
 TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers",
+          "metric_series", "metric_samples",
           "placement_groups")
 
 
@@ -160,6 +162,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                     if route not in api_latest or snap["time_ms"] >= api_latest[route]["time_ms"]:
                         api_latest[route] = snap
         ray_events.fold_ray_events(http_events, folded)
+        metric_counts = compact_metrics(store, ref, list(node_records), tmp, folded.damage)
         # Placement groups: from the HTTP path when Ray emits them (fold_ray_events left them aside), else from
         # the last snapshot of the head's API (Ray 2.60 emits none).
         placement_groups = placement_group_rows(http_events, folded.damage, session_end_ms) or \
@@ -220,7 +223,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             "seconds": round(time.monotonic() - started, 3),
             "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
                        "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows),
-                       "cluster_events": len(event_rows), "workers": len(workers),
+                       "cluster_events": len(event_rows), "workers": len(workers), **metric_counts,
                        "placement_groups": len(placement_groups)},
             "damage": asdict(folded.damage),
             # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
