@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from historyserver.errors import BadRequest
-from historyserver.queries.session_db import Filter, Page, SessionDB
+from historyserver.queries.session_db import Filter, Page, SessionDB, checked_key
 
 # Ray's PlacementGroupState: the filterable columns, and the columns shown without detail=1.
 FILTER_COLUMNS = {"placement_group_id", "name", "creator_job_id", "state", "is_detached"}
@@ -25,12 +25,7 @@ def list_placement_groups(db: SessionDB, filters: list[Filter], detail: bool, li
 
 def _matches(group: dict[str, Any], f: Filter) -> bool:
     """Ray's do_filter: strings compare case-insensitively, booleans are parsed from the value."""
-    key = f.key.lower()
-    if key not in FILTER_COLUMNS:
-        raise BadRequest(f"filter key {f.key!r} is not supported for placement groups; use one of "
-                         f"{sorted(FILTER_COLUMNS)}")
-    if f.predicate not in ("=", "!="):
-        raise BadRequest(f"filter predicate {f.predicate!r} is not supported; use '=' or '!='")
+    key = checked_key(f, FILTER_COLUMNS, "placement groups")
     value = group.get(key)
     if isinstance(value, bool):
         if f.value.lower() not in ("true", "false", "1", "0"):

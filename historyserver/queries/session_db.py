@@ -95,17 +95,22 @@ class SessionDB:
         self._con.close()
 
 
+def checked_key(f: Filter, allowed: set[str], kind: str) -> str:
+    """The filter's key, lowercased as Ray does, once the key and predicate are ones Ray accepts for `kind`."""
+    key = f.key.lower()
+    if key not in allowed:
+        raise BadRequest(f"filter key {f.key!r} is not supported for {kind}; use one of {sorted(allowed)}")
+    if f.predicate not in ("=", "!="):
+        raise BadRequest(f"filter predicate {f.predicate!r} is not supported; use '=' or '!='")
+    return key
+
+
 def task_where(filters: Iterable[Filter], exclude_driver: bool = True) -> tuple[str, list[Any]]:
     """SQL conditions for Ray's task filters, with Ray's matching rules: keys and string values compare
     case-insensitively, `!=` matches a missing value, and driver tasks are left out unless asked for."""
     where, params = ([NOT_DRIVER] if exclude_driver else ["TRUE"]), []
     for f in filters:
-        key = f.key.lower()
-        if key not in TASK_FILTER_COLUMNS:
-            raise BadRequest(f"filter key {f.key!r} is not supported for tasks; use one of "
-                             f"{sorted(TASK_FILTER_COLUMNS)}")
-        if f.predicate not in ("=", "!="):
-            raise BadRequest(f"filter predicate {f.predicate!r} is not supported; use '=' or '!='")
+        key = checked_key(f, TASK_FILTER_COLUMNS, "tasks")
         op = "=" if f.predicate == "=" else "IS DISTINCT FROM"
         if key in INT_COLUMNS:
             try:
