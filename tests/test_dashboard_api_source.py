@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import threading
@@ -19,6 +18,7 @@ from collector.sources.session_dir import SessionDir
 from rayhistory import workload
 from rayhistory.local_ray import LocalRayCluster, free_port, wait_for
 from tests.fake_session import make_session
+from tests.servers.loopback import LoopbackHTTP
 
 SERVE_501 = 'Serve dependencies are not installed. Please run `pip install "ray[serve]"`.'
 
@@ -38,34 +38,22 @@ class Dashboard:
             "/api/serve/applications/": (501, SERVE_501),
         }
         self.auth_headers: list[str | None] = []
-        outer = self
+        self.http = LoopbackHTTP(self._respond)
+        self.url = self.http.url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                auth = self.headers.get("Authorization")
-                outer.auth_headers.append(auth)
-                if outer.token and not auth:
-                    status, body = 401, "Unauthorized: Missing authentication token"
-                elif outer.token and auth != f"Bearer {outer.token}":
-                    status, body = 403, "Forbidden: Invalid authentication token"
-                else:
-                    status, body = outer.bodies.get(self.path, (404, "not found"))
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _respond(self, path: str, headers) -> tuple[int, str, bytes]:
+        auth = headers.get("Authorization")
+        self.auth_headers.append(auth)
+        if self.token and not auth:
+            status, body = 401, "Unauthorized: Missing authentication token"
+        elif self.token and auth != f"Bearer {self.token}":
+            status, body = 403, "Forbidden: Invalid authentication token"
+        else:
+            status, body = self.bodies.get(path, (404, "not found"))
+        return status, "application/json" if body[:1] in "[{" else "text/plain", body.encode()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

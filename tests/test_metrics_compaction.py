@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
 
 import duckdb
@@ -15,6 +13,7 @@ from archive.storage.local import LocalStore
 from collector.sources.metrics import MetricsScraper, _scrape_families, render, to_openmetrics
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.metrics import compact_metrics
+from tests.servers.loopback import LoopbackHTTP
 
 REFERENCE = Path("/work/shared/reference/ray-2.60/metrics/metrics_exposition_sample.txt")
 SESSION = "session_2026-11-25_19-58-10_578535_6555"
@@ -132,39 +131,19 @@ def test_a_corrupt_block_is_damage_and_the_rest_is_kept(compacted):
     assert con.execute("SELECT count(*) FROM p WHERE ts_ms = ?", [T0 + 99 * STEP]).fetchone()[0] == 0
 
 
-class _Endpoint:
-    """Serves the :8080 part of the reference exposition of a real Ray 2.60 node on 127.0.0.1."""
-
-    def __init__(self, body: bytes) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference exposition not available")
 def test_a_real_scraper_spool_of_ray_metrics(tmp_path):
     body = "".join(line[len("[:8080] "):] for line in REFERENCE.read_text().splitlines(keepends=True)
                    if line.startswith("[:8080] ")).encode()
-    endpoint = _Endpoint(body)
+    # The :8080 part of the reference exposition of a real Ray 2.60 node, served on 127.0.0.1.
+    endpoint = LoopbackHTTP(lambda path, headers: (200, "text/plain; version=0.0.4; charset=utf-8", body))
     try:
         scraper = MetricsScraper(tmp_path / "spool", cluster="demo", targets=[endpoint.address])
         for _ in range(2):
             assert scraper.scrape_once().scrapes_ok == 1
         scraper.close()
     finally:
-        endpoint.server.shutdown()
-        endpoint.server.server_close()
+        endpoint.close()
     store = LocalStore(tmp_path / "archive")
     for f in sorted((tmp_path / "spool").glob("metrics-*.prom")):
         data = f.read_bytes()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from collector.sources.metrics import MetricsScraper, discover_targets, split_sc
 from collector.sources.session_dir import SessionDir
 from rayhistory.local_ray import LocalRayCluster, free_port, wait_for
 from tests.fake_session import NODE_ID, make_session
+from tests.servers.loopback import LoopbackHTTP
 
 EXPOSITION = r'''# HELP rh_requests_total Requests "served"\nover two lines, with a \\ backslash
 # TYPE rh_requests_total counter
@@ -61,28 +61,15 @@ class Endpoint:
     def __init__(self, body: str = EXPOSITION) -> None:
         self.body = body
         self.requests = 0
-        outer = self
+        self.http = LoopbackHTTP(self._respond)
+        self.address = self.http.address
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                data = outer.body.encode()
-                self.send_response(200 if self.path == "/metrics" else 404)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _respond(self, path: str, headers) -> tuple[int, str, bytes]:
+        self.requests += 1
+        return (200 if path == "/metrics" else 404), "text/plain; version=0.0.4; charset=utf-8", self.body.encode()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture
