@@ -1,8 +1,8 @@
 """The collector's cost: throughput to the archive per core, and CPU and RSS at a steady log rate.
 
-    .venv/bin/python -m benchmarks.collector_throughput [--mb 512] [--seconds 30]
+    .venv/bin/python -m benchmarks.collector_throughput [--mb 512] [--seconds 30] [--sls-mb 64]
 
-Prints two markdown tables. Beside our throughput, in the same run: `gzip -1` (C) over the same bytes, the floor
+Prints three markdown tables. Beside our throughput, in the same run: `gzip -1` (C) over the same bytes, the floor
 for compressing them on one core. Beside the steady-rate numbers: Fluent Bit's published figures (it does not run
 here). The archive is a local directory; log lines are Ray's real line formats (../shared/reference).
 """
@@ -92,6 +92,84 @@ def throughput(total_mb: int) -> tuple[float, float, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def sls_files(logs: Path, total_mb: int) -> int:
+    """One file per line format Ray writes (C++ components, Python components, raw worker output), from the
+    reference's real lines, so each format's path is measured on its own share."""
+    rng = random.Random(3)
+    lines = sample_lines()
+    kinds = {"raylet.out": [l for l in lines if l.startswith(b"[")],
+             "dashboard.log": [l for l in lines if l[:4].isdigit() and b"\t" in l[:30]],
+             f"worker-{'c' * 56}-01000000-4242.out": [l for l in lines if not l.startswith(b"[") and not l[:4].isdigit()
+                                                      and not l.startswith(b":")]}
+    written = 0
+    for name, pool in kinds.items():
+        block = b"".join(rng.choice(pool) for _ in range(20000))
+        with open(logs / name, "wb") as f:
+            n = 0
+            while n < total_mb * 2**20 // len(kinds):
+                f.write(block)
+                n += len(block)
+        written += n
+    return written
+
+
+def sls(total_mb: int) -> list[tuple[str, float, float, int]]:
+    """(path, MB per CPU-second, lines per CPU-second, lines) into the SLS test server (its own process): our
+    sink, then in the same run the SDK's `put_logs` over LogLineParser's records (the straightforward design)."""
+    from aliyun.log import LogClient, LogItem, PutLogsRequest
+
+    from collector.logline import LogLineParser
+    from collector.sinks.sls import SlsConfig, SlsSink, hash_key
+    from collector.sources.session_dir import LogFile
+
+    root = Path(tempfile.mkdtemp(prefix="rh-bench-sls-"))
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], cwd=Path(__file__).resolve().parents[1],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        logs = root / "logs"
+        logs.mkdir()
+        size = sls_files(logs, total_mb)
+        files = [LogFile(p.name, p.stat().st_size, p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(logs.iterdir())]
+        endpoint, proxy = "sls.test", f"http://127.0.0.1:{port}"
+        key_id, secret = "test-akid", "test-secret"  # the test server's fixed credentials (tests/servers/sls.py)
+        print(f"  sending {size / 2**20:.0f} MiB to the SLS test server", file=sys.stderr)
+        sink = SlsSink(SlsConfig(endpoint, "rayhistory", "ray-logs", key_id, secret, str(root / "ck.json"),
+                                 proxy=proxy, shard_bytes_per_second=1 << 40), "n" * 56, logs)
+        cpu = time.process_time()
+        sink.offer(files)
+        assert sink.close(600), "the sink did not drain"
+        cpu = time.process_time() - cpu
+        lines = sink.stats().lines_sent
+        rows = [("rayhistory sink (column-wise LogGroup)", size / 1e6 / cpu, lines / cpu, lines)]
+        client = LogClient(endpoint, key_id, secret)
+        client._session.proxies = {"http": proxy, "https": proxy}
+        client._session.trust_env = False
+        cpu = time.process_time()
+        sent = 0
+        for f in files:
+            parser = LogLineParser(f.path, "n" * 56)
+            records = parser.feed((logs / f.path).read_bytes()) + parser.flush()
+            for i in range(0, len(records), 4096):
+                items = []
+                for r in records[i:i + 4096]:
+                    item = LogItem(r.time_ns // 10**9 if r.time_ns else int(time.time()))
+                    item.set_contents([(k, str(v)) for k, v in (("message", r.message), ("level", r.level),
+                                                                  ("component", r.component), ("caller", r.source),
+                                                                  ("pid", r.pid), ("tid", r.tid)) if v is not None])
+                    items.append(item)
+                client.put_logs(PutLogsRequest("rayhistory", "ray-logs", "ray", "n", items,
+                                               hashKey=hash_key("n", f.path), compress=True, compress_type="lz4"))
+                sent += len(items)
+        cpu = time.process_time() - cpu
+        rows.append(("baseline: LogLineParser + SDK put_logs", size / 1e6 / cpu, sent / cpu, sent))
+        return rows
+    finally:
+        server.stdin.close()
+        server.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -144,7 +222,16 @@ def main() -> None:
     p.add_argument("--mb", type=int, default=512, help="MiB of logs for the throughput run")
     p.add_argument("--seconds", type=float, default=30, help="length of each steady-rate run")
     p.add_argument("--interval", type=float, default=10, help="collector upload interval in the steady runs")
+    p.add_argument("--sls-mb", type=int, default=64, help="MiB of logs for the SLS run (0: skip it)")
     args = p.parse_args()
+    if args.sls_mb:
+        print("SLS run", file=sys.stderr)
+        rows = sls(args.sls_mb)
+        print("\n| to SLS (local test server) | MB per CPU-second | lines per CPU-second | lines | target |")
+        print("|---|---|---|---|---|")
+        for name, mb, lines, n in rows:
+            print(f"| {name} | {mb:.1f} | {lines:,.0f} | {n:,} | {'>= 40' if name.startswith('rayhistory') else ''} |")
+        print("Fluent Bit (published): ~36 MB/s per core on single-line logs")
     print("throughput run", file=sys.stderr)
     per_core, wall, gzip_core = throughput(args.mb)
     print("\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")

@@ -139,6 +139,29 @@ class LogLineParser:
             return self._pending.rec.offset
         return self._buf_start
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held: no partial line, no record awaiting continuations, no long line in parts."""
+        return not self._buf and self._pending is None and self._long is None
+
+    def skip_to(self, offset: int) -> None:
+        """Continue at `offset` after the bytes before it were read elsewhere (collector.logline_columns); only
+        when idle, so no state refers to the skipped bytes."""
+        assert self.idle, "skip_to while a record is held"
+        self._buf_start = offset
+
+    def release(self) -> int | None:
+        """Drop what is held (a record awaiting continuations, a partial line) so that the caller reads those
+        bytes again, with what follows them; returns the offset to read from. None while a long line is being
+        emitted in parts, a state that re-reading cannot rebuild."""
+        if self._long is not None:
+            return None
+        offset = self.resume_offset
+        self._pending = None
+        self._buf.clear()
+        self._buf_start = offset
+        return offset
+
     def feed(self, data: bytes) -> list[Record]:
         out: list[Record] = []
         pos, n = 0, len(data)

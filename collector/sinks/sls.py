@@ -8,7 +8,10 @@ generation) goes into a checkpoint (versioned JSON, written atomically), so a ki
 delivery is at least once, and every item carries `__dedup__` (file id + byte offset) for readers to drop repeats.
 
 One PutLogs request holds one file's records and is routed by a hash key of (node, file), so SLS keeps each
-file's order on one shard. The SDK's own retry loop (10 x 1 s, reference section 5) is cut short: every failed
+file's order on one shard. Its LogGroup is encoded column-wise (sls_wire.py: byte-identical to what the SDK's
+`put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport, with the
+same headers `put_logs` sets. Runs of single-line records are parsed column-wise too (collector.logline_columns);
+everything else goes through LogLineParser. The SDK's own retry loop (10 x 1 s, reference section 5) is cut short: every failed
 attempt comes back to this sink, which retries with exponential backoff and slows down on quota errors (403).
 """
 
@@ -25,10 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-from aliyun.log import LogClient, LogException, LogItem, PutLogsRequest
+import numpy as np
+from aliyun.log import LogClient, LogException
+from aliyun.log.compress import CompressType, Compressor
 
 from archive.atomic import write_atomic
 from collector.logline import LogLineParser, Markers, Record
+from collector.logline_columns import ColumnChunk, parse_chunk
+from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
 
 log = logging.getLogger("rayhistory.collector.sls")
 
@@ -63,6 +70,14 @@ class _OneAttemptClient(LogClient):
         except LogException as ex:
             raise SlsError(int(ex.get_resp_status() or 0), ex.get_error_code(), ex.get_error_message()) from None
 
+    def put_log_group(self, project: str, logstore: str, body: bytes, hash_key: str) -> None:
+        """PutLogs with an already serialized LogGroup: the request `put_logs` makes after serializing (same
+        headers, lz4, `/shards/route?key=`), through the SDK's signing `_send`."""
+        headers = {"x-log-bodyrawsize": str(len(body)), "Content-Type": "application/x-protobuf",
+                   "x-log-compresstype": str(CompressType.LZ4)}
+        self._send("POST", project, Compressor.compress(body, CompressType.LZ4),
+                   f"/logstores/{logstore}/shards/route", {"key": hash_key}, headers)
+
 
 @dataclass
 class SlsConfig:
@@ -88,6 +103,30 @@ class SlsConfig:
     backoff_max: float = 30.0
 
 
+def records_columns(records: list[Record], prefix: str) -> Columns:
+    """LogLineParser's records as the encoder's columns (contents as the column-wise path sends them)."""
+    import pyarrow as pa
+
+    now = time.time_ns()
+    stamps = [r.time_ns if r.time_ns is not None else now for r in records]
+    text = {
+        "message": [r.message for r in records],
+        "__dedup__": [f"{prefix}{r.offset}" for r in records],
+        "level": [r.level for r in records],
+        "component": [r.component for r in records],
+        "caller": [r.source for r in records],
+        "pid": [None if r.pid is None else str(r.pid) for r in records],
+        "tid": [None if r.tid is None else str(r.tid) for r in records],
+        "job_id": [r.job_id for r in records],
+        "task_name": [r.task_name for r in records],
+        "actor_name": [r.actor_name for r in records],
+        "part": [str(r.part) if r.part or not r.complete else None for r in records],
+    }
+    return Columns(np.array([t // 1_000_000_000 for t in stamps], np.int64),
+                   np.array([t % 1_000_000_000 for t in stamps], np.uint32),
+                   {k: pa.array(v, pa.string()) for k, v in text.items() if any(x is not None for x in v)}, {})
+
+
 class SizedFile(Protocol):  # collector.sources.session_dir.LogFile fits
     path: str
     size: int
@@ -99,8 +138,8 @@ class _Batch:
     path: str
     generation: int
     file_id: str
-    items: list[LogItem]
-    raw_bytes: int  # estimated LogGroup size
+    logs: bytes  # the LogGroup's Logs entries, serialized
+    count: int
     log_bytes: int  # file bytes the records span
     ack_offset: int | None  # end of the last complete record, if any
     markers: dict[str, str]
@@ -255,80 +294,102 @@ class SlsSink:
 
     def _read_file(self, path: str, track: _Track, final: bool) -> bool:
         """Read what is new in one file and queue it as batches; True if anything moved."""
-        records: list[Record] = []
+        c = self.config
+        parts: list[list[Record] | ColumnChunk] = []
+        pending = 0
         moved = False
+        prefix = f"{file_id(self.node, path, track.generation)}:"
         if track.read_pos < track.size:
             try:
                 with open(self.logs_dir / path, "rb") as fh:
                     fh.seek(track.read_pos)
-                    while track.read_pos < track.size and len(records) < 4 * self.config.max_batch_items:
-                        data = fh.read(min(self.config.read_chunk, track.size - track.read_pos))
+                    while track.read_pos < track.size and pending < 4 * c.max_batch_items:
+                        data = fh.read(min(c.read_chunk, track.size - track.read_pos))
                         if not data:
                             break
+                        base, parser = track.read_pos, track.parser
                         track.read_pos += len(data)
                         self.counters.bytes_read += len(data)
-                        records += track.parser.feed(data)
                         moved = True
+                        chunk = (parse_chunk(data, base, path, parser.markers, c.max_record_bytes, prefix)
+                                 if parser.idle else None)
+                        if chunk is not None:
+                            parts.append(chunk)
+                            pending += chunk.count
+                            parser.skip_to(chunk.consumed)
+                            if track.read_pos < track.size:
+                                # Read the rest again with the next chunk, keeping the parser idle (and this
+                                # path taken) rather than holding the last line as a pending record.
+                                self.counters.bytes_read -= track.read_pos - chunk.consumed
+                                track.read_pos = chunk.consumed
+                                fh.seek(chunk.consumed)
+                                continue
+                            data = data[chunk.consumed - base:]
+                        records = parser.feed(data)
+                        if records:
+                            parts.append(records)
+                            pending += len(records)
+                        if track.read_pos < track.size and not parser.idle and parser.resume_offset > base:
+                            # Hand the held record back to be read with the next chunk, so that the column
+                            # path can take over again after a traceback (only when that moves forward: a
+                            # record as long as a chunk stays with the parser).
+                            back = parser.release()
+                            if back is not None:
+                                self.counters.bytes_read -= track.read_pos - back
+                                track.read_pos = back
+                                fh.seek(back)
             except FileNotFoundError:
                 track.size = track.read_pos  # gone (rotated away): nothing more to read
         if moved:
             track.grew_at = time.monotonic()
-        if track.read_pos >= track.size and (final or time.monotonic() - track.grew_at >= self.config.idle_flush_seconds):
-            records += track.parser.flush()
-        if records:
-            self.counters.records += len(records)
-            for batch in self._batches(path, track, records):
+        if track.read_pos >= track.size and (final or time.monotonic() - track.grew_at >= c.idle_flush_seconds):
+            records = track.parser.flush()
+            if records:
+                parts.append(records)
+        for part in parts:
+            self.counters.records += part.count if isinstance(part, ColumnChunk) else len(part)
+            for batch in self._batches(path, track, part, prefix):
                 if not self._enqueue(batch):
                     return moved
-        return moved or bool(records)
+        return moved or bool(parts)
 
-    def _batches(self, path: str, track: _Track, records: list[Record]) -> Iterable[_Batch]:
+    def _batches(self, path: str, track: _Track, part: list[Record] | ColumnChunk, prefix: str) -> Iterable[_Batch]:
+        """Split one part into PutLogs batches under the item and byte limits."""
         c = self.config
-        fid = file_id(self.node, path, track.generation)
-        items: list[LogItem] = []
-        raw = log_bytes = 0
-        ack: int | None = None
-        markers: dict[str, str] = {}
-        for rec in records:
-            item, size = self._item(rec, fid)
-            if items and (raw + size > c.max_batch_bytes or len(items) >= c.max_batch_items):
-                yield _Batch(path, track.generation, fid, items, raw, log_bytes, ack, markers)
-                items, raw, log_bytes, ack = [], 0, 0, None
-            items.append(item)
-            raw += size
-            log_bytes += rec.end - rec.offset
-            if rec.complete:
-                ack = rec.end
-                markers = {k: v for k, v in (("job_id", rec.job_id), ("task_name", rec.task_name),
-                                             ("actor_name", rec.actor_name)) if v}
-        if items:
-            yield _Batch(path, track.generation, fid, items, raw, log_bytes, ack, markers)
-
-    @staticmethod
-    def _item(rec: Record, fid: str) -> tuple[LogItem, int]:
-        contents = [("message", rec.message), ("__dedup__", f"{fid}:{rec.offset}")]
-        for key, value in (("level", rec.level), ("component", rec.component), ("caller", rec.source),
-                           ("pid", rec.pid), ("tid", rec.tid), ("job_id", rec.job_id),
-                           ("task_name", rec.task_name), ("actor_name", rec.actor_name)):
-            if value is not None:
-                contents.append((key, str(value)))
-        if rec.part or not rec.complete:
-            contents.append(("part", str(rec.part)))
-        ns = rec.time_ns if rec.time_ns is not None else time.time_ns()
-        item = LogItem(ns // 1_000_000_000)
-        item.time_nano_part = ns % 1_000_000_000  # LogItem takes a 0 nano part for "now"
-        item.contents = contents  # set_contents and the constructor deep-copy: half the cost of a line
-        size = 16 + sum(len(k) + len(v) + 6 for k, v in contents) + len(rec.message.encode()) - len(rec.message)
-        return item, size
+        if isinstance(part, ColumnChunk):
+            cols, starts, ends = part.columns, part.starts, part.ends
+            complete = np.ones(len(starts), bool)
+            constant = {k: cols.constants[k] for k in ("job_id", "task_name", "actor_name") if k in cols.constants}
+            markers_at = lambda i: constant  # noqa: E731
+        else:
+            cols = records_columns(part, prefix)
+            starts = np.fromiter((r.offset for r in part), np.int64, len(part))
+            ends = np.fromiter((r.end for r in part), np.int64, len(part))
+            complete = np.fromiter((r.complete for r in part), bool, len(part))
+            markers_at = lambda i: {k: v for k, v in (("job_id", part[i].job_id), ("task_name", part[i].task_name),  # noqa: E731
+                                                      ("actor_name", part[i].actor_name)) if v}
+        logs = encode_logs(cols)
+        offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset:].astype(np.int64)
+        spans = np.cumsum(ends - starts)
+        i, n = 0, len(starts)
+        while i < n:
+            j = int(np.searchsorted(offsets, offsets[i] + c.max_batch_bytes, side="right")) - 1
+            j = min(max(j, i + 1), i + c.max_batch_items, n)
+            done = np.flatnonzero(complete[i:j])
+            last = i + int(done[-1]) if len(done) else None
+            yield _Batch(path, track.generation, prefix[:-1], bytes(log_bytes(logs, i, j)), j - i,
+                         int(spans[j - 1] - (spans[i - 1] if i else 0)),
+                         int(ends[last]) if last is not None else None, markers_at(last) if last is not None else {})
+            i = j
 
     def _enqueue(self, batch: _Batch) -> bool:
         """Wait for room in the queue (the sink falls behind; Ray and the caller do not wait)."""
         with self._space:
-            while self._queued_bytes > 0 and self._queued_bytes + batch.raw_bytes > self.config.queue_bytes:
+            while self._queued_bytes > 0 and self._queued_bytes + len(batch.logs) > self.config.queue_bytes:
                 if self._abort.is_set():
                     return False
                 self._space.wait(0.5)
-            self._queued_bytes += batch.raw_bytes
+            self._queued_bytes += len(batch.logs)
         self._queue.put(batch)
         return True
 
@@ -347,22 +408,20 @@ class SlsSink:
             if not self._deliver(batch):
                 return  # aborted: the checkpoint has the last acknowledged position
             with self._space:
-                self._queued_bytes -= batch.raw_bytes
+                self._queued_bytes -= len(batch.logs)
                 self._space.notify_all()
             self._maybe_checkpoint()
 
     def _deliver(self, batch: _Batch) -> bool:
         c = self.config
         key = hash_key(self.node, batch.path)
-        request = PutLogsRequest(c.project, c.logstore, c.topic, c.source or self.node, batch.items, hashKey=key,
-                                 compress=True, compress_type="lz4",
-                                 logtags=[("node", self.node), ("file", batch.path)])
+        body = batch.logs + group_tail(c.topic, c.source or self.node, [("node", self.node), ("file", batch.path)])
         delay = c.backoff_initial
         while not self._abort.is_set():
-            self._throttle(key, batch.raw_bytes)
+            self._throttle(key, len(batch.logs))
             try:
                 self.counters.requests += 1
-                self.client.put_logs(request)
+                self.client.put_log_group(c.project, c.logstore, body, key)
             except SlsError as e:
                 self.counters.retries += 1
                 if e.is_quota:
@@ -397,7 +456,7 @@ class SlsSink:
 
     def _acknowledge(self, batch: _Batch) -> None:
         with self._lock:
-            self.counters.lines_sent += len(batch.items)
+            self.counters.lines_sent += batch.count
             self.counters.bytes_sent += batch.log_bytes
             track = self._tracks.get(batch.path)
             if batch.ack_offset is None or track is None or track.generation != batch.generation:

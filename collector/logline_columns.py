@@ -1,0 +1,152 @@
+"""The common case of collector.logline, column-wise: a chunk of whole lines that are each one record.
+
+LogLineParser is the definition of what a record is; it costs ~10 microseconds a line in Python. Most of Ray's
+log bytes are runs of single-line records (C++ and Python headers without tracebacks, raw output without marker
+lines), and for those this module yields the same records as Arrow columns (RE2 in C++, no Python per line).
+It declines (returns None) whenever a chunk holds anything else: a continuation line, a marker line, a line over
+the record limit, a carriage return, an ANSI escape, bytes that are not UTF-8, an unreadable timestamp. The
+caller then feeds that chunk to LogLineParser, so behaviour is LogLineParser's in every case
+(tests/test_sls_wire.py compares the two on mixed input).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.logline import Markers, file_facts
+from collector.sinks.sls_wire import Columns
+
+_CPP = (r"^\[(?P<sec>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(?P<ms>\d{3}) (?P<lev>[DIWEF]) (?P<pid>\d+) (?P<tid>\d+)\] "
+        r"(?:\((?P<comp>[^)\s]+)\) )?(?P<caller>[^\s:]+:\d+): ?(?P<msg>.*)$")
+_PY = (r"^(?P<sec>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(?P<ms>\d{3})\t(?P<lev>[A-Z]+) (?P<caller>[^\s:]+:\d+) -- ?"
+       r"(?P<msg>.*)$")
+_HEADER = r"^(?:\[\d{4}-\d{2}-\d{2} |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t)"
+# The headers of _CPP/_PY, spelt strictly: the separator after the caller with its space, no other ": " or " -- "
+# before it, so that splitting at the first separator finds the message.
+_CPP_STRICT = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [DIWEF] \d+ \d+\] (?:\([^)\s]+\) )?[^\s:]+:\d+: "
+_PY_STRICT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t[A-Z]+ [^\s:]+:\d+ -- "
+_CPP_LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "FATAL"}
+
+
+@dataclass
+class ColumnChunk:
+    """Records of a chunk's first `count` lines; bytes from `consumed` on were not used (the caller feeds them
+    to LogLineParser: the last header line, which continuation lines may still extend, and any partial line)."""
+
+    columns: Columns
+    starts: np.ndarray  # file offset of each record
+    ends: np.ndarray
+    consumed: int
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+
+def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int,
+                dedup_prefix: str) -> ColumnChunk | None:
+    cut = data.rfind(b"\n") + 1
+    if not cut:
+        return None
+    lines = data[:cut]
+    if b"\r" in lines or b"\x1b" in lines:
+        return None
+    try:
+        lines.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    component, pid, _, raw_output = file_facts(path)
+    nl = np.flatnonzero(np.frombuffer(lines, np.uint8) == 10)
+    bounds = np.empty(len(nl) + 1, np.int64)
+    bounds[0] = 0
+    bounds[1:] = nl + 1
+    if int(np.diff(bounds).max()) > max_record_bytes:
+        return None
+    if not raw_output and len(nl) < 2:
+        return None  # the single line would be held back anyway
+    if raw_output and (lines[:1] == b":" or b"\n:" in lines):
+        return None  # possibly a marker line: LogLineParser keeps the marker state
+    n = len(nl) if raw_output else len(nl) - 1  # the last header line may still get continuation lines
+    # Rows without their newline: a string array over the same buffer with lengths one shorter. The held-back
+    # last line is kept in `every` line's check: were it a continuation, the record before it would not be whole.
+    text = pa.StringArray.from_buffers(len(nl), pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(lines))
+    every = pc.utf8_slice_codeunits(text, 0, -1)
+    body = every.slice(0, n)
+    starts = bounds[:n] + base
+    ends = bounds[1:n + 1] + base
+    constants = {k: v for k, v in (("job_id", markers.job_id), ("task_name", markers.task_name),
+                                   ("actor_name", markers.actor_name)) if v}
+    dedup = pc.binary_join_element_wise(pa.scalar(dedup_prefix), pc.cast(pa.array(starts), pa.string()), "")
+    if raw_output:
+        if pc.any(pc.match_substring_regex(body, _HEADER)).as_py():
+            return None  # LogLineParser reads header-shaped lines of raw output as headers
+        now = time.time_ns()
+        if component:
+            constants["component"] = component
+        if pid is not None:
+            constants["pid"] = str(pid)
+        cols = Columns(np.full(n, now // 1_000_000_000, np.int64), np.full(n, now % 1_000_000_000, np.uint32),
+                       {"message": body, "__dedup__": dedup}, constants)
+        return ColumnChunk(cols, starts, ends, base + int(bounds[n]))
+    cpp = lines[:1] == b"["
+    # The whole header is checked by one match; its fields are then cut out by position and by the separators
+    # the check guarantees (cheaper than RE2 submatch extraction, which costs more than everything else here).
+    if not pc.all(pc.match_substring_regex(every, _CPP_STRICT if cpp else _PY_STRICT)).as_py():
+        return None  # a continuation line, another format, or a rare spelling: LogLineParser decides
+    seconds = _epoch_seconds(pc.utf8_slice_codeunits(body, 1, 20) if cpp else pc.utf8_slice_codeunits(body, 0, 19))
+    if seconds is None:
+        return None
+    ms = pc.utf8_slice_codeunits(body, 21, 24) if cpp else pc.utf8_slice_codeunits(body, 20, 23)
+    nanos = ms.cast(pa.uint32()).to_numpy().astype(np.uint32) * np.uint32(1_000_000)
+    head_msg = pc.split_pattern(body, ": " if cpp else " -- ", max_splits=1)
+    head, msg = pc.list_element(head_msg, 0), pc.list_element(head_msg, 1)
+    text_cols = {"message": msg, "__dedup__": dedup}
+    if cpp:
+        # head: `[date time,ms L pid tid] (component) file:line` (the component is optional)
+        # (a trailing space makes a list of 4 or 5 words: list_element refuses an index past a list's end)
+        words = pc.split_pattern(pc.binary_join_element_wise(pc.utf8_slice_codeunits(head, 27, 1 << 30), "", " "),
+                                 " ")
+        named = pc.equal(pc.list_value_length(words), 5)
+        comp = pc.list_element(words, 2)
+        text_cols["level"] = _map(pc.utf8_slice_codeunits(body, 25, 26), _CPP_LEVELS)
+        text_cols["component"] = pc.if_else(named, pc.utf8_slice_codeunits(comp, 1, -1), pa.scalar(component))
+        text_cols["caller"] = pc.if_else(named, pc.list_element(words, 3), comp)
+        # str(int(x)) in LogLineParser: the same text unless Ray zero-padded, which it does not
+        text_cols["pid"] = pc.list_element(words, 0)
+        text_cols["tid"] = pc.utf8_slice_codeunits(pc.list_element(words, 1), 0, -1)
+    else:
+        # head: `date time,ms<TAB>LEVEL file:line`
+        words = pc.split_pattern(pc.utf8_slice_codeunits(head, 24, 1 << 30), " ", max_splits=1)
+        text_cols["level"] = pc.list_element(words, 0)
+        text_cols["caller"] = pc.list_element(words, 1)
+        constants["component"] = component
+        if pid is not None:
+            constants["pid"] = str(pid)
+    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, base + int(bounds[n]))
+
+
+def _epoch_seconds(stamps: pa.Array) -> np.ndarray | None:
+    """Local-time `YYYY-mm-dd HH:MM:SS` stamps as epoch seconds (Ray writes the node's local time); mktime once
+    per distinct second, as LogLineParser does."""
+    distinct = pc.unique(stamps)
+    epochs = []
+    for s in distinct.to_pylist():
+        try:
+            epochs.append(int(time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S"))))
+        except ValueError:
+            return None
+    index = pc.index_in(stamps, value_set=distinct).to_numpy()
+    return np.asarray(epochs, np.int64)[index]
+
+
+def _map(col: pa.Array, mapping: dict[str, str]) -> pa.Array:
+    keys = pa.array(list(mapping))
+    return pa.array(list(mapping.values())).take(pc.index_in(col, value_set=keys))
+
+
+__all__ = ["ColumnChunk", "parse_chunk"]

@@ -1,0 +1,138 @@
+"""The SLS sink's fast paths against their definitions: the column-wise LogGroup encoder against the SDK's own
+protobuf message, and the column-wise line parser against LogLineParser, on Ray's real line formats."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from aliyun.log.proto import LogGroupRaw
+
+from collector.logline import LogLineParser, Markers
+from collector.logline_columns import parse_chunk
+from collector.sinks.sls import records_columns
+from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ray-2.60" / "logs" / "log_line_samples.txt"
+CPP_NAMED = b"[2026-11-25 19:58:42,362 W 7013 7023] (raylet) store.cc:366: Disconnecting client %d\n"
+CPP_BARE = b"[2026-11-25 19:58:42,%03d I 7100 7188] core_worker.cc:906: Task done: %d\n"
+PY = b"2026-11-25 19:58:12,%03d\tINFO utils.py:319 -- modules: %d\n"
+
+
+def sdk_bytes(items: list[tuple[int, int, list[tuple[str, str]]]], tags: list[tuple[str, str]]) -> bytes:
+    group = LogGroupRaw()
+    group.Topic, group.Source = "ray", "node-1"
+    for seconds, nanos, contents in items:
+        log = group.Logs.add()
+        log.Time, log.Time_ns = seconds, nanos
+        for k, v in contents:
+            c = log.Contents.add()
+            c.Key, c.Value = k, v.encode()
+    for k, v in tags:
+        t = group.LogTags.add()
+        t.Key, t.Value = k, v
+    return group.SerializeToString()
+
+
+def test_the_encoder_writes_exactly_the_sdks_message():
+    rng = random.Random(7)
+    messages = ["", "short", "ünïcode ✓", "x" * 127, "y" * 128, "z" * 20000, "w" * 3_000_000]
+    levels = ["INFO", None, "ERROR", "WARNING", None, "DEBUG", "INFO"]
+    seconds = [0, 127, 128, 1_700_000_000, 2**32 - 1, 5, 16384]
+    nanos = [rng.randrange(10**9) for _ in messages]
+    cols = Columns(np.array(seconds), np.array(nanos, np.uint32),
+                   {"message": pa.array(messages), "__dedup__": pa.array([f"f:{i}" for i in range(7)]),
+                    "level": pa.array(levels)}, {"component": "raylet", "pid": "12"})
+    logs = encode_logs(cols)
+    tags = [("node", "n1"), ("file", "logs/raylet.out")]
+    expected = sdk_bytes([(seconds[i], nanos[i], [(k, v) for k, v in (
+        ("message", messages[i]), ("__dedup__", f"f:{i}"), ("level", levels[i]), ("component", "raylet"),
+        ("pid", "12")) if v is not None]) for i in range(7)], tags)
+    assert bytes(log_bytes(logs, 0, 7)) + group_tail("ray", "node-1", tags) == expected
+    # any run of rows is a slice of the same bytes
+    assert bytes(log_bytes(logs, 2, 5)) == b"".join(logs[i].as_py() for i in range(2, 5))
+
+
+def _reference_lines() -> list[bytes]:
+    if not SAMPLES.exists():
+        return []
+    return [l + b"\n" for l in SAMPLES.read_bytes().splitlines() if l and not l.startswith((b"#", b"====="))]
+
+
+def _both_ways(name: str, data: bytes, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+    """The encoded items of data, by LogLineParser alone and by the sink's mix of both paths (fed in chunks,
+    with the same hand-over the sink does); and how many records the column path produced."""
+    slow = LogLineParser(name, "n")
+    records = slow.feed(data) + slow.flush()
+    expected = encode_logs(records_columns(records, "fid:"))
+
+    parser = LogLineParser(name, "n")
+    parts, fast, pos = [], 0, 0
+    while pos < len(data):
+        piece, base = data[pos:pos + chunk], pos
+        pos += len(piece)
+        got = parse_chunk(piece, base, name, parser.markers, 1 << 20, "fid:") if parser.idle else None
+        if got is not None:
+            parts.append(encode_logs(got.columns))
+            fast += got.count
+            parser.skip_to(got.consumed)
+            if pos < len(data):
+                pos = got.consumed  # the sink re-reads the rest with the next chunk
+                continue
+            piece = piece[got.consumed - base:]
+        recs = parser.feed(piece)
+        if recs:
+            parts.append(encode_logs(records_columns(recs, "fid:")))
+        if pos < len(data) and not parser.idle and parser.resume_offset > base:
+            back = parser.release()
+            if back is not None:
+                pos = back
+    recs = parser.flush()
+    if recs:
+        parts.append(encode_logs(records_columns(recs, "fid:")))
+    mixed = b"".join(bytes(log_bytes(p, 0, len(p))) for p in parts)
+    return bytes(log_bytes(expected, 0, len(expected))), mixed, fast
+
+
+def test_the_column_path_yields_what_loglineparser_yields_on_mixed_input():
+    rng = random.Random(11)
+    header_lines = [CPP_NAMED % i for i in range(300)] + [CPP_BARE % (i % 1000, i) for i in range(300)]
+    rng.shuffle(header_lines)
+    traceback = b"Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom\n"
+    cpp = b"".join(header_lines[:200]) + traceback + b"".join(header_lines[200:]) + b"[not a header\n"
+    slow, mixed, fast = _both_ways("python-core-worker-ab12cd_4242.log", cpp)
+    assert mixed == slow and fast > 400, fast
+
+    py = b"".join(PY % (i % 1000, i) for i in range(500)) + b"  continuation of the last one\n" + \
+        b"".join(PY % (i % 1000, i) for i in range(100))
+    slow, mixed, fast = _both_ways("dashboard.log", py)
+    assert mixed == slow and fast > 400, fast
+
+    # a record longer than a chunk stays with LogLineParser; the column path resumes after it
+    long = b"".join(PY % (i, i) for i in range(50)) + (PY % (1, 1)).rstrip() + b"z" * 10000 + b"\n" + \
+        b"".join(PY % (i, i) for i in range(300))
+    slow, mixed, fast = _both_ways("dashboard.log", long)
+    assert mixed == slow and fast > 250, fast
+
+
+def test_the_column_path_on_rays_real_lines():
+    lines = _reference_lines()
+    if not lines:
+        return
+    for name, keep in (("raylet.out", lambda l: l.startswith(b"[")),
+                       ("dashboard.log", lambda l: l[:4].isdigit() and b"\t" in l[:30])):
+        data = b"".join(l for l in lines if keep(l)) * 20
+        slow, mixed, fast = _both_ways(name, data, chunk=64 << 10)
+        assert mixed == slow, name
+        assert fast > 0.9 * data.count(b"\n"), (name, fast)
+
+
+def test_the_column_path_declines_what_it_does_not_know():
+    markers = Markers()
+    for data in (b"line with \x1b[31mcolour\x1b[0m\n" * 3, b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3,
+                 b":task_name:f\nprinted\nprinted\n"):
+        assert parse_chunk(data, 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 1 << 20, "f:") is None
+    assert parse_chunk(b"x" * 100 + b"\n" + b"y\n", 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 50,
+                       "f:") is None
