@@ -12,7 +12,9 @@ from fastapi.staticfiles import StaticFiles
 from archive.storage import Store
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
-from historyserver.routes import live_api, pages, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api
+from historyserver.routes import (
+    grafana, live_api, pages, prometheus_api, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api,
+)
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
@@ -32,7 +34,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.include_router(live_api.router)
     app.include_router(pages.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
-    for module in (ray_api, ray_tasks, ray_logs, ray_cluster):
+    for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, grafana):
         app.include_router(module.router)
     app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/
     return app

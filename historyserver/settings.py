@@ -25,3 +25,14 @@ class ServerSettings:
     running_refresh: float = field(
         default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
     )
+    grafana_url: str = field(
+        default_factory=lambda: os.environ.get("RAYHISTORY_GRAFANA_URL", ""),
+        metadata={"help": "the Grafana users open (e.g. http://grafana:3000), with a Prometheus datasource on this "
+                          "server's /prometheus/; Ray's Metrics tab then embeds its panels for archived sessions "
+                          "(default $RAYHISTORY_GRAFANA_URL; empty: off)"},
+    )
+    grafana_datasource: str = field(
+        default_factory=lambda: os.environ.get("RAYHISTORY_GRAFANA_DATASOURCE", "Rayhistory archive"),
+        metadata={"help": "name of that datasource in Grafana (default $RAYHISTORY_GRAFANA_DATASOURCE or "
+                          "'Rayhistory archive')"},
+    )

@@ -6,6 +6,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from historyserver.errors import HistoryError
+from historyserver.routes import prometheus_api
 
 
 def ray_envelope(status: int, message: str) -> JSONResponse:
@@ -18,6 +19,8 @@ def ours(status: int, code: str, message: str) -> JSONResponse:
 
 async def handle_history_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HistoryError)
+    if prometheus_api.is_prometheus_path(request.url.path):  # Prometheus's shape, whatever the prefix
+        return prometheus_api.history_error(exc)
     if request.url.path.startswith("/sessions/"):
         return ray_envelope(exc.status, str(exc))
     return ours(exc.status, type(exc).__name__, str(exc))

@@ -17,6 +17,7 @@ from historyserver.catalog import SessionEntry
 from historyserver.errors import EntityNotFound
 from historyserver.queries import cluster
 from historyserver.queries.session_db import SessionDB
+from historyserver.routes import grafana
 from historyserver.routes.deps import SESSION_PREFIX, ray_ok, session_db, session_entry
 
 router = APIRouter(prefix=SESSION_PREFIX)
@@ -37,7 +38,10 @@ def authentication_mode(session_id: str, request: Request) -> dict:
 
 @router.get("/api/grafana_health")
 def grafana_health(session_id: str, request: Request) -> dict:
-    session_entry(request, session_id)
+    entry = session_entry(request, session_id)
+    configured = grafana.health(request, entry)
+    if configured is not None:  # a Grafana with the archive's datasource: panels show the session's whole life
+        return configured
     # Ray's body when Grafana is unreachable (the UI then hides every panel). Status 200, not Ray's 500: for an
     # archived session this is the expected state, not a server fault, and the UI reads only `result`.
     return {"result": False, "msg": "Grafana healthcheck failed",
@@ -47,6 +51,8 @@ def grafana_health(session_id: str, request: Request) -> dict:
 @router.get("/api/prometheus_health")
 def prometheus_health(session_id: str, request: Request) -> dict:
     session_entry(request, session_id)
+    if request.app.state.settings.grafana_url:  # Grafana reads the archive through our Prometheus API
+        return {"result": True, "msg": "prometheus running", "data": {}}
     return {"result": False, "msg": "prometheus healthcheck failed.",
             "data": {"reason": "no Prometheus serves archived sessions"}}
 

@@ -1,0 +1,133 @@
+"""Selecting samples: instant vector selectors (lookback, staleness), range selectors and subqueries.
+
+Each selector reads its samples once for the span every step needs, then picks per-step samples with
+searchsorted over the whole step grid. Prometheus 2.42 semantics (we compare against that version):
+- an instant selector at t takes the latest sample in [t - lookback, t]; a staleness marker there means absent;
+- a range selector [d] at t holds the samples in [t - d, t] (both ends included in 2.x), staleness markers dropped;
+- offset shifts t back; @ pins t to a fixed time;
+- a subquery evaluates its expression at the absolute multiples of its step inside the window
+  (default step: the global evaluation interval, 1m)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING
+
+import numpy as np
+import promql_parser as pp
+
+from .model import is_stale
+from .selectors import selector_matchers
+from .values import RangeSeries, RangeVector, Vector, labels_from_dict
+
+if TYPE_CHECKING:
+    from .evaluate import Evaluator
+
+DEFAULT_SUBQUERY_STEP_MS = 60_000
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def duration_ms(td: _dt.timedelta | None) -> int:
+    if td is None:
+        return 0
+    return td.days * 86_400_000 + td.seconds * 1000 + td.microseconds // 1000
+
+
+def at_ms(ev: "Evaluator", at) -> int | None:
+    """The time an @ modifier pins evaluation to (start()/end() are the query's), or None."""
+    if at is None:
+        return None
+    kind = str(at.type)
+    if kind.endswith("Start"):
+        return ev.query_start
+    if kind.endswith("End"):
+        return ev.query_end
+    return (at.at - _EPOCH) // _dt.timedelta(milliseconds=1)
+
+
+def _ref_times(ev: "Evaluator", offset_td, at) -> np.ndarray:
+    pinned = at_ms(ev, at)
+    base = ev.grid if pinned is None else np.full(len(ev.grid), pinned, dtype=np.int64)
+    return base - duration_ms(offset_td)
+
+
+def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) -> list:
+    """(labels, ts, values) of every matching series in [start_ms, end_ms], read once per query and span."""
+    matchers = selector_matchers(vs)
+    key = (tuple(matchers), int(start_ms), int(end_ms))
+    hit = ev.shared.fetch_cache.get(key)
+    if hit is None:
+        hit = []
+        for raw in ev.store.select(matchers, int(start_ms), int(end_ms)):
+            ts = np.asarray(raw.ts, dtype=np.int64)
+            vals = np.asarray(raw.values, dtype=np.float64)
+            if len(ts):
+                hit.append((labels_from_dict(raw.labels), ts, vals))
+        ev.shared.fetch_cache[key] = hit
+    return hit
+
+
+def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: bool = False):
+    """The Vector of a selector at every step; with want_times also the chosen samples' timestamps (n, T)."""
+    ref = _ref_times(ev, vs.offset, vs.at)
+    series = fetch(ev, vs, int(ref.min()) - ev.lookback, int(ref.max()))
+    labels, rows, masks, times = [], [], [], []
+    low = ref - ev.lookback
+    for lbls, ts, vals in series:
+        idx = np.searchsorted(ts, ref, side="right") - 1
+        ok = idx >= 0
+        idx[~ok] = 0
+        sel_ts = ts[idx]
+        ok &= sel_ts >= low
+        if not ok.any():
+            continue
+        sel = vals[idx]
+        ok &= ~is_stale(sel)
+        if not ok.any():
+            continue
+        labels.append(lbls)
+        rows.append(sel)
+        masks.append(ok)
+        times.append(sel_ts)
+    t = len(ev.grid)
+    if not labels:
+        vec = Vector.empty(t)
+        return (vec, np.zeros((0, t), dtype=np.int64)) if want_times else vec
+    vec = Vector(labels, np.vstack(rows), np.vstack(masks))
+    return (vec, np.vstack(times)) if want_times else vec
+
+
+def matrix_selector(ev: "Evaluator", ms: pp.MatrixSelector) -> RangeVector:
+    vs = ms.vector_selector
+    rng = duration_ms(ms.range)
+    ends = _ref_times(ev, vs.offset, vs.at)
+    out = []
+    for lbls, ts, vals in fetch(ev, vs, int(ends.min()) - rng, int(ends.max())):
+        stale = is_stale(vals)
+        if stale.any():
+            ts, vals = ts[~stale], vals[~stale]
+        if len(ts):
+            out.append(RangeSeries(lbls, ts, vals))
+    return RangeVector(out, rng, ends, selector=vs)
+
+
+def subquery(ev: "Evaluator", sq: pp.SubqueryExpr) -> RangeVector:
+    step = duration_ms(sq.step) or DEFAULT_SUBQUERY_STEP_MS
+    rng = duration_ms(sq.range)
+    ends = _ref_times(ev, sq.offset, sq.at)
+    first = int(ends.min()) - rng
+    # The inner evaluation runs at absolute multiples of the step: the first one at or after the window start.
+    start = int(first / step) * step  # Go's integer division truncates toward zero
+    if start < first:
+        start += step
+    end = int(ends.max())
+    out = []
+    if start <= end:
+        inner = ev.child(start, end, step)
+        val = inner.eval_vector(sq.expr)
+        grid = inner.grid
+        for i, lbls in enumerate(val.labels):
+            m = val.mask[i]
+            if m.any():
+                out.append(RangeSeries(lbls, grid[m], val.vals[i][m]))
+    return RangeVector(out, rng, ends)

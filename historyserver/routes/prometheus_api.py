@@ -1,0 +1,284 @@
+"""The part of Prometheus's HTTP API that Grafana's Prometheus datasource uses, over the archive's metrics.
+
+Three mount points, one per scope: `/prometheus/api/v1/` (the whole archive), `/sessions/{id}/prometheus/api/v1/`
+(one session) and `/clusters/{namespace}/{cluster}/prometheus/api/v1/` (a cluster across its sessions). Inside a
+scope, a query reads only the sessions its `SessionName`/`ray_io_cluster` matchers and time range can touch
+(queries/metrics_scope.py). Every endpoint answers GET and form-encoded POST, in Prometheus's envelope
+`{"status": "success", "data": ...}`; every error, an unknown session included, in Prometheus's
+`{"status": "error", "errorType", "error"}` with its status codes (400 bad_data, 404 not_found, 422 execution,
+503 timeout or unavailable).
+
+A running session is read from the provisional tables the warehouse rebuilds at most every `--running-refresh`
+seconds from what its collectors have uploaded so far (every `--interval` seconds): its last minutes may be
+missing. Live panels belong to the cluster's own Prometheus; this API is for what the archive holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from historyserver.catalog import SessionEntry
+from historyserver.errors import ArchiveUnavailable, HistoryError, SessionNotFound
+from historyserver.promql.errors import BadData, PromQLError
+from historyserver.queries.metrics_scope import ArchiveStore
+from historyserver.queries.session_series import FailureCache, warehouse_tables
+from historyserver.routes.prometheus_params import (
+    LABEL_NAME, MAX_TIME_MS, MIN_TIME_MS, Params, check_timeout, go_quote, match_sets, range_params, time_param,
+)
+
+router = APIRouter()
+log = logging.getLogger("rayhistory.prometheus_api")
+
+ARCHIVE_PREFIX = "/prometheus/api/v1"
+SESSION_PREFIX = "/sessions/{session_id}/prometheus/api/v1"
+CLUSTER_PREFIX = "/clusters/{namespace}/{cluster}/prometheus/api/v1"
+PREFIXES = (ARCHIVE_PREFIX, SESSION_PREFIX, CLUSTER_PREFIX)
+
+# The Prometheus whose PromQL semantics the engine reproduces (the oracle tests compare with it); Grafana reads
+# `version` to decide which API features it may use.
+BUILD_INFO = {
+    "version": "2.42.0",
+    "revision": "rayhistory",
+    "branch": "HEAD",
+    "buildUser": "rayhistory",
+    "buildDate": "20230201-00:00:00",
+    "goVersion": "go1.19.5",
+}
+
+
+# -- envelopes ----------------------------------------------------------------------------------------------------
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False), status_code=status,
+                    media_type="application/json")
+
+
+def success(data: Any) -> Response:
+    return _json({"status": "success", "data": data})
+
+
+def error(status: int, error_type: str, message: str) -> Response:
+    return _json({"status": "error", "errorType": error_type, "error": message}, status)
+
+
+def is_prometheus_path(path: str) -> bool:
+    """Whether a request path belongs to this API family (for the app's exception handlers)."""
+    return "/prometheus/api/v1" in path
+
+
+def history_error(exc: HistoryError) -> Response:
+    if isinstance(exc, SessionNotFound) or exc.status == 404:
+        return error(404, "not_found", str(exc))
+    if isinstance(exc, ArchiveUnavailable):
+        return error(503, "unavailable", str(exc))
+    if exc.status == 400:
+        return error(400, "bad_data", str(exc))
+    return error(exc.status, "internal", str(exc))
+
+
+# -- scopes -------------------------------------------------------------------------------------------------------
+
+def scope_entries(request: Request) -> list[SessionEntry]:
+    """The sessions of the request's mount point (looked up once per request, before its parameters: an unknown
+    session is a 404 whatever else is wrong)."""
+    cached = getattr(request.state, "prometheus_scope", None)
+    if cached is None:
+        cached = request.state.prometheus_scope = _lookup_scope(request)
+    return cached
+
+
+def _lookup_scope(request: Request) -> list[SessionEntry]:
+    catalog = request.app.state.catalog
+    path = request.path_params
+    if "session_id" in path:
+        return [catalog.get(path["session_id"])]
+    if "cluster" in path:
+        ns, cluster = path["namespace"], path["cluster"]
+        entries = [e for e in catalog.sessions() if e.manifest.namespace == ns and e.manifest.cluster == cluster]
+        if not entries:
+            raise SessionNotFound(f"no session of cluster {cluster!r} in namespace {ns!r} in the archive; "
+                                  "GET /api/v1/sessions lists them")
+        return entries
+    return catalog.sessions()
+
+
+def _failure_cache(request: Request) -> FailureCache:
+    state = request.app.state
+    cache = getattr(state, "session_failures", None)
+    if cache is None:
+        cache = state.session_failures = FailureCache(warehouse_tables(state.warehouse))
+    return cache
+
+
+def scope_store(request: Request) -> ArchiveStore:
+    warehouse = request.app.state.warehouse
+    return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request))
+
+
+# -- endpoints (run in a worker thread: DuckDB and the engine are blocking) ---------------------------------------
+
+def _engine(store):
+    from historyserver.promql.engine import Engine  # imported when first used: the engine is a heavy module
+
+    return Engine(store)
+
+
+def _run_query(run: Callable[[], Any]) -> Any:
+    try:
+        return run().to_json()
+    except BadData as e:
+        msg = str(e)
+        raise BadData(msg if msg.startswith("invalid parameter") else f'invalid parameter "query": {msg}') from None
+
+
+def query(request: Request, p: Params) -> Any:
+    t = time_param(p, "time", int(time.time() * 1000))
+    check_timeout(p)
+    expr = p.get("query")
+    store = scope_store(request)
+    try:
+        return _run_query(lambda: _engine(store).instant(expr, t))
+    finally:
+        store.close()
+
+
+def query_range(request: Request, p: Params) -> Any:
+    start, end, step = range_params(p)
+    expr = p.get("query")
+    store = scope_store(request)
+    try:
+        return _run_query(lambda: _engine(store).range(expr, start, end, step))
+    finally:
+        store.close()
+
+
+def _metadata_range(p: Params) -> tuple[int, int]:
+    return time_param(p, "start", MIN_TIME_MS), time_param(p, "end", MAX_TIME_MS)
+
+
+def labels(request: Request, p: Params) -> Any:
+    start, end = _metadata_range(p)
+    sets = match_sets(p)
+    store = scope_store(request)
+    try:
+        return store.label_names(sets, start, end)
+    finally:
+        store.close()
+
+
+def label_values(request: Request, p: Params) -> Any:
+    name = request.path_params["name"]
+    if not LABEL_NAME.match(name):
+        raise BadData(f"invalid label name: {go_quote(name)}")
+    start, end = _metadata_range(p)
+    sets = match_sets(p)
+    store = scope_store(request)
+    try:
+        return store.label_values(name, sets, start, end)
+    finally:
+        store.close()
+
+
+def series(request: Request, p: Params) -> Any:
+    if not p.getlist("match[]"):
+        raise BadData("no match[] parameter provided")
+    start, end = _metadata_range(p)
+    sets = match_sets(p)
+    store = scope_store(request)
+    try:
+        found = store.series(sets, start, end)
+    finally:
+        store.close()
+    # Sorted as Prometheus sorts label sets, each with its names in order (Go writes a map's keys sorted).
+    return [dict(items) for items in sorted(sorted(labels.items()) for labels in found)]
+
+
+def metadata(request: Request, p: Params) -> Any:
+    scope_entries(request)
+    return {}  # HELP and TYPE lines are not compacted: Grafana then guesses types from metric names
+
+
+def query_exemplars(request: Request, p: Params) -> Any:
+    import promql_parser
+
+    scope_entries(request)
+    _metadata_range(p)
+    try:
+        promql_parser.parse(p.get("query"))
+    except ValueError as e:
+        raise BadData(f"1:1: parse error: {e}") from None
+    return []  # exemplars are not archived
+
+
+def format_query(request: Request, p: Params) -> Any:
+    import promql_parser
+
+    try:
+        return promql_parser.parse(p.get("query")).prettify()
+    except ValueError as e:
+        raise BadData(f'invalid parameter "query": 1:1: parse error: {e}') from None
+
+
+def buildinfo(request: Request, p: Params) -> Any:
+    scope_entries(request)
+    return BUILD_INFO
+
+
+def rules(request: Request, p: Params) -> Any:
+    return {"groups": []}  # no recording or alerting rules run over an archive
+
+
+def alerts(request: Request, p: Params) -> Any:
+    return {"alerts": []}
+
+
+ENDPOINTS: dict[str, Callable[[Request, Params], Any]] = {
+    "/query": query,
+    "/query_range": query_range,
+    "/labels": labels,
+    "/label/{name}/values": label_values,
+    "/series": series,
+    "/metadata": metadata,
+    "/query_exemplars": query_exemplars,
+    "/format_query": format_query,
+    "/status/buildinfo": buildinfo,
+    "/rules": rules,
+    "/alerts": alerts,
+}
+
+
+def _handler(fn: Callable[[Request, Params], Any]):
+    async def handle(request: Request) -> Response:
+        body = await request.body() if request.method == "POST" else b""
+        p = Params(request.query_params.multi_items(), body, request.headers.get("content-type", ""))
+        try:
+            await run_in_threadpool(scope_entries, request)
+            return success(await run_in_threadpool(fn, request, p))
+        except PromQLError as e:
+            return error(e.status, e.error_type, str(e))
+        except HistoryError as e:
+            return history_error(e)
+        except Exception as e:  # a fault of ours: still in this API's shape, so Grafana shows the message
+            log.exception("%s failed", request.url.path)
+            return error(500, "internal", f"{type(e).__name__}: {e}")
+
+    handle.__name__ = f"prometheus_{fn.__name__}"
+    return handle
+
+
+async def _unknown(request: Request) -> Response:
+    return error(404, "not_found", f"no such endpoint of this Prometheus API: {request.url.path}; this server "
+                                   f"answers {', '.join(sorted(ENDPOINTS))}")
+
+
+for _prefix in PREFIXES:
+    for _path, _fn in ENDPOINTS.items():
+        router.add_api_route(_prefix + _path, _handler(_fn), methods=["GET", "POST"], include_in_schema=False)
+    router.add_api_route(_prefix + "/{rest:path}", _unknown, methods=["GET", "POST"], include_in_schema=False)
