@@ -1,0 +1,146 @@
+"""A REAL Prometheus (Debian's /usr/bin/prometheus 2.42) serving samples backfilled with promtool, for tests that
+compare our PromQL engine with Prometheus itself (the oracle).
+
+`Prometheus.backfill` turns an OpenMetrics file into TSDB blocks with `promtool tsdb create-blocks-from
+openmetrics` (timestamps in seconds, the file ends with `# EOF`, each series' samples in time order; HELP/TYPE may
+repeat, one scrape block after another, as the collector's spool files have them). `start` runs the server on
+those blocks: bound to 127.0.0.1 on a free port, no scrape targets, retention long enough that old test data is
+never deleted, everything under one temporary directory. Readiness is polled on `/-/ready` until a deadline.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+def available() -> bool:
+    return Path(PROMETHEUS).exists() and Path(PROMTOOL).exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.client: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def backfill(self, openmetrics: Path, timeout: float = 300.0) -> None:
+        """Write TSDB blocks for the samples of `openmetrics` into the data directory (before `start`)."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(openmetrics),
+                            str(self.data)], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise PrometheusError(f"promtool failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        config = self.workdir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        log = open(self.workdir / "prometheus.log", "wb")
+        for _ in range(3):  # another process may take the port between probing and binding it
+            self.port = _free_port()
+            self.proc = subprocess.Popen([
+                PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.data}",
+                "--storage.tsdb.retention.time=36500d", f"--web.listen-address=127.0.0.1:{self.port}",
+                "--query.lookback-delta=5m", "--log.level=warn",
+            ], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            if self._wait_ready(deadline_s):
+                self.client = httpx.Client(base_url=self.url, timeout=60.0)
+                return
+            self.stop()
+        raise PrometheusError(f"Prometheus did not become ready; log: {self._log_tail()}")
+
+    def _wait_ready(self, deadline_s: float) -> bool:
+        deadline = time.monotonic() + deadline_s
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=2.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        return False
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.workdir / "prometheus.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def _get(self, path: str, params: dict) -> dict:
+        assert self.client is not None, "start() first"
+        r = self.client.post(path, data=params)
+        body = r.json()
+        if body.get("status") != "success":
+            raise PrometheusError(f"{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str, time_s: float) -> dict:
+        """The `data` object of /api/v1/query (raises PrometheusError with Prometheus's errorType and error)."""
+        return self._get("/api/v1/query", {"query": expr, "time": _fmt(time_s)})
+
+    def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> dict:
+        return self._get("/api/v1/query_range", {"query": expr, "start": _fmt(start_s), "end": _fmt(end_s),
+                                                 "step": _fmt(step_s)})
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.3f}"
+
+
+@contextmanager
+def running_prometheus(openmetrics: Path, workdir: Path) -> Iterator[Prometheus]:
+    """Backfill `openmetrics`, start Prometheus on it, stop it and remove its data afterwards."""
+    server = Prometheus(workdir)
+    try:
+        server.backfill(openmetrics)
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data, ignore_errors=True)
+
+
+__all__ = ["Prometheus", "PrometheusError", "available", "running_prometheus"]
