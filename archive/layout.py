@@ -27,7 +27,7 @@ _SESSION = re.compile(r"^session_[0-9A-Za-z_-]{1,120}$")
 _NODE = re.compile(r"^[0-9a-f]{8,128}$")
 _SEGMENT = re.compile(r"^(\d{4})-(\d{16})-(\d{16})\.gz$")
 # Where a node's segments come from: files under Ray's logs/, or the collector's spool of Ray's HTTP events.
-SOURCES = ("logs", "ray_events", "metrics", "api")
+SOURCES = ("logs", "ray_events", "metrics", "api", "grafana")
 SESSION_ID_SEPARATOR = "~"
 
 

@@ -68,10 +68,10 @@ def write_renames(store: Store, node: NodeRef, renamed: dict[str, tuple[str, int
     store.put(node.files_key, json.dumps(doc, indent=1).encode())
 
 
-def read_file(store: Store, node: NodeRef, path: str, epoch: int | None = None) -> bytes:
-    segments = list_segments(store, node, path).get(path)
+def read_file(store: Store, node: NodeRef, path: str, epoch: int | None = None, source: str = "logs") -> bytes:
+    segments = list_segments(store, node, path, source=source).get(path)
     if not segments:
-        raise NotFound(store.url, f"no archived log {path} on node {node.node_id}")
+        raise NotFound(store.url, f"no archived {source} file {path} on node {node.node_id}")
     return b"".join(read_segment(store, node, s) for s in covering(segments, epoch))
 
 

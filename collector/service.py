@@ -22,6 +22,8 @@ from collector.sources.http_events import HttpEventsSource
 from collector.sources.session_dir import NotARaySession, SessionDir, scan_tree
 from collector.spool import Spool
 
+GRAFANA_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"  # in the session dir (reference section 1)
+
 log = logging.getLogger("rayhistory.collector")
 
 
@@ -49,6 +51,7 @@ class Collector:
         self.node: NodeRecord | None = None
         self.sink: ArchiveSink | None = None  # the session's logs/
         self.spool_sinks: dict[str, ArchiveSink] = {}  # ray_events, metrics, api
+        self.file_sinks: dict[str, ArchiveSink] = {}  # grafana: other files of the session directory
         self.pullers: list = []  # the metrics scraper, the dashboard API poller: threads on pull_stop
         self.pull_stop = threading.Event()
         self.sls = None  # collector.sinks.sls.SlsSink when SLS is configured
@@ -89,6 +92,10 @@ class Collector:
         self.sink = ArchiveSink(self.store, node, self.session.logs)
         self._retrying("reading what the archive holds", lambda: self.sink.resume(inodes))
         spool_dirs = {"metrics": self.session_spools / "metrics", "api": self.session_spools / "api"}
+        if self.node.is_head:  # Ray writes them once at start; archived like logs, so a rewrite is a new generation
+            self.file_sinks["grafana"] = ArchiveSink(self.store, node, self.session.path / GRAFANA_DASHBOARDS,
+                                                     source="grafana")
+            self._retrying("reading what the archive holds", lambda: self.file_sinks["grafana"].resume(inodes))
         if self.events_spool is not None:
             spool_dirs["ray_events"] = self.events_spool.directory
         for source, directory in spool_dirs.items():
@@ -179,9 +186,15 @@ class Collector:
             if self.sink.pending(f, final):
                 total.add(self._count("logs", self.sink.ship(f)))
         self.sink.flush_renames()
+        for source, sink in self.file_sinks.items():
+            found = scan_tree(sink.base_dir) if sink.base_dir.is_dir() else []
+            for f in found:
+                if sink.pending(f, final):
+                    total.add(self._count(source, sink.ship(f)))
         for source, sink in self.spool_sinks.items():
             total.add(self._ship_spool(source, sink, final))
-        inodes = {k: v for s in (self.sink, *self.spool_sinks.values()) for k, v in s.inodes().items()}
+        inodes = {k: v for s in (self.sink, *self.file_sinks.values(), *self.spool_sinks.values())
+                  for k, v in s.inodes().items()}
         if inodes != self._checkpointed:
             checkpoint.save(self.checkpoint_path, inodes)
             self._checkpointed = inodes

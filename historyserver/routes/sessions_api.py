@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
+from historyserver.queries import dashboards
 from historyserver.queries import overview as overview_queries
 
 router = APIRouter(prefix="/api/v1")
@@ -61,3 +62,22 @@ def get_timeline(request: Request, session_id: str, job_id: str | None = None) -
     """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
     entry = request.app.state.catalog.get(session_id)
     return overview_queries.timeline(request.app.state.warehouse.db(entry), job_id)
+
+
+@router.get("/sessions/{session_id}/dashboards")
+def list_dashboards(request: Request, session_id: str) -> dict:
+    """The Grafana dashboards Ray generated for this session, with a datasource variable (import them into
+    Grafana: their version matches the session's Ray)."""
+    entry = request.app.state.catalog.get(session_id)
+    boards = dashboards.session_dashboards(request.app.state.store, entry,
+                                           request.app.state.settings.grafana_datasource)
+    base = f"{str(request.base_url).rstrip('/')}/api/v1/sessions/{session_id}/dashboards"
+    return {"dashboards": [{"uid": uid, "title": b.get("title"), "url": f"{base}/{uid}"}
+                           for uid, b in sorted(boards.items())]}
+
+
+@router.get("/sessions/{session_id}/dashboards/{uid}")
+def get_dashboard(request: Request, session_id: str, uid: str) -> dict:
+    entry = request.app.state.catalog.get(session_id)
+    return dashboards.session_dashboard(request.app.state.store, entry, uid,
+                                        request.app.state.settings.grafana_datasource)
