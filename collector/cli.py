@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
@@ -28,6 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, help=helptext)
 
 
+def _session_dir(settings: CollectorSettings):
+    """The session directory, waited for up to --wait-for-session seconds (polled every half second)."""
+    from collector.sources.session_dir import SessionDir
+
+    deadline = time.monotonic() + settings.wait_for_session
+    announced = False
+    while True:
+        try:
+            return SessionDir(settings.session_dir)
+        except NotARaySession:
+            if time.monotonic() >= deadline:
+                raise
+            if not announced:
+                logging.getLogger("rayhistory.collector").info(
+                    "waiting up to %.0fs for Ray's session directory %s", settings.wait_for_session,
+                    settings.session_dir)
+                announced = True
+            time.sleep(0.5)
+
+
 def run(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectorSettings)
              if getattr(args, f.name) is not None}
@@ -35,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(settings.archive)
         store.check()
-        from collector.sources.session_dir import SessionDir
-
-        collector = Collector(settings, store, SessionDir(settings.session_dir))
+        collector = Collector(settings, store, _session_dir(settings))
     except (ArchiveError, NotARaySession, InvalidName) as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 2

@@ -76,3 +76,8 @@ class CollectorSettings:
     sls_proxy: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_PROXY", ""),
                            metadata={"help": "HTTP proxy for SLS requests (optional)"})
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
+    wait_for_session: float = field(
+        default=0.0,
+        metadata={"help": "seconds to wait for Ray to create the session directory (a sidecar may start before "
+                          "Ray does); 0: fail at once"},
+    )

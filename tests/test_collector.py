@@ -133,6 +133,26 @@ def test_cli_bad_session_dir_is_one_clear_line(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "does not exist" in out.stderr
 
 
+def test_cli_waits_for_a_session_that_ray_has_not_created_yet(tmp_path):
+    """A sidecar may start before Ray: with --wait-for-session it waits, then archives the session."""
+    base = tmp_path / "ray"
+    base.mkdir()
+    archive = tmp_path / "archive"
+    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir",
+                             str(base / SESSION_NAME), "--archive", str(archive), "--cluster", "c", "--namespace",
+                             "ns", "--once", "--wait-for-session", "60"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # the collector says it waits before Ray's directory exists
+        assert "waiting up to 60s for Ray's session directory" in line, line
+        make_session(base)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    manifest = SessionManifest.from_json(LocalStore(archive).get(SessionRef("ns", "c", SESSION_NAME).manifest_key))
+    assert manifest.status == ENDED
+
+
 def test_cli_sigterm_flushes_and_marks_ended(tmp_path):
     session = make_session(tmp_path)
     archive = tmp_path / "archive"
