@@ -30,6 +30,7 @@ _HEADER = r"^(?:\[\d{4}-\d{2}-\d{2} |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t
 # before it, so that splitting at the first separator finds the message.
 _CPP_STRICT = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [DIWEF] \d+ \d+\] (?:\([^)\s]+\) )?[^\s:]+:\d+: "
 _PY_STRICT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t[A-Z]+ [^\s:]+:\d+ -- "
+_ANSI = r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]"
 _CPP_LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "FATAL"}
 
 
@@ -54,8 +55,9 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
     if not cut:
         return None
     lines = data[:cut]
-    if b"\r" in lines or b"\x1b" in lines:
+    if b"\r" in lines:
         return None
+    ansi = b"\x1b" in lines  # Ray colours some output; LogLineParser strips the escapes from messages
     try:
         lines.decode("utf-8")
     except UnicodeDecodeError:
@@ -91,7 +93,7 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
         if pid is not None:
             constants["pid"] = str(pid)
         cols = Columns(np.full(n, now // 1_000_000_000, np.int64), np.full(n, now % 1_000_000_000, np.uint32),
-                       {"message": body, "__dedup__": dedup}, constants)
+                       {"message": _plain(body) if ansi else body, "__dedup__": dedup}, constants)
         return ColumnChunk(cols, starts, ends, base + int(bounds[n]))
     cpp = lines[:1] == b"["
     # The whole header is checked by one match; its fields are then cut out by position and by the separators
@@ -105,7 +107,7 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
     nanos = ms.cast(pa.uint32()).to_numpy().astype(np.uint32) * np.uint32(1_000_000)
     head_msg = pc.split_pattern(body, ": " if cpp else " -- ", max_splits=1)
     head, msg = pc.list_element(head_msg, 0), pc.list_element(head_msg, 1)
-    text_cols = {"message": msg, "__dedup__": dedup}
+    text_cols = {"message": _plain(msg) if ansi else msg, "__dedup__": dedup}
     if cpp:
         # head: `[date time,ms L pid tid] (component) file:line` (the component is optional)
         # (a trailing space makes a list of 4 or 5 words: list_element refuses an index past a list's end)
@@ -128,6 +130,11 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
         if pid is not None:
             constants["pid"] = str(pid)
     return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, base + int(bounds[n]))
+
+
+def _plain(text: pa.Array) -> pa.Array:
+    """Text without ANSI escape sequences (collector.logline's _ANSI, in RE2)."""
+    return pc.replace_substring_regex(text, _ANSI, "")
 
 
 def _epoch_seconds(stamps: pa.Array) -> np.ndarray | None:

@@ -117,6 +117,27 @@ def test_the_column_path_yields_what_loglineparser_yields_on_mixed_input():
     assert mixed == slow and fast > 250, fast
 
 
+def _contents(encoded: bytes) -> list[list[tuple[str, bytes]]]:
+    """Each item's contents (raw output carries no time of its own: each path stamps it when read)."""
+    group = LogGroupRaw()
+    group.ParseFromString(encoded)
+    return [[(c.Key, c.Value) for c in log.Contents] for log in group.Logs]
+
+
+def test_the_column_path_on_raw_output_with_colours():
+    worker = "worker-" + "b" * 56 + "-01000000-4242.out"
+    lines = [b"plain %d\n", b"\x1b[36mray::Task.run()\x1b[39m (pid=7657) step %d\n", b"\x1b[1m\x1b[31mred\x1b[0m %d\n",
+             b"2026-11-25 19:58:12,633\tINFO user.py:3 -- looks like a header %d\n"]
+    data = b"".join(lines[i % 3] % i for i in range(900))
+    slow, mixed, fast = _both_ways(worker, data)
+    assert _contents(mixed) == _contents(slow) and fast == 900
+    assert [v for k, v in _contents(mixed)[1] if k == "message"] == [b"ray::Task.run() (pid=7657) step 1"]
+    # a header-shaped line in raw output is LogLineParser's to read (it takes its level and caller)
+    data = b"".join(lines[i % 4] % i for i in range(900))
+    slow, mixed, fast = _both_ways(worker, data)
+    assert _contents(mixed) == _contents(slow) and fast == 0
+
+
 def test_the_column_path_on_rays_real_lines():
     lines = _reference_lines()
     if not lines:
@@ -131,7 +152,7 @@ def test_the_column_path_on_rays_real_lines():
 
 def test_the_column_path_declines_what_it_does_not_know():
     markers = Markers()
-    for data in (b"line with \x1b[31mcolour\x1b[0m\n" * 3, b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3,
+    for data in (b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3,
                  b":task_name:f\nprinted\nprinted\n"):
         assert parse_chunk(data, 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 1 << 20, "f:") is None
     assert parse_chunk(b"x" * 100 + b"\n" + b"y\n", 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 50,
