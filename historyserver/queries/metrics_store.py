@@ -1,22 +1,29 @@
-"""The PromQL engine's SeriesStore over the compacted metric tables of one or many sessions, with DuckDB.
+"""The PromQL engine's SeriesStore over the compacted metric tables of one or many sessions, served from memory.
 
 Each session contributes `metric_series.parquet` (series_id, name, labels MAP) and `metric_samples.parquet`
-(series_id, ts_ms, value, sorted by series_id then ts_ms). A selector becomes two queries whatever the number of
-sessions: the series that match (a UNION ALL over the sessions' series tables, matchers as SQL on the `name`
-column and the labels MAP), then their samples in the time range (a UNION ALL over the samples tables filtered by
-an IN list of series ids, which DuckDB checks against each Parquet row group's min/max, so only the row groups
-that hold those series are read). Samples come back as Arrow columns and are cut into per-series numpy arrays.
+(series_id, ts_ms, value, sorted by series_id then ts_ms). Dashboards send dozens of selectors per refresh, each
+wanting an answer in milliseconds, so nothing is re-read per call:
+- a session's series are read once into an index (every label as a column of codes into its distinct values,
+  as Prometheus's postings): a selector's matchers are evaluated once per distinct value, then as one numpy gather;
+- the samples file is read by row groups, decoded once into numpy arrays kept in a byte-bounded LRU cache shared
+  by every session; a series' samples are slices of them (its rows are contiguous: the file is sorted).
+Both are keyed by the files' identity (inode, size, mtime), so a session whose tables are rebuilt (a running one)
+is read afresh.
 
 Prometheus's label rules: an absent label and an empty one are the same (`{a=""}` matches both), regexes are
-anchored at both ends (regexp_full_match, RE2 syntax, as Prometheus's Go regexps), and a label stored with an
-empty value is not part of the series' label set.
+anchored at both ends and use RE2 syntax, as Prometheus's Go regexps: they are evaluated by DuckDB's
+regexp_full_match (RE2 itself) over each label's distinct values, and a label stored with an empty value is not
+part of the series' label set.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable
 
 import duckdb
 import numpy as np
@@ -26,6 +33,11 @@ from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
 
 NAME = "__name__"
+# Decoded samples kept in memory, all sessions together (16 bytes a sample): a day of 50 nodes is ~350 MB.
+CACHE_BYTES = int(float(os.environ.get("RAYHISTORY_METRICS_CACHE_MB", "1024")) * 2**20)
+READ_GROUPS = 16  # row groups decoded per read
+MAX_INDEXES = 256  # sessions whose series index stays loaded (a few hundred bytes a series)
+
 SERIES_FILE = "metric_series.parquet"
 SAMPLES_FILE = "metric_samples.parquet"
 
@@ -43,68 +55,46 @@ class SessionTables:
         return cls(session_id, Path(tables_dir) / SERIES_FILE, Path(tables_dir) / SAMPLES_FILE)
 
 
-def _lit(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def matcher_sql(m: Matcher) -> tuple[str, list[Any]]:
-    """One matcher as a SQL condition on a metric_series row, with its parameters."""
-    if m.name == NAME:
-        col, params = "name", []
-    else:
-        col, params = "coalesce(labels[?], '')", [m.name]
-    if m.op == "=":
-        return f"{col} = ?", params + [m.value]
-    if m.op == "!=":
-        return f"{col} <> ?", params + [m.value]
-    if m.op == "=~":
-        return f"regexp_full_match({col}, ?)", params + [m.value]
-    if m.op == "!~":
-        return f"NOT regexp_full_match({col}, ?)", params + [m.value]
-    raise BadData(f"unknown label matcher operator {m.op!r}")
-
-
-def where_sql(matchers: Sequence[Matcher]) -> tuple[str, list[Any]]:
-    parts, params = [], []
-    for m in matchers:
-        sql, p = matcher_sql(m)
-        parts.append(sql)
-        params += p
-    return (" AND ".join(parts) or "TRUE"), params
-
-
 class MetricsStore:
-    """SeriesStore over a fixed list of sessions' tables. Thread-safe: one DuckDB cursor per call."""
+    """SeriesStore over a fixed list of sessions' tables. Thread-safe; cheap to create (the indexes and decoded
+    samples live in process-wide caches), so one per request is fine."""
 
     def __init__(self, sessions: Iterable[SessionTables | tuple[str, Path]]) -> None:
         self.sessions: list[SessionTables] = []
+        self._indexes: list[SessionIndex] = []
         for s in sessions:
             t = s if isinstance(s, SessionTables) else SessionTables.in_dir(*s)
             if t.series.is_file() and t.samples.is_file():  # tables built before metrics existed hold none
                 self.sessions.append(t)
-        self._con = duckdb.connect(":memory:")
-        self._ranges: dict[int, tuple[int, int] | None] = {}
-        self.queries = 0  # SQL statements run (tests and benchmarks read it)
+                self._indexes.append(open_index(t.series, t.samples))
+        # Store lookups made (tests and benchmarks read it): one for the matching series and one for their samples
+        # per selector, whatever the number of sessions.
+        self.queries = 0
 
     def close(self) -> None:
-        self._con.close()
+        pass  # nothing held per instance: the caches outlive requests
 
     # -- the SeriesStore protocol ---------------------------------------------------------------------------
 
     def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
         found = self._matching([matchers])
-        if not found:
+        if not any(len(rows) for rows in found):
             return []
-        arrays = self._samples(found, start_ms, end_ms)
+        self.queries += 1
         out: dict[frozenset, RawSeries] = {}
-        for key, (ts, values) in arrays.items():
-            labels = found[key]
-            ident = frozenset(labels.items())
-            have = out.get(ident)
-            if have is None:
-                out[ident] = RawSeries(labels, ts, values)
-            else:  # the same label set in two sessions: one series, as Prometheus would store it
-                have.ts, have.values = _merge(have.ts, have.values, ts, values)
+        for index, rows in zip(self._indexes, found):
+            if not len(rows) or not index.may_overlap(start_ms, end_ms):
+                continue
+            for row, (ts, values) in zip(rows.tolist(), index.samples(rows, start_ms, end_ms)):
+                if not len(ts):
+                    continue
+                labels = dict(index.labels[row])
+                ident = frozenset(labels.items())
+                have = out.get(ident)
+                if have is None:
+                    out[ident] = RawSeries(labels, ts, values)
+                else:  # the same label set in two sessions: one series, as Prometheus would store it
+                    have.ts, have.values = _merge(have.ts, have.values, ts, values)
         return list(out.values())
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
@@ -122,117 +112,320 @@ class MetricsStore:
         unique = {frozenset(labels.items()): labels for labels in self._in_range(match_sets, start_ms, end_ms)}
         return list(unique.values())
 
-    # -- queries --------------------------------------------------------------------------------------------
+    # -- lookups --------------------------------------------------------------------------------------------
 
-    def _query(self, sql: str, params: list[Any]):
-        cur = self._con.cursor()
-        try:
-            self.queries += 1
-            return cur.execute(sql, params).to_arrow_table()
-        except duckdb.InvalidInputException as e:  # an invalid regex: RE2 refuses it when the query runs
-            raise BadData(f"invalid regular expression in a label matcher: {e}") from e
-        finally:
-            cur.close()
-
-    def _matching(self, match_sets: list[list[Matcher]]) -> dict[tuple[int, int], dict[str, str]]:
-        """(session index, series_id) -> label set with __name__, for the series matching any matcher set."""
-        if not self.sessions:
-            return {}
+    def _matching(self, match_sets: list[list[Matcher]]) -> list[np.ndarray]:
+        """Per session, the rows (in the series table's order) of the series matching any matcher set."""
+        if not self._indexes:
+            return []
+        self.queries += 1
         sets = match_sets or [[]]
-        conds, cond_params = [], []
-        for ms in sets:
-            sql, p = where_sql(ms)
-            conds.append(f"({sql})")
-            cond_params += p
-        cond = " OR ".join(conds)
-        parts, params = [], []
-        for i, t in enumerate(self.sessions):
-            parts.append(f"SELECT {i}::INTEGER AS s, series_id, name, labels FROM read_parquet({_lit(t.series)}) "
-                         f"WHERE {cond}")
-            params += cond_params
-        table = self._query(" UNION ALL ".join(parts), params)
-        out: dict[tuple[int, int], dict[str, str]] = {}
-        for s, sid, name, pairs in zip(table.column("s").to_pylist(), table.column("series_id").to_pylist(),
-                                       table.column("name").to_pylist(), table.column("labels").to_pylist()):
-            labels = {k: v for k, v in (pairs or []) if v}
-            labels[NAME] = name
-            out[(s, sid)] = labels
-        return out
-
-    def _samples(self, found: dict[tuple[int, int], dict[str, str]], start_ms: int,
-                 end_ms: int) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-        by_session: dict[int, list[int]] = {}
-        for s, sid in found:
-            by_session.setdefault(s, []).append(sid)
-        parts, params = [], []
-        for s, ids in sorted(by_session.items()):
-            if not self._may_overlap(s, start_ms, end_ms):
-                continue
-            id_list = ",".join(str(int(i)) for i in sorted(ids))  # integers from our own table: safe literals
-            parts.append(f"SELECT {s}::INTEGER AS s, series_id, ts_ms, value FROM read_parquet("
-                         f"{_lit(self.sessions[s].samples)}) WHERE series_id IN ({id_list}) "
-                         "AND ts_ms BETWEEN ? AND ?")
-            params += [start_ms, end_ms]
-        if not parts:
-            return {}
-        table = self._query(" UNION ALL ".join(parts), params)
-        sess = table.column("s").to_numpy()
-        sid = table.column("series_id").to_numpy()
-        ts = table.column("ts_ms").to_numpy()
-        values = table.column("value").to_numpy()
-        if len(ts) > 1:
-            # DuckDB keeps each file's order (sorted by series, then time); check rather than trust it.
-            ordered = (np.all(sess[1:] >= sess[:-1]) and np.all((sess[1:] > sess[:-1]) | (sid[1:] >= sid[:-1]))
-                       and np.all((sess[1:] != sess[:-1]) | (sid[1:] != sid[:-1]) | (ts[1:] > ts[:-1])))
-            if not ordered:
-                order = np.lexsort((ts, sid, sess))
-                sess, sid, ts, values = sess[order], sid[order], ts[order], values[order]
-        cuts = np.flatnonzero((sess[1:] != sess[:-1]) | (sid[1:] != sid[:-1])) + 1
-        bounds = np.concatenate(([0], cuts, [len(ts)])) if len(ts) else np.array([0])
-        out = {}
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            out[(int(sess[a]), int(sid[a]))] = (ts[a:b], values[a:b])
-        return out
+        return [index.matching(sets) for index in self._indexes]
 
     def _in_range(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
         """Label sets of the matching series that have a sample in [start_ms, end_ms]."""
         found = self._matching(match_sets)
-        if not found:
-            return []
-        keep: set[tuple[int, int]] = set()
-        by_session: dict[int, list[int]] = {}
-        for s, sid in found:
-            by_session.setdefault(s, []).append(sid)
-        parts, params = [], []
-        for s, ids in by_session.items():
-            span = self._time_range(s)
-            if span is None or span[1] < start_ms or span[0] > end_ms:
+        out = []
+        checked = False
+        for index, rows in zip(self._indexes, found):
+            span = index.time_range
+            if not len(rows) or span is None or span[1] < start_ms or span[0] > end_ms:
                 continue
-            if start_ms <= span[0] and span[1] <= end_ms:  # the range holds the whole session: no sample check
-                keep.update((s, sid) for sid in ids)
+            if not (start_ms <= span[0] and span[1] <= end_ms):  # partly covered: check sample by sample
+                if not checked:
+                    self.queries += 1
+                    checked = True
+                rows = rows[index.has_samples(rows, start_ms, end_ms)]
+            out += [dict(index.labels[r]) for r in rows.tolist()]
+        return out
+
+
+# -- one session's tables in memory ------------------------------------------------------------------------------
+
+class _LabelColumn:
+    """One label over every series: its distinct values ("" first: absent or empty) and each series' code."""
+
+    def __init__(self, values: list[str], codes: np.ndarray) -> None:
+        self.values = values
+        self.codes = codes
+        self.memo: dict[tuple[str, str], np.ndarray] = {}  # (op, value) -> which distinct values match
+
+
+_RE_LOCK = threading.Lock()
+_RE_CON: duckdb.DuckDBPyConnection | None = None
+
+
+def _regex_matches(pattern: str, values: list[str]) -> np.ndarray:
+    """regexp_full_match (RE2, as Prometheus's Go regexps) of each value, evaluated by DuckDB in one statement."""
+    global _RE_CON
+    with _RE_LOCK:
+        if _RE_CON is None:
+            _RE_CON = duckdb.connect(":memory:")
+        cur = _RE_CON.cursor()
+    try:
+        rows = cur.execute("SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)",
+                           [pattern, values]).fetchall()
+    except duckdb.InvalidInputException as e:  # RE2 refuses the pattern
+        raise BadData(f"invalid regular expression in a label matcher: {e}") from e
+    finally:
+        cur.close()
+    hit = dict(rows)
+    return np.array([bool(hit[v]) for v in values], dtype=bool)
+
+
+class SessionIndex:
+    """A session's series table in memory, and where each series' rows lie in its samples file."""
+
+    def __init__(self, series_path: Path, samples_path: Path, key: tuple) -> None:
+        self.key = key
+        table = pq.read_table(series_path)
+        ids = np.asarray(table.column("series_id").to_numpy(), dtype=np.int64)
+        names = table.column("name").to_pylist()
+        pairs = table.column("labels").to_pylist()
+        self.labels: list[dict[str, str]] = []
+        codes: dict[str, dict[str, int]] = {}
+        columns: dict[str, list[tuple[int, int]]] = {}
+        for row, (name, kv) in enumerate(zip(names, pairs)):
+            labels = {k: v for k, v in (kv or []) if v}
+            labels[NAME] = name
+            self.labels.append(labels)
+            for k, v in labels.items():
+                known = codes.setdefault(k, {"": 0})
+                code = known.setdefault(v, len(known))
+                columns.setdefault(k, []).append((row, code))
+        n = len(names)
+        self.n = n
+        self.columns: dict[str, _LabelColumn] = {}
+        for k, cells in columns.items():
+            arr = np.zeros(n, dtype=np.int32)
+            rows, cs = zip(*cells)
+            arr[list(rows)] = cs
+            self.columns[k] = _LabelColumn(list(codes[k]), arr)
+        self._absent = _LabelColumn([""], np.zeros(n, dtype=np.int32))
+        self._path = samples_path
+        self._file = pq.ParquetFile(samples_path)
+        self._lock = threading.Lock()
+        meta = self._file.metadata
+        self._group_rows = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], np.int64)
+        self._group_start = np.concatenate(([0], np.cumsum(self._group_rows)))
+        self.time_range = _ts_stats(meta)
+        self._rows(ids)
+
+    def _rows(self, ids: np.ndarray) -> None:
+        """Each series' [first, last) row in the samples file (sorted by series_id, so contiguous)."""
+        # Read a row group at a time, keeping only where the id changes: the whole column would be 8 bytes a sample.
+        run_ids, run_starts, prev, ordered = [], [], None, True
+        for g in range(len(self._group_rows)):
+            sid = np.asarray(self._file.read_row_group(g, columns=["series_id"]).column(0).to_numpy(), np.int64)
+            if not len(sid):
                 continue
-            id_list = ",".join(str(int(i)) for i in sorted(ids))
-            parts.append(f"SELECT DISTINCT {s}::INTEGER AS s, series_id FROM read_parquet("
-                         f"{_lit(self.sessions[s].samples)}) WHERE series_id IN ({id_list}) AND ts_ms BETWEEN ? AND ?")
-            params += [start_ms, end_ms]
-        if parts:
-            table = self._query(" UNION ALL ".join(parts), params)
-            keep.update(zip(table.column("s").to_pylist(), table.column("series_id").to_pylist()))
-        return [labels for key, labels in found.items() if key in keep]
+            cuts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+            if prev is None or sid[0] != prev:
+                cuts = np.concatenate(([0], cuts))
+            ordered &= bool(np.all(sid[1:] >= sid[:-1])) and (prev is None or sid[0] >= prev)
+            run_ids.append(sid[cuts])
+            run_starts.append(cuts + self._group_start[g])
+            prev = sid[-1]
+        self._order = None
+        if not ordered:  # not as the compaction writes it: sort the samples in memory, once
+            table = self._file.read(columns=["series_id", "ts_ms"])
+            sid = np.asarray(table.column("series_id").to_numpy(), np.int64)
+            self._order = np.lexsort((table.column("ts_ms").to_numpy(), sid))
+            sid = sid[self._order]
+            self.first = np.searchsorted(sid, ids, side="left")
+            self.last = np.searchsorted(sid, ids, side="right")
+            return
+        starts = np.concatenate(run_starts) if run_starts else np.empty(0, np.int64)
+        uniq = np.concatenate(run_ids) if run_ids else np.empty(0, np.int64)
+        ends = np.concatenate((starts[1:], [self._group_start[-1]])).astype(np.int64)
+        pos = np.searchsorted(uniq, ids)
+        found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == ids) if len(uniq) else \
+            np.zeros(len(ids), bool)
+        pos = np.minimum(pos, max(len(uniq) - 1, 0))
+        self.first = np.where(found, starts[pos] if len(uniq) else 0, 0).astype(np.int64)
+        self.last = np.where(found, ends[pos] if len(uniq) else 0, 0).astype(np.int64)
 
-    def _time_range(self, s: int) -> tuple[int, int] | None:
-        """The session's first and last sample time, from the Parquet footer's statistics (no data read)."""
-        if s not in self._ranges:
-            self._ranges[s] = _ts_stats(self.sessions[s].samples)
-        return self._ranges[s]
+    # -- matching ---------------------------------------------------------------------------------------------
 
-    def _may_overlap(self, s: int, start_ms: int, end_ms: int) -> bool:
-        span = self._time_range(s)
+    def _column_matches(self, col: _LabelColumn, m: Matcher) -> np.ndarray:
+        ok = col.memo.get((m.op, m.value))
+        if ok is None:
+            if m.op in ("=", "!="):
+                ok = np.array([v == m.value for v in col.values], dtype=bool)
+            elif m.op in ("=~", "!~"):
+                ok = _regex_matches(m.value, col.values)
+            else:
+                raise BadData(f"unknown label matcher operator {m.op!r}")
+            if m.op in ("!=", "!~"):
+                ok = ~ok
+            col.memo[(m.op, m.value)] = ok
+        return ok
+
+    def matching(self, match_sets: list[list[Matcher]]) -> np.ndarray:
+        """Rows of the series matching any of the matcher sets (every set evaluated: a bad regex always fails)."""
+        hit = np.zeros(self.n, dtype=bool)
+        for ms in match_sets:
+            mask = np.ones(self.n, dtype=bool)
+            for m in ms:
+                col = self.columns.get(m.name, self._absent)
+                mask &= self._column_matches(col, m)[col.codes]
+            hit |= mask
+        return np.flatnonzero(hit)
+
+    # -- samples ----------------------------------------------------------------------------------------------
+
+    def may_overlap(self, start_ms: int, end_ms: int) -> bool:
+        span = self.time_range
         return span is not None and span[1] >= start_ms and span[0] <= end_ms
 
+    def _groups(self, groups: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Decoded (ts, value) of row groups, from the shared cache or read (the missing ones in one call)."""
+        have = {g: _CACHE.get((self.key, g)) for g in groups}
+        missing = [g for g, v in have.items() if v is None]
+        if missing:
+            with self._lock:  # one reader per file; pyarrow decodes the row groups on several threads
+                if self._order is None:
+                    # A few row groups per read (pyarrow decodes them in parallel) through a reader per read (the
+                    # byte ranges a reader pre-buffers stay cached in it): the transient memory stays small.
+                    for at in range(0, len(missing), READ_GROUPS):
+                        batch = missing[at:at + READ_GROUPS]
+                        table = pq.ParquetFile(self._path, pre_buffer=True).read_row_groups(
+                            batch, columns=["ts_ms", "value"])
+                        sizes = [int(self._group_rows[g]) for g in batch]
+                        ts_parts = _per_group(table.column("ts_ms"), sizes, np.int64)
+                        val_parts = _per_group(table.column("value"), sizes, np.float64)
+                        del table
+                        for g, ts, vals in zip(batch, ts_parts, val_parts):
+                            have[g] = (ts, vals)
+                else:  # an unsorted file is one cache entry, sorted
+                    table = self._file.read(columns=["ts_ms", "value"])
+                    have = {0: (np.asarray(table.column("ts_ms").to_numpy(), np.int64)[self._order],
+                                np.asarray(table.column("value").to_numpy(), np.float64)[self._order])}
+            for g in missing:
+                if g in have:
+                    _CACHE.put((self.key, g), have[g])
+        return have
 
-def _ts_stats(path: Path) -> tuple[int, int] | None:
-    meta = pq.ParquetFile(path).metadata
+    def _series_rows(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        first, last = self.first[rows], self.last[rows]
+        if self._order is not None:
+            (ts, vals), = self._groups([0]).values()
+            return [(ts[a:b], vals[a:b]) for a, b in zip(first.tolist(), last.tolist())]
+        nonempty = last > first
+        g_first = np.searchsorted(self._group_start, first[nonempty], side="right") - 1
+        g_last = np.searchsorted(self._group_start, last[nonempty] - 1, side="right") - 1
+        needed = sorted({g for a, b in zip(g_first.tolist(), g_last.tolist()) for g in range(a, b + 1)})
+        groups = self._groups(needed)
+        start = self._group_start
+        out = []
+        for a, b in zip(first.tolist(), last.tolist()):
+            if a >= b:
+                out.append((np.empty(0, np.int64), np.empty(0, np.float64)))
+                continue
+            g = int(np.searchsorted(start, a, side="right") - 1)
+            if b <= start[g + 1]:  # within one row group: views, no copy
+                ts, vals = groups[g]
+                out.append((ts[a - start[g]:b - start[g]], vals[a - start[g]:b - start[g]]))
+                continue
+            parts_t, parts_v = [], []
+            while a < b:
+                ts, vals = groups[g]
+                hi = min(b, int(start[g + 1]))
+                parts_t.append(ts[a - start[g]:hi - start[g]])
+                parts_v.append(vals[a - start[g]:hi - start[g]])
+                a, g = hi, g + 1
+            out.append((np.concatenate(parts_t), np.concatenate(parts_v)))
+        return out
+
+    def samples(self, rows: np.ndarray, start_ms: int, end_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each row's samples with start_ms <= ts <= end_ms."""
+        out = []
+        for ts, vals in self._series_rows(rows):
+            lo = int(np.searchsorted(ts, start_ms, side="left"))
+            hi = int(np.searchsorted(ts, end_ms, side="right"))
+            out.append((ts[lo:hi], vals[lo:hi]))
+        return out
+
+    def has_samples(self, rows: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
+        return np.array([len(ts) > 0 for ts, _ in self.samples(rows, start_ms, end_ms)], dtype=bool)
+
+
+def _per_group(column, sizes: list[int], dtype) -> list[np.ndarray]:
+    """A column read from several row groups, as one array per group. Zero-copy when pyarrow returned a chunk per
+    group (the usual case): converting the whole column would copy it, doubling the peak memory of a cold read."""
+    chunks = column.chunks
+    if [len(c) for c in chunks] == sizes:
+        return [np.asarray(c.to_numpy(zero_copy_only=False), dtype=dtype) for c in chunks]
+    whole = np.asarray(column.to_numpy(), dtype=dtype)
+    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    return [whole[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+class _GroupCache:
+    """Decoded row groups of every session, least recently used dropped beyond CACHE_BYTES."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._lock = threading.Lock()
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key, value) -> None:
+        size = sum(a.nbytes for a in value)
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self.used += size
+            while self.used > self.budget and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.used -= sum(a.nbytes for a in old)
+
+
+_CACHE = _GroupCache(CACHE_BYTES)
+_INDEX_LOCK = threading.Lock()
+_INDEXES: OrderedDict[tuple, SessionIndex] = OrderedDict()
+_OPENING: dict[tuple, threading.Lock] = {}
+
+
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def open_index(series_path: Path, samples_path: Path) -> SessionIndex:
+    """The index of a session's tables, read once per version of the files (a rebuilt table is a new file)."""
+    key = (_identity(series_path), _identity(samples_path))
+    with _INDEX_LOCK:
+        index = _INDEXES.get(key)
+        if index is not None:
+            _INDEXES.move_to_end(key)
+            return index
+        lock = _OPENING.setdefault(key, threading.Lock())
+    with lock:  # one reader per session; others wait for its index
+        with _INDEX_LOCK:
+            index = _INDEXES.get(key)
+        if index is None:
+            index = SessionIndex(series_path, samples_path, key)
+            with _INDEX_LOCK:
+                for old in [k for k in _INDEXES if k[1][0] == key[1][0]]:
+                    del _INDEXES[old]  # a previous build of the same session's tables
+                _INDEXES[key] = index
+                _OPENING.pop(key, None)
+                while len(_INDEXES) > MAX_INDEXES:
+                    _INDEXES.popitem(last=False)
+    return index
+
+
+def _ts_stats(meta) -> tuple[int, int] | None:
+    """The first and last sample time, from the Parquet footer's statistics (no data read)."""
     if meta.num_rows == 0:
         return None
     col = meta.schema.names.index("ts_ms")
@@ -253,3 +446,6 @@ def _merge(ts_a: np.ndarray, v_a: np.ndarray, ts_b: np.ndarray, v_b: np.ndarray)
     ts, values = ts[order], values[order]
     keep = np.concatenate(([True], ts[1:] != ts[:-1])) if len(ts) else np.array([], bool)
     return ts[keep], values[keep]
+
+
+__all__ = ["MetricsStore", "SessionIndex", "SessionTables", "open_index"]
