@@ -179,15 +179,25 @@ def _proc_cpu_rss(pid: int) -> tuple[float, int]:
     return cpu, rss * 1024
 
 
-def steady(rate_mb: float, seconds: float, interval: float) -> tuple[float, float]:
-    """(% of one core, peak RSS MiB) of a collector process while a writer appends at rate_mb MB/s."""
+def steady(rate_mb: float, seconds: float, interval: float, with_sls: bool = False) -> tuple[float, float]:
+    """(% of one core, peak RSS MiB) of a collector process while a writer appends at rate_mb MB/s; with_sls: it
+    also streams every line to the SLS test server (in its own process)."""
     root = Path(tempfile.mkdtemp(prefix="rh-bench-steady-"))
-    proc = None
+    proc = server = None
     try:
         session = make_session(root)
+        extra: list[str] = []
+        env = dict(os.environ)
+        if with_sls:
+            server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+            port = int(server.stdout.readline())
+            extra = ["--sls-endpoint", "sls.test", "--sls-project", "rayhistory", "--sls-logstore", "ray-logs",
+                     "--sls-proxy", f"http://127.0.0.1:{port}"]
+            env.update(ALIBABA_CLOUD_ACCESS_KEY_ID="test-akid", ALIBABA_CLOUD_ACCESS_KEY_SECRET="test-secret")
         proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
                                  "--archive", str(root / "archive"), "--cluster", "bench", "--namespace", "bench",
-                                 "--interval", str(interval)], stderr=subprocess.DEVNULL)
+                                 "--interval", str(interval), *extra], stderr=subprocess.DEVNULL, env=env)
         lines = sample_lines()
         rng = random.Random(2)
         chunk = b"".join(rng.choice(lines) for _ in range(2000))
@@ -214,6 +224,9 @@ def steady(rate_mb: float, seconds: float, interval: float) -> tuple[float, floa
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
+        if server is not None:
+            server.stdin.close()
+            server.wait(30)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -223,7 +236,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30, help="length of each steady-rate run")
     p.add_argument("--interval", type=float, default=10, help="collector upload interval in the steady runs")
     p.add_argument("--sls-mb", type=int, default=64, help="MiB of logs for the SLS run (0: skip it)")
+    p.add_argument("--steady-only", action="store_true", help="only the steady-rate runs")
     args = p.parse_args()
+    if args.steady_only:
+        args.sls_mb = 0
     if args.sls_mb:
         print("SLS run", file=sys.stderr)
         rows = sls(args.sls_mb)
@@ -232,22 +248,23 @@ def main() -> None:
         for name, mb, lines, n in rows:
             print(f"| {name} | {mb:.1f} | {lines:,.0f} | {n:,} | {'>= 40' if name.startswith('rayhistory') else ''} |")
         print("Fluent Bit (published): ~36 MB/s per core on single-line logs")
-    print("throughput run", file=sys.stderr)
-    per_core, wall, gzip_core = throughput(args.mb)
-    print("\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
-    print("|---|---|---|---|")
-    print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= 100 |")
-    print(f"| MB/s wall clock (2 cores) | {wall:.0f} | | |")
+    if not args.steady_only:
+        print("throughput run", file=sys.stderr)
+        per_core, wall, gzip_core = throughput(args.mb)
+        print("\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
+        print("|---|---|---|---|")
+        print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= 100 |")
+        print(f"| MB/s wall clock (2 cores) | {wall:.0f} | | |")
     rows = []
-    for rate in (1, 10):
-        print(f"steady run at {rate} MB/s", file=sys.stderr)
-        cpu, rss = steady(rate, args.seconds, args.interval)
-        rows.append((rate, cpu, rss))
+    for rate, with_sls in ((1, False), (10, False), (1, True), (10, True)):
+        print(f"steady run at {rate} MB/s{' with SLS' if with_sls else ''}", file=sys.stderr)
+        cpu, rss = steady(rate, args.seconds, args.interval, with_sls)
+        rows.append((f"{rate} MB/s{', archive + SLS' if with_sls else ''}", cpu, rss))
     print(f"\n| steady log rate | CPU (% of one core) | peak RSS | target (1 MB/s) | {FLUENT_BIT} |")
     print("|---|---|---|---|---|")
     for rate, cpu, rss in rows:
-        target = "<= 5%, <= 80 MB" if rate == 1 else ""
-        print(f"| {rate} MB/s | {cpu:.1f}% | {rss:.0f} MiB | {target} | |")
+        target = "<= 5%, <= 80 MB" if rate.startswith("1 ") else ""
+        print(f"| {rate} | {cpu:.1f}% | {rss:.0f} MiB | {target} | |")
 
 
 if __name__ == "__main__":

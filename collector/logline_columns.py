@@ -43,10 +43,26 @@ class ColumnChunk:
     starts: np.ndarray  # file offset of each record
     ends: np.ndarray
     consumed: int
+    markers: Markers  # the marker state after the consumed bytes
 
     @property
     def count(self) -> int:
         return len(self.starts)
+
+    def markers_at(self, row: int) -> dict[str, str]:
+        """The job/task/actor markers in force for one record (what a checkpoint at its end records)."""
+        out = {}
+        for key in MARKER_KEYS:
+            if key in self.columns.text:
+                value = self.columns.text[key][row].as_py()
+            else:
+                value = self.columns.constants.get(key)
+            if value:
+                out[key] = value
+        return out
+
+
+MARKER_KEYS = ("job_id", "task_name", "actor_name")
 
 
 def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int,
@@ -71,8 +87,6 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
         return None
     if not raw_output and len(nl) < 2:
         return None  # the single line would be held back anyway
-    if raw_output and (lines[:1] == b":" or b"\n:" in lines):
-        return None  # possibly a marker line: LogLineParser keeps the marker state
     n = len(nl) if raw_output else len(nl) - 1  # the last header line may still get continuation lines
     # Rows without their newline: a string array over the same buffer with lengths one shorter. The held-back
     # last line is kept in `every` line's check: were it a continuation, the record before it would not be whole.
@@ -81,25 +95,34 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
     body = every.slice(0, n)
     starts = bounds[:n] + base
     ends = bounds[1:n + 1] + base
-    constants = {k: v for k, v in (("job_id", markers.job_id), ("task_name", markers.task_name),
-                                   ("actor_name", markers.actor_name)) if v}
-    dedup = pc.binary_join_element_wise(pa.scalar(dedup_prefix), pc.cast(pa.array(starts), pa.string()), "")
+    consumed = base + int(bounds[n])
     if raw_output:
-        if pc.any(pc.match_substring_regex(body, _HEADER)).as_py():
-            return None  # LogLineParser reads header-shaped lines of raw output as headers
-        now = time.time_ns()
-        if component:
-            constants["component"] = component
-        if pid is not None:
-            constants["pid"] = str(pid)
-        cols = Columns(np.full(n, now // 1_000_000_000, np.int64), np.full(n, now % 1_000_000_000, np.uint32),
-                       {"message": _plain(body) if ansi else body, "__dedup__": dedup}, constants)
-        return ColumnChunk(cols, starts, ends, base + int(bounds[n]))
+        return _raw_output(body, starts, ends, consumed, component, pid, markers, ansi, dedup_prefix)
     cpp = lines[:1] == b"["
     # The whole header is checked by one match; its fields are then cut out by position and by the separators
     # the check guarantees (cheaper than RE2 submatch extraction, which costs more than everything else here).
     if not pc.all(pc.match_substring_regex(every, _CPP_STRICT if cpp else _PY_STRICT)).as_py():
         return None  # a continuation line, another format, or a rare spelling: LogLineParser decides
+    headed = _headed(body, cpp, component, pid, ansi)
+    if headed is None:
+        return None
+    seconds, nanos, text_cols, constants = headed
+    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
+    constants.update(_marker_constants(markers))
+    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, markers)
+
+
+def _dedup(prefix: str, starts: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(pa.array(starts), pa.string()), "")
+
+
+def _marker_constants(markers: Markers) -> dict[str, str]:
+    return {k: v for k, v in (("job_id", markers.job_id), ("task_name", markers.task_name),
+                              ("actor_name", markers.actor_name)) if v}
+
+
+def _headed(body: pa.Array, cpp: bool, component: str, pid: int | None, ansi: bool):
+    """(seconds, nanos, text columns, constants) of rows that all match _CPP_STRICT (cpp) or _PY_STRICT."""
     seconds = _epoch_seconds(pc.utf8_slice_codeunits(body, 1, 20) if cpp else pc.utf8_slice_codeunits(body, 0, 19))
     if seconds is None:
         return None
@@ -107,7 +130,8 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
     nanos = ms.cast(pa.uint32()).to_numpy().astype(np.uint32) * np.uint32(1_000_000)
     head_msg = pc.split_pattern(body, ": " if cpp else " -- ", max_splits=1)
     head, msg = pc.list_element(head_msg, 0), pc.list_element(head_msg, 1)
-    text_cols = {"message": _plain(msg) if ansi else msg, "__dedup__": dedup}
+    text_cols = {"message": _plain(msg) if ansi else msg}
+    constants: dict[str, str] = {}
     if cpp:
         # head: `[date time,ms L pid tid] (component) file:line` (the component is optional)
         # (a trailing space makes a list of 4 or 5 words: list_element refuses an index past a list's end)
@@ -129,7 +153,70 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
         constants["component"] = component
         if pid is not None:
             constants["pid"] = str(pid)
-    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, base + int(bounds[n]))
+    return seconds, nanos, text_cols, constants
+
+
+def _raw_output(body: pa.Array, starts: np.ndarray, ends: np.ndarray, consumed: int, component: str,
+                pid: int | None, markers: Markers, ansi: bool, dedup_prefix: str) -> ColumnChunk | None:
+    """Worker and driver output: one record per line, except marker lines (`:task_name:f`, state for the lines
+    after them) and lines shaped like a C++ or Python header (read as headers, as LogLineParser does)."""
+    n = len(body)
+    now = time.time_ns()
+    seconds = np.full(n, now // 1_000_000_000, np.int64)
+    nanos = np.full(n, now % 1_000_000_000, np.uint32)
+    text_cols: dict[str, pa.Array] = {"message": _plain(body) if ansi else body}
+    constants: dict[str, str] = {}
+    headed = pc.match_substring_regex(body, _HEADER)
+    if pc.any(headed).as_py():
+        cpp_rows = pc.match_substring_regex(body, _CPP_STRICT)
+        py_rows = pc.match_substring_regex(body, _PY_STRICT)
+        if pc.any(pc.and_(headed, pc.invert(pc.or_(cpp_rows, py_rows)))).as_py():
+            return None  # a header spelt loosely: LogLineParser's
+        text_cols["component"] = pa.array(np.full(n, component, object), pa.string())
+        text_cols["pid"] = pa.nulls(n, pa.string()) if pid is None else pa.array(np.full(n, str(pid), object))
+        for rows, cpp in ((cpp_rows, True), (py_rows, False)):
+            if not pc.any(rows).as_py():
+                continue
+            got = _headed(pc.filter(body, rows), cpp, component, pid, ansi)
+            if got is None:
+                return None
+            sub_seconds, sub_nanos, sub_cols, _ = got
+            mask = rows.to_numpy(zero_copy_only=False)
+            seconds[mask], nanos[mask] = sub_seconds, sub_nanos
+            for key, values in sub_cols.items():
+                into = text_cols.get(key, pa.nulls(n, pa.string()))
+                text_cols[key] = pc.replace_with_mask(into, rows, values.cast(pa.string()))
+    else:
+        if component:
+            constants["component"] = component
+        if pid is not None:
+            constants["pid"] = str(pid)
+    after = Markers(markers.job_id, markers.task_name, markers.actor_name)
+    marker_rows = pc.match_substring_regex(body, r"^:(?:job_id|task_name|actor_name):")
+    if pc.any(marker_rows).as_py():
+        for key in MARKER_KEYS:
+            is_key = pc.starts_with(body, f":{key}:")
+            if not pc.any(is_key).as_py():
+                if getattr(markers, key):
+                    constants[key] = getattr(markers, key)
+                continue
+            value = pc.utf8_slice_codeunits(body, len(key) + 2, 1 << 30)
+            value = _plain(value) if ansi else value
+            if pc.any(pc.and_(is_key, pc.equal(value, ""))).as_py():
+                return None  # an empty marker clears the state: LogLineParser's
+            held = pc.fill_null_forward(pc.if_else(is_key, value, pa.scalar(None, pa.string())))
+            if getattr(markers, key):
+                held = pc.fill_null(held, getattr(markers, key))
+            text_cols[key] = held
+            setattr(after, key, held[n - 1].as_py())
+        keep = pc.invert(marker_rows)
+        mask = keep.to_numpy(zero_copy_only=False)
+        text_cols = {k: pc.filter(v, keep) for k, v in text_cols.items()}
+        seconds, nanos, starts, ends = seconds[mask], nanos[mask], starts[mask], ends[mask]
+    else:
+        constants.update(_marker_constants(markers))
+    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
+    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, after)
 
 
 def _plain(text: pa.Array) -> pa.Array:

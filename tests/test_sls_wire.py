@@ -78,6 +78,7 @@ def _both_ways(name: str, data: bytes, chunk: int = 4096) -> tuple[bytes, bytes,
             parts.append(encode_logs(got.columns))
             fast += got.count
             parser.skip_to(got.consumed)
+            parser.markers = got.markers
             if pos < len(data):
                 pos = got.consumed  # the sink re-reads the rest with the next chunk
                 continue
@@ -124,6 +125,14 @@ def _contents(encoded: bytes) -> list[list[tuple[str, bytes]]]:
     return [[(c.Key, c.Value) for c in log.Contents] for log in group.Logs]
 
 
+def _without_raw_times(encoded: bytes) -> list:
+    """Items with their time, except items of raw output (no header): each path stamps those when read."""
+    group = LogGroupRaw()
+    group.ParseFromString(encoded)
+    return [([(c.Key, c.Value) for c in log.Contents],
+             (log.Time, log.Time_ns) if any(c.Key == "caller" for c in log.Contents) else None) for log in group.Logs]
+
+
 def test_the_column_path_on_raw_output_with_colours():
     worker = "worker-" + "b" * 56 + "-01000000-4242.out"
     lines = [b"plain %d\n", b"\x1b[36mray::Task.run()\x1b[39m (pid=7657) step %d\n", b"\x1b[1m\x1b[31mred\x1b[0m %d\n",
@@ -132,9 +141,19 @@ def test_the_column_path_on_raw_output_with_colours():
     slow, mixed, fast = _both_ways(worker, data)
     assert _contents(mixed) == _contents(slow) and fast == 900
     assert [v for k, v in _contents(mixed)[1] if k == "message"] == [b"ray::Task.run() (pid=7657) step 1"]
-    # a header-shaped line in raw output is LogLineParser's to read (it takes its level and caller)
-    data = b"".join(lines[i % 4] % i for i in range(900))
+    # header-shaped lines in raw output are read as headers (level, caller, time), as LogLineParser reads them
+    lines.append(b"[2026-11-25 19:58:42,362 W 7013 7023] (raylet) store.cc:366: C++ from a driver %d\n")
+    data = b"".join(lines[i % 5] % i for i in range(900))
     slow, mixed, fast = _both_ways(worker, data)
+    assert _without_raw_times(mixed) == _without_raw_times(slow) and fast == 900
+    # marker lines set the job, task and actor of the lines after them, across chunks
+    tasks = b"".join(b":task_name:t%d\n" % (i // 7) + (lines[i % 3] % i) if i % 7 == 0 else lines[i % 3] % i
+                     for i in range(900))
+    slow, mixed, fast = _both_ways(worker, b":job_id:01000000\n:actor_name:A\n" + tasks)
+    assert _contents(mixed) == _contents(slow) and fast == 900
+    assert ("task_name", b"t128") in _contents(mixed)[-1] and ("job_id", b"01000000") in _contents(mixed)[-1]
+    # an empty marker clears the state: left to LogLineParser
+    slow, mixed, fast = _both_ways(worker, b":task_name:x\na\n:task_name:\nb\n")
     assert _contents(mixed) == _contents(slow) and fast == 0
 
 
@@ -152,8 +171,7 @@ def test_the_column_path_on_rays_real_lines():
 
 def test_the_column_path_declines_what_it_does_not_know():
     markers = Markers()
-    for data in (b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3,
-                 b":task_name:f\nprinted\nprinted\n"):
+    for data in (b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3):
         assert parse_chunk(data, 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 1 << 20, "f:") is None
     assert parse_chunk(b"x" * 100 + b"\n" + b"y\n", 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 50,
                        "f:") is None

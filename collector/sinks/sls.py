@@ -317,6 +317,7 @@ class SlsSink:
                             parts.append(chunk)
                             pending += chunk.count
                             parser.skip_to(chunk.consumed)
+                            parser.markers = chunk.markers
                             if track.read_pos < track.size:
                                 # Read the rest again with the next chunk, keeping the parser idle (and this
                                 # path taken) rather than holding the last line as a pending record.
@@ -359,8 +360,7 @@ class SlsSink:
         if isinstance(part, ColumnChunk):
             cols, starts, ends = part.columns, part.starts, part.ends
             complete = np.ones(len(starts), bool)
-            constant = {k: cols.constants[k] for k in ("job_id", "task_name", "actor_name") if k in cols.constants}
-            markers_at = lambda i: constant  # noqa: E731
+            markers_at = part.markers_at
         else:
             cols = records_columns(part, prefix)
             starts = np.fromiter((r.offset for r in part), np.int64, len(part))
