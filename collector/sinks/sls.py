@@ -94,7 +94,7 @@ class SlsConfig:
     max_batch_items: int = SLS_MAX_ITEMS
     max_record_bytes: int = 1 << 20  # longer lines are sent in parts
     shard_bytes_per_second: float = 5 << 20  # SLS's write limit per shard; one file maps to one shard
-    queue_bytes: int = 32 << 20  # batches waiting for the sender, by raw size
+    queue_bytes: int = 8 << 20  # batches waiting for the sender, by raw size (the files on disk are the buffer)
     read_chunk: int = 1 << 20
     idle_flush_seconds: float = 5.0  # a record awaiting continuation lines is sent after this much quiet
     checkpoint_interval: float = 1.0
