@@ -31,6 +31,8 @@ class Health:
                          ["sink"], registry=self.registry)
         self.spool_bytes = Gauge("rayhistory_collector_spool_bytes", "Bytes waiting in the local spool",
                                  registry=self.registry)
+        self.sls_lag_bytes = Gauge("rayhistory_collector_sls_lag_bytes",
+                                   "Log bytes Ray has written that SLS has not acknowledged", registry=self.registry)
         self._last: dict[str, float] = {}
         self._extra: list[Callable[[], dict[str, int]]] = []
         self.registry.register(_Counts(self._extra))
@@ -63,6 +65,11 @@ class Health:
         if age > self.stale_after:
             return False, f"the last completed upload to the archive was {age:.0f}s ago; check the archive"
         return True, "ok"
+
+
+def counters(prefix: str, stats: dict) -> dict[str, int]:
+    """A source's or sink's stats as counters named `<prefix>_<field>` (integer fields only)."""
+    return {f"{prefix}_{k}": v for k, v in stats.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 class _Counts:

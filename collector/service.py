@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ from archive.storage import Store
 from collector import checkpoint
 from collector.settings import CollectorSettings
 from collector.sinks.archive import ArchiveSink, ShipStats
-from collector.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE, Health
+from collector.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE, Health, counters
 from collector.sources.http_events import HttpEventsSource
 from collector.sources.session_dir import NotARaySession, SessionDir, scan_tree
 from collector.spool import Spool
@@ -52,6 +53,8 @@ class Collector:
         self.sink: ArchiveSink | None = None  # the session's logs/
         self.spool_sinks: dict[str, ArchiveSink] = {}  # ray_events, metrics, api
         self.file_sinks: dict[str, ArchiveSink] = {}  # grafana: other files of the session directory
+        self._exposed: set[str] = set()  # stats already on /metrics (start() runs again for a new session)
+        self._last_stats: dict[str, object] = {}
         self.pullers: list = []  # the metrics scraper, the dashboard API poller: threads on pull_stop
         self.pull_stop = threading.Event()
         self.sls = None  # collector.sinks.sls.SlsSink when SLS is configured
@@ -106,6 +109,10 @@ class Collector:
             self._start_pullers(spool_dirs)
         if self.settings.sls_endpoint:
             self.sls = self._sls_sink()
+            if "sls" not in self._exposed:
+                self._exposed.add("sls")
+                self.health.count(lambda: counters("sls", {k: v for k, v in vars(self.sls.stats()).items()
+                                                           if k != "lag_bytes"} if self.sls else {}))
         log.info("collecting %s (node %s%s) into %s as session %s", self.session.path, self.node.node_id[:12],
                  ", head" if self.node.is_head else "", self.store.url, self.ref.id)
 
@@ -157,14 +164,29 @@ class Collector:
 
             self.pullers.append(MetricsScraper(spool_dirs["metrics"], self.settings.cluster, session=self.session,
                                                interval=self.settings.metrics_interval))
+            self._expose("metrics", self.pullers[-1])
         if self.node is not None and self.node.is_head and self.settings.api_interval > 0:
             from collector.sources.dashboard_api import DashboardApiPoller, dashboard_url_from_session
 
             self.pullers.append(DashboardApiPoller(spool_dirs["api"], dashboard_url_from_session(self.session),
                                                    interval=self.settings.api_interval))
+            self._expose("api", self.pullers[-1])
         for puller in self.pullers:
             threading.Thread(target=puller.run, args=(self.pull_stop,), name=type(puller).__name__,
                              daemon=True).start()
+
+    def _expose(self, prefix: str, puller) -> None:
+        """A puller's stats on /metrics (rayhistory_collector_<prefix>_<field>_total); registered once."""
+        if prefix not in self._exposed:
+            self._exposed.add(prefix)
+            self.health.count(lambda: counters(prefix, dataclasses.asdict(self._puller_stats(prefix))))
+
+    def _puller_stats(self, prefix: str):
+        kind = {"metrics": "MetricsScraper", "api": "DashboardApiPoller"}[prefix]
+        for puller in self.pullers:
+            if type(puller).__name__ == kind:
+                self._last_stats[prefix] = puller.stats
+        return self._last_stats[prefix]
 
     def _stop_pullers(self) -> None:
         """One last scrape and poll (Ray may already be stopping: failures are only counted), then stop."""
@@ -245,13 +267,14 @@ class Collector:
         self.http = HttpEventsSource(self.events_spool, host=self.settings.http_host, port=self.settings.http_port)
         self.http.get_routes["/metrics"] = lambda: (200, HEALTH_CONTENT_TYPE, self._metrics())
         self.http.get_routes["/healthz"] = self._healthz
-        self.health.count(lambda: {f"events_{k}": v for k, v in self.http.stats.snapshot().items()
-                                   if isinstance(v, int)})
+        self.health.count(lambda: counters("events", self.http.stats.snapshot()))
         self.http.start()
 
     def _metrics(self) -> bytes:
         if self.events_spool is not None:
             self.health.spool_bytes.set(self.events_spool.size)
+        if self.sls is not None:
+            self.health.sls_lag_bytes.set(self.sls.stats().lag_bytes)
         return self.health.metrics()
 
     def _healthz(self) -> tuple[int, str, bytes]:

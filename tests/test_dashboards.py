@@ -5,6 +5,7 @@ parse and return data from a real Prometheus holding samples of the metrics they
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -17,7 +18,10 @@ import promql_parser
 import pytest
 import yaml
 
-from collector.health import Health
+from collector.health import Health, counters
+from collector.sinks.sls import SlsCounters
+from collector.sources.dashboard_api import PollStats
+from collector.sources.metrics import ScrapeStats
 from collector.sources.http_events import HttpEventStats
 from historyserver.grafana import (ARCHIVE_DATASOURCE, DashboardError, iter_panels, iter_targets,
                                    with_datasource_variable)
@@ -273,9 +277,12 @@ def _metric_names(path: Path) -> set[str]:
 
 
 def collector_exposition() -> str:
-    """What a collector's /metrics shows, with every sink and the HTTP events source registered (service.py)."""
+    """What a collector's /metrics shows, with every sink and source registered as service.py registers them."""
     health = Health(stale_after=60)
-    health.count(lambda: {f"events_{k}": v for k, v in HttpEventStats().snapshot().items() if isinstance(v, int)})
+    health.count(lambda: counters("events", HttpEventStats().snapshot()))
+    health.count(lambda: counters("metrics", dataclasses.asdict(ScrapeStats())))
+    health.count(lambda: counters("api", dataclasses.asdict(PollStats())))
+    health.count(lambda: counters("sls", {k: v for k, v in vars(SlsCounters()).items() if k != "lag_bytes"}))
     health.shipped("logs", "archive", 1, 10)
     health.succeeded("archive")
     health.failed("archive")
@@ -345,6 +352,11 @@ def collector_samples(end: int) -> str:
             for name in ("requests", "received_events", "received_bytes", "stored_events", "stored_bytes",
                          "refused_requests", "refused_events", "refused_bytes", "errors"):
                 add(f"rayhistory_collector_events_{name}_total", i * (3 if "bytes" in name else 1))
+            for stats, prefix in ((ScrapeStats(), "metrics"), (PollStats(), "api"), (SlsCounters(), "sls")):
+                for name, value in vars(stats).items():
+                    if isinstance(value, int) and name != "lag_bytes":
+                        add(f"rayhistory_collector_{prefix}_{name}_total", i * (7 if "bytes" in name else 1))
+            add("rayhistory_collector_sls_lag_bytes", 5000 * (i % 3))
     return "\n".join(f"{key} {point}" for key, points in series.items() for point in points)
 
 
