@@ -415,7 +415,13 @@ def test_a_real_sessions_ray_metrics(finished_cluster, tmp_path):
         assert max(float(v) for _, v in series["values"]) >= 1  # the last scrape may fail (up 0) as Ray stops
         # The demo's failures, as the catalog-derived series count them by the end of the session.
         end = {"time": secs(entry.end_ms)}
-        failed_jobs = ok(c.get(f"{scope}/query", params={**end, "query": "rayhistory_session_failed_jobs"}))
+        # (read only from tables already built: poll, as the background compaction of the ended session may be
+        # replacing them at this moment)
+        deadline = time.monotonic() + 60
+        query = {**end, "query": "rayhistory_session_failed_jobs"}
+        while not (failed_jobs := ok(c.get(f"{scope}/query", params=query)))["result"]:
+            assert time.monotonic() < deadline, "no failed-jobs series for the ended session"
+            time.sleep(0.2)
         assert [r["value"][1] for r in failed_jobs["result"]] == ["1"]
         failed_tasks = ok(c.get(f"{scope}/query", params={**end, "query": "rayhistory_session_failed_tasks"}))
         assert int(failed_tasks["result"][0]["value"][1]) >= 2

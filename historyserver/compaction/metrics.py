@@ -6,10 +6,15 @@
 - `metric_samples`: series_id BIGINT, ts_ms BIGINT, value DOUBLE, sorted by (series_id, ts_ms), one row per
   series and timestamp (a range shipped twice, or a series written twice, counts once: the first read wins).
 
-Series identity is the sample name plus its sorted labels, as in Prometheus. Files are read one at a time and their
-samples staged to disk, so memory holds one spool file and the series dictionary, never the whole session.
-The collector's writer lives in collector/sources/metrics.py; this reader is written against the format alone
-(the history server never imports the collector).
+Series identity is the sample name plus its sorted labels, as in Prometheus. Series ids follow the sorted
+(name, labels) order, so one metric's series are neighbours in metric_samples and a selector's samples sit in few
+row groups (DuckDB skips the others by their series_id min/max). Files are read one at a time and their samples
+staged to disk, so memory holds one file and the series dictionary, never the whole session.
+
+Parsing is column-wise (openmetrics.py) with prometheus_client's lax text parser as the reference: a block the fast
+path cannot read exactly as the reference would is read by the reference itself (`_read_block`). The collector's
+writer lives in collector/sources/metrics.py; this reader is written against the format alone (the history server
+never imports the collector).
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,51 +33,63 @@ from prometheus_client.parser import text_string_to_metric_families
 from archive import logs as archive_logs
 from archive.layout import SessionRef
 from archive.storage import Store
+from historyserver.compaction.openmetrics import CREATED_PARENTS, SeriesTable, parse_file
 
 log = logging.getLogger("rayhistory.compaction")
 
 SOURCE = "metrics"
 BLOCK_START = "# HELP up "  # every scrape block starts with its `up` family (see FORMAT.md's metrics source)
-_BATCH_ROWS = 200_000
-# `<name>_created` samples are the creation time of their parent, not a series of its own; Prometheus drops them
-# when it ingests OpenMetrics, so queries written for Prometheus never see them.
-_CREATED_PARENTS = ("counter", "histogram", "summary", "gaugehistogram")
+ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: a 50-series select reads a few of them, not the file
 
 SERIES_SCHEMA = pa.schema([("series_id", pa.int64()), ("name", pa.string()),
                            ("labels", pa.map_(pa.string(), pa.string()))])
 SAMPLE_SCHEMA = pa.schema([("series_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64())])
-_STAGE_SCHEMA = SAMPLE_SCHEMA.append(pa.field("seq", pa.int64()))
+# Staged rows carry the temporary series id (order of first appearance) and their arrival order for dedup.
+_STAGE_SCHEMA = pa.schema([("tmp_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64()),
+                           ("seq", pa.int64())])
 
 
 class _Samples:
-    """Staged sample rows, written to a Parquet file in batches (arrival order kept in `seq` for dedup)."""
+    """Staged sample rows, written to a Parquet file one file's worth at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.writer = pq.ParquetWriter(path, _STAGE_SCHEMA, compression="zstd")
-        self.cols: tuple[list[int], list[int], list[float]] = ([], [], [])
+        # lz4 without dictionaries or statistics: the file is read once, by DuckDB, right after.
+        self.writer = pq.ParquetWriter(path, _STAGE_SCHEMA, compression="lz4", use_dictionary=False,
+                                       write_statistics=False)
         self.rows = 0
+        self.used = np.zeros(0, np.bool_)  # by temporary id: has a kept sample (a series is only what has samples)
+        # While every series' timestamps strictly increase in arrival order, no (series, ts) repeats and the final
+        # step only sorts; a repeat or a step back (a range shipped twice) makes it deduplicate too.
+        self.last_ts = np.zeros(0, np.int64)
+        self.monotonic = True
 
-    def add(self, series_id: int, ts_ms: int, value: float) -> None:
-        ids, ts, values = self.cols
-        ids.append(series_id)
-        ts.append(ts_ms)
-        values.append(value)
-        if len(ids) >= _BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        ids, ts, values = self.cols
-        if ids:
-            seq = pa.array(range(self.rows, self.rows + len(ids)), pa.int64())
+    def add(self, tmp_ids: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, seq: np.ndarray) -> None:
+        if len(tmp_ids):
             self.writer.write_table(pa.Table.from_arrays(
-                [pa.array(ids, pa.int64()), pa.array(ts, pa.int64()), pa.array(values, pa.float64()), seq],
-                schema=_STAGE_SCHEMA))
-            self.rows += len(ids)
-        self.cols = ([], [], [])
+                [pa.array(tmp_ids, pa.int64()), pa.array(ts_ms, pa.int64()), pa.array(values, pa.float64()),
+                 pa.array(seq, pa.int64())], schema=_STAGE_SCHEMA), row_group_size=1 << 20)
+            self.rows += len(tmp_ids)
+            top = int(tmp_ids.max()) + 1
+            if top > len(self.used):
+                grow = max(top - len(self.used), 1024)
+                self.used = np.concatenate([self.used, np.zeros(grow, np.bool_)])
+                self.last_ts = np.concatenate([self.last_ts, np.full(grow, np.iinfo(np.int64).min)])
+            self.used[tmp_ids] = True
+            if self.monotonic:
+                self._check_order(tmp_ids, ts_ms)
+
+    def _check_order(self, tmp_ids: np.ndarray, ts_ms: np.ndarray) -> None:
+        by_series = np.argsort(tmp_ids, kind="stable")  # arrival order kept within each series
+        ids, ts = tmp_ids[by_series], ts_ms[by_series]
+        same = ids[1:] == ids[:-1]
+        first = np.concatenate([[True], ~same])
+        last = np.concatenate([~same, [True]])
+        if np.any(same & (ts[1:] <= ts[:-1])) or np.any(ts[first] <= self.last_ts[ids[first]]):
+            self.monotonic = False
+        self.last_ts[ids[last]] = ts[last]
 
     def close(self) -> None:
-        self.flush()
         self.writer.close()
 
 
@@ -82,30 +99,31 @@ def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir:
     `damage` is the compaction's Damage: unreadable blocks and segments are noted there, never raised."""
     stage = out_dir / "stage-metrics"
     stage.mkdir(parents=True, exist_ok=True)
-    series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    table = SeriesTable()
     samples = _Samples(stage / "samples.parquet")
+    seq = 0
     try:
         for node_id in node_ids:
             node = ref.node(node_id)
             for path, segs in archive_logs.list_segments(store, node, source=SOURCE).items():
                 where = f"{node_id[:12]}:{SOURCE}/{path}"
                 for epoch in sorted({s.epoch for s in segs}):
-                    text = _read_generation(store, node, archive_logs.covering(segs, epoch), damage, where)
-                    for n, block in enumerate(_blocks(text), 1):
-                        _read_block(block, f"{where} block {n}", series, samples, damage)
+                    data = _read_generation(store, node, archive_logs.covering(segs, epoch), damage, where)
+                    seq = _read_file(data, where, table, samples, damage, seq)
         samples.close()
-        _write_series(out_dir / "metric_series.parquet", series)
-        kept = _write_samples(stage, samples.path, out_dir / "metric_samples.parquet")
+        order = _write_series(out_dir / "metric_series.parquet", table, samples.used)
+        kept = _write_samples(stage, samples.path, order, out_dir / "metric_samples.parquet", samples.monotonic)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if samples.rows > kept:
         log.info("%s: %d duplicate metric sample(s) dropped", ref.id, samples.rows - kept)
-    return {"metric_series": len(series), "metric_samples": kept}
+    return {"metric_series": int(samples.used.sum()), "metric_samples": kept}
 
 
-def _read_generation(store: Store, node, run, damage, where: str) -> str:
-    """One generation's text up to its last complete line (a segment may end mid-line; the file's last line
-    lacks `\\n` only after a failed write, and is dropped as the format says). A bad segment ends the run."""
+def _read_generation(store: Store, node, run, damage, where: str) -> bytes:
+    """One generation's bytes up to its last complete line (a segment may end mid-line; the file's last line
+    lacks `\\n` only after a failed write, and is dropped as the format says), valid UTF-8. A bad segment ends
+    the run."""
     parts = []
     for seg in run:
         try:
@@ -115,25 +133,70 @@ def _read_generation(store: Store, node, run, damage, where: str) -> str:
             break
     data = b"".join(parts)
     data = data[: data.rfind(b"\n") + 1]
+    if data.isascii():
+        return data
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")
+        return data
     except UnicodeDecodeError as e:
         damage.note(where, f"not UTF-8 ({e}); undecodable bytes replaced")
-        return data.decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace").encode("utf-8")
 
 
-def _blocks(text: str) -> Iterator[str]:
-    """The scrape blocks of a file's text (split at each `up` family, as the format says)."""
-    start = 0
-    while start < len(text):
-        nxt = text.find("\n" + BLOCK_START, start)
-        end = len(text) if nxt < 0 else nxt + 1
-        yield text[start:end]
-        start = end
+def _read_file(data: bytes, where: str, table: SeriesTable, samples: _Samples, damage, seq: int) -> int:
+    """Stage one file's samples (arrival order = line order, numbered from `seq`); returns the next `seq`."""
+    parsed = parse_file(data, table)
+    if not len(parsed.slow_blocks):
+        samples.add(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no + seq)
+        return seq + parsed.lines
+    # Blocks the fast path left over, read by the reference parser; a sample's `seq` is its block's first line
+    # plus its rank there, below the next block's first line, so line order is kept across both paths.
+    parts = [(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no)]
+    bounds = np.append(parsed.block_bytes, len(data))
+    for b in parsed.slow_blocks.tolist():
+        block = data[bounds[b]:bounds[b + 1]].decode("utf-8")
+        rows = _read_block(block, f"{where} block {b + 1}", damage)
+        if rows:
+            ids = np.array([table.id_for((name, labels)) for name, labels, _, _ in rows], np.int64)
+            parts.append((ids, np.array([r[2] for r in rows], np.int64), np.array([r[3] for r in rows], np.float64),
+                          parsed.block_lines[b] + np.arange(len(rows), dtype=np.int64)))
+    ids, ts, values, line_no = (np.concatenate(cols) for cols in zip(*parts))
+    order = np.argsort(line_no, kind="stable")
+    samples.add(ids[order], ts[order], values[order], line_no[order] + seq)
+    return seq + parsed.lines
 
 
-def _read_block(block: str, where: str, series: dict, samples: _Samples, damage) -> None:
-    """Parse one block whole before keeping any of it: a block that fails halfway adds nothing.
+def _strip_exemplars(block: str) -> str:
+    """Sample lines without their OpenMetrics exemplar (` # {labels} value [ts]` after the sample): the lax
+    parser would take the exemplar's last number for the sample's timestamp. Prometheus keeps the sample's own."""
+    if " # {" not in block:
+        return block
+    out = []
+    for line in block.split("\n"):
+        if line.startswith("#") or " # {" not in line:
+            out.append(line)
+            continue
+        i, quoted, past_labels = 0, False, "{" not in line.split(" ", 1)[0]
+        while i < len(line):  # the exemplar starts at the first ` # ` outside the label set
+            c = line[i]
+            if c == "\\" and quoted:
+                i += 2
+                continue
+            if c == '"':
+                quoted = not quoted
+            elif not quoted and c == "}":
+                past_labels = True
+            elif past_labels and not quoted and line.startswith(" # {", i):
+                line = line[:i]
+                break
+            i += 1
+        out.append(line)
+    return "\n".join(out)
+
+
+def _read_block(block: str, where: str, damage) -> list[tuple[str, tuple[tuple[str, str], ...], int, float]]:
+    """Parse one block whole with the reference parser: a block that fails halfway gives nothing (noted in
+    `damage`).
 
     prometheus_client's lax text parser, not its strict OpenMetrics one: the strict one refuses a whole scrape
     over a family it finds incomplete (a histogram without its +Inf bucket), where Prometheus keeps every sample.
@@ -146,49 +209,55 @@ def _read_block(block: str, where: str, series: dict, samples: _Samples, damage)
             raise ValueError("does not start with the `up` family")
         created = {f"{parts[2]}_created" for parts in (line.split(" ", 3) for line in block.splitlines()
                                                        if line.startswith("# TYPE "))
-                   if len(parts) == 4 and parts[3] in _CREATED_PARENTS}
-        for family in text_string_to_metric_families(block):
+                   if len(parts) == 4 and parts[3] in CREATED_PARENTS}
+        for family in text_string_to_metric_families(_strip_exemplars(block)):
             for s in family.samples:
                 if s.name in created:
                     continue
                 if s.timestamp is None:
                     raise ValueError(f"sample {s.name} has no timestamp")
                 rows.append((s.name, tuple(sorted(s.labels.items())), round(s.timestamp * 1e6), float(s.value)))
-    except (ValueError, TypeError, KeyError, IndexError) as e:  # the parser's errors for malformed text
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:  # the parser's errors
         damage.note(where, f"unreadable scrape block ({type(e).__name__}: {str(e)[:200]})")
-        return
-    for name, labels, ts_ms, value in rows:
-        key = (name, labels)
-        sid = series.get(key)
-        if sid is None:
-            sid = series[key] = len(series)
-        samples.add(sid, ts_ms, value)
+        return []
+    return rows
 
 
-def _write_series(path: Path, series: dict) -> None:
-    table = pa.Table.from_arrays([
-        pa.array(list(series.values()), pa.int64()),
-        pa.array([name for name, _ in series], pa.string()),
-        pa.array([list(labels) for _, labels in series], SERIES_SCHEMA.field("labels").type),
-    ], schema=SERIES_SCHEMA)
-    pq.write_table(table, path, compression="zstd")
+def _write_series(path: Path, table: SeriesTable, used: np.ndarray) -> np.ndarray:
+    """Write the series that have samples, numbered in sorted (name, labels) order; returns tmp id -> series_id
+    (-1 for identities parsed but never kept, e.g. `_created` samples or those of a refused block)."""
+    keys = table.keys
+    ranked = sorted(np.flatnonzero(used).tolist(), key=keys.__getitem__)
+    order = np.full(len(keys), -1, np.int64)
+    order[np.array(ranked, np.int64)] = np.arange(len(ranked), dtype=np.int64)
+    pq.write_table(pa.Table.from_arrays([
+        pa.array(np.arange(len(ranked), dtype=np.int64)),
+        pa.array([keys[i][0] for i in ranked], pa.string()),
+        pa.array([list(keys[i][1]) for i in ranked], SERIES_SCHEMA.field("labels").type),
+    ], schema=SERIES_SCHEMA), path, compression="zstd")
+    return order
 
 
-def _write_samples(stage: Path, staged: Path, out: Path) -> int:
-    """Deduplicate and sort the staged rows in DuckDB, which spills to disk instead of growing memory."""
+def _write_samples(stage: Path, staged: Path, order: np.ndarray, out: Path, unique: bool = False) -> int:
+    """Renumber, deduplicate (unless the rows are known `unique` per series and timestamp) and sort the staged
+    rows in DuckDB, which spills to disk instead of growing memory."""
     con = duckdb.connect(":memory:")
     try:
         con.execute(f"SET memory_limit = '{os.environ.get('RAYHISTORY_COMPACTION_MEMORY', '600MB')}'")
         con.execute(f"SET temp_directory = '{stage / 'spill'}'")
+        ids = pa.table({"tmp_id": np.arange(len(order), dtype=np.int64), "series_id": order})
+        con.register("series_ids", ids)
         src = str(staged).replace("'", "''")
         dst = str(out).replace("'", "''")
+        rows = "s.value" if unique else "arg_min(s.value, s.seq) AS value"
+        group = "" if unique else "GROUP BY i.series_id, s.ts_ms"
         con.execute(f"""
             COPY (
-                SELECT series_id, ts_ms, arg_min(value, seq) AS value
-                FROM read_parquet('{src}')
-                GROUP BY series_id, ts_ms
-                ORDER BY series_id, ts_ms
-            ) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)""")
+                SELECT i.series_id, s.ts_ms, {rows}
+                FROM read_parquet('{src}') s JOIN series_ids i USING (tmp_id)
+                {group}
+                ORDER BY i.series_id, s.ts_ms
+            ) TO '{dst}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})""")
         return con.execute(f"SELECT count(*) FROM read_parquet('{dst}')").fetchone()[0]
     finally:
         con.close()
