@@ -333,6 +333,18 @@ def test_catalog_derived_session_series(client):
     assert [r["value"][1] for r in failed["result"]] == ["0"]
 
 
+def test_session_series_points_include_the_end():
+    """Boundaries every 60 s plus the end itself: a 30 s session inside one minute still has a point, at its end,
+    where an instant query at the end (what Ray's panels and the tests ask) finds its final values."""
+    from historyserver.queries.session_series import grid
+
+    t = 1_800_000_000_000  # a whole minute
+    assert grid(t + 10_000, t + 40_000, 0, 2 * t).tolist() == [t + 40_000]
+    assert grid(t, t + 150_000, 0, 2 * t).tolist() == [t, t + 60_000, t + 120_000, t + 150_000]
+    assert grid(t, t + 120_000, 0, 2 * t).tolist() == [t, t + 60_000, t + 120_000]
+    assert grid(t, t + 150_000, t + 1, t + 149_000).tolist() == [t + 60_000, t + 120_000]
+
+
 def test_a_running_session_is_served_from_its_provisional_tables(tmp_path):
     now = int(time.time() * 1000)
     live = FakeSession("team", "gamma", "session_2026-01-02_00-00-00_000004_1", now - 600_000, None,

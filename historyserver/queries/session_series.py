@@ -3,14 +3,14 @@
 Every series carries `namespace`, `ray_io_cluster`, `SessionName` and `status` (running, ended, unfinished), so
 Ray's own variables (`$Cluster`, `$SessionName`) filter them, and has a sample every 60 s, at multiples of 60 s
 (Unix time), from the session's start to its end (for an unfinished session, the last time its collector was
-heard from; for a running one, now). A session shorter than the gap to the next boundary gets one sample, at that
-boundary, so that it is never invisible.
+heard from; for a running one, now), and one at its end: a query at or after the end sees the session's final
+values, and a session within one minute is never invisible.
 
 - `rayhistory_session_up`: 1.
 - `rayhistory_session_duration_seconds`: seconds since the session started.
 - `rayhistory_session_nodes`: nodes the manifest lists (every node whose collector registered).
 - `rayhistory_session_failed_jobs`: jobs that ended FAILED so far (a step up at each failed job's end time; one
-  without an end time, or ending in the session's last minute, counts from the last sample).
+  without an end time counts from the last sample, at the session's end).
 - `rayhistory_session_failed_tasks`: task attempts that ended FAILED so far, counted the same way.
 
 The two failure counts come from the session's compacted tables when this server already holds them (a closed
@@ -203,9 +203,7 @@ class SessionSeriesStore:
         if failures is None:
             return None
         ends = failures.jobs if name == FAILED_JOBS else failures.tasks
-        # A failure after the last boundary (in the session's last minute) counts at that boundary: the final
-        # sample holds every failure.
-        ends = np.minimum(ends, _last_point(*span))
+        ends = np.minimum(ends, span[1])  # the final sample, at the session's end, holds every failure
         return np.searchsorted(ends, ts, side="right").astype(np.float64)
 
     def _label_sets(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
@@ -227,17 +225,11 @@ class SessionSeriesStore:
         return self._label_sets(match_sets, start_ms, end_ms)
 
 
-def _last_point(first_ms: int, last_ms: int) -> int:
-    return max(last_ms // STEP_MS * STEP_MS, -(-first_ms // STEP_MS) * STEP_MS)
-
-
 def grid(first_ms: int, last_ms: int, start_ms: int, end_ms: int) -> np.ndarray:
-    """The 60 s boundaries in [first_ms, last_ms] (or the first boundary after first_ms if none), clipped to the
-    requested [start_ms, end_ms]."""
-    lo = -(-first_ms // STEP_MS) * STEP_MS
-    hi = max(last_ms // STEP_MS * STEP_MS, lo)
-    lo2 = max(lo, -(-start_ms // STEP_MS) * STEP_MS)
-    hi2 = min(hi, end_ms // STEP_MS * STEP_MS)
-    if lo2 > hi2:
-        return np.empty(0, dtype=np.int64)
-    return np.arange(lo2, hi2 + 1, STEP_MS, dtype=np.int64)
+    """The 60 s boundaries in [first_ms, last_ms] and last_ms itself, clipped to the requested [start_ms, end_ms]."""
+    lo = max(-(-first_ms // STEP_MS) * STEP_MS, -(-start_ms // STEP_MS) * STEP_MS)
+    hi = min(last_ms // STEP_MS * STEP_MS, end_ms // STEP_MS * STEP_MS)
+    points = np.arange(lo, hi + 1, STEP_MS, dtype=np.int64) if lo <= hi else np.empty(0, dtype=np.int64)
+    if start_ms <= last_ms <= end_ms and last_ms % STEP_MS:
+        points = np.append(points, np.int64(last_ms))
+    return points
