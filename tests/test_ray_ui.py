@@ -257,3 +257,39 @@ def test_cluster_and_overview_pages_render_without_live_stats(site, session_fact
         page.goto(url + "#/overview")
         wait_for_text(page, ["Node Status", f"node_{node_id}", "Recent jobs"])
         assert_clean(page, problems)
+
+
+def test_metrics_tab_embeds_grafana_over_the_sessions_life(finished_cluster, tmp_path):
+    """With --grafana-url, Ray's own Metrics tab embeds its panels through our redirect, which pins the range to
+    the session's start and end and selects the archive datasource. No Grafana can run here: a loopback server
+    stands at its address and records what the iframes asked it for."""
+    from tests.servers.loopback import LoopbackHTTP
+
+    asked: list[str] = []
+
+    def grafana_stub(path, headers):
+        asked.append(path)
+        return 200, "text/html", b"<html><body>grafana</body></html>"
+
+    grafana = LoopbackHTTP(grafana_stub)
+    app = create_app(ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path / "cache"),
+                                    catalog_ttl=0, grafana_url=grafana.url),
+                     open_store(finished_cluster.local_archive))
+    entry = app.state.catalog.get(finished_cluster.ref.id)
+    try:
+        with served(app) as url, browser() as b, page_watch(b) as (page, problems):
+            page.goto(f"{url}/sessions/{finished_cluster.ref.id}/#/metrics")
+            page.wait_for_selector("iframe", timeout=30_000)
+            sources = page.eval_on_selector_all("iframe", "frames => frames.map(f => f.getAttribute('src'))")
+            assert sources and all(s.startswith(f"/sessions/{finished_cluster.ref.id}/grafana/d") for s in sources)
+            assert_clean(page, problems)
+    finally:
+        grafana.close()
+    assert asked, "no panel reached Grafana"
+    for path in asked:
+        target = urlsplit(path)
+        query = dict(pair.split("=", 1) for pair in target.query.split("&"))
+        assert target.path.startswith(("/d/", "/d-solo/")), path
+        assert query["from"] == str(entry.manifest.start_ms) and query["to"] == str(entry.end_ms), path
+        assert query["var-datasource"] in ("Rayhistory+archive", "Rayhistory%20archive"), path
+        assert query["var-SessionName"] == finished_cluster.ref.session, path
