@@ -1,13 +1,18 @@
 """Deterministic synthetic Ray metrics for the PromQL oracle: every metric Ray's dashboards query, scraped from a
 few nodes of two sessions of one cluster for two hours, written both ways the same samples can travel:
-(a) one OpenMetrics file for `promtool tsdb create-blocks-from openmetrics` (a real Prometheus), and
+(a) per series, its samples plus the staleness markers a live Prometheus would have written
+    (`Dataset.series_samples`, for Prometheus's remote-write receiver: OpenMetrics backfill cannot carry markers),
+    computed here from what the generator knows (which series a scrape lacks, which scrapes failed), independently
+    of the compaction, and
 (b) Rayhistory's archive: per node, the collector's `metrics` spool files (archive/FORMAT.md) cut into segments,
-    which historyserver/compaction/metrics.py:compact_metrics reads.
+    which historyserver/compaction/metrics.py:compact_metrics reads (deriving its own markers from the blocks).
+The OpenMetrics text of (b) is still available (`Dataset.openmetrics`, markers-free) for promtool.
 
 What the data exercises: counters that grow at uneven rates, stall, and reset (a restarted process); gauges that
 move, go to zero, or hold integer counts; histograms with cumulative `le` buckets and matching `_sum`/`_count`;
-series that appear late and vanish early (no staleness marker: OpenMetrics cannot carry one), a node that joins
-late and leaves early, failed scrapes (an `up 0` block and nothing else), empty label values as Ray exposes them
+series that appear late and vanish early (stale at the first scrape without them), a node that joins late and
+leaves early (no marker after a target's last scrape, on either side), failed scrapes (an `up 0` block and the two
+other per-scrape series; every other series of the target is stale there), empty label values as Ray exposes them
 (`WorkerId=""`), one node scraped exactly on the minute (range boundaries) and others off it, and a second session
 whose head reuses the first one's `instance`.
 
@@ -452,6 +457,9 @@ class Dataset:
     samples: int
     series: int
     families: list[Family]
+    # (name, sorted labels) -> (ts ms, values) in time order, staleness markers (STALE_NAN) included
+    series_samples: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[np.ndarray, np.ndarray]] = \
+        field(default_factory=dict)
     start_ms: int = T0_MS
     end_ms: int = END_MS
 
@@ -464,6 +472,7 @@ def generate(exprs: Iterable[str]) -> Dataset:
     node_text: dict[tuple[str, str], str] = {}
     total = 0
     keys: set = set()
+    chunks: dict = {}
     for session in SESSIONS:
         per_target: dict[str, list[tuple[Family, Entity]]] = {}
         for fam in fams:
@@ -485,10 +494,14 @@ def generate(exprs: Iterable[str]) -> Dataset:
                         merged = tuple(sorted(labels + target_labels))
                         keys.add((name, merged))
                         lines.append((f"{name}{{{_labels(merged)}}} ", values, alive))
+                        _record(chunks, (name, merged), ts, values, alive & ~bad)
                     typ = fam.type
                     rendered.append((f"# HELP {fam.name} {fam.name.replace('_', ' ')}.\n# TYPE {fam.name} {typ}\n",
                                      lines))
                 tl = _labels(target_labels)
+                report = {"up": (~bad).astype(float),  # the per-scrape series, as the blocks below write them
+                          "scrape_duration_seconds": 0.004 + (np.arange(len(ts)) % 7) * 0.001,
+                          "scrape_samples_scraped": np.zeros(len(ts))}
                 for i, t in enumerate(ts.tolist()):
                     stamp = _ts(t)
                     body: list[str] = []
@@ -502,6 +515,7 @@ def generate(exprs: Iterable[str]) -> Dataset:
                                 body.extend(live)
                                 count += len(live)
                     up = 0 if bad[i] else 1
+                    report["scrape_samples_scraped"][i] = count
                     head_lines = (
                         f"# HELP up 1 if the scrape of the target succeeded, else 0\n# TYPE up gauge\n"
                         f"up{{{tl}}} {up} {stamp}\n"
@@ -513,9 +527,28 @@ def generate(exprs: Iterable[str]) -> Dataset:
                         f"scrape_samples_scraped{{{tl}}} {count} {stamp}\n")
                     total += 3 + count
                     blocks.append((t, head_lines + "".join(body)))
+                for name, values in report.items():  # in every block, failed or not: never stale
+                    _record(chunks, (name, target_labels), ts, values, np.ones(len(ts), np.bool_))
             blocks.sort(key=lambda b: b[0])
             node_text[(session.name, node.node_id)] = "".join(b for _, b in blocks)
-    return Dataset(node_text, total, len(keys), fams)
+    series = {}
+    for key, parts in chunks.items():
+        ts = np.concatenate([p[0] for p in parts])
+        values = np.concatenate([p[1] for p in parts])
+        order = np.argsort(ts, kind="stable")
+        series[key] = (ts[order], values[order])
+    return Dataset(node_text, total, len(keys), fams, series_samples=series)
+
+
+def _record(chunks: dict, key, ts: np.ndarray, values: np.ndarray, present: np.ndarray) -> None:
+    """One target's samples of a series where `present` (alive, scrape succeeded), and a staleness marker at each
+    scrape that lacks it after one that had it, as a live Prometheus writes them (none after the last scrape)."""
+    from historyserver.promql.model import STALE_NAN
+
+    gone = np.flatnonzero(present[:-1] & ~present[1:]) + 1
+    t = np.concatenate([ts[present], ts[gone]])
+    v = np.concatenate([np.asarray(values, np.float64)[present], np.full(len(gone), STALE_NAN)])
+    chunks.setdefault(key, []).append((t, v))
 
 
 def write_openmetrics(data: Dataset, path: Path) -> Path:

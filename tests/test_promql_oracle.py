@@ -2,8 +2,10 @@
 Prometheus holding the same samples. This is the definition of done for historyserver/promql.
 
 One synthetic dataset (tests/oracle_data.py: two sessions of one cluster, five nodes, two hours, 15 s scrapes) goes
-two ways: backfilled into Prometheus 2.42 with promtool, and archived in the collector's format, then compacted by
-the real compaction into the Parquet tables our store reads. Each of the 403 targets is sent as Grafana sends it
+two ways: pushed into Prometheus 2.42 through its remote-write receiver with the staleness markers a live Prometheus
+would have written (the generator computes them from the series it drops and the scrapes it fails), and archived in
+the collector's format, then compacted by the real compaction (which derives its own markers) into the Parquet
+tables our store reads. Each of the 403 targets is sent as Grafana sends it
 (tests/promql_panels.py) under two selections, one session's instances and "All", as a range query over the whole
 data at a 60 s step and as instant queries at a few times. Results must have the same series (label sets), the same
 timestamps, and values within a relative error of 1e-6 (NaN equals NaN). A query Prometheus refuses must be refused
@@ -74,23 +76,23 @@ def _prom_answer(fn, *args) -> Answer:
 class Sides:
     prometheus: prom_server.Prometheus
     compacted: list[Path]  # one folder of compacted tables per session
+    dataset: oracle_data.Dataset
 
 
 @pytest.fixture(scope="session")
 def sides(tmp_path_factory):
-    """The data generated once, then in parallel (promtool and Prometheus are other processes): backfilled into
-    Prometheus, and archived then compacted by the real compaction for our side."""
+    """The data generated once, then in parallel (Prometheus is another process): pushed into Prometheus, and
+    archived then compacted by the real compaction for our side."""
     if not prom_server.available():
         pytest.skip("prometheus/promtool are not installed")
     dataset = oracle_data.generate(c.expr for c in CASES if c.scope == "all")
     work = tmp_path_factory.mktemp("prometheus")
-    om = oracle_data.write_openmetrics(dataset, work / "data.om")
     with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
-        server = pool.submit(stack.enter_context, prom_server.running_prometheus(om, work))
+        server = pool.submit(stack.enter_context,
+                             prom_server.running_prometheus_remote_write(dataset.series_samples, work))
         dirs = oracle_data.compact(dataset, tmp_path_factory.mktemp("oracle-archive"))
         started = server.result()
-        om.unlink()  # the blocks hold the samples now
-        yield Sides(started, dirs)
+        yield Sides(started, dirs, dataset)
 
 
 @pytest.fixture(scope="session")
@@ -271,3 +273,49 @@ def test_engine_matches_prometheus(case: Case, expected, engine):
         got_i = _our_answer(engine.instant, case.expr, t)
         problems += [f"instant @{t}: {d}" for d in differences(want_i, got_i)]
     assert not problems, f"{case.expr}\n" + "\n".join(problems)
+
+
+def _vanishing_series(dataset: oracle_data.Dataset) -> tuple[str, int]:
+    """A selector for a series that vanishes mid-range while its target keeps being scraped (its last sample is
+    followed by a staleness marker well inside the data), a driver's ray_tasks if there is one; and the marker's
+    time."""
+    import json
+
+    from historyserver.promql.model import is_stale
+
+    found = []
+    for (name, labels), (ts, values) in dataset.series_samples.items():
+        stale = is_stale(values)
+        if stale[-1] and not stale[:-1].any() and START_MS + 20 * 60_000 < ts[-1] < END_MS - 20 * 60_000:
+            found.append((name != "ray_tasks", name, labels, int(ts[-1])))
+    assert found, "the data has no series that vanishes mid-range"
+    _, name, labels, stale_ms = min(found)
+    matchers = ",".join(f"{k}={json.dumps(v)}" for k, v in labels)
+    return f"{name}{{{matchers}}}", stale_ms
+
+
+def test_a_series_that_vanishes_ends_at_its_staleness_marker_on_both_sides(sides, engine):
+    """Both sides hold the marker: the series ends at the scrape that lacked it, not 5 minutes of lookback later;
+    and without the markers our answer would differ (so the oracle catches a compaction that writes none)."""
+    from historyserver.promql.engine import Engine
+    from historyserver.promql.memory_store import MemoryStore
+    from historyserver.promql.model import RawSeries, is_stale
+
+    expr, stale_ms = _vanishing_series(sides.dataset)
+    want = _prom_answer(sides.prometheus.query_range, expr, START_MS / 1000, END_MS / 1000, STEP_MS / 1000)
+    got = _our_answer(engine.range, expr, START_MS, END_MS, STEP_MS)
+    assert _non_empty(want) and differences(want, got) == [], expr
+    (points,) = _points(want.data).values()
+    assert max(t for t, _ in points) < stale_ms  # nothing from the marker on
+
+    # The same compacted samples without their markers: the lookback carries the last value past the marker.
+    bare = [RawSeries(s.labels, s.ts[~is_stale(s.values)], s.values[~is_stale(s.values)])
+            for s in _raw_series(sides.compacted)]
+    unmarked = _our_answer(Engine(MemoryStore(bare)).range, expr, START_MS, END_MS, STEP_MS)
+    (longer,) = _points(unmarked.data).values()
+    assert max(t for t, _ in longer) >= stale_ms and differences(want, unmarked)
+    for t in (stale_ms + STEP_MS,):  # an instant just after the marker: empty on both sides, not without markers
+        assert differences(_prom_answer(sides.prometheus.query, expr, t / 1000), _our_answer(engine.instant, expr, t)) \
+            == []
+        assert not _non_empty(_prom_answer(sides.prometheus.query, expr, t / 1000))
+        assert _non_empty(_our_answer(Engine(MemoryStore(bare)).instant, expr, t))

@@ -39,7 +39,7 @@ from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 8
+COMPACTION_VERSION = 9  # 9: metric_samples carry derived staleness markers
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 

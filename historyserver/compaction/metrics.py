@@ -4,7 +4,11 @@
   JSON string because label matchers become plain typed expressions DuckDB evaluates without parsing every row
   (`labels['instance'] = ?`, `regexp_full_match(coalesce(labels['job'], ''), ?)`), and Parquet stores it natively.
 - `metric_samples`: series_id BIGINT, ts_ms BIGINT, value DOUBLE, sorted by (series_id, ts_ms), one row per
-  series and timestamp (a range shipped twice, or a series written twice, counts once: the first read wins).
+  series and timestamp (a range shipped twice, or a series written twice, counts once: the first read wins, and a
+  real sample always wins over a staleness marker).
+- Staleness markers (value STALE_NAN, bits kept by Parquet) are derived per node and target as a live Prometheus
+  writes them (staleness.py): at the first block of a target that lacks a series, and for all series at a failed
+  scrape; never after a target's last block.
 
 Series identity is the sample name plus its sorted labels, as in Prometheus. Series ids follow the sorted
 (name, labels) order, so one metric's series are neighbours in metric_samples and a selector's samples sit in few
@@ -34,6 +38,7 @@ from archive import logs as archive_logs
 from archive.layout import SessionRef
 from archive.storage import Store
 from historyserver.compaction.openmetrics import CREATED_PARENTS, SeriesTable, parse_file
+from historyserver.compaction.staleness import Staleness, with_markers
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -101,15 +106,17 @@ def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir:
     stage.mkdir(parents=True, exist_ok=True)
     table = SeriesTable()
     samples = _Samples(stage / "samples.parquet")
+    stale = Staleness(table)
     seq = 0
     try:
         for node_id in node_ids:
             node = ref.node(node_id)
+            stale.next_node()  # a target's blocks are followed within one node's files only
             for path, segs in archive_logs.list_segments(store, node, source=SOURCE).items():
                 where = f"{node_id[:12]}:{SOURCE}/{path}"
                 for epoch in sorted({s.epoch for s in segs}):
                     data = _read_generation(store, node, archive_logs.covering(segs, epoch), damage, where)
-                    seq = _read_file(data, where, table, samples, damage, seq)
+                    seq = _read_file(data, where, table, samples, damage, seq, stale)
         samples.close()
         order = _write_series(out_dir / "metric_series.parquet", table, samples.used)
         kept = _write_samples(stage, samples.path, order, out_dir / "metric_samples.parquet", samples.monotonic)
@@ -143,26 +150,34 @@ def _read_generation(store: Store, node, run, damage, where: str) -> bytes:
         return data.decode("utf-8", errors="replace").encode("utf-8")
 
 
-def _read_file(data: bytes, where: str, table: SeriesTable, samples: _Samples, damage, seq: int) -> int:
-    """Stage one file's samples (arrival order = line order, numbered from `seq`); returns the next `seq`."""
+def _read_file(data: bytes, where: str, table: SeriesTable, samples: _Samples, damage, seq: int,
+               stale: Staleness | None = None) -> int:
+    """Stage one file's samples, and the staleness markers they imply when given the node's `stale` state
+    (arrival order = line order, numbered from `seq`); returns the next `seq`."""
     parsed = parse_file(data, table)
     if not len(parsed.slow_blocks):
-        samples.add(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no + seq)
-        return seq + parsed.lines
-    # Blocks the fast path left over, read by the reference parser; a sample's `seq` is its block's first line
-    # plus its rank there, below the next block's first line, so line order is kept across both paths.
-    parts = [(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no)]
-    bounds = np.append(parsed.block_bytes, len(data))
-    for b in parsed.slow_blocks.tolist():
-        block = data[bounds[b]:bounds[b + 1]].decode("utf-8")
-        rows = _read_block(block, f"{where} block {b + 1}", damage)
-        if rows:
-            ids = np.array([table.id_for((name, labels)) for name, labels, _, _ in rows], np.int64)
-            parts.append((ids, np.array([r[2] for r in rows], np.int64), np.array([r[3] for r in rows], np.float64),
-                          parsed.block_lines[b] + np.arange(len(rows), dtype=np.int64)))
-    ids, ts, values, line_no = (np.concatenate(cols) for cols in zip(*parts))
-    order = np.argsort(line_no, kind="stable")
-    samples.add(ids[order], ts[order], values[order], line_no[order] + seq)
+        ids, ts, values, line_no = parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no
+    else:
+        # Blocks the fast path left over, read by the reference parser; a sample's `seq` is its block's first line
+        # plus its rank there, below the next block's first line, so line order is kept across both paths.
+        parts = [(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no)]
+        bounds = np.append(parsed.block_bytes, len(data))
+        for b in parsed.slow_blocks.tolist():
+            block = data[bounds[b]:bounds[b + 1]].decode("utf-8")
+            rows = _read_block(block, f"{where} block {b + 1}", damage)
+            if rows:
+                ids = np.array([table.id_for((name, labels)) for name, labels, _, _ in rows], np.int64)
+                parts.append((ids, np.array([r[2] for r in rows], np.int64),
+                              np.array([r[3] for r in rows], np.float64),
+                              parsed.block_lines[b] + np.arange(len(rows), dtype=np.int64)))
+        ids, ts, values, line_no = (np.concatenate(cols) for cols in zip(*parts))
+        order = np.argsort(line_no, kind="stable")
+        ids, ts, values, line_no = ids[order], ts[order], values[order], line_no[order]
+    if stale is None:
+        samples.add(ids, ts, values, line_no + seq)
+    else:
+        marks = stale.markers(ids, ts, line_no, parsed.block_lines)
+        samples.add(*with_markers(ids, ts, values, line_no + seq, line_no, marks, seq))
     return seq + parsed.lines
 
 
