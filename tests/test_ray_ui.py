@@ -259,7 +259,7 @@ def test_cluster_and_overview_pages_render_without_live_stats(site, session_fact
         assert_clean(page, problems)
 
 
-def test_metrics_tab_embeds_grafana_over_the_sessions_life(finished_cluster, tmp_path):
+def test_metrics_tab_embeds_grafana_over_the_sessions_life(site, finished_cluster, tmp_path):
     """With --grafana-url, Ray's own Metrics tab embeds its panels through our redirect, which pins the range to
     the session's start and end and selects the archive datasource. No Grafana can run here: a loopback server
     stands at its address and records what the iframes asked it for."""
@@ -277,7 +277,8 @@ def test_metrics_tab_embeds_grafana_over_the_sessions_life(finished_cluster, tmp
                      open_store(finished_cluster.local_archive))
     entry = app.state.catalog.get(finished_cluster.ref.id)
     try:
-        with served(app) as url, browser() as b, page_watch(b) as (page, problems):
+        b, _ = site  # the module's Chromium (one Playwright per thread), on a server configured with Grafana
+        with served(app) as url, page_watch(b) as (page, problems):
             page.goto(f"{url}/sessions/{finished_cluster.ref.id}/#/metrics")
             page.wait_for_selector("iframe", timeout=30_000)
             sources = page.eval_on_selector_all("iframe", "frames => frames.map(f => f.getAttribute('src'))")
