@@ -28,7 +28,9 @@ def start_collector(session_dir, archive: str, cluster: str, namespace: str, env
                     interval: float = 5) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive,
-         "--cluster", cluster, "--namespace", namespace, "--interval", str(interval)],
+         "--cluster", cluster, "--namespace", namespace, "--interval", str(interval),
+         # The demo's drivers live a few seconds: scrape often enough that their task series are archived.
+         "--metrics-interval", "2"],
         env=env,
     )
 

@@ -44,9 +44,6 @@ def ray_env() -> dict[str, str]:
         "RAY_enable_export_api_write": "1",
         "RAY_AUTH_MODE": "disabled",  # a throw-away local cluster bound to 127.0.0.1
         "RAY_USAGE_STATS_ENABLED": "0",
-        # Processes report their metrics every 10 s by default: a demo that lives ~30 s would leave its task and
-        # object-store series unscraped. Once a second, every series reaches the node's endpoint.
-        "RAY_metrics_report_interval_ms": "1000",
     })
     return env
 

@@ -63,9 +63,9 @@ def test_charts_use_the_default_dashboards_panels(finished_cluster, tmp_path):
     """On the real dead cluster: the CPU and memory charts draw the node's series, and every chart draws exactly
     the series the API returns for the Default dashboard panel's own expressions.
 
-    The node metrics (ray_node_*) are always archived; ray_tasks only when a scrape (every 15 s) fell while the
-    short-lived drivers that own the tasks were alive and had reported, so for the task and object-store charts
-    the API's answer decides between a drawn chart and the empty state (tested drawn on a written session)."""
+    The node metrics (ray_node_*) are always archived; ray_tasks only when a scrape (every 2 s in the demo) fell
+    while the short-lived drivers that own the tasks were alive and had reported, so for the task and object-store
+    charts the API's answer decides between a drawn chart and the empty state (tested drawn on a written session)."""
     from tests.browser import browser, page_watch, served
 
     app = serve(finished_cluster.local_archive, tmp_path)
