@@ -18,16 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.logline import Markers, file_facts
+from collector.logline import LogLineParser, Markers, Record, file_facts
 from collector.sinks.sls_wire import Columns
 
-_CPP = (r"^\[(?P<sec>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(?P<ms>\d{3}) (?P<lev>[DIWEF]) (?P<pid>\d+) (?P<tid>\d+)\] "
-        r"(?:\((?P<comp>[^)\s]+)\) )?(?P<caller>[^\s:]+:\d+): ?(?P<msg>.*)$")
-_PY = (r"^(?P<sec>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(?P<ms>\d{3})\t(?P<lev>[A-Z]+) (?P<caller>[^\s:]+:\d+) -- ?"
-       r"(?P<msg>.*)$")
 _HEADER = r"^(?:\[\d{4}-\d{2}-\d{2} |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t)"
-# The headers of _CPP/_PY, spelt strictly: the separator after the caller with its space, no other ": " or " -- "
-# before it, so that splitting at the first separator finds the message.
+# LogLineParser's C++ and Python headers (collector.logline), spelt strictly: the separator after the caller
+# with its space, no other ": " or " -- " before it, so that splitting at the first separator finds the message.
 _CPP_STRICT = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [DIWEF] \d+ \d+\] (?:\([^)\s]+\) )?[^\s:]+:\d+: "
 _PY_STRICT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t[A-Z]+ [^\s:]+:\d+ -- "
 _ANSI = r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]"
@@ -63,6 +59,34 @@ class ColumnChunk:
 
 
 MARKER_KEYS = ("job_id", "task_name", "actor_name")
+
+
+def read_chunk(parser: LogLineParser, data: bytes, base: int, more: bool, max_record_bytes: int,
+               dedup_prefix: str) -> tuple[list[list[Record] | ColumnChunk], int]:
+    """The records of the file bytes `data` (at offset `base`), column-wise where parse_chunk can and by the parser
+    otherwise, in file order; and where the next read should start. With `more` (the file goes on past data),
+    what would stay held in the parser (a last line awaiting continuations) is handed back to be read again with
+    the next chunk, so the column path can take the next run of lines."""
+    parts: list[list[Record] | ColumnChunk] = []
+    end = base + len(data)
+    chunk = parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix) if parser.idle \
+        else None
+    if chunk is not None:
+        parts.append(chunk)
+        parser.skip_to(chunk.consumed)
+        parser.markers = chunk.markers
+        if more:
+            return parts, chunk.consumed
+        data = data[chunk.consumed - base:]
+    records = parser.feed(data)
+    if records:
+        parts.append(records)
+    if more and not parser.idle and parser.resume_offset > base:
+        # (only when that moves forward: a record as long as a chunk stays with the parser)
+        back = parser.release()
+        if back is not None:
+            return parts, back
+    return parts, end
 
 
 def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int,
@@ -108,17 +132,12 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
         return None
     seconds, nanos, text_cols, constants = headed
     text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
-    constants.update(_marker_constants(markers))
+    constants.update(markers.to_json())
     return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, markers)
 
 
 def _dedup(prefix: str, starts: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(pa.array(starts), pa.string()), "")
-
-
-def _marker_constants(markers: Markers) -> dict[str, str]:
-    return {k: v for k, v in (("job_id", markers.job_id), ("task_name", markers.task_name),
-                              ("actor_name", markers.actor_name)) if v}
 
 
 def _headed(body: pa.Array, cpp: bool, component: str, pid: int | None, ansi: bool):
@@ -214,7 +233,7 @@ def _raw_output(body: pa.Array, starts: np.ndarray, ends: np.ndarray, consumed: 
         text_cols = {k: pc.filter(v, keep) for k, v in text_cols.items()}
         seconds, nanos, starts, ends = seconds[mask], nanos[mask], starts[mask], ends[mask]
     else:
-        constants.update(_marker_constants(markers))
+        constants.update(markers.to_json())
     text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
     return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, after)
 

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from archive.errors import StoreError
 from archive.layout import SessionRef
@@ -53,8 +54,7 @@ class Collector:
         self.sink: ArchiveSink | None = None  # the session's logs/
         self.spool_sinks: dict[str, ArchiveSink] = {}  # ray_events, metrics, api
         self.file_sinks: dict[str, ArchiveSink] = {}  # grafana: other files of the session directory
-        self._exposed: set[str] = set()  # stats already on /metrics (start() runs again for a new session)
-        self._last_stats: dict[str, object] = {}
+        self._exposed: dict[str, Callable[[], dict]] = {}  # prefix -> the current stats on /metrics
         self.pullers: list = []  # the metrics scraper, the dashboard API poller: threads on pull_stop
         self.pull_stop = threading.Event()
         self.sls = None  # collector.sinks.sls.SlsSink when SLS is configured
@@ -109,10 +109,7 @@ class Collector:
             self._start_pullers(spool_dirs)
         if self.settings.sls_endpoint:
             self.sls = self._sls_sink()
-            if "sls" not in self._exposed:
-                self._exposed.add("sls")
-                self.health.count(lambda: counters("sls", {k: v for k, v in vars(self.sls.stats()).items()
-                                                           if k != "lag_bytes"} if self.sls else {}))
+            self._expose("sls", lambda s=self.sls: {k: v for k, v in vars(s.stats()).items() if k != "lag_bytes"})
         log.info("collecting %s (node %s%s) into %s as session %s", self.session.path, self.node.node_id[:12],
                  ", head" if self.node.is_head else "", self.store.url, self.ref.id)
 
@@ -164,29 +161,23 @@ class Collector:
 
             self.pullers.append(MetricsScraper(spool_dirs["metrics"], self.settings.cluster, session=self.session,
                                                interval=self.settings.metrics_interval))
-            self._expose("metrics", self.pullers[-1])
+            self._expose("metrics", lambda p=self.pullers[-1]: dataclasses.asdict(p.stats))
         if self.node is not None and self.node.is_head and self.settings.api_interval > 0:
             from collector.sources.dashboard_api import DashboardApiPoller, dashboard_url_from_session
 
             self.pullers.append(DashboardApiPoller(spool_dirs["api"], dashboard_url_from_session(self.session),
                                                    interval=self.settings.api_interval))
-            self._expose("api", self.pullers[-1])
+            self._expose("api", lambda p=self.pullers[-1]: dataclasses.asdict(p.stats))
         for puller in self.pullers:
             threading.Thread(target=puller.run, args=(self.pull_stop,), name=type(puller).__name__,
                              daemon=True).start()
 
-    def _expose(self, prefix: str, puller) -> None:
-        """A puller's stats on /metrics (rayhistory_collector_<prefix>_<field>_total); registered once."""
+    def _expose(self, prefix: str, stats: Callable[[], dict]) -> None:
+        """A source's or sink's stats on /metrics as rayhistory_collector_<prefix>_<field>_total. Registered once
+        per prefix; a new session's puller or sink replaces the previous one's."""
         if prefix not in self._exposed:
-            self._exposed.add(prefix)
-            self.health.count(lambda: counters(prefix, dataclasses.asdict(self._puller_stats(prefix))))
-
-    def _puller_stats(self, prefix: str):
-        kind = {"metrics": "MetricsScraper", "api": "DashboardApiPoller"}[prefix]
-        for puller in self.pullers:
-            if type(puller).__name__ == kind:
-                self._last_stats[prefix] = puller.stats
-        return self._last_stats[prefix]
+            self.health.count(lambda: counters(prefix, self._exposed[prefix]()))
+        self._exposed[prefix] = stats
 
     def _stop_pullers(self) -> None:
         """One last scrape and poll (Ray may already be stopping: failures are only counted), then stop."""

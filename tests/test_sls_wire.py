@@ -11,7 +11,7 @@ import pyarrow as pa
 from aliyun.log.proto import LogGroupRaw
 
 from collector.logline import LogLineParser, Markers
-from collector.logline_columns import parse_chunk
+from collector.logline_columns import ColumnChunk, parse_chunk, read_chunk
 from collector.sinks.sls import records_columns
 from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
 
@@ -70,26 +70,15 @@ def _both_ways(name: str, data: bytes, chunk: int = 4096) -> tuple[bytes, bytes,
 
     parser = LogLineParser(name, "n")
     parts, fast, pos = [], 0, 0
-    while pos < len(data):
-        piece, base = data[pos:pos + chunk], pos
-        pos += len(piece)
-        got = parse_chunk(piece, base, name, parser.markers, 1 << 20, "fid:") if parser.idle else None
-        if got is not None:
-            parts.append(encode_logs(got.columns))
-            fast += got.count
-            parser.skip_to(got.consumed)
-            parser.markers = got.markers
-            if pos < len(data):
-                pos = got.consumed  # the sink re-reads the rest with the next chunk
-                continue
-            piece = piece[got.consumed - base:]
-        recs = parser.feed(piece)
-        if recs:
-            parts.append(encode_logs(records_columns(recs, "fid:")))
-        if pos < len(data) and not parser.idle and parser.resume_offset > base:
-            back = parser.release()
-            if back is not None:
-                pos = back
+    while pos < len(data):  # the sink's loop (SlsSink._read_file), without the file
+        piece = data[pos:pos + chunk]
+        got, pos = read_chunk(parser, piece, pos, pos + len(piece) < len(data), 1 << 20, "fid:")
+        for part in got:
+            if isinstance(part, ColumnChunk):
+                fast += part.count
+                parts.append(encode_logs(part.columns))
+            else:
+                parts.append(encode_logs(records_columns(part, "fid:")))
     recs = parser.flush()
     if recs:
         parts.append(encode_logs(records_columns(recs, "fid:")))

@@ -11,8 +11,8 @@ One PutLogs request holds one file's records and is routed by a hash key of (nod
 file's order on one shard. Its LogGroup is encoded column-wise (sls_wire.py: byte-identical to what the SDK's
 `put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport, with the
 same headers `put_logs` sets. Runs of single-line records are parsed column-wise too (collector.logline_columns);
-everything else goes through LogLineParser. The SDK's own retry loop (10 x 1 s, reference section 5) is cut short: every failed
-attempt comes back to this sink, which retries with exponential backoff and slows down on quota errors (403).
+everything else goes through LogLineParser. The SDK's own retry loop (10 x 1 s, reference section 5) is cut
+short: every failed attempt comes back to this sink, which retries with exponential backoff and slows down on quota errors (403).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import numpy as np
+import pyarrow as pa
 from aliyun.log import LogClient, LogException
 from aliyun.log.compress import CompressType, Compressor
 
 from archive.atomic import write_atomic
 from collector.logline import LogLineParser, Markers, Record
-from collector.logline_columns import ColumnChunk, parse_chunk
+from collector.logline_columns import ColumnChunk, read_chunk
 from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
 
 log = logging.getLogger("rayhistory.collector.sls")
@@ -105,8 +106,6 @@ class SlsConfig:
 
 def records_columns(records: list[Record], prefix: str) -> Columns:
     """LogLineParser's records as the encoder's columns (contents as the column-wise path sends them)."""
-    import pyarrow as pa
-
     now = time.time_ns()
     stamps = [r.time_ns if r.time_ns is not None else now for r in records]
     text = {
@@ -307,38 +306,18 @@ class SlsSink:
                         data = fh.read(min(c.read_chunk, track.size - track.read_pos))
                         if not data:
                             break
-                        base, parser = track.read_pos, track.parser
+                        base = track.read_pos
                         track.read_pos += len(data)
                         self.counters.bytes_read += len(data)
                         moved = True
-                        chunk = (parse_chunk(data, base, path, parser.markers, c.max_record_bytes, prefix)
-                                 if parser.idle else None)
-                        if chunk is not None:
-                            parts.append(chunk)
-                            pending += chunk.count
-                            parser.skip_to(chunk.consumed)
-                            parser.markers = chunk.markers
-                            if track.read_pos < track.size:
-                                # Read the rest again with the next chunk, keeping the parser idle (and this
-                                # path taken) rather than holding the last line as a pending record.
-                                self.counters.bytes_read -= track.read_pos - chunk.consumed
-                                track.read_pos = chunk.consumed
-                                fh.seek(chunk.consumed)
-                                continue
-                            data = data[chunk.consumed - base:]
-                        records = parser.feed(data)
-                        if records:
-                            parts.append(records)
-                            pending += len(records)
-                        if track.read_pos < track.size and not parser.idle and parser.resume_offset > base:
-                            # Hand the held record back to be read with the next chunk, so that the column
-                            # path can take over again after a traceback (only when that moves forward: a
-                            # record as long as a chunk stays with the parser).
-                            back = parser.release()
-                            if back is not None:
-                                self.counters.bytes_read -= track.read_pos - back
-                                track.read_pos = back
-                                fh.seek(back)
+                        got, resume = read_chunk(track.parser, data, base, track.read_pos < track.size,
+                                                 c.max_record_bytes, prefix)
+                        parts += got
+                        pending += sum(p.count if isinstance(p, ColumnChunk) else len(p) for p in got)
+                        if resume != track.read_pos:  # bytes handed back: read them again with the next chunk
+                            self.counters.bytes_read -= track.read_pos - resume
+                            track.read_pos = resume
+                            fh.seek(resume)
             except FileNotFoundError:
                 track.size = track.read_pos  # gone (rotated away): nothing more to read
         if moved:
@@ -366,8 +345,8 @@ class SlsSink:
             starts = np.fromiter((r.offset for r in part), np.int64, len(part))
             ends = np.fromiter((r.end for r in part), np.int64, len(part))
             complete = np.fromiter((r.complete for r in part), bool, len(part))
-            markers_at = lambda i: {k: v for k, v in (("job_id", part[i].job_id), ("task_name", part[i].task_name),  # noqa: E731
-                                                      ("actor_name", part[i].actor_name)) if v}
+            def markers_at(i: int) -> dict[str, str]:
+                return Markers(part[i].job_id, part[i].task_name, part[i].actor_name).to_json()
         logs = encode_logs(cols)
         offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset:].astype(np.int64)
         spans = np.cumsum(ends - starts)
