@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from archive.storage import Store
+from historyserver.admission import Gate
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
 from historyserver.routes import (
@@ -25,7 +26,12 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
-    app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh)
+    app.state.query_gate = Gate("PromQL queries", settings.max_concurrent_queries, settings.queue_wait,
+                                "max-concurrent-queries")
+    app.state.compaction_gate = Gate("compactions", settings.max_concurrent_compactions, settings.queue_wait,
+                                     "max-concurrent-compactions")
+    app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh,
+                                    gate=app.state.compaction_gate)
     if settings.compact_on_end:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))
@@ -42,6 +48,6 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
 
 def _compact_quietly(app: FastAPI, entry) -> None:
     try:
-        app.state.warehouse.db(entry)
+        app.state.warehouse.db(entry, patient=True)
     except Exception:  # a visitor's request retries it and reports the error in its API's shape
         logging.getLogger("rayhistory.warehouse").exception("background compaction of %s failed", entry.ref.id)

@@ -31,7 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from archive.errors import ArchiveError
     from archive.storage import open_store
 
-    settings = settings_from(args)
+    from historyserver.errors import SettingsError
+
+    try:
+        settings = settings_from(args)
+    except SettingsError as e:
+        print(f"rayhistory serve: {e}", file=sys.stderr)
+        return 2
     try:
         store = open_store(settings.archive)
         store.check()

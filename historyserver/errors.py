@@ -23,3 +23,23 @@ class BadRequest(HistoryError):
 
 class ArchiveUnavailable(HistoryError):
     status = 503
+
+
+class Overloaded(HistoryError):
+    """Too many heavy requests at once: answered 503 with Retry-After rather than queued without bound."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooLarge(HistoryError):
+    """A request whose answer would exceed a server limit; the message says how to narrow it."""
+
+    status = 413
+
+
+class SettingsError(Exception):
+    """A server setting with a value it cannot use (rayhistory serve prints it and exits 2)."""

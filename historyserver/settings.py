@@ -36,3 +36,55 @@ class ServerSettings:
         metadata={"help": "name of that datasource in Grafana (default $RAYHISTORY_GRAFANA_DATASOURCE or "
                           "'Rayhistory archive')"},
     )
+    query_max_samples: int = field(
+        default=50_000_000,
+        metadata={"help": "samples one PromQL query may hold in memory, as Prometheus's --query.max-samples; more "
+                          "answers 422 execution"},
+    )
+    query_timeout: str = field(
+        default="2m",
+        metadata={"help": "how long one PromQL query may run (a Prometheus duration such as 2m or 90s, or seconds), "
+                          "as Prometheus's --query.timeout; longer answers 503 timeout"},
+    )
+    query_max_sessions: int = field(
+        default=100,
+        metadata={"help": "sessions one PromQL query over the whole archive or a cluster may read; more answers 422 "
+                          "naming the matchers that narrow it"},
+    )
+    max_concurrent_queries: int = field(
+        default=4,
+        metadata={"help": "PromQL queries evaluated at once; others wait up to --queue-wait, then get 503 with "
+                          "Retry-After"},
+    )
+    max_concurrent_compactions: int = field(
+        default=1,
+        metadata={"help": "sessions compacted at once (each takes up to ~1 GB); others wait up to --queue-wait, "
+                          "then get 503 with Retry-After"},
+    )
+    queue_wait: float = field(
+        default=10.0,
+        metadata={"help": "seconds a heavy request (a query, a compaction) waits for a free slot before 503"},
+    )
+
+    def __post_init__(self) -> None:
+        from historyserver.errors import SettingsError
+        from historyserver.routes.prometheus_params import parse_duration_ms
+
+        for name in ("query_max_samples", "query_max_sessions", "max_concurrent_queries",
+                     "max_concurrent_compactions"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.queue_wait < 0:
+            raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
+        try:
+            timeout_ms = parse_duration_ms(self.query_timeout)
+        except ValueError as e:
+            raise SettingsError(f"--query-timeout: {e}; give e.g. 2m, 90s or 120") from None
+        if timeout_ms <= 0:
+            raise SettingsError(f"--query-timeout must be positive, got {self.query_timeout!r}")
+
+    @property
+    def query_timeout_s(self) -> float:
+        from historyserver.routes.prometheus_params import parse_duration_ms
+
+        return parse_duration_ms(self.query_timeout) / 1000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -18,7 +19,8 @@ from archive.errors import NotFound, StoreError
 from archive.storage import Store
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import COMPACTION_VERSION, TABLES, compact
-from historyserver.errors import ArchiveUnavailable
+from historyserver.admission import Gate
+from historyserver.errors import ArchiveUnavailable, Overloaded
 from historyserver.queries.session_db import SessionDB
 
 log = logging.getLogger("rayhistory.warehouse")
@@ -26,8 +28,10 @@ INFO = "info.json"
 
 
 class Warehouse:
-    def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0) -> None:
+    def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0,
+                 gate: Gate | None = None) -> None:
         self.store = store
+        self.gate = gate or Gate("compactions", 1, 3600.0, "max-concurrent-compactions")
         self.root = Path(cache_dir) / f"compacted-c{COMPACTION_VERSION}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.running_refresh = running_refresh
@@ -35,20 +39,26 @@ class Warehouse:
         self._session_locks: dict[str, threading.Lock] = {}
         self._open: dict[str, tuple[SessionDB, float, bool]] = {}
 
-    def db(self, entry: SessionEntry) -> SessionDB:
+    def db(self, entry: SessionEntry, patient: bool = False) -> SessionDB:
+        """The session's tables, compacting them first if needed. A request waits at most the gate's wait for
+        another compaction of the same session or for a free slot (then Overloaded: 503); `patient` (the
+        background compactor) waits as long as it takes."""
         sid = entry.ref.id
         with self._lock:
             lock = self._session_locks.setdefault(sid, threading.Lock())
             cached = self._open.get(sid)
         if cached and self._still_good(cached, entry):
             return cached[0]
-        with lock:
+        if not lock.acquire(timeout=-1 if patient else self.gate.wait_s):
+            raise Overloaded(f"session {sid} is being compacted by another request; retry in a few seconds",
+                             retry_after=max(1, math.ceil(self.gate.wait_s)))
+        try:
             cached = self._open.get(sid)
             if cached and self._still_good(cached, entry):
                 return cached[0]
             tables = self.root / sid
             try:
-                self._prepare(entry, tables)
+                self._prepare(entry, tables, patient)
             except StoreError as e:
                 raise ArchiveUnavailable(str(e)) from e
             db = SessionDB(tables)
@@ -56,6 +66,8 @@ class Warehouse:
                 # The previous handle is left to the garbage collector: a request may still be using it.
                 self._open[sid] = (db, time.monotonic(), entry.closed)
             return db
+        finally:
+            lock.release()
 
     def _still_good(self, cached: tuple[SessionDB, float, bool], entry: SessionEntry) -> bool:
         _, opened, closed = cached
@@ -63,20 +75,22 @@ class Warehouse:
             return True
         return not entry.closed and time.monotonic() - opened < self.running_refresh
 
-    def _prepare(self, entry: SessionEntry, tables: Path) -> None:
+    def _prepare(self, entry: SessionEntry, tables: Path, patient: bool = False) -> None:
         local = _read_info(tables)
         if entry.closed:
             if local and local.get("closed"):
                 return
             if self._download(entry, tables):
                 return
-            info = compact(self.store, entry.ref, tables, entry.end_ms)
+            with self.gate.slot(patient):
+                info = compact(self.store, entry.ref, tables, entry.end_ms)
             _write_info(tables, {**info, "closed": True})
             self._upload(entry, tables)
         else:
             if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
                 return
-            info = compact(self.store, entry.ref, tables, None)
+            with self.gate.slot(patient):
+                info = compact(self.store, entry.ref, tables, None)
             _write_info(tables, {**info, "closed": False})
 
     def _download(self, entry: SessionEntry, tables: Path) -> bool:

@@ -7,7 +7,8 @@ import numpy as np
 import promql_parser as pp
 
 from .errors import BadData
-from .evaluate import Evaluator
+from .evaluate import Evaluator, Shared
+from .limits import QueryLimits
 from .model import SeriesStore
 from .values import QueryResult, RangeVector, Scalar, String, Vector
 
@@ -49,14 +50,20 @@ def _static_type(node) -> str:
 
 
 class Engine:
-    def __init__(self, store: SeriesStore, lookback_ms: int = 300_000, max_points: int = 11_000):
+    def __init__(self, store: SeriesStore, lookback_ms: int = 300_000, max_points: int = 11_000,
+                 limits: QueryLimits | None = None, timeout_s: float | None = None):
         self.store = store
         self.lookback_ms = lookback_ms
         self.max_points = max_points
+        self.limits = limits or QueryLimits()
+        self.timeout_s = timeout_s  # the request's own `timeout`, if shorter than the server's
+
+    def _shared(self) -> Shared:
+        return Shared(budget=self.limits.budget(self.timeout_s))
 
     def instant(self, expr: str, time_ms: int) -> QueryResult:
         node = parse(expr)
-        ev = Evaluator(self.store, time_ms, time_ms, 0, self.lookback_ms, time_ms, time_ms)
+        ev = Evaluator(self.store, time_ms, time_ms, 0, self.lookback_ms, time_ms, time_ms, self._shared())
         val = ev.eval(node)
         if isinstance(val, Scalar):
             return QueryResult("scalar", (time_ms, float(val.vals[0])))
@@ -102,7 +109,7 @@ class Engine:
         kind = _static_type(node)
         if kind:
             raise BadData(f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector')
-        ev = Evaluator(self.store, start_ms, end_ms, step_ms, self.lookback_ms, start_ms, end_ms)
+        ev = Evaluator(self.store, start_ms, end_ms, step_ms, self.lookback_ms, start_ms, end_ms, self._shared())
         val = ev.eval(node)
         if isinstance(val, (RangeVector, String)):
             raise BadData(

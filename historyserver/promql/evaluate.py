@@ -9,6 +9,7 @@ import promql_parser as pp
 
 from . import aggregations, binary, functions, ranges
 from .errors import ExecutionError
+from .limits import Budget, QueryLimits
 from .model import SeriesStore
 from .values import RangeVector, Scalar, String, Vector, drop_name, merge_rows_check_all
 
@@ -18,6 +19,7 @@ class Shared:
     """State shared by an evaluation and its subquery evaluations."""
 
     fetch_cache: dict = field(default_factory=dict)
+    budget: Budget = field(default_factory=lambda: QueryLimits().budget())
 
 
 class Evaluator:
@@ -34,11 +36,12 @@ class Evaluator:
     ):
         self.store = store
         self.start, self.end, self.step = start, end, step
+        self.shared = shared or Shared()
         n = 1 if step <= 0 else (end - start) // step + 1
+        self.shared.budget.check_grid(n)  # before allocating it
         self.grid = start + np.arange(n, dtype=np.int64) * max(step, 1)
         self.lookback = lookback
         self.query_start, self.query_end = query_start, query_end
-        self.shared = shared or Shared()
         self._memo: dict[str, object] = {}
 
     @property
@@ -57,7 +60,10 @@ class Evaluator:
         key = str(node)
         hit = self._memo.get(key)
         if hit is None:
+            budget = self.shared.budget
+            budget.check_time()
             hit = self._eval(node)
+            budget.add(_samples(hit))
             self._memo[key] = hit
         return hit
 
@@ -113,3 +119,14 @@ class Evaluator:
             # Unary minus drops the metric name, and then series may collide (checked over the whole result).
             return merge_rows_check_all(Vector([drop_name(lb) for lb in v.labels], -v.vals, v.mask))
         raise ExecutionError("unary minus needs a scalar or instant vector")
+
+
+def _samples(value) -> int:
+    """How many samples a computed value holds (what --query-max-samples counts)."""
+    if isinstance(value, Vector):
+        return value.vals.size
+    if isinstance(value, RangeVector):  # a range selector's samples were counted when fetched (ranges.fetch)
+        return 0 if value.selector is not None else sum(len(s.ts) for s in value.series)
+    if isinstance(value, Scalar):
+        return len(value.vals)
+    return 0

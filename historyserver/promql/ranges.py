@@ -58,11 +58,16 @@ def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) ->
     hit = ev.shared.fetch_cache.get(key)
     if hit is None:
         hit = []
+        loaded = 0
         for raw in ev.store.select(matchers, int(start_ms), int(end_ms)):
             ts = np.asarray(raw.ts, dtype=np.int64)
             vals = np.asarray(raw.values, dtype=np.float64)
             if len(ts):
                 hit.append((labels_from_dict(raw.labels), ts, vals))
+                loaded += len(ts)
+        budget = ev.shared.budget
+        budget.add(loaded)
+        budget.check_time()
         ev.shared.fetch_cache[key] = hit
     return hit
 
@@ -123,7 +128,7 @@ def subquery(ev: "Evaluator", sq: pp.SubqueryExpr) -> RangeVector:
     end = int(ends.max())
     out = []
     if start <= end:
-        inner = ev.child(start, end, step)
+        inner = ev.child(start, end, step)  # refuses a grid over the sample budget before allocating it
         val = inner.eval_vector(sq.expr)
         grid = inner.grid
         for i, lbls in enumerate(val.labels):

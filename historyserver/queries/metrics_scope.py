@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from historyserver.catalog import STALE_AFTER_MS, UNFINISHED, SessionEntry
+from historyserver.errors import TooLarge
 from historyserver.promql.model import Matcher, RawSeries
 from historyserver.queries.metrics_store import MetricsStore, SessionTables
 from historyserver.queries.session_series import FailureCache, SessionSeriesStore, matches, names_only_virtual
@@ -55,8 +56,10 @@ class ArchiveStore:
     matchers and range can touch, plus the catalog-derived session series. Meant to live for one request."""
 
     def __init__(self, entries: list[SessionEntry], open_tables: Callable[[SessionEntry], Path],
-                 failures: FailureCache | None = None, now_ms: int | None = None) -> None:
+                 failures: FailureCache | None = None, now_ms: int | None = None,
+                 max_sessions: int | None = None) -> None:
         self.entries = entries
+        self.max_sessions = max_sessions
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self._open_tables = open_tables
         self.virtual = SessionSeriesStore(entries, failures, self.now_ms)
@@ -83,6 +86,12 @@ class ArchiveStore:
     def _store(self, entries: list[SessionEntry]) -> MetricsStore | None:
         if not entries:
             return None
+        if self.max_sessions is not None and len(entries) > self.max_sessions:
+            raise TooLarge(
+                f"this selector would read {len(entries)} sessions, more than --query-max-sessions="
+                f"{self.max_sessions}; narrow it with a SessionName or ray_io_cluster matcher, a shorter time range, "
+                "or query one cluster's or session's prefix (/clusters/{namespace}/{cluster}/prometheus/api/v1/, "
+                "/sessions/{id}/prometheus/api/v1/)")
         with self._lock:
             for entry in entries:
                 sid = entry.ref.id

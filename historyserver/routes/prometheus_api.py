@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from historyserver.catalog import SessionEntry
-from historyserver.errors import ArchiveUnavailable, HistoryError, SessionNotFound
+from historyserver.errors import ArchiveUnavailable, HistoryError, Overloaded, SessionNotFound, TooLarge
 from historyserver.promql.errors import BadData, PromQLError
 from historyserver.queries.metrics_scope import ArchiveStore
 from historyserver.queries.session_series import FailureCache, warehouse_tables
@@ -71,8 +71,11 @@ def success(data: Any) -> Response:
     return _json({"status": "success", "data": data})
 
 
-def error(status: int, error_type: str, message: str) -> Response:
-    return _json({"status": "error", "errorType": error_type, "error": message}, status)
+def error(status: int, error_type: str, message: str, retry_after: int | None = None) -> Response:
+    response = _json({"status": "error", "errorType": error_type, "error": message}, status)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def is_prometheus_path(path: str) -> bool:
@@ -83,8 +86,10 @@ def is_prometheus_path(path: str) -> bool:
 def history_error(exc: HistoryError) -> Response:
     if isinstance(exc, SessionNotFound) or exc.status == 404:
         return error(404, "not_found", str(exc))
-    if isinstance(exc, ArchiveUnavailable):
-        return error(503, "unavailable", str(exc))
+    if isinstance(exc, (ArchiveUnavailable, Overloaded)):
+        return error(503, "unavailable", str(exc), getattr(exc, "retry_after", None))
+    if isinstance(exc, TooLarge):
+        return error(422, "execution", str(exc))
     if exc.status == 400:
         return error(400, "bad_data", str(exc))
     return error(exc.status, "internal", str(exc))
@@ -126,15 +131,19 @@ def _failure_cache(request: Request) -> FailureCache:
 
 def scope_store(request: Request) -> ArchiveStore:
     warehouse = request.app.state.warehouse
-    return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request))
+    return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request),
+                        max_sessions=request.app.state.settings.query_max_sessions)
 
 
 # -- endpoints (run in a worker thread: DuckDB and the engine are blocking) ---------------------------------------
 
-def _engine(store):
+def _engine(request: Request, store, p: Params):
     from historyserver.promql.engine import Engine  # imported when first used: the engine is a heavy module
+    from historyserver.promql.limits import QueryLimits
 
-    return Engine(store)
+    settings = request.app.state.settings
+    limits = QueryLimits(settings.query_max_samples, settings.query_timeout_s)
+    return Engine(store, limits=limits, timeout_s=check_timeout(p))
 
 
 def _run_query(run: Callable[[], Any]) -> RawJSON:
@@ -149,21 +158,23 @@ def query(request: Request, p: Params) -> Any:
     t = time_param(p, "time", int(time.time() * 1000))
     check_timeout(p)
     expr = p.get("query")
-    store = scope_store(request)
-    try:
-        return _run_query(lambda: _engine(store).instant(expr, t))
-    finally:
-        store.close()
+    with request.app.state.query_gate.slot():
+        store = scope_store(request)
+        try:
+            return _run_query(lambda: _engine(request, store, p).instant(expr, t))
+        finally:
+            store.close()
 
 
 def query_range(request: Request, p: Params) -> Any:
     start, end, step = range_params(p)
     expr = p.get("query")
-    store = scope_store(request)
-    try:
-        return _run_query(lambda: _engine(store).range(expr, start, end, step))
-    finally:
-        store.close()
+    with request.app.state.query_gate.slot():
+        store = scope_store(request)
+        try:
+            return _run_query(lambda: _engine(request, store, p).range(expr, start, end, step))
+        finally:
+            store.close()
 
 
 def _metadata_range(p: Params) -> tuple[int, int]:

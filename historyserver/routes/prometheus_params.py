@@ -134,13 +134,15 @@ def range_params(p: Params) -> tuple[int, int, int]:
     return start, end, step
 
 
-def check_timeout(p: Params) -> None:
+def check_timeout(p: Params) -> float | None:
+    """The request's own `timeout` in seconds (it can only shorten the server's --query-timeout), or None."""
     text = p.get("timeout")
     if text:
         try:
-            parse_duration_ms(text)
+            return parse_duration_ms(text) / 1000
         except ValueError as e:
             raise invalid("timeout", str(e)) from None
+    return None
 
 
 def _matches_empty(m: Matcher) -> bool:
