@@ -22,6 +22,12 @@ class Gate:
         self.running = 0
         self.refused = 0
 
+    def hold(self) -> "Ticket":
+        """A slot for work that outlives the route function (a streamed answer): release it when done."""
+        cm = self.slot()
+        cm.__enter__()
+        return Ticket(cm)
+
     @contextmanager
     def slot(self, patient: bool = False) -> Iterator[None]:
         """Hold a slot for the duration of the block; `patient` waits without bound (background work)."""
@@ -39,3 +45,26 @@ class Gate:
             with self._lock:
                 self.running -= 1
             self._sem.release()
+
+
+class Ticket:
+    """A held slot, released once however many times release() is called (by the stream's end, and by the
+    response's background task if the client went away before the stream started)."""
+
+    def __init__(self, cm) -> None:
+        self._cm = cm
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._cm.__exit__(None, None, None)
+
+    def stream(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        finally:
+            self.release()

@@ -28,6 +28,8 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
     app.state.query_gate = Gate("PromQL queries", settings.max_concurrent_queries, settings.queue_wait,
                                 "max-concurrent-queries")
+    app.state.large_gate = Gate("large answers", settings.max_concurrent_large, settings.queue_wait,
+                                "max-concurrent-large")
     app.state.compaction_gate = Gate("compactions", settings.max_concurrent_compactions, settings.queue_wait,
                                      "max-concurrent-compactions")
     app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh,

@@ -61,6 +61,11 @@ class ServerSettings:
         metadata={"help": "sessions compacted at once (each takes up to ~1 GB); others wait up to --queue-wait, "
                           "then get 503 with Retry-After"},
     )
+    max_concurrent_large: int = field(
+        default=2,
+        metadata={"help": "large answers built at once (task pages over 1,000 rows, trace downloads, timelines); "
+                          "others wait up to --queue-wait, then get 503 with Retry-After"},
+    )
     queue_wait: float = field(
         default=10.0,
         metadata={"help": "seconds a heavy request (a query, a compaction) waits for a free slot before 503"},
@@ -71,7 +76,7 @@ class ServerSettings:
         from historyserver.routes.prometheus_params import parse_duration_ms
 
         for name in ("query_max_samples", "query_max_sessions", "max_concurrent_queries",
-                     "max_concurrent_compactions"):
+                     "max_concurrent_compactions", "max_concurrent_large"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.queue_wait < 0:

@@ -395,7 +395,7 @@ def test_placement_groups_table_is_used_when_present(tmp_path):
 
     def call(**kw):
         args = {"detail": False, "limit": None, "filter_keys": [], "filter_predicates": [], "filter_values": []}
-        return list_placement_groups(**{**args, **kw}, db=db)["data"]["result"]
+        return json.loads(list_placement_groups(**{**args, **kw}, db=db).body)["data"]["result"]
 
     full = call(detail=True)
     assert [g["placement_group_id"] for g in full["result"]] == ["aa", "bb"] and full["result"][0] == groups[1]

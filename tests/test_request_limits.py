@@ -3,6 +3,7 @@ sessions one query may read, and admission of heavy work (queries, compactions) 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from archive.layout import LogSegment, SessionRef
+from archive.logs import encode
 from archive.storage.local import LocalStore
 from historyserver.promql.engine import Engine
 from historyserver.promql.limits import QueryLimits, TooManySamples
@@ -248,3 +251,83 @@ def test_the_bomb_against_a_served_process_stays_small_and_fast(archive, tmp_pat
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# -- large answers of the Ray API --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def task_session(tmp_path_factory):
+    """A 3,000-task synthetic session (Ray 2.60's export events and worker logs) in small segments."""
+    from benchmarks import synthetic_session
+
+    root = tmp_path_factory.mktemp("tasks-archive")
+    info = synthetic_session.generate(str(root), 3000, nodes=2, workers_per_node=8, segment_mb=0.05, procs=1,
+                                      log=lambda msg: None)
+    return root, info["session_id"]
+
+
+def test_large_task_pages_and_traces_wait_for_a_slot(task_session, tmp_path):
+    root, sid = task_session
+    with make_client(root, tmp_path, max_concurrent_large=1, queue_wait=0.2) as c:
+        s = f"/sessions/{sid}"
+        assert c.get(f"{s}/api/v0/tasks?limit=5000").status_code == 200
+        gate = c.app.state.large_gate
+        with gate.slot():
+            r = c.get(f"{s}/api/v0/tasks?limit=5000")
+            assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+            assert "--max-concurrent-large" in r.json()["msg"]
+            assert c.get(f"{s}/api/v0/tasks?limit=1000").status_code == 200  # an ordinary page is not held up
+            assert c.get(f"{s}/api/v0/tasks/timeline?download=1").status_code == 503
+            assert c.get(f"/api/v1/sessions/{sid}/timeline").json()["error"]["code"] == "Overloaded"
+        # A streamed trace gives its slot back once sent.
+        events = c.get(f"{s}/api/v0/tasks/timeline?download=1").json()
+        assert gate.running == 0
+        assert len([e for e in events if e["ph"] == "X"]) > 1000
+
+
+def test_a_held_slot_lasts_as_long_as_its_stream_and_is_released_once():
+    from historyserver.admission import Gate
+
+    gate = Gate("large answers", 1, 0, "max-concurrent-large")
+    ticket = gate.hold()
+    stream = ticket.stream(iter([b"a", b"b"]))
+    assert next(stream) == b"a" and gate.running == 1
+    assert list(stream) == [b"b"] and gate.running == 0
+    ticket.release()  # the response's background task, after the stream released it: no double release
+    assert gate.running == 0
+    with gate.slot():
+        pass
+    never_started = gate.hold()  # a client that went away before the first byte: the background task frees it
+    never_started.release()
+    assert gate.running == 0 and gate.hold() is not None
+
+
+def test_a_huge_tail_keeps_a_bounded_number_of_segments(task_session, tmp_path, monkeypatch):
+    from historyserver.queries import logs
+
+    root, sid = task_session
+    monkeypatch.setattr(logs, "CACHE_BYTES", 120_000)
+    held = []
+    real = logs.ArchivedLog._remember
+
+    def remember(self, seg, data):
+        real(self, seg, data)
+        held.append(self._cached_bytes)
+
+    monkeypatch.setattr(logs.ArchivedLog, "_remember", remember)
+    with make_client(root, tmp_path) as c:
+        s = f"/sessions/{sid}"
+        node = c.get(f"{s}/api/v0/nodes").json()["data"]["result"]["result"][0]["node_id"]
+        # A 1 MB file archived in twenty 50 kB segments, as the collector ships a growing file.
+        whole = b"".join(b"line %07d of a long raylet.out\n" % i for i in range(32_000))
+        ref = SessionRef.from_id(sid).node(node)
+        for start in range(0, len(whole), 50_000):
+            end = min(start + 50_000, len(whole))
+            LocalStore(root).put(ref.segment_key(LogSegment("big.out", 0, start, end)), encode(whole[start:end]))
+        name = "big.out"
+        assert c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name,
+                                                      "lines": "-1"}).content == whole
+        held.clear()
+        tail = c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name, "lines": "100000000"})
+        assert tail.content == whole
+        assert held and max(held) <= 120_000

@@ -20,6 +20,7 @@ from historyserver.queries.session_db import SessionDB
 
 log = logging.getLogger("rayhistory.logs")
 
+CACHE_BYTES = 64 << 20  # decoded segments one request keeps (archived segments are a few MB each)
 DEFAULT_LINES = 1000  # Ray's DEFAULT_LOG_LIMIT; lines=0 also means it (the agent's `lines or 1000`)
 WORKER_LOG = re.compile(r"^(?:.*/)?worker-([0-9a-f]+)-([0-9a-f]+)-(\d+)\.(out|err)$")
 # Ray strips only SGR sequences (colours), with this exact character set.
@@ -251,7 +252,8 @@ class ArchivedLog:
         self.run = archive_logs.covering(segments)
         newest = max(s.epoch for s in segments)
         self.incomplete = len(self.run) < len([s for s in segments if s.epoch == newest])
-        self._cache: dict[LogSegment, bytes] = {}
+        self._cache: dict[LogSegment, bytes] = {}  # insertion order: the oldest is dropped first
+        self._cached_bytes = 0
 
     @property
     def size(self) -> int:
@@ -260,7 +262,7 @@ class ArchivedLog:
     def _segment(self, seg: LogSegment) -> bytes:
         if seg not in self._cache:
             try:
-                self._cache[seg] = archive_logs.read_segment(self.store, self.node, seg)
+                data = archive_logs.read_segment(self.store, self.node, seg)
             except (archive_logs.CorruptSegment, NotFound) as e:
                 # Bytes from here on cannot be placed: serve what comes before, and say it is incomplete.
                 log.warning("log %s of node %s is damaged: %s", self.path, self.node.node_id, e)
@@ -269,7 +271,22 @@ class ArchivedLog:
                 raise _Damaged() from e
             except StoreError as e:
                 raise ArchiveUnavailable(str(e)) from e
+            self._remember(seg, data)
+            return data
         return self._cache[seg]
+
+    def _remember(self, seg: LogSegment, data: bytes) -> None:
+        """Keep decoded segments up to CACHE_BYTES: a tail of a million lines of a multi-GB file reads every
+        segment, and re-reads what it could not keep when it streams them."""
+        while self._cache and self._cached_bytes + len(data) > CACHE_BYTES:
+            self._cached_bytes -= len(self._cache.pop(next(iter(self._cache))))
+        self._cache[seg] = data
+        self._cached_bytes += len(data)
+
+    def _forget(self, seg: LogSegment) -> None:
+        data = self._cache.pop(seg, None)
+        if data is not None:
+            self._cached_bytes -= len(data)
 
     def tail_start(self, end: int, lines: int, floor: int = 0) -> int:
         """Where the last `lines` lines before `end` start, as Ray's agent finds it, but never before `floor`.
@@ -332,7 +349,7 @@ class ArchivedLog:
             except _Damaged:
                 return
             if release:
-                self._cache.pop(seg, None)
+                self._forget(seg)
             yield data[max(start - seg.start, 0) : min(end, seg.end) - seg.start]
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterator, Iterable
 
 import duckdb
+import orjson
 
 from historyserver.compaction.build import TABLES
 from historyserver.errors import BadRequest
@@ -39,6 +40,15 @@ class Page:
     rows: list[dict[str, Any]]
 
 
+def _loads(text: str) -> Any:
+    """A stored record (JSON text): orjson reads them ~10x faster than json; json for what orjson refuses
+    (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 class SessionDB:
     def __init__(self, tables_dir: Path) -> None:
         self.dir = tables_dir
@@ -55,6 +65,16 @@ class SessionDB:
         finally:
             cur.close()
 
+    def stream(self, sql: str, params: list[Any] | None = None, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query, fetched `batch` at a time: a large answer is never held whole."""
+        cur = self._con.cursor()
+        try:
+            cur.execute(sql, params or [])
+            while rows := cur.fetchmany(batch):
+                yield from rows
+        finally:
+            cur.close()
+
     def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True) -> Page:
         """Ray's list_tasks, sorted by task id as Ray sorts them."""
         where, params = task_where(filters, exclude_driver)
@@ -68,28 +88,28 @@ class SessionDB:
             return Page(total, filtered, [])
         rows = self.query(f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
                           "ORDER BY task_id, attempt_number LIMIT ?", params + [keys[0][0], keys[-1][0], limit])
-        return Page(total, filtered, [json.loads(r[0]) for r in rows])
+        return Page(total, filtered, [_loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
+        return [_loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
 
     def job(self, job_or_submission_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT record FROM jobs WHERE submission_id = ? OR job_id = ? "
                            "ORDER BY (submission_id = ?) DESC LIMIT 1", [job_or_submission_id] * 3)
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def actors(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.query("SELECT record FROM actors ORDER BY actor_id")]
+        return [_loads(r[0]) for r in self.query("SELECT record FROM actors ORDER BY actor_id")]
 
     def actor(self, actor_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT record FROM actors WHERE actor_id = ?", [actor_id])
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def workers(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.query("SELECT record FROM workers ORDER BY worker_id")]
+        return [_loads(r[0]) for r in self.query("SELECT record FROM workers ORDER BY worker_id")]
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.query("SELECT record FROM nodes ORDER BY is_head_node DESC, node_id")]
+        return [_loads(r[0]) for r in self.query("SELECT record FROM nodes ORDER BY is_head_node DESC, node_id")]
 
     def close(self) -> None:
         self._con.close()

@@ -9,7 +9,7 @@ then the metadata events ("M") that name them.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from historyserver.queries.session_db import SessionDB
 from historyserver.queries.session_db import NOT_DRIVER, RAY_LIST_LIMIT
@@ -47,11 +47,24 @@ def _extra(raw: str | None) -> dict[str, Any]:
 
 
 def chrome_trace(db: SessionDB, job_id: str | None = None) -> list[dict[str, Any]]:
+    return list(chrome_trace_events(db, job_id))
+
+
+def chrome_trace_json(db: SessionDB, job_id: str | None = None) -> Iterator[bytes]:
+    """The trace as a JSON array, written as its events are read (the download is streamed, never held whole)."""
+    sep = b"["
+    for event in chrome_trace_events(db, job_id):
+        yield sep + json.dumps(event).encode()
+        sep = b", "
+    yield b"[]" if sep == b"[" else b"]"
+
+
+def chrome_trace_events(db: SessionDB, job_id: str | None = None) -> Iterator[dict[str, Any]]:
     where, params = NOT_DRIVER, []
     if job_id:
         where += " AND lower(job_id) = lower(?)"
         params.append(job_id)
-    rows = db.query(f"""
+    rows = db.stream(f"""
         WITH listed AS (
             SELECT task_id, attempt_number, job_id, func_or_class_name, actor_id FROM tasks
             WHERE {where} ORDER BY task_id, attempt_number LIMIT {RAY_LIST_LIMIT})
@@ -62,7 +75,6 @@ def chrome_trace(db: SessionDB, job_id: str | None = None) -> list[dict[str, Any
         WHERE p.component_type IN {TRACED_COMPONENTS} AND p.start_time IS NOT NULL AND p.end_time IS NOT NULL
         ORDER BY l.task_id, l.attempt_number, p.start_time
     """, params)
-    events: list[dict[str, Any]] = []
     nodes: dict[Any, int] = {}
     workers: dict[tuple[int, str], int] = {}
     for (task_id, job, attempt, func, actor_id, ctype, cid, node_ip, name, start, end, extra_raw) in rows:
@@ -70,7 +82,7 @@ def chrome_trace(db: SessionDB, job_id: str | None = None) -> list[dict[str, Any
         extra.update(task_id=task_id, job_id=job, attempt_number=attempt, func_or_class_name=func, actor_id=actor_id)
         pid = nodes.setdefault(node_ip, len(nodes))
         tid = workers.setdefault((pid, f"{ctype}:{cid}"), len(workers))
-        events.append({
+        yield {
             "cat": name,
             "name": extra["name"] if "name" in extra else name,
             "pid": pid,
@@ -80,10 +92,8 @@ def chrome_trace(db: SessionDB, job_id: str | None = None) -> list[dict[str, Any
             "cname": _color(extra["cname"]) if "cname" in extra else _color(name),
             "args": extra,
             "ph": "X",
-        })
+        }
     for node_ip, pid in nodes.items():
-        events.append({"name": "process_name", "args": {"name": f"Node {node_ip}"}, "pid": pid, "tid": None,
-                       "ph": "M"})
+        yield {"name": "process_name", "args": {"name": f"Node {node_ip}"}, "pid": pid, "tid": None, "ph": "M"}
     for (pid, worker), tid in workers.items():
-        events.append({"name": "thread_name", "args": {"name": worker}, "pid": pid, "tid": tid, "ph": "M"})
-    return events
+        yield {"name": "thread_name", "args": {"name": worker}, "pid": pid, "tid": tid, "ph": "M"}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import RedirectResponse, Response
 
 from historyserver.compaction.records import TASK_SUMMARY_KEYS as SUMMARY_TASK_KEYS
 from historyserver.errors import BadRequest, EntityNotFound
 from historyserver.queries.session_db import Filter, SessionDB
-from historyserver.routes.deps import SESSION_PREFIX, ray_limit, ray_ok, session_db, state_envelope
+from historyserver.routes.deps import (
+    LARGE_PAGE, SESSION_PREFIX, large_answer, ray_limit, ray_ok, session_db, state_envelope,
+)
 
 router = APIRouter(prefix=SESSION_PREFIX)
 
@@ -40,6 +42,7 @@ def get_job(job_or_submission_id: str, db: SessionDB = Depends(session_db)) -> d
 
 @router.get("/api/v0/tasks")
 def list_tasks(
+    request: Request,
     detail: bool = False,
     limit: int | None = None,
     filter_keys: list[str] = Query(default=[]),
@@ -47,20 +50,22 @@ def list_tasks(
     filter_values: list[str] = Query(default=[]),
     exclude_driver: bool = True,
     db: SessionDB = Depends(session_db),
-) -> dict:
-    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit), exclude_driver)
-    rows = page.rows if detail else [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows]
-    return state_envelope(page.total, page.num_filtered, rows)
+) -> Response:
+    n = ray_limit(limit)
+    with large_answer(request, n > LARGE_PAGE):
+        page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), n, exclude_driver)
+        rows = page.rows if detail else [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows]
+        return state_envelope(page.total, page.num_filtered, rows)
 
 
 @router.get("/api/v0/nodes")
-def list_nodes(limit: int | None = None, db: SessionDB = Depends(session_db)) -> dict:
+def list_nodes(limit: int | None = None, db: SessionDB = Depends(session_db)) -> Response:
     nodes = db.nodes()
     return state_envelope(len(nodes), len(nodes), nodes[: ray_limit(limit)])
 
 
 @router.get("/api/v0/workers")
-def list_workers(limit: int | None = None, db: SessionDB = Depends(session_db)) -> dict:
+def list_workers(limit: int | None = None, db: SessionDB = Depends(session_db)) -> Response:
     """Derived from tasks, worker log files and drivers: a dead session has no worker table of its own."""
     workers = db.workers()
     return state_envelope(len(workers), len(workers), workers[: ray_limit(limit)])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from historyserver.errors import BadRequest
 from historyserver.queries import placement_groups
 from historyserver.queries.session_db import Filter, SessionDB
 from historyserver.queries.summaries import summarize_tasks, summary_json
-from historyserver.queries.timeline import chrome_trace
+from historyserver.queries.timeline import chrome_trace_json
 from historyserver.routes.deps import SESSION_PREFIX, ray_limit, ray_ok, session_db, state_envelope
 
 router = APIRouter(prefix=SESSION_PREFIX)
@@ -40,14 +41,16 @@ def summarize(
 
 
 @router.get("/api/v0/tasks/timeline")
-def timeline(job_id: str | None = None, download: str | None = None,
+def timeline(request: Request, job_id: str | None = None, download: str | None = None,
              db: SessionDB = Depends(session_db)) -> Response:
     headers = None
     if download == "1":
         # Ray's file name, "None" included when no job is given.
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         headers = {"Content-Disposition": f'attachment; filename="timeline-{job_id}-{stamp}.json"'}
-    return Response(json.dumps(chrome_trace(db, job_id)), media_type="application/json", headers=headers)
+    ticket = request.app.state.large_gate.hold()  # held while the trace streams
+    return StreamingResponse(ticket.stream(chrome_trace_json(db, job_id)), media_type="application/json",
+                             headers=headers, background=BackgroundTask(ticket.release))
 
 
 @router.get("/api/v0/placement_groups")
@@ -58,7 +61,7 @@ def list_placement_groups(
     filter_predicates: list[str] = Query(default=[]),
     filter_values: list[str] = Query(default=[]),
     db: SessionDB = Depends(session_db),
-) -> dict:
+) -> Response:
     page = placement_groups.list_placement_groups(db, _filters(filter_keys, filter_predicates, filter_values),
                                                   detail, ray_limit(limit))
     return state_envelope(page.total, page.num_filtered, page.rows)

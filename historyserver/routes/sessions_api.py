@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
 from historyserver.queries import dashboards
 from historyserver.queries import overview as overview_queries
+from historyserver.routes.deps import fast_json, large_answer
 
 router = APIRouter(prefix="/api/v1")
 
@@ -58,10 +60,12 @@ def get_overview(request: Request, session_id: str) -> dict:
 
 
 @router.get("/sessions/{session_id}/timeline")
-def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> dict:
+def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> Response:
     """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
     entry = request.app.state.catalog.get(session_id)
-    return overview_queries.timeline(request.app.state.warehouse.db(entry), job_id)
+    db = request.app.state.warehouse.db(entry)
+    with large_answer(request):
+        return fast_json(overview_queries.timeline(db, job_id))
 
 
 @router.get("/sessions/{session_id}/dashboards")
