@@ -331,3 +331,15 @@ def test_a_huge_tail_keeps_a_bounded_number_of_segments(task_session, tmp_path, 
         tail = c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name, "lines": "100000000"})
         assert tail.content == whole
         assert held and max(held) <= 120_000
+
+
+def test_the_streamed_trace_is_the_bytes_of_the_whole_list(monkeypatch):
+    from historyserver.queries import timeline
+
+    for n in (0, 1, 7, 500):
+        events = [{"ph": "X", "pid": i % 3, "args": {"name": "f" * (i % 40)}} for i in range(n)]
+        monkeypatch.setattr(timeline, "chrome_trace_events", lambda db, job_id, e=events: iter(e))
+        for chunk in (1, 300, 1 << 20):
+            pieces = list(timeline.chrome_trace_json(None, None, chunk))
+            assert b"".join(pieces) == json.dumps(events).encode()
+            assert len(pieces) <= max(2, n + 1) and (chunk > 1 or n < 2 or len(pieces) > 2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Iterable
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 import duckdb
 import orjson
@@ -75,20 +76,23 @@ class SessionDB:
         finally:
             cur.close()
 
-    def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True) -> Page:
-        """Ray's list_tasks, sorted by task id as Ray sorts them."""
+    def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True, raw: bool = False,
+              admit: Callable[[int], ContextManager[Any]] = lambda rows: nullcontext()) -> Page:
+        """Ray's list_tasks, sorted by task id as Ray sorts them. `raw`: the rows as their stored JSON text (to be
+        spliced into an answer unparsed); `admit(rows)` is held while the page's records are read."""
         where, params = task_where(filters, exclude_driver)
         total, filtered = task_counts(self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0],
                                       exclude_driver)
         # Two steps, so that only the page's records are read: the page's keys from the narrow columns, then
         # their records (tasks.parquet is sorted by task id in small row groups, so the second read is short).
-        keys = self.query(f"SELECT task_id, attempt_number FROM tasks WHERE {where} "
-                          "ORDER BY task_id, attempt_number LIMIT ?", params + [limit])
-        if not keys:
-            return Page(total, filtered, [])
-        rows = self.query(f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
-                          "ORDER BY task_id, attempt_number LIMIT ?", params + [keys[0][0], keys[-1][0], limit])
-        return Page(total, filtered, [_loads(r[0]) for r in rows])
+        with admit(min(limit, filtered)):
+            keys = self.query(f"SELECT task_id, attempt_number FROM tasks WHERE {where} "
+                              "ORDER BY task_id, attempt_number LIMIT ?", params + [limit])
+            if not keys:
+                return Page(total, filtered, [])
+            rows = self.query(f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
+                              "ORDER BY task_id, attempt_number LIMIT ?", params + [keys[0][0], keys[-1][0], limit])
+            return Page(total, filtered, [r[0] for r in rows] if raw else [_loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
         return [_loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]

@@ -50,13 +50,23 @@ def chrome_trace(db: SessionDB, job_id: str | None = None) -> list[dict[str, Any
     return list(chrome_trace_events(db, job_id))
 
 
-def chrome_trace_json(db: SessionDB, job_id: str | None = None) -> Iterator[bytes]:
-    """The trace as a JSON array, written as its events are read (the download is streamed, never held whole)."""
-    sep = b"["
+def chrome_trace_json(db: SessionDB, job_id: str | None = None, chunk: int = 256 << 10) -> Iterator[bytes]:
+    """The trace as a JSON array (the bytes json.dumps of the whole list gives), written as its events are read,
+    in pieces of about `chunk` bytes: the download is streamed, never held whole."""
+    parts: list[str] = []
+    size = 0
+    prefix = "["
     for event in chrome_trace_events(db, job_id):
-        yield sep + json.dumps(event).encode()
-        sep = b", "
-    yield b"[]" if sep == b"[" else b"]"
+        text = json.dumps(event)
+        parts.append(text)
+        size += len(text) + 2
+        if size >= chunk:
+            yield (prefix + ", ".join(parts)).encode()
+            prefix, parts, size = ", ", [], 0
+    if parts:
+        yield (prefix + ", ".join(parts) + "]").encode()
+    else:
+        yield b"[]" if prefix == "[" else b"]"
 
 
 def chrome_trace_events(db: SessionDB, job_id: str | None = None) -> Iterator[dict[str, Any]]:

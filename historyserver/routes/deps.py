@@ -43,8 +43,13 @@ def fast_json(body: Any) -> Response:
     return Response(text, media_type="application/json")
 
 
-def state_envelope(total: int, filtered: int, rows: list[Any], warning: str = "") -> Response:
-    """The envelope of /api/v0/* (Ray's state API)."""
+def state_envelope(total: int, filtered: int, rows: list[Any], warning: str = "", raw: bool = False) -> Response:
+    """The envelope of /api/v0/* (Ray's state API). `raw`: rows are JSON texts, spliced in unparsed."""
+    if raw:
+        marker = "\u0000rows\u0000"
+        envelope = state_envelope(total, filtered, marker, warning).body  # type: ignore[arg-type]
+        spliced = envelope.replace(orjson.dumps(marker), ("[" + ",".join(rows) + "]").encode(), 1)
+        return Response(spliced, media_type="application/json")
     return fast_json(ray_ok({
         "result": {
             "total": total,

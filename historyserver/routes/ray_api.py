@@ -51,11 +51,11 @@ def list_tasks(
     exclude_driver: bool = True,
     db: SessionDB = Depends(session_db),
 ) -> Response:
-    n = ray_limit(limit)
-    with large_answer(request, n > LARGE_PAGE):
-        page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), n, exclude_driver)
-        rows = page.rows if detail else [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows]
-        return state_envelope(page.total, page.num_filtered, rows)
+    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit), exclude_driver,
+                    raw=detail, admit=lambda rows: large_answer(request, rows > LARGE_PAGE))
+    if detail:  # the stored records are Ray's detail rows: spliced into the answer as they are
+        return state_envelope(page.total, page.num_filtered, page.rows, raw=True)
+    return state_envelope(page.total, page.num_filtered, [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows])
 
 
 @router.get("/api/v0/nodes")
