@@ -244,3 +244,52 @@ def test_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert made.ref.id in result.stdout and "progress: 100%, " in result.stderr
     assert_gone(store, made.ref)
+
+
+def test_on_a_terminal_progress_is_a_bar_redrawn_in_place(tmp_path):
+    import os
+    import pty
+
+    store = LocalStore(tmp_path / "archive")
+    made = [add_session(store, ended_days_ago=40 + i) for i in range(3)]
+    main_fd, term_fd = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "rayhistory.cli", "gc", "--archive", store.url,
+                                 "--older-than", "30d"], stdout=subprocess.PIPE, stderr=term_fd, text=True,
+                                timeout=120)
+        os.close(term_fd)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the terminal's other end is closed: everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main_fd)
+    assert result.returncode == 0
+    text = seen.decode()
+    assert "progress:" not in text  # no plain lines on a terminal
+    assert text.count("\r[") >= 3 and "100% " in text and "3/3 sessions" in text
+    assert all(m.ref.id in result.stdout for m in made)
+    assert "\r" not in result.stdout  # the bar never reaches stdout
+
+
+def test_every_gc_flag_and_exit_code_is_in_the_readme():
+    import argparse
+    from pathlib import Path
+
+    from historyserver.retention import cli as gc_cli
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Retention"):readme.index("## Tests")]
+    parser = argparse.ArgumentParser()
+    gc_cli.add_arguments(parser)
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                assert f"`{flag}`" in section, f"rayhistory gc {flag} is not documented in README.md's Retention"
+    for code in (gc_cli.OK, gc_cli.INCOMPLETE, gc_cli.UNUSABLE):
+        assert f"{code} " in section.split("Exit codes:")[1].split("\n\n")[0]
