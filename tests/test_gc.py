@@ -234,6 +234,15 @@ def test_session_data_without_index_or_marker_is_left_alone(tmp_path, capsys):
     assert code == 0 and snapshot(store) == before
 
 
+def test_a_marker_for_a_session_running_again_is_dropped_not_followed(tmp_path, capsys):
+    store = LocalStore(tmp_path / "archive")
+    made = add_session(store, status=RUNNING, silent_days_ago=0, started_days_ago=90)
+    store.put(made.ref.deleting_key, b'{"format_version": 1}')  # an earlier gc began, then its collector came back
+    code, out, _ = gc(store.url, "--older-than", "30d", capsys=capsys)
+    assert code == 0 and snapshot(store) == made.keys
+    assert "running again" in out
+
+
 # --- the command, as a user runs it --------------------------------------------------------------------------
 
 def test_the_command_line(tmp_path):

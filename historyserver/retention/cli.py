@@ -11,6 +11,7 @@ from typing import TextIO
 
 from archive.errors import ArchiveError, StoreError
 from archive.layout import InvalidName, SessionRef, check_name
+from archive.manifest import RUNNING
 from archive.storage import ObjectInfo, Store, open_store
 from historyserver.catalog import Catalog
 from historyserver.errors import ArchiveUnavailable
@@ -98,7 +99,7 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
         if not policy.selects_ref(ref):
             continue
         entry = entries.get(ref)
-        if entry is not None and entry.status == "running":
+        if entry is not None and entry.status == RUNNING:
             print(f"refuse  {ref.id}  running again since an earlier gc began deleting it; left alone", file=out)
             if not args.dry_run:
                 store.delete(ref.deleting_key)
