@@ -109,8 +109,10 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
         if v.action == DELETE:
             if v.entry.ref not in {r for r, _ in plan}:
                 plan.append((v.entry.ref, f"{format_age(v.age_ms)} old, {v.reason}"))
-        elif v.action in (KEEP, REFUSE):
-            print(f"{v.action:<7} {v.entry.ref.id}  {format_age(v.age_ms)} old  {v.reason}", file=out)
+        elif v.action == KEEP:
+            print(f"keep    {v.entry.ref.id}  {format_age(v.age_ms)} old  {v.reason}", file=out)
+        elif v.action == REFUSE:
+            print(f"refuse  {v.entry.ref.id}  started {format_age(v.age_ms)} ago, {v.reason}", file=out)
     sizes = {ref: sum(o.size for o in objects(ref)) for ref, _ in plan}
     total = sum(sizes.values())
     verb = "would delete" if args.dry_run else "deleted"

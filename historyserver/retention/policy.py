@@ -41,7 +41,7 @@ class Verdict:
     entry: SessionEntry
     action: str  # DELETE, KEEP (old enough, but a flag keeps it) or REFUSE (running)
     reason: str
-    age_ms: int
+    age_ms: int  # since its end; for a refused running session, since its start
 
 
 def age_ms(entry: SessionEntry, now_ms: int) -> int:
@@ -64,9 +64,10 @@ def decide(entries: Iterable[SessionEntry], policy: Policy, now_ms: int,
         for rank, e in enumerate(group):
             age = age_ms(e, now_ms)
             if e.status == RUNNING:
-                if now_ms - (e.manifest.start_ms or now_ms) >= policy.older_than_ms:
+                since_start = now_ms - (e.manifest.start_ms or now_ms)
+                if since_start >= policy.older_than_ms:
                     heard = format_age(now_ms - (e.manifest.last_seen_ms or now_ms))
-                    verdicts.append(Verdict(e, REFUSE, f"running (heartbeat {heard} ago)", age))
+                    verdicts.append(Verdict(e, REFUSE, f"running (heartbeat {heard} ago)", since_start))
                 continue
             if age < policy.older_than_ms:
                 continue
