@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import time
 import sys
 
 import pytest
@@ -302,3 +303,27 @@ def test_every_gc_flag_and_exit_code_is_in_the_readme():
                 assert f"`{flag}`" in section, f"rayhistory gc {flag} is not documented in README.md's Retention"
     for code in (gc_cli.OK, gc_cli.INCOMPLETE, gc_cli.UNUSABLE):
         assert f"{code} " in section.split("Exit codes:")[1].split("\n\n")[0]
+
+
+def test_a_session_whose_collector_comes_back_after_the_listing_is_left_alone(tmp_path, capsys, monkeypatch):
+    from historyserver.retention import sweep
+
+    store = LocalStore(tmp_path / "archive")
+    first = add_session(store, ended_days_ago=40)
+    revived = add_session(store, status=RUNNING, silent_days_ago=35)  # unfinished: its collector went silent
+    real_delete = sweep.delete_session
+
+    def collector_returns_meanwhile(store_, ref, *args):
+        if ref == first.ref:  # while gc deletes the first, the other's collector writes a heartbeat
+            entry = Catalog(store, ttl=0).get(revived.ref.id).manifest
+            entry.last_seen_ms = int(time.time() * 1000)
+            store.put(revived.ref.index_key, entry.to_json())
+            revived.keys[revived.ref.index_key] = entry.to_json()
+        return real_delete(store_, ref, *args)
+
+    monkeypatch.setattr(sweep, "delete_session", collector_returns_meanwhile)
+    code, out, _ = gc(store.url, "--older-than", "30d", capsys=capsys)
+    assert code == 0
+    assert_gone(store, first.ref)
+    assert snapshot(store) == revived.keys
+    assert "running again since this run listed it" in out

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from archive.errors import ArchiveError, StoreError
+from archive.errors import ArchiveError, NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, check_name
-from archive.manifest import RUNNING
+from archive.manifest import RUNNING, SessionManifest
 from archive.storage import ObjectInfo, Store, open_store
-from historyserver.catalog import Catalog
+from historyserver.catalog import Catalog, SessionEntry
 from historyserver.errors import ArchiveUnavailable
 from historyserver.retention import sweep
 from historyserver.retention.durations import InvalidDuration, format_age, parse_duration
@@ -105,9 +105,10 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
                 store.delete(ref.deleting_key)
             continue
         plan.append((ref, "an interrupted gc"))
+    planned = {ref for ref, _ in plan}
     for v in verdicts:
         if v.action == DELETE:
-            if v.entry.ref not in {r for r, _ in plan}:
+            if v.entry.ref not in planned:
                 plan.append((v.entry.ref, f"{format_age(v.age_ms)} old, {v.reason}"))
         elif v.action == KEEP:
             print(f"keep    {v.entry.ref.id}  {format_age(v.age_ms)} old  {v.reason}", file=out)
@@ -122,6 +123,10 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
     else:
         progress = Progress(err, total, len(plan))
         for ref, why in plan:
+            if _running_now(store, ref):
+                progress.clear()
+                print(f"refuse  {ref.id}  running again since this run listed it; left alone", file=out)
+                continue
             done = sweep.delete_session(store, ref, objects(ref), why, progress.add)
             if args.cache_dir:
                 sweep.forget_cached_tables(Path(args.cache_dir), ref)
@@ -135,3 +140,14 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
     print(f"total: {verb} {len(plan)} session(s), {format_size(total)}; kept {kept}; refused {refused} running",
           file=out)
     return OK
+
+
+def _running_now(store: Store, ref: SessionRef) -> bool:
+    """Whether the session's index entry says running, read again just before deleting it: a collector thought
+    dead may have come back since the listing (gc can run for long on a large archive)."""
+    try:
+        return SessionEntry(SessionManifest.from_json(store.get(ref.index_key)), "").status == RUNNING
+    except NotFound:
+        return False  # unlisted already: an interrupted deletion
+    except (ValueError, TypeError, KeyError):
+        return False  # unreadable: the catalog does not list it either
