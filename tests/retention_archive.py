@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from archive import logs as archive_logs
 from archive.layout import LogSegment, SessionRef
-from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
+from archive.manifest import ENDED, NodeRecord, SessionManifest, end_marker
 from archive.storage import Store
 
 DAY_MS = 86_400_000

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
-import time
 import sys
+import time
 
 import pytest
 
 from archive.errors import BackendUnavailable
 from archive.manifest import RUNNING
-from archive.storage import open_store
 from archive.storage.local import LocalStore
 from historyserver.catalog import Catalog
 from historyserver.retention.durations import InvalidDuration, parse_duration
