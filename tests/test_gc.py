@@ -184,7 +184,6 @@ class FailingStore(LocalStore):
         super().__init__(root)
         self.calls = 0
         self.fail_after = fail_after
-        self.listed_during: list[set] = []
 
     def delete_many(self, keys: list[str]) -> None:
         self.calls += 1
