@@ -219,3 +219,18 @@ def test_delete_with_a_wrong_secret_is_access_denied(s3_archive: str, seaweedfs:
     with pytest.raises(AccessDenied, match="secret"):
         open_store(s3_archive).delete_many(["v1/k"])
     assert _raw_keys(seaweedfs, _prefix(s3_archive)) == [_prefix(s3_archive) + "v1/k"]
+
+
+def test_keys_refused_one_by_one_are_access_denied_naming_them(s3_archive: str, seaweedfs: SeaweedFS,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SeaweedFS answers DeleteObjects from a read-only identity with 200 and an AccessDenied per key."""
+    open_store(s3_archive).put("v1/k", b"1")
+    for name, value in seaweedfs.env(read_only=True).items():
+        monkeypatch.setenv(name, value)
+    reader = open_store(s3_archive)
+    assert reader.get("v1/k") == b"1"
+    with pytest.raises(AccessDenied) as e:
+        reader.delete_many(["v1/k", "v1/other"])
+    assert "2 of 2 keys were not deleted, first v1/k: AccessDenied" in str(e.value)
+    assert "may delete" in str(e.value) and s3_archive in str(e.value)
+    assert _raw_keys(seaweedfs, _prefix(s3_archive)) == [_prefix(s3_archive) + "v1/k"]
