@@ -83,3 +83,15 @@ def test_an_interrupted_gc_on_s3_is_finished_by_the_next(s3_archive: str, seawee
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("deleted")]
     assert old.ref.id in line and "an interrupted gc" in line
     assert _raw_keys(seaweedfs, s3_archive) == set(young.keys)
+
+
+def test_gc_with_read_only_credentials_exits_2_and_deletes_nothing(s3_archive: str, seaweedfs: SeaweedFS, capsys,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(s3_archive)
+    made = add_session(store, ended_days_ago=40)
+    for name, value in seaweedfs.env(read_only=True).items():
+        monkeypatch.setenv(name, value)
+    assert main(["gc", "--archive", s3_archive, "--older-than", "30d"]) == 2
+    err = capsys.readouterr().err
+    assert "AccessDenied" in err and "may write and delete objects" in err
+    assert _raw_keys(seaweedfs, s3_archive) == set(made.keys)

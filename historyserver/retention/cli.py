@@ -1,5 +1,5 @@
 """`rayhistory gc`: delete whole sessions past their age. Exit 0 done, 1 the store failed midway (run again to
-finish), 2 bad arguments or an unusable archive."""
+finish), 2 bad arguments or an unusable archive (credentials that may not delete included)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from archive.errors import ArchiveError, NotFound, StoreError
+from archive.errors import AccessDenied, ArchiveError, NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, check_name
 from archive.manifest import RUNNING, SessionManifest
 from archive.storage import ObjectInfo, Store, open_store
@@ -76,6 +76,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return UNUSABLE
     try:
         return _gc(store, policy, args, out, err)
+    except AccessDenied as e:  # running again will not help until the credentials change
+        print(f"rayhistory gc: {e}", file=err)
+        print("rayhistory gc: stopped; gc needs credentials that may write and delete objects. No listed session "
+              "is half-deleted, and gc run again with them finishes what this run began", file=err)
+        return UNUSABLE
     except (StoreError, ArchiveUnavailable, sweep.StillBeingWritten) as e:
         print(f"rayhistory gc: {e}", file=err)
         print("rayhistory gc: stopped; no listed session is half-deleted, and running gc again finishes "
