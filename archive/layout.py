@@ -2,6 +2,7 @@
 
     {root}/v1/
       index/{namespace}/{cluster}/{session}.json            catalog entry (copy of the manifest)
+      deleting/{namespace}/{cluster}/{session}.json         `rayhistory gc` is deleting the session (see FORMAT.md)
       clusters/{namespace}/{cluster}/{session}/
         manifest.json                                        session manifest (mutable, single PUT)
         ended.json                                           end marker: the session is complete
@@ -94,6 +95,11 @@ class SessionRef:
         return f"{VERSION_DIR}/index/{self.namespace}/{self.cluster}/{self.session}.json"
 
     @property
+    def deleting_key(self) -> str:
+        """Written by `rayhistory gc` before it unlists the session, removed once the session is gone."""
+        return f"{DELETING_PREFIX}{self.namespace}/{self.cluster}/{self.session}.json"
+
+    @property
     def manifest_key(self) -> str:
         return self.prefix + "manifest.json"
 
@@ -166,6 +172,7 @@ class LogSegment:
 
 
 INDEX_PREFIX = f"{VERSION_DIR}/index/"
+DELETING_PREFIX = f"{VERSION_DIR}/deleting/"
 
 
 def index_prefix(namespace: str | None = None, cluster: str | None = None) -> str:
@@ -177,11 +184,19 @@ def index_prefix(namespace: str | None = None, cluster: str | None = None) -> st
 
 
 def parse_index_key(key: str) -> SessionRef:
-    if not key.startswith(INDEX_PREFIX) or not key.endswith(".json"):
-        raise InvalidName(f"not an index key: {key!r}")
-    parts = key[len(INDEX_PREFIX) : -len(".json")].split("/")
+    return _parse_session_json(key, INDEX_PREFIX, "an index key")
+
+
+def parse_deleting_key(key: str) -> SessionRef:
+    return _parse_session_json(key, DELETING_PREFIX, "a deletion marker")
+
+
+def _parse_session_json(key: str, prefix: str, what: str) -> SessionRef:
+    if not key.startswith(prefix) or not key.endswith(".json"):
+        raise InvalidName(f"not {what}: {key!r}")
+    parts = key[len(prefix) : -len(".json")].split("/")
     if len(parts) != 3:
-        raise InvalidName(f"not an index key: {key!r}")
+        raise InvalidName(f"not {what}: {key!r}")
     return SessionRef(*parts)
 
 

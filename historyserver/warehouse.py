@@ -20,7 +20,7 @@ from archive.storage import Store
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import COMPACTION_VERSION, TABLES, compact
 from historyserver.admission import Gate
-from historyserver.errors import ArchiveUnavailable, Overloaded
+from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
 
 log = logging.getLogger("rayhistory.warehouse")
@@ -59,6 +59,9 @@ class Warehouse:
             tables = self.root / sid
             try:
                 self._prepare(entry, tables, patient)
+            except NotFound as e:
+                self._unless_deleted(entry)  # `rayhistory gc` removed it after the catalog listed it
+                raise ArchiveUnavailable(str(e)) from e
             except StoreError as e:
                 raise ArchiveUnavailable(str(e)) from e
             db = SessionDB(tables)
@@ -84,6 +87,11 @@ class Warehouse:
                 return
             with self.gate.slot(patient):
                 info = compact(self.store, entry.ref, tables, entry.end_ms)
+            try:
+                self._unless_deleted(entry)  # else its empty tables would be kept, and written back as leftovers
+            except SessionNotFound:
+                shutil.rmtree(tables, ignore_errors=True)
+                raise
             _write_info(tables, {**info, "closed": True})
             self._upload(entry, tables)
         else:
@@ -92,6 +100,16 @@ class Warehouse:
             with self.gate.slot(patient):
                 info = compact(self.store, entry.ref, tables, None)
             _write_info(tables, {**info, "closed": False})
+
+    def _unless_deleted(self, entry: SessionEntry) -> None:
+        """Raise SessionNotFound if the session's index entry is gone: the catalog's listing was older."""
+        try:
+            present = self.store.exists(entry.ref.index_key)
+        except StoreError as e:
+            raise ArchiveUnavailable(str(e)) from e
+        if not present:
+            raise SessionNotFound(f"session {entry.ref.id} was deleted from the archive; "
+                                  "GET /api/v1/sessions lists the sessions it holds")
 
     def _download(self, entry: SessionEntry, tables: Path) -> bool:
         prefix = entry.ref.compacted_prefix(COMPACTION_VERSION)

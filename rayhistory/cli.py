@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve and demo."""
+"""The `rayhistory` command: collect, serve, gc and demo."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
     serve_cli.add_arguments(p)
 
+    p = sub.add_parser("gc", help="delete archived sessions older than a given age (retention)")
+    from historyserver.retention import cli as gc_cli
+
+    gc_cli.add_arguments(p)
+
     p = sub.add_parser("demo", help="run a real local Ray cluster, archive it, stop it, and serve its history")
     from rayhistory import demo
 
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         return collect_cli.run(args)
     if args.command == "serve":
         return serve_cli.run(args)
+    if args.command == "gc":
+        return gc_cli.run(args)
     return demo.run(args)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from archive.layout import (
-    InvalidName, LogSegment, SessionRef, index_prefix, parse_index_key, parse_node_key, parse_segment_key,
+    DELETING_PREFIX, InvalidName, LogSegment, SessionRef, index_prefix, parse_deleting_key, parse_index_key,
+    parse_node_key, parse_segment_key,
 )
 
 SESSION = "session_2026-11-25_19-58-10_578535_6555"
@@ -25,6 +26,17 @@ def test_index_key_round_trip_and_prefixes():
     assert index_prefix("ml-team", "raycluster-a").startswith(index_prefix("ml-team"))
     assert index_prefix("ml-team").startswith(index_prefix())
     assert not ref.manifest_key.startswith(index_prefix())  # listing the index never lists session data
+
+
+def test_deleting_key_round_trip():
+    ref = SessionRef("ml-team", "raycluster-a", SESSION)
+    assert parse_deleting_key(ref.deleting_key) == ref
+    assert ref.deleting_key.startswith(DELETING_PREFIX)
+    assert not ref.deleting_key.startswith(index_prefix())  # a marker is never mistaken for a listed session
+    with pytest.raises(InvalidName):
+        parse_deleting_key(ref.index_key)
+    with pytest.raises(InvalidName):
+        parse_index_key(ref.deleting_key)
 
 
 @pytest.mark.parametrize("path", ["raylet.out", "events/event_GCS.log", "old/worker-1-ffffffff-7.err",

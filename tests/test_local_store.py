@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from archive.errors import AccessDenied, InvalidArchiveURL, NotFound
+from archive.errors import AccessDenied, BackendUnavailable, InvalidArchiveURL, NotFound
 from archive.storage import open_store
 from archive.storage.local import LocalStore
 
@@ -58,3 +58,27 @@ def test_file_url(tmp_path):
     store = open_store(f"file://{tmp_path}")
     store.put("a", b"1")
     assert (tmp_path / "a").read_bytes() == b"1"
+
+
+def test_delete_many_removes_keys_and_the_folders_it_empties(tmp_path):
+    store = LocalStore(tmp_path / "a")
+    for key in ["v1/s/nodes/n/logs/x.gz", "v1/s/nodes/n/logs/y.gz", "v1/s/manifest.json", "v1/t/keep"]:
+        store.put(key, b"1")
+    store.delete_many(["v1/s/nodes/n/logs/x.gz", "v1/s/nodes/n/logs/y.gz", "v1/s/never-there"])
+    assert [o.key for o in store.list("v1/")] == ["v1/s/manifest.json", "v1/t/keep"]
+    assert store.list_dirs("v1/s/") == []  # nodes/n/logs/ emptied, so gone
+    store.delete("v1/s/manifest.json")
+    assert store.list_dirs("v1/") == ["t"]
+    assert (tmp_path / "a").is_dir()  # the root stays, even when empty
+    store.delete("v1/t/keep")
+    assert list(store.list("")) == [] and (tmp_path / "a").is_dir()
+    store.put("v1/s/again", b"2")  # a pruned folder is recreated by the next write
+    assert store.get("v1/s/again") == b"2"
+
+
+def test_delete_that_fails_is_a_typed_error_naming_the_key(tmp_path):
+    store = LocalStore(tmp_path / "a")
+    store.put("v1/s/k/inside", b"1")  # "v1/s/k" is a folder: it cannot be deleted as an object
+    with pytest.raises(BackendUnavailable, match="v1/s/k"):
+        store.delete_many(["v1/s/k"])
+    assert store.get("v1/s/k/inside") == b"1"

@@ -194,3 +194,43 @@ def test_collect_error_is_one_line_on_stderr(session_dir: Path, broken_s3: str) 
     result = _collect(session_dir, "s3://rayhistory/x")
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_delete_many_in_batches_with_missing_keys(s3_archive: str, seaweedfs: SeaweedFS) -> None:
+    store = open_store(s3_archive)
+    keys = [f"v1/s/{i:05d}.gz" for i in range(1205)]  # more than one DeleteObjects call holds
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(lambda k: store.put(k, b"x"), keys))
+    store.put("v1/t/keep", b"1")
+    sibling = open_store(s3_archive + "-sibling")
+    sibling.put("v1/s/00000.gz", b"other archive")
+    store.delete_many(keys + ["v1/s/never-there"])
+    assert [o.key for o in store.list("v1/")] == ["v1/t/keep"]
+    assert sibling.get("v1/s/00000.gz") == b"other archive"  # the URL's prefix bounds what is deleted
+    store.delete("v1/t/keep")
+    store.delete("v1/t/keep")  # again: already gone is not an error
+    assert _raw_keys(seaweedfs, _prefix(s3_archive)) == []
+
+
+def test_delete_with_a_wrong_secret_is_access_denied(s3_archive: str, seaweedfs: SeaweedFS,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    open_store(s3_archive).put("v1/k", b"1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + seaweedfs.secret_key)
+    with pytest.raises(AccessDenied, match="secret"):
+        open_store(s3_archive).delete_many(["v1/k"])
+    assert _raw_keys(seaweedfs, _prefix(s3_archive)) == [_prefix(s3_archive) + "v1/k"]
+
+
+def test_keys_refused_one_by_one_are_access_denied_naming_them(s3_archive: str, seaweedfs: SeaweedFS,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SeaweedFS answers DeleteObjects from a read-only identity with 200 and an AccessDenied per key."""
+    open_store(s3_archive).put("v1/k", b"1")
+    for name, value in seaweedfs.env(read_only=True).items():
+        monkeypatch.setenv(name, value)
+    reader = open_store(s3_archive)
+    assert reader.get("v1/k") == b"1"
+    with pytest.raises(AccessDenied) as e:
+        reader.delete_many(["v1/k", "v1/other"])
+    assert "2 of 2 keys were not deleted, first v1/k: AccessDenied" in str(e.value)
+    assert "may delete" in str(e.value) and s3_archive in str(e.value)
+    assert _raw_keys(seaweedfs, _prefix(s3_archive)) == [_prefix(s3_archive) + "v1/k"]

@@ -38,6 +38,19 @@ class Store(abc.ABC):
         """The names one level below prefix (which ends with '/'), like `ls`."""
 
     @abc.abstractmethod
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete these keys; a key that is already gone is not an error, so a rerun can finish a deletion.
+
+        Raises AccessDenied or BackendUnavailable naming the first key that could not be deleted; the others
+        may or may not be gone (callers that need an order delete in several calls)."""
+
+    def delete(self, key: str) -> None:
+        self.delete_many([key])
+
+    # How many keys one delete_many() call should carry (S3's DeleteObjects takes at most 1000).
+    delete_batch: int = 1000
+
+    @abc.abstractmethod
     def check(self) -> None:
         """Raise AccessDenied or BackendUnavailable (with what to check) unless the archive is usable."""
 

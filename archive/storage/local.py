@@ -24,7 +24,11 @@ class LocalStore(Store):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            write_atomic(path, data)
+            try:
+                write_atomic(path, data)
+            except FileNotFoundError:
+                # delete_many() prunes folders it empties; one may vanish between mkdir and the temp file.
+                write_atomic(path, data)
         except PermissionError as e:
             raise AccessDenied(self.url, f"cannot write {key}: {e.strerror}; check the directory's permissions") from e
         except OSError as e:
@@ -69,6 +73,30 @@ class LocalStore(Store):
         if not path.is_dir():
             return []
         return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+    delete_batch = 200  # no batch API: a smaller batch only makes progress finer
+
+    def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except PermissionError as e:
+                raise AccessDenied(self.url, f"cannot delete {key}: {e.strerror}; check permissions") from e
+            except OSError as e:
+                raise BackendUnavailable(self.url, f"cannot delete {key}: {e.strerror}") from e
+            self._prune(path.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a deletion left empty, up to the root, so that list_dirs() shows no ghosts."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone, or shared and just refilled): stop here
+                return
+            folder = folder.parent
 
     def check(self) -> None:
         try:

@@ -128,6 +128,26 @@ class S3Store(Store):
                 return sorted(names)
             token = page["NextContinuationToken"]
 
+    def delete_many(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), self.delete_batch):  # DeleteObjects takes at most 1000 keys
+            batch = keys[start : start + self.delete_batch]
+            objects = [{"Key": self.prefix + k} for k in batch]
+            try:
+                answer = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            except Exception as e:
+                what = batch[0] if len(batch) == 1 else f"{len(batch)} keys from {batch[0]}"
+                raise self._error(e, "deleting", what) from e
+            # A 200 can still refuse some keys, one by one: a deletion is complete only without Errors.
+            errors = [err for err in answer.get("Errors", []) if err.get("Code") not in _MISSING]
+            if errors:
+                first = errors[0]
+                key, code = first.get("Key", "")[len(self.prefix) :], str(first.get("Code", ""))
+                detail = (f"{len(errors)} of {len(batch)} keys were not deleted, first {key}: "
+                          f"{code} {first.get('Message', '')}".rstrip())
+                if code in _DENIED:
+                    raise AccessDenied(self.url, f"{detail}; check that the credentials may delete objects")
+                raise BackendUnavailable(self.url, f"{detail}; run again to finish")
+
     def check(self) -> None:
         try:
             self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)

