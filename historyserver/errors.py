@@ -36,9 +36,10 @@ class Overloaded(HistoryError):
 
 
 class TooLarge(HistoryError):
-    """A request whose answer would exceed a server limit; the message says how to narrow it."""
+    """A valid request that would exceed a server limit (422, as Prometheus's execution errors); the message says
+    how to narrow it."""
 
-    status = 413
+    status = 422
 
 
 class SettingsError(Exception):

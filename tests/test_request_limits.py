@@ -343,3 +343,14 @@ def test_the_streamed_trace_is_the_bytes_of_the_whole_list(monkeypatch):
             pieces = list(timeline.chrome_trace_json(None, None, chunk))
             assert b"".join(pieces) == json.dumps(events).encode()
             assert len(pieces) <= max(2, n + 1) and (chunk > 1 or n < 2 or len(pieces) > 2)
+
+
+def test_a_session_query_over_its_memory_limit_is_a_clear_422(task_session, tmp_path, monkeypatch):
+    from historyserver.queries import session_db
+
+    root, sid = task_session
+    monkeypatch.setattr(session_db, "QUERY_MEMORY", "1MB")
+    with make_client(root, tmp_path) as c:
+        r = c.get(f"/sessions/{sid}/api/v0/tasks/summarize", params={"summary_by": "lineage"})
+        assert r.status_code == 422, r.text[:300]
+        assert "1MB" in r.json()["msg"] and "narrow it" in r.json()["msg"]

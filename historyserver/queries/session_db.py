@@ -12,7 +12,7 @@ import duckdb
 import orjson
 
 from historyserver.compaction.build import TABLES
-from historyserver.errors import BadRequest
+from historyserver.errors import BadRequest, TooLarge
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
 TASK_FILTER_COLUMNS = {
@@ -40,6 +40,8 @@ class Page:
     num_filtered: int
     rows: list[dict[str, Any]]
 
+QUERY_MEMORY = "1GB"  # DuckDB's memory for one session's queries (each session has its own connection)
+
 
 def _loads(text: str) -> Any:
     """A stored record (JSON text): orjson reads them ~10x faster than json; json for what orjson refuses
@@ -53,7 +55,8 @@ def _loads(text: str) -> Any:
 class SessionDB:
     def __init__(self, tables_dir: Path) -> None:
         self.dir = tables_dir
-        self._con = duckdb.connect(":memory:")
+        # Bounded like every request: a query over one session's tables may use this much, then spills or fails.
+        self._con = duckdb.connect(":memory:", config={"memory_limit": QUERY_MEMORY, "threads": 2})
         for table in TABLES:
             path = str(tables_dir / f"{table}.parquet").replace("'", "''")
             self._con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
@@ -63,6 +66,9 @@ class SessionDB:
         cur = self._con.cursor()  # one cursor per call: requests run on several threads
         try:
             return cur.execute(sql, params or []).fetchall()
+        except duckdb.OutOfMemoryException as e:
+            raise TooLarge(f"this request needs more than the {QUERY_MEMORY} one session's queries may use; "
+                           "narrow it (filters, a smaller limit)") from e
         finally:
             cur.close()
 
