@@ -1,0 +1,82 @@
+"""The one settings mechanism (archive/settings.py): flag over RAYHISTORY_ variable over default, values checked
+when read with messages naming the flag or variable, unknown variables found."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import pytest
+
+from archive.settings import Settings, SettingsError, parse_duration
+
+
+@dataclass
+class Example(Settings):
+    command = "rayhistory example"
+    archive: str = field(metadata={"help": "archive URL"})
+    port: int = field(default=8080, metadata={"help": "port"})
+    ratio: float = field(default=0.5, metadata={"help": "ratio"})
+    compact: bool = field(default=True, metadata={"help": "compact"})
+    verbose: bool = field(default=False, metadata={"help": "verbose"})
+    mode: str = field(default="a", metadata={"help": "mode", "choices": ("a", "b")})
+    timeout: str = field(default="2m", metadata={"help": "timeout", "duration": True})
+    cluster: str = field(default="local", metadata={"help": "cluster", "env": "RAY_CLUSTER_NAME"})
+    cache_mb: int = field(default=1024, metadata={"help": "cache", "flag": False})
+
+    def check(self) -> None:
+        if self.port < 1:
+            raise SettingsError(f"--port must be positive, got {self.port}")
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> Example:
+    parser = argparse.ArgumentParser()
+    Example.add_arguments(parser)
+    return Example.load(parser.parse_args(argv), env or {})
+
+
+def test_flag_over_variable_over_default():
+    assert parse(["--archive", "x"]).port == 8080
+    assert parse(["--archive", "x"], {"RAYHISTORY_PORT": "9000"}).port == 9000
+    assert parse(["--archive", "x", "--port", "7000"], {"RAYHISTORY_PORT": "9000"}).port == 7000
+    s = parse([], {"RAYHISTORY_ARCHIVE": "s3://b/p", "RAYHISTORY_RATIO": "0.25", "RAYHISTORY_COMPACT": "off",
+                   "RAYHISTORY_VERBOSE": "yes", "RAYHISTORY_MODE": "b", "RAYHISTORY_CACHE_MB": "64"})
+    assert (s.archive, s.ratio, s.compact, s.verbose, s.mode, s.cache_mb) == ("s3://b/p", 0.25, False, True, "b", 64)
+    assert parse(["--archive", "x", "--no-compact", "--verbose"]).compact is False
+    # Another variable a platform already sets (KubeRay's), read when the RAYHISTORY_ one is unset.
+    assert parse(["--archive", "x"], {"RAY_CLUSTER_NAME": "rc"}).cluster == "rc"
+    assert parse(["--archive", "x"], {"RAY_CLUSTER_NAME": "rc", "RAYHISTORY_CLUSTER": "mine"}).cluster == "mine"
+
+
+def test_environment_only_settings_have_no_flag():
+    with pytest.raises(SystemExit):
+        parse(["--archive", "x", "--cache-mb", "5"])
+    assert Example.flag(next(f for f in Example.fields() if f.name == "cache_mb")) is None
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    ([], {}, "--archive (or $RAYHISTORY_ARCHIVE) is required"),
+    (["--archive", "x"], {"RAYHISTORY_PORT": "eighty"}, "$RAYHISTORY_PORT: 'eighty' is not an integer"),
+    (["--archive", "x"], {"RAYHISTORY_RATIO": "half"}, "$RAYHISTORY_RATIO: 'half' is not a number"),
+    (["--archive", "x"], {"RAYHISTORY_COMPACT": "maybe"}, "$RAYHISTORY_COMPACT: 'maybe' is not true or false"),
+    (["--archive", "x"], {"RAYHISTORY_MODE": "c"}, "$RAYHISTORY_MODE: 'c' is not one of a, b"),
+    (["--archive", "x", "--timeout", "soon"], {}, "--timeout: 'soon' is not a duration"),
+    (["--archive", "x", "--port", "0"], {}, "--port must be positive, got 0"),
+])
+def test_bad_values_are_refused_naming_the_flag_or_variable(argv, env, words):
+    with pytest.raises(SettingsError) as e:
+        parse(argv, env)
+    assert words in str(e.value)
+
+
+def test_unknown_variables_are_found():
+    env = {"RAYHISTORY_PORT": "1", "RAYHISTORY_PROT": "1", "RAY_ADDRESS": "x"}
+    assert Example.unknown_variables(env) == ["RAYHISTORY_PROT"]
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("90", "1.5", "2m", "1h30m", "500ms", "1m30s")] == [90, 1.5, 120, 5400,
+                                                                                            0.5, 90]
+    for bad in ("", "2x", "m", "-"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
