@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from archive.errors import NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, index_prefix, parse_index_key
@@ -153,4 +153,29 @@ class Catalog:
             if attempt or time.monotonic() - self._listed_at < 1.0:
                 break
             self._refresh()  # a link to a session that appeared since the last listing
-        raise SessionNotFound(f"no session {session_id!r} in the archive; GET /api/v1/sessions lists them")
+        raise not_in_archive(session_id)
+
+    def visible(self, allows: Callable[[str], bool]) -> "CatalogView":
+        return CatalogView(self, allows)
+
+
+def not_in_archive(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"no session {session_id!r} in the archive; GET /api/v1/sessions lists them")
+
+
+class CatalogView:
+    """The catalog as one request may see it: a session of a namespace it may not see does not exist here (the
+    same 404 as an unknown session, so names do not leak)."""
+
+    def __init__(self, catalog: Catalog, allows: Callable[[str], bool]) -> None:
+        self.catalog = catalog
+        self.allows = allows
+
+    def sessions(self) -> list[SessionEntry]:
+        return [e for e in self.catalog.sessions() if self.allows(e.manifest.namespace)]
+
+    def get(self, session_id: str) -> SessionEntry:
+        entry = self.catalog.get(session_id)
+        if not self.allows(entry.manifest.namespace):
+            raise not_in_archive(session_id)
+        return entry

@@ -13,12 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(ServerSettings):
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if str(f.type) == "bool":  # on by default: the flag turns it off
+        if str(f.type) == "bool" and f.default is True:  # on by default: the flag turns it off
             parser.add_argument(flag.replace("--", "--no-"), dest=f.name, action="store_false", default=None,
                                 help=f.metadata["help"] + " (this flag turns it off)")
             continue
+        if str(f.type) == "bool":  # off by default: the flag turns it on
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
+            continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
-        parser.add_argument(flag, type=kind, required=required, default=None, help=f.metadata["help"])
+        parser.add_argument(flag, type=kind, required=required, default=None, help=f.metadata["help"],
+                            choices=f.metadata.get("choices"))
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -30,12 +34,15 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 def run(args: argparse.Namespace) -> int:
     from archive.errors import ArchiveError
     from archive.storage import open_store
+    from historyserver.access import config as access_config
+    from historyserver.access.principal import AccessConfigError
 
     settings = settings_from(args)
     try:
+        access_config.load(settings)  # before the archive: a wrong flag is found without waiting on a bucket
         store = open_store(settings.archive)
         store.check()
-    except ArchiveError as e:
+    except (ArchiveError, AccessConfigError) as e:
         print(f"rayhistory serve: {e}", file=sys.stderr)
         return 2
     serve(settings, store)
@@ -47,7 +54,7 @@ def serve(settings: ServerSettings, store, on_ready=None) -> None:
 
     from historyserver.app import create_app
 
-    app = create_app(settings, store)
+    app = create_app(settings, store)  # refuses (AccessConfigError) what check_exposure refuses
     if on_ready:
         app.router.on_startup.append(on_ready)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
