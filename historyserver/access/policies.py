@@ -110,7 +110,8 @@ class KubernetesAuthz:
         )
         try:
             review = self._api.create_subject_access_review(
-                body, _request_timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+                body, _content_type="application/json",
+                _request_timeout=(self.settings.connect_timeout, self.settings.read_timeout))
         except Exception as e:  # noqa: BLE001 - the client's errors are translated, others re-raised
             explained = explain_api_error(e, self._host, "create subjectaccessreviews.authorization.k8s.io",
                                           SAR_RBAC_HINT)

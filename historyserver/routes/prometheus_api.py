@@ -84,7 +84,7 @@ def is_prometheus_path(path: str) -> bool:
 def history_error(exc: HistoryError) -> Response:
     if isinstance(exc, SessionNotFound) or exc.status == 404:
         return error(404, "not_found", str(exc))
-    if isinstance(exc, ArchiveUnavailable):
+    if isinstance(exc, ArchiveUnavailable) or exc.status == 503:  # e.g. the Kubernetes API, asked by --authz
         return error(503, "unavailable", str(exc))
     if exc.status == 400:
         return error(400, "bad_data", str(exc))
