@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
             continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
+        choices = f.metadata.get("choices")  # named in the help; a metavar keeps the usage line one shape
         parser.add_argument(flag, type=kind, required=required, default=None, help=f.metadata["help"],
-                            choices=f.metadata.get("choices"))
+                            choices=choices, metavar=f.name.upper() if choices else None)
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
