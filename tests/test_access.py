@@ -171,8 +171,9 @@ def test_token_mode_401s_in_each_api_familys_shape(archive, tmp_path, token_file
 
 def test_the_login_form_sets_a_strict_httponly_cookie_and_logout_clears_it(archive, tmp_path, token_file):
     with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:
-        form = c.get(f"/login?next=/sessions/{SESSION.id}/")
+        form = c.get(f"/login?next=/sessions/{SESSION.id}/&checked=1")
         assert form.status_code == 200 and 'type="password" name="token"' in form.text
+        assert 'http-equiv="refresh"' not in form.text
         assert f'name="next" value="/sessions/{SESSION.id}/"' in form.text
         wrong = c.post("/login", data={"token": "guess", "next": "/"})
         assert wrong.status_code == 401 and "That token is not valid." in wrong.text
@@ -184,6 +185,9 @@ def test_the_login_form_sets_a_strict_httponly_cookie_and_logout_clears_it(archi
         assert "Max-Age=43200" in cookie and "Secure" not in cookie  # plain http here
         assert ALICE not in cookie  # the token itself never leaves in a cookie
         assert c.get(f"/sessions/{SESSION.id}/api/jobs/").status_code == 200  # Ray's UI, with the cookie alone
+        # Logged in, the login page goes straight on to where the user was going.
+        again = c.get("/login?next=/sessions/x/overview&checked=1")
+        assert again.status_code == 303 and again.headers["location"] == "/sessions/x/overview"
         assert c.get(f"/sessions/{SESSION.id}/overview").status_code == 200
         assert c.get("/api/v1/sessions").json()["total"] == 1
         out = c.post("/logout")
@@ -197,6 +201,20 @@ def test_the_login_form_sets_a_strict_httponly_cookie_and_logout_clears_it(archi
     with _client(archive, tmp_path, base_url="https://testserver", auth="token",
                  auth_token_file=str(token_file)) as c:
         assert "Secure" in c.post("/login", data={"token": ALICE}).headers["set-cookie"]
+
+
+def test_the_login_page_reloads_itself_once_so_a_strict_cookie_can_come_along(archive, tmp_path, token_file):
+    # A link followed from another site carries no SameSite=Strict cookie: the login page's own reload (same-site)
+    # does, and is then sent on; without a login the reload shows the form, and reloads no more.
+    with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:
+        first = c.get("/login?next=/sessions/x/")
+        assert first.status_code == 200 and 'type="password"' in first.text
+        assert '<meta http-equiv="refresh" content="0;url=/login?next=/sessions/x/&amp;checked=1">' in first.text
+        second = c.get("/login?next=/sessions/x/&checked=1")
+        assert second.status_code == 200 and "refresh" not in second.text
+        c.post("/login", data={"token": ALICE})
+        third = c.get("/login?next=/sessions/x/&checked=1")
+        assert third.status_code == 303 and third.headers["location"] == "/sessions/x/"
 
 
 def test_a_forged_or_expired_cookie_is_refused(archive, tmp_path, token_file):

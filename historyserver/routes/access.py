@@ -142,10 +142,10 @@ def _with(response: JSONResponse, headers: dict[str, str]) -> JSONResponse:
 
 
 def login_page(request: Request, config: AccessConfig, message: str = "", next_path: str = "/",
-               status: int = 200) -> HTMLResponse:
+               status: int = 200, reload_to: str = "") -> HTMLResponse:
     from historyserver.routes.pages import templates
 
-    context = {"mode": config.auth, "message": message, "next": next_path}
+    context = {"mode": config.auth, "message": message, "next": next_path, "reload_to": reload_to}
     return templates.TemplateResponse(request, "login.html", context, status_code=status,
                                       headers={"Cache-Control": "no-store"})
 
@@ -162,11 +162,19 @@ def _config(request: Request) -> AccessConfig:
 
 
 @router.get("/login", include_in_schema=False)
-def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002 - the parameter's name in URLs
+def login_form(request: Request, next: str = "/", checked: str = "") -> Response:  # noqa: A002 - a URL's name
     config = _config(request)
-    if config.auth == "none":
-        return RedirectResponse(safe_next(next), status_code=303)
-    return login_page(request, config, next_path=safe_next(next))
+    target = safe_next(next)
+    principal, _, _ = authenticate(config, request)
+    if config.auth == "none" or (config.auth == "token" and principal is not None):
+        return RedirectResponse(target, status_code=303)
+    if config.auth == "token" and not checked:
+        # A SameSite=Strict cookie is not sent on a navigation that started on another site (a link pasted in a
+        # chat), nor on the redirects that follow it. One reload started by this page is same-site: if the
+        # browser holds a login, that request carries it and goes straight on to the target.
+        again = f"/login?next={quote(target, safe='/')}&checked=1"
+        return login_page(request, config, next_path=target, reload_to=again)
+    return login_page(request, config, next_path=target)
 
 
 @router.post("/login", include_in_schema=False)
