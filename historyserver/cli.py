@@ -58,4 +58,12 @@ def serve(settings: ServerSettings, store, on_ready=None) -> None:
     app = create_app(settings, store)  # refuses (AccessConfigError) what check_exposure refuses
     if on_ready:
         app.router.on_startup.append(on_ready)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.Server(server_config(app, settings)).run()
+
+
+def server_config(app, settings: ServerSettings):
+    import uvicorn
+
+    # proxy_headers off: uvicorn would otherwise replace the socket peer by X-Forwarded-For's address on requests
+    # from 127.0.0.1, and --auth proxy decides whom to believe by the socket peer (a proxy in the pod is 127.0.0.1).
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)

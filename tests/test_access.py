@@ -201,6 +201,9 @@ def test_the_login_form_sets_a_strict_httponly_cookie_and_logout_clears_it(archi
     with _client(archive, tmp_path, base_url="https://testserver", auth="token",
                  auth_token_file=str(token_file)) as c:
         assert "Secure" in c.post("/login", data={"token": ALICE}).headers["set-cookie"]
+    with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:  # TLS ends at a proxy
+        login = c.post("/login", data={"token": ALICE}, headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in login.headers["set-cookie"]
 
 
 def test_the_login_page_reloads_itself_once_so_a_strict_cookie_can_come_along(archive, tmp_path, token_file):
@@ -313,3 +316,52 @@ def test_no_auth_on_loopback_is_unchanged(archive, tmp_path):
         assert c.get("/api/v1/sessions").json()["total"] == 1
         assert c.get(f"/sessions/{SESSION.id}/api/jobs/").status_code == 200
         assert c.get("/login?next=/api/v1/sessions").headers["location"] == "/api/v1/sessions"
+
+
+# -- over a real socket ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def served(archive, tmp_path):
+    """The server as `rayhistory serve` runs it (uvicorn, its config), on a real socket of 127.0.0.1."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from historyserver.cli import server_config
+
+    def start(**settings):
+        s = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0,
+                           compact_on_end=False, **settings)
+        server = uvicorn.Server(server_config(create_app(s, LocalStore(archive)), s))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        started.append((server, thread, sock))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    started: list = []
+    yield start
+    for server, thread, sock in started:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_the_trusted_proxy_check_reads_the_socket_peer_not_x_forwarded_for(served):
+    import httpx
+
+    # A proxy in the pod connects from 127.0.0.1 and names the user's own address in X-Forwarded-For: still trusted.
+    url = served(auth="proxy")
+    headers = {"X-Forwarded-User": "alice", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    r = httpx.get(f"{url}/api/v1/sessions", headers=headers)
+    assert r.status_code == 200, r.text
+    # Trusting only an outside network, a request from 127.0.0.1 that claims to come from it is refused.
+    url = served(auth="proxy", auth_trusted_proxies="203.0.113.0/24")
+    r = httpx.get(f"{url}/api/v1/sessions", headers=headers)
+    assert r.status_code == 401 and "127.0.0.1 is not it" in r.json()["error"]["message"]

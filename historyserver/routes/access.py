@@ -157,6 +157,12 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def _https(request: Request) -> bool:
+    """Whether the browser talks https to us or to a TLS-terminating proxy in front (X-Forwarded-Proto: a client
+    that lies about it only loses the Secure flag on its own cookie)."""
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+
+
 def _config(request: Request) -> AccessConfig:
     return request.app.state.access_config
 
@@ -192,15 +198,14 @@ async def login(request: Request) -> Response:
     request.app.state.access_metrics.logins.labels("ok").inc()
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, config.cookies.issue(token), max_age=config.cookies.max_age, path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                        httponly=True, samesite="strict", secure=_https(request))
     return response
 
 
 @router.api_route("/logout", methods=["GET", "POST"], include_in_schema=False)
 def logout(request: Request) -> Response:
     response = RedirectResponse("/login" if _config(request).auth == "token" else "/", status_code=303)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=_https(request))
     return response
 
 
