@@ -222,22 +222,22 @@ def test_the_login_page_reloads_itself_once_so_a_strict_cookie_can_come_along(ar
 
 def test_a_forged_or_expired_cookie_is_refused(archive, tmp_path, token_file):
     with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:
+        def with_cookie(value: str) -> int:
+            c.cookies.clear()
+            c.cookies.set("rayhistory_auth", value)
+            return c.get("/api/v1/sessions").status_code
+
         c.post("/login", data={"token": ALICE})
-        value = c.cookies["rayhistory_auth"]
-        digest, expires, signature = value.split(".")
-        forged = {"rayhistory_auth": f"{digest}.{int(expires) + 10**6}.{signature}"}  # a longer life: unsigned
-        c.cookies.clear()
-        r = c.get("/api/v1/sessions", cookies=forged)
-        assert r.status_code == 401 and "log in again" in r.json()["error"]["message"]
+        digest, expires, signature = c.cookies["rayhistory_auth"].split(".")
+        assert with_cookie(f"{digest}.{int(expires) + 10**6}.{signature}") == 401  # a longer life: unsigned
+        assert "log in again" in c.get("/api/v1/sessions").json()["error"]["message"]
         signer = c.app.state.access_config.cookies
-        stale = signer.issue(ALICE, now=time.time() - signer.max_age - 1)
-        assert c.get("/api/v1/sessions", cookies={"rayhistory_auth": stale}).status_code == 401
-        assert c.get("/api/v1/sessions", cookies={"rayhistory_auth": signer.issue(ALICE)}).status_code == 200
+        assert with_cookie(signer.issue(ALICE, now=time.time() - signer.max_age - 1)) == 401  # expired
+        assert with_cookie(signer.issue(ALICE)) == 200
         # Another server's key (or one from before a restart) does not sign for this one.
-        assert c.get("/api/v1/sessions", cookies={"rayhistory_auth": CookieSigner(3600).issue(ALICE)}).status_code \
-            == 401
+        assert with_cookie(CookieSigner(3600).issue(ALICE)) == 401
         # A cookie for a token no longer in the file (valid signature) is refused.
-        assert c.get("/api/v1/sessions", cookies={"rayhistory_auth": signer.issue("withdrawn")}).status_code == 401
+        assert with_cookie(signer.issue("withdrawn")) == 401
 
 
 def test_health_metrics_and_assets_stay_open(archive, tmp_path, token_file):

@@ -125,19 +125,14 @@ def unauthenticated(config: AccessConfig, request: Request, message: str) -> Res
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
         return login_page(request, config, message, status=401)
-    headers = {"WWW-Authenticate": 'Bearer realm="rayhistory"'} if config.auth == "token" else None
     if prometheus_api.is_prometheus_path(path):
-        response = prometheus_api.error(401, "unauthorized", message)
-        response.headers.update(headers or {})
-        return response
-    if path.startswith("/sessions/"):
-        return ray_envelope(401, message) if headers is None else _with(ray_envelope(401, message), headers)
-    return ours(401, "Unauthenticated", message) if headers is None else _with(ours(401, "Unauthenticated", message),
-                                                                               headers)
-
-
-def _with(response: JSONResponse, headers: dict[str, str]) -> JSONResponse:
-    response.headers.update(headers)
+        response: Response = prometheus_api.error(401, "unauthorized", message)
+    elif path.startswith("/sessions/"):
+        response = ray_envelope(401, message)
+    else:
+        response = ours(401, "Unauthenticated", message)
+    if config.auth == "token":
+        response.headers["WWW-Authenticate"] = 'Bearer realm="rayhistory"'
     return response
 
 
