@@ -155,8 +155,9 @@ class Catalog:
             self._refresh()  # a link to a session that appeared since the last listing
         raise not_in_archive(session_id)
 
-    def visible(self, allows: Callable[[str], bool]) -> "CatalogView":
-        return CatalogView(self, allows)
+    def visible(self, allows: Callable[[str], bool],
+                decide_all: Callable[[set[str]], None] | None = None) -> "CatalogView":
+        return CatalogView(self, allows, decide_all)
 
 
 def not_in_archive(session_id: str) -> SessionNotFound:
@@ -167,12 +168,17 @@ class CatalogView:
     """The catalog as one request may see it: a session of a namespace it may not see does not exist here (the
     same 404 as an unknown session, so names do not leak)."""
 
-    def __init__(self, catalog: Catalog, allows: Callable[[str], bool]) -> None:
+    def __init__(self, catalog: Catalog, allows: Callable[[str], bool],
+                 decide_all: Callable[[set[str]], None] | None = None) -> None:
         self.catalog = catalog
         self.allows = allows
+        self._decide_all = decide_all  # optional: decides a listing's namespaces together (in parallel)
 
     def sessions(self) -> list[SessionEntry]:
-        return [e for e in self.catalog.sessions() if self.allows(e.manifest.namespace)]
+        entries = self.catalog.sessions()
+        if self._decide_all is not None:
+            self._decide_all({e.manifest.namespace for e in entries})
+        return [e for e in entries if self.allows(e.manifest.namespace)]
 
     def get(self, session_id: str) -> SessionEntry:
         entry = self.catalog.get(session_id)

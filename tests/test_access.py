@@ -365,3 +365,25 @@ def test_the_trusted_proxy_check_reads_the_socket_peer_not_x_forwarded_for(serve
     url = served(auth="proxy", auth_trusted_proxies="203.0.113.0/24")
     r = httpx.get(f"{url}/api/v1/sessions", headers=headers)
     assert r.status_code == 401 and "127.0.0.1 is not it" in r.json()["error"]["message"]
+
+
+# -- one request's decisions -------------------------------------------------------------------------------------
+
+def test_a_request_decides_each_namespace_once_and_a_listing_decides_them_in_parallel():
+    import threading
+
+    from historyserver.access.principal import Access, Principal
+
+    asked: list[str] = []
+    together = threading.Barrier(3, timeout=10)  # three decisions must be under way at once, or this one breaks
+
+    def decide(principal: Principal, namespace: str) -> bool:
+        asked.append(namespace)
+        together.wait()
+        return namespace == "team-a"
+
+    access = Access(Principal("alice"), decide)
+    access.decide_all(["team-a", "team-b", "team-c", "team-a"])
+    assert sorted(asked) == ["team-a", "team-b", "team-c"]
+    assert [access.allows(n) for n in ("team-a", "team-b", "team-c")] == [True, False, False]
+    assert len(asked) == 3  # answered from the request's memory

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
+
+PARALLEL_DECISIONS = 8
 
 
 class AccessConfigError(Exception):
@@ -23,7 +26,7 @@ ANONYMOUS = Principal("system:anonymous")
 @dataclass
 class Access:
     """What one request may see. `decide` answers for a namespace (None: every namespace); each namespace is
-    asked at most once per request, so a policy that calls out (a SubjectAccessReview) is asked once."""
+    decided at most once per request, so a policy that calls out (a SubjectAccessReview) is asked once."""
 
     principal: Principal
     decide: Callable[[Principal, str], bool] | None = None
@@ -38,9 +41,22 @@ class Access:
         if self.decide is None:
             return True
         with self._lock:
-            if namespace not in self._answers:
-                self._answers[namespace] = bool(self.decide(self.principal, namespace))
-            return self._answers[namespace]
+            known = self._answers.get(namespace)
+        if known is None:
+            known = bool(self.decide(self.principal, namespace))
+            with self._lock:
+                self._answers[namespace] = known
+        return known
+
+    def decide_all(self, namespaces: Iterable[str]) -> None:
+        """Decide many namespaces at once, a few in parallel (a listing asks every namespace the archive holds)."""
+        if self.decide is None:
+            return
+        with self._lock:
+            todo = sorted(set(namespaces) - set(self._answers))
+        if len(todo) > 1:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_DECISIONS, len(todo))) as pool:
+                list(pool.map(self.allows, todo))  # the first error (API unreachable) is raised here
 
 
 def everything() -> Access:

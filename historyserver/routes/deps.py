@@ -27,7 +27,8 @@ def access(request: Request) -> Access:
 
 def catalog(request: Request) -> CatalogView:
     """The catalog as this request may see it; routes read sessions only through this."""
-    return request.app.state.catalog.visible(access(request).allows)
+    seen = access(request)
+    return request.app.state.catalog.visible(seen.allows, seen.decide_all)
 
 
 def session_entry(request: Request, session_id: str) -> SessionEntry:
