@@ -68,6 +68,14 @@ def test_a_reachable_address_without_auth_refuses_to_start_and_says_why(archive,
     assert code == 2 and "--insecure-no-auth" in err
 
 
+def test_the_demo_refuses_a_reachable_address_before_starting_ray(tmp_path, capsys):
+    started = time.monotonic()
+    assert main(["demo", "--host", "0.0.0.0", "--archive", str(tmp_path / "archive")]) == 2
+    err = capsys.readouterr().err
+    assert "the demo serves without authentication" in err and "--no-serve" in err
+    assert time.monotonic() - started < 5 and not (tmp_path / "archive").exists()  # no Ray, no archive
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
 def test_loopback_addresses_default_to_no_auth(archive, host):
     assert access_config.load(ServerSettings(archive=str(archive), host=host)).auth == "none"
