@@ -11,10 +11,11 @@ from fastapi.staticfiles import StaticFiles
 
 from archive.storage import Store
 from historyserver.admission import Gate
+from historyserver.access import config as access_config
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
 from historyserver.routes import (
-    grafana, live_api, pages, prometheus_api, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api,
+    access, grafana, live_api, pages, prometheus_api, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api,
 )
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
@@ -24,6 +25,10 @@ from historyserver.warehouse import Warehouse
 def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app = FastAPI(title="Ray history server", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.settings = settings
+    # Who asks and what they may see, resolved once per request before any route (raises AccessConfigError).
+    app.state.access_config = access_config.load(settings)
+    app.state.access_metrics = access.AccessMetrics()
+    app.add_middleware(access.AccessMiddleware, config=app.state.access_config, metrics=app.state.access_metrics)
     app.state.store = store
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
     app.state.query_gate = Gate("PromQL queries", settings.max_concurrent_queries, settings.queue_wait,
@@ -38,6 +43,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))
     app.add_exception_handler(HistoryError, handle_history_error)
+    app.include_router(access.router)
     app.include_router(sessions_api.router)
     app.include_router(live_api.router)
     app.include_router(pages.router)

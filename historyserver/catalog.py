@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from archive.errors import NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, index_prefix, parse_index_key
@@ -153,4 +153,35 @@ class Catalog:
             if attempt or time.monotonic() - self._listed_at < 1.0:
                 break
             self._refresh()  # a link to a session that appeared since the last listing
-        raise SessionNotFound(f"no session {session_id!r} in the archive; GET /api/v1/sessions lists them")
+        raise not_in_archive(session_id)
+
+    def visible(self, allows: Callable[[str], bool],
+                decide_all: Callable[[set[str]], None] | None = None) -> "CatalogView":
+        return CatalogView(self, allows, decide_all)
+
+
+def not_in_archive(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"no session {session_id!r} in the archive; GET /api/v1/sessions lists them")
+
+
+class CatalogView:
+    """The catalog as one request may see it: a session of a namespace it may not see does not exist here (the
+    same 404 as an unknown session, so names do not leak)."""
+
+    def __init__(self, catalog: Catalog, allows: Callable[[str], bool],
+                 decide_all: Callable[[set[str]], None] | None = None) -> None:
+        self.catalog = catalog
+        self.allows = allows
+        self._decide_all = decide_all  # optional: decides a listing's namespaces together (in parallel)
+
+    def sessions(self) -> list[SessionEntry]:
+        entries = self.catalog.sessions()
+        if self._decide_all is not None:
+            self._decide_all({e.manifest.namespace for e in entries})
+        return [e for e in entries if self.allows(e.manifest.namespace)]
+
+    def get(self, session_id: str) -> SessionEntry:
+        entry = self.catalog.get(session_id)
+        if not self.allows(entry.manifest.namespace):
+            raise not_in_archive(session_id)
+        return entry

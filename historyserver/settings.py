@@ -71,6 +71,53 @@ class ServerSettings:
         metadata={"help": "seconds a heavy request (a query, a compaction) waits for a free slot before 503"},
     )
 
+    auth: str = field(
+        default="none",
+        metadata={"help": "who may use the server: none (only on a loopback address unless --insecure-no-auth), "
+                          "token (--auth-token-file; browsers log in at /login) or proxy (user and groups from "
+                          "headers set by an authenticating proxy such as oauth2-proxy)",
+                  "choices": ("none", "token", "proxy")},
+    )
+    insecure_no_auth: bool = field(
+        default=False,
+        metadata={"help": "allow --auth none on an address other machines can reach (only when something in front "
+                          "of the server authenticates every request)"},
+    )
+    auth_token_file: str = field(
+        default="",
+        metadata={"help": "--auth token: a file of token,user,uid[,\"group1,group2\"] lines, the format of "
+                          "kube-apiserver's --token-auth-file"},
+    )
+    auth_cookie_max_age: int = field(
+        default=43200, metadata={"help": "--auth token: seconds the login cookie of a browser stays valid"},
+    )
+    auth_user_header: str = field(
+        default="X-Forwarded-User", metadata={"help": "--auth proxy: the header naming the user"},
+    )
+    auth_groups_header: str = field(
+        default="X-Forwarded-Groups", metadata={"help": "--auth proxy: the header listing the user's groups, "
+                                                        "comma-separated"},
+    )
+    auth_trusted_proxies: str = field(
+        default="127.0.0.1/32,::1/128",
+        metadata={"help": "--auth proxy: comma-separated CIDRs of the proxy; the user headers are believed only "
+                          "from these socket peers (default loopback: a proxy in the same pod)"},
+    )
+    authz: str = field(
+        default="none",
+        metadata={"help": "which namespaces a user may see: none (all), file (--authz-file) or kubernetes (those "
+                          "where Kubernetes lets them get rayclusters.ray.io, by SubjectAccessReview)",
+                  "choices": ("none", "file", "kubernetes")},
+    )
+    authz_file: str = field(
+        default="",
+        metadata={"help": "--authz file: YAML mapping users and groups to namespaces, e.g. users: {alice: "
+                          "[team-a]} and groups: {platform: [\"*\"]}"},
+    )
+    authz_cache_ttl: float = field(
+        default=30.0, metadata={"help": "--authz kubernetes: seconds a SubjectAccessReview's answer is reused"},
+    )
+
     def __post_init__(self) -> None:
         from historyserver.errors import SettingsError
         from historyserver.routes.prometheus_params import parse_duration_ms

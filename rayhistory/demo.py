@@ -46,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
     def step(msg: str) -> None:
         print(f"[demo {time.monotonic() - started:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    from historyserver.access.config import is_loopback
+
+    if not args.no_serve and not is_loopback(args.host):  # said before Ray runs, not after
+        print(f"rayhistory demo: --host {args.host} is reachable from other machines, and the demo serves without "
+              "authentication; use 127.0.0.1, or archive with --no-serve and run `rayhistory serve` with --auth "
+              "token or proxy (README, \"Authentication and access by namespace\")", file=sys.stderr)
+        return 2
     try:
         store = open_store(args.archive)
         store.check()

@@ -6,8 +6,8 @@ kubectl is there the loader is compared with it, so the fallback cannot drift. W
 Validation, offline: KubeRay's kinds against the CRDs' OpenAPI v3 schemas (KubeRay 1.7, $RAYHISTORY_KUBERAY_CRDS,
 default ../shared/k8s/crds beside the repository) with every field the API server would prune treated as an error; core kinds, the
 Ray pods' templates and every object's metadata with kubernetes-validate's strict schemas (bundled in the wheel).
-Then the things a wrong manifest would break silently: RBAC wider than read-only, a collector flag the CLI does not
-know, a grace period shorter than the final flush, an unresolved `$(VAR)`, ConfigMap, Secret or label reference.
+Then the things a wrong manifest would break silently: RBAC wider than reading KubeRay's objects and creating
+SubjectAccessReviews, a server reachable without authentication, a collector flag the CLI does not know, a grace period shorter than the final flush, an unresolved `$(VAR)`, ConfigMap, Secret or label reference.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ DOWNWARD_FIELDS = re.compile(
     r"|status\.(hostIP|hostIPs|podIP|podIPs))$"
 )
 REPORT: dict[str, str] = {}
+OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.8.2"  # in front of the history server (deploy/base)
 
 
 # --- rendering --------------------------------------------------------------------------------------------------
@@ -171,8 +172,8 @@ def _strip_hash(obj: Any, names: set[str]) -> Any:
 def test_kustomizations_render_and_the_loader_agrees_with_kubectl(name: str) -> None:
     objects = rendered(name)
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Namespace", "Service",
-                     "ServiceAccount"], kinds
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
+                     "Deployment", "Namespace", "Service", "ServiceAccount"], kinds
     from_kubectl = kubectl_render(KUSTOMIZATIONS[name])
     if from_kubectl is None:
         pytest.skip("kubectl is not installed: rendered with the loader alone, nothing to compare it with")
@@ -356,36 +357,55 @@ def test_the_core_check_refuses_unknown_fields() -> None:
 
 # --- RBAC -----------------------------------------------------------------------------------------------------
 
+# The two roles the server needs, and nothing more: reading KubeRay's objects (the live list) and creating
+# SubjectAccessReviews (--authz kubernetes), which read and change nothing.
+LEAST_PRIVILEGE = {
+    "rayhistory-ray-reader": {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayjobs", "rayservices"],
+                              "verbs": ["get", "list", "watch"]},
+    "rayhistory-access-reviewer": {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+                                   "verbs": ["create"]},
+}
+
+
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
-def test_the_cluster_role_only_reads_kuberay_objects(name: str) -> None:
+def test_the_cluster_roles_read_kuberay_objects_and_create_access_reviews_only(name: str) -> None:
+    from historyserver.access.policies import REVIEWED
     from historyserver.live.kube import GROUP, KINDS
 
     objects = rendered(name)
-    roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role")]
-    assert len(roles) == 1 and roles[0]["kind"] == "ClusterRole"
-    rules = roles[0]["rules"]
-    assert len(rules) == 1, rules
-    rule = rules[0]
-    assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames, nonResourceURLs or aggregation"
-    assert rule["apiGroups"] == [GROUP] == ["ray.io"]
-    assert sorted(rule["resources"]) == sorted(plural for _, plural in KINDS) == ["rayclusters", "rayjobs",
-                                                                                 "rayservices"]
-    assert sorted(rule["verbs"]) == ["get", "list", "watch"]
-    assert "aggregationRule" not in roles[0]
+    roles = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("ClusterRole", "Role")}
+    assert set(roles) == set(LEAST_PRIVILEGE) and all(r["kind"] == "ClusterRole" for r in roles.values())
+    for role_name, role in roles.items():
+        assert "aggregationRule" not in role
+        (rule,) = role["rules"]
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames, nonResourceURLs or aggregation"
+        assert {k: sorted(v) for k, v in rule.items()} == LEAST_PRIVILEGE[role_name], role_name
+    reader = LEAST_PRIVILEGE["rayhistory-ray-reader"]
+    assert reader["apiGroups"] == [GROUP] and reader["resources"] == sorted(plural for _, plural in KINDS)
+    # What the authorizer reviews is something the reader role names: a user who may see it sees the live list too.
+    assert REVIEWED["group"] in reader["apiGroups"] and REVIEWED["resource"] in reader["resources"]
 
-    (binding,) = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": roles[0]["metadata"]["name"]}
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
-                                    "namespace": deployment["metadata"]["namespace"]}]
+    bindings = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    assert sorted(b["roleRef"]["name"] for b in bindings) == sorted(LEAST_PRIVILEGE)
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                      "name": binding["roleRef"]["name"]}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                        "namespace": deployment["metadata"]["namespace"]}]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     assert account["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert pod.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True)) is True
-    env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+    env = {e["name"]: e.get("value") for e in history_server(deployment).get("env", [])}
     assert env.get("RAYHISTORY_KUBERNETES") == "in-cluster"
+
+
+def history_server(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                    if c.get("command", [])[:2] == ["rayhistory", "serve"]]
+    return container
 
 
 # --- the CLI flags --------------------------------------------------------------------------------------------
@@ -492,13 +512,12 @@ def test_the_history_server_passes_flags_that_rayhistory_serve_knows(name: str) 
     from historyserver import cli as serve_cli
 
     (deployment,) = [o for o in rendered(name) if o["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container = history_server(deployment)
     command = container["command"] + container.get("args", [])
-    assert command[:2] == ["rayhistory", "serve"]
     given = check_flags(command[2:], "serve")
     assert given["--archive"] == "$(RAYHISTORY_ARCHIVE)"
-    assert given["--host"] == "0.0.0.0"
-    (port,) = [p for p in container["ports"] if p["name"] == "http"]
+    assert given["--host"] == "0.0.0.0"  # for the kubelet's probes and Prometheus: they read the open routes
+    (port,) = container["ports"]
     assert given["--port"] == str(port["containerPort"])
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert given["--cache-dir"] in mounts, "the cache must be on the emptyDir (the root filesystem is read-only)"
@@ -509,6 +528,30 @@ def test_the_history_server_passes_flags_that_rayhistory_serve_knows(name: str) 
     assert not extra
     settings = serve_cli.settings_from(args)
     assert settings.port == port["containerPort"] and settings.cache_dir == given["--cache-dir"]
+    # Reachable on the pod's address, so never without authentication: the user headers are believed only from
+    # the pod's loopback, where the proxy runs, and namespaces are Kubernetes' RBAC's.
+    assert (settings.auth, settings.authz, settings.insecure_no_auth) == ("proxy", "kubernetes", False)
+    from historyserver.access.config import parse_networks
+
+    assert all(n.is_loopback for n in parse_networks(settings.auth_trusted_proxies))
+    probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")]
+    assert probes == ["/readyz", "/healthz"], "the kubelet sends no user: probes must use the open routes"
+
+
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_users_reach_the_server_only_through_the_authenticating_proxy(name: str) -> None:
+    objects = rendered(name)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (service,) = [o for o in objects if o["kind"] == "Service"]
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (proxy,) = [c for c in containers if c["name"] == "oauth2-proxy"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in proxy["args"])
+    server_port = history_server(deployment)["ports"][0]["containerPort"]
+    assert args["upstream"] == f"http://127.0.0.1:{server_port}/"  # over the pod's loopback: a trusted peer
+    assert args["pass-user-headers"] == "true" and args["oidc-groups-claim"] == "groups"
+    proxy_ports = {p["name"]: p["containerPort"] for p in proxy["ports"]}
+    assert args["http-address"].endswith(f":{proxy_ports['http']}")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # the proxy's port, not the server's
 
 
 # --- the collector in the Ray pods ----------------------------------------------------------------------------
@@ -675,7 +718,7 @@ def test_the_service_reaches_the_history_server(name: str) -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    named = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    named = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
     assert all(p["targetPort"] in named for p in service["spec"]["ports"])
 
 
@@ -683,7 +726,7 @@ def test_images_are_the_versions_this_repository_pins() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()  # tomllib is 3.11+, the project supports 3.10
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     (ray_pin,) = set(re.findall(r'"ray==([^"]+)"', pyproject))
-    allowed = {f"rayhistory:{version}", f"rayproject/ray:{ray_pin}"}
+    allowed = {f"rayhistory:{version}", f"rayproject/ray:{ray_pin}", OAUTH2_PROXY_IMAGE}
     seen = set()
     for where, obj, template, _ in every_pod_template():
         for container in template["spec"].get("initContainers", []) + template["spec"]["containers"]:

@@ -171,74 +171,84 @@ class LiveClusters:
     def _connect(self) -> Any:
         if self._api is not None:
             return self._api
-        try:
-            from kubernetes import client, config
-        except ImportError as e:
-            raise KubernetesUnavailable("the kubernetes package is missing: pip install 'rayhistory[server]'") from e
-        configuration = client.Configuration()
-        try:
-            if self.settings.mode == "in-cluster":
-                account = Path(self.settings.service_account_dir)
-                loader = config.incluster_config.InClusterConfigLoader(
-                    token_filename=str(account / "token"), cert_filename=str(account / "ca.crt")
-                )
-                loader.load_and_set(configuration)  # re-reads the token as the kubelet rotates it
-            else:
-                config.load_kube_config(
-                    config_file=self.settings.kubeconfig, client_configuration=configuration, persist_config=False
-                )
-        except Exception as e:  # noqa: BLE001 - the loaders raise ConfigException, OSError, YAML and type errors
-            where = "in-cluster service account" if self.settings.mode == "in-cluster" else (
-                f"kubeconfig {self.settings.kubeconfig or '($KUBECONFIG or ~/.kube/config)'}"
-            )
-            raise KubernetesUnavailable(
-                f"cannot load the {where}: {e}; check RAYHISTORY_KUBERNETES, or set it to off"
-            ) from e
-        # One attempt per request: the next page load is the retry, and a dead API server must fail within the
-        # timeouts, not after urllib3's default three retries of each.
-        configuration.retries = 0
-        self._host = configuration.host
-        self._api = client.CustomObjectsApi(client.ApiClient(configuration))
+        from kubernetes import client
+
+        api, self._host = api_client(self.settings)
+        self._api = client.CustomObjectsApi(api)
         return self._api
 
     def _explain(self, error: Exception, plural: str, namespace: str | None) -> KubernetesUnavailable | None:
-        import urllib3
-
         where = f"in namespace {namespace}" if namespace else "in all namespaces"
-        status = _status(error)
-        if status is None:
-            if isinstance(getattr(error, "reason", None), (urllib3.exceptions.SSLError, ssl.SSLError)):
-                return KubernetesUnavailable(
-                    f"TLS to the Kubernetes API server at {self._host} failed ({_reason(error)}); check the "
-                    "certificate authority in the kubeconfig or the service account's ca.crt"
-                )
-            if isinstance(error, urllib3.exceptions.HTTPError):
-                return KubernetesUnavailable(
-                    f"cannot reach the Kubernetes API server at {self._host} ({_reason(error)}); check the "
-                    "RAYHISTORY_KUBERNETES configuration and that this pod's network may reach the API server"
-                )
-            return None
-        body = getattr(error, "body", None) or ""
-        detail = _status_message(body) or getattr(error, "reason", "") or ""
-        if status == 401:
-            return KubernetesUnavailable(
-                f"the Kubernetes API server at {self._host} rejected our credentials (401 Unauthorized: {detail}); "
-                "check the service account token or the kubeconfig's user"
+        return explain_api_error(error, self._host, f"list {plural}.{GROUP} {where}", f"RBAC: {RBAC_HINT}")
+
+
+def api_client(settings: LiveSettings) -> tuple[Any, str]:
+    """A client of the Kubernetes API for the configured mode, and the API server's address."""
+    try:
+        from kubernetes import client, config
+    except ImportError as e:
+        raise KubernetesUnavailable("the kubernetes package is missing: pip install 'rayhistory[server]'") from e
+    configuration = client.Configuration()
+    try:
+        if settings.mode == "in-cluster":
+            account = Path(settings.service_account_dir)
+            loader = config.incluster_config.InClusterConfigLoader(
+                token_filename=str(account / "token"), cert_filename=str(account / "ca.crt")
             )
-        if status == 403:
-            return KubernetesUnavailable(
-                f"the Kubernetes API server refused to list {plural}.{GROUP} {where} (403 Forbidden: {detail}); "
-                f"RBAC: {RBAC_HINT}"
+            loader.load_and_set(configuration)  # re-reads the token as the kubelet rotates it
+        else:
+            config.load_kube_config(
+                config_file=settings.kubeconfig, client_configuration=configuration, persist_config=False
             )
-        if status == 0:  # the client's wrapping of a TLS failure
-            last_line = (detail.splitlines() or [""])[-1]
+    except Exception as e:  # noqa: BLE001 - the loaders raise ConfigException, OSError, YAML and type errors
+        where = "in-cluster service account" if settings.mode == "in-cluster" else (
+            f"kubeconfig {settings.kubeconfig or '($KUBECONFIG or ~/.kube/config)'}"
+        )
+        raise KubernetesUnavailable(
+            f"cannot load the {where}: {e}; check RAYHISTORY_KUBERNETES, or set it to off"
+        ) from e
+    # One attempt per request: the next page load is the retry, and a dead API server must fail within the
+    # timeouts, not after urllib3's default three retries of each.
+    configuration.retries = 0
+    return client.ApiClient(configuration), configuration.host
+
+
+def explain_api_error(error: Exception, host: str, action: str, rbac_hint: str) -> KubernetesUnavailable | None:
+    """The client's error on `action` as a KubernetesUnavailable saying what to check; None for an error that is
+    neither the API server's answer nor the network's (a bug: re-raised by the caller)."""
+    import urllib3
+
+    status = _status(error)
+    if status is None:
+        if isinstance(getattr(error, "reason", None), (urllib3.exceptions.SSLError, ssl.SSLError)):
             return KubernetesUnavailable(
-                f"TLS to the Kubernetes API server at {self._host} failed ({last_line}); check the "
+                f"TLS to the Kubernetes API server at {host} failed ({_reason(error)}); check the "
                 "certificate authority in the kubeconfig or the service account's ca.crt"
             )
+        if isinstance(error, urllib3.exceptions.HTTPError):
+            return KubernetesUnavailable(
+                f"cannot reach the Kubernetes API server at {host} ({_reason(error)}); check the "
+                "RAYHISTORY_KUBERNETES configuration and that this pod's network may reach the API server"
+            )
+        return None
+    body = getattr(error, "body", None) or ""
+    detail = _status_message(body) or getattr(error, "reason", "") or ""
+    if status == 401:
         return KubernetesUnavailable(
-            f"the Kubernetes API server answered {status} to a list of {plural}.{GROUP} {where}: {detail}"
+            f"the Kubernetes API server at {host} rejected our credentials (401 Unauthorized: {detail}); "
+            "check the service account token or the kubeconfig's user"
         )
+    if status == 403:
+        return KubernetesUnavailable(
+            f"the Kubernetes API server refused to {action} (403 Forbidden: {detail}); {rbac_hint}"
+        )
+    if status == 0:  # the client's wrapping of a TLS failure
+        last_line = (detail.splitlines() or [""])[-1]
+        return KubernetesUnavailable(
+            f"TLS to the Kubernetes API server at {host} failed ({last_line}); check the "
+            "certificate authority in the kubeconfig or the service account's ca.crt"
+        )
+    return KubernetesUnavailable(f"the Kubernetes API server answered {status} when asked to {action}: {detail}")
 
 
 def link_sessions(rows: list[LiveRow], catalog: Any, base_url: str = "") -> list[LiveRow]:

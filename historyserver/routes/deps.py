@@ -1,4 +1,5 @@
-"""What every Ray-shaped route shares: the session lookup and Ray's response envelopes."""
+"""What every route shares: the request's view of the catalog, the session lookup (the one gate every
+/sessions/{id}/ route passes), and Ray's response envelopes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from historyserver.catalog import SessionEntry
+from historyserver.access.principal import Access
+from historyserver.catalog import CatalogView, SessionEntry
 from historyserver.errors import BadRequest
 from historyserver.queries.session_db import SessionDB
 
@@ -21,8 +23,22 @@ LARGE_PAGE = 1000  # rows from which a page counts as a large answer (admitted t
 SESSION_PREFIX = "/sessions/{session_id}"
 
 
+def access(request: Request) -> Access:
+    """What the request may see, set by routes/access.py's middleware (missing: refuse rather than show all)."""
+    found = getattr(request.state, "access", None)
+    if not isinstance(found, Access):
+        raise RuntimeError("no access was resolved for this request: create_app installs AccessMiddleware")
+    return found
+
+
+def catalog(request: Request) -> CatalogView:
+    """The catalog as this request may see it; routes read sessions only through this."""
+    seen = access(request)
+    return request.app.state.catalog.visible(seen.allows, seen.decide_all)
+
+
 def session_entry(request: Request, session_id: str) -> SessionEntry:
-    return request.app.state.catalog.get(session_id)
+    return catalog(request).get(session_id)
 
 
 def session_db(request: Request, session_id: str) -> SessionDB:

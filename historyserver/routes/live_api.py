@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from historyserver.live.kube import LiveClusters
+from historyserver.live.kube import LiveClusters, LiveRow
+from historyserver.routes.deps import access, catalog
 
 router = APIRouter(prefix="/api/v1")
 
@@ -23,9 +24,17 @@ def list_live(request: Request) -> dict:
     if not live.enabled:
         return {"enabled": False, "namespaces": None, "clusters": []}
     base = str(request.base_url).rstrip("/")
-    rows = live.list(request.app.state.catalog, base)
+    rows = visible_rows(request, live, base)
+    allows = access(request).allows
     return {
         "enabled": True,
-        "namespaces": list(live.settings.namespaces) or None,  # None: every namespace
+        # None: every namespace (that this request may see)
+        "namespaces": [n for n in live.settings.namespaces if allows(n)] if live.settings.namespaces else None,
         "clusters": [r.to_dict() for r in rows],
     }
+
+
+def visible_rows(request: Request, live: LiveClusters, base_url: str) -> list[LiveRow]:
+    """The live objects of the namespaces this request may see, each linked to the sessions it may see."""
+    allows = access(request).allows
+    return [r for r in live.list(catalog(request), base_url) if allows(r.namespace)]

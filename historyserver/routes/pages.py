@@ -11,7 +11,8 @@ from fastapi.templating import Jinja2Templates
 
 from historyserver.live.kube import KubernetesUnavailable
 from historyserver.overview import session_overview
-from historyserver.routes.live_api import live_clusters
+from historyserver.routes.deps import catalog, session_entry
+from historyserver.routes.live_api import live_clusters, visible_rows
 
 router = APIRouter()
 PAGES = Path(__file__).resolve().parent.parent / "pages"
@@ -41,12 +42,12 @@ templates.env.filters.update(
 
 @router.get("/", response_class=HTMLResponse)
 def sessions_page(request: Request) -> HTMLResponse:
-    sessions = [e.summary("") for e in request.app.state.catalog.sessions()]
+    sessions = [e.summary("") for e in catalog(request).sessions()]
     live, live_error = [], None
     clusters = live_clusters(request)
     if clusters.enabled:
         try:
-            live = [r.to_dict() for r in clusters.list(request.app.state.catalog, "")]
+            live = [r.to_dict() for r in visible_rows(request, clusters, "")]
         except KubernetesUnavailable as e:  # the archive still answers: say what is wrong, show the rest
             live_error = str(e)
     context = {"sessions": sessions, "archive": request.app.state.store.url, "live_enabled": clusters.enabled,
@@ -56,14 +57,14 @@ def sessions_page(request: Request) -> HTMLResponse:
 
 @router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)
 def overview_page(request: Request, session_id: str) -> HTMLResponse:
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     context = {"o": session_overview(entry, request.app.state.warehouse.db(entry))}
     return templates.TemplateResponse(request, "session.html", context)
 
 
 @router.get("/sessions/{session_id}/timeline", response_class=HTMLResponse)
 def timeline_page(request: Request, session_id: str, job_id: str | None = None) -> HTMLResponse:
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     db = request.app.state.warehouse.db(entry)
     jobs = [j["job_id"] for j in db.jobs() if j["job_id"]]
     context = {"s": entry.summary(""), "job_id": job_id, "jobs": jobs}

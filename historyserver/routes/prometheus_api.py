@@ -29,6 +29,7 @@ from historyserver.errors import ArchiveUnavailable, HistoryError, Overloaded, S
 from historyserver.promql.errors import BadData, PromQLError
 from historyserver.queries.metrics_scope import ArchiveStore
 from historyserver.queries.session_series import FailureCache, warehouse_tables
+from historyserver.routes.deps import catalog as visible_catalog
 from historyserver.routes.prometheus_params import (
     LABEL_NAME, MAX_TIME_MS, MIN_TIME_MS, Params, check_timeout, go_quote, match_sets, range_params, time_param,
 )
@@ -86,7 +87,7 @@ def is_prometheus_path(path: str) -> bool:
 def history_error(exc: HistoryError) -> Response:
     if isinstance(exc, SessionNotFound) or exc.status == 404:
         return error(404, "not_found", str(exc))
-    if isinstance(exc, (ArchiveUnavailable, Overloaded)):
+    if isinstance(exc, (ArchiveUnavailable, Overloaded)) or exc.status == 503:  # also the Kubernetes API (--authz)
         return error(503, "unavailable", str(exc), getattr(exc, "retry_after", None))
     if isinstance(exc, TooLarge):
         return error(422, "execution", str(exc))
@@ -107,7 +108,7 @@ def scope_entries(request: Request) -> list[SessionEntry]:
 
 
 def _lookup_scope(request: Request) -> list[SessionEntry]:
-    catalog = request.app.state.catalog
+    catalog = visible_catalog(request)  # sessions of namespaces the request may not see never load
     path = request.path_params
     if "session_id" in path:
         return [catalog.get(path["session_id"])]

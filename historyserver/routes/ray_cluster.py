@@ -32,7 +32,7 @@ def _not_found(msg: str) -> JSONResponse:
 @router.get("/api/authentication_mode")
 def authentication_mode(session_id: str, request: Request) -> dict:
     session_entry(request, session_id)
-    # The archive is served read-only without Ray's token auth; access control belongs in front of this server.
+    # Not Ray's token auth: this server authenticates every request itself (routes/access.py) before Ray's UI loads.
     return {"authentication_mode": "disabled"}
 
 

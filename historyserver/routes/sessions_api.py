@@ -9,7 +9,7 @@ from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
 from historyserver.queries import dashboards
 from historyserver.queries import overview as overview_queries
-from historyserver.routes.deps import fast_json, large_answer
+from historyserver.routes.deps import catalog, fast_json, large_answer, session_entry
 
 router = APIRouter(prefix="/api/v1")
 
@@ -30,7 +30,7 @@ def list_sessions(
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status {status!r} is not known; use one of {', '.join(STATUSES)}")
     entries = [
-        e for e in request.app.state.catalog.sessions()
+        e for e in catalog(request).sessions()
         if (namespace is None or e.manifest.namespace == namespace)
         and (cluster is None or e.manifest.cluster == cluster)
         and (status is None or e.status == status)
@@ -48,21 +48,21 @@ def list_sessions(
 
 @router.get("/sessions/{session_id}")
 def get_session(request: Request, session_id: str) -> dict:
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     base = str(request.base_url).rstrip("/")
     return {**entry.summary(base), "manifest": entry.manifest.to_dict()}
 
 
 @router.get("/sessions/{session_id}/overview")
 def get_overview(request: Request, session_id: str) -> dict:
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     return session_overview(entry, request.app.state.warehouse.db(entry))
 
 
 @router.get("/sessions/{session_id}/timeline")
 def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> Response:
     """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     db = request.app.state.warehouse.db(entry)
     with large_answer(request):
         return fast_json(overview_queries.timeline(db, job_id))
@@ -72,7 +72,7 @@ def get_timeline(request: Request, session_id: str, job_id: str | None = None) -
 def list_dashboards(request: Request, session_id: str) -> dict:
     """The Grafana dashboards Ray generated for this session, with a datasource variable (import them into
     Grafana: their version matches the session's Ray)."""
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     boards = dashboards.session_dashboards(request.app.state.store, entry,
                                            request.app.state.settings.grafana_datasource)
     base = f"{str(request.base_url).rstrip('/')}/api/v1/sessions/{session_id}/dashboards"
@@ -82,6 +82,6 @@ def list_dashboards(request: Request, session_id: str) -> dict:
 
 @router.get("/sessions/{session_id}/dashboards/{uid}")
 def get_dashboard(request: Request, session_id: str, uid: str) -> dict:
-    entry = request.app.state.catalog.get(session_id)
+    entry = session_entry(request, session_id)
     return dashboards.session_dashboard(request.app.state.store, entry, uid,
                                         request.app.state.settings.grafana_datasource)

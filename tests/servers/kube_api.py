@@ -12,6 +12,11 @@ the history server and the official client use, the way kube-apiserver does:
   (apiVersion, kind `XList`, metadata.resourceVersion, items with the metadata the API server fills in);
 - 403 Forbidden Status for the namespaces it is told to forbid, as RBAC answers; a token denied any namespace holds
   no ClusterRole, so cluster-wide lists are refused then too.
+- POST /apis/authorization.k8s.io/v1/subjectaccessreviews, answered from the AccessRules a test gives as the RBAC
+  authorizer answers (201 with status.allowed and its reason; allowed false and no reason when no rule matches;
+  denied true for a rule that denies, as a webhook authorizer may); 403 when the caller may not create reviews
+  (`may_review`). Each body received is kept in `reviews`. It is stricter than kube-apiserver on one point: an
+  unknown field is a 400 (the real one, by default, drops it with a warning), so a test sees exactly what was sent.
 It ignores `limit` (the API allows a server to answer the whole list) and refuses watch with a 400 Status.
 """
 
@@ -59,6 +64,26 @@ def status_object(code: int, reason: str, message: str, details: dict[str, Any] 
     return doc
 
 
+@dataclass(frozen=True)
+class AccessRule:
+    """A binding, as RBAC would hold it: `kind` User or Group `name` may use `verbs` on `resource` in `api_group`
+    in `namespace` ("*": every namespace, a ClusterRoleBinding). `allow=False` is an explicit denial."""
+
+    kind: str
+    name: str
+    namespace: str
+    verbs: tuple[str, ...] = ("get", "list", "watch")
+    api_group: str = "ray.io"
+    resource: str = "rayclusters"
+    allow: bool = True
+
+
+REVIEW_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+REVIEW_SPEC_KEYS = {"user", "groups", "uid", "extra", "resourceAttributes", "nonResourceAttributes"}
+RESOURCE_ATTRIBUTE_KEYS = {"namespace", "verb", "group", "version", "resource", "subresource", "name",
+                           "fieldSelector", "labelSelector"}
+
+
 @dataclass
 class KubeAPI:
     crds: list[dict[str, Any]]
@@ -66,6 +91,9 @@ class KubeAPI:
     forbidden_namespaces: set[str] = field(default_factory=set)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query) in the order received
+    access_rules: list[AccessRule] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)  # SubjectAccessReview bodies, as received
+    may_review: bool = True
     resource_version: int = 48213
     _httpd: _Server | None = None
     _dir: tempfile.TemporaryDirectory | None = None
@@ -169,6 +197,52 @@ class KubeAPI:
                 return self._read(group, version, rest[0], namespace, rest[1] if len(rest) == 2 else None)
         return _not_found()
 
+    def create(self, path: str, body: bytes, content_type: str, authorization: str | None) -> tuple[int, Any]:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.token.encode()):
+            return 401, status_object(401, "Unauthorized", "Unauthorized")
+        if path != REVIEW_PATH:
+            return 405, status_object(405, "MethodNotAllowed", "the server does not allow this method on the "
+                                      "requested resource (this test server creates only subjectaccessreviews)", {})
+        # kube-apiserver reads a body without Content-Type as its first serializer's, JSON.
+        if content_type.split(";")[0].strip() not in ("", "application/json"):
+            return 415, status_object(415, "UnsupportedMediaType", f'the body of the request was in an unknown '
+                                      f'format - accepted media types include: application/json', {})
+        try:
+            review = json.loads(body)
+        except ValueError as e:
+            return 400, status_object(400, "BadRequest", f"the request body is not JSON: {e}")
+        self.reviews.append(review)
+        if not self.may_review:
+            return 403, status_object(403, "Forbidden", (
+                f'subjectaccessreviews.authorization.k8s.io is forbidden: User "{USER}" cannot create resource '
+                '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope'),
+                {"group": "authorization.k8s.io", "kind": "subjectaccessreviews"})
+        problem = _review_problem(review)
+        if problem:
+            status = 422 if problem.startswith("spec") else 400
+            return status, status_object(status, "Invalid" if status == 422 else "BadRequest", problem)
+        spec = review["spec"]
+        attributes = spec["resourceAttributes"]
+        subjects = {("User", spec.get("user") or "")} | {("Group", g) for g in spec.get("groups") or []}
+        matching = [r for r in self.access_rules if (r.kind, r.name) in subjects
+                    and r.namespace in ("*", attributes.get("namespace", ""))
+                    and attributes.get("verb") in r.verbs and attributes.get("group", "") == r.api_group
+                    and attributes.get("resource") == r.resource]
+        status_part: dict[str, Any] = {"allowed": False}
+        denial = next((r for r in matching if not r.allow), None)
+        grant = next((r for r in matching if r.allow), None)
+        if denial is not None:
+            status_part = {"allowed": False, "denied": True, "reason": f"denied by policy for {denial.kind} "
+                                                                         f'"{denial.name}"'}
+        elif grant is not None:
+            binding = (f'ClusterRoleBinding "{grant.name}-ray-viewer"' if grant.namespace == "*" else
+                       f'RoleBinding "{grant.name}-ray-viewer/{grant.namespace}"')
+            status_part = {"allowed": True, "reason": f'RBAC: allowed by {binding} of ClusterRole "ray-viewer" to '
+                                                      f'{grant.kind} "{grant.name}"'}
+        return 201, {"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                     "metadata": {"creationTimestamp": None}, "spec": spec, "status": status_part}
+
     def _groups(self) -> list[dict[str, Any]]:
         groups: dict[str, dict[str, Any]] = {}
         for crd, version in self._resources():
@@ -248,6 +322,33 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def _review_problem(review: Any) -> str | None:
+    """What kube-apiserver would refuse in a SubjectAccessReview (and unknown fields, which it would drop)."""
+    if not isinstance(review, dict):
+        return "the body is not an object"
+    unknown = set(review) - {"apiVersion", "kind", "metadata", "spec"}
+    if unknown:
+        return f"unknown fields {sorted(unknown)} in SubjectAccessReview"
+    if (review.get("apiVersion"), review.get("kind")) != ("authorization.k8s.io/v1", "SubjectAccessReview"):
+        return (f"the object is {review.get('kind')!r} of {review.get('apiVersion')!r}, not SubjectAccessReview of "
+                "authorization.k8s.io/v1")
+    spec = review.get("spec")
+    if not isinstance(spec, dict):
+        return "spec: Required value"
+    unknown = set(spec) - REVIEW_SPEC_KEYS
+    if unknown:
+        return f"unknown fields {sorted(unknown)} in SubjectAccessReview.spec"
+    if ("resourceAttributes" in spec) == ("nonResourceAttributes" in spec):
+        return "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes " \
+               "must be specified"
+    if not spec.get("user") and not spec.get("groups"):
+        return "spec.user: Invalid value: \"\": at least one of user or group must be specified"
+    attributes = spec.get("resourceAttributes")
+    if isinstance(attributes, dict) and set(attributes) - RESOURCE_ATTRIBUTE_KEYS:
+        return f"unknown fields {sorted(set(attributes) - RESOURCE_ATTRIBUTE_KEYS)} in spec.resourceAttributes"
+    return None
+
+
 def _not_found() -> tuple[int, Any]:
     return 404, status_object(404, "NotFound", "the server could not find the requested resource", {})
 
@@ -269,7 +370,14 @@ def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
             self._send(405, status_object(405, "MethodNotAllowed", "the server does not allow this method on the "
                                           "requested resource (this test server only reads)", {}))
 
-        do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            api.requests.append(("POST", self.path))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, answer = api.create(urlsplit(self.path).path, body, self.headers.get("Content-Type", ""),
+                                        self.headers.get("Authorization"))
+            self._send(status, answer)
+
+        do_PUT = do_PATCH = do_DELETE = _refuse
 
         def _send(self, status: int, body: Any) -> None:
             raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
