@@ -56,6 +56,9 @@ class Settings:
 
     command: ClassVar[str] = ""  # e.g. "rayhistory serve", for messages
 
+    def __post_init__(self) -> None:
+        self.check()  # settings built in code are checked as those read from flags and variables
+
     # -- description -----------------------------------------------------------------------------------------
 
     @classmethod
@@ -97,8 +100,9 @@ class Settings:
                 action = "store_false" if f.default is True else "store_true"
                 parser.add_argument(flag, dest=f.name, action=action, default=None, help=helptext)
             else:
-                parser.add_argument(flag, dest=f.name, default=None, help=helptext,
-                                    choices=f.metadata.get("choices"))
+                choices = f.metadata.get("choices")  # a metavar keeps the usage line one shape
+                parser.add_argument(flag, dest=f.name, default=None, help=helptext, choices=choices,
+                                    metavar=f.name.upper() if choices else None)
 
     @classmethod
     def load(cls: type[S], given: Mapping[str, Any] | argparse.Namespace | None = None,
@@ -123,9 +127,7 @@ class Settings:
                 if cls.required(f):
                     raise SettingsError(f"{cls.command or cls.__name__}: {flag} (or ${cls.env_name(f)}) is required: "
                                         f"{f.metadata['help']}")
-        settings = cls(**values)
-        settings.check()
-        return settings
+        return cls(**values)
 
     @classmethod
     def _convert(cls, f: dataclasses.Field[Any], value: Any, source: str) -> Any:
@@ -159,16 +161,17 @@ class Settings:
     # -- the environment's unknowns ---------------------------------------------------------------------------
 
     @classmethod
-    def unknown_variables(cls, environ: Mapping[str, str] | None = None,
-                          also: tuple[type["Settings"], ...] = ()) -> list[str]:
-        """RAYHISTORY_ variables no setting of this class (or of `also`) declares: most likely typos."""
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None, also: tuple[type["Settings"], ...] = (),
+                          known: tuple[str, ...] = ()) -> list[str]:
+        """RAYHISTORY_ variables no setting of this class (or of `also`, or `known`) declares: most likely typos."""
         env = os.environ if environ is None else environ
-        known = {c.env_name(f) for c in (cls, *also) for f in c.fields()}
-        return sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        names = {c.env_name(f) for c in (cls, *also) for f in c.fields()} | set(known)
+        return sorted(k for k in env if k.startswith(PREFIX) and k not in names)
 
     @classmethod
-    def warn_unknown(cls, environ: Mapping[str, str] | None = None, also: tuple[type["Settings"], ...] = ()) -> None:
-        unknown = cls.unknown_variables(environ, also)
+    def warn_unknown(cls, environ: Mapping[str, str] | None = None, also: tuple[type["Settings"], ...] = (),
+                     known: tuple[str, ...] = ()) -> None:
+        unknown = cls.unknown_variables(environ, also, known)
         if unknown:
             print(f"{cls.command or cls.__name__}: warning: unknown setting(s) {', '.join(unknown)} ignored; "
                   f"`{cls.command} --help` lists the settings", file=sys.stderr)

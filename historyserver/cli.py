@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from typing import Mapping
 
 from historyserver.settings import ServerSettings
 
 
+
+# Variables still read outside the settings classes (live clusters: historyserver/live/kube.py; the metrics cache
+# and DuckDB's memory while compacting), known so that they are not reported as unknown.
+UNDECLARED_HERE = ("RAYHISTORY_KUBERNETES", "RAYHISTORY_KUBERNETES_NAMESPACE", "RAYHISTORY_DASHBOARD_URL_TEMPLATE",
+                   "RAYHISTORY_METRICS_CACHE_MB", "RAYHISTORY_COMPACTION_MEMORY")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(ServerSettings):
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if str(f.type) == "bool" and f.default is True:  # on by default: the flag turns it off
-            parser.add_argument(flag.replace("--", "--no-"), dest=f.name, action="store_false", default=None,
-                                help=f.metadata["help"] + " (this flag turns it off)")
-            continue
-        if str(f.type) == "bool":  # off by default: the flag turns it on
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=f.metadata["help"])
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        choices = f.metadata.get("choices")  # named in the help; a metavar keeps the usage line one shape
-        parser.add_argument(flag, type=kind, required=required, default=None, help=f.metadata["help"],
-                            choices=choices, metavar=f.name.upper() if choices else None)
+    ServerSettings.add_arguments(parser)
 
 
-def settings_from(args: argparse.Namespace) -> ServerSettings:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServerSettings)
-             if getattr(args, f.name, None) is not None}
-    return ServerSettings(**given)
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Flags over RAYHISTORY_ variables over defaults; warns about RAYHISTORY_ variables nobody declares."""
+    from archive.storage.s3 import S3Settings
+
+    ServerSettings.warn_unknown(environ, also=(S3Settings,), known=UNDECLARED_HERE)
+    return ServerSettings.load(args, environ)
 
 
 def run(args: argparse.Namespace) -> int:

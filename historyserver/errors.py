@@ -42,5 +42,5 @@ class TooLarge(HistoryError):
     status = 422
 
 
-class SettingsError(Exception):
-    """A server setting with a value it cannot use (rayhistory serve prints it and exits 2)."""
+# A setting with a value it cannot use (rayhistory serve prints it and exits 2): the one mechanism's error.
+from archive.settings import SettingsError  # noqa: E402,F401

@@ -1,19 +1,23 @@
-"""The history server's settings, declared once with defaults and help text."""
+"""The history server's settings, declared once with defaults and help text: each is a flag of `rayhistory serve`
+and a RAYHISTORY_<NAME> variable (archive/settings.py)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archive.settings import Settings, SettingsError, parse_duration
+
 
 @dataclass
-class ServerSettings:
+class ServerSettings(Settings):
+    command = "rayhistory serve"
+
     archive: str = field(metadata={"help": "archive URL: a directory, file://PATH or s3://bucket/prefix"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (use 0.0.0.0 inside a pod)"})
     port: int = field(default=8080, metadata={"help": "port to listen on"})
     cache_dir: str = field(
-        default_factory=lambda: os.environ.get("RAYHISTORY_CACHE_DIR", str(Path.home() / ".cache" / "rayhistory")),
+        default_factory=lambda: str(Path.home() / ".cache" / "rayhistory"),
         metadata={"help": "where compacted tables are cached (throw-away; default ~/.cache/rayhistory)"},
     )
     catalog_ttl: float = field(default=5.0, metadata={"help": "seconds a listing of the archive's index is reused"})
@@ -26,15 +30,14 @@ class ServerSettings:
         default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
     )
     grafana_url: str = field(
-        default_factory=lambda: os.environ.get("RAYHISTORY_GRAFANA_URL", ""),
+        default="",
         metadata={"help": "the Grafana users open (e.g. http://grafana:3000), with a Prometheus datasource on this "
                           "server's /prometheus/; Ray's Metrics tab then embeds its panels for archived sessions "
-                          "(default $RAYHISTORY_GRAFANA_URL; empty: off)"},
+                          "(empty: off)"},
     )
     grafana_datasource: str = field(
-        default_factory=lambda: os.environ.get("RAYHISTORY_GRAFANA_DATASOURCE", "Rayhistory archive"),
-        metadata={"help": "name of that datasource in Grafana (default $RAYHISTORY_GRAFANA_DATASOURCE or "
-                          "'Rayhistory archive')"},
+        default="Rayhistory archive",
+        metadata={"help": "name of that datasource in Grafana"},
     )
     query_max_samples: int = field(
         default=50_000_000,
@@ -118,10 +121,7 @@ class ServerSettings:
         default=30.0, metadata={"help": "--authz kubernetes: seconds a SubjectAccessReview's answer is reused"},
     )
 
-    def __post_init__(self) -> None:
-        from historyserver.errors import SettingsError
-        from historyserver.routes.prometheus_params import parse_duration_ms
-
+    def check(self) -> None:
         for name in ("query_max_samples", "query_max_sessions", "max_concurrent_queries",
                      "max_concurrent_compactions", "max_concurrent_large"):
             if getattr(self, name) < 1:
@@ -129,14 +129,12 @@ class ServerSettings:
         if self.queue_wait < 0:
             raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
         try:
-            timeout_ms = parse_duration_ms(self.query_timeout)
+            timeout = parse_duration(self.query_timeout)
         except ValueError as e:
-            raise SettingsError(f"--query-timeout: {e}; give e.g. 2m, 90s or 120") from None
-        if timeout_ms <= 0:
+            raise SettingsError(f"--query-timeout: {e}") from None
+        if timeout <= 0:
             raise SettingsError(f"--query-timeout must be positive, got {self.query_timeout!r}")
 
     @property
     def query_timeout_s(self) -> float:
-        from historyserver.routes.prometheus_params import parse_duration_ms
-
-        return parse_duration_ms(self.query_timeout) / 1000
+        return parse_duration(self.query_timeout)

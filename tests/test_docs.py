@@ -17,3 +17,16 @@ def test_every_setting_is_in_the_readme():
             flag = "--" + ("no-" if f.type == "bool" and f.default is True else "") + f.name.replace("_", "-")
             assert f"`{flag}`" in README, f"{settings.__name__}.{f.name} ({flag}) is not documented in README.md"
             assert f.metadata.get("help"), f"{settings.__name__}.{f.name} has no help text"
+
+
+def test_every_setting_of_the_one_mechanism_is_in_the_readme():
+    """Flags as flags; environment-only settings by their RAYHISTORY_ variable."""
+    from archive.storage.s3 import S3Settings
+
+    for settings in (ServerSettings, S3Settings):
+        for f in settings.fields():
+            flag = settings.flag(f)
+            name = f"`{flag}`" if flag else f"`{settings.env_name(f)}`"
+            assert name in README, f"{settings.__name__}.{f.name} ({name}) is not documented in README.md"
+            assert f.metadata.get("help"), f"{settings.__name__}.{f.name} has no help text"
+    assert "RAYHISTORY_<FLAG>" in README  # the rule that makes every flag a variable too

@@ -80,3 +80,18 @@ def test_durations():
     for bad in ("", "2x", "m", "-"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_rayhistory_serve_reads_its_variables_and_reports_unknown_ones(capsys):
+    from historyserver import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    env = {"RAYHISTORY_ARCHIVE": "/tmp/a", "RAYHISTORY_QUERY_TIMEOUT": "30s", "RAYHISTORY_AUTH": "proxy",
+           "RAYHISTORY_QUERY_TIMOUT": "1s", "RAYHISTORY_S3_MAX_ATTEMPTS": "2", "RAYHISTORY_KUBERNETES": "off"}
+    s = cli.settings_from(parser.parse_args(["--port", "9999"]), env)
+    assert (s.archive, s.query_timeout_s, s.auth, s.port) == ("/tmp/a", 30.0, "proxy", 9999)
+    err = capsys.readouterr().err
+    assert "RAYHISTORY_QUERY_TIMOUT" in err and "RAYHISTORY_S3_MAX_ATTEMPTS" not in err
+    with pytest.raises(SettingsError, match=r"\$RAYHISTORY_AUTH: 'tokens' is not one of none, token, proxy"):
+        cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_AUTH": "tokens"})

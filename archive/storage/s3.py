@@ -8,9 +8,11 @@ style; by default path style for an IP address or localhost endpoint, virtual-ho
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import urlparse
 
+from archive.settings import Settings, SettingsError
 from archive.errors import AccessDenied, BackendUnavailable, InvalidArchiveURL, NotFound, StoreError
 from archive.storage.base import ObjectInfo, Store
 
@@ -18,12 +20,37 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Inval
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
-def addressing_style(endpoint: str | None) -> str:
-    style = os.environ.get("RAYHISTORY_S3_ADDRESSING_STYLE", "").strip().lower()
+@dataclass
+class S3Settings(Settings):
+    """The S3 backend's settings, environment only (both commands use the backend)."""
+
+    command = "rayhistory"
+    s3_addressing_style: str = field(
+        default="auto", metadata={"help": "path or virtual-host style requests; auto: path style for an IP address "
+                                          "or localhost endpoint, virtual-host style otherwise (as OSS needs)",
+                                  "choices": ("auto", "path", "virtual"), "flag": False})
+    s3_connect_timeout: float = field(
+        default=5.0, metadata={"help": "seconds to connect to the store (bounds how long an unreachable store "
+                                       "blocks)", "flag": False})
+    s3_max_attempts: int = field(
+        default=3, metadata={"help": "attempts per request, retries included", "flag": False})
+
+    def check(self) -> None:
+        if self.s3_connect_timeout <= 0 or self.s3_max_attempts < 1:
+            raise SettingsError("RAYHISTORY_S3_CONNECT_TIMEOUT must be positive and RAYHISTORY_S3_MAX_ATTEMPTS at "
+                                "least 1")
+
+    @classmethod
+    def from_env(cls) -> "S3Settings":
+        try:
+            return cls.load()
+        except SettingsError as e:
+            raise InvalidArchiveURL(str(e)) from None
+
+
+def addressing_style(endpoint: str | None, style: str = "auto") -> str:
     if style in ("path", "virtual"):
         return style
-    if style not in ("", "auto"):
-        raise InvalidArchiveURL(f"RAYHISTORY_S3_ADDRESSING_STYLE={style!r}: expected 'path', 'virtual' or 'auto'")
     host = urlparse(endpoint).hostname if endpoint else None
     if host and (host == "localhost" or host.replace(".", "").isdigit() or ":" in host):
         return "path"
@@ -44,11 +71,12 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/") + "/" if parsed.path.strip("/") else ""
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        settings = S3Settings.from_env()
         config = Config(
-            s3={"addressing_style": addressing_style(self.endpoint)},
-            connect_timeout=float(os.environ.get("RAYHISTORY_S3_CONNECT_TIMEOUT", "5")),
+            s3={"addressing_style": addressing_style(self.endpoint, settings.s3_addressing_style)},
+            connect_timeout=settings.s3_connect_timeout,
             read_timeout=60,
-            retries={"mode": "standard", "max_attempts": int(os.environ.get("RAYHISTORY_S3_MAX_ATTEMPTS", "3"))},
+            retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
         )
         self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
 
