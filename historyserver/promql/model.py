@@ -12,10 +12,12 @@ from typing import Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-# The array types the engine computes with: sample values, timestamps in ms (also index arrays), presence masks.
+# The array types the engine computes with: sample values, timestamps in ms, presence masks, and the index arrays
+# searchsorted & co. return.
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 IntArray: TypeAlias = npt.NDArray[np.int64]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
+IndexArray: TypeAlias = npt.NDArray[np.intp]
 
 # Prometheus's staleness marker: a NaN with this exact bit pattern ends a series' lookback at its timestamp.
 STALE_NAN_BITS = 0x7FF0000000000002
