@@ -7,7 +7,8 @@ Prometheus's per-step cardinality errors with mask counts."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import promql_parser as pp

@@ -4,7 +4,8 @@ functions of range_functions.py to every series."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import promql_parser as pp

@@ -5,7 +5,8 @@ prefix-sum cancellation. Rare functions (stddev, quantile, deriv...) loop over t
 
 from __future__ import annotations
 
-from typing import Callable, TypeAlias
+from collections.abc import Callable
+from typing import TypeAlias
 
 import numpy as np
 
