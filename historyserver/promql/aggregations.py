@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import promql_parser as pp
 
 from .errors import ExecutionError
+from .model import BoolArray, FloatArray, IndexArray, IntArray
 from .values import NAME, Labels, Vector, compact, format_value, keep_only, set_label, without
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def _grouping(mod):
+def _grouping(mod: pp.AggModifier | None) -> Callable[[Labels], Labels]:
     if mod is None:
         return lambda lb: ()
     names = frozenset(mod.labels)
@@ -35,6 +37,7 @@ def evaluate(ev: "Evaluator", node: pp.AggregateExpr) -> Vector:
     vec = ev.eval_vector(node.expr)
     t = ev.steps
     if op == "count_values":
+        assert node.param is not None  # the parser requires count_values's label
         label = getattr(ev.eval(node.param), "value", "")
         if not _LABEL_NAME.match(label):
             raise ExecutionError(f"invalid label name {json.dumps(label)}")
@@ -54,6 +57,7 @@ def evaluate(ev: "Evaluator", node: pp.AggregateExpr) -> Vector:
             keys.append(k)
         ids[i] = g
     if op in ("topk", "bottomk"):
+        assert param is not None  # the parser requires topk's and bottomk's parameter
         return _topk(op == "topk", vec, ids, len(keys), param)
     order = np.argsort(ids, kind="stable")
     sids = ids[order]
@@ -81,13 +85,14 @@ def evaluate(ev: "Evaluator", node: pp.AggregateExpr) -> Vector:
             if op == "stddev":
                 out = np.sqrt(out)
         elif op == "quantile":
+            assert param is not None  # the parser requires quantile's parameter
             out = _quantile(param, vals, mask, starts, cnt)
         else:
             raise ExecutionError(f"unsupported aggregation {op!r}")
     return compact(Vector(keys, out, present))
 
 
-def _quantile(q: np.ndarray, vals, mask, starts, cnt) -> np.ndarray:
+def _quantile(q: FloatArray, vals: FloatArray, mask: BoolArray, starts: IndexArray, cnt: IntArray) -> FloatArray:
     """Prometheus's quantile(): linear interpolation between the closest ranks, rank = q * (n - 1)."""
     g, t = cnt.shape
     out = np.full((g, t), np.nan)
@@ -112,7 +117,7 @@ def _quantile(q: np.ndarray, vals, mask, starts, cnt) -> np.ndarray:
     return out
 
 
-def _topk(top: bool, vec: Vector, ids: np.ndarray, groups: int, k: np.ndarray) -> Vector:
+def _topk(top: bool, vec: Vector, ids: IntArray, groups: int, k: FloatArray) -> Vector:
     kk = np.where(np.isnan(k), 0, np.trunc(np.nan_to_num(k, posinf=1e18, neginf=-1e18)))
     selected = np.zeros_like(vec.mask)
     for g in range(groups):
@@ -127,8 +132,8 @@ def _topk(top: bool, vec: Vector, ids: np.ndarray, groups: int, k: np.ndarray) -
     return compact(Vector(vec.labels, vec.vals, selected))
 
 
-def _count_values(label: str, vec: Vector, key_of, t: int) -> Vector:
-    counts: dict[Labels, np.ndarray] = {}
+def _count_values(label: str, vec: Vector, key_of: Callable[[Labels], Labels], t: int) -> Vector:
+    counts: dict[Labels, FloatArray] = {}
     for i, lb in enumerate(vec.labels):
         base = key_of(lb)
         for c in np.nonzero(vec.mask[i])[0]:

@@ -7,16 +7,19 @@ Prometheus's per-step cardinality errors with mask counts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import promql_parser as pp
 
 from .errors import ExecutionError
+from .model import BoolArray, FloatArray
 from .values import (
     NAME,
     Labels,
     Scalar,
+    Value,
     Vector,
     compact,
     drop_name,
@@ -36,7 +39,7 @@ COMPARISON = {"==", "!=", ">", "<", ">=", "<="}
 SET_OPS = {"and", "or", "unless"}
 
 
-def apply(op: str, lv: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def apply(op: str, lv: FloatArray, rv: FloatArray) -> tuple[FloatArray, BoolArray | None]:
     """Go's vectorElemBinop: (value, keep); comparisons keep the left value where the comparison holds."""
     with np.errstate(all="ignore"):
         if op == "+":
@@ -71,7 +74,7 @@ def apply(op: str, lv: np.ndarray, rv: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return lv, keep
 
 
-def evaluate(ev: "Evaluator", node: pp.BinaryExpr):
+def evaluate(ev: "Evaluator", node: pp.BinaryExpr) -> Vector | Scalar:
     op = str(node.op).lower()
     mod = node.modifier
     return_bool = bool(mod.return_bool) if mod is not None else False
@@ -93,7 +96,7 @@ def evaluate(ev: "Evaluator", node: pp.BinaryExpr):
     raise ExecutionError(f"binary operator {op} needs scalars or instant vectors")
 
 
-def _vector_scalar(op: str, vec: Vector, s: np.ndarray, swap: bool, return_bool: bool) -> Vector:
+def _vector_scalar(op: str, vec: Vector, s: FloatArray, swap: bool, return_bool: bool) -> Vector:
     if len(vec) == 0:
         return vec
     lv, rv = vec.vals, s[None, :]
@@ -113,7 +116,7 @@ def _vector_scalar(op: str, vec: Vector, s: np.ndarray, swap: bool, return_bool:
     return merge_rows_per_step(compact(Vector(labels, np.broadcast_to(value, mask.shape).copy(), mask)))
 
 
-def _signature_fn(mod):
+def _signature_fn(mod: pp.BinModifier | None) -> tuple[Callable[[Labels], Labels], bool, list[str]]:
     matching = mod.matching if mod is not None else None
     if matching is not None and str(matching.type).endswith("Include"):
         names = frozenset(matching.labels)
@@ -122,15 +125,15 @@ def _signature_fn(mod):
     return (lambda lb: without(lb, names)), False, list(matching.labels if matching is not None else ())
 
 
-def _presence_by_sig(sigs: list[Labels], mask: np.ndarray) -> dict[Labels, np.ndarray]:
-    out: dict[Labels, np.ndarray] = {}
+def _presence_by_sig(sigs: list[Labels], mask: BoolArray) -> dict[Labels, BoolArray]:
+    out: dict[Labels, BoolArray] = {}
     for i, sg in enumerate(sigs):
         cur = out.get(sg)
         out[sg] = mask[i] if cur is None else (cur | mask[i])
     return out
 
 
-def _set_op(op: str, lhs, rhs, mod) -> Vector:
+def _set_op(op: str, lhs: Value, rhs: Value, mod: pp.BinModifier | None) -> Vector:
     if not isinstance(lhs, Vector) or not isinstance(rhs, Vector):
         raise ExecutionError(f"set operator {op} not allowed in binary scalar expression")
     sig, _, _ = _signature_fn(mod)
@@ -152,7 +155,7 @@ def _set_op(op: str, lhs, rhs, mod) -> Vector:
     return compact(Vector(lhs.labels, lhs.vals, mask))
 
 
-def _vector_vector(op: str, lhs: Vector, rhs: Vector, mod, return_bool: bool) -> Vector:
+def _vector_vector(op: str, lhs: Vector, rhs: Vector, mod: pp.BinModifier | None, return_bool: bool) -> Vector:
     t = lhs.mask.shape[1]
     card = str(mod.card) if mod is not None else "OneToOne"
     one_to_many = card.endswith("OneToMany")
@@ -235,7 +238,7 @@ def _vector_vector(op: str, lhs: Vector, rhs: Vector, mod, return_bool: bool) ->
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
                 )
     else:
-        by_key: dict[tuple, list[int]] = {}
+        by_key: dict[tuple[Labels, Labels], list[int]] = {}
         for k, i in enumerate(li):
             by_key.setdefault((msig[i], labels[k]), []).append(k)
         for rows in by_key.values():

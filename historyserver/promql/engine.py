@@ -9,8 +9,8 @@ import promql_parser as pp
 from .errors import BadData
 from .evaluate import Evaluator, Shared
 from .limits import QueryLimits
-from .model import SeriesStore
-from .values import QueryResult, RangeVector, Scalar, String, Vector
+from .model import FloatArray, IntArray, SeriesStore
+from .values import Labels, QueryResult, RangeVector, Scalar, String, Value, Vector
 
 __all__ = ["Engine", "QueryResult", "parse"]
 
@@ -20,7 +20,7 @@ pp.register_extra_functions(
 )
 
 
-def parse(expr: str):
+def parse(expr: str) -> pp.Expr:
     try:
         return pp.parse(expr)
     except ValueError as e:
@@ -31,7 +31,7 @@ def parse(expr: str):
         raise BadData(f"1:1: parse error: {e}") from None
 
 
-def _type_name(v) -> str:
+def _type_name(v: Value) -> str:
     if isinstance(v, RangeVector):
         return "range vector"
     if isinstance(v, String):
@@ -39,7 +39,7 @@ def _type_name(v) -> str:
     return "instant vector" if isinstance(v, Vector) else "scalar"
 
 
-def _static_type(node) -> str:
+def _static_type(node: pp.Expr) -> str:
     while isinstance(node, pp.ParenExpr):
         node = node.expr
     if isinstance(node, (pp.MatrixSelector, pp.SubqueryExpr)):
@@ -51,7 +51,7 @@ def _static_type(node) -> str:
 
 class Engine:
     def __init__(self, store: SeriesStore, lookback_ms: int = 300_000, max_points: int = 11_000,
-                 limits: QueryLimits | None = None, timeout_s: float | None = None):
+                 limits: QueryLimits | None = None, timeout_s: float | None = None) -> None:
         self.store = store
         self.lookback_ms = lookback_ms
         self.max_points = max_points
@@ -70,7 +70,7 @@ class Engine:
         if isinstance(val, String):
             return QueryResult("string", (time_ms, val.value))
         if isinstance(val, RangeVector):
-            out = []
+            out: list[tuple[Labels, IntArray, FloatArray]] = []
             for s in val.series:
                 lo = np.searchsorted(s.ts, val.ends[0] - val.range_ms, "left")
                 hi = np.searchsorted(s.ts, val.ends[0], "right")
@@ -118,7 +118,7 @@ class Engine:
         grid = ev.grid
         if isinstance(val, Scalar):
             return QueryResult("matrix", [((), grid, val.vals)])
-        out = []
+        out: list[tuple[Labels, IntArray, FloatArray]] = []
         for i in range(len(val)):
             m = val.mask[i]
             if m.any():

@@ -10,15 +10,15 @@ import promql_parser as pp
 from . import aggregations, binary, functions, ranges
 from .errors import ExecutionError
 from .limits import Budget, QueryLimits
-from .model import SeriesStore
-from .values import RangeVector, Scalar, String, Vector, drop_name, merge_rows_check_all
+from .model import FloatArray, IntArray, SeriesStore
+from .values import RangeVector, Scalar, String, Value, Vector, drop_name, merge_rows_check_all
 
 
 @dataclass
 class Shared:
     """State shared by an evaluation and its subquery evaluations."""
 
-    fetch_cache: dict = field(default_factory=dict)
+    fetch_cache: dict[ranges.FetchKey, ranges.Fetched] = field(default_factory=dict)
     budget: Budget = field(default_factory=lambda: QueryLimits().budget())
 
 
@@ -33,16 +33,16 @@ class Evaluator:
         query_start: int,
         query_end: int,
         shared: Shared | None = None,
-    ):
+    ) -> None:
         self.store = store
         self.start, self.end, self.step = start, end, step
         self.shared = shared or Shared()
         n = 1 if step <= 0 else (end - start) // step + 1
         self.shared.budget.check_grid(n)  # before allocating it
-        self.grid = start + np.arange(n, dtype=np.int64) * max(step, 1)
+        self.grid: IntArray = start + np.arange(n, dtype=np.int64) * max(step, 1)
         self.lookback = lookback
         self.query_start, self.query_end = query_start, query_end
-        self._memo: dict[str, object] = {}
+        self._memo: dict[str, Value] = {}
 
     @property
     def steps(self) -> int:
@@ -55,7 +55,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------------ dispatch
 
-    def eval(self, node):
+    def eval(self, node: pp.Expr) -> Value:
         # Dashboards repeat sub-expressions (a/(a+b+c)); evaluate each distinct one once per grid.
         key = str(node)
         hit = self._memo.get(key)
@@ -67,7 +67,7 @@ class Evaluator:
             self._memo[key] = hit
         return hit
 
-    def _eval(self, node):
+    def _eval(self, node: pp.Expr) -> Value:
         if isinstance(node, pp.ParenExpr):
             return self.eval(node.expr)
         if isinstance(node, pp.NumberLiteral):
@@ -90,7 +90,7 @@ class Evaluator:
             return functions.evaluate(self, node)
         raise ExecutionError(f"unsupported expression {node}")
 
-    def eval_vector(self, node) -> Vector:
+    def eval_vector(self, node: pp.Expr) -> Vector:
         v = self.eval(node)
         if isinstance(v, Vector):
             return v
@@ -98,13 +98,13 @@ class Evaluator:
             return Vector([()], v.vals[None, :], np.ones((1, self.steps), dtype=bool))
         raise ExecutionError(f"expected instant vector, got {type(v).__name__}")
 
-    def eval_scalar(self, node) -> np.ndarray:
+    def eval_scalar(self, node: pp.Expr) -> FloatArray:
         v = self.eval(node)
         if isinstance(v, Scalar):
             return v.vals
         raise ExecutionError(f"expected scalar, got {type(v).__name__}")
 
-    def eval_range(self, node) -> RangeVector:
+    def eval_range(self, node: pp.Expr) -> RangeVector:
         while isinstance(node, pp.ParenExpr):
             node = node.expr
         v = self.eval(node)
@@ -112,7 +112,7 @@ class Evaluator:
             raise ExecutionError(f"expected range vector, got {type(v).__name__}")
         return v
 
-    def _negate(self, v):
+    def _negate(self, v: Value) -> Value:
         if isinstance(v, Scalar):
             return Scalar(-v.vals)
         if isinstance(v, Vector):
@@ -121,7 +121,7 @@ class Evaluator:
         raise ExecutionError("unary minus needs a scalar or instant vector")
 
 
-def _samples(value) -> int:
+def _samples(value: Value) -> int:
     """How many samples a computed value holds (what --query-max-samples counts)."""
     if isinstance(value, Vector):
         return value.vals.size

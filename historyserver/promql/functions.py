@@ -4,7 +4,8 @@ functions of range_functions.py to every series."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import promql_parser as pp
@@ -12,6 +13,7 @@ import promql_parser as pp
 from . import range_functions as rf
 from .errors import ExecutionError
 from .histogram import histogram_quantile
+from .model import BoolArray, FloatArray
 from .ranges import instant_selector
 from .values import (
     NAME,
@@ -59,7 +61,7 @@ _MATH = {
 }
 
 
-def evaluate(ev: "Evaluator", node: pp.Call):
+def evaluate(ev: "Evaluator", node: pp.Call) -> Vector | Scalar:
     name = node.func.name
     args = list(node.args)
     if name in rf.RANGE_FUNCTIONS or name in ("predict_linear", "quantile_over_time", "holt_winters"):
@@ -82,7 +84,8 @@ def evaluate(ev: "Evaluator", node: pp.Call):
     if name == "absent":
         arg = _unparen(args[0])
         v = ev.eval_vector(arg)
-        present = v.mask.any(axis=0) if len(v) else np.zeros(ev.steps, dtype=bool)
+        # cast: any(axis=0) of the 2-D mask is an array (numpy's stubs also allow a scalar for a reduction)
+        present = cast(BoolArray, v.mask.any(axis=0)) if len(v) else np.zeros(ev.steps, dtype=bool)
         return _absent(ev, present, arg if isinstance(arg, pp.VectorSelector) else None)
     if name == "timestamp":
         return _timestamp(ev, args[0])
@@ -121,13 +124,13 @@ def evaluate(ev: "Evaluator", node: pp.Call):
     raise ExecutionError(f"function {name!r} is not supported")
 
 
-def _unparen(node):
+def _unparen(node: pp.Expr) -> pp.Expr:
     while isinstance(node, pp.ParenExpr):
         node = node.expr
     return node
 
 
-def _elementwise(v: Vector, fn) -> Vector:
+def _elementwise(v: Vector, fn: Callable[[FloatArray], FloatArray]) -> Vector:
     """A function of each sample's value; the metric name is dropped and series may then merge or collide."""
     if len(v) == 0:
         return v
@@ -143,7 +146,7 @@ _NON_FINITE = {
 }
 
 
-def _dt_field(x: np.ndarray, field: str) -> np.ndarray:
+def _dt_field(x: FloatArray, field: str) -> FloatArray:
     out = np.full(x.shape, float(_NON_FINITE[field]))
     ok = np.isfinite(x)
     secs = np.trunc(x[ok]).astype(np.int64)  # Go's int64(float) truncates toward zero
@@ -176,7 +179,7 @@ _DATE_FUNCS = {
 }
 
 
-def any_present(rv: RangeVector) -> np.ndarray:
+def any_present(rv: RangeVector) -> BoolArray:
     present = np.zeros(len(rv.ends), dtype=bool)
     for i in range(len(rv.series)):
         lo, hi = rv.window(i)
@@ -184,10 +187,10 @@ def any_present(rv: RangeVector) -> np.ndarray:
     return present
 
 
-def _absent(ev: "Evaluator", present: np.ndarray, selector) -> Vector:
+def _absent(ev: "Evaluator", present: BoolArray, selector: pp.VectorSelector | None) -> Vector:
     """1 with labels from the selector's equality matchers where nothing is present (absent, absent_over_time)."""
     lbls: dict[str, str] = {}
-    dropped = set()
+    dropped: set[str] = set()
     if selector is not None:
         for m in selector.matchers.matchers:
             if m.name == NAME:
@@ -205,7 +208,7 @@ def _absent(ev: "Evaluator", present: np.ndarray, selector) -> Vector:
     return Vector([lb], np.ones((1, ev.steps)), mask[None, :].copy())
 
 
-def _timestamp(ev: "Evaluator", arg) -> Vector:
+def _timestamp(ev: "Evaluator", arg: pp.Expr) -> Vector:
     node = _unparen(arg)
     if isinstance(node, pp.VectorSelector):
         v, times = instant_selector(ev, node, want_times=True)
@@ -216,8 +219,9 @@ def _timestamp(ev: "Evaluator", arg) -> Vector:
     return merge_rows_per_step(Vector([drop_name(lb) for lb in v.labels], np.array(vals, dtype=np.float64), v.mask))
 
 
-def _range_call(ev: "Evaluator", name: str, args) -> Vector:
+def _range_call(ev: "Evaluator", name: str, args: list[pp.Expr]) -> Vector:
     rv = ev.eval_range(args[0] if name != "quantile_over_time" else args[1])
+    fn: rf.RangeFunction
     if name == "predict_linear":
         secs = ev.eval_scalar(args[1])
         fn = lambda rv, i: rf.predict_linear(rv, i, secs, ev.grid)  # noqa: E731
@@ -250,10 +254,10 @@ def _range_call(ev: "Evaluator", name: str, args) -> Vector:
     return merge_rows_check_all(Vector(labels, np.vstack(rows), np.vstack(masks)))
 
 
-def _go_expand(template: str, m: re.Match) -> str:
+def _go_expand(template: str, m: re.Match[str]) -> str:
     """Go's Regexp.ExpandString: $1, ${1}, $name, ${name}, $$; unknown groups expand to ''."""
 
-    def sub(mm: re.Match) -> str:
+    def sub(mm: re.Match[str]) -> str:
         if mm.group(0) == "$$":
             return "$"
         ref = mm.group(1) or mm.group(2)
@@ -267,21 +271,21 @@ def _go_expand(template: str, m: re.Match) -> str:
 
 
 
-def _compile(regex: str, fn: str) -> re.Pattern:
+def _compile(regex: str, fn: str) -> re.Pattern[str]:
     try:
         return re.compile(regex)
     except re.error as e:
         raise ExecutionError(f"invalid regular expression in {fn}(): {regex}: {e}") from None
 
 
-def _string_arg(ev: "Evaluator", node) -> str:
+def _string_arg(ev: "Evaluator", node: pp.Expr) -> str:
     v = ev.eval(node)
     if not isinstance(v, String):
         raise ExecutionError("expected a string argument")
     return v.value
 
 
-def _label_replace(ev: "Evaluator", args) -> Vector:
+def _label_replace(ev: "Evaluator", args: list[pp.Expr]) -> Vector:
     v = ev.eval_vector(args[0])
     dst, repl, src, regex = (_string_arg(ev, a) for a in args[1:5])
     pat = _compile(regex, "label_replace")
@@ -296,7 +300,7 @@ def _label_replace(ev: "Evaluator", args) -> Vector:
     return merge_rows_per_step(Vector(labels, v.vals, v.mask))
 
 
-def _label_join(ev: "Evaluator", args) -> Vector:
+def _label_join(ev: "Evaluator", args: list[pp.Expr]) -> Vector:
     v = ev.eval_vector(args[0])
     dst, sep = _string_arg(ev, args[1]), _string_arg(ev, args[2])
     srcs = [_string_arg(ev, a) for a in args[3:]]

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .model import FloatArray
 from .values import NAME, Labels, Vector, compact, get_label, without
 
 _EXCLUDED = frozenset({NAME, "le"})
@@ -37,7 +38,8 @@ def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> float
         return math.inf
     if not bounds or bounds[-1] != math.inf:
         return math.nan
-    b2, c2 = [], []
+    b2: list[float] = []
+    c2: list[float] = []
     for b, c in zip(bounds, counts):
         if b2 and b2[-1] == b:
             c2[-1] += c
@@ -73,7 +75,7 @@ def bucket_quantile(q: float, bounds: list[float], counts: list[float]) -> float
     return start + (end - start) * (rank / count)
 
 
-def _vectorized(q: np.ndarray, bounds: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _vectorized(q: FloatArray, bounds: FloatArray, counts: FloatArray) -> FloatArray:
     """bucketQuantile for steps where all of the group's buckets are present; counts (nb, T) sorted by bound."""
     nb, t = counts.shape
     # Coalesce equal bounds.
@@ -105,7 +107,7 @@ def _vectorized(q: np.ndarray, bounds: np.ndarray, counts: np.ndarray) -> np.nda
     return np.where(np.isnan(q), np.nan, out)
 
 
-def histogram_quantile(q: np.ndarray, vec: Vector) -> Vector:
+def histogram_quantile(q: FloatArray, vec: Vector) -> Vector:
     groups: dict[Labels, list[tuple[float, int]]] = {}
     out_labels: dict[Labels, Labels] = {}
     for i, lb in enumerate(vec.labels):

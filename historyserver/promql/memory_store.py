@@ -11,7 +11,7 @@ from .model import Matcher, RawSeries
 
 
 @lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern:
+def _regex(pattern: str) -> re.Pattern[str]:
     # Prometheus anchors regex matchers at both ends.
     return re.compile(pattern)
 
@@ -33,7 +33,7 @@ def matches(labels: dict[str, str], matchers: list[Matcher]) -> bool:
 
 
 class MemoryStore:
-    def __init__(self, series: list[RawSeries]):
+    def __init__(self, series: list[RawSeries]) -> None:
         self._series = series
 
     def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
@@ -49,14 +49,14 @@ class MemoryStore:
 
     def _matching(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[RawSeries]:
         sets = match_sets or [[]]
-        seen: dict[tuple, RawSeries] = {}
+        seen: dict[tuple[tuple[str, str], ...], RawSeries] = {}
         for ms in sets:
             for s in self.select(ms, start_ms, end_ms):
                 seen.setdefault(tuple(sorted(s.labels.items())), s)
         return list(seen.values())
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
-        names = set()
+        names: set[str] = set()
         for s in self._matching(match_sets, start_ms, end_ms):
             names.update(k for k, v in s.labels.items() if v != "")
         return sorted(names)

@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
+
+# The array types the engine computes with: sample values, timestamps in ms, presence masks, and the index arrays
+# searchsorted & co. return.
+FloatArray: TypeAlias = npt.NDArray[np.float64]
+IntArray: TypeAlias = npt.NDArray[np.int64]
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
+IndexArray: TypeAlias = npt.NDArray[np.intp]
 
 # Prometheus's staleness marker: a NaN with this exact bit pattern ends a series' lookback at its timestamp.
 STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 
 
-def is_stale(values: np.ndarray) -> np.ndarray:
+def is_stale(values: FloatArray) -> BoolArray:
     """Boolean mask of staleness markers in a float64 array (ordinary NaN samples are not stale)."""
-    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    stale: BoolArray = values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,8 @@ class RawSeries:
     """Samples of one stored series in [start, end], sorted by time, one per timestamp (staleness markers kept)."""
 
     labels: dict[str, str]
-    ts: np.ndarray  # int64 ms
-    values: np.ndarray  # float64
+    ts: IntArray  # int64 ms
+    values: FloatArray
 
 
 class SeriesStore(Protocol):

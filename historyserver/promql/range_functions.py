@@ -5,14 +5,22 @@ prefix-sum cancellation. Rare functions (stddev, quantile, deriv...) loop over t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
 import numpy as np
 
-from .values import RangeVector
+from .model import BoolArray, FloatArray, IndexArray, IntArray
+from .values import RangeSeries, RangeVector
 
 # Each function: (rv, i) -> (values (T,), present (T,)) or None when the series yields nothing.
+RangeResult: TypeAlias = tuple[FloatArray, BoolArray] | None
+RangeFunction: TypeAlias = Callable[[RangeVector, int], RangeResult]
+# A per-window reducer: (window's ts, window's values, step index) -> value, or None for no sample at that step.
+Reducer: TypeAlias = Callable[[IntArray, FloatArray, np.intp], float | None]
 
 
-def window_reduce(ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty: float) -> np.ndarray:
+def window_reduce(ufunc: np.ufunc, arr: FloatArray, lo: IndexArray, hi: IndexArray, empty: float) -> FloatArray:
     """ufunc over arr[lo:hi] for each step (empty windows give `empty`)."""
     if len(arr) == 0:
         return np.full(len(lo), empty)
@@ -24,7 +32,7 @@ def window_reduce(ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, empty:
     return np.where(hi > lo, res, empty)
 
 
-def window_extreme(ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def window_extreme(ufunc: np.ufunc, arr: FloatArray, lo: IndexArray, hi: IndexArray) -> FloatArray:
     """fmax/fmin over arr[lo:hi] per step (NaN when empty). Long windows (max_over_time(x[$__range]) in a range
     query) use a sparse table: O(n log n + T) instead of O(T x window); the result is the same, as max/min
     are idempotent."""
@@ -46,7 +54,9 @@ def window_extreme(ufunc, arr: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np
     return out
 
 
-def _ends(rv: RangeVector, i: int):
+def _ends(
+    rv: RangeVector, i: int
+) -> tuple[RangeSeries, IndexArray, IndexArray, IndexArray, IndexArray, IndexArray]:
     s = rv.series[i]
     lo, hi = rv.window(i)
     n = hi - lo
@@ -55,7 +65,7 @@ def _ends(rv: RangeVector, i: int):
     return s, lo, hi, n, first, last
 
 
-def extrapolated_rate(rv: RangeVector, i: int, is_counter: bool, is_rate: bool):
+def extrapolated_rate(rv: RangeVector, i: int, is_counter: bool, is_rate: bool) -> RangeResult:
     """Prometheus 2.42 extrapolatedRate: rate/increase/delta with counter resets and edge extrapolation."""
     s, lo, hi, n, first, last = _ends(rv, i)
     ok = n >= 2
@@ -93,7 +103,7 @@ def extrapolated_rate(rv: RangeVector, i: int, is_counter: bool, is_rate: bool):
         return result * factor, ok
 
 
-def instant_value(rv: RangeVector, i: int, is_rate: bool):
+def instant_value(rv: RangeVector, i: int, is_rate: bool) -> RangeResult:
     """irate/idelta: the last two samples of the window."""
     s, lo, hi, n, first, last = _ends(rv, i)
     prev = np.maximum(hi - 2, 0)
@@ -110,7 +120,7 @@ def instant_value(rv: RangeVector, i: int, is_rate: bool):
     return value, ok
 
 
-def _pair_count(rv: RangeVector, i: int, flags_fn):
+def _pair_count(rv: RangeVector, i: int, flags_fn: Callable[[FloatArray, FloatArray], BoolArray]) -> RangeResult:
     """Count of adjacent sample pairs inside each window for which flags_fn(prev, cur) holds (changes, resets)."""
     s, lo, hi, n, first, last = _ends(rv, i)
     ok = n >= 1
@@ -124,16 +134,16 @@ def _pair_count(rv: RangeVector, i: int, flags_fn):
     return value, ok
 
 
-def changes(rv, i):
+def changes(rv: RangeVector, i: int) -> RangeResult:
     return _pair_count(rv, i, lambda p, c: (p != c) & ~(np.isnan(p) & np.isnan(c)))
 
 
-def resets(rv, i):
+def resets(rv: RangeVector, i: int) -> RangeResult:
     return _pair_count(rv, i, lambda p, c: c < p)
 
 
-def over_time(kind: str):
-    def fn(rv: RangeVector, i: int):
+def over_time(kind: str) -> RangeFunction:
+    def fn(rv: RangeVector, i: int) -> RangeResult:
         s, lo, hi, n, first, last = _ends(rv, i)
         ok = n >= 1
         if not ok.any():
@@ -159,11 +169,11 @@ def over_time(kind: str):
     return fn
 
 
-def per_window(reducer):
+def per_window(reducer: Reducer) -> RangeFunction:
     """A function evaluated window by window (for the rarely used ones); reducer(ts, vals, step_index) -> float
     or None."""
 
-    def fn(rv: RangeVector, i: int):
+    def fn(rv: RangeVector, i: int) -> RangeResult:
         s, lo, hi, n, first, last = _ends(rv, i)
         value = np.full(len(n), np.nan)
         ok = np.zeros(len(n), dtype=bool)
@@ -177,16 +187,16 @@ def per_window(reducer):
     return fn
 
 
-def _stdvar(ts, v, c):
+def _stdvar(ts: IntArray, v: FloatArray, c: np.intp) -> float:
     with np.errstate(all="ignore"):
         return float(np.mean((v - np.mean(v)) ** 2))
 
 
-def _stddev(ts, v, c):
+def _stddev(ts: IntArray, v: FloatArray, c: np.intp) -> float:
     return float(np.sqrt(_stdvar(ts, v, c)))
 
 
-def quantile_value(q: float, v: np.ndarray) -> float:
+def quantile_value(q: float, v: FloatArray) -> float:
     if np.isnan(q):
         return float("nan")
     if q < 0:
@@ -203,7 +213,7 @@ def quantile_value(q: float, v: np.ndarray) -> float:
     return float(sv[lower] * (1 - weight) + sv[upper] * weight)
 
 
-def linear_regression(ts: np.ndarray, v: np.ndarray, intercept_ms: int) -> tuple[float, float]:
+def linear_regression(ts: IntArray, v: FloatArray, intercept_ms: int) -> tuple[float, float]:
     if np.all(v == v[0]):
         if np.isinf(v[0]):
             return float("nan"), float("nan")
@@ -218,8 +228,8 @@ def linear_regression(ts: np.ndarray, v: np.ndarray, intercept_ms: int) -> tuple
         return float(slope), float(sy / n - slope * sx / n)
 
 
-def deriv(rv: RangeVector, i: int):
-    def red(ts, v, c):
+def deriv(rv: RangeVector, i: int) -> RangeResult:
+    def red(ts: IntArray, v: FloatArray, c: np.intp) -> float | None:
         if len(v) < 2:
             return None
         return linear_regression(ts, v, int(ts[0]))[0]
@@ -227,8 +237,8 @@ def deriv(rv: RangeVector, i: int):
     return per_window(red)(rv, i)
 
 
-def predict_linear(rv: RangeVector, i: int, seconds: np.ndarray, at: np.ndarray):
-    def red(ts, v, c):
+def predict_linear(rv: RangeVector, i: int, seconds: FloatArray, at: IntArray) -> RangeResult:
+    def red(ts: IntArray, v: FloatArray, c: np.intp) -> float | None:
         if len(v) < 2:
             return None
         slope, intercept = linear_regression(ts, v, int(at[c]))
@@ -237,12 +247,12 @@ def predict_linear(rv: RangeVector, i: int, seconds: np.ndarray, at: np.ndarray)
     return per_window(red)(rv, i)
 
 
-def quantile_over_time(rv: RangeVector, i: int, q: np.ndarray):
+def quantile_over_time(rv: RangeVector, i: int, q: FloatArray) -> RangeResult:
     return per_window(lambda ts, v, c: quantile_value(float(q[c]), v))(rv, i)
 
 
-def holt_winters(rv: RangeVector, i: int, sf: np.ndarray, tf: np.ndarray):
-    def red(ts, v, c):
+def holt_winters(rv: RangeVector, i: int, sf: FloatArray, tf: FloatArray) -> RangeResult:
+    def red(ts: IntArray, v: FloatArray, c: np.intp) -> float | None:
         if len(v) < 2:
             return None
         return _smooth(v, float(sf[c]), float(tf[c]))
@@ -250,7 +260,7 @@ def holt_winters(rv: RangeVector, i: int, sf: np.ndarray, tf: np.ndarray):
     return per_window(red)(rv, i)
 
 
-def _smooth(v: np.ndarray, sf: float, tf: float) -> float:
+def _smooth(v: FloatArray, sf: float, tf: float) -> float:
     with np.errstate(all="ignore"):
         s1, b = v[0], v[1] - v[0]
         s0 = s1
@@ -262,7 +272,7 @@ def _smooth(v: np.ndarray, sf: float, tf: float) -> float:
         return float(s1)
 
 
-RANGE_FUNCTIONS = {
+RANGE_FUNCTIONS: dict[str, RangeFunction] = {
     "rate": lambda rv, i: extrapolated_rate(rv, i, True, True),
     "increase": lambda rv, i: extrapolated_rate(rv, i, True, False),
     "delta": lambda rv, i: extrapolated_rate(rv, i, False, False),

@@ -11,20 +11,24 @@ searchsorted over the whole step grid. Prometheus 2.42 semantics (we compare aga
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 
 import numpy as np
 import promql_parser as pp
 
-from .model import is_stale
+from .model import FloatArray, IntArray, Matcher, is_stale
 from .selectors import selector_matchers
-from .values import RangeSeries, RangeVector, Vector, labels_from_dict
+from .values import Labels, RangeSeries, RangeVector, Vector, labels_from_dict
 
 if TYPE_CHECKING:
     from .evaluate import Evaluator
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+# The per-query cache of selected samples (evaluate.Shared): (matchers, start ms, end ms) -> (labels, ts, values).
+FetchKey: TypeAlias = tuple[tuple[Matcher, ...], int, int]
+Fetched: TypeAlias = list[tuple[Labels, IntArray, FloatArray]]
 
 
 def duration_ms(td: _dt.timedelta | None) -> int:
@@ -33,7 +37,7 @@ def duration_ms(td: _dt.timedelta | None) -> int:
     return td.days * 86_400_000 + td.seconds * 1000 + td.microseconds // 1000
 
 
-def at_ms(ev: "Evaluator", at) -> int | None:
+def at_ms(ev: "Evaluator", at: pp.AtModifier | None) -> int | None:
     """The time an @ modifier pins evaluation to (start()/end() are the query's), or None."""
     if at is None:
         return None
@@ -42,16 +46,17 @@ def at_ms(ev: "Evaluator", at) -> int | None:
         return ev.query_start
     if kind.endswith("End"):
         return ev.query_end
+    assert at.at is not None  # only start()/end() leave it unset
     return (at.at - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
-def _ref_times(ev: "Evaluator", offset_td, at) -> np.ndarray:
+def _ref_times(ev: "Evaluator", offset_td: _dt.timedelta | None, at: pp.AtModifier | None) -> IntArray:
     pinned = at_ms(ev, at)
     base = ev.grid if pinned is None else np.full(len(ev.grid), pinned, dtype=np.int64)
     return base - duration_ms(offset_td)
 
 
-def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) -> list:
+def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) -> Fetched:
     """(labels, ts, values) of every matching series in [start_ms, end_ms], read once per query and span."""
     matchers = selector_matchers(vs)
     key = (tuple(matchers), int(start_ms), int(end_ms))
@@ -72,7 +77,13 @@ def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) ->
     return hit
 
 
-def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: bool = False):
+@overload
+def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: Literal[False] = False) -> Vector: ...
+@overload
+def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: Literal[True]) -> tuple[Vector, IntArray]: ...
+def instant_selector(
+    ev: "Evaluator", vs: pp.VectorSelector, want_times: bool = False
+) -> Vector | tuple[Vector, IntArray]:
     """The Vector of a selector at every step; with want_times also the chosen samples' timestamps (n, T)."""
     ref = _ref_times(ev, vs.offset, vs.at)
     series = fetch(ev, vs, int(ref.min()) - ev.lookback, int(ref.max()))

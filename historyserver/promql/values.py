@@ -18,11 +18,17 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import ExecutionError
+from .model import BoolArray, FloatArray, IndexArray, IntArray
+
+if TYPE_CHECKING:
+    import promql_parser as pp
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -73,8 +79,8 @@ def labels_str(lbls: Labels) -> str:
 @dataclass
 class Vector:
     labels: list[Labels]
-    vals: np.ndarray  # (n, T) float64
-    mask: np.ndarray  # (n, T) bool
+    vals: FloatArray  # (n, T)
+    mask: BoolArray  # (n, T)
 
     @staticmethod
     def empty(t: int) -> "Vector":
@@ -86,7 +92,7 @@ class Vector:
 
 @dataclass
 class Scalar:
-    vals: np.ndarray  # (T,)
+    vals: FloatArray  # (T,)
 
 
 @dataclass
@@ -97,8 +103,8 @@ class String:
 @dataclass
 class RangeSeries:
     labels: Labels
-    ts: np.ndarray  # int64 ms, sorted, no staleness markers
-    vals: np.ndarray  # float64
+    ts: IntArray  # ms, sorted, no staleness markers
+    vals: FloatArray
 
 
 @dataclass
@@ -107,11 +113,11 @@ class RangeVector:
 
     series: list[RangeSeries]
     range_ms: int
-    ends: np.ndarray  # (T,) int64: window end per step (step time minus offset, or the @ time)
-    selector: Any = None  # the VectorSelector it came from, for absent_over_time's labels
-    windows: dict = field(default_factory=dict)  # cache: series index -> (lo, hi)
+    ends: IntArray  # (T,): window end per step (step time minus offset, or the @ time)
+    selector: pp.VectorSelector | None = None  # the VectorSelector it came from, for absent_over_time's labels
+    windows: dict[int, tuple[IndexArray, IndexArray]] = field(default_factory=dict)  # cache: series i -> (lo, hi)
 
-    def window(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def window(self, i: int) -> tuple[IndexArray, IndexArray]:
         """Index bounds [lo, hi) of each step's samples of series i. Prometheus 2.x includes both ends."""
         w = self.windows.get(i)
         if w is None:
@@ -190,6 +196,8 @@ def compact(vec: Vector) -> Vector:
 _TRAILING_ZERO = re.compile(r"\.0(?=[,\]])")
 _EXPONENT = re.compile(r"-?[0-9.]+e[-+]?[0-9]+")
 
+# Typed as a module or None (not orjson's own module type) so that mypy also checks the repr fallback below.
+_orjson: ModuleType | None
 try:  # optional: formats floats ~6x faster than repr (Rust ryu); same shortest round-trip digits
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the installation
@@ -212,7 +220,7 @@ def format_value(v: float) -> str:
     return s
 
 
-def format_values(vals: np.ndarray) -> list[str]:
+def format_values(vals: FloatArray) -> list[str]:
     """format_value over an array, fast."""
     if len(vals) == 0:
         return []
@@ -220,8 +228,10 @@ def format_values(vals: np.ndarray) -> list[str]:
         vals = np.ascontiguousarray(vals, dtype=np.float64)
         finite = np.isfinite(vals)
         all_finite = bool(finite.all())
-        s = _orjson.dumps(vals if all_finite else np.where(finite, vals, 0.0), option=_orjson.OPT_SERIALIZE_NUMPY)
-        s = _TRAILING_ZERO.sub("", s.decode())
+        raw: bytes = _orjson.dumps(
+            vals if all_finite else np.where(finite, vals, 0.0), option=_orjson.OPT_SERIALIZE_NUMPY
+        )
+        s = _TRAILING_ZERO.sub("", raw.decode())
         if "e" in s:
             s = _EXPONENT.sub(lambda m: format_value(float(m.group())), s)
         out = s[1:-1].split(",")
@@ -246,7 +256,7 @@ def format_time(ms: int) -> float | int:
     return ms / 1000
 
 
-def format_times(ts: np.ndarray) -> np.ndarray:
+def format_times(ts: IntArray) -> npt.NDArray[np.object_]:
     """format_time over an array, as an object array (so series can pick their steps by mask)."""
     out = np.empty(len(ts), dtype=object)
     out[:] = [format_time(t) for t in ts.tolist()]
@@ -261,10 +271,11 @@ class QueryResult:
     result_type: str  # 'matrix' | 'vector' | 'scalar' | 'string'
     result: Any
 
-    def _matrix_times(self):
+    def _matrix_times(self) -> tuple[IntArray, npt.NDArray[np.object_]]:
         # Matrix series of a range query share its step grid: format each distinct timestamp once.
-        if not self.result:
-            return {}
+        if not self.result:  # callers check first; typed empties rather than a value they could not unpack
+            none = np.zeros(0, dtype=np.int64)
+            return none, format_times(none)
         all_ts = np.unique(np.concatenate([ts for _, ts, _ in self.result]))
         return all_ts, format_times(all_ts)
 
