@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 import numpy as np
 import promql_parser as pp
 
+from .errors import BadData
 from .model import FloatArray, IntArray, Matcher, is_stale
 from .selectors import selector_matchers
 from .values import Labels, RangeSeries, RangeVector, Vector, labels_from_dict
@@ -46,8 +47,14 @@ def at_ms(ev: "Evaluator", at: pp.AtModifier | None) -> int | None:
         return ev.query_start
     if kind.endswith("End"):
         return ev.query_end
-    assert at.at is not None  # only start()/end() leave it unset
-    return (at.at - _EPOCH) // _dt.timedelta(milliseconds=1)
+    try:
+        pinned = at.at
+    except BaseException as e:  # promql_parser panics (a BaseException) reading a time before 1970
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BadData("the @ modifier's time must not be before 1970-01-01 here; give a later time") from None
+    assert pinned is not None  # only start()/end() leave it unset
+    return (pinned - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
 def _ref_times(ev: "Evaluator", offset_td: _dt.timedelta | None, at: pp.AtModifier | None) -> IntArray:
