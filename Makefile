@@ -20,4 +20,5 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/install-system-packages
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
