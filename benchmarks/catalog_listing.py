@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from archive.layout import LogSegment
 from archive.manifest import ENDED, SessionManifest
 from archive.storage import open_store
+from benchmarks.outcome import exit_status
 from historyserver.catalog import Catalog
 
 
@@ -49,12 +50,12 @@ def timed(fn):
     return time.perf_counter() - t, value
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=10000)
     p.add_argument("--segments-per-session", type=int, default=20)
     p.add_argument("--archive", help="archive URL (default: a new temp directory)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     url = args.archive or tempfile.mkdtemp(prefix="rh-catalog-")
     store = open_store(url)
     print(f"populating {args.sessions} sessions into {url}", file=sys.stderr)
@@ -66,9 +67,11 @@ def main() -> None:
     extra = _session(args.sessions)
     store.put(extra.ref.index_key, extra.to_json())
     new, after = timed(catalog.sessions)
-    assert len(after) == len(sessions) + 1
     page, rows = timed(lambda: [e for e in catalog.sessions() if e.manifest.namespace == "team-3"][:100])
-    naive, keys = timed(lambda: sum(1 for _ in store.list("v1/clusters/")))
+    naive, manifests = timed(lambda: [o.key for o in store.list("v1/clusters/")])
+    keys = len(manifests)
+    manifests = {k for k in manifests if k.endswith("/manifest.json")}
+    problems = answer_problems(args.sessions, sessions, after, rows, manifests)
 
     print(f"\n{args.sessions} sessions, {args.segments_per_session} segments each, archive {url}\n")
     print("| operation | rayhistory | naive full listing (no index) |")
@@ -77,7 +80,24 @@ def main() -> None:
     print(f"| listing again (warm, nothing changed) | {warm * 1000:.0f} ms | {naive:.2f} s |")
     print(f"| listing after one new session | {new * 1000:.0f} ms | {naive:.2f} s |")
     print(f"| filtered page (namespace, 100 rows) | {page * 1000:.0f} ms | n/a |")
+    return exit_status(problems, "benchmarks.catalog_listing")
+
+
+def answer_problems(n: int, cold: list, after: list, page: list, naive_manifests: set[str]) -> list[str]:
+    """What each listing found, against what populate() wrote: a fast listing of the wrong sessions is no result."""
+    out = []
+    if len(cold) != n:
+        out.append(f"the first listing found {len(cold)} sessions, {n} were written")
+    if len(naive_manifests) != len(cold):
+        out.append(f"the naive full listing found {len(naive_manifests)} sessions, the catalog {len(cold)}")
+    if len(after) != len(cold) + 1:
+        out.append(f"after one new session the listing has {len(after)} sessions, not {len(cold) + 1}")
+    expected = min(100, sum(1 for i in range(n + 1) if i % 7 == 3))
+    if len(page) != expected or any(e.manifest.namespace != "team-3" for e in page):
+        out.append(f"the filtered page has {len(page)} rows ({sorted({e.manifest.namespace for e in page})}), "
+                   f"expected {expected} of team-3")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.outcome import exit_status
+
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ray-2.60" / "logs" / "log_line_samples.txt"
 NODE_ID = "ab" * 28
 SESSION = "session_2026-11-25_20-59-21_325155_1996"
@@ -79,6 +81,9 @@ def throughput(total_mb: int) -> tuple[float, float, float]:
         wall = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        archived = archived_bytes(root / "archive", "worker-")
+        if archived != size:  # a fast collector that loses bytes is no result
+            raise BenchmarkError(f"the archive holds {archived:,} bytes of the worker files, {size:,} were written")
         mb = size / 1e6
         gz_cpu = 0.0
         for f in (session / "logs").glob("worker-*.out"):
@@ -90,6 +95,20 @@ def throughput(total_mb: int) -> tuple[float, float, float]:
         return mb / cpu, mb / wall, mb / gz_cpu
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+class BenchmarkError(Exception):
+    """A run whose answer is wrong: its numbers are not a result."""
+
+
+def archived_bytes(archive: Path, name_prefix: str) -> int:
+    """The bytes of the archived log files whose names start with name_prefix, decoded from their segments."""
+    from archive import logs as segments
+    from archive.storage.local import LocalStore
+
+    store = LocalStore(archive)
+    return sum(len(segments.decode(store.get(o.key))) for o in store.list("")
+               if "/logs/" in o.key and o.key.rsplit("/logs/", 1)[1].startswith(name_prefix))
 
 
 def sls_files(logs: Path, total_mb: int) -> int:
@@ -163,6 +182,8 @@ def sls(total_mb: int) -> list[tuple[str, float, float, int]]:
                 sent += len(items)
         cpu = time.process_time() - cpu
         rows.append(("baseline: LogLineParser + SDK put_logs", size / 1e6 / cpu, sent / cpu, sent))
+        if lines != sent:
+            raise BenchmarkError(f"the sink sent {lines:,} lines, the baseline {sent:,} from the same files")
         return rows
     finally:
         server.stdin.close()
@@ -219,6 +240,8 @@ def steady(rate_mb: float, seconds: float, interval: float, with_sls: bool = Fal
                 written += len(chunk)
             time.sleep(0.02)
         cpu1, rss, anon = _proc_cpu_rss(proc.pid)
+        if proc.poll() is not None:
+            raise BenchmarkError(f"the collector exited with status {proc.returncode} during the steady run")
         for f in files:
             f.close()
         return 100 * (cpu1 - cpu0) / (time.monotonic() - start), rss / 2**20, anon / 2**20
@@ -232,14 +255,27 @@ def steady(rate_mb: float, seconds: float, interval: float, with_sls: bool = Fal
         shutil.rmtree(root, ignore_errors=True)
 
 
-def main() -> None:
+SLS_TARGET_MB = 40  # MB per CPU-second, our sink
+ARCHIVE_TARGET_MB = 100  # MB/s per core, to the archive
+STEADY_TARGET = (5.0, 80.0)  # at 1 MB/s: % of one core, anonymous RSS MiB (the process's own memory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except BenchmarkError as e:
+        return exit_status([str(e)], "benchmarks.collector_throughput")
+
+
+def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=int, default=512, help="MiB of logs for the throughput run")
     p.add_argument("--seconds", type=float, default=30, help="length of each steady-rate run")
     p.add_argument("--interval", type=float, default=10, help="collector upload interval in the steady runs")
     p.add_argument("--sls-mb", type=int, default=64, help="MiB of logs for the SLS run (0: skip it)")
     p.add_argument("--steady-only", action="store_true", help="only the steady-rate runs")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    problems = []
     if args.steady_only:
         args.sls_mb = 0
     if args.sls_mb:
@@ -248,14 +284,19 @@ def main() -> None:
         print("\n| to SLS (local test server) | MB per CPU-second | lines per CPU-second | lines | target |")
         print("|---|---|---|---|---|")
         for name, mb, lines, n in rows:
-            print(f"| {name} | {mb:.1f} | {lines:,.0f} | {n:,} | {'>= 40' if name.startswith('rayhistory') else ''} |")
+            ours = name.startswith("rayhistory")
+            print(f"| {name} | {mb:.1f} | {lines:,.0f} | {n:,} | {f'>= {SLS_TARGET_MB}' if ours else ''} |")
+            if ours and mb < SLS_TARGET_MB:
+                problems.append(f"FAIL {name}: {mb:.1f} MB per CPU-second (target >= {SLS_TARGET_MB})")
         print("Fluent Bit (published): ~36 MB/s per core on single-line logs")
     if not args.steady_only:
         print("throughput run", file=sys.stderr)
         per_core, wall, gzip_core = throughput(args.mb)
         print("\n| to the archive (local dir) | rayhistory | gzip -1 (C), same bytes | target |")
         print("|---|---|---|---|")
-        print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= 100 |")
+        print(f"| MB/s per core | {per_core:.0f} | {gzip_core:.0f} | >= {ARCHIVE_TARGET_MB} |")
+        if per_core < ARCHIVE_TARGET_MB:
+            problems.append(f"FAIL to the archive: {per_core:.0f} MB/s per core (target >= {ARCHIVE_TARGET_MB})")
         print(f"| MB/s wall clock (2 cores) | {wall:.0f} | | |")
     rows = []
     for rate, with_sls in ((1, False), (10, False), (1, True), (10, True)):
@@ -265,9 +306,13 @@ def main() -> None:
     print(f"\n| steady log rate | CPU (% of one core) | peak RSS | anonymous RSS | target (1 MB/s) | {FLUENT_BIT} |")
     print("|---|---|---|---|---|---|")
     for rate, cpu, rss, anon in rows:
-        target = "<= 5%, <= 80 MB" if rate.startswith("1 ") else ""
+        target = f"<= {STEADY_TARGET[0]:g}%, <= {STEADY_TARGET[1]:g} MB" if rate.startswith("1 ") else ""
         print(f"| {rate} | {cpu:.1f}% | {rss:.0f} MiB | {anon:.0f} MiB | {target} | |")
+        if target and (cpu > STEADY_TARGET[0] or anon > STEADY_TARGET[1]):
+            problems.append(f"FAIL steady {rate}: {cpu:.1f}% of a core, {anon:.0f} MiB anonymous RSS "
+                            f"(target {target})")
+    return exit_status(problems, "benchmarks.collector_throughput")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.outcome import exit_status
+
 _RAISED = re.compile(r"^[\w.]*(Error|Exception)\b")
 ROUTES = ("api/v0/tasks?limit=100", "api/v0/tasks/summarize", "api/jobs/")
 REPEATS = 5
@@ -147,6 +149,15 @@ def _verdict(ok: bool | None) -> str:
 
 
 def table(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], replay: dict[str, Any]) -> str:
+    rows = table_rows(info, compact, serve, replay)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def table_rows(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
+               replay: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The header, then (measure, ours, target, PASS / FAIL / n/a, baseline) per measure."""
     scale, compact_target, answer_target = targets_for(info["tasks"])
     rows = [("measure", "ours", f"target ({scale})", "pass/fail", "replay baseline (KubeRay-style)")]
     if "error" in compact:
@@ -164,8 +175,8 @@ def table(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], 
         label = f"GET {route} (median of {REPEATS})"
         if a is None:
             rows.append((label, "error", f"<= {answer_target * 1000:g} ms", "FAIL", "-"))
-        elif not a["available"]:
-            rows.append((label, f"n/a ({a['status']})", f"<= {answer_target * 1000:g} ms", "n/a", "-"))
+        elif not a["available"]:  # every route exists in the app: a 404 or an answer that is not JSON is a failure
+            rows.append((label, f"answered {a['status']}, not JSON", f"<= {answer_target * 1000:g} ms", "FAIL", "-"))
         else:
             rows.append((label, f"{a['median_s'] * 1000:.1f} ms (first {a['first_s'] * 1000:.0f} ms)",
                          f"<= {answer_target * 1000:g} ms", _verdict(a["median_s"] <= answer_target), "-"))
@@ -174,9 +185,7 @@ def table(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], 
                      _verdict(serve["rss_mib"] <= RSS_TARGET_MIB), "-"))
     else:
         rows.append(("serving peak RSS", f"error ({serve.get('error')})", f"<= {RSS_TARGET_MIB} MiB", "FAIL", "-"))
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(out)
+    return rows
 
 
 def _replay(replay: dict[str, Any], what: str) -> str:
@@ -198,12 +207,24 @@ def checks(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
     tasks = serve.get("answers", {}).get(ROUTES[0]) or {}
     # Ray's state API leaves driver tasks out of task lists (exclude_driver): either count is an honest total.
     expected = {info.get("tasks"), info.get("tasks", 0) - info.get("driver_tasks", 0)}
+    if tasks.get("available") and tasks.get("rows") is None:
+        notes.append(f"{ROUTES[0]} answered without a total: nothing to check it against")
     if tasks.get("rows") is not None and "tasks" in info and tasks["rows"] not in expected:
         notes.append(f"{ROUTES[0]} reports total {tasks['rows']}, the session holds {info['tasks']} "
                      f"({info.get('driver_tasks', 0)} of them driver tasks)")
     if "tasks" in replay and "tasks" in info and replay["tasks"] != info["tasks"]:
         notes.append(f"the replay found {replay['tasks']} tasks, the session holds {info['tasks']}")
     return notes
+
+
+def problems(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
+             replay: dict[str, Any]) -> list[str]:
+    """Why the run is no result: a phase that errored, a target missed, an answer that differs."""
+    out = [f"FAIL {r[0]}: {r[1]} (target {r[2]})" for r in table_rows(info, compact, serve, replay)[1:]
+           if r[3] == "FAIL"]
+    if "error" in replay:
+        out.append(f"the replay baseline failed: {replay['error']}")
+    return out + [f"answer differs: {n}" for n in checks(info, compact, serve, replay)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(info, compact, serve, replay))
     for note in checks(info, compact, serve, replay):
         print(f"\nWARNING: {note}")
-    return 0
+    return exit_status(problems(info, compact, serve, replay), "benchmarks.open_session")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.outcome import exit_status
 from tests import oracle_data as od
 
 HOUR_MS = 3_600_000
@@ -311,8 +312,8 @@ def differs(ours: bytes, theirs: bytes) -> str | None:
     a, b = json.loads(ours), json.loads(theirs)
     if a.get("status") != b.get("status"):
         return f"status {a.get('status')} vs Prometheus {b.get('status')}: {a.get('error') or b.get('error')}"
-    if a["status"] != "success":
-        return None
+    if a["status"] != "success":  # two errors are not an agreement: the panel was not measured at all
+        return f"both answered {a['status']}: ours {a.get('error')!r}, Prometheus {b.get('error')!r}"
     a, b = a["data"], b["data"]
     if a["resultType"] != b["resultType"]:
         return f"resultType {a['resultType']} vs {b['resultType']}"
@@ -422,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(info, args, requests, passes, rss, agree))
     for n in notes:
         print(f"\nWARNING: answer differs from Prometheus's: {n}")
-    return 0
+    ratio = sum(t for t, _, _ in passes["ours"]["warm"]) / sum(t for t, _, _ in passes["prom"]["warm"])
+    problems = [f"answer differs from Prometheus's: {n}" for n in notes]
+    if ratio > RATIO_TARGET:
+        problems.append(f"FAIL: the warm pass took {ratio:.2f}x Prometheus's time (target <= {RATIO_TARGET:g}x)")
+    return exit_status(problems, "benchmarks.promql_dashboard")
 
 
 if __name__ == "__main__":

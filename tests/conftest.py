@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests import needs
 from tests.servers.fixtures import s3_archive, seaweedfs  # noqa: F401
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ray-2.60"
+# ci_skips: in CI a skipped or xfailed test fails the run; pytester: for the test of that guard.
+pytest_plugins = ["tests.ci_skips", "pytester"]
+
+REFERENCE = needs.REFERENCE
 
 
 @pytest.fixture(scope="session")

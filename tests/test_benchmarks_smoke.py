@@ -1,17 +1,22 @@
-"""The benchmark tools on a small session: the synthetic archive reads back right, and the benchmark runs end to end.
+"""The benchmark tools on a small session: the synthetic archive reads back right, each benchmark runs end to end,
+and a benchmark exits non-zero when a phase errors, a target is missed (FAIL) or an answer differs from its baseline.
 
 Not timed: the numbers are the benchmark's business (python -m benchmarks.open_session --tasks 100000).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+
 from archive import logs as segments
 from archive.layout import SessionRef
 from archive.storage import open_store
+from archive.storage.local import LocalStore
+from benchmarks import catalog_listing, collector_throughput, open_session, promql_dashboard
 from benchmarks.replay_baseline import replay
 from benchmarks.synthetic_session import generate
 from historyserver.catalog import Catalog
@@ -72,3 +77,115 @@ def test_open_session_benchmark_prints_a_table(tmp_path: Path) -> None:
                 "serving peak RSS"):
         assert f"| {row}" in out, out
     assert "python -m benchmarks.open_session --tasks 2000" in out
+
+
+def test_open_session_benchmark_exits_non_zero_when_compaction_raises(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the compacted tables should go")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.open_session", "--tasks", str(TASKS), "--cache-dir", str(not_a_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout
+    assert "benchmarks.open_session: FAILED" in proc.stderr
+    assert "FAIL open: compaction time: error after" in proc.stderr and "NotADirectoryError" in proc.stderr
+
+
+def test_open_session_benchmark_exits_non_zero_when_an_answer_differs_from_the_baseline(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    real = open_session.run_child
+
+    def replay_miscounts(phase, *args):
+        out = real(phase, *args)
+        return {**out, "tasks": out["tasks"] - 1} if phase == "replay" else out
+
+    monkeypatch.setattr(open_session, "run_child", replay_miscounts)
+    rc = open_session.main(["--tasks", str(TASKS), "--cache-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"answer differs: the replay found {TASKS - 1} tasks, the session holds {TASKS}" in err
+
+
+def _promql_bench(monkeypatch, tmp_path: Path, ratio_target: float) -> int:
+    # A tiny session: the answers are compared in full, the 2x target is meaningless at this size (ratio_target).
+    monkeypatch.setattr(promql_dashboard, "RATIO_TARGET", ratio_target)
+    return promql_dashboard.main(["--nodes", "2", "--hours", "0.25", "--workdir", str(tmp_path / "work")])
+
+
+def test_promql_benchmark_agrees_with_prometheus_on_a_small_session(tmp_path: Path, monkeypatch, capsys) -> None:
+    assert _promql_bench(monkeypatch, tmp_path, float("inf")) == 0
+    out = capsys.readouterr().out
+    total = len(promql_dashboard.dashboard_requests(15_000, 900_000))
+    assert f"| answers equal to Prometheus's | {total}/{total} |" in out
+
+
+def test_promql_benchmark_exits_non_zero_on_a_differing_answer(tmp_path: Path, monkeypatch, capsys) -> None:
+    real = promql_dashboard.run_pass
+
+    def ours_off_by_one(client, requests, *args):
+        out = real(client, requests, *args)
+        if "/sessions/" not in str(client.base_url):
+            return out
+        i, body = next((i, b) for i, b in enumerate(json.loads(o[1]) for o in out) if b["data"]["result"])
+        series = body["data"]["result"][0]
+        points = series.get("values") or [series["value"]]
+        points[-1][1] = str(float(points[-1][1]) + 1)
+        return [*out[:i], (out[i][0], json.dumps(body).encode(), out[i][2]), *out[i + 1:]]
+
+    monkeypatch.setattr(promql_dashboard, "run_pass", ours_off_by_one)
+    assert _promql_bench(monkeypatch, tmp_path, float("inf")) == 1
+    assert "answer differs from Prometheus's" in capsys.readouterr().err
+
+
+def test_promql_benchmark_exits_non_zero_on_a_missed_target(tmp_path: Path, monkeypatch, capsys) -> None:
+    assert _promql_bench(monkeypatch, tmp_path, 0.0) == 1
+    assert "FAIL: the warm pass took" in capsys.readouterr().err
+
+
+def test_promql_benchmark_counts_two_errors_as_a_difference() -> None:
+    error = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error"}).encode()
+    assert promql_dashboard.differs(error, error) is not None
+    ok = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"a": "1"}, "value": [1, "2"]}]}}).encode()
+    assert promql_dashboard.differs(ok, ok) is None
+
+
+def _steady_at(cpu: float):
+    return lambda rate, seconds, interval, with_sls=False: (cpu, 60.0, 30.0)
+
+
+def test_collector_benchmark_passes_and_fails_on_its_targets(monkeypatch, capsys) -> None:
+    # The steady runs only time a collector process; their numbers are stood in for, the rest runs for real.
+    monkeypatch.setattr(collector_throughput, "steady", _steady_at(1.0))
+    assert collector_throughput.main(["--mb", "1", "--sls-mb", "1"]) == 0
+    monkeypatch.setattr(collector_throughput, "steady", _steady_at(50.0))
+    assert collector_throughput.main(["--mb", "1", "--sls-mb", "0"]) == 1
+    assert "FAIL steady 1 MB/s: 50.0% of a core" in capsys.readouterr().err
+
+
+def test_collector_benchmark_exits_non_zero_when_the_archive_loses_a_segment(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(collector_throughput, "steady", _steady_at(1.0))
+    real_put, dropped = LocalStore.put, []
+
+    def lossy_put(self, key, data):
+        if "/logs/worker-" in key and not dropped:
+            dropped.append(key)
+            return
+        real_put(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "put", lossy_put)
+    assert collector_throughput.main(["--mb", "1", "--sls-mb", "0"]) == 1
+    assert dropped and "the archive holds" in capsys.readouterr().err
+
+
+def test_catalog_benchmark_passes_and_checks_what_it_listed(tmp_path: Path, monkeypatch, capsys) -> None:
+    args = ["--sessions", "30", "--segments-per-session", "1", "--archive", str(tmp_path / "a")]
+    assert catalog_listing.main(args) == 0
+    # A listing that loses sessions is no result, however fast.
+    from historyserver.catalog import Catalog
+
+    real = Catalog.sessions
+    monkeypatch.setattr(Catalog, "sessions", lambda self: real(self)[1:])
+    assert catalog_listing.main(["--sessions", "30", "--segments-per-session", "1", "--archive",
+                                 str(tmp_path / "b")]) == 1
+    assert "the first listing found 29 sessions, 30 were written" in capsys.readouterr().err

@@ -6,11 +6,13 @@ What must hold afterwards: every archived file equals its source byte for byte, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from archive import logs as archive_logs
 from archive.layout import SessionRef
 from archive.manifest import SessionManifest
 from archive.storage import open_store
+from rayhistory.local_ray import free_port
 from tests.fake_session import NODE_ID, SESSION_NAME, make_session
 
 
@@ -46,11 +49,11 @@ class Writer(threading.Thread):
                 h.close()
 
 
-def collector(session: Path, archive: str, env: dict | None = None) -> subprocess.Popen:
+def collector(session: Path, archive: str, env: dict | None = None, *args: str) -> subprocess.Popen:
     log = open(session.parent / f"collector-{time.monotonic_ns()}.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
                              "--archive", archive, "--cluster", "c", "--namespace", "ns", "--interval", "0.2",
-                             "--final-flush-deadline", "60"],
+                             "--final-flush-deadline", "60", *args],
                             env={**os.environ, **(env or {})}, stderr=log)
     proc.log = log  # type: ignore[attr-defined]
     return proc
@@ -59,6 +62,14 @@ def collector(session: Path, archive: str, env: dict | None = None) -> subproces
 def _stderr(proc: subprocess.Popen) -> str:
     proc.log.seek(0)  # type: ignore[attr-defined]
     return proc.log.read()[-3000:]  # type: ignore[attr-defined]
+
+
+def archive_errors(port: int) -> float:
+    """The collector's failed upload cycles to the archive, from its own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(r'^rayhistory_collector_errors_total\{sink="archive"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def segments_of(store, path):
@@ -113,18 +124,24 @@ def test_s3_down_for_30_seconds_mid_run_loses_nothing(tmp_path, seaweedfs, s3_ar
     store = open_store(s3_archive)
     writer = Writer(session / "logs")
     writer.start()
-    proc = collector(session, s3_archive, seaweedfs.env())
+    port = free_port()
+    proc = collector(session, s3_archive, seaweedfs.env(), "--http-port", str(port))
     try:
         wait_until(lambda: any(True for _ in store.list(SessionRef("ns", "c", SESSION_NAME).nodes_prefix)),
                    "first uploads")
+        before = archive_errors(port)
         seaweedfs.stop()
         try:
             outage_end = time.monotonic() + 30
+            failed_during = False
             while time.monotonic() < outage_end:  # the collector keeps reading while its archive is gone
                 assert proc.poll() is None, f"the collector died during the outage:\n{_stderr(proc)}"
+                failed_during = failed_during or archive_errors(port) > before
                 writer.stop.wait(0.5)
         finally:
             seaweedfs.start()  # the server is shared by the session's other tests
+        # The outage was real to the collector: its uploads failed (and it recovered, below).
+        assert failed_during, f"no upload to the archive failed during the outage:\n{_stderr(proc)}"
         writer.stop.set()
         writer.join()
         proc.send_signal(signal.SIGTERM)

@@ -25,12 +25,13 @@ from collector.sources.metrics import ScrapeStats
 from collector.sources.http_events import HttpEventStats
 from historyserver.grafana import (ARCHIVE_DATASOURCE, DashboardError, iter_panels, iter_targets,
                                    with_datasource_variable)
+from tests import needs
 from tests.servers import prometheus as prometheus_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 SCHEMA = json.loads((DASHBOARDS / "schema" / "dashboard.schema.json").read_text())
-REFERENCE = ROOT.parent / "shared" / "reference" / "ray-2.60" / "grafana" / "generated"
+REFERENCE = needs.REFERENCE / "grafana" / "generated"
 ALL_JSON = sorted(p for p in DASHBOARDS.rglob("*.json") if "schema" not in p.relative_to(DASHBOARDS).parts)
 RAY_JSON = sorted((DASHBOARDS / "ray").glob("*.json"))
 HISTORY = DASHBOARDS / "rayhistory" / "history.json"
@@ -112,10 +113,9 @@ def test_ray_dashboard_queries_go_through_the_datasource_variable(path):
     assert all(ref == DS_REF for ref in _references(dashboard))
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="Ray 2.60's generated dashboards (shared reference) absent")
 @pytest.mark.parametrize("name", sorted(RAY_FILES))
 def test_committed_ray_dashboards_are_the_transform_of_ray_s(name):
-    original = load(REFERENCE / name)
+    original = load(needs.reference("grafana", "generated", name))
     built = with_datasource_variable(original, ARCHIVE_DATASOURCE)
     assert built == load(DASHBOARDS / "ray" / name), "rerun: python dashboards/build.py <Ray's generated dashboards>"
     for key in ("uid", "title", "version", "schemaVersion", "tags", "rayMeta"):
@@ -304,9 +304,6 @@ def test_history_dashboard_uses_the_catalog_series():
 
 # ---------------------------------------------------------------------------------------------------- real Prometheus
 
-needs_prometheus = pytest.mark.skipif(not prometheus_server.available(), reason="prometheus/promtool not installed")
-
-
 def _labels(labels: dict) -> str:
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
 
@@ -379,8 +376,8 @@ def run_panel_queries(server: prometheus_server.Prometheus, path: Path, end: int
     return results
 
 
-@needs_prometheus
 def test_rayhistory_panels_return_data_from_a_real_prometheus(tmp_path):
+    needs.prometheus()
     end = int(time.time()) // 60 * 60 - 600
     samples = tmp_path / "samples.om"
     samples.write_text(history_samples(end) + "\n" + collector_samples(end) + "\n# EOF\n")

@@ -175,11 +175,22 @@ def test_range_partitioned_fold_gives_the_same_tables(reference, tmp_path, compa
     from historyserver.compaction import tasks_sql
 
     monkeypatch.setattr(tasks_sql, "PARTITION_BYTES", 512)  # the sample's few KB become several ranges
+    real_fold, folded = tasks_sql._fold, []
+
+    def counting_fold(con, tasks_out, *args):  # observes each range's fold; the fold itself is the real one
+        counts = real_fold(con, tasks_out, *args)
+        folded.append(counts["tasks"])
+        return counts
+
+    monkeypatch.setattr(tasks_sql, "_fold", counting_fold)
     store = LocalStore(tmp_path / "archive")
     node = SessionRef("default", "sample", SESSION).node(NODE_HEX)
     for name, data in _sample_files(reference).items():
         store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, 0, len(data))), encode(data))
     compact(store, node.session, tmp_path / "tables", None)
+    # Several ranges ran, each with some of the tasks, and together with all of them.
+    total = compacted.query("SELECT count(*) FROM tasks")[0][0]
+    assert len(folded) >= 2 and all(0 < n < total for n in folded) and sum(folded) == total, folded
     db = SessionDB(tmp_path / "tables")
     query = "SELECT task_id, attempt_number, state, record FROM tasks"
     assert db.query(query) == compacted.query(query + " ORDER BY task_id, attempt_number")

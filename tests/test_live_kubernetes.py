@@ -20,7 +20,6 @@ from archive.manifest import ENDED, RUNNING, SessionManifest
 from archive.storage.local import LocalStore
 from historyserver.app import create_app
 from historyserver.live.kube import KubernetesUnavailable, LiveClusters, LiveSettings
-from historyserver.routes import live_api
 from historyserver.settings import ServerSettings
 from tests.servers.kube_api import KubeAPI, closed_port, load_crds, silent_listener
 
@@ -243,11 +242,11 @@ def _publish(store: LocalStore, namespace: str, cluster: str, session: str, stat
 
 
 def _client(tmp_path: Path, live: LiveClusters | None) -> TestClient:
+    """The app exactly as `rayhistory server` builds it (historyserver.cli.serve calls create_app)."""
     archive = tmp_path / "archive"
     archive.mkdir(exist_ok=True)
     app = create_app(ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0),
                      LocalStore(archive))
-    app.include_router(live_api.router)  # app.py does not include it yet
     if live is not None:
         app.state.live = live
     return TestClient(app)

@@ -6,7 +6,6 @@ import random
 import re
 import struct
 import time
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -17,9 +16,10 @@ from archive.storage.local import LocalStore
 from collector.sources.metrics import MetricsScraper, _scrape_families, render, to_openmetrics
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.metrics import compact_metrics
+from tests import needs
 from tests.servers.loopback import LoopbackHTTP
 
-REFERENCE = Path("/work/shared/reference/ray-2.60/metrics/metrics_exposition_sample.txt")
+REFERENCE = needs.REFERENCE / "metrics" / "metrics_exposition_sample.txt"
 SESSION = "session_2026-11-25_19-58-10_578535_6555"
 NODES = ("a" * 56, "b" * 56)
 T0 = 1_764_100_000_000  # ms of the first scrape
@@ -135,9 +135,8 @@ def test_a_corrupt_block_is_damage_and_the_rest_is_kept(compacted):
     assert con.execute("SELECT count(*) FROM p WHERE ts_ms = ?", [T0 + 99 * STEP]).fetchone()[0] == 0
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="reference exposition not available")
 def test_a_real_scraper_spool_of_ray_metrics(tmp_path):
-    body = "".join(line[len("[:8080] "):] for line in REFERENCE.read_text().splitlines(keepends=True)
+    body = "".join(line[len("[:8080] "):] for line in needs.reference("metrics", REFERENCE.name).read_text().splitlines(keepends=True)
                    if line.startswith("[:8080] ")).encode()
     # The :8080 part of the reference exposition of a real Ray 2.60 node, served on 127.0.0.1.
     endpoint = LoopbackHTTP(lambda path, headers: (200, "text/plain; version=0.0.4; charset=utf-8", body))
@@ -236,7 +235,7 @@ def fast_rows(text: str):
 def ray_scrapes(n: int = 6) -> str:
     """Real Ray 2.60 expositions (all three endpoints of the reference) as the collector spools them."""
     body = {}
-    for line in REFERENCE.read_text().splitlines(keepends=True):
+    for line in needs.reference("metrics", REFERENCE.name).read_text().splitlines(keepends=True):
         if line.startswith("[:"):
             port, _, rest = line.partition("] ")
             body.setdefault(port[2:], []).append(rest)
@@ -306,7 +305,6 @@ def test_reader_matches_prometheus_client_on_tricky_text(case):
         assert len(parse_file(text.encode(), SeriesTable()).slow_blocks) == 0
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="reference exposition not available")
 def test_reader_matches_prometheus_client_on_real_ray_scrapes_without_falling_back():
     from historyserver.compaction.openmetrics import SeriesTable, parse_file
     text = ray_scrapes()

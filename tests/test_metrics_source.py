@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from collector.sources.metrics import MetricsScraper, discover_targets, split_scrapes
 from collector.sources.session_dir import SessionDir
 from rayhistory.local_ray import LocalRayCluster, free_port, wait_for
+from tests import needs
 from tests.fake_session import NODE_ID, make_session
 from tests.servers.loopback import LoopbackHTTP
 
@@ -241,8 +242,7 @@ def promtool_dump(spool: Path, work: Path) -> tuple[Path, str]:
 
 
 def test_promtool_backfills_the_spool(tmp_path, endpoint):
-    if shutil.which("promtool") is None:
-        pytest.fail("promtool is missing: run .ci/install-system-packages as root (Debian package prometheus)")
+    needs.system_command("promtool", "prometheus")
     spool = tmp_path / "spool"
     scraper = MetricsScraper(spool, cluster="c1", targets=[endpoint.address], max_file_bytes=5000)
     scraper.scrape_once()
@@ -289,10 +289,10 @@ def test_scrapes_a_real_ray_node_and_counts_failures_once_it_stops(tmp_path):
         assert abs(float(stamp) - time.time()) < 120
         assert {s[1]["instance"] for s in samples} == set(targets)
         assert any(s[0].endswith("_bucket") for s in samples) and any(s[0].endswith("_total") for s in samples)
-        if shutil.which("promtool"):
-            _, dump = promtool_dump(spool, tmp_path)
-            stored = [line for line in dump.splitlines() if '__name__="ray_node_cpu_utilization"' in line]
-            assert len(stored) == len(cpu) and f'SessionName="{session_dir.name}"' in stored[0]
+        needs.system_command("promtool", "prometheus")
+        _, dump = promtool_dump(spool, tmp_path)
+        stored = [line for line in dump.splitlines() if '__name__="ray_node_cpu_utilization"' in line]
+        assert len(stored) == len(cpu) and f'SessionName="{session_dir.name}"' in stored[0]
 
         ray.stop()
         failed = scraper.scrape_once()  # no exception

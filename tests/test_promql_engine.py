@@ -104,6 +104,15 @@ def test_counter_reset_and_zero_point_limit():
     assert only(z.instant("increase(c[1m])", 60 * S)) == pytest.approx(20 * (30 + 1.5) / 30)
 
 
+def test_resets_and_changes_do_not_count_equal_neighbours():
+    # 1 1 2 2 0 0 3 3: one reset (2 -> 0), three changes (1 -> 2, 2 -> 0, 0 -> 3).
+    e = engine(series({"__name__": "c"}, [(t * 10, v) for t, v in enumerate([1, 1, 2, 2, 0, 0, 3, 3])]))
+    assert only(e.instant("resets(c[2m])", 70 * S)) == 1.0
+    assert only(e.instant("changes(c[2m])", 70 * S)) == 3.0
+    flat = engine(series({"__name__": "c"}, [(0, 5), (10, 5), (20, 5)]))
+    assert only(flat.instant("resets(c[1m])", 20 * S)) == 0.0
+
+
 def test_irate_idelta_and_single_sample_windows():
     e = engine(series({"__name__": "c"}, [(0, 1), (10, 4), (20, 2)]))
     assert only(e.instant("irate(c[1m])", 20 * S)) == pytest.approx(2 / 10)  # reset: the last value counts
@@ -130,6 +139,24 @@ def test_histogram_quantile_interpolates_inside_the_bucket():
     assert math.isnan(only(engine(*_buckets({"1": 1, "2": 2})).instant("histogram_quantile(0.5, h_bucket)", 0)))
     e3 = engine(*_buckets({"1": 10, "2": 8, "4": 20, "+Inf": 20}))
     assert only(e3.instant("histogram_quantile(0.75, h_bucket)", 0)) == pytest.approx(2 + 2 * (5 / 10))
+
+
+def test_histogram_quantile_at_a_step_that_lacks_a_bucket_ranks_within_the_present_ones():
+    # le="1" has one sample, at 0 s: present at the 0 s and 300 s steps (5 min lookback), gone at 600 s, where
+    # the quantile is taken over the three buckets left, as Prometheus does with whatever buckets a step has.
+    e = engine(
+        series({"__name__": "h_bucket", "le": "1"}, [(0, 10)]),
+        series({"__name__": "h_bucket", "le": "2"}, [(0, 20), (600, 20)]),
+        series({"__name__": "h_bucket", "le": "4"}, [(0, 30), (600, 36)]),
+        series({"__name__": "h_bucket", "le": "+Inf"}, [(0, 40), (600, 40)]),
+    )
+    data = e.range("histogram_quantile(0.625, h_bucket)", 0, 600 * S, 300 * S).to_json()
+    # All four buckets: rank 0.625 * 40 = 25 falls in (2, 4] holding 30 - 20 = 10: 2 + 2 * (25 - 20) / 10 = 3.
+    # At 600 s, (2, 20), (4, 36), (+Inf, 40): rank 25 falls in (2, 4] holding 36 - 20 = 16: 2 + 2 * 5 / 16.
+    assert data["result"] == [{"metric": {}, "values": [[0, "3"], [300, "3"], [600, "2.625"]]}]
+    # The lowest present bucket starts at 0 when a lower one is missing: rank 10 in (0, 2] holding 20 -> 1.
+    low = e.range("histogram_quantile(0.25, h_bucket)", 600 * S, 600 * S, 300 * S).to_json()
+    assert low["result"] == [{"metric": {}, "values": [[600, "1"]]}]
 
 
 # ------------------------------------------------------------------------------------------------ operators

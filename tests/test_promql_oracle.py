@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import oracle_data
+from tests import needs, oracle_data
 from tests.promql_panels import Case, GrafanaRequest, cases
 from tests.servers import prometheus as prom_server
 
@@ -83,8 +83,7 @@ class Sides:
 def sides(tmp_path_factory):
     """The data generated once, then in parallel (Prometheus is another process): pushed into Prometheus, and
     archived then compacted by the real compaction for our side."""
-    if not prom_server.available():
-        pytest.skip("prometheus/promtool are not installed")
+    needs.prometheus()
     dataset = oracle_data.generate(c.expr for c in CASES if c.scope == "all")
     work = tmp_path_factory.mktemp("prometheus")
     with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
@@ -112,16 +111,11 @@ def expected(sides) -> dict[str, Expected]:
 # --- our side -------------------------------------------------------------------------------------------------------
 
 def _our_store(dirs: list[Path]):
-    """The DuckDB store over compacted tables when it exists; until then the engine's in-memory store, loaded from
-    the same compacted Parquet (so the archive -> compaction part of the path is the real one either way)."""
-    try:
-        from historyserver.queries.metrics_store import MetricsStore  # type: ignore[import-not-found]
-    except ImportError:
-        MetricsStore = None
-    if MetricsStore is not None:  # one (session id, tables folder) per session; oracle_data.compact names them
-        return MetricsStore([(f"{oracle_data.NAMESPACE}~{oracle_data.CLUSTER}~{d.name}", d) for d in dirs])
-    from historyserver.promql.memory_store import MemoryStore  # type: ignore[import-not-found]
-    return MemoryStore(_raw_series(dirs))
+    """The DuckDB store the server queries, over the compacted tables: one (session id, tables folder) per session,
+    as oracle_data.compact names them."""
+    from historyserver.queries.metrics_store import MetricsStore
+
+    return MetricsStore([(f"{oracle_data.NAMESPACE}~{oracle_data.CLUSTER}~{d.name}", d) for d in dirs])
 
 
 def _raw_series(dirs: list[Path]):
@@ -144,15 +138,9 @@ def _raw_series(dirs: list[Path]):
 
 @pytest.fixture(scope="session")
 def engine(sides):
-    try:
-        from historyserver.promql.engine import Engine  # type: ignore[import-not-found]
-    except ImportError as e:
-        pytest.skip(f"the engine is not there yet ({e})")
-    try:
-        store = _our_store(sides.compacted)
-    except ImportError as e:
-        pytest.skip(f"no SeriesStore implementation yet ({e})")
-    return Engine(store)
+    from historyserver.promql.engine import Engine
+
+    return Engine(_our_store(sides.compacted))
 
 
 def _our_answer(fn, *args) -> Answer:

@@ -281,8 +281,8 @@ def test_a_gap_serves_what_is_contiguous(finished_cluster, tmp_path):
     [node_id] = store.list_dirs(finished_cluster.ref.nodes_prefix)
     node = finished_cluster.ref.node(node_id)
     path, segs = max(archive_logs.list_segments(store, node).items(), key=lambda kv: len(kv[1]))
-    if len(segs) < 3:
-        pytest.skip(f"no archived file has 3 segments (largest: {path}, {len(segs)})")
+    # The demo workload's collector cuts its longest file into several segments; fewer would test no gap.
+    assert len(segs) >= 3, f"no archived file has 3 segments (largest: {path}, {len(segs)})"
     (archive / node.segment_key(segs[1])).unlink()
     source = (finished_cluster.session_dir / "logs" / path).read_bytes()
     with client_for(str(archive), tmp_path / "cache") as client:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -17,9 +18,9 @@ import pytest
 from aliyun.log import GetLogsRequest
 
 from collector.logline import LogLineParser, Markers
-from collector.sinks.sls import SlsConfig, SlsError, SlsSink, _OneAttemptClient, hash_key
+from collector.sinks.sls import SlsConfig, SlsError, SlsSink, _OneAttemptClient
 from collector.sources.session_dir import LogFile
-from tests.servers.sls import SlsServer, running_sls
+from tests.servers.sls import MAX_LOGS_PER_GROUP, SlsServer, decode_log_group, running_sls
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = "a5f98df87f117771c91ca093491ee5f891c9e432bfe62ac8566abb40"
@@ -178,6 +179,56 @@ def test_sdk_signature_is_checked_and_getlogs_returns_what_was_put(sls):
     assert [x.get_contents()["message"] for x in got.get_logs()] == ["héllo"]
 
 
+def test_the_test_server_refuses_what_sls_refuses(sls):
+    """More than 4,096 logs in one LogGroup (SLS's limit; the SDK itself allows 512,000), and a Log without its
+    required Time, are refused, so that a sink breaking either rule fails its tests here."""
+    from aliyun.log import LogItem, PutLogsRequest
+    from aliyun.log.proto import LogGroupRaw
+
+    c = _OneAttemptClient(sls.endpoint, sls.access_key_id, sls.access_key_secret, source="n1")
+    c._session.proxies = {"http": sls.proxy}
+    c._session.trust_env = False
+
+    def put(n: int) -> None:
+        items = [LogItem(1_764_100_000, contents=[("message", f"m{i}")]) for i in range(n)]
+        c.put_logs(PutLogsRequest("p", "ls", "t", "n1", items, hashKey="0" * 32))
+
+    put(MAX_LOGS_PER_GROUP)
+    assert len(sls.items()) == 4096
+    with pytest.raises(SlsError) as refused:
+        put(MAX_LOGS_PER_GROUP + 1)
+    assert refused.value.status == 400 and refused.value.code == "InvalidLogSize"
+    assert len(sls.items()) == 4096
+
+    group = LogGroupRaw()
+    log = group.Logs.add()
+    content = log.Contents.add()
+    content.Key, content.Value = "message", b"no time"
+    with pytest.raises(ValueError, match="no Time"):
+        decode_log_group(group.SerializePartialToString())  # the SDK's own serializer refuses to write it
+    log.Time = 7
+    assert decode_log_group(group.SerializeToString())["logs"][0]["time"] == 7
+
+
+def test_a_worker_files_nil_job_id_is_no_job_id(sls, tmp_path):
+    """Ray names a worker's files worker-<worker id>-<job id>-<pid>; a worker started for no job yet has the nil
+    job id ffffffff, which is not a job: its lines carry no job_id until a :job_id: marker gives one."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    idle = f"worker-{'b' * 56}-ffffffff-4242.out"
+    busy = f"worker-{'c' * 56}-02000000-4243.out"
+    (logs / idle).write_bytes(b"starting up\n:job_id:03000000\nnow in a job\n")
+    (logs / busy).write_bytes(b"hello from job 2\n")
+    sink = SlsSink(config(sls, tmp_path), NODE, logs)
+    sink.offer(scan(logs))
+    assert sink.close(60)
+    files = by_file(sls)
+    assert [(x.contents["message"], x.contents.get("job_id")) for x in files[idle]] == [
+        ("starting up", None), ("now in a job", "03000000")]
+    assert [(x.contents["message"], x.contents.get("job_id")) for x in files[busy]] == [
+        ("hello from job 2", "02000000")]
+
+
 # --- the sink ----------------------------------------------------------------------------------------------
 def test_a_10mb_line_goes_in_requests_under_10mb_and_order_holds_per_file(sls, tmp_path):
     logs = tmp_path / "logs"
@@ -195,7 +246,10 @@ def test_a_10mb_line_goes_in_requests_under_10mb_and_order_holds_per_file(sls, t
     assert "".join(x.contents["message"] for x in dash[1:-1]) == big.decode()[len("2026-11-25 19:58:12,633\tINFO big.py:1 -- "):]
     raylet = files["raylet.out"]
     assert [int(x.contents["message"].rsplit(" ", 1)[1]) for x in raylet] == list(range(20000))
-    assert {x.hash_key for x in raylet} == {hash_key(NODE, "raylet.out")}
+    # One route key per file, so that a file stays on one shard, in order: SLS routes by a 128-bit key in the
+    # MD5 space of its shard ranges; ours is the MD5 of node, NUL, file path (collector/sinks/sls.py documents it).
+    assert {x.hash_key for x in raylet} == {hashlib.md5(NODE.encode() + b"\0raylet.out").hexdigest()}
+    assert re.fullmatch(r"[0-9a-f]{32}", raylet[0].hash_key) and dash[0].hash_key != raylet[0].hash_key
     assert raylet[0].contents["level"] == "WARNING" and raylet[0].tags["node"] == NODE
     stats = sink.stats()
     assert stats.lines_sent == len(sls.items()) and stats.lag_bytes == 0 and stats.dropped == 0

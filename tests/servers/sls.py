@@ -6,7 +6,8 @@ network edge, written from the protocol (reference section 5) and checked agains
 - checks the v1 signature (`Authorization: LOG <akid>:<base64 hmac-sha1>`) with the SDK's canonicalization, the
   Content-MD5 of the body and the clock skew, answering 401 as SLS does (`SignatureNotMatch`, `Unauthorized`);
 - takes PutLogs (`POST /logstores/{ls}/shards/lb|route?key=`): lz4 (block, no size prefix), deflate or zstd
-  bodies of protobuf LogGroups, decoded here by hand (proto2: LogGroup, Log, Content, LogTag);
+  bodies of protobuf LogGroups, decoded here by hand (proto2: LogGroup, Log, Content, LogTag), refusing as SLS
+  does a LogGroup of more than 4,096 logs and a Log without its required Time;
 - answers GetLogs (`POST /logstores/{ls}/logs`, JSON body): `from`/`to` on `__time__`, a plain substring `query`
   (SQL is refused), `line` (at most 100), `offset`, `reverse`, lz4-compressed like SLS when asked;
 - can be told to answer 500 (`InternalServerError`) or 403 (`WriteQuotaExceed`) to the next N PutLogs.
@@ -37,6 +38,7 @@ import lz4.block
 
 MAX_GET_LINES = 100
 MAX_PUT_BYTES = 10 << 20
+MAX_LOGS_PER_GROUP = 4096  # SLS's PutLogs limit; the SDK only checks its own, much larger one client-side
 MAX_SKEW_SECONDS = 15 * 60
 
 
@@ -87,7 +89,7 @@ def decode_log_group(buf: bytes) -> dict[str, Any]:
     group: dict[str, Any] = {"logs": [], "topic": "", "source": "", "tags": []}
     for number, value in _fields(buf):
         if number == 1:
-            item: dict[str, Any] = {"time": 0, "time_ns": 0, "contents": []}
+            item: dict[str, Any] = {"time": None, "time_ns": 0, "contents": []}
             for n2, v2 in _fields(value):  # type: ignore[arg-type]
                 if n2 == 1:
                     item["time"] = v2
@@ -95,6 +97,8 @@ def decode_log_group(buf: bytes) -> dict[str, Any]:
                     item["contents"].append(_pair(v2))  # type: ignore[arg-type]
                 elif n2 == 4:
                     item["time_ns"] = v2
+            if item["time"] is None:  # proto2 `required uint32 Time`: a Log without it does not parse
+                raise ValueError(f"Log {len(group['logs'])} has no Time (a required field)")
             group["logs"].append(item)
         elif number == 3:
             group["topic"] = value.decode()  # type: ignore[union-attr]
@@ -264,6 +268,10 @@ class SlsServer:
         except Exception as e:  # noqa: BLE001 (any undecodable body is the client's error)
             record["status"] = 400
             return _error(400, "InvalidLogGroup", str(e))
+        if len(group["logs"]) > MAX_LOGS_PER_GROUP:
+            record["status"] = 400
+            return _error(400, "InvalidLogSize",
+                          f"{len(group['logs'])} logs in one LogGroup, more than {MAX_LOGS_PER_GROUP}")
         tags = {k: v.decode("utf-8", "replace") for k, v in group["tags"]}
         with self._lock:
             for item in group["logs"]:
