@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks import promql_dashboard as pd
 from benchmarks import synthetic_session
+from benchmarks.outcome import exit_status
 
 P99_PAGE_TARGET_S = 1.0
 RSS_TARGET_MIB = 2048
@@ -220,8 +221,8 @@ def pct(times: list[float], q: float) -> float:
     return float(np.percentile(times, q)) if times else float("nan")
 
 
-def table(rts, stats, single, rss, compaction_s, args) -> tuple[str, bool]:
-    ok = True
+def table(rts, stats, single, rss, compaction_s, args) -> tuple[str, list[str]]:
+    problems: list[str] = []
     lines = [f"Load test: {args.clients} clients for {args.seconds:g} s, one server process, a {args.tasks:,}-task "
              f"session (compacted on first open in {compaction_s:.1f} s) and a 6 h metrics session.", "",
              "| route | family | requests | alone (1 client) | p50 under load | p99 under load | statuses |",
@@ -259,10 +260,10 @@ def table(rts, stats, single, rss, compaction_s, args) -> tuple[str, bool]:
               "", "| check | measured | target | |", "|---|---|---|---|"]
     for name, got, want, good in checks:
         lines.append(f"| {name} | {got} | {want} | {'ok' if good else 'FAIL'} |")
-        ok &= good
-    for name, w in wrong[:10]:
-        lines.append(f"- {name}: {w}")
-    return "\n".join(lines), ok
+        if not good:
+            problems.append(f"FAIL {name}: {got}, target {want}")
+    problems += [f"{name}: {w}" for name, w in wrong[:10]]
+    return "\n".join(lines), problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,12 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    text, ok = table(rts, stats, single, rss, compaction_s, args)
+    text, problems = table(rts, stats, single, rss, compaction_s, args)
     print(text)
     if not alive:
-        print("FAIL: the server was not answering after the load")
-        ok = False
-    return 0 if ok else 1
+        problems.append("FAIL: the server was not answering after the load")
+    return exit_status(problems, "load_test")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,16 @@ def test_catalog_benchmark_passes_and_checks_what_it_listed(tmp_path: Path, monk
     assert catalog_listing.main(["--sessions", "30", "--segments-per-session", "1", "--archive",
                                  str(tmp_path / "b")]) == 1
     assert "the first listing found 29 sessions, 30 were written" in capsys.readouterr().err
+
+
+def test_load_test_runs_and_fails_on_a_missed_target(tmp_path: Path, monkeypatch, capsys) -> None:
+    from benchmarks import load_test
+
+    args = ["--tasks", "3000", "--clients", "4", "--seconds", "3", "--workdir", str(tmp_path / "load")]
+    assert load_test.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| ui: nodes?view=summary | page |" in out and "| server peak RSS |" in out
+    assert "| heavy: the 100y subquery | heavy |" in out and "422:" in out
+    monkeypatch.setattr(load_test, "P99_PAGE_TARGET_S", 0.0)  # a target nothing meets: the run must say FAIL
+    assert load_test.main(args) == 1
+    assert "FAIL p99 of page routes" in capsys.readouterr().err
