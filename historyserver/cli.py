@@ -68,4 +68,7 @@ def server_config(app, settings: ServerSettings):
 
     # proxy_headers off: uvicorn would otherwise replace the socket peer by X-Forwarded-For's address on requests
     # from 127.0.0.1, and --auth proxy decides whom to believe by the socket peer (a proxy in the pod is 127.0.0.1).
-    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)
+    # Keep-alive longer than the 60 s idle timeout of common load balancers and proxies: a server that closes an idle
+    # connection first races the client's next request on it (the client sees a reset, uvicorn's 5 s made it common).
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False,
+                          timeout_keep_alive=65)

@@ -359,3 +359,14 @@ def test_a_session_query_over_its_memory_limit_is_a_clear_422(task_session, tmp_
 def test_an_at_time_before_1970_is_bad_data_not_a_crash(client):
     # promql_parser panics (a BaseException) reading such a time; the API still answers in its shape.
     err(client.get(f"{API}/query", params={"query": "up @ -1.5", "time": secs(T0)}), 400, "bad_data", "1970")
+
+
+def test_the_served_config_outlives_a_load_balancers_idle_timeout(archive, tmp_path):
+    # A server that closes idle keep-alive connections before the proxy in front does races its next request
+    # (the load test saw resets with uvicorn's default of 5 s).
+    from historyserver.app import create_app
+    from historyserver.cli import server_config
+    from historyserver.settings import ServerSettings
+
+    s = ServerSettings(archive=str(archive), cache_dir=str(tmp_path))
+    assert server_config(create_app(s, LocalStore(archive)), s).timeout_keep_alive > 60
