@@ -37,8 +37,9 @@ def session_overview(entry: SessionEntry, db: SessionDB) -> dict[str, Any]:
         "duration_ms": (end - start) if start and end else None,
         "nodes": nodes,
         "jobs": jobs,
-        "tasks": {"by_state": q.task_counts(db), "unfinished": q.unfinished_tasks(db)},
-        "failed_task_groups": q.failed_task_groups(db),
+        "tasks": {"by_state": db.memo("task_counts", lambda: q.task_counts(db)),
+                  "unfinished": db.memo("unfinished_tasks", lambda: q.unfinished_tasks(db))},
+        "failed_task_groups": db.memo("failed_task_groups", lambda: q.failed_task_groups(db)),
         "damage": db.info.get("damage", {}),
         "compaction": {k: db.info.get(k) for k in ("compaction_version", "seconds", "counts")},
     }

@@ -61,6 +61,14 @@ class SessionDB:
             path = str(tables_dir / f"{table}.parquet").replace("'", "''")
             self._con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
         self.info = json.loads((tables_dir / "info.json").read_text())
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """An answer derived from the whole tables, computed once per instance: the tables of an instance never
+        change (a running session's rebuilt tables get a new SessionDB)."""
+        if key not in self._memo:
+            self._memo[key] = compute()  # a race computes it twice, with the same result
+        return self._memo[key]
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self._con.cursor()  # one cursor per call: requests run on several threads
