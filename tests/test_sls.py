@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aliyun.log import GetLogsRequest
 
-from collector.logline import LogLineParser, Markers
+from collector.sinks.sls.parse import LogLineParser, Markers
 from collector.sinks.sls import SlsConfig, SlsError, SlsSink, _OneAttemptClient, hash_key
 from collector.sources.session_dir import LogFile
 from tests.servers.sls import SlsServer, running_sls

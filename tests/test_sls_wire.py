@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 from aliyun.log.proto import LogGroupRaw
 
-from collector.logline import LogLineParser, Markers
-from collector.logline_columns import ColumnChunk, parse_chunk, read_chunk
+from collector.sinks.sls.parse import LogLineParser, Markers
+from collector.sinks.sls.columns import ColumnChunk, parse_chunk, read_chunk
 from collector.sinks.sls import records_columns
-from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
+from collector.sinks.sls.wire import Columns, encode_logs, group_tail, log_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ray-2.60" / "logs" / "log_line_samples.txt"
 CPP_NAMED = b"[2026-11-25 19:58:42,362 W 7013 7023] (raylet) store.cc:366: Disconnecting client %d\n"
