@@ -1,10 +1,11 @@
 """Every error the collector raises on purpose, in one tree (httpx's habit): the CLI catches `CollectorError`.
 
     CollectorError
-    ├── InvalidSettings     a setting is missing or contradicts another; the message names it
+    ├── InvalidSettings     a setting is missing, contradicts another or cannot be used (a port in use)
     ├── NotARaySession      the session directory is missing or is not Ray's (also a ValueError)
     ├── NodeIdUnknown       Ray never wrote this node's id: is Ray running here?
     ├── FlushIncomplete     the final upload missed its deadline; nothing was marked ended
+    ├── StateDirError       the collector's own state (checkpoints, spools) cannot be written
     ├── CheckpointError     a local checkpoint exists but cannot be used (the SLS sink's)
     └── SpoolError          the events spool cannot store a batch (SpoolFull: above its bound)
 
@@ -32,6 +33,10 @@ class NodeIdUnknown(CollectorError):
 
 
 class FlushIncomplete(CollectorError):
+    pass
+
+
+class StateDirError(CollectorError):
     pass
 
 

@@ -14,12 +14,7 @@ from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
 from archive.storage import Store
 from collector import topology
-from collector.errors import (
-    FlushIncomplete,
-    InvalidSettings,
-    NodeIdUnknown,
-    NotARaySession,
-)
+from collector.errors import FlushIncomplete, InvalidSettings, NodeIdUnknown, NotARaySession, StateDirError
 from collector.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
 from collector.health import Health
 from collector.settings import CollectorSettings
@@ -134,11 +129,20 @@ class Collector:
 
     def _start_http(self) -> None:
         """Ray's HTTP event export lands in a spool (acknowledged only once on disk); /metrics and /healthz."""
-        self.events_spool = Spool(self.state_dir / "ray_events", max_total_bytes=self.settings.spool_max_bytes)
+        try:
+            self.events_spool = Spool(self.state_dir / "ray_events", max_total_bytes=self.settings.spool_max_bytes)
+        except OSError as e:
+            raise StateDirError(f"cannot open the events spool in {self.state_dir}: {e}; give --state-dir a "
+                                "writable directory") from e
         self.http = HttpEventsSource(self.events_spool, host=self.settings.http_host, port=self.settings.http_port)
         self.http.get_routes["/metrics"] = lambda: (200, HEALTH_CONTENT_TYPE, self._metrics())
         self.http.get_routes["/healthz"] = self._healthz
-        self.http.start()
+        try:
+            self.http.start()
+        except OSError as e:
+            self.http = None
+            raise InvalidSettings(f"cannot serve on {self.settings.http_host}:{self.settings.http_port} "
+                                  f"(--http-host, --http-port): {e}") from e
 
     def _metrics(self) -> bytes:
         if self.events_spool is not None:

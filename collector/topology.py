@@ -28,14 +28,7 @@ from collector.components import Sink, Source
 from collector.settings import CollectorSettings
 from collector.sinks.archive import ArchiveSink
 from collector.sinks.generations import ShipStats
-from collector.sources.folders import (
-    EventSpool,
-    PulledSpool,
-    RayFolder,
-    event_stats,
-    poll_stats,
-    scrape_stats,
-)
+from collector.sources.folders import EventSpool, PulledSpool, RayFolder, event_stats, poll_stats, scrape_stats
 from collector.sources.session_dir import SessionDir
 from collector.spool import Spool
 from collector.stats import ComponentMetrics

@@ -14,6 +14,7 @@ from archive.layout import NodeRef
 from archive.storage import Store
 from collector import checkpoint
 from collector.components import FileState, Listing
+from collector.errors import StateDirError
 from collector.sinks.generations import ArchivedFolder, ShipStats
 from collector.stats import ComponentStats
 
@@ -68,7 +69,11 @@ class ArchiveSink:
     def flush(self) -> None:
         inodes = {k: v for folder in self.folders.values() for k, v in folder.inodes().items()}
         if inodes != self._checkpointed:
-            checkpoint.save(self.checkpoint_path, inodes)
+            try:
+                checkpoint.save(self.checkpoint_path, inodes)
+            except OSError as e:
+                raise StateDirError(f"cannot write the collector's checkpoint {self.checkpoint_path}: {e}; give "
+                                    "--state-dir a writable directory on a volume that outlives the container") from e
             self._checkpointed = inodes
         if self._cycle.segments:
             log.info("shipped %d new segments from %d files (%.1f KiB)", self._cycle.segments, self._cycle.files,
