@@ -220,7 +220,8 @@ class AppendOnlySpool:
     """Files `<prefix>-<seq>.<ext>` in one directory that only grow; each append is whole lines, then fsync.
 
     The pull sources' spool (metrics scrapes, API snapshots): nothing waits on an acknowledgement there, so
-    unlike Spool it needs no bound and no release; the service deletes files once shipped.
+    unlike Spool it needs no bound and no release; its topology source (sources/folders.py) deletes files once
+    archived.
     """
 
     def __init__(self, directory: str | os.PathLike[str], prefix: str, ext: str, max_file_bytes: int) -> None:
