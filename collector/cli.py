@@ -1,4 +1,9 @@
-"""`rayhistory collect`: arguments come from CollectorSettings, so help text lives in one place."""
+"""`rayhistory collect`: arguments come from CollectorSettings, so help text lives in one place.
+
+Every error the collector means to raise is a CollectorError (collector/errors.py) or the archive's ArchiveError;
+each ends the command with one line on stderr and exit code 2 (before collecting started) or 1 (after), never a
+traceback and never twice (the line is printed, not also logged).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ import time
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
 from archive.storage import open_store
-from collector.service import Collector, FlushIncomplete, InvalidSettings, NodeIdUnknown
+from collector.errors import CollectorError, NotARaySession
+from collector.service import Collector
 from collector.settings import CollectorSettings
-from collector.sources.session_dir import NotARaySession
+from collector.sources.session_dir import SessionDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, help=helptext)
 
 
-def _session_dir(settings: CollectorSettings):
+def _session_dir(settings: CollectorSettings) -> SessionDir:
     """The session directory, waited for up to --wait-for-session seconds (polled every half second)."""
-    from collector.sources.session_dir import SessionDir
-
     deadline = time.monotonic() + settings.wait_for_session
     announced = False
     while True:
@@ -57,14 +61,13 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(settings.archive)
         store.check()
         collector = Collector(settings, store, _session_dir(settings))
-    except (ArchiveError, NotARaySession, InvalidName) as e:
+    except (CollectorError, ArchiveError, InvalidName) as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 2
     collector.install_signal_handlers()
     try:
         collector.run()
-    except (ArchiveError, NodeIdUnknown, FlushIncomplete, InvalidSettings) as e:
-        logging.getLogger("rayhistory.collector").error("%s", e)
+    except (CollectorError, ArchiveError) as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,16 +1,17 @@
 """The collector's own health: Prometheus metrics (/metrics) and a liveness answer (/healthz).
 
-Every sink counts the same things (Vector's habit): bytes and segments shipped, errors, and the time of its last
-success, from which the lag is read. Sources add what they received.
+Every source and sink counts the same things (Vector's habit, collector/stats.py), labelled by component. Beside
+them, the upload cycle's own families: bytes and segments shipped per source, failed cycles, and the time of the
+last completed cycle, from which the lag is read; and the events spool's size.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
+
+from collector.stats import ComponentMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -31,11 +32,9 @@ class Health:
                          ["sink"], registry=self.registry)
         self.spool_bytes = Gauge("rayhistory_collector_spool_bytes", "Bytes waiting in the local spool",
                                  registry=self.registry)
-        self.sls_lag_bytes = Gauge("rayhistory_collector_sls_lag_bytes",
-                                   "Log bytes Ray has written that SLS has not acknowledged", registry=self.registry)
         self._last: dict[str, float] = {}
-        self._extra: list[Callable[[], dict[str, int]]] = []
-        self.registry.register(_Counts(self._extra))
+        self.components = ComponentMetrics()
+        self.registry.register(self.components)
 
     def shipped(self, source: str, sink: str, segments: int, nbytes: int) -> None:
         self.shipped_segments.labels(source, sink).inc(segments)
@@ -47,10 +46,6 @@ class Health:
 
     def failed(self, sink: str) -> None:
         self.errors.labels(sink).inc()
-
-    def count(self, snapshot: Callable[[], dict[str, int]]) -> None:
-        """Expose a source's own counters (e.g. the HTTP events source's stats) as rayhistory_collector_*."""
-        self._extra.append(snapshot)
 
     def metrics(self) -> bytes:
         now = time.time()
@@ -66,20 +61,3 @@ class Health:
             return False, f"the last completed upload to the archive was {age:.0f}s ago; check the archive"
         return True, "ok"
 
-
-def counters(prefix: str, stats: dict) -> dict[str, int]:
-    """A source's or sink's stats as counters named `<prefix>_<field>` (integer fields only)."""
-    return {f"{prefix}_{k}": v for k, v in stats.items() if isinstance(v, int) and not isinstance(v, bool)}
-
-
-class _Counts:
-    def __init__(self, snapshots: list[Callable[[], dict[str, int]]]) -> None:
-        self.snapshots = snapshots
-
-    def collect(self):
-        for snapshot in self.snapshots:
-            for name, value in snapshot().items():
-                if isinstance(value, (int, float)):
-                    family = CounterMetricFamily(f"rayhistory_collector_{name}", f"{name} (collector source)")
-                    family.add_metric([], value)
-                    yield family

@@ -19,7 +19,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.errors import SpoolError, SpoolFull
+
 log = logging.getLogger("rayhistory.collector.spool")
+__all__ = ["AppendOnlySpool", "Spool", "SpoolError", "SpoolFile", "SpoolFull", "file_name"]
 
 _NAME = re.compile(r"^events-(\d{8})\.jsonl$")
 _WRITE_CHUNK = 1 << 20  # bounded write() calls; a crash between two of them is what opening the spool repairs
@@ -27,19 +30,6 @@ _WRITE_CHUNK = 1 << 20  # bounded write() calls; a crash between two of them is 
 
 def file_name(seq: int) -> str:
     return f"events-{seq:08d}.jsonl"
-
-
-class SpoolError(Exception):
-    """The spool cannot do what was asked; nothing of the batch was acknowledged."""
-
-
-class SpoolFull(SpoolError):
-    """Storing the batch would pass the spool's bound: ship and release files, or raise the bound, then retry."""
-
-    def __init__(self, size: int, needed: int, bound: int) -> None:
-        super().__init__(f"the spool holds {size} bytes; {needed} more would pass its bound of {bound} bytes "
-                         "(files are released once shipped; retry later)")
-        self.size, self.needed, self.bound = size, needed, bound
 
 
 @dataclass(frozen=True)
@@ -230,7 +220,8 @@ class AppendOnlySpool:
     """Files `<prefix>-<seq>.<ext>` in one directory that only grow; each append is whole lines, then fsync.
 
     The pull sources' spool (metrics scrapes, API snapshots): nothing waits on an acknowledgement there, so
-    unlike Spool it needs no bound and no release; the service deletes files once shipped.
+    unlike Spool it needs no bound and no release; its topology source (sources/folders.py) deletes files once
+    archived.
     """
 
     def __init__(self, directory: str | os.PathLike[str], prefix: str, ext: str, max_file_bytes: int) -> None:

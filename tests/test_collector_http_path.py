@@ -45,10 +45,13 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
             time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             metrics = r.read().decode()
-        assert "rayhistory_collector_shipped_bytes_total" in metrics and "rayhistory_collector_events_" in metrics
-        scraped = re.search(r"^rayhistory_collector_metrics_scrapes_ok_total (\S+)$", metrics, re.M)
+        assert "rayhistory_collector_shipped_bytes_total" in metrics
+        assert 'rayhistory_collector_component_received_total{component="ray_events",kind="source"}' in metrics
+        scraped = re.search(r'^rayhistory_collector_component_received_total\{component="metrics",kind="source"\} (\S+)$',
+                            metrics, re.M)
         assert scraped and float(scraped.group(1)) >= 1, "the scraper's counters are not on /metrics"
-        assert re.search(r"^rayhistory_collector_api_polls_total ", metrics, re.M)
+        assert re.search(r'^rayhistory_collector_component_received_total\{component="api",kind="source"\} ', metrics,
+                         re.M)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
             assert r.status == 200
         ray.stop()

@@ -5,7 +5,6 @@ parse and return data from a real Prometheus holding samples of the metrics they
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 import subprocess
@@ -18,11 +17,12 @@ import promql_parser
 import pytest
 import yaml
 
-from collector.health import Health, counters
-from collector.sinks.sls import SlsCounters
+from collector.health import Health
 from collector.sources.dashboard_api import PollStats
+from collector.sources.folders import event_stats, poll_stats, scrape_stats
 from collector.sources.metrics import ScrapeStats
 from collector.sources.http_events import HttpEventStats
+from collector.stats import ComponentStats
 from historyserver.grafana import (ARCHIVE_DATASOURCE, DashboardError, iter_panels, iter_targets,
                                    with_datasource_variable)
 from tests import needs
@@ -277,12 +277,12 @@ def _metric_names(path: Path) -> set[str]:
 
 
 def collector_exposition() -> str:
-    """What a collector's /metrics shows, with every sink and source registered as service.py registers them."""
+    """What a collector's /metrics shows, with sources and sinks registered as the topology registers them."""
     health = Health(stale_after=60)
-    health.count(lambda: counters("events", HttpEventStats().snapshot()))
-    health.count(lambda: counters("metrics", dataclasses.asdict(ScrapeStats())))
-    health.count(lambda: counters("api", dataclasses.asdict(PollStats())))
-    health.count(lambda: counters("sls", {k: v for k, v in vars(SlsCounters()).items() if k != "lag_bytes"}))
+    health.components.replace({("ray_events", "source"): lambda: event_stats(HttpEventStats().snapshot()),
+                               ("metrics", "source"): lambda: scrape_stats(ScrapeStats()),
+                               ("api", "source"): lambda: poll_stats(PollStats()),
+                               ("archive", "sink"): lambda: ComponentStats(errors={"store": 0})})
     health.shipped("logs", "archive", 1, 10)
     health.succeeded("archive")
     health.failed("archive")
@@ -346,14 +346,17 @@ def collector_samples(end: int) -> str:
             add("rayhistory_collector_last_success_timestamp_seconds", t - 3, sink="archive")
             add("rayhistory_collector_lag_seconds", 3 + n, sink="archive")
             add("rayhistory_collector_spool_bytes", 1000 * (i % 7))
-            for name in ("requests", "received_events", "received_bytes", "stored_events", "stored_bytes",
-                         "refused_requests", "refused_events", "refused_bytes", "errors"):
-                add(f"rayhistory_collector_events_{name}_total", i * (3 if "bytes" in name else 1))
-            for stats, prefix in ((ScrapeStats(), "metrics"), (PollStats(), "api"), (SlsCounters(), "sls")):
-                for name, value in vars(stats).items():
-                    if isinstance(value, int) and name != "lag_bytes":
-                        add(f"rayhistory_collector_{prefix}_{name}_total", i * (7 if "bytes" in name else 1))
-            add("rayhistory_collector_sls_lag_bytes", 5000 * (i % 3))
+            for component, kind, error_types in (
+                    ("logs", "source", ()), ("ray_events", "source", ("refused", "write")),
+                    ("metrics", "source", ("scrape", "write")), ("api", "source", ("request", "auth", "write")),
+                    ("sls", "sink", ("request", "quota")), ("archive", "sink", ("store",))):
+                for field in ("received", "received_bytes", "sent", "sent_bytes", "dropped", "retries"):
+                    add(f"rayhistory_collector_component_{field}_total", i * (7 if "bytes" in field else 1),
+                        component=component, kind=kind)
+                for error_type in error_types:
+                    add("rayhistory_collector_component_errors_total", i // 40, component=component, kind=kind,
+                        error_type=error_type)
+                add("rayhistory_collector_component_lag_bytes", 5000 * (i % 3), component=component, kind=kind)
     return "\n".join(f"{key} {point}" for key, points in series.items() for point in points)
 
 

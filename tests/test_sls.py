@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from aliyun.log import GetLogsRequest
 
-from collector.logline import LogLineParser, Markers
 from collector.sinks.sls import SlsConfig, SlsError, SlsSink, _OneAttemptClient
+from collector.sinks.sls.parse import LogLineParser, Markers
 from collector.sources.session_dir import LogFile
 from tests.servers.sls import MAX_LOGS_PER_GROUP, SlsServer, decode_log_group, running_sls
 

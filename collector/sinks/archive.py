@@ -1,199 +1,89 @@
-"""Ships files to the archive as immutable, idempotently named segments.
-
-A file's bytes are archived as generations: the file under the path it had when first seen, with an epoch that
-grows when a new file takes that path (rotation, recreation) or the file is truncated. A generation is followed
-by its inode, so a file renamed by rotation (x.log -> x.log.1) keeps its archived bytes and is recorded in the
-node's files.json instead of being copied again.
-
-The archive is the checkpoint: a restarted writer lists what the node already has and resumes at the end of each
-generation, so it neither duplicates nor overwrites (a segment's name is its byte range).
+"""The archive sink: every source's files, as byte-range segments under the node's prefix (collector.sinks.
+generations does one folder), resumed from what the archive holds, with a local checkpoint of which file on disk
+each archived generation is (collector.checkpoint), saved at the end of every cycle that stored everything.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from archive import logs as segments
-from archive.layout import LogSegment, NodeRef
+from archive.errors import StoreError
+from archive.layout import NodeRef
 from archive.storage import Store
-from collector.sources.session_dir import LogFile
+from collector import checkpoint
+from collector.components import FileState, Listing
+from collector.errors import StateDirError
+from collector.sinks.generations import ArchivedFolder, ShipStats
+from collector.stats import ComponentStats
 
 log = logging.getLogger("rayhistory.collector")
 
-# Files Ray rewrites in place (periodic state dumps) rather than appends to: each change is a whole new
-# generation, shipped at most once per snapshot interval and at the final flush.
-SNAPSHOT_PATTERNS = ("debug_state*.txt", "*/debug_state*.txt")
-
-
-@dataclass
-class Generation:
-    path: str  # the path its bytes are archived under: the one the file had when first seen
-    epoch: int
-    offset: int  # bytes archived so far
-    inode: int | None  # None after a resume from the archive, until a file on disk is matched to it
-    mtime_ns: int | None = None
-    shipped_at: float = 0.0
-
-
-@dataclass
-class ShipStats:
-    files: int = 0
-    segments: int = 0
-    bytes: int = 0
-
-    def add(self, other: "ShipStats") -> None:
-        self.files += other.files
-        self.segments += other.segments
-        self.bytes += other.bytes
-
 
 class ArchiveSink:
-    def __init__(self, store: Store, node: NodeRef, base_dir: Path, source: str = "logs",
-                 max_segment_bytes: int = 16 << 20, snapshot_interval: float = 300.0) -> None:
-        self.store = store
-        self.node = node
-        self.base_dir = base_dir
-        self.source = source
-        self.max_segment_bytes = max_segment_bytes
-        self.snapshot_interval = snapshot_interval
-        self.newest: dict[str, Generation] = {}  # per archived path, its newest generation
-        self.by_inode: dict[int, Generation] = {}
-        self.renamed: dict[str, tuple[str, int]] = {}  # current path -> (archived path, epoch)
-        self._renamed_stored: dict[str, tuple[str, int]] = {}
-        self._older: dict[tuple[str, int], Generation] = {}  # generations superseded under their path
+    name = "archive"
+    inputs = None  # every source
 
-    @staticmethod
-    def is_snapshot(path: str) -> bool:
-        return any(fnmatch.fnmatchcase(path, p) for p in SNAPSHOT_PATTERNS)
+    def __init__(self, store: Store, node: NodeRef, folders: dict[str, Path], checkpoint_path: Path,
+                 on_shipped: Callable[[str, ShipStats], None] = lambda source, stats: None) -> None:
+        self.store, self.node = store, node
+        self.checkpoint_path = checkpoint_path
+        self._counters = ComponentStats(errors={"store": 0})
+        self.folders = {source: ArchivedFolder(store, node, folder, source=source, stats=self._counters)
+                        for source, folder in folders.items()}
+        self._on_shipped = on_shipped
+        self._lag: dict[str, int] = {}
+        self._cycle = ShipStats()
+        self._checkpointed: dict = {}
+        self._resumed: set[str] = set()
 
-    def resume(self, inodes: dict[tuple[str, str, int], int] | None = None) -> None:
-        """Learn from the archive how far each generation was shipped, and which files were renamed; `inodes`
-        (from the local checkpoint) says which file on disk each generation was."""
-        for path, segs in segments.list_segments(self.store, self.node, source=self.source).items():
-            for epoch in sorted({s.epoch for s in segs}):
-                run = segments.covering(segs, epoch)
-                gen = Generation(path, epoch, run[-1].end if run else 0, None)
-                if path in self.newest:
-                    self._older[(path, self.newest[path].epoch)] = self.newest[path]
-                self.newest[path] = gen
-        if self.source == "logs":
-            self.renamed = segments.read_renames(self.store, self.node)
-            self._renamed_stored = dict(self.renamed)
-        for (source, path, epoch), inode in (inodes or {}).items():
-            gen = self._generation(path, epoch) if source == self.source else None
-            if gen is not None and gen.inode is None:
-                gen.inode = inode
-                self.by_inode[inode] = gen
+    def open(self) -> None:
+        inodes = checkpoint.load(self.checkpoint_path)
+        for source, folder in self.folders.items():
+            if source not in self._resumed:  # open() is retried while the archive does not answer
+                folder.resume(inodes)
+                self._resumed.add(source)
 
-    def inodes(self) -> dict[tuple[str, str, int], int]:
-        """What the checkpoint keeps: the file behind each generation still on disk."""
-        return {(self.source, g.path, g.epoch): i for i, g in self.by_inode.items()}
-
-    def _generation(self, path: str, epoch: int) -> Generation | None:
-        gen = self.newest.get(path)
-        return gen if gen is not None and gen.epoch == epoch else self._older.get((path, epoch))
-
-    def _new_generation(self, f: LogFile) -> Generation:
-        previous = self.newest.get(f.path)
-        if previous is not None:
-            self._older[(f.path, previous.epoch)] = previous
-        gen = Generation(f.path, previous.epoch + 1 if previous else 0, 0, f.inode)
-        self.newest[f.path] = gen
-        self.by_inode[f.inode] = gen
-        self.renamed.pop(f.path, None)
-        return gen
-
-    def generation_for(self, f: LogFile) -> Generation:
-        """The generation a file on disk belongs to, following renames; starts a new one where needed."""
-        gen = self.by_inode.get(f.inode)
-        if gen is None:
-            # Not seen in this run: after a resume, the archived generation it continues, if any.
-            target = self.renamed.get(f.path)
-            candidate = self._generation(*target) if target else self.newest.get(f.path)
-            if candidate is not None and candidate.inode is None and f.size >= candidate.offset:
-                candidate.inode = f.inode
-                self.by_inode[f.inode] = candidate
-                return candidate
-            if target:
-                self.renamed.pop(f.path)
-            return self._new_generation(f)
-        if f.size < gen.offset:  # truncated in place: what follows is a new generation of this path
-            log.info("%s was truncated; archiving it as a new generation", f.path)
-            del self.by_inode[f.inode]
-            return self._new_generation(f)
-        if gen.path != f.path:
-            if self.renamed.get(f.path) != (gen.path, gen.epoch):
-                log.info("%s was renamed from %s; its archived bytes follow it", f.path, gen.path)
-                self.renamed[f.path] = (gen.path, gen.epoch)
-        else:
-            self.renamed.pop(f.path, None)
-        return gen
-
-    def pending(self, f: LogFile, final: bool = False) -> bool:
-        if self.is_snapshot(f.path):
-            gen = self.newest.get(f.path)
-            if gen is None:
-                return f.size > 0
-            changed = f.size != gen.offset or f.mtime_ns != gen.mtime_ns or f.inode != gen.inode
-            return changed and f.size > 0 and (final or time.monotonic() - gen.shipped_at >= self.snapshot_interval)
-        gen = self.by_inode.get(f.inode)
-        if gen is None:
-            return f.size > 0
-        return f.size != gen.offset or (gen.path != f.path and self.renamed.get(f.path) != (gen.path, gen.epoch))
-
-    def ship(self, f: LogFile) -> ShipStats:
-        """Upload the bytes of f not yet archived. Raises StoreError; nothing is marked shipped until stored."""
-        if self.is_snapshot(f.path):
-            return self._ship_snapshot(f)
-        stats = ShipStats()
-        gen = self.generation_for(f)
-        if f.size <= gen.offset:
-            return stats
+    def offer(self, source: str, listing: Listing, final: bool) -> int:
+        folder = self.folders[source]
+        folder.forget_missing({f.inode for f in listing.files})
+        pending = 0
         try:
-            handle = open(self.base_dir / f.path, "rb")
-        except FileNotFoundError:
-            return stats  # deleted (or renamed again) since the scan: the next scan finds it
-        with handle:
-            handle.seek(gen.offset)
-            while gen.offset < f.size:
-                data = handle.read(min(self.max_segment_bytes, f.size - gen.offset))
-                if not data:
-                    break  # shrank since the scan; the next scan notices
-                seg = LogSegment(gen.path, gen.epoch, gen.offset, gen.offset + len(data), self.source)
-                self.store.put(self.node.segment_key(seg), segments.encode(data))
-                gen.offset = seg.end
-                stats.segments += 1
-                stats.bytes += len(data)
-        stats.files = 1 if stats.segments else 0
-        return stats
+            for f in listing.files:
+                if folder.pending(f, final):
+                    pending += 1
+                    shipped = folder.ship(f)
+                    self._on_shipped(source, shipped)
+                    self._cycle.add(shipped)
+            folder.flush_renames()
+        except StoreError:
+            self._counters.count_error("store")
+            raise
+        self._lag[source] = sum(folder.unarchived_bytes(f) for f in listing.files)
+        return pending
 
-    def forget_missing(self, present: set[int]) -> None:
-        """Drop inodes no longer on disk, so that a reused inode number is not taken for a renamed file."""
-        for inode in [i for i in self.by_inode if i not in present]:
-            del self.by_inode[inode]
+    def holds(self, source: str, f: FileState) -> bool:
+        return self.folders[source].holds(f)
 
-    def flush_renames(self) -> None:
-        """Record renamed files (one small object, rewritten only when a rename happened)."""
-        if self.source == "logs" and self.renamed != self._renamed_stored:
-            segments.write_renames(self.store, self.node, self.renamed)
-            self._renamed_stored = dict(self.renamed)
+    def flush(self) -> None:
+        inodes = {k: v for folder in self.folders.values() for k, v in folder.inodes().items()}
+        if inodes != self._checkpointed:
+            try:
+                checkpoint.save(self.checkpoint_path, inodes)
+            except OSError as e:
+                raise StateDirError(f"cannot write the collector's checkpoint {self.checkpoint_path}: {e}; give "
+                                    "--state-dir a writable directory on a volume that outlives the container") from e
+            self._checkpointed = inodes
+        if self._cycle.segments:
+            log.info("shipped %d new segments from %d files (%.1f KiB)", self._cycle.segments, self._cycle.files,
+                     self._cycle.bytes / 1024)
+        self._cycle = ShipStats()
 
-    def _ship_snapshot(self, f: LogFile) -> ShipStats:
-        try:
-            data = (self.base_dir / f.path).read_bytes()
-        except FileNotFoundError:
-            return ShipStats()
-        if not data:
-            return ShipStats()
-        previous = self.newest.get(f.path)
-        epoch = 0 if previous is None else previous.epoch + (1 if previous.offset else 0)
-        self.store.put(self.node.segment_key(LogSegment(f.path, epoch, 0, len(data), self.source)),
-                       segments.encode(data))
-        gen = Generation(f.path, epoch, len(data), f.inode, f.mtime_ns, time.monotonic())
-        self.newest[f.path] = gen
-        self.by_inode[f.inode] = gen
-        return ShipStats(1, 1, len(data))
+    def close(self, timeout: float) -> bool:
+        return True  # every offer is synchronous: nothing is left in flight
+
+    def stats(self) -> ComponentStats:
+        c = self._counters
+        return ComponentStats(c.received, c.received_bytes, c.sent, c.sent_bytes, c.dropped, c.retries,
+                              dict(c.errors), sum(self._lag.values()))

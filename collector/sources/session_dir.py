@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from collector.errors import NotARaySession
+
+__all__ = ["LogFile", "NotARaySession", "SessionDir", "scan_tree"]
+
 _SESSION_NAME = re.compile(r"^session_(\d{4}-\d{2}-\d{2})_(\d{2}-\d{2}-\d{2})_(\d{6})_\d+$")
 _NODE_ID_FILE = re.compile(r"^(?:metrics_export_port|gcs_server_port|dashboard_agent_listen_port)_([0-9a-f]{56})$")
 _NODE_ID_LOG = re.compile(rb"Setting node ID node_id=([0-9a-f]{56})")
 _VERSION_LOG = re.compile(rb"ray_version=(\d+\.\d+\.\d+\S*)|Ray version: (\d+\.\d+\.\d+\S*)")
 _NODE_IP_LOG = re.compile(rb"node_ip_address=(\d+\.\d+\.\d+\.\d+)|\(raylet\).*? node_ip=(\d+\.\d+\.\d+\.\d+)")
-
-
-class NotARaySession(ValueError):
-    """The path is missing or is not a Ray session directory."""
 
 
 @dataclass(frozen=True)

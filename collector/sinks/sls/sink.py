@@ -1,24 +1,21 @@
-"""Streams Ray's log lines, parsed into records, to an Alibaba Cloud SLS logstore (PutLogs, lz4).
+"""The SLS sink's engine: streams Ray's log lines, parsed into records, to an SLS logstore (PutLogs, lz4).
 
 Never holds up the caller: `offer()` only notes how far each file has grown. A reader thread reads the files from
-disk, parses them (collector.logline) and puts batches on a bounded queue; a sender thread ships them in order.
+disk, parses them (parse.py) and puts batches on a bounded queue; a sender thread ships them in order.
 When SLS is slow the queue fills and the reader simply waits: the files on disk are the buffer, so nothing is
 dropped, and the sink catches up when SLS does. After each acknowledged batch the position per (file,
-generation) goes into a checkpoint (versioned JSON, written atomically), so a killed collector resumes there:
-delivery is at least once, and every item carries `__dedup__` (file id + byte offset) for readers to drop repeats.
+generation) goes into a checkpoint (checkpoint.py), so a killed collector resumes there: delivery is at least
+once, and every item carries `__dedup__` (file id + byte offset) for readers to drop repeats.
 
 One PutLogs request holds one file's records and is routed by a hash key of (node, file), so SLS keeps each
-file's order on one shard. Its LogGroup is encoded column-wise (sls_wire.py: byte-identical to what the SDK's
-`put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport, with the
-same headers `put_logs` sets. Runs of single-line records are parsed column-wise too (collector.logline_columns);
-everything else goes through LogLineParser. The SDK's own retry loop (10 x 1 s, reference section 5) is cut
-short: every failed attempt comes back to this sink, which retries with exponential backoff and slows down on quota errors (403).
+file's order on one shard. Its LogGroup is encoded column-wise (wire.py: byte-identical to what the SDK's
+`put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport (client.py).
+Runs of single-line records are parsed column-wise too (columns.py); everything else goes through LogLineParser.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -26,58 +23,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import numpy as np
-import pyarrow as pa
-from aliyun.log import LogClient, LogException
-from aliyun.log.compress import CompressType, Compressor
+from aliyun.log import LogClient
 
-from archive.atomic import write_atomic
-from collector.logline import LogLineParser, Markers, Record
-from collector.logline_columns import ColumnChunk, read_chunk
-from collector.sinks.sls_wire import Columns, encode_logs, group_tail, log_bytes
+from collector.sinks.sls import checkpoint
+from collector.sinks.sls.client import SlsError, make_client
+from collector.sinks.sls.columns import ColumnChunk, read_chunk, records_columns
+from collector.sinks.sls.parse import LogLineParser, Markers, Record
+from collector.sinks.sls.wire import encode_logs, group_tail, log_bytes
 
 log = logging.getLogger("rayhistory.collector.sls")
 
-CHECKPOINT_VERSION = 1
 SLS_MAX_REQUEST_BYTES = 10 << 20  # per PutLogs (reference section 5)
 SLS_MAX_ITEMS = 4096  # logs per LogGroup
-
-
-class SlsError(RuntimeError):
-    """SLS refused a request or could not be reached (one attempt; the sink retries)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"SLS answered {status} {code}: {message}")
-        self.status, self.code = status, code
-
-    @property
-    def is_quota(self) -> bool:
-        return self.status == 403 and "Quota" in self.code
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint file exists but cannot be used."""
-
-
-class _OneAttemptClient(LogClient):
-    """The SDK's LogClient whose requests fail after one attempt: `_send` retries only LogException, so a
-    failure re-raised as another type leaves its retry loop at once and our backoff governs."""
-
-    def _sendRequest(self, method, url, params, body, headers, respons_body_type="json"):  # noqa: N802 (SDK name)
-        try:
-            return super()._sendRequest(method, url, params, body, headers, respons_body_type)
-        except LogException as ex:
-            raise SlsError(int(ex.get_resp_status() or 0), ex.get_error_code(), ex.get_error_message()) from None
-
-    def put_log_group(self, project: str, logstore: str, body: bytes, hash_key: str) -> None:
-        """PutLogs with an already serialized LogGroup: the request `put_logs` makes after serializing (same
-        headers, lz4, `/shards/route?key=`), through the SDK's signing `_send`."""
-        headers = {"x-log-bodyrawsize": str(len(body)), "Content-Type": "application/x-protobuf",
-                   "x-log-compresstype": str(CompressType.LZ4)}
-        self._send("POST", project, Compressor.compress(body, CompressType.LZ4),
-                   f"/logstores/{logstore}/shards/route", {"key": hash_key}, headers)
 
 
 @dataclass
@@ -102,28 +62,6 @@ class SlsConfig:
     request_timeout: float = 30.0
     backoff_initial: float = 0.2
     backoff_max: float = 30.0
-
-
-def records_columns(records: list[Record], prefix: str) -> Columns:
-    """LogLineParser's records as the encoder's columns (contents as the column-wise path sends them)."""
-    now = time.time_ns()
-    stamps = [r.time_ns if r.time_ns is not None else now for r in records]
-    text = {
-        "message": [r.message for r in records],
-        "__dedup__": [f"{prefix}{r.offset}" for r in records],
-        "level": [r.level for r in records],
-        "component": [r.component for r in records],
-        "caller": [r.source for r in records],
-        "pid": [None if r.pid is None else str(r.pid) for r in records],
-        "tid": [None if r.tid is None else str(r.tid) for r in records],
-        "job_id": [r.job_id for r in records],
-        "task_name": [r.task_name for r in records],
-        "actor_name": [r.actor_name for r in records],
-        "part": [str(r.part) if r.part or not r.complete else None for r in records],
-    }
-    return Columns(np.array([t // 1_000_000_000 for t in stamps], np.int64),
-                   np.array([t % 1_000_000_000 for t in stamps], np.uint32),
-                   {k: pa.array(v, pa.string()) for k, v in text.items() if any(x is not None for x in v)}, {})
 
 
 class SizedFile(Protocol):  # collector.sources.session_dir.LogFile fits
@@ -199,7 +137,7 @@ class SlsSink:
         self._reader_done = threading.Event()
         self._buckets: dict[str, list[float]] = {}  # hash key -> [tokens, last refill]
         self._rate_factor = 1.0
-        self._checkpoint = self._load_checkpoint()
+        self._checkpoint = checkpoint.load(self.config.checkpoint_path)
         self._checkpoint_dirty = False
         self._checkpoint_at = 0.0
         self._threads = [threading.Thread(target=self._read_loop, name="sls-reader", daemon=True),
@@ -209,13 +147,8 @@ class SlsSink:
 
     def _make_client(self) -> LogClient:
         c = self.config
-        client = _OneAttemptClient(c.endpoint, c.access_key_id, c.access_key_secret, source=c.source or self.node)
-        client.timeout = c.request_timeout
-        if c.proxy:
-            # The SDK sends to {project}.{endpoint}; its requests.Session is the one place a proxy can be given.
-            client._session.proxies = {"http": c.proxy, "https": c.proxy}
-            client._session.trust_env = False  # an environment proxy would otherwise take precedence
-        return client
+        return make_client(c.endpoint, c.access_key_id, c.access_key_secret, c.source or self.node, c.request_timeout,
+                           c.proxy)
 
     # --- the caller's side: never blocks ---------------------------------------------------------------
     def offer(self, files: Iterable[SizedFile]) -> None:
@@ -444,21 +377,7 @@ class SlsSink:
             track.acked_markers = batch.markers
             self._checkpoint_dirty = True
 
-    # --- checkpoint --------------------------------------------------------------------------------------
-    def _load_checkpoint(self) -> dict[str, dict[str, Any]]:
-        path = Path(self.config.checkpoint_path)
-        if not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read the SLS checkpoint {path}: {e}; delete it to send every file "
-                                  "again from the start (readers drop repeats by __dedup__)") from e
-        if data.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"SLS checkpoint {path} has version {data.get('version')!r}, this collector "
-                                  f"writes {CHECKPOINT_VERSION}; delete it to resend from the start")
-        return {f["path"]: f for f in data["files"]}
-
+    # --- checkpoint (checkpoint.py) ------------------------------------------------------------------------
     def _maybe_checkpoint(self) -> None:
         if self._checkpoint_dirty and time.monotonic() - self._checkpoint_at >= self.config.checkpoint_interval:
             self._write_checkpoint()
@@ -470,8 +389,5 @@ class SlsSink:
                 files[path] = {"path": path, "generation": t.generation, "inode": t.inode, "offset": t.acked,
                                "markers": t.acked_markers}
             self._checkpoint_dirty = False
-        body = json.dumps({"version": CHECKPOINT_VERSION, "node": self.node, "project": self.config.project,
-                           "logstore": self.config.logstore, "files": sorted(files.values(), key=lambda f: f["path"])},
-                          indent=1).encode()
-        write_atomic(self.config.checkpoint_path, body)
+        checkpoint.save(self.config.checkpoint_path, self.node, self.config.project, self.config.logstore, files)
         self._checkpoint_at = time.monotonic()

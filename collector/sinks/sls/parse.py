@@ -145,7 +145,7 @@ class LogLineParser:
         return not self._buf and self._pending is None and self._long is None
 
     def skip_to(self, offset: int) -> None:
-        """Continue at `offset` after the bytes before it were read elsewhere (collector.logline_columns); only
+        """Continue at `offset` after the bytes before it were read elsewhere (columns.py); only
         when idle, so no state refers to the skipped bytes."""
         assert self.idle, "skip_to while a record is held"
         self._buf_start = offset

@@ -1,4 +1,4 @@
-"""The common case of collector.logline, column-wise: a chunk of whole lines that are each one record.
+"""The common case of parse.py (LogLineParser), column-wise: a chunk of whole lines that are each one record.
 
 LogLineParser is the definition of what a record is; it costs ~10 microseconds a line in Python. Most of Ray's
 log bytes are runs of single-line records (C++ and Python headers without tracebacks, raw output without marker
@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.logline import LogLineParser, Markers, Record, file_facts
-from collector.sinks.sls_wire import Columns
+from collector.sinks.sls.parse import LogLineParser, Markers, Record, file_facts
+from collector.sinks.sls.wire import Columns
 
 _HEADER = r"^(?:\[\d{4}-\d{2}-\d{2} |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t)"
-# LogLineParser's C++ and Python headers (collector.logline), spelt strictly: the separator after the caller
+# LogLineParser's C++ and Python headers (parse.py), spelt strictly: the separator after the caller
 # with its space, no other ": " or " -- " before it, so that splitting at the first separator finds the message.
 _CPP_STRICT = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [DIWEF] \d+ \d+\] (?:\([^)\s]+\) )?[^\s:]+:\d+: "
 _PY_STRICT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t[A-Z]+ [^\s:]+:\d+ -- "
@@ -239,7 +239,7 @@ def _raw_output(body: pa.Array, starts: np.ndarray, ends: np.ndarray, consumed: 
 
 
 def _plain(text: pa.Array) -> pa.Array:
-    """Text without ANSI escape sequences (collector.logline's _ANSI, in RE2)."""
+    """Text without ANSI escape sequences (parse.py's _ANSI, in RE2)."""
     return pc.replace_substring_regex(text, _ANSI, "")
 
 
@@ -262,4 +262,26 @@ def _map(col: pa.Array, mapping: dict[str, str]) -> pa.Array:
     return pa.array(list(mapping.values())).take(pc.index_in(col, value_set=keys))
 
 
-__all__ = ["ColumnChunk", "parse_chunk"]
+__all__ = ["ColumnChunk", "parse_chunk", "read_chunk", "records_columns"]
+
+
+def records_columns(records: list[Record], prefix: str) -> Columns:
+    """LogLineParser's records as the encoder's columns (contents as the column-wise path sends them)."""
+    now = time.time_ns()
+    stamps = [r.time_ns if r.time_ns is not None else now for r in records]
+    text = {
+        "message": [r.message for r in records],
+        "__dedup__": [f"{prefix}{r.offset}" for r in records],
+        "level": [r.level for r in records],
+        "component": [r.component for r in records],
+        "caller": [r.source for r in records],
+        "pid": [None if r.pid is None else str(r.pid) for r in records],
+        "tid": [None if r.tid is None else str(r.tid) for r in records],
+        "job_id": [r.job_id for r in records],
+        "task_name": [r.task_name for r in records],
+        "actor_name": [r.actor_name for r in records],
+        "part": [str(r.part) if r.part or not r.complete else None for r in records],
+    }
+    return Columns(np.array([t // 1_000_000_000 for t in stamps], np.int64),
+                   np.array([t % 1_000_000_000 for t in stamps], np.uint32),
+                   {k: pa.array(v, pa.string()) for k, v in text.items() if any(x is not None for x in v)}, {})

@@ -4,7 +4,7 @@ Why not the SDK's own serialization: `put_logs` builds one protobuf object per i
 11 microseconds a line, which caps a core near 4 MB/s of Ray's short log lines (the target is 40). Here every
 field of every item is one Arrow column and an item is one `binary_join_element_wise` of them, in C++; the output
 is byte-for-byte what `LogGroupRaw.SerializeToString()` gives for the same items (tests/test_sls_wire.py checks
-this against the SDK's generated message), and is sent through the SDK's signed transport (sls.py).
+this against the SDK's generated message), and is sent through the SDK's signed transport (client.py).
 
 The message (aliyun/log/log_logs_raw.proto; fields serialized in number order, as protobuf does):
     LogGroup { repeated Log Logs = 1; optional string Topic = 3; optional string Source = 4;

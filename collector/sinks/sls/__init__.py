@@ -1,0 +1,79 @@
+"""The SLS sink: the session's log lines, parsed into records, streamed to an Alibaba Cloud SLS logstore.
+
+    client.py      the SDK's signed transport, one attempt per request (SlsError)
+    wire.py        LogGroup protobuf, encoded column-wise (byte-identical to the SDK's)
+    parse.py       Ray's log line formats -> records (LogLineParser, the definition)
+    columns.py     the common case of parse.py, column-wise (Arrow), and records as columns
+    checkpoint.py  per file: generation, inode, acknowledged offset
+    sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
+
+`SlsLogsSink` is the topology's face of the engine (collector/topology.py); it takes only the `logs` source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from collector.components import FileState, Listing
+from collector.errors import InvalidSettings
+from collector.settings import CollectorSettings
+from collector.sinks.sls.client import SlsError, _OneAttemptClient
+from collector.sinks.sls.columns import records_columns
+from collector.sinks.sls.sink import SlsConfig, SlsCounters, SlsSink, file_id, hash_key
+from collector.stats import ComponentStats
+
+__all__ = ["SlsConfig", "SlsCounters", "SlsError", "SlsLogsSink", "SlsSink", "_OneAttemptClient", "file_id",
+           "hash_key", "records_columns", "config_from_settings"]
+
+
+def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> SlsConfig:
+    """The SLS settings, with the credentials from the environment; raises InvalidSettings naming what is missing."""
+    missing = [k for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
+    if missing or not key_id or not secret:
+        raise InvalidSettings("SLS is configured (--sls-endpoint) but " + ", ".join(
+            [f"--{k.replace('_', '-')}" for k in missing] +
+            [v for v, ok in (("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id), ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret))
+             if not ok]) + " is missing")
+    return SlsConfig(endpoint=settings.sls_endpoint, project=settings.sls_project, logstore=settings.sls_logstore,
+                     access_key_id=key_id, access_key_secret=secret, checkpoint_path=str(checkpoint_path),
+                     proxy=settings.sls_proxy or None)
+
+
+class SlsLogsSink:
+    """Never in the archive's way: `offer` only notes sizes, the engine reads the files at its own pace."""
+
+    name = "sls"
+    inputs = frozenset({"logs"})
+
+    def __init__(self, config: SlsConfig, node_id: str, logs_dir: Path) -> None:
+        self.config, self.node_id, self.logs_dir = config, node_id, logs_dir
+        self.engine: SlsSink | None = None
+
+    def open(self) -> None:
+        if self.engine is None:
+            self.engine = SlsSink(self.config, self.node_id, self.logs_dir)
+
+    def offer(self, source: str, listing: Listing, final: bool) -> int:
+        assert self.engine is not None
+        self.engine.offer(listing.files)
+        return 0  # pending lines are the engine's to send, by close()'s deadline
+
+    def holds(self, source: str, f: FileState) -> bool:
+        return True  # it reads Ray's own files, which are never released
+
+    def flush(self) -> None:
+        pass  # the engine checkpoints after acknowledgements
+
+    def close(self, timeout: float) -> bool:
+        return self.engine.close(timeout) if self.engine is not None else True
+
+    def stats(self) -> ComponentStats:
+        if self.engine is None:
+            return ComponentStats(errors={"request": 0, "quota": 0})
+        s = self.engine.stats()
+        return ComponentStats(received=s.records, received_bytes=s.bytes_read, sent=s.lines_sent,
+                              sent_bytes=s.bytes_sent, dropped=s.dropped, retries=s.retries,
+                              errors={"request": s.errors, "quota": s.throttled}, lag_bytes=s.lag_bytes)
