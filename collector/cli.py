@@ -8,13 +8,14 @@ traceback and never twice (the line is printed, not also logged).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
+from typing import Mapping
 
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
+from archive.settings import SettingsError
 from archive.storage import open_store
 from collector.errors import CollectorError, NotARaySession
 from collector.service import Collector
@@ -23,16 +24,15 @@ from collector.sources.session_dir import SessionDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(CollectorSettings):
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f.metadata["help"]
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=helptext)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            parser.add_argument(flag, required=True, help=helptext)
-        else:
-            kind = {"float": float, "int": int}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None, help=helptext)
+    CollectorSettings.add_arguments(parser)
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> CollectorSettings:
+    """Flags over RAYHISTORY_ variables over defaults; warns about RAYHISTORY_ variables nobody declares."""
+    from archive.storage.s3 import S3Settings
+
+    CollectorSettings.warn_unknown(environ, also=(S3Settings,))
+    return CollectorSettings.load(args, environ)
 
 
 def _session_dir(settings: CollectorSettings) -> SessionDir:
@@ -54,9 +54,11 @@ def _session_dir(settings: CollectorSettings) -> SessionDir:
 
 
 def run(args: argparse.Namespace) -> int:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectorSettings)
-             if getattr(args, f.name) is not None}
-    settings = CollectorSettings(**given)
+    try:
+        settings = settings_from(args)
+    except SettingsError as e:
+        print(f"rayhistory collect: {e}", file=sys.stderr)
+        return 2
     try:
         store = open_store(settings.archive)
         store.check()

@@ -1,32 +1,37 @@
-"""The collector's settings, declared once with defaults and help text (the CLI and README use these)."""
+"""The collector's settings, declared once with defaults and help text (the CLI and README use these): each is a
+flag of `rayhistory collect` and a RAYHISTORY_<NAME> variable (archive/settings.py), so a sidecar can be configured
+from its environment alone."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from archive.settings import Settings
 
 
 def _default_namespace() -> str:
     ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
     if ns_file.exists():
         return ns_file.read_text().strip()
     return "default"
 
 
 @dataclass
-class CollectorSettings:
+class CollectorSettings(Settings):
+    command = "rayhistory collect"
+
     session_dir: str = field(metadata={"help": "Ray's session directory, e.g. /tmp/ray/session_latest"})
     archive: str = field(metadata={"help": "archive URL: a directory, file://PATH or s3://bucket/prefix"})
     cluster: str = field(
-        default_factory=lambda: os.environ.get("RAY_CLUSTER_NAME", "local"),
-        metadata={"help": "Ray cluster name (default: $RAY_CLUSTER_NAME, which KubeRay sets, else 'local')"},
+        default="local",
+        metadata={"help": "Ray cluster name (default: $RAY_CLUSTER_NAME, which KubeRay sets, else 'local')",
+                  "env": "RAY_CLUSTER_NAME"},
     )
     namespace: str = field(
         default_factory=_default_namespace,
-        metadata={"help": "Kubernetes namespace (default: $POD_NAMESPACE, the pod's namespace, else 'default')"},
+        metadata={"help": "Kubernetes namespace (default: $POD_NAMESPACE, the pod's namespace, else 'default')",
+                  "env": "POD_NAMESPACE"},
     )
     interval: float = field(default=30.0, metadata={"help": "seconds between uploads (at most 60 keeps the archive "
                                                             "at most a minute behind)"})
@@ -65,15 +70,15 @@ class CollectorSettings:
                           "cluster status); 0: off"},
     )
     sls_endpoint: str = field(
-        default_factory=lambda: os.environ.get("RAYHISTORY_SLS_ENDPOINT", ""),
+        default="",
         metadata={"help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream log lines to; empty: "
                           "off. Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET"},
     )
-    sls_project: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_PROJECT", ""),
+    sls_project: str = field(default="",
                              metadata={"help": "SLS project"})
-    sls_logstore: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_LOGSTORE", ""),
+    sls_logstore: str = field(default="",
                               metadata={"help": "SLS logstore"})
-    sls_proxy: str = field(default_factory=lambda: os.environ.get("RAYHISTORY_SLS_PROXY", ""),
+    sls_proxy: str = field(default="",
                            metadata={"help": "HTTP proxy for SLS requests (optional)"})
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(

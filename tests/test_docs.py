@@ -23,7 +23,7 @@ def test_every_setting_of_the_one_mechanism_is_in_the_readme():
     """Flags as flags; environment-only settings by their RAYHISTORY_ variable."""
     from archive.storage.s3 import S3Settings
 
-    for settings in (ServerSettings, S3Settings):
+    for settings in (CollectorSettings, ServerSettings, S3Settings):
         for f in settings.fields():
             flag = settings.flag(f)
             name = f"`{flag}`" if flag else f"`{settings.env_name(f)}`"

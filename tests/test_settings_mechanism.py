@@ -95,3 +95,18 @@ def test_rayhistory_serve_reads_its_variables_and_reports_unknown_ones(capsys):
     assert "RAYHISTORY_QUERY_TIMOUT" in err and "RAYHISTORY_S3_MAX_ATTEMPTS" not in err
     with pytest.raises(SettingsError, match=r"\$RAYHISTORY_AUTH: 'tokens' is not one of none, token, proxy"):
         cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_AUTH": "tokens"})
+
+
+def test_rayhistory_collect_is_configured_from_the_environment_alone():
+    from collector import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    env = {"RAYHISTORY_SESSION_DIR": "/tmp/ray/session_latest", "RAYHISTORY_ARCHIVE": "s3://b/p",
+           "RAYHISTORY_INTERVAL": "15", "RAYHISTORY_ONCE": "true", "RAY_CLUSTER_NAME": "rc", "POD_NAMESPACE": "ns",
+           "RAYHISTORY_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com"}
+    s = cli.settings_from(parser.parse_args([]), env)
+    assert (s.session_dir, s.archive, s.interval, s.once, s.cluster, s.namespace, s.sls_endpoint) == (
+        "/tmp/ray/session_latest", "s3://b/p", 15.0, True, "rc", "ns", "cn-hangzhou.log.aliyuncs.com")
+    with pytest.raises(SettingsError, match=r"\$RAYHISTORY_INTERVAL: 'soon' is not a number"):
+        cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_INTERVAL": "soon"})
