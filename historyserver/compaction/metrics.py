@@ -17,8 +17,8 @@ staged to disk, so memory holds one file and the series dictionary, never the wh
 
 Parsing is column-wise (openmetrics.py) with prometheus_client's lax text parser as the reference: a block the fast
 path cannot read exactly as the reference would is read by the reference itself (`_read_block`). The collector's
-writer lives in collector/sources/metrics.py; this reader is written against the format alone (the history server
-never imports the collector).
+writer lives in collector/sources/metrics.py; both take the format's constants from archive/metrics_blocks.py (the
+history server never imports the collector).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 
 from archive import logs as archive_logs
+from archive.metrics_blocks import BLOCK_START, SOURCE
 from archive.layout import SessionRef
 from archive.storage import Store
 from historyserver.compaction.openmetrics import CREATED_PARENTS, SeriesTable, parse_file
@@ -42,8 +43,6 @@ from historyserver.compaction.staleness import Staleness, with_markers
 
 log = logging.getLogger("rayhistory.compaction")
 
-SOURCE = "metrics"
-BLOCK_START = "# HELP up "  # every scrape block starts with its `up` family (see FORMAT.md's metrics source)
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: a 50-series select reads a few of them, not the file
 
 SERIES_SCHEMA = pa.schema([("series_id", pa.int64()), ("name", pa.string()),
