@@ -10,7 +10,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.samples import Sample
 
-from archive import metrics_blocks
+from archive import api_snapshots, metrics_blocks
 
 
 # --- metrics blocks ----------------------------------------------------------------------------------------------
@@ -70,3 +70,42 @@ def test_metrics_blocks_read_by_the_history_servers_fast_path():
 def test_metrics_file_names_round_trip(seq):
     assert metrics_blocks.parse_file_name(metrics_blocks.file_name(seq)) == seq
     assert metrics_blocks.parse_file_name(metrics_blocks.file_name(seq) + ".tmp") is None
+
+
+# --- API snapshots -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status, body, value", [
+    (200, b'{"result": true, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}}',
+     {"result": True, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}}),
+    (200, b"[]", []),
+    (501, b"Serve is not installed \xe2\x9c\x97", "Serve is not installed \u2717"),  # not JSON: kept as text
+    (500, b"\xff\xfe broken", "\ufffd\ufffd broken"),  # not UTF-8: replaced, as the collector writes it
+])
+def test_api_snapshot_lines_round_trip(status, body, value):
+    snap = api_snapshots.Snapshot.from_response(1_700_000_000_123, api_snapshots.JOBS_ROUTE, status, body)
+    line = snap.encode()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert api_snapshots.decode(line) == snap == api_snapshots.Snapshot(1_700_000_000_123, api_snapshots.JOBS_ROUTE,
+                                                                        status, value)
+
+
+def test_api_snapshots_latest_by_route():
+    """The newest 200 answer of each route holds (a later line wins a tie); lines that are no snapshot are
+    reported by number, never raised."""
+    def line(at, route, status=200, body=b"{}"):
+        return api_snapshots.Snapshot.from_response(at, route, status, body).encode()
+
+    pg, cs1 = api_snapshots.PLACEMENT_GROUPS_ROUTE, api_snapshots.CLUSTER_STATUS_ROUTES[1]
+    lines = [line(1, pg, body=b'{"n": 1}'), b'{"route": "x"}\n', line(3, pg, body=b'{"n": 3}'),
+             line(4, pg, 500), line(3, pg, body=b'{"n": 33}'), b"not json\n", line(2, cs1)]
+    bad: list[tuple[int, str]] = []
+    latest = api_snapshots.latest_by_route(lines, lambda n, e: bad.append((n, type(e).__name__)))
+    assert latest == {pg: api_snapshots.Snapshot(3, pg, 200, {"n": 33}), cs1: api_snapshots.Snapshot(2, cs1, 200, {})}
+    assert bad == [(2, "KeyError"), (6, "JSONDecodeError")]
+
+
+def test_api_snapshot_routes_and_file_names():
+    assert len(set(api_snapshots.ROUTES)) == 5 and all(r.startswith("/api/") for r in api_snapshots.ROUTES)
+    assert api_snapshots.CLUSTER_STATUS_ROUTES[1].endswith("format=1")
+    assert api_snapshots.parse_file_name(api_snapshots.file_name(7)) == 7
+    assert api_snapshots.parse_file_name(metrics_blocks.file_name(7)) is None

@@ -23,7 +23,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive import logs as archive_logs
+from archive import api_snapshots as snapshot_format, logs as archive_logs
+from archive.api_snapshots import CLUSTER_STATUS_ROUTES, Snapshot
 from archive.errors import NotFound
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
@@ -117,7 +118,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
     event_rows: list[dict[str, Any]] = []
     seen_events: set[str] = set()
     http_events: list[dict[str, Any]] = []  # non-task events of Ray's HTTP path, folded once all nodes are read
-    api_latest: dict[str, dict[str, Any]] = {}  # route -> the newest snapshot of the head's dashboard API
+    api_latest: dict[str, Snapshot] = {}  # route -> the newest snapshot of the head's dashboard API
     try:
         for node_id in store.list_dirs(ref.nodes_prefix):
             node = ref.node(node_id)
@@ -155,11 +156,11 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                     task_lines += ray_events.normalize_spool(lines, where, folded.damage, staged, http_events)
                 task_files.append(staged)
             # The head's snapshots of Ray's dashboard API: what no event stream carries.
-            for path, segs in archive_logs.list_segments(store, node, source="api").items():
+            for path, segs in archive_logs.list_segments(store, node, source=snapshot_format.SOURCE).items():
                 where = f"{node_id[:12]}:api/{path}"
                 data, _ = _stage(store, node, segs, None, folded.damage, where)
                 for route, snap in api_snapshots.latest_by_route(data.splitlines(), folded.damage, where).items():
-                    if route not in api_latest or snap["time_ms"] >= api_latest[route]["time_ms"]:
+                    if route not in api_latest or snap.time_ms >= api_latest[route].time_ms:
                         api_latest[route] = snap
         ray_events.fold_ray_events(http_events, folded)
         metric_counts = compact_metrics(store, ref, list(node_records), tmp, folded.damage)
@@ -227,8 +228,8 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                        "placement_groups": len(placement_groups)},
             "damage": asdict(folded.damage),
             # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
-            "cluster_status": {r: {"time_ms": api_latest[r]["time_ms"], "body": api_latest[r]["body"]}
-                               for r in api_snapshots.CLUSTER_STATUS_ROUTES if r in api_latest},
+            "cluster_status": {r: {"time_ms": api_latest[r].time_ms, "body": api_latest[r].body}
+                               for r in CLUSTER_STATUS_ROUTES if r in api_latest},
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=1))

@@ -13,14 +13,13 @@ import json
 import re
 from dataclasses import dataclass
 
-from archive import logs as archive_logs
+from archive import api_snapshots, logs as archive_logs
+from archive.api_snapshots import JOBS_ROUTE
 from archive.errors import NotFound
 from archive.layout import InvalidName, SessionRef, parse_node_key
 from archive.storage import ObjectInfo, Store
 
-JOBS_ROUTE = "/api/jobs/"
 _COMPACTED_INFO = re.compile(r"^compacted/c([0-9]+)/info\.json$")
-_API_FILE = re.compile(r"^api-([0-9]+)\.jsonl$")
 
 
 @dataclass(frozen=True)
@@ -82,20 +81,21 @@ def _api_says_a_job_failed(store: Store, ref: SessionRef, objects: list[ObjectIn
         if node_id is None:
             continue
         rest = o.key[len(ref.node(node_id).prefix):].split("/")
-        if len(rest) == 3 and rest[0] == "api" and (m := _API_FILE.match(rest[1])):
-            files[(node_id, rest[1])] = int(m.group(1))
+        if len(rest) == 3 and rest[0] == api_snapshots.SOURCE and \
+                (seq := api_snapshots.parse_file_name(rest[1])) is not None:
+            files[(node_id, rest[1])] = seq
     for (node_id, name), _seq in sorted(files.items(), key=lambda kv: kv[1], reverse=True):
         try:
-            data = archive_logs.read_file(store, ref.node(node_id), name, source="api")
+            data = archive_logs.read_file(store, ref.node(node_id), name, source=api_snapshots.SOURCE)
         except (NotFound, archive_logs.CorruptSegment):
             continue
         for line in reversed(data.splitlines()):
             try:
-                snap = json.loads(line)
-            except ValueError:
+                snap = api_snapshots.decode(line)
+            except (ValueError, KeyError, TypeError):
                 continue
-            if isinstance(snap, dict) and snap.get("route") == JOBS_ROUTE and snap.get("status") == 200:
-                body = snap.get("body")
+            if snap.route == JOBS_ROUTE and snap.status == 200:
+                body = snap.body
                 return isinstance(body, list) and any(isinstance(j, dict) and j.get("status") == "FAILED"
                                                       for j in body)
     return False
