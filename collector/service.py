@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from archive import grafana
 from archive.errors import StoreError
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
@@ -24,7 +25,6 @@ from collector.sources.http_events import HttpEventsSource
 from collector.sources.session_dir import NotARaySession, SessionDir, scan_tree
 from collector.spool import Spool
 
-GRAFANA_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"  # in the session dir (reference section 1)
 
 log = logging.getLogger("rayhistory.collector")
 
@@ -96,9 +96,9 @@ class Collector:
         self._retrying("reading what the archive holds", lambda: self.sink.resume(inodes))
         spool_dirs = {"metrics": self.session_spools / "metrics", "api": self.session_spools / "api"}
         if self.node.is_head:  # Ray writes them once at start; archived like logs, so a rewrite is a new generation
-            self.file_sinks["grafana"] = ArchiveSink(self.store, node, self.session.path / GRAFANA_DASHBOARDS,
-                                                     source="grafana")
-            self._retrying("reading what the archive holds", lambda: self.file_sinks["grafana"].resume(inodes))
+            self.file_sinks[grafana.SOURCE] = ArchiveSink(self.store, node, self.session.path / grafana.SESSION_DIR,
+                                                          source=grafana.SOURCE)
+            self._retrying("reading what the archive holds", lambda: self.file_sinks[grafana.SOURCE].resume(inodes))
         if self.events_spool is not None:
             spool_dirs["ray_events"] = self.events_spool.directory
         for source, directory in spool_dirs.items():

@@ -4,13 +4,15 @@ As prometheus_client proves its parser and writer compatible: one set of types, 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.samples import Sample
 
-from archive import api_snapshots, metrics_blocks
+from archive import api_snapshots, grafana, metrics_blocks
 
 
 # --- metrics blocks ----------------------------------------------------------------------------------------------
@@ -109,3 +111,29 @@ def test_api_snapshot_routes_and_file_names():
     assert api_snapshots.CLUSTER_STATUS_ROUTES[1].endswith("format=1")
     assert api_snapshots.parse_file_name(api_snapshots.file_name(7)) == 7
     assert api_snapshots.parse_file_name(metrics_blocks.file_name(7)) is None
+
+
+# --- Grafana dashboards ------------------------------------------------------------------------------------------
+
+def test_grafana_dashboards_round_trip(tmp_path):
+    """Files of the session's SESSION_DIR shipped by the collector's sink come back as dashboards by uid; files
+    that are not dashboards are skipped, and a small segment size splits a file without changing it."""
+    from archive.layout import SessionRef
+    from archive.storage.local import LocalStore
+    from collector.sinks.archive import ArchiveSink
+    from collector.sources.session_dir import scan_tree
+
+    boards = {"rayDefaultDashboard": {"uid": "rayDefaultDashboard", "title": "Default \u2713", "panels": [{"id": 1}]},
+              "serve": {"uid": "serve", "title": "Serve", "panels": []}}
+    folder = tmp_path / "session" / grafana.SESSION_DIR
+    folder.mkdir(parents=True)
+    for name, board in boards.items():
+        (folder / f"{name}_grafana_dashboard.json").write_text(json.dumps(board))
+    (folder / "README.txt").write_text("not a dashboard")
+    (folder / "broken.json").write_text('{"title": "no uid"}')
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("default", "c", "session_2026-01-01_00-00-00_000000_1").node("ab" * 28)
+    sink = ArchiveSink(store, node, folder, source=grafana.SOURCE, max_segment_bytes=20)
+    for f in scan_tree(folder):
+        sink.ship(f)
+    assert grafana.dashboards(store, node) == boards
