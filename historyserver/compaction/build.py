@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 
 from archive import api_snapshots as snapshot_format, logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES, Snapshot
+from archive.compacted import (ACTORS, CLUSTER_EVENTS, COMPACTION_VERSION, INFO_FILE, JOBS, LOG_FILES, NODES,
+                               PLACEMENT_GROUPS, TASKS, WORKERS, Table)
 from archive.errors import NotFound
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
@@ -33,20 +35,16 @@ from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.metrics import compact_metrics
-from historyserver.compaction.placement_groups import SCHEMA as PLACEMENT_GROUP_SCHEMA, placement_group_rows
+from historyserver.compaction.placement_groups import placement_group_rows
 from historyserver.compaction.records import actor_record, job_records, node_record
 from historyserver.compaction.tasks_sql import fold_tasks
 from historyserver.compaction.workers import build_workers
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 9  # 9: metric_samples carry derived staleness markers
 EXPORT_DIR = "export_events/"
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
-TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers",
-          "metric_series", "metric_samples",
-          "placement_groups")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -183,13 +181,13 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         con = _duckdb(tmp)
         con.register("worker_logs", pa.Table.from_pylist(
             [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
-            schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
+            schema=pa.schema([(c, pa.string()) for c in ("node_id", "worker_id", "out_file", "err_file")])))
         fold_started = time.monotonic()
         task_counts = fold_tasks(con, task_files, tmp, session_end_ms)
         drivers = [{"job_id": j["job_id"], "pid": int(j["driver_info"]["pid"]) if j["driver_info"]["pid"] else None,
                     "ip": j["driver_info"]["node_ip_address"], "start": j["start_time"], "end": j["end_time"]}
                    for j in jobs if j["job_id"] and j["driver_info"]]
-        workers = build_workers(con, tmp / "tasks.parquet", log_rows, drivers, nodes_ip, session_end_ms is not None)
+        workers = build_workers(con, tmp / TASKS.file, log_rows, drivers, nodes_ip, session_end_ms is not None)
         con.close()
         log.info("%s: folded %d task attempts in %.1fs", ref.id, task_counts["tasks"], time.monotonic() - fold_started)
         if task_lines > task_counts["task_events"]:
@@ -197,26 +195,26 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             folded.damage.note("export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread)
         shutil.rmtree(tmp / "stage", ignore_errors=True)
 
-        _write(tmp / "actors.parquet", [
+        _write(tmp, ACTORS, [
             {"actor_id": a["actorId"], "job_id": a["jobId"], "state": a["state"], "class_name": a["className"],
              "name": a["name"], "node_id": a["address"]["nodeId"], "pid": a["pid"], "record": json.dumps(a)}
             for a in actors
-        ], ACTOR_SCHEMA)
-        _write(tmp / "jobs.parquet", [
+        ])
+        _write(tmp, JOBS, [
             {"job_id": j["job_id"], "submission_id": j["submission_id"], "type": j["type"], "status": j["status"],
              "start_time": j["start_time"], "record": json.dumps(j)} for j in jobs
-        ], JOB_SCHEMA)
-        _write(tmp / "nodes.parquet", [
+        ])
+        _write(tmp, NODES, [
             {"node_id": n["node_id"], "state": n["state"], "is_head_node": n["is_head_node"], "node_ip": n["node_ip"],
              "record": json.dumps(n)} for n in nodes
-        ], NODE_SCHEMA)
-        _write(tmp / "log_files.parquet", log_rows, LOG_SCHEMA)
-        _write(tmp / "workers.parquet", [
+        ])
+        _write(tmp, LOG_FILES, log_rows)
+        _write(tmp, WORKERS, [
             {"worker_id": w["worker_id"], "node_id": w["node_id"], "pid": w["pid"], "worker_type": w["worker_type"],
              "record": json.dumps(w)} for w in workers
-        ], WORKER_SCHEMA)
-        _write(tmp / "cluster_events.parquet", sorted(event_rows, key=lambda r: r["timestamp"]), EVENT_SCHEMA)
-        _write(tmp / "placement_groups.parquet", placement_groups, PLACEMENT_GROUP_SCHEMA)  # empty: still written
+        ])
+        _write(tmp, CLUSTER_EVENTS, sorted(event_rows, key=lambda r: r["timestamp"]))
+        _write(tmp, PLACEMENT_GROUPS, placement_groups)  # empty: still written
         info = {
             "compaction_version": COMPACTION_VERSION,
             "session_id": ref.id,
@@ -232,7 +230,7 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
                                for r in CLUSTER_STATUS_ROUTES if r in api_latest},
             "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
         }
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         old = None
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}-{time.monotonic_ns()}")
@@ -274,27 +272,5 @@ def _worker_logs(log_rows: list[dict[str, Any]], nodes: dict[str, NodeRecord]) -
     return {k: (v.get("out"), v.get("err")) for k, v in found.items()}
 
 
-def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
-
-
-_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
-# The tasks table as tasks_sql.py writes it (kept here as the table's contract, and for synthetic tables).
-TASK_SCHEMA = pa.schema([
-    ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
-    ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
-    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
-    ("unfinished", _B), ("record", _S),
-])
-ACTOR_SCHEMA = pa.schema([
-    ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),
-    ("pid", _I), ("record", _S),
-])
-JOB_SCHEMA = pa.schema([
-    ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
-])
-NODE_SCHEMA = pa.schema([("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S)])
-WORKER_SCHEMA = pa.schema([("worker_id", _S), ("node_id", _S), ("pid", _I), ("worker_type", _S), ("record", _S)])
-EVENT_SCHEMA = pa.schema([("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S),
-                          ("record", _S)])
-LOG_SCHEMA = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])
+def _write(out_dir: Path, table: Table, rows: list[dict[str, Any]]) -> None:
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), out_dir / table.file, compression="zstd")

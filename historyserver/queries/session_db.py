@@ -11,7 +11,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator
 import duckdb
 import orjson
 
-from historyserver.compaction.build import TABLES
+from archive.compacted import INFO_FILE, TABLES
 from historyserver.errors import BadRequest
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
@@ -55,9 +55,9 @@ class SessionDB:
         self.dir = tables_dir
         self._con = duckdb.connect(":memory:")
         for table in TABLES:
-            path = str(tables_dir / f"{table}.parquet").replace("'", "''")
-            self._con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
-        self.info = json.loads((tables_dir / "info.json").read_text())
+            path = str(tables_dir / table.file).replace("'", "''")
+            self._con.execute(f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet('{path}')")
+        self.info = json.loads((tables_dir / INFO_FILE).read_text())
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self._con.cursor()  # one cursor per call: requests run on several threads

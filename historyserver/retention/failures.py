@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 
 from archive import api_snapshots, logs as archive_logs
 from archive.api_snapshots import JOBS_ROUTE
 from archive.errors import NotFound
-from archive.layout import InvalidName, SessionRef, parse_node_key
+from archive.compacted import INFO_FILE, JOBS
+from archive.layout import InvalidName, SessionRef, parse_compacted_key, parse_node_key
 from archive.storage import ObjectInfo, Store
 
-_COMPACTED_INFO = re.compile(r"^compacted/c([0-9]+)/info\.json$")
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,9 @@ class FailureEvidence:
 
 def evidence(store: Store, ref: SessionRef, objects: list[ObjectInfo]) -> FailureEvidence:
     """`objects`: the session's keys (gc lists them anyway, for their sizes)."""
-    versions = sorted((int(m.group(1)), o.key) for o in objects
-                      if (m := _COMPACTED_INFO.match(o.key[len(ref.prefix):])))
+    versions = sorted(c[0] for o in objects if (c := parse_compacted_key(o.key, ref)) and c[1] == INFO_FILE)
     if versions:
-        found = _from_compacted(store, versions[-1][1])
+        found = _from_compacted(store, ref, versions[-1])
         if found is not None:
             return found
     if _api_says_a_job_failed(store, ref, objects):
@@ -45,11 +43,11 @@ def evidence(store: Store, ref: SessionRef, objects: list[ObjectInfo]) -> Failur
     return FailureEvidence(None, "failures unknown: not compacted yet")
 
 
-def _from_compacted(store: Store, info_key: str) -> FailureEvidence | None:
+def _from_compacted(store: Store, ref: SessionRef, version: int) -> FailureEvidence | None:
     try:
-        info = json.loads(store.get(info_key))
+        info = json.loads(store.get(ref.compacted_key(version, INFO_FILE)))
         failed_tasks = int(info["counts"]["failed_tasks"])
-        jobs = store.get(info_key.rsplit("/", 1)[0] + "/jobs.parquet")
+        jobs = store.get(ref.compacted_key(version, JOBS.file))
     except (NotFound, ValueError, KeyError, TypeError):
         return None  # being replaced, or of a shape this version does not know: look elsewhere
     failed_jobs = _failed_jobs(jobs)
