@@ -181,3 +181,15 @@ def test_compaction_writes_every_registered_table_in_its_schema(tmp_path):
         for field in t.schema:
             got, duckdb_type = written.field(field.name).type, duckdb_types.get((t.name, field.name))
             assert str(got) == str(duckdb_type) if duckdb_type else got.equals(field.type), (t.name, field.name)
+
+
+def test_every_registered_table_has_one_builder_in_order():
+    from historyserver.compaction import tables
+
+    tables.check()  # as at import
+    workers = next(b for b in tables.BUILDERS if compacted.WORKERS in b.tables)
+    with pytest.raises(ValueError, match="reads \\['tasks'\\] before they are built"):
+        tables.check((workers, *[b for b in tables.BUILDERS if b is not workers]))
+    extra = compacted.Table("search_tokens", pa.schema([("token", pa.string())]), compacted.COMPACTION_VERSION + 1)
+    with pytest.raises(ValueError, match="register each table in archive/compacted.py once"):
+        tables.check(tables.BUILDERS, (*compacted.TABLES, extra))
