@@ -6,13 +6,17 @@
       clusters/{namespace}/{cluster}/{session}/
         manifest.json                                        session manifest (mutable, single PUT)
         ended.json                                           end marker: the session is complete
-        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last)
+        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last;
+                                                             tables and version: archive/compacted.py)
         nodes/{node_id}/
           node.json                                          what the node's collector knows of it
           ended.json                                         the node's collector flushed for the last time
           files.json                                         renamed files: current path -> (archived path, epoch)
           logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
           ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
+          metrics/metrics-{seq}.prom/{epoch}-{start}-{end}.gz    the same, for its scrapes (archive/metrics_blocks.py)
+          api/api-{seq}.jsonl/{epoch}-{start}-{end}.gz       the same, for API snapshots (archive/api_snapshots.py)
+          grafana/{file}.json/{epoch}-{start}-{end}.gz       head only: Ray's Grafana dashboards (archive/grafana.py)
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ _NODE = re.compile(r"^[0-9a-f]{8,128}$")
 _SEGMENT = re.compile(r"^(\d{4})-(\d{16})-(\d{16})\.gz$")
 _COMPACTED = re.compile(r"^c([0-9]+)/([^/]+)$")
 COMPACTED_DIR = "compacted/"
-# Where a node's segments come from: files under Ray's logs/, or the collector's spool of Ray's HTTP events.
+# Where a node's segments come from (the folders under nodes/{node_id}/, drawn above).
 SOURCES = ("logs", "ray_events", "metrics", "api", "grafana")
 SESSION_ID_SEPARATOR = "~"
 

@@ -193,3 +193,21 @@ def test_every_registered_table_has_one_builder_in_order():
     extra = compacted.Table("search_tokens", pa.schema([("token", pa.string())]), compacted.COMPACTION_VERSION + 1)
     with pytest.raises(ValueError, match="register each table in archive/compacted.py once"):
         tables.check(tables.BUILDERS, (*compacted.TABLES, extra))
+
+
+# --- the drawn layout --------------------------------------------------------------------------------------------
+
+def test_the_drawn_trees_show_every_source_and_prefix():
+    """FORMAT.md's tree and layout.py's docstring are what a reader of the archive looks at first."""
+    from pathlib import Path
+
+    from archive import layout
+
+    format_md = (Path(layout.__file__).parent / "FORMAT.md").read_text()
+    tree = format_md[format_md.index("## Layout"):format_md.index("| part |")]
+    for drawn in (tree, layout.__doc__):
+        lines = [line.strip() for line in drawn.splitlines()]
+        for source in layout.SOURCES:
+            assert any(line.startswith(f"{source}/") for line in lines), source
+        for prefix in ("index/", "deleting/", layout.COMPACTED_DIR):
+            assert any(line.startswith(prefix) for line in lines), prefix
