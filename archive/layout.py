@@ -6,13 +6,17 @@
       clusters/{namespace}/{cluster}/{session}/
         manifest.json                                        session manifest (mutable, single PUT)
         ended.json                                           end marker: the session is complete
-        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last)
+        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last;
+                                                             tables and version: archive/compacted.py)
         nodes/{node_id}/
           node.json                                          what the node's collector knows of it
           ended.json                                         the node's collector flushed for the last time
           files.json                                         renamed files: current path -> (archived path, epoch)
           logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
           ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
+          metrics/metrics-{seq}.prom/{epoch}-{start}-{end}.gz    the same, for its scrapes (archive/metrics_blocks.py)
+          api/api-{seq}.jsonl/{epoch}-{start}-{end}.gz       the same, for API snapshots (archive/api_snapshots.py)
+          grafana/{file}.json/{epoch}-{start}-{end}.gz       head only: Ray's Grafana dashboards (archive/grafana.py)
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SESSION = re.compile(r"^session_[0-9A-Za-z_-]{1,120}$")
 _NODE = re.compile(r"^[0-9a-f]{8,128}$")
 _SEGMENT = re.compile(r"^(\d{4})-(\d{16})-(\d{16})\.gz$")
-# Where a node's segments come from: files under Ray's logs/, or the collector's spool of Ray's HTTP events.
+_COMPACTED = re.compile(r"^c([0-9]+)/([^/]+)$")
+COMPACTED_DIR = "compacted/"
+# Where a node's segments come from (the folders under nodes/{node_id}/, drawn above).
 SOURCES = ("logs", "ray_events", "metrics", "api", "grafana")
 SESSION_ID_SEPARATOR = "~"
 
@@ -113,7 +119,13 @@ class SessionRef:
 
     def compacted_prefix(self, version: int) -> str:
         """Query-ready tables derived from the session by a reader (a versioned cache, see FORMAT.md)."""
-        return f"{self.prefix}compacted/c{version}/"
+        return f"{self.prefix}{COMPACTED_DIR}c{version}/"
+
+    def compacted_key(self, version: int, name: str) -> str:
+        """A file of compacted/c{version}/: a table's file or its info document (archive/compacted.py)."""
+        if not name or "/" in name:
+            raise InvalidName(f"invalid compacted file name {name!r}: expected a file name without '/'")
+        return self.compacted_prefix(version) + name
 
     def node(self, node_id: str) -> "NodeRef":
         return NodeRef(self, check_node(node_id))
@@ -198,6 +210,14 @@ def _parse_session_json(key: str, prefix: str, what: str) -> SessionRef:
     if len(parts) != 3:
         raise InvalidName(f"not {what}: {key!r}")
     return SessionRef(*parts)
+
+
+def parse_compacted_key(key: str, session: SessionRef) -> tuple[int, str] | None:
+    """(version, file name) of a key under the session's compacted/ folder, or None for other keys."""
+    if not key.startswith(session.prefix + COMPACTED_DIR):
+        return None
+    m = _COMPACTED.match(key[len(session.prefix) + len(COMPACTED_DIR):])
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def parse_node_key(key: str, session: SessionRef) -> str | None:

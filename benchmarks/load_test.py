@@ -91,7 +91,7 @@ def forget_compaction(work: Path, session_id: str) -> None:
     import shutil
 
     from archive.layout import SessionRef
-    from historyserver.compaction.build import COMPACTION_VERSION
+    from archive.compacted import COMPACTION_VERSION
 
     for cache in (work / "cache").glob("compacted-c*"):
         shutil.rmtree(cache / session_id, ignore_errors=True)

@@ -55,6 +55,7 @@ def child_compact(archive: str, session_id: str, cache_dir: str) -> dict[str, An
 
     Not through Warehouse.db(): that would take tables an earlier run wrote back to the archive instead of building.
     """
+    from archive.compacted import INFO_FILE
     from archive.storage import open_store
     from historyserver.catalog import Catalog
     from historyserver.compaction.build import compact
@@ -69,7 +70,7 @@ def child_compact(archive: str, session_id: str, cache_dir: str) -> dict[str, An
     info = compact(store, entry.ref, tables, end_ms)
     seconds = time.monotonic() - started
     # Marked as the Warehouse marks a closed session's tables, so that the serving phase uses them as they are.
-    (tables / "info.json").write_text(json.dumps({**info, "closed": True, "session_ended": True}, indent=1))
+    (tables / INFO_FILE).write_text(json.dumps({**info, "closed": True, "session_ended": True}, indent=1))
     failed = SessionDB(tables).query("SELECT count(*) FROM tasks WHERE state = 'FAILED'")[0][0]
     return {"seconds": round(seconds, 3), "rss_mib": round(_peak_rss_mib(), 1), "counts": info.get("counts", {}),
             "failed_tasks": failed}

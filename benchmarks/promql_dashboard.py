@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from archive.compacted import INFO_FILE, METRIC_SAMPLES, METRIC_SERIES
 from benchmarks.outcome import exit_status
 from tests import oracle_data as od
 
@@ -128,22 +129,21 @@ def write_tables(series: list[Series], tables: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from historyserver.compaction.metrics import SAMPLE_SCHEMA, SERIES_SCHEMA
 
     ids = np.arange(len(series), dtype=np.int64)
     pq.write_table(pa.Table.from_arrays([
         pa.array(ids, pa.int64()), pa.array([s.name for s in series], pa.string()),
-        pa.array([list(s.labels) for s in series], SERIES_SCHEMA.field("labels").type),
-    ], schema=SERIES_SCHEMA), tables / "metric_series.parquet", compression="zstd")
+        pa.array([list(s.labels) for s in series], METRIC_SERIES.schema.field("labels").type),
+    ], schema=METRIC_SERIES.schema), tables / METRIC_SERIES.file, compression="zstd")
     samples = pa.Table.from_arrays([
         pa.array(np.repeat(ids, [len(s.ts) for s in series])),
         pa.array(np.concatenate([s.ts for s in series])),
         pa.array(np.concatenate([s.values for s in series])),
-    ], schema=SAMPLE_SCHEMA)
+    ], schema=METRIC_SAMPLES.schema)
     con = duckdb.connect(":memory:")
     try:
         con.register("staged", samples)
-        dst = str(tables / "metric_samples.parquet").replace("'", "''")
+        dst = str(tables / METRIC_SAMPLES.file).replace("'", "''")
         con.execute(f"COPY (SELECT series_id, ts_ms, value FROM staged) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)")
     finally:
         con.close()
@@ -175,7 +175,7 @@ def register(session: od.Session, archive: Path, cache_dir: Path, series: list[S
     write_tables(series, tables)
     counts = {**info.get("counts", {}), "metric_series": len(series),
               "metric_samples": int(sum(len(s.ts) for s in series))}
-    (tables / "info.json").write_text(json.dumps({**info, "counts": counts, "closed": True}, indent=1))
+    (tables / INFO_FILE).write_text(json.dumps({**info, "counts": counts, "closed": True}, indent=1))
     return ref.id
 
 
@@ -228,9 +228,10 @@ def prepare(work: Path, nodes: int, hours: float, seed: int, exprs: list[str]) -
     say(f"promtool backfill done ({time.monotonic() - t:.0f} s)")
     info: dict[str, Any] = {"params": params, "session_id": session_id}
     tables = next((work / "cache").glob("compacted-c*")) / session_id
-    counts = json.loads((tables / "info.json").read_text())["counts"]
+    counts = json.loads((tables / INFO_FILE).read_text())["counts"]
     info.update(series=counts["metric_series"], samples=counts["metric_samples"],
-                parquet_mb=round(sum(p.stat().st_size for p in tables.glob("metric_*.parquet")) / 1e6, 1),
+                parquet_mb=round(sum((tables / t.file).stat().st_size for t in (METRIC_SERIES, METRIC_SAMPLES)) / 1e6,
+                                 1),
                 tsdb_mb=round(sum(p.stat().st_size for p in (work / "prometheus" / "data").rglob("*")
                                   if p.is_file()) / 1e6, 1),
                 start_ms=od.T0_MS, end_ms=od.T0_MS + int(hours * HOUR_MS))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from archive import api_snapshots, grafana, metrics_blocks
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
@@ -33,7 +34,6 @@ from collector.sources.session_dir import SessionDir
 from collector.spool import Spool
 from collector.stats import ComponentMetrics
 
-GRAFANA_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"  # in the session dir (reference section 1)
 
 
 class Topology:
@@ -100,9 +100,9 @@ def build(settings: CollectorSettings, store: Store, ref: SessionRef, session: S
     pulling = not settings.once
     sources: list[Source] = [RayFolder("logs", session.logs)]
     if node.is_head:  # Ray writes them once at start; archived like logs, so a rewrite is a new generation
-        sources.append(RayFolder("grafana", session.path / GRAFANA_DASHBOARDS))
-    sources.append(_metrics(settings, session, state.spools / "metrics", pulling))
-    sources.append(_api(settings, session, state.spools / "api", pulling and node.is_head))
+        sources.append(RayFolder(grafana.SOURCE, session.path / grafana.SESSION_DIR))
+    sources.append(_metrics(settings, session, state.spools / metrics_blocks.SOURCE, pulling))
+    sources.append(_api(settings, session, state.spools / api_snapshots.SOURCE, pulling and node.is_head))
     if events is not None and event_counts is not None:
         sources.append(EventSpool(events, lambda: event_stats(event_counts())))
     sinks: list[Sink] = []
@@ -121,21 +121,21 @@ def build(settings: CollectorSettings, store: Store, ref: SessionRef, session: S
 
 def _metrics(settings: CollectorSettings, session: SessionDir, folder: Path, pulling: bool) -> PulledSpool:
     if not pulling or settings.metrics_interval <= 0:
-        return PulledSpool("metrics", folder)
+        return PulledSpool(metrics_blocks.SOURCE, folder)
     from collector.sources.metrics import MetricsScraper
 
     scraper = MetricsScraper(folder, settings.cluster, session=session, interval=settings.metrics_interval)
-    return PulledSpool("metrics", folder, scraper.run, scraper.scrape_once, scraper.close,
+    return PulledSpool(metrics_blocks.SOURCE, folder, scraper.run, scraper.scrape_once, scraper.close,
                        lambda: scrape_stats(scraper.stats))
 
 
 def _api(settings: CollectorSettings, session: SessionDir, folder: Path, pulling: bool) -> PulledSpool:
     if not pulling or settings.api_interval <= 0:
-        return PulledSpool("api", folder)
+        return PulledSpool(api_snapshots.SOURCE, folder)
     from collector.sources.dashboard_api import (
         DashboardApiPoller,
         dashboard_url_from_session,
     )
 
     poller = DashboardApiPoller(folder, dashboard_url_from_session(session), interval=settings.api_interval)
-    return PulledSpool("api", folder, poller.run, poller.poll_once, poller.close, lambda: poll_stats(poller.stats))
+    return PulledSpool(api_snapshots.SOURCE, folder, poller.run, poller.poll_once, poller.close, lambda: poll_stats(poller.stats))

@@ -15,16 +15,16 @@ import threading
 import time
 from pathlib import Path
 
+from archive.compacted import COMPACTION_VERSION, INFO_FILE as INFO, TABLES
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
 from historyserver.catalog import SessionEntry
-from historyserver.compaction.build import COMPACTION_VERSION, TABLES, compact
+from historyserver.compaction.build import compact
 from historyserver.admission import Gate
 from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
 
 log = logging.getLogger("rayhistory.warehouse")
-INFO = "info.json"
 
 
 class Warehouse:
@@ -112,16 +112,16 @@ class Warehouse:
                                   "GET /api/v1/sessions lists the sessions it holds")
 
     def _download(self, entry: SessionEntry, tables: Path) -> bool:
-        prefix = entry.ref.compacted_prefix(COMPACTION_VERSION)
+        ref = entry.ref
         try:
-            info = self.store.get(prefix + INFO)
+            info = self.store.get(ref.compacted_key(COMPACTION_VERSION, INFO))
         except NotFound:
             return False
         staging = tables.with_name(tables.name + ".download")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for table in TABLES:
-            (staging / f"{table}.parquet").write_bytes(self.store.get(f"{prefix}{table}.parquet"))
+            (staging / table.file).write_bytes(self.store.get(ref.compacted_key(COMPACTION_VERSION, table.file)))
         (staging / INFO).write_bytes(info)
         shutil.rmtree(tables, ignore_errors=True)
         staging.rename(tables)
@@ -130,11 +130,11 @@ class Warehouse:
 
     def _upload(self, entry: SessionEntry, tables: Path) -> None:
         """Best effort: a read-only archive still serves, it only compacts on every server."""
-        prefix = entry.ref.compacted_prefix(COMPACTION_VERSION)
+        key = entry.ref.compacted_key
         try:
             for table in TABLES:
-                self.store.put(f"{prefix}{table}.parquet", (tables / f"{table}.parquet").read_bytes())
-            self.store.put(prefix + INFO, (tables / INFO).read_bytes())  # last: it vouches for the rest
+                self.store.put(key(COMPACTION_VERSION, table.file), (tables / table.file).read_bytes())
+            self.store.put(key(COMPACTION_VERSION, INFO), (tables / INFO).read_bytes())  # last: it vouches for the rest
         except StoreError as e:
             log.warning("could not write the compacted tables of %s back to the archive: %s", entry.ref.id, e)
 

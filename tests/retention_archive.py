@@ -80,7 +80,7 @@ def add_compacted(store: Store, ref: SessionRef, failed_jobs: int, failed_tasks:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from historyserver.compaction.build import COMPACTION_VERSION
+    from archive.compacted import COMPACTION_VERSION
 
     put = put or store.put
     prefix = ref.compacted_prefix(COMPACTION_VERSION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 
+from archive import compacted
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, SessionManifest
 from archive.storage.local import LocalStore
@@ -12,7 +13,6 @@ from collector.service import Collector
 from collector.settings import CollectorSettings
 from collector.sources.session_dir import SessionDir
 from historyserver.catalog import Catalog
-from historyserver.compaction import build
 from historyserver.warehouse import Warehouse
 from tests.fake_session import SESSION_NAME, make_session
 from tests.helpers import client_for
@@ -72,8 +72,9 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     ref = SessionRef("ns", "c", SESSION_NAME)
     entry = Catalog(store).get(ref.id)
     Warehouse(store, tmp_path / "cache-1").db(entry)
-    prefix = ref.compacted_prefix(build.COMPACTION_VERSION)
-    assert {o.key[len(prefix):] for o in store.list(prefix)} == {f"{t}.parquet" for t in build.TABLES} | {"info.json"}
+    prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
+    files = {t.file for t in compacted.TABLES} | {compacted.INFO_FILE}
+    assert {o.key[len(prefix):] for o in store.list(prefix)} == files
 
     def no_compaction(*args, **kwargs):
         raise AssertionError("a second server compacted a session whose tables are in the archive")
@@ -119,7 +120,7 @@ def test_a_session_that_ends_is_compacted_in_the_background(tmp_path):
     assert [e.status for e in app.state.catalog.sessions()] == [RUNNING]  # the first listing
     Collector(settings, store, SessionDir(session)).run()  # the session ends
     app.state.catalog.sessions()  # the listing that sees it end
-    info = ref.compacted_prefix(build.COMPACTION_VERSION) + "info.json"
+    info = ref.compacted_prefix(compacted.COMPACTION_VERSION) + "info.json"
     deadline = time.monotonic() + 30
     while not store.exists(info):  # nobody opened it: the background compactor did
         assert time.monotonic() < deadline, "the ended session was not compacted in the background"

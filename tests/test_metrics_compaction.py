@@ -13,7 +13,8 @@ import pytest
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.storage.local import LocalStore
-from collector.sources.metrics import MetricsScraper, _scrape_families, render, to_openmetrics
+from archive.metrics_blocks import render, scrape_header as _scrape_families
+from collector.sources.metrics import MetricsScraper, to_openmetrics
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.metrics import compact_metrics
 from tests import needs

@@ -21,13 +21,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from archive.compacted import PLACEMENT_GROUPS
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.manifest import ENDED, SessionManifest, end_marker
 from archive.storage.local import LocalStore
 from historyserver.compaction.build import compact
 from historyserver.compaction.export_events import Damage
-from historyserver.compaction.placement_groups import SCHEMA, placement_group_rows
+from historyserver.compaction.placement_groups import placement_group_rows
 from historyserver.compaction.ray_events import normalize, to_ns
 from historyserver.queries.session_db import SessionDB
 from tests.helpers import client_for
@@ -305,7 +306,7 @@ def test_compaction_always_writes_the_table(reference, tmp_path):
     archive, ref = _archive(tmp_path, _lines(_sample_events(reference)))
     info = compact(LocalStore(Path(archive)), ref, tmp_path / "empty", END_MS)
     assert info["counts"]["placement_groups"] == 0 and info["damage"]["bad_lines"] == 0
-    assert pq.read_schema(tmp_path / "empty" / "placement_groups.parquet").equals(SCHEMA)
+    assert pq.read_schema(tmp_path / "empty" / "placement_groups.parquet").equals(PLACEMENT_GROUPS.schema)
 
     archive, ref = _archive(tmp_path / "full", _lines(_sample_events(reference) + _pg_events()))
     info = compact(LocalStore(Path(archive)), ref, tmp_path / "full" / "tables", END_MS)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from historyserver.compaction.build import ACTOR_SCHEMA, JOB_SCHEMA, LOG_SCHEMA, NODE_SCHEMA, TABLES, TASK_SCHEMA
+from archive.compacted import ACTORS, JOBS, LOG_FILES, NODES, TABLE_NAMES as TABLES, TASKS
 from historyserver.queries.session_db import Filter, SessionDB
 from historyserver.queries.summaries import MISSING_DATA_WARNING, RAY_LIST_LIMIT, summarize_tasks
 from historyserver.queries.timeline import chrome_trace
@@ -195,6 +195,8 @@ _PROFILE_SCHEMA = pa.schema([
     ("component_id", pa.string()), ("node_ip_address", pa.string()), ("event_name", pa.string()),
     ("start_time", pa.float64()), ("end_time", pa.float64()), ("extra_data", pa.string()),
 ])
+ACTOR_SCHEMA, JOB_SCHEMA, LOG_SCHEMA, NODE_SCHEMA, TASK_SCHEMA = (
+    t.schema for t in (ACTORS, JOBS, LOG_FILES, NODES, TASKS))
 _SCHEMAS = {"tasks": TASK_SCHEMA, "profile_events": _PROFILE_SCHEMA, "actors": ACTOR_SCHEMA, "jobs": JOB_SCHEMA,
             "nodes": NODE_SCHEMA, "log_files": LOG_SCHEMA}
 

@@ -1,7 +1,8 @@
 """Polls the head's dashboard for what no event stream carries (placement groups, submission jobs, cluster status,
 Serve applications) into append-only JSON-lines spool files.
 
-File format (the archive sink ships these files as the source "api", byte-range segments like logs):
+File format (the archive sink ships these files as the source "api", byte-range segments like logs; its constants,
+line writer and reader are archive/api_snapshots.py, shared with the history server):
 
 - Files `api-<seq>.jsonl` in the spool directory, `<seq>` 6 decimal digits from 000001, in write order; a file only
   grows, only the newest is ever appended to, and at `max_file_bytes` the writer moves on to the next `<seq>`. Every append is whole lines and is
@@ -21,7 +22,6 @@ File format (the archive sink ships these files as the source "api", byte-range 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -33,19 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from archive import api_snapshots
+from archive.api_snapshots import ROUTES
 from collector.sources.metrics import delta
 from collector.spool import AppendOnlySpool
 from collector.sources.session_dir import SessionDir
 
 log = logging.getLogger("rayhistory.collector")
 
-ROUTES = (
-    "/api/v0/placement_groups?detail=1&limit=10000",
-    "/api/jobs/",
-    "/api/cluster_status?format=0",
-    "/api/cluster_status?format=1",
-    "/api/serve/applications/",
-)
 MAX_BODY_BYTES = 256 << 20
 _DASHBOARD_ADDRESS_LOG = re.compile(rb"Dashboard head http address: ([^\s:]+|\[[^\]]+\]):(\d+)")
 
@@ -115,7 +110,7 @@ class DashboardApiPoller:
         self.routes = routes
         self._token = token
         self._environ, self._home = environ, home
-        self.spool = AppendOnlySpool(spool_dir, "api", "jsonl", max_file_bytes)
+        self.spool = AppendOnlySpool(spool_dir, api_snapshots.FILE_PREFIX, api_snapshots.FILE_EXT, max_file_bytes)
         self.stats = PollStats()
         self._last: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()  # the loop thread and the shutdown poll may overlap
@@ -167,13 +162,7 @@ class DashboardApiPoller:
             self.stats.unchanged += 1
             return None
         self._last[route] = (status, body)
-        text = body.decode("utf-8", errors="replace")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        line = {"time_ms": time_ms, "route": route, "status": status, "body": value}
-        return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        return api_snapshots.Snapshot.from_response(time_ms, route, status, body).encode()
 
     def _get(self, route: str, token: str | None) -> tuple[int, bytes]:
         headers = {"Accept": "application/json"}

@@ -1,6 +1,7 @@
 """Scrapes the node's Prometheus endpoints into append-only OpenMetrics spool files, as Prometheus would store them.
 
-File format (the archive sink ships these files as the source "metrics", byte-range segments like logs):
+File format (the archive sink ships these files as the source "metrics", byte-range segments like logs; its
+constants, block writer and block reader are archive/metrics_blocks.py, shared with the history server):
 
 - Files `metrics-<seq>.prom` in the spool directory, `<seq>` 6 decimal digits from 000001, in write order. A file
   only grows, and only the newest is ever appended to; at `max_file_bytes` the writer moves on to the next `<seq>`. UTF-8, `\\n` line ends. Every append is
@@ -42,14 +43,15 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from archive import metrics_blocks
+from archive.metrics_blocks import render, scrape_header, timestamp as _ts
+from archive.metrics_blocks import split_scrapes  # noqa: F401  (named in the docstring above)
 from collector.sources.session_dir import SessionDir
 from collector.spool import AppendOnlySpool
 
@@ -58,8 +60,6 @@ log = logging.getLogger("rayhistory.collector")
 SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 _EXPORT_PORT_FILE = re.compile(r"^metrics_export_port_([0-9a-f]{56})$")
 _NODE_MANAGER_ADDRESS = re.compile(rb"node_manager address: (\d+\.\d+\.\d+\.\d+):")
-_BLOCK_START = "# HELP up "
-_EOF = b"# EOF\n"
 OWN_ADDRESS_GRACE = 60.0  # seconds to wait for Ray to name this node's IP before falling back to loopback
 MAX_BODY_BYTES = 64 << 20  # a Ray node exposes a few hundred KB; anything near this is not a metrics page
 
@@ -121,20 +121,6 @@ def read_service_discovery(session_path: Path) -> list[str]:
 
 # --- one scrape as OpenMetrics ----------------------------------------------------------------------------------
 
-class _Families:
-    """What prometheus_client's OpenMetrics writer collects from."""
-
-    def __init__(self, metrics: list[Metric]) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> list[Metric]:
-        return self.metrics
-
-
-def _ts(ms: int) -> str:
-    return f"{ms // 1000}.{ms % 1000:03d}"
-
-
 def _canonical(value: str) -> str:
     try:
         return floatToGoString(float(value))
@@ -148,21 +134,6 @@ def _relabel(labels: dict[str, str], target_labels: dict[str, str]) -> dict[str,
         if k in out:
             out[f"exported_{k}"] = out.pop(k)
     out.update(target_labels)
-    return out
-
-
-def _scrape_families(target_labels: dict[str, str], ts_ms: int, up: int, duration_s: float,
-                     samples: int) -> list[Metric]:
-    stamp = _ts(ts_ms)
-    out = []
-    for name, doc, value in (
-        ("up", "1 if the scrape of the target succeeded, else 0 (recorded by the collector, as Prometheus does)", up),
-        ("scrape_duration_seconds", "how long the scrape took", round(duration_s, 6)),
-        ("scrape_samples_scraped", "samples the target exposed in this scrape", samples),
-    ):
-        m = Metric(name, doc, "gauge")
-        m.samples = [Sample(name, dict(target_labels), float(value), stamp)]
-        out.append(m)
     return out
 
 
@@ -217,26 +188,6 @@ def _fold_created(merged: dict[str, Metric]) -> None:
         parent.samples = [s for ss in groups.values() for s in ss]
 
 
-def render(metrics: Iterable[Metric]) -> bytes:
-    out = generate_latest(_Families(list(metrics)))
-    assert out.endswith(_EOF)
-    return out[: -len(_EOF)]
-
-
-def split_scrapes(text: str) -> Iterator[str]:
-    """The scrape blocks of a spool file's text, each a complete OpenMetrics document (with `# EOF`)."""
-    block: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break  # unterminated last line: a write that failed
-        if line.startswith(_BLOCK_START) and block:
-            yield "".join(block) + "# EOF\n"
-            block = []
-        block.append(line)
-    if block:
-        yield "".join(block) + "# EOF\n"
-
-
 # --- the source ------------------------------------------------------------------------------------------------
 
 def delta(before, after):
@@ -269,7 +220,7 @@ class MetricsScraper:
         self.interval = interval
         self.timeout = min(timeout, interval)
         self.base_labels = {**(extra_labels or {}), "job": job, "ray_io_cluster": cluster}
-        self.spool = AppendOnlySpool(spool_dir, "metrics", "prom", max_file_bytes)
+        self.spool = AppendOnlySpool(spool_dir, metrics_blocks.FILE_PREFIX, metrics_blocks.FILE_EXT, max_file_bytes)
         self.stats = ScrapeStats()
         self._own: str | None = None
         self._created = time.monotonic()
@@ -311,7 +262,7 @@ class MetricsScraper:
             self.stats.scrapes_failed += 1
             self.stats.last_error = f"scrape of http://{target}/metrics failed: {e}"
             log.warning("%s (retrying in %.0fs)", self.stats.last_error, self.interval)
-        block = render(_scrape_families(labels, ts_ms, up, time.monotonic() - started, count) + families)
+        block = render(scrape_header(labels, ts_ms, up, time.monotonic() - started, count) + families)
         try:
             self.spool.append(block)
         except OSError as e:

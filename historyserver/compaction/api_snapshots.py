@@ -1,4 +1,4 @@
-"""The head collector's snapshots of Ray's dashboard API (source `api`: JSON lines {time_ms, route, status, body}).
+"""The head collector's snapshots of Ray's dashboard API (source `api`, format in archive/api_snapshots.py).
 
 They carry what no event stream does: placement groups (Ray 2.60 emits no events for them), and the autoscaler's
 last cluster status. Only the newest snapshot of each route matters for a finished session.
@@ -9,29 +9,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PLACEMENT_GROUPS_ROUTE = "/api/v0/placement_groups?detail=1&limit=10000"
-CLUSTER_STATUS_ROUTES = ("/api/cluster_status?format=0", "/api/cluster_status?format=1")
+from archive import api_snapshots as snapshot_format
+from archive.api_snapshots import PLACEMENT_GROUPS_ROUTE, Snapshot
 
 
-def latest_by_route(lines: list[bytes], damage, where: str) -> dict[str, dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(lines, 1):
-        try:
-            snap = json.loads(line)
-            route, at = snap["route"], int(snap["time_ms"])
-        except (ValueError, KeyError, TypeError) as e:
-            damage.note(f"{where}:{n}", f"unreadable API snapshot ({type(e).__name__})")
-            continue
-        if snap.get("status") == 200 and (route not in latest or at >= latest[route]["time_ms"]):
-            latest[route] = snap
-    return latest
+def latest_by_route(lines: list[bytes], damage, where: str) -> dict[str, Snapshot]:
+    """route -> its newest 200 answer; a line that is not a snapshot is noted in `damage`."""
+    return snapshot_format.latest_by_route(
+        lines, lambda n, e: damage.note(f"{where}:{n}", f"unreadable API snapshot ({type(e).__name__})"))
 
 
-def placement_group_rows(latest: dict[str, dict[str, Any]], session_end_ms: int | None) -> list[dict[str, Any]]:
+def placement_group_rows(latest: dict[str, Snapshot], session_end_ms: int | None) -> list[dict[str, Any]]:
     """Rows of the placement_groups table from the last snapshot: its records are already in Ray's shape."""
     snap = latest.get(PLACEMENT_GROUPS_ROUTE)
     try:
-        groups = snap["body"]["data"]["result"]["result"] if snap else []
+        groups = snap.body["data"]["result"]["result"] if snap else []
     except (KeyError, TypeError):
         return []
     rows = []

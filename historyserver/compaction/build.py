@@ -1,6 +1,7 @@
 """Compaction: one session's archived events turned into query-ready Parquet tables.
 
 The tables are a versioned, throw-away cache (COMPACTION_VERSION): a new version rebuilds them, never migrates.
+One pass reads the session's archive (`_read`), then the registered builders (tables.py) write the tables.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -19,33 +19,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from archive import logs as archive_logs
+from archive import api_snapshots as snapshot_format, logs as archive_logs
+from archive.api_snapshots import CLUSTER_STATUS_ROUTES
+from archive.compacted import COMPACTION_VERSION, INFO_FILE
 from archive.errors import NotFound
-from archive.layout import SessionRef
+from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
 from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
-from historyserver.compaction.export_events import Folded, fold_lines
-from historyserver.compaction.metrics import compact_metrics
-from historyserver.compaction.placement_groups import SCHEMA as PLACEMENT_GROUP_SCHEMA, placement_group_rows
-from historyserver.compaction.records import actor_record, job_records, node_record
-from historyserver.compaction.tasks_sql import fold_tasks
-from historyserver.compaction.workers import build_workers
+from historyserver.compaction.export_events import fold_lines
+from historyserver.compaction.tables import BUILDERS, Inputs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
 
-COMPACTION_VERSION = 9  # 9: metric_samples carry derived staleness markers
 EXPORT_DIR = "export_events/"
-_WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
-
-TABLES = ("tasks", "profile_events", "actors", "jobs", "nodes", "log_files", "cluster_events", "workers",
-          "metric_series", "metric_samples",
-          "placement_groups")
 
 
 def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord:
@@ -105,133 +93,29 @@ def _open_staged(path: Path):
 
 
 def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
-    """Build every table of the session into out_dir (atomically: a temp dir renamed into place)."""
+    """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place)."""
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
-    folded = Folded()
-    log_rows: list[dict[str, Any]] = []
-    node_records: dict[str, NodeRecord] = {}
-    task_files: list[Path] = []
-    task_lines = 0
-    event_rows: list[dict[str, Any]] = []
-    seen_events: set[str] = set()
-    http_events: list[dict[str, Any]] = []  # non-task events of Ray's HTTP path, folded once all nodes are read
-    api_latest: dict[str, dict[str, Any]] = {}  # route -> the newest snapshot of the head's dashboard API
+    inputs = Inputs(store, ref, tmp, session_end_ms)
     try:
-        for node_id in store.list_dirs(ref.nodes_prefix):
-            node = ref.node(node_id)
-            node_records[node_id] = _read_node_record(store, ref, node_id)
-            listed = archive_logs.list_segments(store, node)
-            for path, (archived_path, epoch) in archive_logs.read_renames(store, node).items():
-                gen = [s for s in listed.get(archived_path, []) if s.epoch == epoch]
-                if gen and path not in listed:
-                    log_rows.append(_log_row(node_id, path, gen))  # a rotated file, under its current name
-            for path, segs in listed.items():
-                log_rows.append(_log_row(node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)],
-                                         len(segs)))
-                name = path.split("/")[-1]
-                where = f"{node_id[:12]}:{path}"
-                if is_cluster_events_file(path):
-                    data, _ = _stage(store, node, segs, None, folded.damage, where)
-                    event_rows += cluster_event_rows(data.splitlines(), seen_events)
-                    continue
-                if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
-                    continue
-                if name.startswith("event_EXPORT_TASK"):
-                    staged = tmp / "stage" / node_id / path
-                    task_lines += _stage(store, node, segs, staged, folded.damage, where)[1]
-                    task_files.append(staged)
-                else:
-                    data, _ = _stage(store, node, segs, None, folded.damage, where)
-                    fold_lines(data.splitlines(), where, folded)
-            # Ray's HTTP event path (ray_events.py): RayEvents become export-event lines for the same folds.
-            for path, segs in archive_logs.list_segments(store, node, source="ray_events").items():
-                where = f"{node_id[:12]}:ray_events/{path}"
-                raw = tmp / "stage" / node_id / "ray_events.raw" / path
-                _stage(store, node, segs, raw, folded.damage, where)
-                staged = tmp / "stage" / node_id / "ray_events" / path
-                with raw.open("rb") as lines:
-                    task_lines += ray_events.normalize_spool(lines, where, folded.damage, staged, http_events)
-                task_files.append(staged)
-            # The head's snapshots of Ray's dashboard API: what no event stream carries.
-            for path, segs in archive_logs.list_segments(store, node, source="api").items():
-                where = f"{node_id[:12]}:api/{path}"
-                data, _ = _stage(store, node, segs, None, folded.damage, where)
-                for route, snap in api_snapshots.latest_by_route(data.splitlines(), folded.damage, where).items():
-                    if route not in api_latest or snap["time_ms"] >= api_latest[route]["time_ms"]:
-                        api_latest[route] = snap
-        ray_events.fold_ray_events(http_events, folded)
-        metric_counts = compact_metrics(store, ref, list(node_records), tmp, folded.damage)
-        # Placement groups: from the HTTP path when Ray emits them (fold_ray_events left them aside), else from
-        # the last snapshot of the head's API (Ray 2.60 emits none).
-        placement_groups = placement_group_rows(http_events, folded.damage, session_end_ms) or \
-            api_snapshots.placement_group_rows(api_latest, session_end_ms)
-
-        staged_mb = sum(p.stat().st_size for p in task_files) / 2**20
-        log.info("%s: staged %d task event files (%.0f MiB) in %.1fs", ref.id, len(task_files), staged_mb,
-                 time.monotonic() - started)
-        worker_logs = _worker_logs(log_rows, node_records)
-        nodes_ip = {n: r.ip for n, r in node_records.items() if r.ip}
-        nodes_ip.update({k: v.get("node_manager_address") for k, v in folded.nodes.items()
-                         if v.get("node_manager_address")})
-        actors = [actor_record(a, nodes_ip, session_end_ms) for a in folded.actors.values()]
-        jobs = job_records(folded, session_end_ms)
-        nodes = [node_record(n) for n in folded.nodes.values()]
-
-        con = _duckdb(tmp)
-        con.register("worker_logs", pa.Table.from_pylist(
-            [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
-            schema=pa.schema([("node_id", _S), ("worker_id", _S), ("out_file", _S), ("err_file", _S)])))
-        fold_started = time.monotonic()
-        task_counts = fold_tasks(con, task_files, tmp, session_end_ms)
-        drivers = [{"job_id": j["job_id"], "pid": int(j["driver_info"]["pid"]) if j["driver_info"]["pid"] else None,
-                    "ip": j["driver_info"]["node_ip_address"], "start": j["start_time"], "end": j["end_time"]}
-                   for j in jobs if j["job_id"] and j["driver_info"]]
-        workers = build_workers(con, tmp / "tasks.parquet", log_rows, drivers, nodes_ip, session_end_ms is not None)
-        con.close()
-        log.info("%s: folded %d task attempts in %.1fs", ref.id, task_counts["tasks"], time.monotonic() - fold_started)
-        if task_lines > task_counts["task_events"]:
-            unread = task_lines - task_counts["task_events"]
-            folded.damage.note("export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread)
-        shutil.rmtree(tmp / "stage", ignore_errors=True)
-
-        _write(tmp / "actors.parquet", [
-            {"actor_id": a["actorId"], "job_id": a["jobId"], "state": a["state"], "class_name": a["className"],
-             "name": a["name"], "node_id": a["address"]["nodeId"], "pid": a["pid"], "record": json.dumps(a)}
-            for a in actors
-        ], ACTOR_SCHEMA)
-        _write(tmp / "jobs.parquet", [
-            {"job_id": j["job_id"], "submission_id": j["submission_id"], "type": j["type"], "status": j["status"],
-             "start_time": j["start_time"], "record": json.dumps(j)} for j in jobs
-        ], JOB_SCHEMA)
-        _write(tmp / "nodes.parquet", [
-            {"node_id": n["node_id"], "state": n["state"], "is_head_node": n["is_head_node"], "node_ip": n["node_ip"],
-             "record": json.dumps(n)} for n in nodes
-        ], NODE_SCHEMA)
-        _write(tmp / "log_files.parquet", log_rows, LOG_SCHEMA)
-        _write(tmp / "workers.parquet", [
-            {"worker_id": w["worker_id"], "node_id": w["node_id"], "pid": w["pid"], "worker_type": w["worker_type"],
-             "record": json.dumps(w)} for w in workers
-        ], WORKER_SCHEMA)
-        _write(tmp / "cluster_events.parquet", sorted(event_rows, key=lambda r: r["timestamp"]), EVENT_SCHEMA)
-        _write(tmp / "placement_groups.parquet", placement_groups, PLACEMENT_GROUP_SCHEMA)  # empty: still written
+        _read(inputs)
+        log.info("%s: read the archive in %.1fs", ref.id, time.monotonic() - started)
+        results = [(builder, builder.build(inputs)) for builder in BUILDERS]
+        inputs.close()
         info = {
             "compaction_version": COMPACTION_VERSION,
             "session_id": ref.id,
             "built_at_ms": int(time.time() * 1000),
             "seconds": round(time.monotonic() - started, 3),
-            "counts": {"tasks": task_counts["tasks"], "failed_tasks": task_counts["failed_tasks"],
-                       "actors": len(actors), "jobs": len(jobs), "nodes": len(nodes), "log_files": len(log_rows),
-                       "cluster_events": len(event_rows), "workers": len(workers), **metric_counts,
-                       "placement_groups": len(placement_groups)},
-            "damage": asdict(folded.damage),
+            "counts": info_counts(results),
+            "damage": asdict(inputs.folded.damage),
             # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
-            "cluster_status": {r: {"time_ms": api_latest[r]["time_ms"], "body": api_latest[r]["body"]}
-                               for r in api_snapshots.CLUSTER_STATUS_ROUTES if r in api_latest},
-            "archived_nodes": {n: asdict(r) for n, r in node_records.items()},
+            "cluster_status": {r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
+                               for r in CLUSTER_STATUS_ROUTES if r in inputs.api_latest},
+            "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
         }
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
         old = None
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}-{time.monotonic_ns()}")
@@ -240,60 +124,76 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
         if old:
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        inputs.close()
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("compacted %s in %.2fs: %s", ref.id, info["seconds"], info["counts"])
     return info
 
 
-def _duckdb(tmp: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    # Bounded memory: large sessions spill to disk instead of growing the server's RSS.
-    con.execute(f"SET memory_limit = '{os.environ.get('RAYHISTORY_COMPACTION_MEMORY', '600MB')}'")
-    con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
-    con.execute("SET preserve_insertion_order = false")
-    return con
+def _read(inputs: Inputs) -> None:
+    """One pass over every node's sources, gathering what the builders need (metrics are read by their builder)."""
+    for node_id in inputs.store.list_dirs(inputs.ref.nodes_prefix):
+        node = inputs.ref.node(node_id)
+        inputs.node_records[node_id] = _read_node_record(inputs.store, inputs.ref, node_id)
+        _read_logs(inputs, node)
+        _read_ray_events(inputs, node)
+        _read_api(inputs, node)
+    ray_events.fold_ray_events(inputs.http_events, inputs.folded)
+
+
+def _read_logs(inputs: Inputs, node: NodeRef) -> None:
+    """Every file of Ray's logs/ is a log_files row; cluster events and export events are read too."""
+    store, node_id, damage = inputs.store, node.node_id, inputs.folded.damage
+    listed = archive_logs.list_segments(store, node)
+    for path, (archived_path, epoch) in archive_logs.read_renames(store, node).items():
+        gen = [s for s in listed.get(archived_path, []) if s.epoch == epoch]
+        if gen and path not in listed:
+            inputs.log_rows.append(_log_row(node_id, path, gen))  # a rotated file, under its current name
+    for path, segs in listed.items():
+        inputs.log_rows.append(_log_row(node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)],
+                                        len(segs)))
+        name = path.split("/")[-1]
+        where = f"{node_id[:12]}:{path}"
+        if is_cluster_events_file(path):
+            data, _ = _stage(store, node, segs, None, damage, where)
+            inputs.event_rows += cluster_event_rows(data.splitlines(), inputs.seen_events)
+            continue
+        if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
+            continue
+        if name.startswith("event_EXPORT_TASK"):
+            staged = inputs.tmp / "stage" / node_id / path
+            inputs.task_lines += _stage(store, node, segs, staged, damage, where)[1]
+            inputs.task_files.append(staged)
+        else:
+            data, _ = _stage(store, node, segs, None, damage, where)
+            fold_lines(data.splitlines(), where, inputs.folded)
+
+
+def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
+    """Ray's HTTP event path (ray_events.py): RayEvents become export-event lines for the same folds."""
+    stage = inputs.tmp / "stage" / node.node_id
+    for path, segs in archive_logs.list_segments(inputs.store, node, source="ray_events").items():
+        where = f"{node.node_id[:12]}:ray_events/{path}"
+        raw = stage / "ray_events.raw" / path
+        _stage(inputs.store, node, segs, raw, inputs.folded.damage, where)
+        staged = stage / "ray_events" / path
+        with raw.open("rb") as lines:
+            inputs.task_lines += ray_events.normalize_spool(lines, where, inputs.folded.damage, staged,
+                                                            inputs.http_events)
+        inputs.task_files.append(staged)
+
+
+def _read_api(inputs: Inputs, node: NodeRef) -> None:
+    """The head's snapshots of Ray's dashboard API: what no event stream carries."""
+    for path, segs in archive_logs.list_segments(inputs.store, node, source=snapshot_format.SOURCE).items():
+        where = f"{node.node_id[:12]}:{snapshot_format.SOURCE}/{path}"
+        data, _ = _stage(inputs.store, node, segs, None, inputs.folded.damage, where)
+        for route, snap in api_snapshots.latest_by_route(data.splitlines(), inputs.folded.damage, where).items():
+            if route not in inputs.api_latest or snap.time_ms >= inputs.api_latest[route].time_ms:
+                inputs.api_latest[route] = snap
 
 
 def _log_row(node_id: str, path: str, generation: list, segment_count: int | None = None) -> dict[str, Any]:
     run = archive_logs.covering(generation)
     return {"node_id": node_id, "path": path, "size": run[-1].end if run else 0,
             "segments": segment_count or len(generation), "complete": bool(run) and len(run) == len(generation)}
-
-
-def _worker_logs(log_rows: list[dict[str, Any]], nodes: dict[str, NodeRecord]) -> dict[tuple[str, str], tuple[str, str]]:
-    """(node, worker) -> full paths of its .out/.err, as Ray's task_log_info names them."""
-    found: dict[tuple[str, str], dict[str, str]] = {}
-    for row in log_rows:
-        m = _WORKER_LOG.match(row["path"])
-        if not m:
-            continue
-        base = nodes.get(row["node_id"])
-        prefix = f"{base.session_dir}/logs/" if base and base.session_dir else ""
-        found.setdefault((row["node_id"], m.group(1)), {})[m.group(2)] = prefix + row["path"]
-    return {k: (v.get("out"), v.get("err")) for k, v in found.items()}
-
-
-def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
-
-
-_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
-# The tasks table as tasks_sql.py writes it (kept here as the table's contract, and for synthetic tables).
-TASK_SCHEMA = pa.schema([
-    ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
-    ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
-    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
-    ("unfinished", _B), ("record", _S),
-])
-ACTOR_SCHEMA = pa.schema([
-    ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),
-    ("pid", _I), ("record", _S),
-])
-JOB_SCHEMA = pa.schema([
-    ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
-])
-NODE_SCHEMA = pa.schema([("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S)])
-WORKER_SCHEMA = pa.schema([("worker_id", _S), ("node_id", _S), ("pid", _I), ("worker_type", _S), ("record", _S)])
-EVENT_SCHEMA = pa.schema([("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S),
-                          ("record", _S)])
-LOG_SCHEMA = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])

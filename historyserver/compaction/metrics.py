@@ -17,8 +17,8 @@ staged to disk, so memory holds one file and the series dictionary, never the wh
 
 Parsing is column-wise (openmetrics.py) with prometheus_client's lax text parser as the reference: a block the fast
 path cannot read exactly as the reference would is read by the reference itself (`_read_block`). The collector's
-writer lives in collector/sources/metrics.py; this reader is written against the format alone (the history server
-never imports the collector).
+writer lives in collector/sources/metrics.py; both take the format's constants from archive/metrics_blocks.py (the
+history server never imports the collector).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 
 from archive import logs as archive_logs
+from archive.compacted import METRIC_SAMPLES, METRIC_SERIES
+from archive.metrics_blocks import BLOCK_START, SOURCE
 from archive.layout import SessionRef
 from archive.storage import Store
 from historyserver.compaction.openmetrics import CREATED_PARENTS, SeriesTable, parse_file
@@ -42,13 +44,8 @@ from historyserver.compaction.staleness import Staleness, with_markers
 
 log = logging.getLogger("rayhistory.compaction")
 
-SOURCE = "metrics"
-BLOCK_START = "# HELP up "  # every scrape block starts with its `up` family (see FORMAT.md's metrics source)
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: a 50-series select reads a few of them, not the file
 
-SERIES_SCHEMA = pa.schema([("series_id", pa.int64()), ("name", pa.string()),
-                           ("labels", pa.map_(pa.string(), pa.string()))])
-SAMPLE_SCHEMA = pa.schema([("series_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64())])
 # Staged rows carry the temporary series id (order of first appearance) and their arrival order for dedup.
 _STAGE_SCHEMA = pa.schema([("tmp_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64()),
                            ("seq", pa.int64())])
@@ -99,7 +96,7 @@ class _Samples:
 
 
 def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir: Path, damage) -> dict[str, int]:
-    """Write metric_series.parquet and metric_samples.parquet into out_dir; returns their row counts.
+    """Write the metric_series and metric_samples tables into out_dir; returns their row counts.
 
     `damage` is the compaction's Damage: unreadable blocks and segments are noted there, never raised."""
     stage = out_dir / "stage-metrics"
@@ -118,8 +115,8 @@ def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir:
                     data = _read_generation(store, node, archive_logs.covering(segs, epoch), damage, where)
                     seq = _read_file(data, where, table, samples, damage, seq, stale)
         samples.close()
-        order = _write_series(out_dir / "metric_series.parquet", table, samples.used)
-        kept = _write_samples(stage, samples.path, order, out_dir / "metric_samples.parquet", samples.monotonic)
+        order = _write_series(out_dir / METRIC_SERIES.file, table, samples.used)
+        kept = _write_samples(stage, samples.path, order, out_dir / METRIC_SAMPLES.file, samples.monotonic)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if samples.rows > kept:
@@ -248,8 +245,8 @@ def _write_series(path: Path, table: SeriesTable, used: np.ndarray) -> np.ndarra
     pq.write_table(pa.Table.from_arrays([
         pa.array(np.arange(len(ranked), dtype=np.int64)),
         pa.array([keys[i][0] for i in ranked], pa.string()),
-        pa.array([list(keys[i][1]) for i in ranked], SERIES_SCHEMA.field("labels").type),
-    ], schema=SERIES_SCHEMA), path, compression="zstd")
+        pa.array([list(keys[i][1]) for i in ranked], METRIC_SERIES.schema.field("labels").type),
+    ], schema=METRIC_SERIES.schema), path, compression="zstd")
     return order
 
 
@@ -278,4 +275,4 @@ def _write_samples(stage: Path, staged: Path, order: np.ndarray, out: Path, uniq
         con.close()
 
 
-__all__ = ["compact_metrics", "SERIES_SCHEMA", "SAMPLE_SCHEMA"]
+__all__ = ["compact_metrics"]

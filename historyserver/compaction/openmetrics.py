@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-BLOCK_START = b"# HELP up "  # every scrape block starts with its `up` family
+from archive.metrics_blocks import BLOCK_START_BYTES
+
 # `<name>_created` samples are the creation time of their parent, not a series of their own (see metrics.py).
 CREATED_PARENTS = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
 
@@ -305,12 +306,12 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
     c_codes = c_enc.indices.to_numpy(zero_copy_only=False)
     kind_of = np.array([k for k, _, _ in c_kinds] or [0], np.int8)
     bad_lines.append(c_idx[kind_of[c_codes] == _BAD])
-    is_up = np.array([line.startswith(BLOCK_START) for line in c_enc.dictionary.to_pylist()] or [False])
+    is_up = np.array([line.startswith(BLOCK_START_BYTES) for line in c_enc.dictionary.to_pylist()] or [False])
     block_lines = np.unique(np.concatenate([[0], c_idx[is_up[c_codes]]]).astype(np.int64)) if n_lines \
         else np.zeros(0, np.int64)
     block_of = np.searchsorted(block_lines, np.arange(n_lines), "right") - 1
     slow = np.zeros(len(block_lines), np.bool_)
-    if n_lines and not data.startswith(BLOCK_START):
+    if n_lines and not data.startswith(BLOCK_START_BYTES):
         slow[0] = True  # the reference notes it as a block without its `up` family
 
     # Sample lines: the timestamp, then the value, are the last two space-separated tokens.
@@ -388,5 +389,5 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
                   np.flatnonzero(slow), series[keep], ts_ms[keep], values[keep], s_idx[keep])
 
 
-__all__ = ["BLOCK_START", "CREATED_PARENTS", "Key", "Parsed", "SeriesTable", "parse_file", "parse_labels",
+__all__ = ["CREATED_PARENTS", "Key", "Parsed", "SeriesTable", "parse_file", "parse_labels",
            "parse_series_text", "py_number"]

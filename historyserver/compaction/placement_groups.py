@@ -16,18 +16,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import pyarrow as pa
 
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.ids import hex_id
 from historyserver.compaction.ray_events import PLACEMENT_GROUP, to_ns
 
-SCHEMA = pa.schema([
-    ("placement_group_id", pa.string()), ("name", pa.string()), ("state", pa.string()),
-    ("creator_job_id", pa.string()), ("is_detached", pa.bool_()), ("strategy", pa.string()),
-    ("ray_namespace", pa.string()), ("creation_time_ms", pa.int64()), ("scheduled_time_ms", pa.int64()),
-    ("removal_time_ms", pa.int64()), ("unfinished", pa.bool_()), ("record", pa.string()),
-])
 # Protobuf's JSON writes enums by name; a writer that used numbers is read the same way.
 _STATES = ("PENDING", "PREPARED", "CREATED", "REMOVED", "RESCHEDULING")
 _STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -208,4 +201,4 @@ def _text(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["SCHEMA", "MalformedGroup", "placement_group_rows"]
+__all__ = ["MalformedGroup", "placement_group_rows"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from archive.compacted import PROFILE_EVENTS, TASKS
 from historyserver.compaction.export_events import TASK_STATUS
 
 _STATES = ", ".join(f"({code}, '{name}')" for code, name in TASK_STATUS.items())
@@ -82,7 +83,7 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
     if ranges == 1:
         con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {_events_select(task_files)}" if task_files else
                     _EMPTY_EVENTS)
-        return _fold(con, out_dir / "tasks.parquet", out_dir / "profile_events.parquet", session_end_ms)
+        return _fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms)
     staged = out_dir / "ranges"
     con.execute(f"""
         COPY (SELECT *, (('0x' || substr(hex(try(from_base64(tid))), 1, 2))::INTEGER * {ranges}) // 256 AS part
@@ -102,9 +103,9 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
         for k, v in _fold(con, task_parts[-1], profile_parts[-1], session_end_ms).items():
             counts[k] += v
     con.execute("SET preserve_insertion_order = true")  # concatenate the sorted ranges in order
-    for parts, name in ((task_parts, "tasks"), (profile_parts, "profile_events")):
+    for parts, table in ((task_parts, TASKS), (profile_parts, PROFILE_EVENTS)):
         listed = "[" + ", ".join(_sql_path(p) for p in parts) + "]"
-        con.execute(f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / (name + '.parquet'))} "
+        con.execute(f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / table.file)} "
                     f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
     con.execute("SET preserve_insertion_order = false")
     return counts

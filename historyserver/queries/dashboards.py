@@ -3,34 +3,20 @@ to serve a live cluster and the archive alike (historyserver.grafana adds the da
 
 from __future__ import annotations
 
-import json
-
-from archive import logs as archive_logs
-from archive.errors import NotFound
+from archive import grafana as grafana_files
 from archive.storage import Store
 from historyserver.catalog import SessionEntry
 from historyserver.errors import EntityNotFound
 from historyserver.grafana import with_datasource_variable
-
-SOURCE = "grafana"
 
 
 def session_dashboards(store: Store, entry: SessionEntry, datasource: str) -> dict[str, dict]:
     """uid -> dashboard, from every head node's archived files (a file that is not a dashboard is skipped)."""
     found: dict[str, dict] = {}
     for node in entry.manifest.nodes:
-        if not node.is_head:
-            continue
-        ref = entry.ref.node(node.node_id)
-        for path in archive_logs.list_segments(store, ref, source=SOURCE):
-            if not path.endswith(".json"):
-                continue
-            try:
-                board = json.loads(archive_logs.read_file(store, ref, path, source=SOURCE))
-            except (NotFound, ValueError):
-                continue
-            if isinstance(board, dict) and board.get("uid"):
-                found[board["uid"]] = with_datasource_variable(board, datasource)
+        if node.is_head:
+            for uid, board in grafana_files.dashboards(store, entry.ref.node(node.node_id)).items():
+                found[uid] = with_datasource_variable(board, datasource)
     return found
 
 

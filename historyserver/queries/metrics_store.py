@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from archive.compacted import METRIC_SAMPLES, METRIC_SERIES
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
 
@@ -38,8 +39,8 @@ CACHE_BYTES = int(float(os.environ.get("RAYHISTORY_METRICS_CACHE_MB", "1024")) *
 READ_GROUPS = 16  # row groups decoded per read
 MAX_INDEXES = 256  # sessions whose series index stays loaded (a few hundred bytes a series)
 
-SERIES_FILE = "metric_series.parquet"
-SAMPLES_FILE = "metric_samples.parquet"
+SERIES_FILE = METRIC_SERIES.file
+SAMPLES_FILE = METRIC_SAMPLES.file
 
 
 @dataclass(frozen=True)

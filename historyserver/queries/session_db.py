@@ -11,7 +11,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator
 import duckdb
 import orjson
 
-from historyserver.compaction.build import TABLES
+from archive.compacted import INFO_FILE, TABLES
 from historyserver.errors import BadRequest, TooLarge
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
@@ -58,9 +58,9 @@ class SessionDB:
         # Bounded like every request: a query over one session's tables may use this much, then spills or fails.
         self._con = duckdb.connect(":memory:", config={"memory_limit": QUERY_MEMORY, "threads": 2})
         for table in TABLES:
-            path = str(tables_dir / f"{table}.parquet").replace("'", "''")
-            self._con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
-        self.info = json.loads((tables_dir / "info.json").read_text())
+            path = str(tables_dir / table.file).replace("'", "''")
+            self._con.execute(f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet('{path}')")
+        self.info = json.loads((tables_dir / INFO_FILE).read_text())
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

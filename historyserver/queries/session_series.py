@@ -31,6 +31,7 @@ from typing import Callable
 import duckdb
 import numpy as np
 
+from archive.compacted import INFO_FILE, JOBS, TASKS
 from historyserver.catalog import SessionEntry
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
@@ -87,10 +88,10 @@ class Failures:
         con = duckdb.connect(":memory:")
         try:
             jobs = con.execute(
-                f"SELECT record FROM read_parquet('{_quote(tables_dir / 'jobs.parquet')}') WHERE status = 'FAILED'"
+                f"SELECT record FROM read_parquet('{_quote(tables_dir / JOBS.file)}') WHERE status = 'FAILED'"
             ).fetchall()
             tasks = con.execute(
-                f"SELECT end_time_ms FROM read_parquet('{_quote(tables_dir / 'tasks.parquet')}') "
+                f"SELECT end_time_ms FROM read_parquet('{_quote(tables_dir / TASKS.file)}') "
                 "WHERE state = 'FAILED'").fetchall()
         finally:
             con.close()
@@ -141,7 +142,7 @@ def warehouse_tables(warehouse) -> Callable[[SessionEntry], Path | None]:
     def find(entry: SessionEntry) -> Path | None:
         path = Path(warehouse.root) / entry.ref.id
         try:
-            info = json.loads((path / "info.json").read_text())
+            info = json.loads((path / INFO_FILE).read_text())
         except (OSError, ValueError):
             return None
         return path if info.get("closed") else None

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass
 
-from archive import logs as archive_logs
+from archive import api_snapshots, logs as archive_logs
+from archive.api_snapshots import JOBS_ROUTE
 from archive.errors import NotFound
-from archive.layout import InvalidName, SessionRef, parse_node_key
+from archive.compacted import INFO_FILE, JOBS
+from archive.layout import InvalidName, SessionRef, parse_compacted_key, parse_node_key
 from archive.storage import ObjectInfo, Store
 
-JOBS_ROUTE = "/api/jobs/"
-_COMPACTED_INFO = re.compile(r"^compacted/c([0-9]+)/info\.json$")
-_API_FILE = re.compile(r"^api-([0-9]+)\.jsonl$")
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,9 @@ class FailureEvidence:
 
 def evidence(store: Store, ref: SessionRef, objects: list[ObjectInfo]) -> FailureEvidence:
     """`objects`: the session's keys (gc lists them anyway, for their sizes)."""
-    versions = sorted((int(m.group(1)), o.key) for o in objects
-                      if (m := _COMPACTED_INFO.match(o.key[len(ref.prefix):])))
+    versions = sorted(c[0] for o in objects if (c := parse_compacted_key(o.key, ref)) and c[1] == INFO_FILE)
     if versions:
-        found = _from_compacted(store, versions[-1][1])
+        found = _from_compacted(store, ref, versions[-1])
         if found is not None:
             return found
     if _api_says_a_job_failed(store, ref, objects):
@@ -46,11 +43,11 @@ def evidence(store: Store, ref: SessionRef, objects: list[ObjectInfo]) -> Failur
     return FailureEvidence(None, "failures unknown: not compacted yet")
 
 
-def _from_compacted(store: Store, info_key: str) -> FailureEvidence | None:
+def _from_compacted(store: Store, ref: SessionRef, version: int) -> FailureEvidence | None:
     try:
-        info = json.loads(store.get(info_key))
+        info = json.loads(store.get(ref.compacted_key(version, INFO_FILE)))
         failed_tasks = int(info["counts"]["failed_tasks"])
-        jobs = store.get(info_key.rsplit("/", 1)[0] + "/jobs.parquet")
+        jobs = store.get(ref.compacted_key(version, JOBS.file))
     except (NotFound, ValueError, KeyError, TypeError):
         return None  # being replaced, or of a shape this version does not know: look elsewhere
     failed_jobs = _failed_jobs(jobs)
@@ -82,20 +79,21 @@ def _api_says_a_job_failed(store: Store, ref: SessionRef, objects: list[ObjectIn
         if node_id is None:
             continue
         rest = o.key[len(ref.node(node_id).prefix):].split("/")
-        if len(rest) == 3 and rest[0] == "api" and (m := _API_FILE.match(rest[1])):
-            files[(node_id, rest[1])] = int(m.group(1))
+        if len(rest) == 3 and rest[0] == api_snapshots.SOURCE and \
+                (seq := api_snapshots.parse_file_name(rest[1])) is not None:
+            files[(node_id, rest[1])] = seq
     for (node_id, name), _seq in sorted(files.items(), key=lambda kv: kv[1], reverse=True):
         try:
-            data = archive_logs.read_file(store, ref.node(node_id), name, source="api")
+            data = archive_logs.read_file(store, ref.node(node_id), name, source=api_snapshots.SOURCE)
         except (NotFound, archive_logs.CorruptSegment):
             continue
         for line in reversed(data.splitlines()):
             try:
-                snap = json.loads(line)
-            except ValueError:
+                snap = api_snapshots.decode(line)
+            except (ValueError, KeyError, TypeError):
                 continue
-            if isinstance(snap, dict) and snap.get("route") == JOBS_ROUTE and snap.get("status") == 200:
-                body = snap.get("body")
+            if snap.route == JOBS_ROUTE and snap.status == 200:
+                body = snap.body
                 return isinstance(body, list) and any(isinstance(j, dict) and j.get("status") == "FAILED"
                                                       for j in body)
     return False

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from archive.errors import ArchiveError
-from archive.layout import DELETING_PREFIX, FORMAT_VERSION, InvalidName, SessionRef, parse_deleting_key
+from archive.compacted import INFO_FILE
+from archive.layout import (COMPACTED_DIR, DELETING_PREFIX, FORMAT_VERSION, InvalidName, SessionRef,
+                            parse_compacted_key, parse_deleting_key)
 from archive.storage import ObjectInfo, Store
 
 
@@ -33,8 +35,9 @@ def session_objects(store: Store, ref: SessionRef) -> list[ObjectInfo]:
 
 def _rank(ref: SessionRef, key: str) -> int:
     rest = key[len(ref.prefix):]
-    if rest.startswith("compacted/"):
-        return 0 if rest.endswith("/info.json") else 1  # info.json vouches for the tables: it goes first
+    if rest.startswith(COMPACTED_DIR):
+        compacted = parse_compacted_key(key, ref)  # info.json vouches for the tables: it goes first
+        return 0 if compacted and compacted[1] == INFO_FILE else 1
     if rest.startswith("nodes/"):
         return 2
     return 4 if rest == "ended.json" else 3  # the manifest, then the end marker, last

@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from archive.api_snapshots import CLUSTER_STATUS_ROUTES
 from historyserver.catalog import SessionEntry
 from historyserver.errors import EntityNotFound
 from historyserver.queries import cluster
@@ -123,8 +124,8 @@ def cluster_status(format: str = "0", entry: SessionEntry = Depends(session_entr
     # The head collector's last snapshot of Ray's own answer, when it holds a status (a cluster without an
     # autoscaler report answers "No cluster status", and what the archive knows says more than that).
     snapshots = db.info.get("cluster_status") or {}
-    formatted = (snapshots.get("/api/cluster_status?format=1") or {}).get("body") or {}
-    wanted = snapshots.get(f"/api/cluster_status?format={1 if format == '1' else 0}")
+    formatted = (snapshots.get(CLUSTER_STATUS_ROUTES[1]) or {}).get("body") or {}
+    wanted = snapshots.get(CLUSTER_STATUS_ROUTES[1 if format == "1" else 0])
     if wanted and "Node status" in str((formatted.get("data") or {}).get("clusterStatus") or ""):
         return wanted["body"]
     if format == "1":

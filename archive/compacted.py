@@ -1,0 +1,92 @@
+"""The compacted tables: what a history server derives from a session and writes back under
+`compacted/c{COMPACTION_VERSION}/` (FORMAT.md, "What is derived"), one Parquet file per table and INFO_FILE last.
+
+The registry of tables is here, beside the keys, so that every reader (warehouse, queries, gc, benchmarks, tests)
+names tables from one place; historyserver/compaction/tables.py binds each table to the builder that writes it.
+They are a versioned cache: a change to a table's bytes sets its `version` to a new COMPACTION_VERSION, and every
+table is rebuilt, never migrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+COMPACTION_VERSION = 9  # 9: metric_samples carry derived staleness markers
+INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
+TABLE_SUFFIX = ".parquet"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    schema: pa.Schema  # the columns readers may rely on
+    version: int  # the COMPACTION_VERSION that last changed the table's bytes (<= COMPACTION_VERSION)
+
+    @property
+    def file(self) -> str:
+        return self.name + TABLE_SUFFIX
+
+
+_S, _I, _I32, _F, _B = pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.bool_()
+
+# Versions below 9 are those of the commits that bumped COMPACTION_VERSION for the table.
+TASKS = Table("tasks", pa.schema([
+    ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
+    ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
+    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
+    ("unfinished", _B), ("record", _S),
+]), 2)  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
+PROFILE_EVENTS = Table("profile_events", pa.schema([
+    ("task_id", _S), ("attempt_number", _I32), ("component_type", _S), ("component_id", _S),
+    ("node_ip_address", _S), ("event_name", _S), ("start_time", _F), ("end_time", _F), ("extra_data", _S),
+]), 2)
+ACTORS = Table("actors", pa.schema([
+    ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),
+    ("pid", _I), ("record", _S),
+]), 2)
+JOBS = Table("jobs", pa.schema([
+    ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
+]), 2)
+NODES = Table("nodes", pa.schema([
+    ("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S),
+]), 2)
+LOG_FILES = Table("log_files", pa.schema([
+    ("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B),
+]), 2)
+CLUSTER_EVENTS = Table("cluster_events", pa.schema([
+    ("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S), ("record", _S),
+]), 3)
+WORKERS = Table("workers", pa.schema([
+    ("worker_id", _S), ("node_id", _S), ("pid", _I), ("worker_type", _S), ("record", _S),
+]), 4)
+# labels: a MAP (keys sorted) so that label matchers are typed expressions DuckDB evaluates without parsing.
+METRIC_SERIES = Table("metric_series", pa.schema([
+    ("series_id", _I), ("name", _S), ("labels", pa.map_(_S, _S)),
+]), 8)
+# Sorted by (series_id, ts_ms); staleness markers are Prometheus's STALE_NAN bits.
+METRIC_SAMPLES = Table("metric_samples", pa.schema([("series_id", _I), ("ts_ms", _I), ("value", _F)]), 9)
+PLACEMENT_GROUPS = Table("placement_groups", pa.schema([
+    ("placement_group_id", _S), ("name", _S), ("state", _S), ("creator_job_id", _S), ("is_detached", _B),
+    ("strategy", _S), ("ray_namespace", _S), ("creation_time_ms", _I), ("scheduled_time_ms", _I),
+    ("removal_time_ms", _I), ("unfinished", _B), ("record", _S),
+]), 6)
+
+TABLES = (TASKS, PROFILE_EVENTS, ACTORS, JOBS, NODES, LOG_FILES, CLUSTER_EVENTS, WORKERS, METRIC_SERIES,
+          METRIC_SAMPLES, PLACEMENT_GROUPS)
+TABLE_NAMES = tuple(t.name for t in TABLES)
+_BY_NAME = {t.name: t for t in TABLES}
+_BY_FILE = {t.file: t for t in TABLES}
+
+
+def table(name: str) -> Table:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no compacted table {name!r}; the tables are {', '.join(TABLE_NAMES)}") from None
+
+
+def parse_file_name(name: str) -> Table | None:
+    """The table a file of a compacted/ folder holds, or None (INFO_FILE, or a file of another version)."""
+    return _BY_FILE.get(name)
