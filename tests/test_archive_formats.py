@@ -122,7 +122,7 @@ def test_grafana_dashboards_round_trip(tmp_path):
     """Files of the session's SESSION_DIR shipped by the collector's sink come back as dashboards by uid; files
     that are not dashboards are skipped, and a small segment size splits a file without changing it."""
     from archive.storage.local import LocalStore
-    from collector.sinks.archive import ArchiveSink
+    from collector.sinks.generations import ArchivedFolder
     from collector.sources.session_dir import scan_tree
 
     boards = {"rayDefaultDashboard": {"uid": "rayDefaultDashboard", "title": "Default \u2713", "panels": [{"id": 1}]},
@@ -135,7 +135,7 @@ def test_grafana_dashboards_round_trip(tmp_path):
     (folder / "broken.json").write_text('{"title": "no uid"}')
     store = LocalStore(tmp_path / "archive")
     node = SessionRef("default", "c", "session_2026-01-01_00-00-00_000000_1").node("ab" * 28)
-    sink = ArchiveSink(store, node, folder, source=grafana.SOURCE, max_segment_bytes=20)
+    sink = ArchivedFolder(store, node, folder, source=grafana.SOURCE, max_segment_bytes=20)
     for f in scan_tree(folder):
         sink.ship(f)
     assert grafana.dashboards(store, node) == boards
