@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from typing import Mapping
 
 from historyserver.settings import ServerSettings
@@ -58,9 +60,19 @@ def serve(settings: ServerSettings, store, on_ready=None) -> None:
     from historyserver.app import create_app
 
     app = create_app(settings, store)  # refuses (AccessConfigError) what check_exposure refuses
+    server = uvicorn.Server(server_config(app, settings))
     if on_ready:
-        app.router.on_startup.append(on_ready)
-    uvicorn.Server(server_config(app, settings)).run()
+        # Once the socket listens (`started`), not at the app's startup event, which runs before uvicorn binds: a
+        # URL announced then could be refused by a client that is quick to follow it.
+        def announce() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                time.sleep(0.05)
+            on_ready()
+
+        threading.Thread(target=announce, name="announce", daemon=True).start()
+    server.run()
 
 
 def server_config(app, settings: ServerSettings):

@@ -97,5 +97,7 @@ def run(args: argparse.Namespace) -> int:
         step("history server ready. Ray has stopped; its history is at:")
         print(url, flush=True)
 
-    serve(ServerSettings(archive=args.archive, host=args.host, port=args.port), store, on_ready=announce)
+    # The rest of the server's settings from RAYHISTORY_ variables, as `rayhistory serve` reads them.
+    settings = ServerSettings.load({"archive": args.archive, "host": args.host, "port": args.port})
+    serve(settings, store, on_ready=announce)
     return 0
