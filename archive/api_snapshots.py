@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 SOURCE = "api"  # the folder under nodes/{node_id}/
 FILE_PREFIX, FILE_EXT = "api", "jsonl"  # files `api-<seq:06d>.jsonl`, in write order
@@ -42,7 +43,7 @@ class Snapshot:
     body: Any  # the answer's JSON value, or its text when it is not JSON
 
     @classmethod
-    def from_response(cls, time_ms: int, route: str, status: int, body: bytes) -> "Snapshot":
+    def from_response(cls, time_ms: int, route: str, status: int, body: bytes) -> Snapshot:
         text = body.decode("utf-8", errors="replace")
         try:
             value = json.loads(text)
@@ -62,8 +63,9 @@ def decode(line: bytes | str) -> Snapshot:
     return Snapshot(int(doc["time_ms"]), doc["route"], doc.get("status"), doc.get("body"))
 
 
-def latest_by_route(lines: Iterable[bytes], bad: Callable[[int, Exception], None] | None = None,
-                    status: int = 200) -> dict[str, Snapshot]:
+def latest_by_route(
+    lines: Iterable[bytes], bad: Callable[[int, Exception], None] | None = None, status: int = 200
+) -> dict[str, Snapshot]:
     """route -> its newest snapshot answered with `status` (a later line wins a tie). `bad(line_number, error)`
     hears of every line that is not a snapshot."""
     latest: dict[str, Snapshot] = {}

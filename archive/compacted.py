@@ -32,49 +32,180 @@ class Table:
 _S, _I, _I32, _F, _B = pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.bool_()
 
 # Versions below 9 are those of the commits that bumped COMPACTION_VERSION for the table.
-TASKS = Table("tasks", pa.schema([
-    ("task_id", _S), ("attempt_number", _I), ("name", _S), ("state", _S), ("job_id", _S), ("actor_id", _S),
-    ("type", _S), ("func_or_class_name", _S), ("parent_task_id", _S), ("node_id", _S), ("worker_id", _S),
-    ("worker_pid", _I), ("error_type", _S), ("creation_time_ms", _F), ("start_time_ms", _F), ("end_time_ms", _F),
-    ("unfinished", _B), ("record", _S),
-]), 2)  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
-PROFILE_EVENTS = Table("profile_events", pa.schema([
-    ("task_id", _S), ("attempt_number", _I32), ("component_type", _S), ("component_id", _S),
-    ("node_ip_address", _S), ("event_name", _S), ("start_time", _F), ("end_time", _F), ("extra_data", _S),
-]), 2)
-ACTORS = Table("actors", pa.schema([
-    ("actor_id", _S), ("job_id", _S), ("state", _S), ("class_name", _S), ("name", _S), ("node_id", _S),
-    ("pid", _I), ("record", _S),
-]), 2)
-JOBS = Table("jobs", pa.schema([
-    ("job_id", _S), ("submission_id", _S), ("type", _S), ("status", _S), ("start_time", _I), ("record", _S),
-]), 2)
-NODES = Table("nodes", pa.schema([
-    ("node_id", _S), ("state", _S), ("is_head_node", _B), ("node_ip", _S), ("record", _S),
-]), 2)
-LOG_FILES = Table("log_files", pa.schema([
-    ("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B),
-]), 2)
-CLUSTER_EVENTS = Table("cluster_events", pa.schema([
-    ("event_id", _S), ("job_id", _S), ("timestamp", _F), ("severity", _S), ("source_type", _S), ("record", _S),
-]), 3)
-WORKERS = Table("workers", pa.schema([
-    ("worker_id", _S), ("node_id", _S), ("pid", _I), ("worker_type", _S), ("record", _S),
-]), 4)
+TASKS = Table(
+    "tasks",
+    pa.schema(
+        [
+            ("task_id", _S),
+            ("attempt_number", _I),
+            ("name", _S),
+            ("state", _S),
+            ("job_id", _S),
+            ("actor_id", _S),
+            ("type", _S),
+            ("func_or_class_name", _S),
+            ("parent_task_id", _S),
+            ("node_id", _S),
+            ("worker_id", _S),
+            ("worker_pid", _I),
+            ("error_type", _S),
+            ("creation_time_ms", _F),
+            ("start_time_ms", _F),
+            ("end_time_ms", _F),
+            ("unfinished", _B),
+            ("record", _S),
+        ]
+    ),
+    2,
+)  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
+PROFILE_EVENTS = Table(
+    "profile_events",
+    pa.schema(
+        [
+            ("task_id", _S),
+            ("attempt_number", _I32),
+            ("component_type", _S),
+            ("component_id", _S),
+            ("node_ip_address", _S),
+            ("event_name", _S),
+            ("start_time", _F),
+            ("end_time", _F),
+            ("extra_data", _S),
+        ]
+    ),
+    2,
+)
+ACTORS = Table(
+    "actors",
+    pa.schema(
+        [
+            ("actor_id", _S),
+            ("job_id", _S),
+            ("state", _S),
+            ("class_name", _S),
+            ("name", _S),
+            ("node_id", _S),
+            ("pid", _I),
+            ("record", _S),
+        ]
+    ),
+    2,
+)
+JOBS = Table(
+    "jobs",
+    pa.schema(
+        [
+            ("job_id", _S),
+            ("submission_id", _S),
+            ("type", _S),
+            ("status", _S),
+            ("start_time", _I),
+            ("record", _S),
+        ]
+    ),
+    2,
+)
+NODES = Table(
+    "nodes",
+    pa.schema(
+        [
+            ("node_id", _S),
+            ("state", _S),
+            ("is_head_node", _B),
+            ("node_ip", _S),
+            ("record", _S),
+        ]
+    ),
+    2,
+)
+LOG_FILES = Table(
+    "log_files",
+    pa.schema(
+        [
+            ("node_id", _S),
+            ("path", _S),
+            ("size", _I),
+            ("segments", _I),
+            ("complete", _B),
+        ]
+    ),
+    2,
+)
+CLUSTER_EVENTS = Table(
+    "cluster_events",
+    pa.schema(
+        [
+            ("event_id", _S),
+            ("job_id", _S),
+            ("timestamp", _F),
+            ("severity", _S),
+            ("source_type", _S),
+            ("record", _S),
+        ]
+    ),
+    3,
+)
+WORKERS = Table(
+    "workers",
+    pa.schema(
+        [
+            ("worker_id", _S),
+            ("node_id", _S),
+            ("pid", _I),
+            ("worker_type", _S),
+            ("record", _S),
+        ]
+    ),
+    4,
+)
 # labels: a MAP (keys sorted) so that label matchers are typed expressions DuckDB evaluates without parsing.
-METRIC_SERIES = Table("metric_series", pa.schema([
-    ("series_id", _I), ("name", _S), ("labels", pa.map_(_S, _S)),
-]), 8)
+METRIC_SERIES = Table(
+    "metric_series",
+    pa.schema(
+        [
+            ("series_id", _I),
+            ("name", _S),
+            ("labels", pa.map_(_S, _S)),
+        ]
+    ),
+    8,
+)
 # Sorted by (series_id, ts_ms); staleness markers are Prometheus's STALE_NAN bits.
 METRIC_SAMPLES = Table("metric_samples", pa.schema([("series_id", _I), ("ts_ms", _I), ("value", _F)]), 9)
-PLACEMENT_GROUPS = Table("placement_groups", pa.schema([
-    ("placement_group_id", _S), ("name", _S), ("state", _S), ("creator_job_id", _S), ("is_detached", _B),
-    ("strategy", _S), ("ray_namespace", _S), ("creation_time_ms", _I), ("scheduled_time_ms", _I),
-    ("removal_time_ms", _I), ("unfinished", _B), ("record", _S),
-]), 6)
+PLACEMENT_GROUPS = Table(
+    "placement_groups",
+    pa.schema(
+        [
+            ("placement_group_id", _S),
+            ("name", _S),
+            ("state", _S),
+            ("creator_job_id", _S),
+            ("is_detached", _B),
+            ("strategy", _S),
+            ("ray_namespace", _S),
+            ("creation_time_ms", _I),
+            ("scheduled_time_ms", _I),
+            ("removal_time_ms", _I),
+            ("unfinished", _B),
+            ("record", _S),
+        ]
+    ),
+    6,
+)
 
-TABLES = (TASKS, PROFILE_EVENTS, ACTORS, JOBS, NODES, LOG_FILES, CLUSTER_EVENTS, WORKERS, METRIC_SERIES,
-          METRIC_SAMPLES, PLACEMENT_GROUPS)
+TABLES = (
+    TASKS,
+    PROFILE_EVENTS,
+    ACTORS,
+    JOBS,
+    NODES,
+    LOG_FILES,
+    CLUSTER_EVENTS,
+    WORKERS,
+    METRIC_SERIES,
+    METRIC_SAMPLES,
+    PLACEMENT_GROUPS,
+)
 TABLE_NAMES = tuple(t.name for t in TABLES)
 _BY_NAME = {t.name: t for t in TABLES}
 _BY_FILE = {t.file: t for t in TABLES}

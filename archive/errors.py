@@ -1,12 +1,12 @@
 """The archive's exception tree, in one place.
 
-    ArchiveError
-      StoreError            a storage backend failed; carries the archive URL
-        NotFound            the key does not exist (a normal answer, not an outage)
-        BackendUnavailable  the store could not be reached, or answered with a server error
-        AccessDenied        the store refused the credentials
-      InvalidArchiveURL     the archive URL cannot be understood
-    layout.InvalidName      (a ValueError) a name that cannot be part of a key
+ArchiveError
+  StoreError            a storage backend failed; carries the archive URL
+    NotFound            the key does not exist (a normal answer, not an outage)
+    BackendUnavailable  the store could not be reached, or answered with a server error
+    AccessDenied        the store refused the credentials
+  InvalidArchiveURL     the archive URL cannot be understood
+layout.InvalidName      (a ValueError) a name that cannot be part of a key
 """
 
 from __future__ import annotations

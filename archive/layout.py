@@ -1,22 +1,22 @@
 """Every key of the archive is built and parsed here, and nowhere else (see FORMAT.md).
 
-    {root}/v1/
-      index/{namespace}/{cluster}/{session}.json            catalog entry (copy of the manifest)
-      deleting/{namespace}/{cluster}/{session}.json         `rayhistory gc` is deleting the session (see FORMAT.md)
-      clusters/{namespace}/{cluster}/{session}/
-        manifest.json                                        session manifest (mutable, single PUT)
-        ended.json                                           end marker: the session is complete
-        compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last;
-                                                             tables and version: archive/compacted.py)
-        nodes/{node_id}/
-          node.json                                          what the node's collector knows of it
-          ended.json                                         the node's collector flushed for the last time
-          files.json                                         renamed files: current path -> (archived path, epoch)
-          logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
-          ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
-          metrics/metrics-{seq}.prom/{epoch}-{start}-{end}.gz    the same, for its scrapes (archive/metrics_blocks.py)
-          api/api-{seq}.jsonl/{epoch}-{start}-{end}.gz       the same, for API snapshots (archive/api_snapshots.py)
-          grafana/{file}.json/{epoch}-{start}-{end}.gz       head only: Ray's Grafana dashboards (archive/grafana.py)
+{root}/v1/
+  index/{namespace}/{cluster}/{session}.json            catalog entry (copy of the manifest)
+  deleting/{namespace}/{cluster}/{session}.json         `rayhistory gc` is deleting the session (see FORMAT.md)
+  clusters/{namespace}/{cluster}/{session}/
+    manifest.json                                        session manifest (mutable, single PUT)
+    ended.json                                           end marker: the session is complete
+    compacted/c{version}/{table}.parquet, info.json      derived tables (a reader's cache; info.json last;
+                                                         tables and version: archive/compacted.py)
+    nodes/{node_id}/
+      node.json                                          what the node's collector knows of it
+      ended.json                                         the node's collector flushed for the last time
+      files.json                                         renamed files: current path -> (archived path, epoch)
+      logs/{path under logs/}/{epoch}-{start}-{end}.gz   byte range [start, end) of one file generation
+      ray_events/{spool file}/{epoch}-{start}-{end}.gz   the same, for events Ray POSTed to the collector
+      metrics/metrics-{seq}.prom/{epoch}-{start}-{end}.gz    the same, for its scrapes (archive/metrics_blocks.py)
+      api/api-{seq}.jsonl/{epoch}-{start}-{end}.gz       the same, for API snapshots (archive/api_snapshots.py)
+      grafana/{file}.json/{epoch}-{start}-{end}.gz       head only: Ray's Grafana dashboards (archive/grafana.py)
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class SessionRef:
         return SESSION_ID_SEPARATOR.join((self.namespace, self.cluster, self.session))
 
     @classmethod
-    def from_id(cls, session_id: str) -> "SessionRef":
+    def from_id(cls, session_id: str) -> SessionRef:
         parts = session_id.split(SESSION_ID_SEPARATOR)
         if len(parts) != 3:
             raise InvalidName(f"invalid session id {session_id!r}: expected 'namespace~cluster~session_...'")
@@ -127,7 +127,7 @@ class SessionRef:
             raise InvalidName(f"invalid compacted file name {name!r}: expected a file name without '/'")
         return self.compacted_prefix(version) + name
 
-    def node(self, node_id: str) -> "NodeRef":
+    def node(self, node_id: str) -> NodeRef:
         return NodeRef(self, check_node(node_id))
 
 
@@ -162,9 +162,11 @@ class NodeRef:
             raise InvalidName(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
         return f"{self.prefix}{source}/"
 
-    def segment_key(self, segment: "LogSegment") -> str:
-        return (f"{self.source_prefix(segment.source)}{segment.path}/"
-                f"{segment.epoch:04d}-{segment.start:016d}-{segment.end:016d}.gz")
+    def segment_key(self, segment: LogSegment) -> str:
+        return (
+            f"{self.source_prefix(segment.source)}{segment.path}/"
+            f"{segment.epoch:04d}-{segment.start:016d}-{segment.end:016d}.gz"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -216,7 +218,7 @@ def parse_compacted_key(key: str, session: SessionRef) -> tuple[int, str] | None
     """(version, file name) of a key under the session's compacted/ folder, or None for other keys."""
     if not key.startswith(session.prefix + COMPACTED_DIR):
         return None
-    m = _COMPACTED.match(key[len(session.prefix) + len(COMPACTED_DIR):])
+    m = _COMPACTED.match(key[len(session.prefix) + len(COMPACTED_DIR) :])
     return (int(m.group(1)), m.group(2)) if m else None
 
 

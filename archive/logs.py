@@ -6,7 +6,7 @@ import gzip
 import json
 import zlib
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 from archive.errors import NotFound
 from archive.layout import FORMAT_VERSION, InvalidName, LogSegment, NodeRef, parse_segment_key
@@ -23,8 +23,9 @@ def decode(blob: bytes) -> bytes:
     return gzip.decompress(blob)
 
 
-def list_segments(store: Store, node: NodeRef, path: str | None = None,
-                  source: str = "logs") -> dict[str, list[LogSegment]]:
+def list_segments(
+    store: Store, node: NodeRef, path: str | None = None, source: str = "logs"
+) -> dict[str, list[LogSegment]]:
     """Segments of every archived file of the node (or of one file), grouped by path, in order."""
     prefix = node.source_prefix(source) + (path.rstrip("/") + "/" if path else "")
     by_path: dict[str, list[LogSegment]] = defaultdict(list)
@@ -63,8 +64,10 @@ def read_renames(store: Store, node: NodeRef) -> dict[str, tuple[str, int]]:
 
 
 def write_renames(store: Store, node: NodeRef, renamed: dict[str, tuple[str, int]]) -> None:
-    doc = {"format_version": FORMAT_VERSION,
-           "renamed": {p: {"path": a, "epoch": e} for p, (a, e) in sorted(renamed.items())}}
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "renamed": {p: {"path": a, "epoch": e} for p, (a, e) in sorted(renamed.items())},
+    }
     store.put(node.files_key, json.dumps(doc, indent=1).encode())
 
 

@@ -27,7 +27,7 @@ class NodeRecord:
         return json.dumps({"format_version": FORMAT_VERSION, **asdict(self)}, indent=1).encode()
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "NodeRecord":
+    def from_json(cls, data: bytes | str) -> NodeRecord:
         return cls(**_known(cls, json.loads(data)))
 
 
@@ -58,7 +58,7 @@ class SessionManifest:
         return json.dumps(self.to_dict(), indent=1).encode()
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> "SessionManifest":
+    def from_json(cls, data: bytes | str) -> SessionManifest:
         raw = json.loads(data)
         raw["nodes"] = [NodeRecord(**_known(NodeRecord, n)) for n in raw.get("nodes", [])]
         return cls(**_known(cls, raw))

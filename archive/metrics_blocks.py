@@ -8,7 +8,7 @@ A round-trip test (tests/test_archive_formats.py) proves each reads what the oth
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest
@@ -37,21 +37,25 @@ def parse_file_name(name: str) -> int | None:
 
 # --- writer ------------------------------------------------------------------------------------------------------
 
+
 def timestamp(ms: int) -> str:
     """A sample's timestamp as the format writes it: seconds with exactly 3 decimals."""
     return f"{ms // 1000}.{ms % 1000:03d}"
 
 
-def scrape_header(target_labels: dict[str, str], ts_ms: int, up: int, duration_s: float,
-                  samples: int) -> list[Metric]:
+def scrape_header(target_labels: dict[str, str], ts_ms: int, up: int, duration_s: float, samples: int) -> list[Metric]:
     """The families that open a block: `up` (so that the block starts at BLOCK_START), then the scrape's own."""
     stamp = timestamp(ts_ms)
     out = []
-    for name, doc, value in zip(SCRAPE_FAMILIES, (
-        "1 if the scrape of the target succeeded, else 0 (recorded by the collector, as Prometheus does)",
-        "how long the scrape took",
-        "samples the target exposed in this scrape",
-    ), (up, round(duration_s, 6), samples)):
+    for name, doc, value in zip(
+        SCRAPE_FAMILIES,
+        (
+            "1 if the scrape of the target succeeded, else 0 (recorded by the collector, as Prometheus does)",
+            "how long the scrape took",
+            "samples the target exposed in this scrape",
+        ),
+        (up, round(duration_s, 6), samples),
+    ):
         m = Metric(name, doc, "gauge")
         m.samples = [Sample(name, dict(target_labels), float(value), stamp)]
         out.append(m)
@@ -76,6 +80,7 @@ def render(metrics: Iterable[Metric]) -> bytes:
 
 
 # --- reader ------------------------------------------------------------------------------------------------------
+
 
 def split_scrapes(text: str) -> Iterator[str]:
     """The scrape blocks of a file's text, each a complete OpenMetrics document (with `# EOF`); an unterminated

@@ -22,7 +22,8 @@ import dataclasses
 import os
 import re
 import sys
-from typing import Any, ClassVar, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 PREFIX = "RAYHISTORY_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -101,12 +102,21 @@ class Settings:
                 parser.add_argument(flag, dest=f.name, action=action, default=None, help=helptext)
             else:
                 choices = f.metadata.get("choices")  # a metavar keeps the usage line one shape
-                parser.add_argument(flag, dest=f.name, default=None, help=helptext, choices=choices,
-                                    metavar=f.name.upper() if choices else None)
+                parser.add_argument(
+                    flag,
+                    dest=f.name,
+                    default=None,
+                    help=helptext,
+                    choices=choices,
+                    metavar=f.name.upper() if choices else None,
+                )
 
     @classmethod
-    def load(cls: type[S], given: Mapping[str, Any] | argparse.Namespace | None = None,
-             environ: Mapping[str, str] | None = None) -> S:
+    def load(
+        cls: type[S],
+        given: Mapping[str, Any] | argparse.Namespace | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> S:
         """Flags (already parsed, as strings or values) over RAYHISTORY_ variables over defaults; raises
         SettingsError naming the first bad or missing value."""
         env = os.environ if environ is None else environ
@@ -125,8 +135,10 @@ class Settings:
                     break
             else:
                 if cls.required(f):
-                    raise SettingsError(f"{cls.command or cls.__name__}: {flag} (or ${cls.env_name(f)}) is required: "
-                                        f"{f.metadata['help']}")
+                    raise SettingsError(
+                        f"{cls.command or cls.__name__}: {flag} (or ${cls.env_name(f)}) is required: "
+                        f"{f.metadata['help']}"
+                    )
         return cls(**values)
 
     @classmethod
@@ -152,7 +164,11 @@ class Settings:
                 parse_duration(text)
             return text
         except ValueError as e:
-            reason = str(e) if kind in ("bool", "str") else f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}"
+            reason = (
+                str(e)
+                if kind in ("bool", "str")
+                else f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}"
+            )
             raise SettingsError(f"{source}: {reason}") from None
 
     def check(self) -> None:
@@ -161,17 +177,28 @@ class Settings:
     # -- the environment's unknowns ---------------------------------------------------------------------------
 
     @classmethod
-    def unknown_variables(cls, environ: Mapping[str, str] | None = None, also: tuple[type["Settings"], ...] = (),
-                          known: tuple[str, ...] = ()) -> list[str]:
+    def unknown_variables(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        also: tuple[type[Settings], ...] = (),
+        known: tuple[str, ...] = (),
+    ) -> list[str]:
         """RAYHISTORY_ variables no setting of this class (or of `also`, or `known`) declares: most likely typos."""
         env = os.environ if environ is None else environ
         names = {c.env_name(f) for c in (cls, *also) for f in c.fields()} | set(known)
         return sorted(k for k in env if k.startswith(PREFIX) and k not in names)
 
     @classmethod
-    def warn_unknown(cls, environ: Mapping[str, str] | None = None, also: tuple[type["Settings"], ...] = (),
-                     known: tuple[str, ...] = ()) -> None:
+    def warn_unknown(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        also: tuple[type[Settings], ...] = (),
+        known: tuple[str, ...] = (),
+    ) -> None:
         unknown = cls.unknown_variables(environ, also, known)
         if unknown:
-            print(f"{cls.command or cls.__name__}: warning: unknown setting(s) {', '.join(unknown)} ignored; "
-                  f"`{cls.command} --help` lists the settings", file=sys.stderr)
+            print(
+                f"{cls.command or cls.__name__}: warning: unknown setting(s) {', '.join(unknown)} ignored; "
+                f"`{cls.command} --help` lists the settings",
+                file=sys.stderr,
+            )

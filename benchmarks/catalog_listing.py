@@ -23,9 +23,14 @@ from historyserver.catalog import Catalog
 
 def _session(i: int) -> SessionManifest:
     stamp = f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}_{i % 24:02d}-{i % 60:02d}-00_{i:06d}_{1000 + i}"
-    return SessionManifest(namespace=f"team-{i % 7}", cluster=f"raycluster-{i % 50}",
-                           session_name=f"session_{stamp}", status=ENDED, start_ms=1_790_000_000_000 + i * 1000,
-                           end_ms=1_790_000_000_000 + i * 1000 + 500)
+    return SessionManifest(
+        namespace=f"team-{i % 7}",
+        cluster=f"raycluster-{i % 50}",
+        session_name=f"session_{stamp}",
+        status=ENDED,
+        start_ms=1_790_000_000_000 + i * 1000,
+        end_ms=1_790_000_000_000 + i * 1000 + 500,
+    )
 
 
 def populate(store, n: int, segments_per_session: int) -> None:
@@ -94,8 +99,10 @@ def answer_problems(n: int, cold: list, after: list, page: list, naive_manifests
         out.append(f"after one new session the listing has {len(after)} sessions, not {len(cold) + 1}")
     expected = min(100, sum(1 for i in range(n + 1) if i % 7 == 3))
     if len(page) != expected or any(e.manifest.namespace != "team-3" for e in page):
-        out.append(f"the filtered page has {len(page)} rows ({sorted({e.manifest.namespace for e in page})}), "
-                   f"expected {expected} of team-3")
+        out.append(
+            f"the filtered page has {len(page)} rows ({sorted({e.manifest.namespace for e in page})}), "
+            f"expected {expected} of team-3"
+        )
     return out
 
 

@@ -72,8 +72,9 @@ def throughput(total_mb: int) -> tuple[float, float, float]:
         session = make_session(root)
         size = fill(session / "logs", total_mb)
         print(f"  shipping {size / 2**20:.0f} MiB of log lines", file=sys.stderr)
-        settings = CollectorSettings(session_dir=str(session), archive=str(root / "archive"), cluster="bench",
-                                     namespace="bench", once=True)
+        settings = CollectorSettings(
+            session_dir=str(session), archive=str(root / "archive"), cluster="bench", namespace="bench", once=True
+        )
         collector = Collector(settings, LocalStore(root / "archive"), SessionDir(session))
         before = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
@@ -107,8 +108,11 @@ def archived_bytes(archive: Path, name_prefix: str) -> int:
     from archive.storage.local import LocalStore
 
     store = LocalStore(archive)
-    return sum(len(segments.decode(store.get(o.key))) for o in store.list("")
-               if "/logs/" in o.key and o.key.rsplit("/logs/", 1)[1].startswith(name_prefix))
+    return sum(
+        len(segments.decode(store.get(o.key)))
+        for o in store.list("")
+        if "/logs/" in o.key and o.key.rsplit("/logs/", 1)[1].startswith(name_prefix)
+    )
 
 
 def sls_files(logs: Path, total_mb: int) -> int:
@@ -116,10 +120,13 @@ def sls_files(logs: Path, total_mb: int) -> int:
     reference's real lines, so each format's path is measured on its own share."""
     rng = random.Random(3)
     lines = sample_lines()
-    kinds = {"raylet.out": [l for l in lines if l.startswith(b"[")],
-             "dashboard.log": [l for l in lines if l[:4].isdigit() and b"\t" in l[:30]],
-             f"worker-{'c' * 56}-01000000-4242.out": [l for l in lines if not l.startswith(b"[") and not l[:4].isdigit()
-                                                      and not l.startswith(b":")]}
+    kinds = {
+        "raylet.out": [l for l in lines if l.startswith(b"[")],
+        "dashboard.log": [l for l in lines if l[:4].isdigit() and b"\t" in l[:30]],
+        f"worker-{'c' * 56}-01000000-4242.out": [
+            l for l in lines if not l.startswith(b"[") and not l[:4].isdigit() and not l.startswith(b":")
+        ],
+    }
     written = 0
     for name, pool in kinds.items():
         block = b"".join(rng.choice(pool) for _ in range(20000))
@@ -137,24 +144,43 @@ def sls(total_mb: int) -> list[tuple[str, float, float, int]]:
     sink, then in the same run the SDK's `put_logs` over LogLineParser's records (the straightforward design)."""
     from aliyun.log import LogClient, LogItem, PutLogsRequest
 
-    from collector.sinks.sls.parse import LogLineParser
     from collector.sinks.sls import SlsConfig, SlsSink, hash_key
+    from collector.sinks.sls.parse import LogLineParser
     from collector.sources.session_dir import LogFile
 
     root = Path(tempfile.mkdtemp(prefix="rh-bench-sls-"))
-    server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], cwd=Path(__file__).resolve().parents[1],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.sls"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(server.stdout.readline())
         logs = root / "logs"
         logs.mkdir()
         size = sls_files(logs, total_mb)
-        files = [LogFile(p.name, p.stat().st_size, p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(logs.iterdir())]
+        files = [
+            LogFile(p.name, p.stat().st_size, p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(logs.iterdir())
+        ]
         endpoint, proxy = "sls.test", f"http://127.0.0.1:{port}"
         key_id, secret = "test-akid", "test-secret"  # the test server's fixed credentials (tests/servers/sls.py)
         print(f"  sending {size / 2**20:.0f} MiB to the SLS test server", file=sys.stderr)
-        sink = SlsSink(SlsConfig(endpoint, "rayhistory", "ray-logs", key_id, secret, str(root / "ck.json"),
-                                 proxy=proxy, shard_bytes_per_second=1 << 40), "n" * 56, logs)
+        sink = SlsSink(
+            SlsConfig(
+                endpoint,
+                "rayhistory",
+                "ray-logs",
+                key_id,
+                secret,
+                str(root / "ck.json"),
+                proxy=proxy,
+                shard_bytes_per_second=1 << 40,
+            ),
+            "n" * 56,
+            logs,
+        )
         cpu = time.process_time()
         sink.offer(files)
         assert sink.close(600), "the sink did not drain"
@@ -171,14 +197,35 @@ def sls(total_mb: int) -> list[tuple[str, float, float, int]]:
             records = parser.feed((logs / f.path).read_bytes()) + parser.flush()
             for i in range(0, len(records), 4096):
                 items = []
-                for r in records[i:i + 4096]:
+                for r in records[i : i + 4096]:
                     item = LogItem(r.time_ns // 10**9 if r.time_ns else int(time.time()))
-                    item.set_contents([(k, str(v)) for k, v in (("message", r.message), ("level", r.level),
-                                                                  ("component", r.component), ("caller", r.source),
-                                                                  ("pid", r.pid), ("tid", r.tid)) if v is not None])
+                    item.set_contents(
+                        [
+                            (k, str(v))
+                            for k, v in (
+                                ("message", r.message),
+                                ("level", r.level),
+                                ("component", r.component),
+                                ("caller", r.source),
+                                ("pid", r.pid),
+                                ("tid", r.tid),
+                            )
+                            if v is not None
+                        ]
+                    )
                     items.append(item)
-                client.put_logs(PutLogsRequest("rayhistory", "ray-logs", "ray", "n", items,
-                                               hashKey=hash_key("n", f.path), compress=True, compress_type="lz4"))
+                client.put_logs(
+                    PutLogsRequest(
+                        "rayhistory",
+                        "ray-logs",
+                        "ray",
+                        "n",
+                        items,
+                        hashKey=hash_key("n", f.path),
+                        compress=True,
+                        compress_type="lz4",
+                    )
+                )
                 sent += len(items)
         cpu = time.process_time() - cpu
         rows.append(("baseline: LogLineParser + SDK put_logs", size / 1e6 / cpu, sent / cpu, sent))
@@ -197,8 +244,11 @@ def _proc_cpu_rss(pid: int) -> tuple[float, int, int]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
-    status = {l.split(":")[0]: l.split()[1] for l in Path(f"/proc/{pid}/status").read_text().splitlines()
-              if l.startswith(("VmHWM:", "RssAnon:"))}
+    status = {
+        l.split(":")[0]: l.split()[1]
+        for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if l.startswith(("VmHWM:", "RssAnon:"))
+    }
     return cpu, int(status["VmHWM"]) * 1024, int(status["RssAnon"]) * 1024
 
 
@@ -212,15 +262,46 @@ def steady(rate_mb: float, seconds: float, interval: float, with_sls: bool = Fal
         extra: list[str] = []
         env = dict(os.environ)
         if with_sls:
-            server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+            server = subprocess.Popen(
+                [sys.executable, "-m", "tests.servers.sls"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             port = int(server.stdout.readline())
-            extra = ["--sls-endpoint", "sls.test", "--sls-project", "rayhistory", "--sls-logstore", "ray-logs",
-                     "--sls-proxy", f"http://127.0.0.1:{port}"]
+            extra = [
+                "--sls-endpoint",
+                "sls.test",
+                "--sls-project",
+                "rayhistory",
+                "--sls-logstore",
+                "ray-logs",
+                "--sls-proxy",
+                f"http://127.0.0.1:{port}",
+            ]
             env.update(ALIBABA_CLOUD_ACCESS_KEY_ID="test-akid", ALIBABA_CLOUD_ACCESS_KEY_SECRET="test-secret")
-        proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
-                                 "--archive", str(root / "archive"), "--cluster", "bench", "--namespace", "bench",
-                                 "--interval", str(interval), *extra], stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rayhistory.cli",
+                "collect",
+                "--session-dir",
+                str(session),
+                "--archive",
+                str(root / "archive"),
+                "--cluster",
+                "bench",
+                "--namespace",
+                "bench",
+                "--interval",
+                str(interval),
+                *extra,
+            ],
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         lines = sample_lines()
         rng = random.Random(2)
         chunk = b"".join(rng.choice(lines) for _ in range(2000))
@@ -309,8 +390,7 @@ def run(argv: list[str] | None = None) -> int:
         target = f"<= {STEADY_TARGET[0]:g}%, <= {STEADY_TARGET[1]:g} MB" if rate.startswith("1 ") else ""
         print(f"| {rate} | {cpu:.1f}% | {rss:.0f} MiB | {anon:.0f} MiB | {target} | |")
         if target and (cpu > STEADY_TARGET[0] or anon > STEADY_TARGET[1]):
-            problems.append(f"FAIL steady {rate}: {cpu:.1f}% of a core, {anon:.0f} MiB anonymous RSS "
-                            f"(target {target})")
+            problems.append(f"FAIL steady {rate}: {cpu:.1f}% of a core, {anon:.0f} MiB anonymous RSS (target {target})")
     return exit_status(problems, "benchmarks.collector_throughput")
 
 

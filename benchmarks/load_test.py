@@ -79,9 +79,13 @@ def prepare(work: Path, tasks: int) -> dict:
     session = pd.make_session(8, 6, seed=7)
     series = pd.generate(session, exprs)
     metrics_id = pd.register(session, archive, work / "cache", series)
-    data = {"params": params, "tasks_id": info["session_id"],
-            "metrics_id": metrics_id, "metrics_start_ms": pd.od.T0_MS,
-            "metrics_end_ms": pd.od.T0_MS + 6 * pd.HOUR_MS}
+    data = {
+        "params": params,
+        "tasks_id": info["session_id"],
+        "metrics_id": metrics_id,
+        "metrics_start_ms": pd.od.T0_MS,
+        "metrics_end_ms": pd.od.T0_MS + 6 * pd.HOUR_MS,
+    }
     done.write_text(json.dumps(data))
     return data
 
@@ -90,8 +94,8 @@ def forget_compaction(work: Path, session_id: str) -> None:
     """Drop the task session's compacted tables (local cache and archive) left by an earlier run."""
     import shutil
 
-    from archive.layout import SessionRef
     from archive.compacted import COMPACTION_VERSION
+    from archive.layout import SessionRef
 
     for cache in (work / "cache").glob("compacted-c*"):
         shutil.rmtree(cache / session_id, ignore_errors=True)
@@ -101,9 +105,22 @@ def forget_compaction(work: Path, session_id: str) -> None:
 
 def start_server(work: Path, port: int) -> subprocess.Popen:
     log = open(work / "server.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "serve", "--archive", str(work / "archive"),
-                             "--cache-dir", str(work / "cache"), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "serve",
+            "--archive",
+            str(work / "archive"),
+            "--cache-dir",
+            str(work / "cache"),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_until(check, what: str, timeout: float, proc: subprocess.Popen) -> float:
@@ -133,37 +150,70 @@ def routes(base: str, tasks_id: str, data: dict, client: httpx.Client) -> list[R
         Route("ui: nodes?view=summary", "page", 6, "GET", f"{s}/nodes?view=summary"),
         Route("ui: index.html", "page", 1, "GET", f"{s}/"),
         Route("ui: api/jobs/", "page", 3, "GET", f"{s}/api/jobs/"),
-        Route("ui: tasks?limit=100", "page", 3, "GET",
-              f"{s}/api/v0/tasks?detail=1&limit=100&" + "&".join(f"{k}={v}" for k, v in filt.items())),
-        Route("ui: tasks/summarize (job)", "page", 3, "GET",
-              f"{s}/api/v0/tasks/summarize?" + "&".join(f"{k}={v}" for k, v in filt.items())),
+        Route(
+            "ui: tasks?limit=100",
+            "page",
+            3,
+            "GET",
+            f"{s}/api/v0/tasks?detail=1&limit=100&" + "&".join(f"{k}={v}" for k, v in filt.items()),
+        ),
+        Route(
+            "ui: tasks/summarize (job)",
+            "page",
+            3,
+            "GET",
+            f"{s}/api/v0/tasks/summarize?" + "&".join(f"{k}={v}" for k, v in filt.items()),
+        ),
         Route("ui: logical/actors", "page", 2, "GET", f"{s}/logical/actors"),
         Route("ui: cluster_status", "page", 2, "GET", f"{s}/api/cluster_status?format=1"),
         Route("ui: events", "page", 1, "GET", f"{s}/events"),
         Route("ui: logs of a node", "page", 1, "GET", f"{s}/api/v0/logs?node_id={node}"),
-        Route("ui: log file, 1,000 lines", "page", 2, "GET",
-              f"{s}/api/v0/logs/file?node_id={node}&filename={worker_out}&lines=1000"),
+        Route(
+            "ui: log file, 1,000 lines",
+            "page",
+            2,
+            "GET",
+            f"{s}/api/v0/logs/file?node_id={node}&filename={worker_out}&lines=1000",
+        ),
         Route("ours: session list", "page", 2, "GET", f"{base}/api/v1/sessions"),
         Route("ours: overview page", "page", 1, "GET", f"{s}/overview"),
         Route("heavy: tasks?limit=10000", "heavy", 0.5, "GET", f"{s}/api/v0/tasks?detail=1&limit=10000"),
         Route("heavy: trace download", "heavy", 0.3, "GET", f"{s}/api/v0/tasks/timeline?download=1"),
-        Route("heavy: log file lines=-1", "heavy", 0.3, "GET",
-              f"{s}/api/v0/logs/file?node_id={node}&filename={worker_out}&lines=-1"),
+        Route(
+            "heavy: log file lines=-1",
+            "heavy",
+            0.3,
+            "GET",
+            f"{s}/api/v0/logs/file?node_id={node}&filename={worker_out}&lines=-1",
+        ),
         Route("heavy: timeline JSON", "heavy", 0.3, "GET", f"{base}/api/v1/sessions/{tasks_id}/timeline"),
         Route("heavy: sessions?limit=10000", "heavy", 0.3, "GET", f"{base}/api/v1/sessions?limit=10000"),
         Route("heavy: live list", "heavy", 0.3, "GET", f"{base}/api/v1/live"),
-        Route("heavy: the 100y subquery", "heavy", 0.3, "GET",
-              f"{base}/prometheus/api/v1/query?query={BOMB}", ok=(422,)),
+        Route(
+            "heavy: the 100y subquery", "heavy", 0.3, "GET", f"{base}/prometheus/api/v1/query?query={BOMB}", ok=(422,)
+        ),
     ]
     start_s, end_s = data["metrics_start_ms"] / 1000, data["metrics_end_ms"] / 1000
     prom = f"{base}/sessions/{data['metrics_id']}/prometheus/api/v1"
     panels = pd.dashboard_requests(60_000, data["metrics_end_ms"] - data["metrics_start_ms"])
     weight = 10 / len(panels)  # all panels together weigh as much as the most polled UI route and more
     for title, expr, instant in panels:
-        form = ({"query": expr, "time": f"{end_s:.3f}"} if instant else
-                {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "step": "60"})
-        out.append(Route(f"promql: {title}", "promql", weight, "POST",
-                         f"{prom}/query" if instant else f"{prom}/query_range", form, ok=(200, 503)))
+        form = (
+            {"query": expr, "time": f"{end_s:.3f}"}
+            if instant
+            else {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "step": "60"}
+        )
+        out.append(
+            Route(
+                f"promql: {title}",
+                "promql",
+                weight,
+                "POST",
+                f"{prom}/query" if instant else f"{prom}/query_range",
+                form,
+                ok=(200, 503),
+            )
+        )
     return out
 
 
@@ -189,6 +239,7 @@ async def load(rts: list[Route], clients: int, seconds: float, seed: int) -> dic
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
         async def user(i: int) -> None:
             rng = random.Random(seed * 1000 + i)
             while time.monotonic() < deadline:
@@ -223,10 +274,13 @@ def pct(times: list[float], q: float) -> float:
 
 def table(rts, stats, single, rss, compaction_s, args) -> tuple[str, list[str]]:
     problems: list[str] = []
-    lines = [f"Load test: {args.clients} clients for {args.seconds:g} s, one server process, a {args.tasks:,}-task "
-             f"session (compacted on first open in {compaction_s:.1f} s) and a 6 h metrics session.", "",
-             "| route | family | requests | alone (1 client) | p50 under load | p99 under load | statuses |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Load test: {args.clients} clients for {args.seconds:g} s, one server process, a {args.tasks:,}-task "
+        f"session (compacted on first open in {compaction_s:.1f} s) and a 6 h metrics session.",
+        "",
+        "| route | family | requests | alone (1 client) | p50 under load | p99 under load | statuses |",
+        "|---|---|---|---|---|---|---|",
+    ]
     fam_times: dict[str, list[float]] = defaultdict(list)
     for r in rts:
         s = stats[r.name]
@@ -234,30 +288,48 @@ def table(rts, stats, single, rss, compaction_s, args) -> tuple[str, list[str]]:
         if r.family == "promql":
             continue
         sts = ", ".join(f"{k}: {v}" for k, v in sorted(s.statuses.items()))
-        lines.append(f"| {r.name} | {r.family} | {len(s.times)} | {single[r.name] * 1000:.0f} ms | "
-                     f"{pct(s.times, 50) * 1000:.0f} ms | {pct(s.times, 99) * 1000:.0f} ms | {sts} |")
+        lines.append(
+            f"| {r.name} | {r.family} | {len(s.times)} | {single[r.name] * 1000:.0f} ms | "
+            f"{pct(s.times, 50) * 1000:.0f} ms | {pct(s.times, 99) * 1000:.0f} ms | {sts} |"
+        )
     prom = [r for r in rts if r.family == "promql"]
     pst: dict[int, int] = defaultdict(int)
     for r in prom:
         for k, v in stats[r.name].statuses.items():
             pst[k] += v
-    lines.append(f"| promql: {len(prom)} Default-dashboard panels | promql | {len(fam_times['promql'])} | "
-                 f"{np.median([single[r.name] for r in prom]) * 1000:.0f} ms (median panel) | "
-                 f"{pct(fam_times['promql'], 50) * 1000:.0f} ms | {pct(fam_times['promql'], 99) * 1000:.0f} ms | "
-                 + ", ".join(f"{k}: {v}" for k, v in sorted(pst.items())) + " |")
+    lines.append(
+        f"| promql: {len(prom)} Default-dashboard panels | promql | {len(fam_times['promql'])} | "
+        f"{np.median([single[r.name] for r in prom]) * 1000:.0f} ms (median panel) | "
+        f"{pct(fam_times['promql'], 50) * 1000:.0f} ms | {pct(fam_times['promql'], 99) * 1000:.0f} ms | "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(pst.items()))
+        + " |"
+    )
     total = sum(len(s.times) for s in stats.values())
     five = sum(v for s in stats.values() for k, v in s.statuses.items() if k >= 500)
     wrong = [(n, w) for n, s in stats.items() for w in s.wrong]
     page_p99 = pct(fam_times["page"], 99)
     checks = [
-        ("p99 of page routes", f"{page_p99 * 1000:.0f} ms", f"<= {P99_PAGE_TARGET_S * 1000:.0f} ms",
-         page_p99 <= P99_PAGE_TARGET_S),
-        ("unexpected answers (5xx other than 503 + Retry-After, wrong status, transport errors)",
-         str(len(wrong)), "0", not wrong),
+        (
+            "p99 of page routes",
+            f"{page_p99 * 1000:.0f} ms",
+            f"<= {P99_PAGE_TARGET_S * 1000:.0f} ms",
+            page_p99 <= P99_PAGE_TARGET_S,
+        ),
+        (
+            "unexpected answers (5xx other than 503 + Retry-After, wrong status, transport errors)",
+            str(len(wrong)),
+            "0",
+            not wrong,
+        ),
         ("server peak RSS", f"{rss:.0f} MiB", f"<= {RSS_TARGET_MIB} MiB", rss <= RSS_TARGET_MIB),
     ]
-    lines += ["", f"{total:,} requests ({total / args.seconds:.0f}/s), {five} answered 5xx (deliberate 503s included).",
-              "", "| check | measured | target | |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"{total:,} requests ({total / args.seconds:.0f}/s), {five} answered 5xx (deliberate 503s included).",
+        "",
+        "| check | measured | target | |",
+        "|---|---|---|---|",
+    ]
     for name, got, want, good in checks:
         lines.append(f"| {name} | {got} | {want} | {'ok' if good else 'FAIL'} |")
         if not good:
@@ -284,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     proc = start_server(work, port)
     try:
-        wait_until(lambda: httpx.get(f"{base}/api/v1/sessions", timeout=5).status_code == 200, "the server", 60,
-                   proc)
+        wait_until(lambda: httpx.get(f"{base}/api/v1/sessions", timeout=5).status_code == 200, "the server", 60, proc)
         say("server up; compacting the task session (first open)")
         compaction_s = wait_until(
             lambda: httpx.get(f"{base}/sessions/{tasks_id}/api/jobs/", timeout=60).status_code == 200,
-            "the first open", 900, proc)
+            "the first open",
+            900,
+            proc,
+        )
         with httpx.Client(timeout=120) as c:
             rts = routes(base, tasks_id, data, c)
         say(f"{len(rts)} routes; each alone first")

@@ -72,8 +72,12 @@ def child_compact(archive: str, session_id: str, cache_dir: str) -> dict[str, An
     # Marked as the Warehouse marks a closed session's tables, so that the serving phase uses them as they are.
     (tables / INFO_FILE).write_text(json.dumps({**info, "closed": True, "session_ended": True}, indent=1))
     failed = SessionDB(tables).query("SELECT count(*) FROM tasks WHERE state = 'FAILED'")[0][0]
-    return {"seconds": round(seconds, 3), "rss_mib": round(_peak_rss_mib(), 1), "counts": info.get("counts", {}),
-            "failed_tasks": failed}
+    return {
+        "seconds": round(seconds, 3),
+        "rss_mib": round(_peak_rss_mib(), 1),
+        "counts": info.get("counts", {}),
+        "failed_tasks": failed,
+    }
 
 
 def child_serve(archive: str, session_id: str, cache_dir: str) -> dict[str, Any]:
@@ -101,8 +105,13 @@ def child_serve(archive: str, session_id: str, cache_dir: str) -> dict[str, Any]
             times.append(time.monotonic() - started)
             if r.status_code != 200:
                 raise SystemExit(f"GET {url} answered {r.status_code}: {r.text[:300]}")
-        answers[route] = {"status": first.status_code, "available": True, "first_s": round(first_s, 4),
-                          "median_s": round(statistics.median(times), 4), "rows": _rows(first.json())}
+        answers[route] = {
+            "status": first.status_code,
+            "available": True,
+            "first_s": round(first_s, 4),
+            "median_s": round(statistics.median(times), 4),
+            "rows": _rows(first.json()),
+        }
     return {"answers": answers, "rss_mib": round(_peak_rss_mib(), 1)}
 
 
@@ -126,8 +135,19 @@ CHILDREN = {"compact": child_compact, "serve": child_serve, "replay": child_repl
 
 
 def run_child(phase: str, archive: str, session_id: str, cache_dir: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.open_session", "--child", phase, "--archive", archive,
-           "--session", session_id, "--cache-dir", cache_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.open_session",
+        "--child",
+        phase,
+        "--archive",
+        archive,
+        "--session",
+        session_id,
+        "--cache-dir",
+        cache_dir,
+    ]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
     sys.stderr.write(proc.stderr)
@@ -156,21 +176,42 @@ def table(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], 
     return "\n".join(out)
 
 
-def table_rows(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
-               replay: dict[str, Any]) -> list[tuple[str, ...]]:
+def table_rows(
+    info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], replay: dict[str, Any]
+) -> list[tuple[str, ...]]:
     """The header, then (measure, ours, target, PASS / FAIL / n/a, baseline) per measure."""
     scale, compact_target, answer_target = targets_for(info["tasks"])
     rows = [("measure", "ours", f"target ({scale})", "pass/fail", "replay baseline (KubeRay-style)")]
     if "error" in compact:
-        rows.append(("open: compaction time", f"error after {compact['wall_s']} s: {compact['error']}",
-                     f"<= {compact_target:g} s", "FAIL",
-                     _replay(replay, "seconds")))
+        rows.append(
+            (
+                "open: compaction time",
+                f"error after {compact['wall_s']} s: {compact['error']}",
+                f"<= {compact_target:g} s",
+                "FAIL",
+                _replay(replay, "seconds"),
+            )
+        )
         rows.append(("open: compaction peak RSS", "error", f"<= {RSS_TARGET_MIB} MiB", "FAIL", _replay(replay, "rss")))
     else:
-        rows.append(("open: compaction time", f"{compact['seconds']:.2f} s", f"<= {compact_target:g} s",
-                     _verdict(compact["seconds"] <= compact_target), _replay(replay, "seconds")))
-        rows.append(("open: compaction peak RSS", f"{compact['rss_mib']:.0f} MiB", f"<= {RSS_TARGET_MIB} MiB",
-                     _verdict(compact["rss_mib"] <= RSS_TARGET_MIB), _replay(replay, "rss")))
+        rows.append(
+            (
+                "open: compaction time",
+                f"{compact['seconds']:.2f} s",
+                f"<= {compact_target:g} s",
+                _verdict(compact["seconds"] <= compact_target),
+                _replay(replay, "seconds"),
+            )
+        )
+        rows.append(
+            (
+                "open: compaction peak RSS",
+                f"{compact['rss_mib']:.0f} MiB",
+                f"<= {RSS_TARGET_MIB} MiB",
+                _verdict(compact["rss_mib"] <= RSS_TARGET_MIB),
+                _replay(replay, "rss"),
+            )
+        )
     for route in ROUTES:
         a = serve.get("answers", {}).get(route)
         label = f"GET {route} (median of {REPEATS})"
@@ -179,11 +220,25 @@ def table_rows(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, A
         elif not a["available"]:  # every route exists in the app: a 404 or an answer that is not JSON is a failure
             rows.append((label, f"answered {a['status']}, not JSON", f"<= {answer_target * 1000:g} ms", "FAIL", "-"))
         else:
-            rows.append((label, f"{a['median_s'] * 1000:.1f} ms (first {a['first_s'] * 1000:.0f} ms)",
-                         f"<= {answer_target * 1000:g} ms", _verdict(a["median_s"] <= answer_target), "-"))
+            rows.append(
+                (
+                    label,
+                    f"{a['median_s'] * 1000:.1f} ms (first {a['first_s'] * 1000:.0f} ms)",
+                    f"<= {answer_target * 1000:g} ms",
+                    _verdict(a["median_s"] <= answer_target),
+                    "-",
+                )
+            )
     if "rss_mib" in serve:
-        rows.append(("serving peak RSS", f"{serve['rss_mib']:.0f} MiB", f"<= {RSS_TARGET_MIB} MiB",
-                     _verdict(serve["rss_mib"] <= RSS_TARGET_MIB), "-"))
+        rows.append(
+            (
+                "serving peak RSS",
+                f"{serve['rss_mib']:.0f} MiB",
+                f"<= {RSS_TARGET_MIB} MiB",
+                _verdict(serve["rss_mib"] <= RSS_TARGET_MIB),
+                "-",
+            )
+        )
     else:
         rows.append(("serving peak RSS", f"error ({serve.get('error')})", f"<= {RSS_TARGET_MIB} MiB", "FAIL", "-"))
     return rows
@@ -203,26 +258,29 @@ def checks(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
         if key in info and key in counts and counts[key] != info[key]:
             notes.append(f"compaction found {counts[key]} {key}, the session holds {info[key]}")
     if "failed_tasks" in info and "failed_tasks" in compact and compact["failed_tasks"] != info["failed_tasks"]:
-        notes.append(f"compaction found {compact['failed_tasks']} failed tasks, "
-                     f"the session holds {info['failed_tasks']}")
+        notes.append(
+            f"compaction found {compact['failed_tasks']} failed tasks, the session holds {info['failed_tasks']}"
+        )
     tasks = serve.get("answers", {}).get(ROUTES[0]) or {}
     # Ray's state API leaves driver tasks out of task lists (exclude_driver): either count is an honest total.
     expected = {info.get("tasks"), info.get("tasks", 0) - info.get("driver_tasks", 0)}
     if tasks.get("available") and tasks.get("rows") is None:
         notes.append(f"{ROUTES[0]} answered without a total: nothing to check it against")
     if tasks.get("rows") is not None and "tasks" in info and tasks["rows"] not in expected:
-        notes.append(f"{ROUTES[0]} reports total {tasks['rows']}, the session holds {info['tasks']} "
-                     f"({info.get('driver_tasks', 0)} of them driver tasks)")
+        notes.append(
+            f"{ROUTES[0]} reports total {tasks['rows']}, the session holds {info['tasks']} "
+            f"({info.get('driver_tasks', 0)} of them driver tasks)"
+        )
     if "tasks" in replay and "tasks" in info and replay["tasks"] != info["tasks"]:
         notes.append(f"the replay found {replay['tasks']} tasks, the session holds {info['tasks']}")
     return notes
 
 
-def problems(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any],
-             replay: dict[str, Any]) -> list[str]:
+def problems(info: dict[str, Any], compact: dict[str, Any], serve: dict[str, Any], replay: dict[str, Any]) -> list[str]:
     """Why the run is no result: a phase that errored, a target missed, an answer that differs."""
-    out = [f"FAIL {r[0]}: {r[1]} (target {r[2]})" for r in table_rows(info, compact, serve, replay)[1:]
-           if r[3] == "FAIL"]
+    out = [
+        f"FAIL {r[0]}: {r[1]} (target {r[2]})" for r in table_rows(info, compact, serve, replay)[1:] if r[3] == "FAIL"
+    ]
     if "error" in replay:
         out.append(f"the replay baseline failed: {replay['error']}")
     return out + [f"answer differs: {n}" for n in checks(info, compact, serve, replay)]
@@ -262,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         say("replay baseline (fresh process)")
         replay = run_child("replay", archive, session_id, cache_dir)
     size = f", {info['bytes'] / 1e6:,.0f} MB of logs in {info['segments']:,} segments" if info.get("bytes") else ""
-    print(f"Session `{session_id}`: {info['tasks']:,} task attempts{size}; "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}.\n")
+    print(
+        f"Session `{session_id}`: {info['tasks']:,} task attempts{size}; "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}.\n"
+    )
     env = "".join(f"{k}={v} " for k, v in sorted(os.environ.items()) if k.startswith("RAYHISTORY_"))
-    print(f"Reproduce: `{env}.venv/bin/python -m benchmarks.open_session "
-          f"{f'--tasks {args.tasks}' if args.tasks else f'--archive {args.archive} --session {session_id}'}`\n")
+    print(
+        f"Reproduce: `{env}.venv/bin/python -m benchmarks.open_session "
+        f"{f'--tasks {args.tasks}' if args.tasks else f'--archive {args.archive} --session {session_id}'}`\n"
+    )
     print(table(info, compact, serve, replay))
     for note in checks(info, compact, serve, replay):
         print(f"\nWARNING: {note}")

@@ -60,6 +60,7 @@ def say(msg: str) -> None:
 
 # --- the session --------------------------------------------------------------------------------------------------
 
+
 def make_session(nodes: int, hours: float, seed: int) -> od.Session:
     """A head and nodes-1 workers; a quarter of the workers join late or leave early (autoscaling)."""
     end = od.T0_MS + int(hours * HOUR_MS)
@@ -72,8 +73,17 @@ def make_session(nodes: int, hours: float, seed: int) -> od.Session:
             start += int(r.uniform(0.1, 0.5) * (end - od.T0_MS))
         elif i and u < 0.25:
             stop -= int(r.uniform(0.1, 0.5) * (end - od.T0_MS))
-        out.append(od.Node(f"{i + 1:056x}", f"10.0.{i // 250}.{i % 250 + 1}", i == 0, start, stop,
-                           0 if i == 0 else (i * 1_237) % od.SCRAPE_MS, 0 if i % 3 == 0 else 40))
+        out.append(
+            od.Node(
+                f"{i + 1:056x}",
+                f"10.0.{i // 250}.{i % 250 + 1}",
+                i == 0,
+                start,
+                stop,
+                0 if i == 0 else (i * 1_237) % od.SCRAPE_MS,
+                0 if i % 3 == 0 else 40,
+            )
+        )
     return od.Session(f"session_2025-11-20_00-00-00_000000_{seed}", tuple(out))
 
 
@@ -116,9 +126,11 @@ def generate(session: od.Session, exprs: list[str]) -> list[Series]:
                     out[key] = Series(*key, ts[alive], values[alive])
                     scraped += alive
             # The scrape's own families, as Prometheus writes them for every target.
-            for name, values in (("up", ok.astype(float)),
-                                 ("scrape_duration_seconds", 0.004 + (np.arange(len(ts)) % 7) * 0.001),
-                                 ("scrape_samples_scraped", scraped)):
+            for name, values in (
+                ("up", ok.astype(float)),
+                ("scrape_duration_seconds", 0.004 + (np.arange(len(ts)) % 7) * 0.001),
+                ("scrape_samples_scraped", scraped),
+            ):
                 out[(name, tl)] = Series(name, tl, ts, values)
     return [out[k] for k in sorted(out)]
 
@@ -129,17 +141,27 @@ def write_tables(series: list[Series], tables: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-
     ids = np.arange(len(series), dtype=np.int64)
-    pq.write_table(pa.Table.from_arrays([
-        pa.array(ids, pa.int64()), pa.array([s.name for s in series], pa.string()),
-        pa.array([list(s.labels) for s in series], METRIC_SERIES.schema.field("labels").type),
-    ], schema=METRIC_SERIES.schema), tables / METRIC_SERIES.file, compression="zstd")
-    samples = pa.Table.from_arrays([
-        pa.array(np.repeat(ids, [len(s.ts) for s in series])),
-        pa.array(np.concatenate([s.ts for s in series])),
-        pa.array(np.concatenate([s.values for s in series])),
-    ], schema=METRIC_SAMPLES.schema)
+    pq.write_table(
+        pa.Table.from_arrays(
+            [
+                pa.array(ids, pa.int64()),
+                pa.array([s.name for s in series], pa.string()),
+                pa.array([list(s.labels) for s in series], METRIC_SERIES.schema.field("labels").type),
+            ],
+            schema=METRIC_SERIES.schema,
+        ),
+        tables / METRIC_SERIES.file,
+        compression="zstd",
+    )
+    samples = pa.Table.from_arrays(
+        [
+            pa.array(np.repeat(ids, [len(s.ts) for s in series])),
+            pa.array(np.concatenate([s.ts for s in series])),
+            pa.array(np.concatenate([s.values for s in series])),
+        ],
+        schema=METRIC_SAMPLES.schema,
+    )
     con = duckdb.connect(":memory:")
     try:
         con.register("staged", samples)
@@ -161,20 +183,32 @@ def register(session: od.Session, archive: Path, cache_dir: Path, series: list[S
     store = LocalStore(archive)
     ref = SessionRef(od.NAMESPACE, od.CLUSTER, session.name)
     end_ms = max(n.end_ms for n in session.nodes)
-    records = [NodeRecord(n.node_id, is_head=n.is_head, ip=n.ip, start_ms=n.start_ms, end_ms=n.end_ms)
-               for n in session.nodes]
+    records = [
+        NodeRecord(n.node_id, is_head=n.is_head, ip=n.ip, start_ms=n.start_ms, end_ms=n.end_ms) for n in session.nodes
+    ]
     for rec in records:
         store.put(ref.node(rec.node_id).node_key, rec.to_json())
-    m = SessionManifest(namespace=od.NAMESPACE, cluster=od.CLUSTER, session_name=session.name,
-                        ray_version=od.VERSION, start_ms=od.T0_MS, end_ms=end_ms, status=ENDED,
-                        last_seen_ms=end_ms, nodes=records)
+    m = SessionManifest(
+        namespace=od.NAMESPACE,
+        cluster=od.CLUSTER,
+        session_name=session.name,
+        ray_version=od.VERSION,
+        start_ms=od.T0_MS,
+        end_ms=end_ms,
+        status=ENDED,
+        last_seen_ms=end_ms,
+        nodes=records,
+    )
     store.put(ref.manifest_key, m.to_json())
     store.put(ref.index_key, m.to_json())
     tables = Warehouse(store, cache_dir).root / ref.id
     info = compact(store, ref, tables, end_ms)  # the other tables (empty: no events archived), as the server would
     write_tables(series, tables)
-    counts = {**info.get("counts", {}), "metric_series": len(series),
-              "metric_samples": int(sum(len(s.ts) for s in series))}
+    counts = {
+        **info.get("counts", {}),
+        "metric_series": len(series),
+        "metric_samples": int(sum(len(s.ts) for s in series)),
+    }
     (tables / INFO_FILE).write_text(json.dumps({**info, "counts": counts, "closed": True}, indent=1))
     return ref.id
 
@@ -194,8 +228,20 @@ def write_openmetrics(series: list[Series], path: Path) -> None:
 
 def backfill(om: Path, data: Path) -> None:
     data.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet",
-                        "--max-block-duration=24h", str(om), str(data)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--quiet",
+            "--max-block-duration=24h",
+            str(om),
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise SystemExit(f"promtool failed: {(r.stderr or r.stdout)[-2000:]}")
 
@@ -229,25 +275,27 @@ def prepare(work: Path, nodes: int, hours: float, seed: int, exprs: list[str]) -
     info: dict[str, Any] = {"params": params, "session_id": session_id}
     tables = next((work / "cache").glob("compacted-c*")) / session_id
     counts = json.loads((tables / INFO_FILE).read_text())["counts"]
-    info.update(series=counts["metric_series"], samples=counts["metric_samples"],
-                parquet_mb=round(sum((tables / t.file).stat().st_size for t in (METRIC_SERIES, METRIC_SAMPLES)) / 1e6,
-                                 1),
-                tsdb_mb=round(sum(p.stat().st_size for p in (work / "prometheus" / "data").rglob("*")
-                                  if p.is_file()) / 1e6, 1),
-                start_ms=od.T0_MS, end_ms=od.T0_MS + int(hours * HOUR_MS))
+    info.update(
+        series=counts["metric_series"],
+        samples=counts["metric_samples"],
+        parquet_mb=round(sum((tables / t.file).stat().st_size for t in (METRIC_SERIES, METRIC_SAMPLES)) / 1e6, 1),
+        tsdb_mb=round(sum(p.stat().st_size for p in (work / "prometheus" / "data").rglob("*") if p.is_file()) / 1e6, 1),
+        start_ms=od.T0_MS,
+        end_ms=od.T0_MS + int(hours * HOUR_MS),
+    )
     done.write_text(json.dumps(info))
     return info
 
 
 # --- the servers --------------------------------------------------------------------------------------------------
 
+
 def child_serve(archive: str, cache_dir: str, port: int) -> None:
     from archive.storage import open_store
     from historyserver.cli import serve
     from historyserver.settings import ServerSettings
 
-    settings = ServerSettings(archive=archive, cache_dir=cache_dir, port=port, compact_on_end=False,
-                              grafana_url="")
+    settings = ServerSettings(archive=archive, cache_dir=cache_dir, port=port, compact_on_end=False, grafana_url="")
     serve(settings, open_store(archive))
 
 
@@ -258,9 +306,20 @@ def start_ours(work: Path, session_id: str):
 
     port = _free_port()
     log = open(work / "historyserver.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.promql_dashboard", "--child-serve",
-                             str(work / "archive"), str(work / "cache"), str(port)],
-                            cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.promql_dashboard",
+            "--child-serve",
+            str(work / "archive"),
+            str(work / "cache"),
+            str(port),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/sessions/{session_id}/prometheus"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -286,16 +345,19 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def run_pass(client, requests: list[tuple[str, str, bool]], start_s: float, end_s: float,
-             step_s: float) -> list[tuple[float, bytes, int]]:
+def run_pass(
+    client, requests: list[tuple[str, str, bool]], start_s: float, end_s: float, step_s: float
+) -> list[tuple[float, bytes, int]]:
     """(seconds, body, status) per panel, one request at a time."""
     out = []
     for _, expr, instant in requests:
         if instant:
             path, form = "/api/v1/query", {"query": expr, "time": f"{end_s:.3f}"}
         else:
-            path, form = "/api/v1/query_range", {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}",
-                                                 "step": f"{step_s:g}"}
+            path, form = (
+                "/api/v1/query_range",
+                {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "step": f"{step_s:g}"},
+            )
         t = time.perf_counter()
         r = client.post(path, data=form)
         body = r.content
@@ -304,6 +366,7 @@ def run_pass(client, requests: list[tuple[str, str, bool]], start_s: float, end_
 
 
 # --- checking the answers -----------------------------------------------------------------------------------------
+
 
 def _num(s: str) -> float:
     return float(s.replace("+Inf", "inf").replace("-Inf", "-inf"))
@@ -335,8 +398,10 @@ def differs(ours: bytes, theirs: bytes) -> str | None:
 
 # --- the table ----------------------------------------------------------------------------------------------------
 
-def table(info: dict[str, Any], args, requests, passes: dict[str, dict[str, list]], rss: dict[str, float | None],
-          agree: int) -> str:
+
+def table(
+    info: dict[str, Any], args, requests, passes: dict[str, dict[str, list]], rss: dict[str, float | None], agree: int
+) -> str:
     def total(side: str, kind: str) -> float:
         return sum(t for t, _, _ in passes[side][kind])
 
@@ -346,17 +411,26 @@ def table(info: dict[str, Any], args, requests, passes: dict[str, dict[str, list
         label = f"all {len(requests)} panels, {kind}" + (" (measured)" if kind == "warm" else " (first pass)")
         lines.append(f"| {label} | {ours:.2f} s | {prom:.2f} s | {ours / prom:.2f}x |")
     ratio = total("ours", "warm") / total("prom", "warm")
-    lines.append(f"| target: warm <= {RATIO_TARGET:g}x Prometheus | | | "
-                 f"{'PASS' if ratio <= RATIO_TARGET else 'FAIL'} ({ratio:.2f}x) |")
+    lines.append(
+        f"| target: warm <= {RATIO_TARGET:g}x Prometheus | | | "
+        f"{'PASS' if ratio <= RATIO_TARGET else 'FAIL'} ({ratio:.2f}x) |"
+    )
     fmt = lambda v: "n/a" if v is None else f"{v:,.0f} MiB"  # noqa: E731
     lines.append(f"| peak RSS of the server process | {fmt(rss['ours'])} | {fmt(rss['prom'])} | |")
     lines.append(f"| answers equal to Prometheus's | {agree}/{len(requests)} | | |")
-    lines += ["", "Slowest 5 panels (warm pass):", "", "| panel (refId) | Rayhistory | Prometheus 2.42 | ratio |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "Slowest 5 panels (warm pass):",
+        "",
+        "| panel (refId) | Rayhistory | Prometheus 2.42 | ratio |",
+        "|---|---|---|---|",
+    ]
     warm_o, warm_p = passes["ours"]["warm"], passes["prom"]["warm"]
     for i in sorted(range(len(requests)), key=lambda i: -warm_o[i][0])[:5]:
-        lines.append(f"| {requests[i][0]} | {warm_o[i][0] * 1000:.0f} ms | {warm_p[i][0] * 1000:.0f} ms | "
-                     f"{warm_o[i][0] / warm_p[i][0]:.1f}x |")
+        lines.append(
+            f"| {requests[i][0]} | {warm_o[i][0] * 1000:.0f} ms | {warm_p[i][0] * 1000:.0f} ms | "
+            f"{warm_o[i][0] / warm_p[i][0]:.1f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -364,8 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.promql_dashboard", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=50)
     p.add_argument("--hours", type=float, default=24.0)
-    p.add_argument("--step", type=float, default=None,
-                   help="query step in seconds (default: Grafana's for a 1,440 px panel: range / 1440, at least 15)")
+    p.add_argument(
+        "--step",
+        type=float,
+        default=None,
+        help="query step in seconds (default: Grafana's for a 1,440 px panel: range / 1440, at least 15)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", help="keep the generated data here (reused when the parameters match)")
     p.add_argument("--child-serve", nargs=3, help=argparse.SUPPRESS)
@@ -412,13 +490,19 @@ def main(argv: list[str] | None = None) -> int:
             agree += 1
         else:
             notes.append(f"{title}: {d[:300]}")
-    points = sum(len(r.get("values", ())) for _, body, _ in passes["prom"]["warm"]
-                 for r in (json.loads(body).get("data") or {}).get("result", []) if isinstance(r, dict))
-    print(f"Session: {args.nodes} nodes, {args.hours:g} h, 15 s scrapes: {info['series']:,} series, "
-          f"{info['samples']:,} samples ({info['parquet_mb']:,.0f} MB of Parquet; Prometheus blocks "
-          f"{info['tsdb_mb']:,.0f} MB). {len(requests)} Default-dashboard targets as range queries over the whole "
-          f"range at a {step_ms / 1000:g} s step ({points:,} points returned). {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}.\n")
+    points = sum(
+        len(r.get("values", ()))
+        for _, body, _ in passes["prom"]["warm"]
+        for r in (json.loads(body).get("data") or {}).get("result", [])
+        if isinstance(r, dict)
+    )
+    print(
+        f"Session: {args.nodes} nodes, {args.hours:g} h, 15 s scrapes: {info['series']:,} series, "
+        f"{info['samples']:,} samples ({info['parquet_mb']:,.0f} MB of Parquet; Prometheus blocks "
+        f"{info['tsdb_mb']:,.0f} MB). {len(requests)} Default-dashboard targets as range queries over the whole "
+        f"range at a {step_ms / 1000:g} s step ({points:,} points returned). {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}.\n"
+    )
     cmd = f".venv/bin/python -m benchmarks.promql_dashboard --nodes {args.nodes} --hours {args.hours:g}"
     print(f"Reproduce: `{cmd}{f' --step {args.step:g}' if args.step else ''}`\n")
     print(table(info, args, requests, passes, rss, agree))

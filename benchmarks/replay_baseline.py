@@ -62,8 +62,12 @@ class Replay:
         key = (body["task_id"], int(body.get("attempt_number") or 0))
         task = self.tasks.get(key)
         if task is None:
-            task = self.tasks[key] = {"task_id": key[0], "attempt_number": key[1], "state_ts_ns": {},
-                                      "profile_events": []}
+            task = self.tasks[key] = {
+                "task_id": key[0],
+                "attempt_number": key[1],
+                "state_ts_ns": {},
+                "profile_events": [],
+            }
         if "job_id" in body:
             task["job_id"] = body["job_id"]
         if "task_info" in body:
@@ -81,9 +85,16 @@ class Replay:
 
     def counts(self) -> dict[str, int]:
         failed = sum(1 for t in self.tasks.values() if "12" in t["state_ts_ns"])
-        return {"lines": self.lines, "bad_lines": self.bad_lines, "tasks": len(self.tasks), "failed_tasks": failed,
-                "actors": len(self.actors), "driver_jobs": len(self.driver_jobs),
-                "submission_jobs": len(self.submission_jobs), "nodes": len(self.nodes)}
+        return {
+            "lines": self.lines,
+            "bad_lines": self.bad_lines,
+            "tasks": len(self.tasks),
+            "failed_tasks": failed,
+            "actors": len(self.actors),
+            "driver_jobs": len(self.driver_jobs),
+            "submission_jobs": len(self.submission_jobs),
+            "nodes": len(self.nodes),
+        }
 
 
 def replay(archive: str, session_id: str) -> tuple[Replay, int]:
@@ -117,8 +128,12 @@ def peak_rss_mib() -> float:
 def measure(archive: str, session_id: str) -> dict[str, Any]:
     started = time.monotonic()
     state, size = replay(archive, session_id)
-    return {"seconds": round(time.monotonic() - started, 3), "rss_mib": round(peak_rss_mib(), 1),
-            "bytes": size, **state.counts()}
+    return {
+        "seconds": round(time.monotonic() - started, 3),
+        "rss_mib": round(peak_rss_mib(), 1),
+        "bytes": size,
+        **state.counts(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

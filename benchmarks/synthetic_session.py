@@ -61,13 +61,37 @@ class JobSpec:
 
 
 JOBS = (
-    JobSpec(1, "driver", "python train.py --epochs 3", 0.40, ("load_shard", "preprocess", "train_step"),
-            "ParameterServer", ("apply_gradients", "get_weights")),
+    JobSpec(
+        1,
+        "driver",
+        "python train.py --epochs 3",
+        0.40,
+        ("load_shard", "preprocess", "train_step"),
+        "ParameterServer",
+        ("apply_gradients", "get_weights"),
+    ),
     JobSpec(2, "internal"),
-    JobSpec(3, "submission", "python etl.py --date 2026-11-19", 0.25, ("extract", "transform", "load"), "Writer",
-            ("write",), "etl_2026_11_19"),
-    JobSpec(4, "submission", "python etl.py --date 2026-11-20", 0.10, ("extract", "transform", "load"), "Writer",
-            ("write",), "etl_2026_11_20", succeeds=False),
+    JobSpec(
+        3,
+        "submission",
+        "python etl.py --date 2026-11-19",
+        0.25,
+        ("extract", "transform", "load"),
+        "Writer",
+        ("write",),
+        "etl_2026_11_19",
+    ),
+    JobSpec(
+        4,
+        "submission",
+        "python etl.py --date 2026-11-20",
+        0.10,
+        ("extract", "transform", "load"),
+        "Writer",
+        ("write",),
+        "etl_2026_11_20",
+        succeeds=False,
+    ),
     JobSpec(5, "driver", "python evaluate.py", 0.25, ("score", "aggregate"), "Evaluator", ("evaluate",)),
 )
 TASK_JOBS = [j for j, spec in enumerate(JOBS) if spec.share]
@@ -143,16 +167,28 @@ def b64(raw: bytes) -> str:
 
 
 # --- the plan: who runs what, when ----------------------------------------------------------------------------
-def make_plan(tasks: int, seed: int, nodes: int = 8, workers_per_node: int = 16, namespace: str = "default",
-              cluster: str = "synthetic") -> Plan:
+def make_plan(
+    tasks: int,
+    seed: int,
+    nodes: int = 8,
+    workers_per_node: int = 16,
+    namespace: str = "default",
+    cluster: str = "synthetic",
+) -> Plan:
     rng = random.Random(seed)
     fixed = len(JOBS) + ACTORS_PER_JOB * len(TASK_JOBS)  # driver tasks and actor creation tasks
     if tasks < fixed + 50 * len(TASK_JOBS):
         raise ValueError(f"--tasks must be at least {fixed + 50 * len(TASK_JOBS)}")
     start_ms = calendar.timegm((2026, 11, 20, 10, 0, 0)) * 1000
     session = f"session_2026-11-20_10-00-00_{seed % 10**6:06d}_{tasks}"
-    plan = Plan(tasks, seed, SessionRef(namespace, cluster, session), start_ms * MS,
-                [rng.randbytes(28) for _ in range(nodes)], [f"10.244.{n}.{11 + n}" for n in range(nodes)])
+    plan = Plan(
+        tasks,
+        seed,
+        SessionRef(namespace, cluster, session),
+        start_ms * MS,
+        [rng.randbytes(28) for _ in range(nodes)],
+        [f"10.244.{n}.{11 + n}" for n in range(nodes)],
+    )
     pids = [2000 + rng.randrange(500) for _ in range(nodes)]
 
     def new_proc(node: int, job: int, worker_id: bytes | None = None, **kw: Any) -> int:
@@ -188,14 +224,40 @@ def _plan_job(plan: Plan, rng: random.Random, j: int, order: int, budget: int, w
     for a in range(ACTORS_PER_JOB):
         node = (order * ACTORS_PER_JOB + a) % len(plan.node_ids)
         proc = new_proc(node, j, actor_class=spec.actor_class)
-        actor = Actor(rng.randbytes(12) + spec.id, j, spec.actor_class, f"{spec.actor_class.lower()}_{a}", "bench",
-                      node, plan.procs[proc].pid, plan.procs[drv].worker_id, start + 200 * MS + a * MS,
-                      broken=not spec.succeeds and a == 0)
+        actor = Actor(
+            rng.randbytes(12) + spec.id,
+            j,
+            spec.actor_class,
+            f"{spec.actor_class.lower()}_{a}",
+            "bench",
+            node,
+            plan.procs[proc].pid,
+            plan.procs[drv].worker_id,
+            start + 200 * MS + a * MS,
+            broken=not spec.succeeds and a == 0,
+        )
         t1 = actor.created_ns
         t8 = t1 + rng.randrange(800, 1500) * MS
         actor.alive_ns = actor.free_ns = t8 + 40 * MS
-        add(Attempt(b"\xff" * 8 + actor.actor_id, 0, j, CREATION, f"{spec.actor_class}.__init__", driver_task,
-                    actor.actor_id, drv, proc, t1, t1 + 80 * US, 0, t8, actor.alive_ns, actor.broken))
+        add(
+            Attempt(
+                b"\xff" * 8 + actor.actor_id,
+                0,
+                j,
+                CREATION,
+                f"{spec.actor_class}.__init__",
+                driver_task,
+                actor.actor_id,
+                drv,
+                proc,
+                t1,
+                t1 + 80 * US,
+                0,
+                t8,
+                actor.alive_ns,
+                actor.broken,
+            )
+        )
         actor.dead_ns = actor.alive_ns + 5 * MS if actor.broken else 0
         actors.append((actor, proc))
         plan.actors.append(actor)
@@ -216,8 +278,25 @@ def _plan_job(plan: Plan, rng: random.Random, j: int, order: int, budget: int, w
             tend = t8 + rng.randrange(5, 60) * MS
             actor.free_ns = tend + 100 * US
             method = spec.methods[rng.randrange(len(spec.methods))]
-            add(Attempt(rng.randbytes(8) + actor.actor_id, 0, j, ACTOR_TASK, f"{spec.actor_class}.{method}",
-                        driver_task, actor.actor_id, drv, proc, t1, t2, t5, t8, tend, rng.random() < FAIL_RATE))
+            add(
+                Attempt(
+                    rng.randbytes(8) + actor.actor_id,
+                    0,
+                    j,
+                    ACTOR_TASK,
+                    f"{spec.actor_class}.{method}",
+                    driver_task,
+                    actor.actor_id,
+                    drv,
+                    proc,
+                    t1,
+                    t2,
+                    t5,
+                    t8,
+                    tend,
+                    rng.random() < FAIL_RATE,
+                )
+            )
             count += 1
             continue
         nested = top is not None and rng.random() < 0.1
@@ -258,12 +337,26 @@ def _plan_internal_driver(plan: Plan) -> None:
     plan.job_times[j] = (first - SEC, first - SEC)
     for k, (job, submitted) in enumerate(sorted(plan.submitted_ns.items())):
         spec = JOBS[job]
-        plan.actors.append(Actor(random.Random(plan.seed + k).randbytes(12) + JOBS[j].id, j, "JobSupervisor",
-                                 f"_ray_internal_job_actor_{spec.submission_id}", "SUPERVISOR_ACTOR_RAY_NAMESPACE",
-                                 0, plan.procs[plan.drivers[job]].pid - 3, plan.procs[drv].worker_id, submitted,
-                                 alive_ns=submitted + SEC, dead_ns=plan.job_times[job][1] + 200 * MS))
-    plan.attempts.append(Attempt(b"\xff" * 20 + JOBS[j].id, 0, j, DRIVER, "", b"\xff" * 24, None, drv, drv, 0, 0, 0,
-                                 first - SEC, 0, False))
+        plan.actors.append(
+            Actor(
+                random.Random(plan.seed + k).randbytes(12) + JOBS[j].id,
+                j,
+                "JobSupervisor",
+                f"_ray_internal_job_actor_{spec.submission_id}",
+                "SUPERVISOR_ACTOR_RAY_NAMESPACE",
+                0,
+                plan.procs[plan.drivers[job]].pid - 3,
+                plan.procs[drv].worker_id,
+                submitted,
+                alive_ns=submitted + SEC,
+                dead_ns=plan.job_times[job][1] + 200 * MS,
+            )
+        )
+    plan.attempts.append(
+        Attempt(
+            b"\xff" * 20 + JOBS[j].id, 0, j, DRIVER, "", b"\xff" * 24, None, drv, drv, 0, 0, 0, first - SEC, 0, False
+        )
+    )
 
 
 def assign_lines(plan: Plan) -> None:
@@ -328,9 +421,11 @@ class SegmentWriter:
 
 def runtime_env_info(spec: JobSpec) -> dict[str, Any]:
     wd = f"gcs://_ray_pkg_{spec.number:04x}5f01f53ecd4c2.zip" if spec.kind == "submission" else ""
-    return {"runtime_env_config": {"eager_install": True, "log_files": [], "setup_timeout_seconds": 600},
-            "serialized_runtime_env": json.dumps({"working_dir": wd}) if wd else "{}",
-            "uris": {"py_modules_uris": [], "working_dir_uri": wd}}
+    return {
+        "runtime_env_config": {"eager_install": True, "log_files": [], "setup_timeout_seconds": 600},
+        "serialized_runtime_env": json.dumps({"working_dir": wd}) if wd else "{}",
+        "uris": {"py_modules_uris": [], "working_dir_uri": wd},
+    }
 
 
 class Renderer:
@@ -360,9 +455,17 @@ class Renderer:
         key = (a.job, a.kind, a.name)
         parts = self.info.get(key)
         if parts is None:
-            d = {"func_or_class_name": a.name, "label_selector": {}, "labels": {}, "language": "PYTHON",
-                 "parent_task_id": "@P@", "required_resources": {} if a.kind in (CREATION, DRIVER) else {"CPU": 1},
-                 "runtime_env_info": runtime_env_info(JOBS[a.job]), "task_id": "@T@", "type": TYPE_NAMES[a.kind]}
+            d = {
+                "func_or_class_name": a.name,
+                "label_selector": {},
+                "labels": {},
+                "language": "PYTHON",
+                "parent_task_id": "@P@",
+                "required_resources": {} if a.kind in (CREATION, DRIVER) else {"CPU": 1},
+                "runtime_env_info": runtime_env_info(JOBS[a.job]),
+                "task_id": "@T@",
+                "type": TYPE_NAMES[a.kind],
+            }
             if a.actor:
                 d["actor_id"] = b64(a.actor)
             pre, _, rest = json.dumps(d, separators=(",", ":"), sort_keys=True).partition("@P@")
@@ -394,16 +497,20 @@ class Renderer:
         if 5 in codes:
             su += ',"worker_id":"%s"' % b64(w.worker_id)
         info = ',"task_info":' + self.task_info(a) if op != OWN_REST else ""
-        return ('{"event_data":{"attempt_number":%d,"job_id":"%s","state_updates":{%s},"task_id":"%s"%s},'
-                '"event_id":"%s","source_type":"EXPORT_TASK","timestamp":%d}\n'
-                % (a.attempt, b64(JOBS[a.job].id), su, b64(a.task_id), info, self.event_id(), sec))
+        return (
+            '{"event_data":{"attempt_number":%d,"job_id":"%s","state_updates":{%s},"task_id":"%s"%s},'
+            '"event_id":"%s","source_type":"EXPORT_TASK","timestamp":%d}\n'
+            % (a.attempt, b64(JOBS[a.job].id), su, b64(a.task_id), info, self.event_id(), sec)
+        )
 
     def error_info(self, a: Attempt) -> str:
         w = self.plan.procs[a.worker]
         kind = "CreationTaskError: " if a.kind == CREATION else ""
-        msg = (f"{kind}User exception:\n\x1b[36mray::{a.name}()\x1b[39m (pid={w.pid}, ip={self.plan.ips[w.node]})\n"
-               f"  File \"/app/{a.name.split('.')[0].lower()}.py\", line 42, in {a.name.split('.')[-1]}\n"
-               f"    raise ValueError(f\"bad record {{i}}\")\nValueError: bad record {a.t1 % 100000}")
+        msg = (
+            f"{kind}User exception:\n\x1b[36mray::{a.name}()\x1b[39m (pid={w.pid}, ip={self.plan.ips[w.node]})\n"
+            f'  File "/app/{a.name.split(".")[0].lower()}.py", line 42, in {a.name.split(".")[-1]}\n'
+            f'    raise ValueError(f"bad record {{i}}")\nValueError: bad record {a.t1 % 100000}'
+        )
         return json.dumps({"error_message": msg, "error_type": "TASK_EXECUTION_EXCEPTION"}, separators=(",", ":"))
 
     def execution(self, a: Attempt, sec: int) -> str:
@@ -411,42 +518,85 @@ class Renderer:
         d = a.tend - a.t8
         s0, end = a.t8 + d // 50, a.tend - d // 50
         ex_end = a.tend - d // 20
-        events = ['{"end_time":"%d","event_name":"task:deserialize_arguments","extra_data":"{}","start_time":"%d"}'
-                  % (s0 + 60 * US, s0 + 20 * US)]
+        events = [
+            '{"end_time":"%d","event_name":"task:deserialize_arguments","extra_data":"{}","start_time":"%d"}'
+            % (s0 + 60 * US, s0 + 20 * US)
+        ]
         if a.failed:
-            tb = json.dumps(json.dumps({"type": "<class 'ValueError'>", "value": f"bad record {a.t1 % 100000}",
-                                        "traceback": "Traceback (most recent call last):\n  File \"python/ray/"
-                                        f"_raylet.pyx\", line 2306, in ray._raylet.execute_task\nValueError: "
-                                        f"bad record {a.t1 % 100000}\n"}))[1:-1]
-            events.append('{"end_time":"%d","event_name":"task:execute","extra_data":"%s","start_time":"%d"}'
-                          % (ex_end, tb, s0 + 80 * US))
+            tb = json.dumps(
+                json.dumps(
+                    {
+                        "type": "<class 'ValueError'>",
+                        "value": f"bad record {a.t1 % 100000}",
+                        "traceback": 'Traceback (most recent call last):\n  File "python/ray/'
+                        f'_raylet.pyx", line 2306, in ray._raylet.execute_task\nValueError: '
+                        f"bad record {a.t1 % 100000}\n",
+                    }
+                )
+            )[1:-1]
+            events.append(
+                '{"end_time":"%d","event_name":"task:execute","extra_data":"%s","start_time":"%d"}'
+                % (ex_end, tb, s0 + 80 * US)
+            )
         else:
-            events.append('{"end_time":"%d","event_name":"task:execute","extra_data":"{}","start_time":"%d"}'
-                          % (ex_end, s0 + 80 * US))
-            events.append('{"end_time":"%d","event_name":"task:store_outputs","extra_data":"{}","start_time":"%d"}'
-                          % (end - 5 * US, ex_end + 3 * US))
-        events.append('{"end_time":"%d","event_name":"task::%s","extra_data":"{\\"name\\": \\"__main__.%s\\", '
-                      '\\"task_id\\": \\"%s\\"}","start_time":"%d"}' % (end, a.name, a.name, a.task_id.hex(), s0))
+            events.append(
+                '{"end_time":"%d","event_name":"task:execute","extra_data":"{}","start_time":"%d"}'
+                % (ex_end, s0 + 80 * US)
+            )
+            events.append(
+                '{"end_time":"%d","event_name":"task:store_outputs","extra_data":"{}","start_time":"%d"}'
+                % (end - 5 * US, ex_end + 3 * US)
+            )
+        events.append(
+            '{"end_time":"%d","event_name":"task::%s","extra_data":"{\\"name\\": \\"__main__.%s\\", '
+            '\\"task_id\\": \\"%s\\"}","start_time":"%d"}' % (end, a.name, a.name, a.task_id.hex(), s0)
+        )
         log_info = ""
         if a.kind != CREATION:
             self.log_lines(a)
-            log_info = ('"task_log_info":{"stderr_end":%d,"stderr_file":"","stderr_start":0,"stdout_end":%d,'
-                        '"stdout_file":"","stdout_start":0},' % (self.stderr, self.stdout))
-        return ('{"event_data":{"attempt_number":%d,"job_id":"%s","profile_events":{"component_id":"%s",'
-                '"component_type":"worker","events":[%s],"node_ip_address":"%s"},"state_updates":{"state_ts_ns":'
-                '{"8":"%d"},%s"worker_pid":%d},"task_id":"%s"},"event_id":"%s","source_type":"EXPORT_TASK",'
-                '"timestamp":%d}\n' % (a.attempt, b64(JOBS[a.job].id), b64(w.worker_id), ",".join(events),
-                                      self.plan.ips[w.node], a.t8, log_info, w.pid, b64(a.task_id), self.event_id(),
-                                      sec))
+            log_info = (
+                '"task_log_info":{"stderr_end":%d,"stderr_file":"","stderr_start":0,"stdout_end":%d,'
+                '"stdout_file":"","stdout_start":0},' % (self.stderr, self.stdout)
+            )
+        return (
+            '{"event_data":{"attempt_number":%d,"job_id":"%s","profile_events":{"component_id":"%s",'
+            '"component_type":"worker","events":[%s],"node_ip_address":"%s"},"state_updates":{"state_ts_ns":'
+            '{"8":"%d"},%s"worker_pid":%d},"task_id":"%s"},"event_id":"%s","source_type":"EXPORT_TASK",'
+            '"timestamp":%d}\n'
+            % (
+                a.attempt,
+                b64(JOBS[a.job].id),
+                b64(w.worker_id),
+                ",".join(events),
+                self.plan.ips[w.node],
+                a.t8,
+                log_info,
+                w.pid,
+                b64(a.task_id),
+                self.event_id(),
+                sec,
+            )
+        )
 
     def driver(self, op: int, payload: Any, sec: int) -> str:
         p = self.proc
         job = JOBS[p.job]
         body: dict[str, Any] = {"attempt_number": 0, "job_id": b64(job.id)}
         if op == DRV_PROFILE:
-            body["profile_events"] = {"component_id": b64(p.worker_id), "component_type": "driver", "events": [
-                {"end_time": str(t + 40 * US + t % (60 * US)), "event_name": "submit_task", "extra_data": "{}",
-                 "start_time": str(t - 30 * US)} for t in payload], "node_ip_address": self.plan.ips[p.node]}
+            body["profile_events"] = {
+                "component_id": b64(p.worker_id),
+                "component_type": "driver",
+                "events": [
+                    {
+                        "end_time": str(t + 40 * US + t % (60 * US)),
+                        "event_name": "submit_task",
+                        "extra_data": "{}",
+                        "start_time": str(t - 30 * US),
+                    }
+                    for t in payload
+                ],
+                "node_ip_address": self.plan.ips[p.node],
+            }
         a = self.plan.attempts[payload] if op != DRV_PROFILE else None
         if op == DRV_START:
             body["state_updates"] = {"state_ts_ns": {"8": str(a.t8)}}
@@ -500,41 +650,89 @@ def head_files(plan: Plan) -> dict[str, str]:
     lines: dict[str, list[tuple[int, str]]] = {k: [] for k in ("NODE", "ACTOR", "DRIVER_JOB", "SUBMISSION_JOB")}
 
     def gcs(kind: str, ns: int, data: dict[str, Any]) -> None:
-        lines[kind].append((ns, '{"event_data":%s,"event_id":"%s","source_type":"EXPORT_%s","timestamp":%d}\n'
-                            % (_compact(data), eid(), kind, ns // SEC)))
+        lines[kind].append(
+            (
+                ns,
+                '{"event_data":%s,"event_id":"%s","source_type":"EXPORT_%s","timestamp":%d}\n'
+                % (_compact(data), eid(), kind, ns // SEC),
+            )
+        )
 
     for n, (node_id, ip) in enumerate(zip(plan.node_ids, plan.ips)):
         up, down = plan.start_ns + SEC + n * 300 * MS, plan.end_ns - SEC
         res = {"CPU": 16, "memory": 64 << 30, f"node:{ip}": 1, "object_store_memory": 16 << 30}
         if n == 0:
             res["node:__internal_head__"] = 1
-        node = {"end_time_ms": "0", "is_head_node": n == 0, "labels": {"ray.io/node-id": node_id.hex()},
-                "node_id": b64(node_id), "node_manager_address": ip, "node_name": ip, "resources_total": res,
-                "start_time_ms": str(up // MS), "state": "ALIVE"}
+        node = {
+            "end_time_ms": "0",
+            "is_head_node": n == 0,
+            "labels": {"ray.io/node-id": node_id.hex()},
+            "node_id": b64(node_id),
+            "node_manager_address": ip,
+            "node_name": ip,
+            "resources_total": res,
+            "start_time_ms": str(up // MS),
+            "state": "ALIVE",
+        }
         gcs("NODE", up, node)
-        gcs("NODE", down, {**node, "state": "DEAD", "end_time_ms": str(down // MS),
-                           "death_info": {"reason": "EXPECTED_TERMINATION", "reason_message": "received SIGTERM"}})
+        gcs(
+            "NODE",
+            down,
+            {
+                **node,
+                "state": "DEAD",
+                "end_time_ms": str(down // MS),
+                "death_info": {"reason": "EXPECTED_TERMINATION", "reason_message": "received SIGTERM"},
+            },
+        )
     for a in plan.actors:
-        base = {"actor_id": b64(a.actor_id), "class_name": a.class_name, "death_cause": {},
-                "is_detached": a.class_name == "JobSupervisor", "job_id": b64(JOBS[a.job].id), "label_selector": {},
-                "labels": {}, "name": a.name, "node_id": "", "pid": 0, "placement_group_id": "",
-                "ray_namespace": a.namespace, "repr_name": "", "required_resources": {},
-                "serialized_runtime_env": "{}", "state": "DEPENDENCIES_UNREADY"}
+        base = {
+            "actor_id": b64(a.actor_id),
+            "class_name": a.class_name,
+            "death_cause": {},
+            "is_detached": a.class_name == "JobSupervisor",
+            "job_id": b64(JOBS[a.job].id),
+            "label_selector": {},
+            "labels": {},
+            "name": a.name,
+            "node_id": "",
+            "pid": 0,
+            "placement_group_id": "",
+            "ray_namespace": a.namespace,
+            "repr_name": "",
+            "required_resources": {},
+            "serialized_runtime_env": "{}",
+            "state": "DEPENDENCIES_UNREADY",
+        }
         gcs("ACTOR", a.created_ns, base)
         gcs("ACTOR", a.created_ns + MS, {**base, "state": "PENDING_CREATION"})
         placed = {**base, "node_id": b64(plan.node_ids[a.node]), "pid": a.pid}
         gcs("ACTOR", a.alive_ns, {**placed, "state": "ALIVE"})
         if a.broken:
-            cause = {"creation_task_failure_context": {"formatted_exception_string": "Traceback (most recent call "
-                     "last):\n  File \"/app/etl.py\", line 12, in __init__\nRuntimeError: cannot open sink"}}
+            cause = {
+                "creation_task_failure_context": {
+                    "formatted_exception_string": "Traceback (most recent call "
+                    'last):\n  File "/app/etl.py", line 12, in __init__\nRuntimeError: cannot open sink'
+                }
+            }
         else:
-            cause = {"actor_died_error_context": {
-                "actor_id": b64(a.actor_id), "class_name": a.class_name, "name": a.name, "never_started": False,
-                "error_message": "The actor is dead because its owner has died. Owner Id: "
-                                 f"{a.owner.hex()} Owner Ip address: {plan.ips[0]} Owner worker exit type: "
-                                 "INTENDED_USER_EXIT Worker exit detail: Owner's worker process has crashed.",
-                "node_ip_address": plan.ips[a.node], "owner_id": b64(a.owner), "owner_ip_address": plan.ips[0],
-                "pid": a.pid, "ray_namespace": a.namespace, "reason": "OWNER_DIED"}}
+            cause = {
+                "actor_died_error_context": {
+                    "actor_id": b64(a.actor_id),
+                    "class_name": a.class_name,
+                    "name": a.name,
+                    "never_started": False,
+                    "error_message": "The actor is dead because its owner has died. Owner Id: "
+                    f"{a.owner.hex()} Owner Ip address: {plan.ips[0]} Owner worker exit type: "
+                    "INTENDED_USER_EXIT Worker exit detail: Owner's worker process has crashed.",
+                    "node_ip_address": plan.ips[a.node],
+                    "owner_id": b64(a.owner),
+                    "owner_ip_address": plan.ips[0],
+                    "pid": a.pid,
+                    "ray_namespace": a.namespace,
+                    "reason": "OWNER_DIED",
+                }
+            }
         gcs("ACTOR", a.dead_ns, {**placed, "state": "DEAD", "death_cause": cause})
     for j, spec in enumerate(JOBS):
         if spec.kind == "internal":
@@ -542,45 +740,78 @@ def head_files(plan: Plan) -> dict[str, str]:
         start, end = plan.job_times[j]
         meta = {"job_name": spec.submission_id, "job_submission_id": spec.submission_id} if spec.submission_id else {}
         pid = plan.procs[plan.drivers[j]].pid
-        job = {"config": {"metadata": meta, "runtime_env_info": runtime_env_info(spec)},
-               "driver_ip_address": plan.ips[0], "driver_pid": str(pid), "end_time": "0",
-               "entrypoint": f"/home/ray/anaconda3/bin/{spec.entrypoint}", "is_dead": False,
-               "job_id": b64(spec.id), "start_time": str(start // MS)}
+        job = {
+            "config": {"metadata": meta, "runtime_env_info": runtime_env_info(spec)},
+            "driver_ip_address": plan.ips[0],
+            "driver_pid": str(pid),
+            "end_time": "0",
+            "entrypoint": f"/home/ray/anaconda3/bin/{spec.entrypoint}",
+            "is_dead": False,
+            "job_id": b64(spec.id),
+            "start_time": str(start // MS),
+        }
         gcs("DRIVER_JOB", start, job)
         gcs("DRIVER_JOB", end, {**job, "is_dead": True, "end_time": str(end // MS)})
         if spec.kind != "submission":
             continue
         sub = plan.submitted_ns[j]
-        common = {"submission_job_id": spec.submission_id, "entrypoint": spec.entrypoint,
-                  "start_time": str(sub // MS), "runtime_env_json": job["config"]["runtime_env_info"]
-                  ["serialized_runtime_env"], "metadata": {}}
+        common = {
+            "submission_job_id": spec.submission_id,
+            "entrypoint": spec.entrypoint,
+            "start_time": str(sub // MS),
+            "runtime_env_json": job["config"]["runtime_env_info"]["serialized_runtime_env"],
+            "metadata": {},
+        }
         live = {"driver_agent_http_address": f"http://{plan.ips[0]}:52365", "driver_node_id": plan.node_ids[0].hex()}
-        final = ({"status": "SUCCEEDED", "message": "Job finished successfully.", "driver_exit_code": 0}
-                 if spec.succeeds else {"status": "FAILED", "message": "Job entrypoint command failed with exit code "
-                                        "1, last available logs (truncated to 20,000 chars):\nValueError: bad record",
-                                        "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR", "driver_exit_code": 1})
-        for ns, data in ((sub, {"status": "PENDING", "message": "Job has not started yet."}),
-                         (sub + SEC, {"status": "RUNNING", "message": "Job is currently running.", **live}),
-                         (end + 200 * MS, {**final, "end_time": str((end + 200 * MS) // MS), **live})):
-            event = {"event_id": "%018X" % rng.getrandbits(72), "timestamp": ns // SEC,
-                     "source_type": "EXPORT_SUBMISSION_JOB", "event_data": {**common, **data}}
+        final = (
+            {"status": "SUCCEEDED", "message": "Job finished successfully.", "driver_exit_code": 0}
+            if spec.succeeds
+            else {
+                "status": "FAILED",
+                "message": "Job entrypoint command failed with exit code "
+                "1, last available logs (truncated to 20,000 chars):\nValueError: bad record",
+                "error_type": "JOB_ENTRYPOINT_COMMAND_ERROR",
+                "driver_exit_code": 1,
+            }
+        )
+        for ns, data in (
+            (sub, {"status": "PENDING", "message": "Job has not started yet."}),
+            (sub + SEC, {"status": "RUNNING", "message": "Job is currently running.", **live}),
+            (end + 200 * MS, {**final, "end_time": str((end + 200 * MS) // MS), **live}),
+        ):
+            event = {
+                "event_id": "%018X" % rng.getrandbits(72),
+                "timestamp": ns // SEC,
+                "source_type": "EXPORT_SUBMISSION_JOB",
+                "event_data": {**common, **data},
+            }
             lines["SUBMISSION_JOB"].append((ns, json.dumps(event) + "\n"))
     files = {f"export_events/event_EXPORT_{k}.log": "".join(t for _, t in sorted(v)) for k, v in lines.items()}
-    files["gcs_server.out"] = (f"[2026-11-20 10:00:01,342 I 1998 1998] (gcs_server) gcs_server_main.cc:98: Ray cluster "
-                               f"metadata ray_version={RAY_VERSION} ray_commit=b7f4259e\n")
+    files["gcs_server.out"] = (
+        f"[2026-11-20 10:00:01,342 I 1998 1998] (gcs_server) gcs_server_main.cc:98: Ray cluster "
+        f"metadata ray_version={RAY_VERSION} ray_commit=b7f4259e\n"
+    )
     return files
 
 
 def node_files(plan: Plan, n: int) -> dict[str, str]:
-    return {"raylet.out": f"[2026-11-20 10:00:02,783 I 2288 2288] (raylet) main.cc:711: Setting node ID "
-                          f"node_id={plan.node_ids[n].hex()}\n"}
+    return {
+        "raylet.out": f"[2026-11-20 10:00:02,783 I 2288 2288] (raylet) main.cc:711: Setting node ID "
+        f"node_id={plan.node_ids[n].hex()}\n"
+    }
 
 
 def node_record(plan: Plan, n: int) -> NodeRecord:
-    return NodeRecord(node_id=plan.node_ids[n].hex(), is_head=n == 0, ip=plan.ips[n],
-                      hostname=f"{plan.ref.cluster}-{'head' if n == 0 else f'worker-{n}'}",
-                      session_dir=f"/tmp/ray/{plan.ref.session}", ray_version=RAY_VERSION,
-                      start_ms=plan.start_ns // MS, end_ms=plan.end_ns // MS + 2000)
+    return NodeRecord(
+        node_id=plan.node_ids[n].hex(),
+        is_head=n == 0,
+        ip=plan.ips[n],
+        hostname=f"{plan.ref.cluster}-{'head' if n == 0 else f'worker-{n}'}",
+        session_dir=f"/tmp/ray/{plan.ref.session}",
+        ray_version=RAY_VERSION,
+        start_ms=plan.start_ns // MS,
+        end_ms=plan.end_ns // MS + 2000,
+    )
 
 
 # --- the whole session ----------------------------------------------------------------------------------------
@@ -597,8 +828,16 @@ def summary(plan: Plan) -> dict[str, Any]:
     }
 
 
-def generate(archive: str, tasks: int, seed: int = 1, nodes: int = 8, workers_per_node: int = 16,
-             segment_mb: float = 4.0, procs: int | None = None, log: Any = None) -> dict[str, Any]:
+def generate(
+    archive: str,
+    tasks: int,
+    seed: int = 1,
+    nodes: int = 8,
+    workers_per_node: int = 16,
+    segment_mb: float = 4.0,
+    procs: int | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
     """Write the session into the archive (unless it is already there, complete) and return its summary."""
     global _PLAN, _STORE_URL, _SEGMENT_BYTES, _PROGRESS
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -610,8 +849,10 @@ def generate(archive: str, tasks: int, seed: int = 1, nodes: int = 8, workers_pe
         say(f"{plan.ref.id} is already in {store.url}; not rewritten")
         return {**info, "written": False}
     assign_lines(plan)
-    say(f"planned {len(plan.attempts):,} task attempts on {nodes} nodes, {len(plan.procs)} processes "
-        f"in {time.monotonic() - started:.1f}s")
+    say(
+        f"planned {len(plan.attempts):,} task attempts on {nodes} nodes, {len(plan.procs)} processes "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     ctx = multiprocessing.get_context("fork")  # the children share the plan instead of pickling it
     _PLAN, _STORE_URL, _SEGMENT_BYTES, _PROGRESS = plan, store.url, int(segment_mb * (1 << 20)), ctx.Value("q", 0)
     order = sorted(range(len(plan.procs)), key=lambda i: -len(plan.procs[i].entries))
@@ -642,9 +883,17 @@ def generate(archive: str, tasks: int, seed: int = 1, nodes: int = 8, workers_pe
         node = plan.ref.node(plan.node_ids[n].hex())
         store.put(node.node_key, node_record(plan, n).to_json())
         store.put(node.ended_key, end_marker(end_ms, "signal:SIGTERM"))
-    manifest = SessionManifest(namespace=plan.ref.namespace, cluster=plan.ref.cluster, session_name=plan.ref.session,
-                               ray_version=RAY_VERSION, start_ms=plan.start_ns // MS, end_ms=end_ms, status=ENDED,
-                               ended_by="signal:SIGTERM", nodes=[node_record(plan, 0)])
+    manifest = SessionManifest(
+        namespace=plan.ref.namespace,
+        cluster=plan.ref.cluster,
+        session_name=plan.ref.session,
+        ray_version=RAY_VERSION,
+        start_ms=plan.start_ns // MS,
+        end_ms=end_ms,
+        status=ENDED,
+        ended_by="signal:SIGTERM",
+        nodes=[node_record(plan, 0)],
+    )
     store.put(plan.ref.manifest_key, manifest.to_json())
     store.put(plan.ref.index_key, manifest.to_json())
     store.put(plan.ref.ended_key, end_marker(end_ms, "signal:SIGTERM"))  # last: the session is complete
@@ -664,8 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=None, help="processes that render files (default: CPUs, at most 4)")
     args = p.parse_args(argv)
     try:
-        info = generate(args.archive, args.tasks, args.seed, args.nodes, args.workers_per_node, args.segment_mb,
-                        args.procs)
+        info = generate(
+            args.archive, args.tasks, args.seed, args.nodes, args.workers_per_node, args.segment_mb, args.procs
+        )
     except ValueError as e:
         p.error(str(e))
     print(json.dumps(info))

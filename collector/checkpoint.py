@@ -32,6 +32,8 @@ def load(path: Path) -> dict[tuple[str, str, int], int]:
 
 
 def save(path: Path, inodes: dict[tuple[str, str, int], int]) -> None:
-    doc = {"version": CHECKPOINT_VERSION,
-           "generations": [{"source": s, "path": p, "epoch": e, "inode": i} for (s, p, e), i in sorted(inodes.items())]}
+    doc = {
+        "version": CHECKPOINT_VERSION,
+        "generations": [{"source": s, "path": p, "epoch": e, "inode": i} for (s, p, e), i in sorted(inodes.items())],
+    }
     write_atomic(path, json.dumps(doc).encode())

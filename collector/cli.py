@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
@@ -47,8 +47,10 @@ def _session_dir(settings: CollectorSettings) -> SessionDir:
                 raise
             if not announced:
                 logging.getLogger("rayhistory.collector").info(
-                    "waiting up to %.0fs for Ray's session directory %s", settings.wait_for_session,
-                    settings.session_dir)
+                    "waiting up to %.0fs for Ray's session directory %s",
+                    settings.wait_for_session,
+                    settings.session_dir,
+                )
                 announced = True
             time.sleep(0.5)
 

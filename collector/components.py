@@ -32,8 +32,7 @@ class Source(Protocol):
     def start(self) -> None:
         """Begin pulling (a thread per pulling source); nothing for folders Ray writes."""
 
-    def list(self) -> Listing:
-        ...
+    def list(self) -> Listing: ...
 
     def release(self, path: str) -> None:
         """Every sink holds this finished file whole: a spool deletes it, Ray's folders keep theirs."""
@@ -41,11 +40,9 @@ class Source(Protocol):
     def flush(self) -> None:
         """One last pull before the final upload (Ray may be stopping: failures are only counted)."""
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
-    def stats(self) -> ComponentStats:
-        ...
+    def stats(self) -> ComponentStats: ...
 
 
 class Sink(Protocol):
@@ -67,5 +64,4 @@ class Sink(Protocol):
     def close(self, timeout: float) -> bool:
         """Deliver what was offered, within timeout; False when something is left (its checkpoint resumes)."""
 
-    def stats(self) -> ComponentStats:
-        ...
+    def stats(self) -> ComponentStats: ...

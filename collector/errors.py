@@ -52,6 +52,8 @@ class SpoolFull(SpoolError):
     """Storing the batch would pass the spool's bound: ship and release files, or raise the bound, then retry."""
 
     def __init__(self, size: int, needed: int, bound: int) -> None:
-        super().__init__(f"the spool holds {size} bytes; {needed} more would pass its bound of {bound} bytes "
-                         "(files are released once shipped; retry later)")
+        super().__init__(
+            f"the spool holds {size} bytes; {needed} more would pass its bound of {bound} bytes "
+            "(files are released once shipped; retry later)"
+        )
         self.size, self.needed, self.bound = size, needed, bound

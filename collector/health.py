@@ -20,18 +20,33 @@ class Health:
     def __init__(self, stale_after: float) -> None:
         self.stale_after = stale_after
         self.registry = CollectorRegistry()
-        self.shipped_bytes = Counter("rayhistory_collector_shipped_bytes", "Bytes uploaded, by source and sink",
-                                     ["source", "sink"], registry=self.registry)
-        self.shipped_segments = Counter("rayhistory_collector_shipped_segments", "Segments uploaded",
-                                        ["source", "sink"], registry=self.registry)
-        self.errors = Counter("rayhistory_collector_errors", "Failed upload cycles, by sink", ["sink"],
-                              registry=self.registry)
-        self.last_success = Gauge("rayhistory_collector_last_success_timestamp_seconds",
-                                  "When the sink last completed a cycle", ["sink"], registry=self.registry)
-        self.lag = Gauge("rayhistory_collector_lag_seconds", "Seconds since the sink last completed a cycle",
-                         ["sink"], registry=self.registry)
-        self.spool_bytes = Gauge("rayhistory_collector_spool_bytes", "Bytes waiting in the local spool",
-                                 registry=self.registry)
+        self.shipped_bytes = Counter(
+            "rayhistory_collector_shipped_bytes",
+            "Bytes uploaded, by source and sink",
+            ["source", "sink"],
+            registry=self.registry,
+        )
+        self.shipped_segments = Counter(
+            "rayhistory_collector_shipped_segments", "Segments uploaded", ["source", "sink"], registry=self.registry
+        )
+        self.errors = Counter(
+            "rayhistory_collector_errors", "Failed upload cycles, by sink", ["sink"], registry=self.registry
+        )
+        self.last_success = Gauge(
+            "rayhistory_collector_last_success_timestamp_seconds",
+            "When the sink last completed a cycle",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "rayhistory_collector_lag_seconds",
+            "Seconds since the sink last completed a cycle",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.spool_bytes = Gauge(
+            "rayhistory_collector_spool_bytes", "Bytes waiting in the local spool", registry=self.registry
+        )
         self._last: dict[str, float] = {}
         self.components = ComponentMetrics()
         self.registry.register(self.components)
@@ -60,4 +75,3 @@ class Health:
         if age > self.stale_after:
             return False, f"the last completed upload to the archive was {age:.0f}s ago; check the archive"
         return True, "ok"
-

@@ -35,7 +35,9 @@ class Collector:
         self.stop_event = threading.Event()
         self.stop_reason = "once" if settings.once else "stopped"
         # On Ray's shared temp volume by default, beside the session directories: it survives a collector restart.
-        self.state_dir = Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
+        self.state_dir = (
+            Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
+        )
         self.health = Health(stale_after=3 * settings.interval + 60)
         self.events_spool: Spool | None = None
         self.http: HttpEventsSource | None = None
@@ -75,15 +77,30 @@ class Collector:
     def start(self) -> None:
         self.node = self._identify(time.monotonic() + (5 if self.settings.once else 120))
         counts = self.http.stats.snapshot if self.http is not None else None
-        self.topology = topology.build(self.settings, self.store, self.ref, self.session, self.node, self.state,
-                                       self.events_spool, counts, self._shipped)
+        self.topology = topology.build(
+            self.settings,
+            self.store,
+            self.ref,
+            self.session,
+            self.node,
+            self.state,
+            self.events_spool,
+            counts,
+            self._shipped,
+        )
         for sink in self.topology.sinks:
             self._retrying("reading what the archive holds", sink.open)
         self._announced = False  # node.json and the manifest: written by the first cycle that reaches the archive
         self.topology.start()
         self.topology.register(self.health.components)  # a new session's components replace the old ones
-        log.info("collecting %s (node %s%s) into %s as session %s", self.session.path, self.node.node_id[:12],
-                 ", head" if self.node.is_head else "", self.store.url, self.ref.id)
+        log.info(
+            "collecting %s (node %s%s) into %s as session %s",
+            self.session.path,
+            self.node.node_id[:12],
+            ", head" if self.node.is_head else "",
+            self.store.url,
+            self.ref.id,
+        )
 
     def _retrying(self, what: str, action) -> None:
         """At start, an archive that stops answering is waited for (with backoff), not fatal: Ray goes on meanwhile."""
@@ -132,8 +149,9 @@ class Collector:
         try:
             self.events_spool = Spool(self.state_dir / "ray_events", max_total_bytes=self.settings.spool_max_bytes)
         except OSError as e:
-            raise StateDirError(f"cannot open the events spool in {self.state_dir}: {e}; give --state-dir a "
-                                "writable directory") from e
+            raise StateDirError(
+                f"cannot open the events spool in {self.state_dir}: {e}; give --state-dir a writable directory"
+            ) from e
         self.http = HttpEventsSource(self.events_spool, host=self.settings.http_host, port=self.settings.http_port)
         self.http.get_routes["/metrics"] = lambda: (200, HEALTH_CONTENT_TYPE, self._metrics())
         self.http.get_routes["/healthz"] = self._healthz
@@ -141,8 +159,9 @@ class Collector:
             self.http.start()
         except OSError as e:
             self.http = None
-            raise InvalidSettings(f"cannot serve on {self.settings.http_host}:{self.settings.http_port} "
-                                  f"(--http-host, --http-port): {e}") from e
+            raise InvalidSettings(
+                f"cannot serve on {self.settings.http_host}:{self.settings.http_port} (--http-host, --http-port): {e}"
+            ) from e
 
     def _metrics(self) -> bytes:
         if self.events_spool is not None:
@@ -181,8 +200,13 @@ class Collector:
         try:
             if not self._announced:
                 self._announce()
-            if self.node and self.node.is_head and not final and not self.settings.once and \
-                    time.monotonic() - self._manifest_written >= self.settings.heartbeat:
+            if (
+                self.node
+                and self.node.is_head
+                and not final
+                and not self.settings.once
+                and time.monotonic() - self._manifest_written >= self.settings.heartbeat
+            ):
                 self._write_manifest(RUNNING)
             pending = self.ship_once(final)
         except StoreError as e:
@@ -212,8 +236,9 @@ class Collector:
                 time.sleep(0.5)
         for sink in self.topology.sinks:
             if not sink.close(max(1.0, deadline - time.monotonic())):
-                log.warning("%s did not acknowledge everything before the deadline; its checkpoint resumes there",
-                            sink.name)
+                log.warning(
+                    "%s did not acknowledge everything before the deadline; its checkpoint resumes there", sink.name
+                )
         end_ms = int(time.time() * 1000)
         self.node.end_ms = end_ms
         node = self.ref.node(self.node.node_id)

@@ -45,8 +45,9 @@ class SpoolFile:
 
 
 class Spool:
-    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int = 16 << 20,
-                 max_total_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], max_file_bytes: int = 16 << 20, max_total_bytes: int = 1 << 30
+    ) -> None:
         if max_file_bytes <= 0 or max_total_bytes <= 0:
             raise ValueError("max_file_bytes and max_total_bytes must be positive")
         self.directory = Path(directory)
@@ -71,8 +72,9 @@ class Spool:
             if size != path.stat().st_size:
                 # Only a batch interrupted by a crash leaves bytes after the last newline; it was never
                 # acknowledged and never reported by files(), so no reader has seen these bytes.
-                log.warning("spool file %s ends with a torn line (%d bytes); cutting it off",
-                            name, path.stat().st_size - size)
+                log.warning(
+                    "spool file %s ends with a torn line (%d bytes); cutting it off", name, path.stat().st_size - size
+                )
                 with open(path, "r+b") as f:
                     f.truncate(size)
                     os.fsync(f.fileno())
@@ -121,8 +123,9 @@ class Spool:
             if size and size + len(data) > self.max_total_bytes:
                 raise SpoolFull(size, len(data), self.max_total_bytes)
             try:
-                if self._fd is None or (self._sizes[self._active] and
-                                        self._sizes[self._active] + len(data) > self.max_file_bytes):
+                if self._fd is None or (
+                    self._sizes[self._active] and self._sizes[self._active] + len(data) > self.max_file_bytes
+                ):
                     self._rotate()
                 self._write(data)
             except OSError as e:
@@ -155,8 +158,10 @@ class Spool:
     def files(self) -> list[SpoolFile]:
         """The spool's files, oldest first, with their acknowledged sizes."""
         with self._lock:
-            return [SpoolFile(name, self._sizes[name], *self._stats.get(name, (0, 0)), active=name == self._active)
-                    for name in sorted(self._sizes)]
+            return [
+                SpoolFile(name, self._sizes[name], *self._stats.get(name, (0, 0)), active=name == self._active)
+                for name in sorted(self._sizes)
+            ]
 
     def release(self, name: str) -> None:
         """Delete a file the caller has shipped. The active file cannot be released: it is still growing."""

@@ -15,8 +15,8 @@ labelled by component name and kind, so a dashboard compares sources and sinks w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -68,14 +68,16 @@ class ComponentMetrics:
             for labels, stats in snapshots:
                 family.add_metric(labels, getattr(stats, name))
             yield family
-        errors = CounterMetricFamily(PREFIX + "errors", "Failures, by component and type",
-                                     labels=(*LABELS, "error_type"))
+        errors = CounterMetricFamily(
+            PREFIX + "errors", "Failures, by component and type", labels=(*LABELS, "error_type")
+        )
         for labels, stats in snapshots:
             for error_type, n in sorted(stats.errors.items()):
                 errors.add_metric((*labels, error_type), n)
         yield errors
-        lag = GaugeMetricFamily(PREFIX + "lag_bytes", "Bytes the component has seen and not yet passed on",
-                                labels=LABELS)
+        lag = GaugeMetricFamily(
+            PREFIX + "lag_bytes", "Bytes the component has seen and not yet passed on", labels=LABELS
+        )
         for labels, stats in snapshots:
             lag.add_metric(labels, stats.lag_bytes)
         yield lag

@@ -17,9 +17,9 @@ only once every sink that takes it holds it whole.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from archive import api_snapshots, grafana, metrics_blocks
 from archive.layout import SessionRef
@@ -35,7 +35,6 @@ from collector.spool import Spool
 from collector.stats import ComponentMetrics
 
 
-
 class Topology:
     def __init__(self, sources: list[Source], sinks: list[Sink]) -> None:
         self.sources = sources
@@ -47,8 +46,9 @@ class Topology:
         return [s for s in self.sinks if s.inputs is None or source in s.inputs]
 
     def register(self, metrics: ComponentMetrics) -> None:
-        metrics.replace({**{(s.name, "source"): s.stats for s in self.sources},
-                         **{(s.name, "sink"): s.stats for s in self.sinks}})
+        metrics.replace(
+            {**{(s.name, "source"): s.stats for s in self.sources}, **{(s.name, "sink"): s.stats for s in self.sinks}}
+        )
 
     def start(self) -> None:
         for source in self.sources:
@@ -85,16 +85,24 @@ class SessionState:
     spools: Path  # the pulled sources' spools and the SLS checkpoint
 
     @classmethod
-    def of(cls, state_dir: Path, settings: CollectorSettings, session: SessionDir) -> "SessionState":
+    def of(cls, state_dir: Path, settings: CollectorSettings, session: SessionDir) -> SessionState:
         # Two collectors may follow one session into two archives: their state must not mix.
         archive_tag = hashlib.sha1(settings.archive.encode()).hexdigest()[:8]
         name = f"{session.name}.{settings.namespace}.{settings.cluster}.{archive_tag}"
         return cls(state_dir / f"{name}.json", state_dir / name)
 
 
-def build(settings: CollectorSettings, store: Store, ref: SessionRef, session: SessionDir, node: NodeRecord,
-          state: SessionState, events: Spool | None = None, event_counts: Callable[[], dict] | None = None,
-          on_shipped: Callable[[str, ShipStats], None] = lambda source, stats: None) -> Topology:
+def build(
+    settings: CollectorSettings,
+    store: Store,
+    ref: SessionRef,
+    session: SessionDir,
+    node: NodeRecord,
+    state: SessionState,
+    events: Spool | None = None,
+    event_counts: Callable[[], dict] | None = None,
+    on_shipped: Callable[[str, ShipStats], None] = lambda source, stats: None,
+) -> Topology:
     """One session's topology. Pullers run only when the collector stays (not --once); their spools are shipped
     either way, so what a previous run left is archived."""
     pulling = not settings.once
@@ -114,8 +122,9 @@ def build(settings: CollectorSettings, store: Store, ref: SessionRef, session: S
 
         config = config_from_settings(settings, state.spools / "sls-checkpoint.json")
         sinks.append(SlsLogsSink(config, node.node_id, session.logs))
-    sinks.append(ArchiveSink(store, ref.node(node.node_id), {s.name: s.folder for s in sources}, state.checkpoint,
-                             on_shipped))
+    sinks.append(
+        ArchiveSink(store, ref.node(node.node_id), {s.name: s.folder for s in sources}, state.checkpoint, on_shipped)
+    )
     return Topology(sources, sinks)
 
 
@@ -125,8 +134,14 @@ def _metrics(settings: CollectorSettings, session: SessionDir, folder: Path, pul
     from collector.sources.metrics import MetricsScraper
 
     scraper = MetricsScraper(folder, settings.cluster, session=session, interval=settings.metrics_interval)
-    return PulledSpool(metrics_blocks.SOURCE, folder, scraper.run, scraper.scrape_once, scraper.close,
-                       lambda: scrape_stats(scraper.stats))
+    return PulledSpool(
+        metrics_blocks.SOURCE,
+        folder,
+        scraper.run,
+        scraper.scrape_once,
+        scraper.close,
+        lambda: scrape_stats(scraper.stats),
+    )
 
 
 def _api(settings: CollectorSettings, session: SessionDir, folder: Path, pulling: bool) -> PulledSpool:
@@ -138,4 +153,6 @@ def _api(settings: CollectorSettings, session: SessionDir, folder: Path, pulling
     )
 
     poller = DashboardApiPoller(folder, dashboard_url_from_session(session), interval=settings.api_interval)
-    return PulledSpool(api_snapshots.SOURCE, folder, poller.run, poller.poll_once, poller.close, lambda: poll_stats(poller.stats))
+    return PulledSpool(
+        api_snapshots.SOURCE, folder, poller.run, poller.poll_once, poller.close, lambda: poll_stats(poller.stats)
+    )

@@ -29,8 +29,10 @@ def render(dashboard: dict) -> str:
 def build(source: Path, out: Path, datasource: str = ARCHIVE_DATASOURCE) -> list[Path]:
     files = sorted(source.glob("*.json"))
     if not files:
-        raise SystemExit(f"no *.json dashboards in {source}; pass the folder of Ray's generated dashboards "
-                         f"(a session's metrics/grafana/dashboards/)")
+        raise SystemExit(
+            f"no *.json dashboards in {source}; pass the folder of Ray's generated dashboards "
+            f"(a session's metrics/grafana/dashboards/)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in files:
@@ -48,8 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="folder of Ray's generated dashboards (*.json)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--datasource", default=ARCHIVE_DATASOURCE,
-                        help=f"the datasource variable's default (default {ARCHIVE_DATASOURCE!r})")
+    parser.add_argument(
+        "--datasource",
+        default=ARCHIVE_DATASOURCE,
+        help=f"the datasource variable's default (default {ARCHIVE_DATASOURCE!r})",
+    )
     args = parser.parse_args(argv)
     for path in build(args.source, args.out, args.datasource):
         print(path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from historyserver.errors import Overloaded
 
@@ -22,7 +22,7 @@ class Gate:
         self.running = 0
         self.refused = 0
 
-    def hold(self) -> "Ticket":
+    def hold(self) -> Ticket:
         """A slot for work that outlives the route function (a streamed answer): release it when done."""
         cm = self.slot()
         cm.__enter__()
@@ -36,7 +36,9 @@ class Gate:
                 self.refused += 1
             raise Overloaded(
                 f"the server is busy: {self.slots} {self.what} already running (--{self.setting}) and none "
-                f"finished within {self.wait_s:g} s; retry in a few seconds", retry_after=max(1, math.ceil(self.wait_s)))
+                f"finished within {self.wait_s:g} s; retry in a few seconds",
+                retry_after=max(1, math.ceil(self.wait_s)),
+            )
         with self._lock:
             self.running += 1
         try:

@@ -10,12 +10,22 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from archive.storage import Store
-from historyserver.admission import Gate
 from historyserver.access import config as access_config
+from historyserver.admission import Gate
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
 from historyserver.routes import (
-    access, grafana, live_api, pages, prometheus_api, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api,
+    access,
+    grafana,
+    live_api,
+    pages,
+    prometheus_api,
+    ray_api,
+    ray_cluster,
+    ray_logs,
+    ray_tasks,
+    ray_ui,
+    sessions_api,
 )
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
@@ -31,14 +41,18 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.add_middleware(access.AccessMiddleware, config=app.state.access_config, metrics=app.state.access_metrics)
     app.state.store = store
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
-    app.state.query_gate = Gate("PromQL queries", settings.max_concurrent_queries, settings.queue_wait,
-                                "max-concurrent-queries")
-    app.state.large_gate = Gate("large answers", settings.max_concurrent_large, settings.queue_wait,
-                                "max-concurrent-large")
-    app.state.compaction_gate = Gate("compactions", settings.max_concurrent_compactions, settings.queue_wait,
-                                     "max-concurrent-compactions")
-    app.state.warehouse = Warehouse(store, Path(settings.cache_dir), running_refresh=settings.running_refresh,
-                                    gate=app.state.compaction_gate)
+    app.state.query_gate = Gate(
+        "PromQL queries", settings.max_concurrent_queries, settings.queue_wait, "max-concurrent-queries"
+    )
+    app.state.large_gate = Gate(
+        "large answers", settings.max_concurrent_large, settings.queue_wait, "max-concurrent-large"
+    )
+    app.state.compaction_gate = Gate(
+        "compactions", settings.max_concurrent_compactions, settings.queue_wait, "max-concurrent-compactions"
+    )
+    app.state.warehouse = Warehouse(
+        store, Path(settings.cache_dir), running_refresh=settings.running_refresh, gate=app.state.compaction_gate
+    )
     if settings.compact_on_end:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))

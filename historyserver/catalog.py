@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from archive.errors import NotFound, StoreError
 from archive.layout import InvalidName, SessionRef, index_prefix, parse_index_key
 from archive.manifest import ENDED, RUNNING, SessionManifest
 from archive.storage import Store
 from historyserver.errors import ArchiveUnavailable, SessionNotFound
-
 
 log = logging.getLogger("rayhistory.catalog")
 UNFINISHED = "unfinished"
@@ -155,8 +155,9 @@ class Catalog:
             self._refresh()  # a link to a session that appeared since the last listing
         raise not_in_archive(session_id)
 
-    def visible(self, allows: Callable[[str], bool],
-                decide_all: Callable[[set[str]], None] | None = None) -> "CatalogView":
+    def visible(
+        self, allows: Callable[[str], bool], decide_all: Callable[[set[str]], None] | None = None
+    ) -> CatalogView:
         return CatalogView(self, allows, decide_all)
 
 
@@ -168,8 +169,9 @@ class CatalogView:
     """The catalog as one request may see it: a session of a namespace it may not see does not exist here (the
     same 404 as an unknown session, so names do not leak)."""
 
-    def __init__(self, catalog: Catalog, allows: Callable[[str], bool],
-                 decide_all: Callable[[set[str]], None] | None = None) -> None:
+    def __init__(
+        self, catalog: Catalog, allows: Callable[[str], bool], decide_all: Callable[[set[str]], None] | None = None
+    ) -> None:
         self.catalog = catalog
         self.allows = allows
         self._decide_all = decide_all  # optional: decides a listing's namespaces together (in parallel)

@@ -6,16 +6,19 @@ import argparse
 import sys
 import threading
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from historyserver.settings import ServerSettings
 
-
-
 # Variables still read outside the settings classes (live clusters: historyserver/live/kube.py; the metrics cache
 # and DuckDB's memory while compacting), known so that they are not reported as unknown.
-UNDECLARED_HERE = ("RAYHISTORY_KUBERNETES", "RAYHISTORY_KUBERNETES_NAMESPACE", "RAYHISTORY_DASHBOARD_URL_TEMPLATE",
-                   "RAYHISTORY_METRICS_CACHE_MB", "RAYHISTORY_COMPACTION_MEMORY")
+UNDECLARED_HERE = (
+    "RAYHISTORY_KUBERNETES",
+    "RAYHISTORY_KUBERNETES_NAMESPACE",
+    "RAYHISTORY_DASHBOARD_URL_TEMPLATE",
+    "RAYHISTORY_METRICS_CACHE_MB",
+    "RAYHISTORY_COMPACTION_MEMORY",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     from archive.storage import open_store
     from historyserver.access import config as access_config
     from historyserver.access.principal import AccessConfigError
-
     from historyserver.errors import SettingsError
 
     try:
@@ -82,5 +84,6 @@ def server_config(app, settings: ServerSettings):
     # from 127.0.0.1, and --auth proxy decides whom to believe by the socket peer (a proxy in the pod is 127.0.0.1).
     # Keep-alive longer than the 60 s idle timeout of common load balancers and proxies: a server that closes an idle
     # connection first races the client's next request on it (the client sees a reset, uvicorn's 5 s made it common).
-    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False,
-                          timeout_keep_alive=65)
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False, timeout_keep_alive=65
+    )

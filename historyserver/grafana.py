@@ -21,16 +21,19 @@ writes the copies in dashboards/ray/.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 DATASOURCE_VARIABLE = "datasource"
 ARCHIVE_DATASOURCE = "Rayhistory archive"  # the name dashboards/provisioning/datasources.yaml gives the archive
 
 # Built-in pseudo datasources: references to them are not Prometheus queries. Named as a bare string (the old form),
 # they become the reference objects Grafana itself writes for them.
-_BUILTIN_REFS = {"-- Grafana --": {"type": "grafana", "uid": "-- Grafana --"},
-                 "-- Mixed --": {"type": "datasource", "uid": "-- Mixed --"},
-                 "-- Dashboard --": {"type": "datasource", "uid": "-- Dashboard --"}}
+_BUILTIN_REFS = {
+    "-- Grafana --": {"type": "grafana", "uid": "-- Grafana --"},
+    "-- Mixed --": {"type": "datasource", "uid": "-- Mixed --"},
+    "-- Dashboard --": {"type": "datasource", "uid": "-- Dashboard --"},
+}
 _NOT_PROMETHEUS_NAMES = {*_BUILTIN_REFS, "grafana"}
 _NOT_PROMETHEUS_TYPES = {"grafana", "datasource", "__expr__", "dashboard"}
 _QUERY_VARIABLE_TYPES = {"query", "adhoc", "groupby"}
@@ -84,16 +87,26 @@ def _set_variable(dashboard: dict, default_datasource: str) -> None:
     current = {"selected": True, "text": default_datasource, "value": default_datasource}
     existing = [v for v in variables if v.get("name") == DATASOURCE_VARIABLE]
     if existing and existing[0].get("type") != "datasource":
-        raise DashboardError(f"the dashboard already has a variable `{DATASOURCE_VARIABLE}` of type "
-                             f"{existing[0].get('type')!r}; it cannot also be the datasource variable")
+        raise DashboardError(
+            f"the dashboard already has a variable `{DATASOURCE_VARIABLE}` of type "
+            f"{existing[0].get('type')!r}; it cannot also be the datasource variable"
+        )
     if not existing:
         variables.insert(0, {"name": DATASOURCE_VARIABLE, "type": "datasource"})
     for variable in variables:
         _drop_nulls(variable)
         if variable.get("name") == DATASOURCE_VARIABLE:
             # Ray hides it (hide: 2); shown, a user can switch one dashboard between live and archived data.
-            variable.update({"query": "prometheus", "current": current, "options": [], "hide": 0,
-                             "label": variable.get("label") or "Data source", "regex": variable.get("regex", "")})
+            variable.update(
+                {
+                    "query": "prometheus",
+                    "current": current,
+                    "options": [],
+                    "hide": 0,
+                    "label": variable.get("label") or "Data source",
+                    "regex": variable.get("regex", ""),
+                }
+            )
             continue
         cur = variable.get("current")
         if isinstance(cur, dict) and not ("text" in cur and "value" in cur):

@@ -23,17 +23,21 @@ class ServerSettings(Settings):
     catalog_ttl: float = field(default=5.0, metadata={"help": "seconds a listing of the archive's index is reused"})
     compact_on_end: bool = field(
         default=True,
-        metadata={"help": "compact a session in the background as soon as the catalog sees it end, so that its "
-                          "first visitor does not wait"},
+        metadata={
+            "help": "compact a session in the background as soon as the catalog sees it end, so that its "
+            "first visitor does not wait"
+        },
     )
     running_refresh: float = field(
         default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
     )
     grafana_url: str = field(
         default="",
-        metadata={"help": "the Grafana users open (e.g. http://grafana:3000), with a Prometheus datasource on this "
-                          "server's /prometheus/; Ray's Metrics tab then embeds its panels for archived sessions "
-                          "(empty: off)"},
+        metadata={
+            "help": "the Grafana users open (e.g. http://grafana:3000), with a Prometheus datasource on this "
+            "server's /prometheus/; Ray's Metrics tab then embeds its panels for archived sessions "
+            "(empty: off)"
+        },
     )
     grafana_datasource: str = field(
         default="Rayhistory archive",
@@ -41,33 +45,44 @@ class ServerSettings(Settings):
     )
     query_max_samples: int = field(
         default=50_000_000,
-        metadata={"help": "samples one PromQL query may hold in memory, as Prometheus's --query.max-samples; more "
-                          "answers 422 execution"},
+        metadata={
+            "help": "samples one PromQL query may hold in memory, as Prometheus's --query.max-samples; more "
+            "answers 422 execution"
+        },
     )
     query_timeout: str = field(
         default="2m",
-        metadata={"help": "how long one PromQL query may run (a Prometheus duration such as 2m or 90s, or seconds), "
-                          "as Prometheus's --query.timeout; longer answers 503 timeout"},
+        metadata={
+            "help": "how long one PromQL query may run (a Prometheus duration such as 2m or 90s, or seconds), "
+            "as Prometheus's --query.timeout; longer answers 503 timeout"
+        },
     )
     query_max_sessions: int = field(
         default=100,
-        metadata={"help": "sessions one PromQL query over the whole archive or a cluster may read; more answers 422 "
-                          "naming the matchers that narrow it"},
+        metadata={
+            "help": "sessions one PromQL query over the whole archive or a cluster may read; more answers 422 "
+            "naming the matchers that narrow it"
+        },
     )
     max_concurrent_queries: int = field(
         default=4,
-        metadata={"help": "PromQL queries evaluated at once; others wait up to --queue-wait, then get 503 with "
-                          "Retry-After"},
+        metadata={
+            "help": "PromQL queries evaluated at once; others wait up to --queue-wait, then get 503 with Retry-After"
+        },
     )
     max_concurrent_compactions: int = field(
         default=1,
-        metadata={"help": "sessions compacted at once (each takes up to ~1 GB); others wait up to --queue-wait, "
-                          "then get 503 with Retry-After"},
+        metadata={
+            "help": "sessions compacted at once (each takes up to ~1 GB); others wait up to --queue-wait, "
+            "then get 503 with Retry-After"
+        },
     )
     max_concurrent_large: int = field(
         default=2,
-        metadata={"help": "large answers built at once (task pages over 1,000 rows, trace downloads, timelines); "
-                          "others wait up to --queue-wait, then get 503 with Retry-After"},
+        metadata={
+            "help": "large answers built at once (task pages over 1,000 rows, trace downloads, timelines); "
+            "others wait up to --queue-wait, then get 503 with Retry-After"
+        },
     )
     queue_wait: float = field(
         default=10.0,
@@ -76,54 +91,74 @@ class ServerSettings(Settings):
 
     auth: str = field(
         default="none",
-        metadata={"help": "who may use the server: none (only on a loopback address unless --insecure-no-auth), "
-                          "token (--auth-token-file; browsers log in at /login) or proxy (user and groups from "
-                          "headers set by an authenticating proxy such as oauth2-proxy)",
-                  "choices": ("none", "token", "proxy")},
+        metadata={
+            "help": "who may use the server: none (only on a loopback address unless --insecure-no-auth), "
+            "token (--auth-token-file; browsers log in at /login) or proxy (user and groups from "
+            "headers set by an authenticating proxy such as oauth2-proxy)",
+            "choices": ("none", "token", "proxy"),
+        },
     )
     insecure_no_auth: bool = field(
         default=False,
-        metadata={"help": "allow --auth none on an address other machines can reach (only when something in front "
-                          "of the server authenticates every request)"},
+        metadata={
+            "help": "allow --auth none on an address other machines can reach (only when something in front "
+            "of the server authenticates every request)"
+        },
     )
     auth_token_file: str = field(
         default="",
-        metadata={"help": "--auth token: a file of token,user,uid[,\"group1,group2\"] lines, the format of "
-                          "kube-apiserver's --token-auth-file"},
+        metadata={
+            "help": '--auth token: a file of token,user,uid[,"group1,group2"] lines, the format of '
+            "kube-apiserver's --token-auth-file"
+        },
     )
     auth_cookie_max_age: int = field(
-        default=43200, metadata={"help": "--auth token: seconds the login cookie of a browser stays valid"},
+        default=43200,
+        metadata={"help": "--auth token: seconds the login cookie of a browser stays valid"},
     )
     auth_user_header: str = field(
-        default="X-Forwarded-User", metadata={"help": "--auth proxy: the header naming the user"},
+        default="X-Forwarded-User",
+        metadata={"help": "--auth proxy: the header naming the user"},
     )
     auth_groups_header: str = field(
-        default="X-Forwarded-Groups", metadata={"help": "--auth proxy: the header listing the user's groups, "
-                                                        "comma-separated"},
+        default="X-Forwarded-Groups",
+        metadata={"help": "--auth proxy: the header listing the user's groups, comma-separated"},
     )
     auth_trusted_proxies: str = field(
         default="127.0.0.1/32,::1/128",
-        metadata={"help": "--auth proxy: comma-separated CIDRs of the proxy; the user headers are believed only "
-                          "from these socket peers (default loopback: a proxy in the same pod)"},
+        metadata={
+            "help": "--auth proxy: comma-separated CIDRs of the proxy; the user headers are believed only "
+            "from these socket peers (default loopback: a proxy in the same pod)"
+        },
     )
     authz: str = field(
         default="none",
-        metadata={"help": "which namespaces a user may see: none (all), file (--authz-file) or kubernetes (those "
-                          "where Kubernetes lets them get rayclusters.ray.io, by SubjectAccessReview)",
-                  "choices": ("none", "file", "kubernetes")},
+        metadata={
+            "help": "which namespaces a user may see: none (all), file (--authz-file) or kubernetes (those "
+            "where Kubernetes lets them get rayclusters.ray.io, by SubjectAccessReview)",
+            "choices": ("none", "file", "kubernetes"),
+        },
     )
     authz_file: str = field(
         default="",
-        metadata={"help": "--authz file: YAML mapping users and groups to namespaces, e.g. users: {alice: "
-                          "[team-a]} and groups: {platform: [\"*\"]}"},
+        metadata={
+            "help": "--authz file: YAML mapping users and groups to namespaces, e.g. users: {alice: "
+            '[team-a]} and groups: {platform: ["*"]}'
+        },
     )
     authz_cache_ttl: float = field(
-        default=30.0, metadata={"help": "--authz kubernetes: seconds a SubjectAccessReview's answer is reused"},
+        default=30.0,
+        metadata={"help": "--authz kubernetes: seconds a SubjectAccessReview's answer is reused"},
     )
 
     def check(self) -> None:
-        for name in ("query_max_samples", "query_max_sessions", "max_concurrent_queries",
-                     "max_concurrent_compactions", "max_concurrent_large"):
+        for name in (
+            "query_max_samples",
+            "query_max_sessions",
+            "max_concurrent_queries",
+            "max_concurrent_compactions",
+            "max_concurrent_large",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.queue_wait < 0:

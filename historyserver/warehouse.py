@@ -15,12 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-from archive.compacted import COMPACTION_VERSION, INFO_FILE as INFO, TABLES
+from archive.compacted import COMPACTION_VERSION, TABLES
+from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
+from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import compact
-from historyserver.admission import Gate
 from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
 
@@ -28,8 +29,7 @@ log = logging.getLogger("rayhistory.warehouse")
 
 
 class Warehouse:
-    def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0,
-                 gate: Gate | None = None) -> None:
+    def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0, gate: Gate | None = None) -> None:
         self.store = store
         self.gate = gate or Gate("compactions", 1, 3600.0, "max-concurrent-compactions")
         self.root = Path(cache_dir) / f"compacted-c{COMPACTION_VERSION}"
@@ -50,8 +50,10 @@ class Warehouse:
         if cached and self._still_good(cached, entry):
             return cached[0]
         if not lock.acquire(timeout=-1 if patient else self.gate.wait_s):
-            raise Overloaded(f"session {sid} is being compacted by another request; retry in a few seconds",
-                             retry_after=max(1, math.ceil(self.gate.wait_s)))
+            raise Overloaded(
+                f"session {sid} is being compacted by another request; retry in a few seconds",
+                retry_after=max(1, math.ceil(self.gate.wait_s)),
+            )
         try:
             cached = self._open.get(sid)
             if cached and self._still_good(cached, entry):
@@ -108,8 +110,9 @@ class Warehouse:
         except StoreError as e:
             raise ArchiveUnavailable(str(e)) from e
         if not present:
-            raise SessionNotFound(f"session {entry.ref.id} was deleted from the archive; "
-                                  "GET /api/v1/sessions lists the sessions it holds")
+            raise SessionNotFound(
+                f"session {entry.ref.id} was deleted from the archive; GET /api/v1/sessions lists the sessions it holds"
+            )
 
     def _download(self, entry: SessionEntry, tables: Path) -> bool:
         ref = entry.ref

@@ -15,8 +15,9 @@ DEFAULT_ARCHIVE = ".rayhistory/archive"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--archive", default=DEFAULT_ARCHIVE,
-                        help=f"archive URL (default: the local directory {DEFAULT_ARCHIVE})")
+    parser.add_argument(
+        "--archive", default=DEFAULT_ARCHIVE, help=f"archive URL (default: the local directory {DEFAULT_ARCHIVE})"
+    )
     parser.add_argument("--cluster", default="demo", help="cluster name to archive under (default: demo)")
     parser.add_argument("--namespace", default="default", help="namespace to archive under (default: default)")
     parser.add_argument("--port", type=int, default=8080, help="history server port (default: 8080)")
@@ -24,13 +25,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-serve", action="store_true", help="stop after archiving and print the session id")
 
 
-def start_collector(session_dir, archive: str, cluster: str, namespace: str, env: dict[str, str],
-                    interval: float = 5) -> subprocess.Popen:
+def start_collector(
+    session_dir, archive: str, cluster: str, namespace: str, env: dict[str, str], interval: float = 5
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive,
-         "--cluster", cluster, "--namespace", namespace, "--interval", str(interval),
-         # The demo's drivers live a few seconds: scrape often enough that their task series are archived.
-         "--metrics-interval", "2"],
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(session_dir),
+            "--archive",
+            archive,
+            "--cluster",
+            cluster,
+            "--namespace",
+            namespace,
+            "--interval",
+            str(interval),
+            # The demo's drivers live a few seconds: scrape often enough that their task series are archived.
+            "--metrics-interval",
+            "2",
+        ],
         env=env,
     )
 
@@ -49,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from historyserver.access.config import is_loopback
 
     if not args.no_serve and not is_loopback(args.host):  # said before Ray runs, not after
-        print(f"rayhistory demo: --host {args.host} is reachable from other machines, and the demo serves without "
-              "authentication; use 127.0.0.1, or archive with --no-serve and run `rayhistory serve` with --auth "
-              "token or proxy (README, \"Authentication and access by namespace\")", file=sys.stderr)
+        print(
+            f"rayhistory demo: --host {args.host} is reachable from other machines, and the demo serves without "
+            "authentication; use 127.0.0.1, or archive with --no-serve and run `rayhistory serve` with --auth "
+            'token or proxy (README, "Authentication and access by namespace")',
+            file=sys.stderr,
+        )
         return 2
     try:
         store = open_store(args.archive)

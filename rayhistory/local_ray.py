@@ -38,13 +38,15 @@ def wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = N
 
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        # Export events to files: they record final states even at shutdown. Every Ray process reads this,
-        # drivers included, so the whole cluster's environment must have it.
-        "RAY_enable_export_api_write": "1",
-        "RAY_AUTH_MODE": "disabled",  # a throw-away local cluster bound to 127.0.0.1
-        "RAY_USAGE_STATS_ENABLED": "0",
-    })
+    env.update(
+        {
+            # Export events to files: they record final states even at shutdown. Every Ray process reads this,
+            # drivers included, so the whole cluster's environment must have it.
+            "RAY_enable_export_api_write": "1",
+            "RAY_AUTH_MODE": "disabled",  # a throw-away local cluster bound to 127.0.0.1
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
     return env
 
 
@@ -68,9 +70,16 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         # Ray's other fixed defaults (agent 52365, client server 10001, ...) collide when two clusters share a
         # machine (a developer's and a test's): give every listening port a free one.
-        self.extra_ports = {flag: free_port() for flag in (
-            "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-            "--ray-client-server-port", "--metrics-export-port")}
+        self.extra_ports = {
+            flag: free_port()
+            for flag in (
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port",
+                "--ray-client-server-port",
+                "--metrics-export-port",
+            )
+        }
         self.proc: subprocess.Popen | None = None
         self.session_dir: Path | None = None
 
@@ -85,11 +94,25 @@ class LocalRayCluster:
     def start(self) -> Path:
         ray_bin = Path(sys.executable).with_name("ray")
         self.proc = subprocess.Popen(
-            [str(ray_bin), "start", "--head", "--block", f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
-             "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-             "--include-dashboard=true", f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
-             *(f"{flag}={port}" for flag, port in self.extra_ports.items())],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(ray_bin),
+                "start",
+                "--head",
+                "--block",
+                f"--temp-dir={self.temp_dir}",
+                f"--port={self.gcs_port}",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                "--include-dashboard=true",
+                f"--num-cpus={self.num_cpus}",
+                "--disable-usage-stats",
+                *(f"{flag}={port}" for flag, port in self.extra_ports.items()),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.session_dir = wait_for("Ray's session directory", self._session_dir, 90, self.proc)
         return self.session_dir

@@ -9,17 +9,23 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import uvicorn
 
 CHROMIUM_PATHS = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Routes Ray's UI is known to survive a 404 from (reference/README.md, section 3b).
 TOLERATED_404 = re.compile(r"/api/serve/applications/|/api/v0/platform_events|/api/data/datasets/")
 NOT_A_PAGE_ERROR = re.compile(r"Failed to load resource: the server responded with a status of 404")
@@ -29,8 +35,10 @@ def chromium_path() -> Path:
     for path in CHROMIUM_PATHS:
         if path.is_file():
             return path
-    pytest.fail("Chromium is not installed (looked for " + ", ".join(map(str, CHROMIUM_PATHS)) + "): run "
-                ".ci/install-system-packages as root, which installs Debian's chromium for the browser tests")
+    pytest.fail(
+        "Chromium is not installed (looked for " + ", ".join(map(str, CHROMIUM_PATHS)) + "): run "
+        ".ci/install-system-packages as root, which installs Debian's chromium for the browser tests"
+    )
 
 
 @contextmanager
@@ -121,10 +129,13 @@ def page_watch(b) -> Iterator[tuple[object, Problems]]:
 def wait_for_text(page, texts: list[str], timeout: float = 20) -> None:
     """Wait (in the browser, no sleeping here) until the page's visible text holds every one of texts."""
     try:
-        page.wait_for_function("texts => texts.every(t => document.body.innerText.includes(t))", arg=texts,
-                               timeout=timeout * 1000)
+        page.wait_for_function(
+            "texts => texts.every(t => document.body.innerText.includes(t))", arg=texts, timeout=timeout * 1000
+        )
     except Exception as e:  # playwright's TimeoutError: say what is missing and what the page shows instead
         body = page.inner_text("body")
         missing = [t for t in texts if t not in body]
-        raise AssertionError(f"{missing} not shown on {page.url} after {timeout:.0f}s ({type(e).__name__}); "
-                             f"the page shows:\n{body[:3000]}") from None
+        raise AssertionError(
+            f"{missing} not shown on {page.url} after {timeout:.0f}s ({type(e).__name__}); "
+            f"the page shows:\n{body[:3000]}"
+        ) from None

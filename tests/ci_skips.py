@@ -44,9 +44,11 @@ class SkipGuard:
         if not (in_ci() and self.found):
             return
         terminalreporter.section("skipped in CI: the run fails", sep="=", red=True, bold=True)
-        terminalreporter.line(f"{len(self.found)} test(s) did not run to a verdict. CI installs every component "
-                              "(make test: the venv and .ci/install-system-packages), so a skip here is a bug "
-                              "or a missing install step:")
+        terminalreporter.line(
+            f"{len(self.found)} test(s) did not run to a verdict. CI installs every component "
+            "(make test: the venv and .ci/install-system-packages), so a skip here is a bug "
+            "or a missing install step:"
+        )
         for line in self.found:
             terminalreporter.line(f"  {line}")
 

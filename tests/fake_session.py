@@ -16,8 +16,11 @@ def make_session(root: Path, head: bool = True) -> Path:
     if head:
         (session / "logs" / "gcs_server.out").write_bytes(
             b"[2026-11-25 20:59:21,342 I 1998 1998] (gcs_server) gcs_server_main.cc:98: Ray cluster metadata "
-            b"ray_version=2.60.0 ray_commit=b7f4259e\n")
-    (session / "logs" / "raylet.out").write_bytes(b"[2026-11-25 20:59:24,783 I 2288 2288] (raylet) main.cc:711: "
-                                                  b"Setting node ID node_id=" + NODE_ID.encode() + b"\n")
+            b"ray_version=2.60.0 ray_commit=b7f4259e\n"
+        )
+    (session / "logs" / "raylet.out").write_bytes(
+        b"[2026-11-25 20:59:24,783 I 2288 2288] (raylet) main.cc:711: "
+        b"Setting node ID node_id=" + NODE_ID.encode() + b"\n"
+    )
     (session / "logs" / "events" / "event_GCS.log").write_bytes(b'{"event_id": "1"}\n')
     return session

@@ -68,14 +68,25 @@ def write_session(store: LocalStore, s: FakeSession) -> None:
     times = s.scrape_times()
     data = "".join(block(s, i, t) for i, t in enumerate(times)).encode()
     node = s.ref.node(s.node_id)
-    store.put(node.node_key, NodeRecord(s.node_id, is_head=True, ip=s.instance.split(":")[0],
-                                        start_ms=s.start_ms).to_json())
+    store.put(
+        node.node_key, NodeRecord(s.node_id, is_head=True, ip=s.instance.split(":")[0], start_ms=s.start_ms).to_json()
+    )
     cut = len(data) // 2
     for start, end in ((0, cut), (cut, len(data))):
-        store.put(node.segment_key(LogSegment("metrics-000001.prom", 0, start, end, source="metrics")),
-                  encode(data[start:end]))
-    m = SessionManifest(namespace=s.namespace, cluster=s.cluster, session_name=s.name, ray_version="2.60.0",
-                        start_ms=s.start_ms, end_ms=s.end_ms, status=ENDED if s.end_ms is not None else "running",
-                        last_seen_ms=s.last_seen_ms or s.end_ms, nodes=[NodeRecord(s.node_id, is_head=True)])
+        store.put(
+            node.segment_key(LogSegment("metrics-000001.prom", 0, start, end, source="metrics")),
+            encode(data[start:end]),
+        )
+    m = SessionManifest(
+        namespace=s.namespace,
+        cluster=s.cluster,
+        session_name=s.name,
+        ray_version="2.60.0",
+        start_ms=s.start_ms,
+        end_ms=s.end_ms,
+        status=ENDED if s.end_ms is not None else "running",
+        last_seen_ms=s.last_seen_ms or s.end_ms,
+        nodes=[NodeRecord(s.node_id, is_head=True)],
+    )
     store.put(m.ref.manifest_key, m.to_json())
     store.put(m.ref.index_key, m.to_json())

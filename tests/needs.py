@@ -18,8 +18,11 @@ def reference(*parts: str) -> Path:
     """A file or folder of the shared Ray 2.60 reference (../shared/reference/ray-2.60/...)."""
     path = REFERENCE.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"the shared reference {path} is missing: the repository expects ../shared/ beside it "
-                    "(see ../shared/reference/README.md)", pytrace=False)
+        pytest.fail(
+            f"the shared reference {path} is missing: the repository expects ../shared/ beside it "
+            "(see ../shared/reference/README.md)",
+            pytrace=False,
+        )
     return path
 
 
@@ -27,8 +30,9 @@ def system_command(name: str, package: str) -> str:
     """A command that .ci/install-system-packages installs (Debian package `package`)."""
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: {INSTALL_SYSTEM}; it installs the Debian package {package}",
-                    pytrace=False)
+        pytest.fail(
+            f"{name} is not installed: {INSTALL_SYSTEM}; it installs the Debian package {package}", pytrace=False
+        )
     return found
 
 
@@ -37,5 +41,8 @@ def prometheus() -> None:
     from tests.servers import prometheus as server
 
     if not server.available():
-        pytest.fail(f"{server.PROMETHEUS} or {server.PROMTOOL} is missing: {INSTALL_SYSTEM}; it installs the "
-                    "Debian package prometheus", pytrace=False)
+        pytest.fail(
+            f"{server.PROMETHEUS} or {server.PROMTOOL} is missing: {INSTALL_SYSTEM}; it installs the "
+            "Debian package prometheus",
+            pytrace=False,
+        )

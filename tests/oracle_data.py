@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import promql_parser
@@ -69,21 +69,28 @@ def _nid(i: int) -> str:
 
 
 SESSIONS = (
-    Session("session_2025-11-20_00-00-00_000001_101", (
-        Node(_nid(1), "10.0.0.1", True, T0_MS, T0_MS + 80 * MINUTE, 0, 0),
-        Node(_nid(2), "10.0.0.2", False, T0_MS + 20_000, T0_MS + 80 * MINUTE, 3_217, 40),
-        Node(_nid(3), "10.0.0.3", False, T0_MS + 10 * MINUTE + 5_000, T0_MS + 55 * MINUTE, 7_500, 25),
-    )),
-    Session("session_2025-11-20_01-22-00_000002_202", (
-        Node(_nid(4), "10.0.0.1", True, T0_MS + 82 * MINUTE, END_MS, 1_001, 10),
-        Node(_nid(5), "10.0.0.4", False, T0_MS + 83 * MINUTE, END_MS - 4 * MINUTE, 11_900, 60),
-    )),
+    Session(
+        "session_2025-11-20_00-00-00_000001_101",
+        (
+            Node(_nid(1), "10.0.0.1", True, T0_MS, T0_MS + 80 * MINUTE, 0, 0),
+            Node(_nid(2), "10.0.0.2", False, T0_MS + 20_000, T0_MS + 80 * MINUTE, 3_217, 40),
+            Node(_nid(3), "10.0.0.3", False, T0_MS + 10 * MINUTE + 5_000, T0_MS + 55 * MINUTE, 7_500, 25),
+        ),
+    ),
+    Session(
+        "session_2025-11-20_01-22-00_000002_202",
+        (
+            Node(_nid(4), "10.0.0.1", True, T0_MS + 82 * MINUTE, END_MS, 1_001, 10),
+            Node(_nid(5), "10.0.0.4", False, T0_MS + 83 * MINUTE, END_MS - 4 * MINUTE, 11_900, 60),
+        ),
+    ),
 )
 NODE_PORT = 8080
 AUTOSCALER_PORT = 44217
 
 
 # --- which families the dashboards query --------------------------------------------------------------------------
+
 
 @dataclass
 class Referenced:
@@ -95,6 +102,7 @@ class Referenced:
 def referenced_metrics(exprs: Iterable[str]) -> Referenced:
     ref = Referenced()
     for text in exprs:
+
         def visit(node, ref=ref):
             if isinstance(node, promql_parser.Call) and node.func.name in _MONOTONE_FUNCS:
                 for arg in node.args:
@@ -105,6 +113,7 @@ def referenced_metrics(exprs: Iterable[str]) -> Referenced:
                 for m in node.matchers.matchers:
                     if m.name == "__name__":
                         ref.name_regexes.append(m.value)
+
         promql_parser.walk(promql_parser.parse(text), visit)
     return ref
 
@@ -138,6 +147,7 @@ _GAUGE_NAMES = {"ray_node_cpu_count", "ray_data_max_uss_bytes_max"}
 
 
 # --- the label sets of each family (Ray's own labels, as its exposition has them) ---------------------------------
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -175,11 +185,19 @@ def _window(node: Node, key, transient: bool) -> tuple[int, int]:
 def _serve_replicas(session: Session) -> list[dict[str, str]]:
     out = []
     workers = [n for n in session.nodes if not n.is_head] or [session.head]
-    for i, (app, dep, replicas) in enumerate((("app1", "Ingress", 1), ("llm", "LLMServer", 2),
-                                             ("sglang", "SGLangServer", 1))):
+    for i, (app, dep, replicas) in enumerate(
+        (("app1", "Ingress", 1), ("llm", "LLMServer", 2), ("sglang", "SGLangServer", 1))
+    ):
         for r in range(replicas):
-            out.append({"application": app, "deployment": dep, "replica": f"{app}#{dep}#{session.name[-3:]}{r}",
-                        "WorkerId": _hex(session.name, app, dep, r)[:56], "_node": workers[(i + r) % len(workers)].ip})
+            out.append(
+                {
+                    "application": app,
+                    "deployment": dep,
+                    "replica": f"{app}#{dep}#{session.name[-3:]}{r}",
+                    "WorkerId": _hex(session.name, app, dep, r)[:56],
+                    "_node": workers[(i + r) % len(workers)].ip,
+                }
+            )
     return out
 
 
@@ -195,8 +213,13 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
         b, d = _window(node, key, transient)
         out.append(Entity(f"{node.ip}:{port}", tuple(sorted(full.items())), b, d))
 
-    node_type = lambda node: {"IsHeadNode": str(node.is_head).lower(),  # noqa: E731
-                              "RayNodeType": "head" if node.is_head else "worker", "ip": node.ip}
+    def node_type(node: Node) -> dict[str, str]:
+        return {
+            "IsHeadNode": str(node.is_head).lower(),
+            "RayNodeType": "head" if node.is_head else "worker",
+            "ip": node.ip,
+        }
+
     workers = [x for x in session.nodes if not x.is_head]
     if n.startswith("autoscaler_"):
         if n.endswith("_nodes"):
@@ -218,14 +241,25 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
     elif n.startswith("ray_tpu_"):
         for node in workers[:1]:
             for t in ("0", "1"):
-                add(node, {"ip": node.ip, "TpuIndex": t, "TpuDeviceName": "TPU-v4", "TpuType": "v4-8",
-                           "TpuTopology": "2x2x1"})
+                add(
+                    node,
+                    {
+                        "ip": node.ip,
+                        "TpuIndex": t,
+                        "TpuDeviceName": "TPU-v4",
+                        "TpuType": "v4-8",
+                        "TpuTopology": "2x2x1",
+                    },
+                )
     elif n.startswith("ray_component_"):
         for node in session.nodes:
             comps = ["raylet", "agent", "ray::IDLE", "ray::Counter"] + (["gcs", "dashboard"] if node.is_head else [])
             for c in comps:
-                add(node, {"Component": c, "ip": node.ip, "pid": str(100 + zlib.crc32(c.encode()) % 900)},
-                    transient=c.startswith("ray::"))
+                add(
+                    node,
+                    {"Component": c, "ip": node.ip, "pid": str(100 + zlib.crc32(c.encode()) % 900)},
+                    transient=c.startswith("ray::"),
+                )
     elif n == "ray_tasks":
         for node in session.nodes:
             for state in ("RUNNING", "PENDING_NODE_ASSIGNMENT", "FINISHED", "FAILED", "RUNNING_IN_RAY_GET"):
@@ -234,27 +268,57 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
                         for source in ("executor", "owner") if state == "FINISHED" else ("executor",):
                             if retry == "1" and name == "square":
                                 continue
-                            add(node, {"Component": "core_worker", "State": state, "Name": name, "IsRetry": retry,
-                                       "Source": source, "JobId": "01000000", "NodeAddress": node.ip}, True)
+                            add(
+                                node,
+                                {
+                                    "Component": "core_worker",
+                                    "State": state,
+                                    "Name": name,
+                                    "IsRetry": retry,
+                                    "Source": source,
+                                    "JobId": "01000000",
+                                    "NodeAddress": node.ip,
+                                },
+                                True,
+                            )
     elif n == "ray_actors":
         for node in session.nodes:
             for state in ("ALIVE", "DEAD", "PENDING_CREATION"):
                 for name in ("Counter", "BrokenInit"):
                     for source in ("gcs", "executor"):
-                        add(node, {"Component": "core_worker" if source == "executor" else "gcs_server",
-                                   "State": state, "Name": name, "Source": source, "JobId": "01000000",
-                                   "NodeAddress": node.ip}, True)
+                        add(
+                            node,
+                            {
+                                "Component": "core_worker" if source == "executor" else "gcs_server",
+                                "State": state,
+                                "Name": name,
+                                "Source": source,
+                                "JobId": "01000000",
+                                "NodeAddress": node.ip,
+                            },
+                            True,
+                        )
     elif n == "ray_resources":
         for node in session.nodes:
             for name in ("CPU", "GPU", "memory", "object_store_memory"):
                 for state in ("USED", "AVAILABLE"):
-                    add(node, {"Component": "raylet", "Name": name, "State": state, "NodeAddress": node.ip,
-                               "WorkerId": ""})
+                    add(
+                        node,
+                        {"Component": "raylet", "Name": name, "State": state, "NodeAddress": node.ip, "WorkerId": ""},
+                    )
     elif n == "ray_object_store_memory":
         for node in session.nodes:
             for loc in ("MMAP_SHM", "SPILLED", "WORKER_HEAP"):
-                add(node, {"Component": "raylet", "Location": loc, "ObjectState": "SEALED" if loc != "SPILLED" else "",
-                           "NodeAddress": node.ip, "WorkerId": ""})
+                add(
+                    node,
+                    {
+                        "Component": "raylet",
+                        "Location": loc,
+                        "ObjectState": "SEALED" if loc != "SPILLED" else "",
+                        "NodeAddress": node.ip,
+                        "WorkerId": "",
+                    },
+                )
     elif n == "ray_placement_groups":
         for state in ("CREATED", "PENDING", "REMOVED"):
             add(head, {"Component": "gcs_server", "State": state, "Source": "gcs", "NodeAddress": head.ip}, True)
@@ -288,11 +352,19 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
                 add(head, base, True)
             else:
                 for rank in ("0", "1"):
-                    add(workers[0] if workers else head, {**base, "ray_train_worker_world_rank": rank,
-                                                         "ray_train_worker_actor_id": _hex(session.name, rank)[:32]},
-                        True)
-    elif n.startswith("ray_serve_controller_") or n in ("ray_serve_num_scheduling_tasks",
-                                                        "ray_serve_num_scheduling_tasks_in_backoff"):
+                    add(
+                        workers[0] if workers else head,
+                        {
+                            **base,
+                            "ray_train_worker_world_rank": rank,
+                            "ray_train_worker_actor_id": _hex(session.name, rank)[:32],
+                        },
+                        True,
+                    )
+    elif n.startswith("ray_serve_controller_") or n in (
+        "ray_serve_num_scheduling_tasks",
+        "ray_serve_num_scheduling_tasks_in_backoff",
+    ):
         add(head, {"Component": "serve_controller"} if "scheduling" not in n else {})
     elif n.startswith(("ray_serve_num_http", "ray_serve_http", "ray_serve_num_ongoing_http")):
         for app, route in (("app1", "/app1"), ("llm", "/v1/chat"), ("", "/-/healthz"), ("app1", "/-/routes")):
@@ -333,8 +405,10 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
             if rep["deployment"] != "LLMServer":
                 continue
             node = next(x for x in session.nodes if x.ip == rep["_node"])
-            labels = {"model_name": "llama-3-8b" if rep["application"] == "llm" else "qwen-7b",
-                      "WorkerId": rep["WorkerId"]}
+            labels = {
+                "model_name": "llama-3-8b" if rep["application"] == "llm" else "qwen-7b",
+                "WorkerId": rep["WorkerId"],
+            }
             if "success" in n:
                 for reason in ("stop", "length"):
                     add(node, {**labels, "finished_reason": reason}, True)
@@ -353,6 +427,7 @@ def _entities(fam: Family, session: Session) -> list[Entity]:
 
 
 # --- samples --------------------------------------------------------------------------------------------------------
+
 
 def scrape_times(node: Node, port: int) -> np.ndarray:
     """The target's scrape timestamps (ms) and, separately, which of them failed (see `failed_scrapes`)."""
@@ -374,7 +449,7 @@ def failed_scrapes(node: Node, port: int, n: int) -> np.ndarray:
 def _counter(r: np.random.Generator, n: int, scale: float, resets: bool) -> np.ndarray:
     inc = r.exponential(scale, n) * (r.random(n) < 0.7)
     idle = r.integers(0, n)
-    inc[idle: idle + n // 10] = 0.0  # a quiet stretch: rate 0
+    inc[idle : idle + n // 10] = 0.0  # a quiet stretch: rate 0
     inc[0] = r.uniform(0, 10 * scale)
     v = np.cumsum(inc)
     if resets and n > 20 and r.random() < 0.35:
@@ -389,7 +464,7 @@ def _gauge(r: np.random.Generator, n: int, scale: float, integral: bool) -> np.n
     v = np.maximum(v, 0.0)
     if r.random() < 0.3:
         z = int(r.integers(0, n))
-        v[z: z + n // 8] = 0.0
+        v[z : z + n // 8] = 0.0
     return np.round(v) if integral else v
 
 
@@ -404,8 +479,9 @@ def _scale(name: str) -> tuple[float, bool]:
     return 6.0, True
 
 
-def family_samples(fam: Family, ent: Entity, ts: np.ndarray) -> list[tuple[str, tuple[tuple[str, str], ...],
-                                                                          np.ndarray]]:
+def family_samples(
+    fam: Family, ent: Entity, ts: np.ndarray
+) -> list[tuple[str, tuple[tuple[str, str], ...], np.ndarray]]:
     """(sample name, labels, values over ts) of one entity of a family."""
     r = _rng("values", fam.name, ent.labels, ent.target)
     scale, integral = _scale(fam.name)
@@ -413,8 +489,12 @@ def family_samples(fam: Family, ent: Entity, ts: np.ndarray) -> list[tuple[str, 
     if fam.type == "histogram":
         counts = r.poisson(r.uniform(0.2, 4.0), n) * (r.random(n) < 0.8)  # observations per scrape
         probs = r.dirichlet(np.ones(len(HIST_LE)))
-        per_bucket = np.stack([r.binomial(c, probs[:-1] / probs[:-1].sum() * 0.9) if c else
-                               np.zeros(len(HIST_LE) - 1, dtype=np.int64) for c in counts])
+        per_bucket = np.stack(
+            [
+                r.binomial(c, probs[:-1] / probs[:-1].sum() * 0.9) if c else np.zeros(len(HIST_LE) - 1, dtype=np.int64)
+                for c in counts
+            ]
+        )
         finite = np.cumsum(np.minimum(per_bucket, counts[:, None]), axis=1)
         finite = np.minimum(finite, counts[:, None])  # cumulative over le, never above the total
         obs_sum = counts * r.uniform(0.05, 50.0) + r.random(n) * (counts > 0)
@@ -425,8 +505,9 @@ def family_samples(fam: Family, ent: Entity, ts: np.ndarray) -> list[tuple[str, 
             series[k:] -= series[k - 1]  # restart: every bucket, the sum and the count start over together
             series[k:] = np.maximum(series[k:], 0.0)
         base = ent.labels
-        out = [(f"{fam.name}_bucket", tuple(sorted(base + (("le", le),))), series[:, i])
-               for i, le in enumerate(HIST_LE)]
+        out = [
+            (f"{fam.name}_bucket", tuple(sorted(base + (("le", le),))), series[:, i]) for i, le in enumerate(HIST_LE)
+        ]
         out.append((f"{fam.name}_sum", base, series[:, len(HIST_LE)]))
         out.append((f"{fam.name}_count", base, series[:, len(HIST_LE) + 1]))
         return out
@@ -439,6 +520,7 @@ def family_samples(fam: Family, ent: Entity, ts: np.ndarray) -> list[tuple[str, 
 
 # --- writing --------------------------------------------------------------------------------------------------------
 
+
 def _ts(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}"
 
@@ -446,6 +528,7 @@ def _ts(ms: int) -> str:
 def _labels(labels: Iterable[tuple[str, str]]) -> str:
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
     return ",".join(f'{k}="{esc(v)}"' for k, v in labels)
 
 
@@ -458,8 +541,9 @@ class Dataset:
     series: int
     families: list[Family]
     # (name, sorted labels) -> (ts ms, values) in time order, staleness markers (STALE_NAN) included
-    series_samples: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[np.ndarray, np.ndarray]] = \
-        field(default_factory=dict)
+    series_samples: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
     start_ms: int = T0_MS
     end_ms: int = END_MS
 
@@ -496,20 +580,24 @@ def generate(exprs: Iterable[str]) -> Dataset:
                         lines.append((f"{name}{{{_labels(merged)}}} ", values, alive))
                         _record(chunks, (name, merged), ts, values, alive & ~bad)
                     typ = fam.type
-                    rendered.append((f"# HELP {fam.name} {fam.name.replace('_', ' ')}.\n# TYPE {fam.name} {typ}\n",
-                                     lines))
+                    rendered.append(
+                        (f"# HELP {fam.name} {fam.name.replace('_', ' ')}.\n# TYPE {fam.name} {typ}\n", lines)
+                    )
                 tl = _labels(target_labels)
-                report = {"up": (~bad).astype(float),  # the per-scrape series, as the blocks below write them
-                          "scrape_duration_seconds": 0.004 + (np.arange(len(ts)) % 7) * 0.001,
-                          "scrape_samples_scraped": np.zeros(len(ts))}
+                report = {
+                    "up": (~bad).astype(float),  # the per-scrape series, as the blocks below write them
+                    "scrape_duration_seconds": 0.004 + (np.arange(len(ts)) % 7) * 0.001,
+                    "scrape_samples_scraped": np.zeros(len(ts)),
+                }
                 for i, t in enumerate(ts.tolist()):
                     stamp = _ts(t)
                     body: list[str] = []
                     count = 0
                     if not bad[i]:
                         for header, lines in rendered:
-                            live = [f"{prefix}{float(values[i])!r} {stamp}\n" for prefix, values, alive in lines
-                                    if alive[i]]
+                            live = [
+                                f"{prefix}{float(values[i])!r} {stamp}\n" for prefix, values, alive in lines if alive[i]
+                            ]
                             if live:
                                 body.append(header)
                                 body.extend(live)
@@ -524,7 +612,8 @@ def generate(exprs: Iterable[str]) -> Dataset:
                         f"scrape_duration_seconds{{{tl}}} {0.004 + (i % 7) * 0.001!r} {stamp}\n"
                         f"# HELP scrape_samples_scraped samples the target exposed in this scrape\n"
                         f"# TYPE scrape_samples_scraped gauge\n"
-                        f"scrape_samples_scraped{{{tl}}} {count} {stamp}\n")
+                        f"scrape_samples_scraped{{{tl}}} {count} {stamp}\n"
+                    )
                     total += 3 + count
                     blocks.append((t, head_lines + "".join(body)))
                 for name, values in report.items():  # in every block, failed or not: never stale
@@ -600,5 +689,16 @@ def compact(data: Dataset, root: Path) -> list[Path]:
     return dirs
 
 
-__all__ = ["CLUSTER", "Dataset", "END_MS", "SESSIONS", "T0_MS", "compact", "families", "generate",
-           "referenced_metrics", "write_archive", "write_openmetrics"]
+__all__ = [
+    "CLUSTER",
+    "Dataset",
+    "END_MS",
+    "SESSIONS",
+    "T0_MS",
+    "compact",
+    "families",
+    "generate",
+    "referenced_metrics",
+    "write_archive",
+    "write_openmetrics",
+]

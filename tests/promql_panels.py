@@ -88,14 +88,22 @@ def _variable(v: dict) -> Variable:
     current = (v.get("current") or {}).get("value")
     if isinstance(current, list):
         current = current[0] if len(current) == 1 else None
-    return Variable(v["name"], v.get("type", ""), bool(v.get("multi")), bool(v.get("includeAll")),
-                    v.get("allValue"), options, None if current == "$__all" else current)
+    return Variable(
+        v["name"],
+        v.get("type", ""),
+        bool(v.get("multi")),
+        bool(v.get("includeAll")),
+        v.get("allValue"),
+        options,
+        None if current == "$__all" else current,
+    )
 
 
 def load_dashboards(folder: Path = DASHBOARDS) -> list[Dashboard]:
     if not list(folder.glob("*.json")):  # at import time of the oracle: an empty list would parametrize nothing
-        raise FileNotFoundError(f"no dashboards in {folder}: the shared reference (../shared/ beside the "
-                                "repository) is missing")
+        raise FileNotFoundError(
+            f"no dashboards in {folder}: the shared reference (../shared/ beside the repository) is missing"
+        )
     out = []
     for path in sorted(folder.glob("*.json")):
         d = json.loads(path.read_text())
@@ -105,10 +113,18 @@ def load_dashboards(folder: Path = DASHBOARDS) -> list[Dashboard]:
             for t in panel.get("targets") or []:
                 if not t.get("expr"):
                     continue
-                dash.targets.append(PanelTarget(
-                    f"{d['uid']}-{panel['id']}-{t.get('refId', 'A')}", path.name, d["uid"], panel["id"],
-                    panel.get("title", ""), t.get("refId", "A"), t["expr"],
-                    bool(t.get("instant")) and t.get("range") is False))
+                dash.targets.append(
+                    PanelTarget(
+                        f"{d['uid']}-{panel['id']}-{t.get('refId', 'A')}",
+                        path.name,
+                        d["uid"],
+                        panel["id"],
+                        panel.get("title", ""),
+                        t.get("refId", "A"),
+                        t["expr"],
+                        bool(t.get("instant")) and t.get("range") is False,
+                    )
+                )
         out.append(dash)
     return out
 
@@ -118,6 +134,7 @@ def panel_targets(folder: Path = DASHBOARDS) -> list[PanelTarget]:
 
 
 # --- Grafana's interpolation --------------------------------------------------------------------------------------
+
 
 def regular_escape(value: str) -> str:
     """Grafana's prometheusRegularEscape (single-valued variables)."""
@@ -210,5 +227,18 @@ def cases(selections: dict[str, GrafanaRequest], folder: Path = DASHBOARDS) -> l
     return out
 
 
-__all__ = ["ALL", "Case", "Dashboard", "GrafanaRequest", "PanelTarget", "Variable", "cases", "format_variable",
-           "grafana_duration", "interpolate", "load_dashboards", "panel_targets", "regex_escape"]
+__all__ = [
+    "ALL",
+    "Case",
+    "Dashboard",
+    "GrafanaRequest",
+    "PanelTarget",
+    "Variable",
+    "cases",
+    "format_variable",
+    "grafana_duration",
+    "interpolate",
+    "load_dashboards",
+    "panel_targets",
+    "regex_escape",
+]

@@ -39,8 +39,12 @@ def run_finished_cluster(work: Path, seaweedfs) -> FinishedCluster:
         s3_env = {**ray.env, **seaweedfs.env()}
         collectors.append(start_collector(session_dir, local_archive, "e2e", "default", ray.env, interval=2))
         collectors.append(start_collector(session_dir, s3_url, "e2e", "default", s3_env, interval=2))
-        wait_for("the local collector to register", lambda: open_store(local_archive).exists(ref.index_key), 120,
-                 collectors[0])
+        wait_for(
+            "the local collector to register",
+            lambda: open_store(local_archive).exists(ref.index_key),
+            120,
+            collectors[0],
+        )
         ray.wait_ready()
         jobs = workload.run(ray.env, ray.address, ray.dashboard)
         ray.stop()
@@ -59,5 +63,6 @@ def source_logs(session_dir: Path) -> dict[str, bytes]:
     logs = session_dir / "logs"
     return {
         os.path.relpath(os.path.join(d, f), logs): Path(d, f).read_bytes()
-        for d, _, files in os.walk(logs) for f in files
+        for d, _, files in os.walk(logs)
+        for f in files
     }

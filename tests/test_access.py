@@ -32,10 +32,12 @@ def archive(tmp_path_factory) -> Path:
     return root
 
 
-def _client(archive: Path, tmp_path: Path, client=("testclient", 50000), base_url="http://testserver",
-            **settings) -> TestClient:
-    s = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, compact_on_end=False,
-                       **settings)
+def _client(
+    archive: Path, tmp_path: Path, client=("testclient", 50000), base_url="http://testserver", **settings
+) -> TestClient:
+    s = ServerSettings(
+        archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, compact_on_end=False, **settings
+    )
     return TestClient(create_app(s, LocalStore(archive)), client=client, base_url=base_url, follow_redirects=False)
 
 
@@ -57,6 +59,7 @@ def _serve(capsys, *args: str) -> tuple[int, str]:
 
 
 # -- the startup rule and bad settings ---------------------------------------------------------------------------
+
 
 def test_a_reachable_address_without_auth_refuses_to_start_and_says_why(archive, capsys):
     code, err = _serve(capsys, "--archive", str(archive), "--host", "0.0.0.0")
@@ -88,32 +91,47 @@ def test_insecure_no_auth_is_the_explicit_way_out(archive):
         access_config.load(ServerSettings(archive=str(archive), host="0.0.0.0"))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--auth", "token"], "--auth token needs --auth-token-file PATH"),
-    (["--auth", "token", "--auth-token-file", "/no/such/tokens.csv"], "--auth-token-file /no/such/tokens.csv: "
-                                                                       "cannot read it"),
-    (["--auth", "token", "--auth-token-file", "{tokens}", "--auth-cookie-max-age", "5"], "at least 60 seconds"),
-    (["--auth-token-file", "{tokens}"], "--auth-token-file is read only with --auth token"),
-    (["--auth", "proxy", "--auth-trusted-proxies", "10.0.0.0/8,pod-ip"], "'pod-ip' is not an address or CIDR"),
-    (["--auth", "proxy", "--auth-user-header", "X User"], "'X User' is not an HTTP header name"),
-    (["--authz", "file", "--authz-file", "{authz}"], "--auth none identifies nobody: add --auth token or --auth "
-                                                     "proxy"),
-    (["--auth", "proxy", "--authz", "file"], "--authz file needs --authz-file PATH"),
-    (["--auth", "proxy", "--authz", "file", "--authz-file", "/no/such.yaml"], "--authz-file /no/such.yaml: cannot "
-                                                                                "read it"),
-    (["--auth", "proxy", "--authz", "file", "--authz-file", "{bad_yaml}"], "not valid YAML"),
-    (["--auth", "proxy", "--authz", "file", "--authz-file", "{bad_shape}"], "users.alice must be a list of "
-                                                                              "namespace names"),
-    (["--auth", "proxy", "--authz", "file", "--authz-file", "{unknown_key}"], "unknown key(s) namespaces"),
-    (["--auth", "proxy", "--authz", "kubernetes"], "RAYHISTORY_KUBERNETES"),
-    (["--auth", "password"], "invalid choice: 'password'"),
-])
-def test_bad_access_settings_exit_2_with_a_message(archive, tmp_path, token_file, capsys, monkeypatch, args,
-                                                   expected):
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--auth", "token"], "--auth token needs --auth-token-file PATH"),
+        (
+            ["--auth", "token", "--auth-token-file", "/no/such/tokens.csv"],
+            "--auth-token-file /no/such/tokens.csv: cannot read it",
+        ),
+        (["--auth", "token", "--auth-token-file", "{tokens}", "--auth-cookie-max-age", "5"], "at least 60 seconds"),
+        (["--auth-token-file", "{tokens}"], "--auth-token-file is read only with --auth token"),
+        (["--auth", "proxy", "--auth-trusted-proxies", "10.0.0.0/8,pod-ip"], "'pod-ip' is not an address or CIDR"),
+        (["--auth", "proxy", "--auth-user-header", "X User"], "'X User' is not an HTTP header name"),
+        (
+            ["--authz", "file", "--authz-file", "{authz}"],
+            "--auth none identifies nobody: add --auth token or --auth proxy",
+        ),
+        (["--auth", "proxy", "--authz", "file"], "--authz file needs --authz-file PATH"),
+        (
+            ["--auth", "proxy", "--authz", "file", "--authz-file", "/no/such.yaml"],
+            "--authz-file /no/such.yaml: cannot read it",
+        ),
+        (["--auth", "proxy", "--authz", "file", "--authz-file", "{bad_yaml}"], "not valid YAML"),
+        (
+            ["--auth", "proxy", "--authz", "file", "--authz-file", "{bad_shape}"],
+            "users.alice must be a list of namespace names",
+        ),
+        (["--auth", "proxy", "--authz", "file", "--authz-file", "{unknown_key}"], "unknown key(s) namespaces"),
+        (["--auth", "proxy", "--authz", "kubernetes"], "RAYHISTORY_KUBERNETES"),
+        (["--auth", "password"], "invalid choice: 'password'"),
+    ],
+)
+def test_bad_access_settings_exit_2_with_a_message(archive, tmp_path, token_file, capsys, monkeypatch, args, expected):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("RAYHISTORY_KUBERNETES", "off")
-    files = {"tokens": token_file, "authz": tmp_path / "authz.yaml", "bad_yaml": tmp_path / "bad.yaml",
-             "bad_shape": tmp_path / "shape.yaml", "unknown_key": tmp_path / "unknown.yaml"}
+    files = {
+        "tokens": token_file,
+        "authz": tmp_path / "authz.yaml",
+        "bad_yaml": tmp_path / "bad.yaml",
+        "bad_shape": tmp_path / "shape.yaml",
+        "unknown_key": tmp_path / "unknown.yaml",
+    }
     files["authz"].write_text("users: {alice: [team-a]}\n")
     files["bad_yaml"].write_text("users: {alice: [team-a\n")
     files["bad_shape"].write_text("users: {alice: team-a}\n")
@@ -123,13 +141,16 @@ def test_bad_access_settings_exit_2_with_a_message(archive, tmp_path, token_file
     assert expected in err, err
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("tok,alice\n", "line 1: 2 columns, at least 3 needed"),
-    ('tok,alice,1\n,bob,2\n', "line 2: empty token"),
-    ('tok,alice,1\ntok,bob,2\n', "line 2: this token is already given to user 'alice'"),
-    ('tok,alice,1,"a,b\n', "line 1: not a CSV record"),
-    ("\n\n", "no tokens in it"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("tok,alice\n", "line 1: 2 columns, at least 3 needed"),
+        ("tok,alice,1\n,bob,2\n", "line 2: empty token"),
+        ("tok,alice,1\ntok,bob,2\n", "line 2: this token is already given to user 'alice'"),
+        ('tok,alice,1,"a,b\n', "line 1: not a CSV record"),
+        ("\n\n", "no tokens in it"),
+    ],
+)
 def test_token_file_lines_are_checked_with_their_line_number(tmp_path, text, expected, capsys, archive):
     path = tmp_path / "tokens.csv"
     path.write_text(text)
@@ -149,6 +170,7 @@ def test_the_token_file_is_kubernetes_static_token_format():
 
 # -- token mode --------------------------------------------------------------------------------------------------
 
+
 def test_token_mode_401s_in_each_api_familys_shape(archive, tmp_path, token_file):
     with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:
         r = c.get("/api/v1/sessions")
@@ -158,11 +180,17 @@ def test_token_mode_401s_in_each_api_familys_shape(archive, tmp_path, token_file
         r = c.get(f"/sessions/{SESSION.id}/api/jobs/")
         assert r.status_code == 401 and r.json()["result"] is False and r.json()["data"] is None
         assert set(r.json()) == {"result", "msg", "data"}
-        for path in ("/prometheus/api/v1/labels", f"/sessions/{SESSION.id}/prometheus/api/v1/query?query=up",
-                     "/clusters/team-a/alpha/prometheus/api/v1/series"):
+        for path in (
+            "/prometheus/api/v1/labels",
+            f"/sessions/{SESSION.id}/prometheus/api/v1/query?query=up",
+            "/clusters/team-a/alpha/prometheus/api/v1/series",
+        ):
             r = c.get(path)
-            assert r.status_code == 401 and r.json() == {"status": "error", "errorType": "unauthorized",
-                                                          "error": r.json()["error"]}, path
+            assert r.status_code == 401 and r.json() == {
+                "status": "error",
+                "errorType": "unauthorized",
+                "error": r.json()["error"],
+            }, path
         # A browser asking for Ray's UI or our pages goes to the login form; an API call from it stays JSON.
         r = c.get(f"/sessions/{SESSION.id}/?x=1", headers={"Accept": "text/html,application/xhtml+xml"})
         assert r.status_code == 303 and r.headers["location"] == f"/login?next=/sessions/{SESSION.id}/%3Fx%3D1"
@@ -206,8 +234,7 @@ def test_the_login_form_sets_a_strict_httponly_cookie_and_logout_clears_it(archi
         for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
             r = c.post("/login", data={"token": BOB, "next": target})
             assert r.status_code == 303 and r.headers["location"] == "/", target
-    with _client(archive, tmp_path, base_url="https://testserver", auth="token",
-                 auth_token_file=str(token_file)) as c:
+    with _client(archive, tmp_path, base_url="https://testserver", auth="token", auth_token_file=str(token_file)) as c:
         assert "Secure" in c.post("/login", data={"token": ALICE}).headers["set-cookie"]
     with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:  # TLS ends at a proxy
         login = c.post("/login", data={"token": ALICE}, headers={"X-Forwarded-Proto": "https"})
@@ -230,6 +257,7 @@ def test_the_login_page_reloads_itself_once_so_a_strict_cookie_can_come_along(ar
 
 def test_a_forged_or_expired_cookie_is_refused(archive, tmp_path, token_file):
     with _client(archive, tmp_path, auth="token", auth_token_file=str(token_file)) as c:
+
         def with_cookie(value: str) -> int:
             c.cookies.clear()
             c.cookies.set("rayhistory_auth", value)
@@ -286,6 +314,7 @@ def _failing_list(prefix):
 
 # -- proxy mode --------------------------------------------------------------------------------------------------
 
+
 def test_proxy_mode_believes_the_headers_only_from_trusted_peers(archive, tmp_path):
     headers = {"X-Forwarded-User": "alice", "X-Forwarded-Groups": "team-a-devs"}
     with _client(archive, tmp_path, client=("127.0.0.1", 41234), auth="proxy") as c:
@@ -310,12 +339,20 @@ def test_proxy_mode_believes_the_headers_only_from_trusted_peers(archive, tmp_pa
 
 
 def test_proxy_mode_with_other_headers_and_networks(archive, tmp_path):
-    with _client(archive, tmp_path, client=("10.2.3.4", 41234), auth="proxy", auth_user_header="X-Auth-Request-User",
-                 auth_groups_header="X-Auth-Request-Groups", auth_trusted_proxies="192.168.0.0/16, 10.2.0.0/16") as c:
+    with _client(
+        archive,
+        tmp_path,
+        client=("10.2.3.4", 41234),
+        auth="proxy",
+        auth_user_header="X-Auth-Request-User",
+        auth_groups_header="X-Auth-Request-Groups",
+        auth_trusted_proxies="192.168.0.0/16, 10.2.0.0/16",
+    ) as c:
         assert c.get("/api/v1/sessions", headers={"X-Auth-Request-User": "alice"}).status_code == 200
         assert c.get("/api/v1/sessions", headers={"X-Forwarded-User": "alice"}).status_code == 401
-    with _client(archive, tmp_path, client=("::ffff:10.2.9.9", 1), auth="proxy",
-                 auth_trusted_proxies="10.2.0.0/16") as c:  # an IPv4 peer on a dual-stack socket
+    with _client(
+        archive, tmp_path, client=("::ffff:10.2.9.9", 1), auth="proxy", auth_trusted_proxies="10.2.0.0/16"
+    ) as c:  # an IPv4 peer on a dual-stack socket
         assert c.get("/api/v1/sessions", headers={"X-Forwarded-User": "alice"}).status_code == 200
 
 
@@ -328,6 +365,7 @@ def test_no_auth_on_loopback_is_unchanged(archive, tmp_path):
 
 # -- over a real socket ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def served(archive, tmp_path):
     """The server as `rayhistory serve` runs it (uvicorn, its config), on a real socket of 127.0.0.1."""
@@ -339,8 +377,9 @@ def served(archive, tmp_path):
     from historyserver.cli import server_config
 
     def start(**settings):
-        s = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0,
-                           compact_on_end=False, **settings)
+        s = ServerSettings(
+            archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, compact_on_end=False, **settings
+        )
         server = uvicorn.Server(server_config(create_app(s, LocalStore(archive)), s))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -376,6 +415,7 @@ def test_the_trusted_proxy_check_reads_the_socket_peer_not_x_forwarded_for(serve
 
 
 # -- one request's decisions -------------------------------------------------------------------------------------
+
 
 def test_a_request_decides_each_namespace_once_and_a_listing_decides_them_in_parallel():
     import threading

@@ -26,8 +26,16 @@ HALF_HOUR = 1_800_000
 AT = str((T0 + 600_000) / 1000)  # a time inside both sessions
 # Named after live RayClusters of the kube test server's fixtures, so the live list links them.
 A = FakeSession("team-a", "raycluster-kuberay", "session_2026-01-01_00-00-00_000001_1", T0, T0 + HALF_HOUR)
-B = FakeSession("team-b", "llm-serve-9qz4d", "session_2026-01-01_00-00-00_000002_1", T0, T0 + HALF_HOUR,
-                instance="10.0.0.9:8080", node_id="b" * 56, cpu=50)
+B = FakeSession(
+    "team-b",
+    "llm-serve-9qz4d",
+    "session_2026-01-01_00-00-00_000002_1",
+    T0,
+    T0 + HALF_HOUR,
+    instance="10.0.0.9:8080",
+    node_id="b" * 56,
+    cpu=50,
+)
 UNKNOWN = FakeSession("team-a", "raycluster-kuberay", "session_2026-01-01_00-00-00_000009_1", T0, T0 + 1)
 
 
@@ -49,8 +57,11 @@ BOB = User("bob", "bob-2b9f6a0c4e8d1f73", ("team-b-devs", "viewers"), B, A)  # a
 USERS = {u.name: u for u in (ALICE, BOB)}
 TOKENS = "".join(f'{u.token},{u.name},{1000 + i},"{",".join(u.groups)}"\n' for i, u in enumerate(USERS.values()))
 AUTHZ_FILE = "users:\n  alice: [team-a]\ngroups:\n  team-b-devs: [team-b]\n  team-c-devs: [team-c]\n"
-RULES = [AccessRule("User", "alice", "team-a"), AccessRule("Group", "team-b-devs", "team-b"),
-         AccessRule("Group", "team-c-devs", "team-c")]
+RULES = [
+    AccessRule("User", "alice", "team-a"),
+    AccessRule("Group", "team-b-devs", "team-b"),
+    AccessRule("Group", "team-c-devs", "team-c"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +84,16 @@ def app(request, archive, kube, tmp_path_factory):
     (work / "tokens.csv").write_text(TOKENS)
     (work / "authz.yaml").write_text(AUTHZ_FILE)
     kubeconfig = kube.write_kubeconfig(work / "kubeconfig")
-    settings = ServerSettings(archive=str(archive), cache_dir=str(tmp_path_factory.getbasetemp() / "matrix-cache"),
-                              catalog_ttl=0, compact_on_end=False, auth="token",
-                              auth_token_file=str(work / "tokens.csv"), authz=request.param,
-                              authz_file=str(work / "authz.yaml") if request.param == "file" else "")
+    settings = ServerSettings(
+        archive=str(archive),
+        cache_dir=str(tmp_path_factory.getbasetemp() / "matrix-cache"),
+        catalog_ttl=0,
+        compact_on_end=False,
+        auth="token",
+        auth_token_file=str(work / "tokens.csv"),
+        authz=request.param,
+        authz_file=str(work / "authz.yaml") if request.param == "file" else "",
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAYHISTORY_KUBERNETES", f"kubeconfig:{kubeconfig}")
         application = create_app(settings, LocalStore(archive))
@@ -127,6 +144,7 @@ def prom(response) -> object:
 
 # -- the session list and our API --------------------------------------------------------------------------------
 
+
 def test_the_session_list_holds_only_the_users_namespace(client, user):
     body = ok(client.get("/api/v1/sessions"))
     assert [s["id"] for s in body["sessions"]] == [user.own.id] and body["total"] == 1
@@ -166,8 +184,10 @@ def test_every_route_under_another_namespaces_session_is_the_404_of_an_unknown_s
         unknown = client.get(url.replace(user.other.id, UNKNOWN.id))
         assert other.status_code == 404, (template, other.status_code, other.text[:200])
         # Same status, same body but for the id: nothing tells an invisible session from a missing one.
-        assert (other.status_code, other.text.replace(user.other.id, "ID")) == \
-            (unknown.status_code, unknown.text.replace(UNKNOWN.id, "ID")), template
+        assert (other.status_code, other.text.replace(user.other.id, "ID")) == (
+            unknown.status_code,
+            unknown.text.replace(UNKNOWN.id, "ID"),
+        ), template
         assert user.other.id not in other.text.replace(url, "") or "no session" in other.text
         body = other.json()
         if "/prometheus/api/v1" in template:
@@ -196,12 +216,14 @@ def test_the_users_own_session_answers_on_every_family(client, user):
         r = client.get(f"/sessions/{sid}/{page}")
         assert r.status_code == 200 and user.own.name in r.text, page
     assert "dashboards" in ok(client.get(f"/api/v1/sessions/{sid}/dashboards"))
-    data = prom(client.get(f"/sessions/{sid}/prometheus/api/v1/query",
-                           params={"query": "ray_node_cpu_utilization", "time": AT}))
+    data = prom(
+        client.get(f"/sessions/{sid}/prometheus/api/v1/query", params={"query": "ray_node_cpu_utilization", "time": AT})
+    )
     assert [s["metric"]["SessionName"] for s in data["result"]] == [user.own.name]
 
 
 # -- PromQL --------------------------------------------------------------------------------------------------------
+
 
 def test_the_whole_archive_scope_never_loads_another_namespaces_series(app, client, user):
     spy = Spy(app)
@@ -209,11 +231,21 @@ def test_the_whole_archive_scope_never_loads_another_namespaces_series(app, clie
         api = "/prometheus/api/v1"
         data = prom(client.get(f"{api}/query", params={"query": "ray_node_cpu_utilization", "time": AT}))
         assert {s["metric"]["SessionName"] for s in data["result"]} == {user.own.name}
-        data = prom(client.get(f"{api}/query", params={"query": f'up{{ray_io_cluster="{user.other.cluster}"}}',
-                                                       "time": AT}))
+        data = prom(
+            client.get(f"{api}/query", params={"query": f'up{{ray_io_cluster="{user.other.cluster}"}}', "time": AT})
+        )
         assert data["result"] == []  # asked for by name: still nothing
-        data = prom(client.get(f"{api}/query_range", params={"query": "count by (namespace) (rayhistory_session_up)",
-                                                             "start": str(T0 / 1000), "end": AT, "step": "60"}))
+        data = prom(
+            client.get(
+                f"{api}/query_range",
+                params={
+                    "query": "count by (namespace) (rayhistory_session_up)",
+                    "start": str(T0 / 1000),
+                    "end": AT,
+                    "step": "60",
+                },
+            )
+        )
         assert {s["metric"]["namespace"] for s in data["result"]} == {user.own.namespace}
         assert "SessionName" in prom(client.get(f"{api}/labels"))
         assert prom(client.get(f"{api}/label/SessionName/values")) == [user.own.name]
@@ -237,11 +269,13 @@ def test_the_cluster_scope_is_404_for_another_namespaces_cluster(client, user):
         other = client.get(f"/clusters/{user.other.namespace}/{user.other.cluster}/prometheus/api/v1/{path}")
         unknown = client.get(f"/clusters/{user.other.namespace}/no-such-cluster/prometheus/api/v1/{path}")
         assert other.status_code == unknown.status_code == 404 and other.json()["errorType"] == "not_found", path
-        assert other.json()["error"].replace(user.other.cluster, "C") == \
-            unknown.json()["error"].replace("no-such-cluster", "C")
+        assert other.json()["error"].replace(user.other.cluster, "C") == unknown.json()["error"].replace(
+            "no-such-cluster", "C"
+        )
 
 
 # -- the live list and our pages -----------------------------------------------------------------------------------
+
 
 def test_the_live_list_shows_only_the_users_namespace(client, user):
     body = ok(client.get("/api/v1/live"))
@@ -274,28 +308,33 @@ def test_a_user_without_namespaces_sees_an_empty_archive(app):
 
 # -- the kubernetes authorizer -------------------------------------------------------------------------------------
 
+
 def test_reviews_are_what_kube_apiserver_expects_and_are_reused_for_the_ttl(kube, tmp_path):
     from historyserver.access.policies import KubernetesAuthz
     from historyserver.access.principal import Principal
 
     now = [0.0]
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-    authz = KubernetesAuthz(LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig)), ttl=30,
-                            clock=lambda: now[0])
+    authz = KubernetesAuthz(LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig)), ttl=30, clock=lambda: now[0])
     kube.reviews.clear()
     bob = Principal("bob", ("team-b-devs", "viewers"))
     assert authz(bob, "team-b") is True and authz(bob, "team-a") is False
     assert authz(Principal("carol"), "team-a") is False
 
     def review(user, namespace, groups=None):
-        spec = {"user": user, "resourceAttributes": {"group": "ray.io", "namespace": namespace,
-                                                     "resource": "rayclusters", "verb": "get"}}
+        spec = {
+            "user": user,
+            "resourceAttributes": {"group": "ray.io", "namespace": namespace, "resource": "rayclusters", "verb": "get"},
+        }
         if groups:
             spec["groups"] = groups
         return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
 
-    assert kube.reviews == [review("bob", "team-b", ["team-b-devs", "viewers"]),
-                            review("bob", "team-a", ["team-b-devs", "viewers"]), review("carol", "team-a")]
+    assert kube.reviews == [
+        review("bob", "team-b", ["team-b-devs", "viewers"]),
+        review("bob", "team-a", ["team-b-devs", "viewers"]),
+        review("carol", "team-a"),
+    ]
     # Reused within the ttl, whatever the order of the groups; asked again after it.
     assert authz(Principal("bob", ("viewers", "team-b-devs")), "team-b") is True and len(kube.reviews) == 3
     now[0] = 31
@@ -308,21 +347,29 @@ def test_an_explicit_denial_wins_over_a_grant(kube, tmp_path):
 
     kube.access_rules.append(AccessRule("User", "mallory", "team-b", allow=False))
     try:
-        authz = KubernetesAuthz(LiveSettings(mode="kubeconfig", kubeconfig=str(kube.write_kubeconfig(
-            tmp_path / "kubeconfig"))), ttl=0)
+        authz = KubernetesAuthz(
+            LiveSettings(mode="kubeconfig", kubeconfig=str(kube.write_kubeconfig(tmp_path / "kubeconfig"))), ttl=0
+        )
         assert authz(Principal("mallory", ("team-b-devs",)), "team-b") is False
         assert authz(Principal("mallory", ("team-c-devs",)), "team-c") is True
     finally:
         kube.access_rules.remove(AccessRule("User", "mallory", "team-b", allow=False))
 
 
-def test_without_rbac_to_review_every_request_is_a_503_naming_the_role_not_an_open_door(archive, kube, tmp_path,
-                                                                                        monkeypatch):
+def test_without_rbac_to_review_every_request_is_a_503_naming_the_role_not_an_open_door(
+    archive, kube, tmp_path, monkeypatch
+):
     (tmp_path / "tokens.csv").write_text(TOKENS)
     monkeypatch.setenv("RAYHISTORY_KUBERNETES", f"kubeconfig:{kube.write_kubeconfig(tmp_path / 'kubeconfig')}")
-    settings = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0,
-                              compact_on_end=False, auth="token", auth_token_file=str(tmp_path / "tokens.csv"),
-                              authz="kubernetes")
+    settings = ServerSettings(
+        archive=str(archive),
+        cache_dir=str(tmp_path / "cache"),
+        catalog_ttl=0,
+        compact_on_end=False,
+        auth="token",
+        auth_token_file=str(tmp_path / "tokens.csv"),
+        authz="kubernetes",
+    )
     kube.may_review = False
     try:
         with TestClient(create_app(settings, LocalStore(archive)), headers=ALICE.auth) as c:

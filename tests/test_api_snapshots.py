@@ -21,15 +21,23 @@ def _snapshot(route: str, at: int, body) -> bytes:
 def test_placement_groups_and_cluster_status_come_from_the_last_snapshots(tmp_path, reference):
     pgs = json.loads((reference / "dashboard_api" / "v0_pgs.json").read_text())["response"]
     older = {**pgs, "data": {"result": {**pgs["data"]["result"], "result": []}}}
-    lines = b"".join([
-        _snapshot("/api/v0/placement_groups?detail=1&limit=10000", 1000, older),
-        _snapshot("/api/v0/placement_groups?detail=1&limit=10000", 2000, pgs),
-        _snapshot("/api/cluster_status?format=1", 2000, {"result": True, "msg": "Got formatted cluster status.",
-                                                         "data": {"clusterStatus": STATUS}}),
-        _snapshot("/api/cluster_status?format=0", 2000, {"result": True, "msg": "Got cluster status.",
-                                                         "data": {"clusterStatus": {"time": 1.0}}}),
-        b"{not json\n",
-    ])
+    lines = b"".join(
+        [
+            _snapshot("/api/v0/placement_groups?detail=1&limit=10000", 1000, older),
+            _snapshot("/api/v0/placement_groups?detail=1&limit=10000", 2000, pgs),
+            _snapshot(
+                "/api/cluster_status?format=1",
+                2000,
+                {"result": True, "msg": "Got formatted cluster status.", "data": {"clusterStatus": STATUS}},
+            ),
+            _snapshot(
+                "/api/cluster_status?format=0",
+                2000,
+                {"result": True, "msg": "Got cluster status.", "data": {"clusterStatus": {"time": 1.0}}},
+            ),
+            b"{not json\n",
+        ]
+    )
     store = LocalStore(tmp_path / "archive")
     ref = SessionRef("default", "snap", SESSION)
     node = ref.node(NODE)

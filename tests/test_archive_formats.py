@@ -17,19 +17,23 @@ from prometheus_client.samples import Sample
 from archive import api_snapshots, compacted, grafana, metrics_blocks
 from archive.layout import InvalidName, SessionRef, parse_compacted_key
 
-
 # --- metrics blocks ----------------------------------------------------------------------------------------------
+
 
 def _families(ts_ms: int) -> list[Metric]:
     stamp = metrics_blocks.timestamp(ts_ms)
     c = Metric("rh_requests", "Requests", "counter")
-    c.samples = [Sample("rh_requests_total", {"route": "/a", "instance": "h:1"}, 3.0, stamp),
-                 Sample("rh_requests_total", {"route": 'q"\\\n', "instance": "h:1"}, 1.0, stamp)]
+    c.samples = [
+        Sample("rh_requests_total", {"route": "/a", "instance": "h:1"}, 3.0, stamp),
+        Sample("rh_requests_total", {"route": 'q"\\\n', "instance": "h:1"}, 1.0, stamp),
+    ]
     h = Metric("rh_latency_seconds", "Latency", "histogram")
-    h.samples = [Sample("rh_latency_seconds_bucket", {"le": "1.0", "instance": "h:1"}, 1.0, stamp),
-                 Sample("rh_latency_seconds_bucket", {"le": "+Inf", "instance": "h:1"}, 2.0, stamp),
-                 Sample("rh_latency_seconds_count", {"instance": "h:1"}, 2.0, stamp),
-                 Sample("rh_latency_seconds_sum", {"instance": "h:1"}, 3.5, stamp)]
+    h.samples = [
+        Sample("rh_latency_seconds_bucket", {"le": "1.0", "instance": "h:1"}, 1.0, stamp),
+        Sample("rh_latency_seconds_bucket", {"le": "+Inf", "instance": "h:1"}, 2.0, stamp),
+        Sample("rh_latency_seconds_count", {"instance": "h:1"}, 2.0, stamp),
+        Sample("rh_latency_seconds_sum", {"instance": "h:1"}, 3.5, stamp),
+    ]
     return [c, h]
 
 
@@ -41,10 +45,15 @@ def test_metrics_blocks_round_trip():
     """Blocks rendered as the collector writes them (a failed scrape among them, a torn last line after them)
     come back one document per scrape, every sample with its labels and millisecond timestamp."""
     target = {"instance": "h:1", "job": "ray", "ray_io_cluster": "c"}
-    scrapes = [(1_700_000_000_123, 1, _families(1_700_000_000_123)), (1_700_000_015_000, 0, []),
-               (1_700_000_030_007, 1, _families(1_700_000_030_007))]
-    blocks = [metrics_blocks.render(metrics_blocks.scrape_header(target, ts, up, 0.25, 6 * up) + fams)
-              for ts, up, fams in scrapes]
+    scrapes = [
+        (1_700_000_000_123, 1, _families(1_700_000_000_123)),
+        (1_700_000_015_000, 0, []),
+        (1_700_000_030_007, 1, _families(1_700_000_030_007)),
+    ]
+    blocks = [
+        metrics_blocks.render(metrics_blocks.scrape_header(target, ts, up, 0.25, 6 * up) + fams)
+        for ts, up, fams in scrapes
+    ]
     text = b"".join(blocks).decode() + metrics_blocks.BLOCK_START + "torn"  # a write that failed
     docs = list(metrics_blocks.split_scrapes(text))
     assert len(docs) == len(scrapes)
@@ -61,8 +70,10 @@ def test_metrics_blocks_read_by_the_history_servers_fast_path():
     from historyserver.compaction.openmetrics import SeriesTable, parse_file
 
     target = {"instance": "h:1", "job": "ray"}
-    data = b"".join(metrics_blocks.render(metrics_blocks.scrape_header(target, ts, 1, 0.1, 6) + _families(ts))
-                    for ts in (1_000_000, 1_015_000))
+    data = b"".join(
+        metrics_blocks.render(metrics_blocks.scrape_header(target, ts, 1, 0.1, 6) + _families(ts))
+        for ts in (1_000_000, 1_015_000)
+    )
     table = SeriesTable()
     parsed = parse_file(data, table)
     assert len(parsed.block_lines) == 2 and not len(parsed.slow_blocks)
@@ -79,30 +90,48 @@ def test_metrics_file_names_round_trip(seq):
 
 # --- API snapshots -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("status, body, value", [
-    (200, b'{"result": true, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}}',
-     {"result": True, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}}),
-    (200, b"[]", []),
-    (501, b"Serve is not installed \xe2\x9c\x97", "Serve is not installed \u2717"),  # not JSON: kept as text
-    (500, b"\xff\xfe broken", "\ufffd\ufffd broken"),  # not UTF-8: replaced, as the collector writes it
-])
+
+@pytest.mark.parametrize(
+    "status, body, value",
+    [
+        (
+            200,
+            b'{"result": true, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}}',
+            {"result": True, "data": {"result": {"result": [{"placement_group_id": "pg1"}]}}},
+        ),
+        (200, b"[]", []),
+        (501, b"Serve is not installed \xe2\x9c\x97", "Serve is not installed \u2717"),  # not JSON: kept as text
+        (500, b"\xff\xfe broken", "\ufffd\ufffd broken"),  # not UTF-8: replaced, as the collector writes it
+    ],
+)
 def test_api_snapshot_lines_round_trip(status, body, value):
     snap = api_snapshots.Snapshot.from_response(1_700_000_000_123, api_snapshots.JOBS_ROUTE, status, body)
     line = snap.encode()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert api_snapshots.decode(line) == snap == api_snapshots.Snapshot(1_700_000_000_123, api_snapshots.JOBS_ROUTE,
-                                                                        status, value)
+    assert (
+        api_snapshots.decode(line)
+        == snap
+        == api_snapshots.Snapshot(1_700_000_000_123, api_snapshots.JOBS_ROUTE, status, value)
+    )
 
 
 def test_api_snapshots_latest_by_route():
     """The newest 200 answer of each route holds (a later line wins a tie); lines that are no snapshot are
     reported by number, never raised."""
+
     def line(at, route, status=200, body=b"{}"):
         return api_snapshots.Snapshot.from_response(at, route, status, body).encode()
 
     pg, cs1 = api_snapshots.PLACEMENT_GROUPS_ROUTE, api_snapshots.CLUSTER_STATUS_ROUTES[1]
-    lines = [line(1, pg, body=b'{"n": 1}'), b'{"route": "x"}\n', line(3, pg, body=b'{"n": 3}'),
-             line(4, pg, 500), line(3, pg, body=b'{"n": 33}'), b"not json\n", line(2, cs1)]
+    lines = [
+        line(1, pg, body=b'{"n": 1}'),
+        b'{"route": "x"}\n',
+        line(3, pg, body=b'{"n": 3}'),
+        line(4, pg, 500),
+        line(3, pg, body=b'{"n": 33}'),
+        b"not json\n",
+        line(2, cs1),
+    ]
     bad: list[tuple[int, str]] = []
     latest = api_snapshots.latest_by_route(lines, lambda n, e: bad.append((n, type(e).__name__)))
     assert latest == {pg: api_snapshots.Snapshot(3, pg, 200, {"n": 33}), cs1: api_snapshots.Snapshot(2, cs1, 200, {})}
@@ -118,6 +147,7 @@ def test_api_snapshot_routes_and_file_names():
 
 # --- Grafana dashboards ------------------------------------------------------------------------------------------
 
+
 def test_grafana_dashboards_round_trip(tmp_path):
     """Files of the session's SESSION_DIR shipped by the collector's sink come back as dashboards by uid; files
     that are not dashboards are skipped, and a small segment size splits a file without changing it."""
@@ -125,8 +155,10 @@ def test_grafana_dashboards_round_trip(tmp_path):
     from collector.sinks.generations import ArchivedFolder
     from collector.sources.session_dir import scan_tree
 
-    boards = {"rayDefaultDashboard": {"uid": "rayDefaultDashboard", "title": "Default \u2713", "panels": [{"id": 1}]},
-              "serve": {"uid": "serve", "title": "Serve", "panels": []}}
+    boards = {
+        "rayDefaultDashboard": {"uid": "rayDefaultDashboard", "title": "Default \u2713", "panels": [{"id": 1}]},
+        "serve": {"uid": "serve", "title": "Serve", "panels": []},
+    }
     folder = tmp_path / "session" / grafana.SESSION_DIR
     folder.mkdir(parents=True)
     for name, board in boards.items():
@@ -142,6 +174,7 @@ def test_grafana_dashboards_round_trip(tmp_path):
 
 
 # --- compacted tables --------------------------------------------------------------------------------------------
+
 
 def test_compacted_keys_round_trip():
     ref = SessionRef("default", "c", "session_2026-01-01_00-00-00_000000_1")
@@ -172,7 +205,8 @@ def test_compaction_writes_every_registered_table_in_its_schema(tmp_path):
     ref = SessionRef("default", "c", "session_2026-01-01_00-00-00_000000_1")
     info = compact(LocalStore(tmp_path / "archive"), ref, tmp_path / "t", 1_000)
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == sorted(
-        [t.file for t in compacted.TABLES] + [compacted.INFO_FILE])
+        [t.file for t in compacted.TABLES] + [compacted.INFO_FILE]
+    )
     assert info["compaction_version"] == compacted.COMPACTION_VERSION
     duckdb_types = {("tasks", "attempt_number"): pa.int32(), ("tasks", "record"): "extension<arrow.json>"}
     for t in compacted.TABLES:
@@ -197,6 +231,7 @@ def test_every_registered_table_has_one_builder_in_order():
 
 # --- the drawn layout --------------------------------------------------------------------------------------------
 
+
 def test_the_drawn_trees_show_every_source_and_prefix():
     """FORMAT.md's tree and layout.py's docstring are what a reader of the archive looks at first."""
     from pathlib import Path
@@ -204,7 +239,7 @@ def test_the_drawn_trees_show_every_source_and_prefix():
     from archive import layout
 
     format_md = (Path(layout.__file__).parent / "FORMAT.md").read_text()
-    tree = format_md[format_md.index("## Layout"):format_md.index("| part |")]
+    tree = format_md[format_md.index("## Layout") : format_md.index("| part |")]
     for drawn in (tree, layout.__doc__):
         lines = [line.strip() for line in drawn.splitlines()]
         for source in layout.SOURCES:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from archive import logs as segments
 from archive.layout import SessionRef
 from archive.storage import open_store
@@ -43,7 +42,11 @@ def test_synthetic_session_is_read_by_compaction_into_its_counts(tmp_path: Path)
     db = Warehouse(store, tmp_path / "cache").db(entry)
     counts = db.info["counts"]
     assert (counts["tasks"], counts["jobs"], counts["nodes"], counts["actors"]) == (
-        info["tasks"], info["jobs"], info["nodes"], info["actors"])
+        info["tasks"],
+        info["jobs"],
+        info["nodes"],
+        info["actors"],
+    )
     assert db.query("SELECT count(*) FROM tasks WHERE state = 'FAILED'")[0][0] == info["failed_tasks"]
     assert db.info["damage"]["bad_lines"] == 0
     statuses = sorted(j["status"] for j in db.jobs())
@@ -68,13 +71,21 @@ def test_synthetic_session_is_deterministic_and_cut_into_segments(tmp_path: Path
 def test_open_session_benchmark_prints_a_table(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.open_session", "--tasks", str(TASKS), "--cache-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "| measure | ours |" in out
-    for row in ("open: compaction time", "GET api/v0/tasks?limit=100", "GET api/v0/tasks/summarize", "GET api/jobs/",
-                "serving peak RSS"):
+    for row in (
+        "open: compaction time",
+        "GET api/v0/tasks?limit=100",
+        "GET api/v0/tasks/summarize",
+        "GET api/jobs/",
+        "serving peak RSS",
+    ):
         assert f"| {row}" in out, out
     assert "python -m benchmarks.open_session --tasks 2000" in out
 
@@ -84,7 +95,10 @@ def test_open_session_benchmark_exits_non_zero_when_compaction_raises(tmp_path: 
     not_a_dir.write_text("a file where the compacted tables should go")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.open_session", "--tasks", str(TASKS), "--cache-dir", str(not_a_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 1, proc.stdout
     assert "benchmarks.open_session: FAILED" in proc.stderr
@@ -92,7 +106,8 @@ def test_open_session_benchmark_exits_non_zero_when_compaction_raises(tmp_path: 
 
 
 def test_open_session_benchmark_exits_non_zero_when_an_answer_differs_from_the_baseline(
-        tmp_path: Path, monkeypatch, capsys) -> None:
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     real = open_session.run_child
 
     def replay_miscounts(phase, *args):
@@ -130,7 +145,7 @@ def test_promql_benchmark_exits_non_zero_on_a_differing_answer(tmp_path: Path, m
         series = body["data"]["result"][0]
         points = series.get("values") or [series["value"]]
         points[-1][1] = str(float(points[-1][1]) + 1)
-        return [*out[:i], (out[i][0], json.dumps(body).encode(), out[i][2]), *out[i + 1:]]
+        return [*out[:i], (out[i][0], json.dumps(body).encode(), out[i][2]), *out[i + 1 :]]
 
     monkeypatch.setattr(promql_dashboard, "run_pass", ours_off_by_one)
     assert _promql_bench(monkeypatch, tmp_path, float("inf")) == 1
@@ -145,8 +160,9 @@ def test_promql_benchmark_exits_non_zero_on_a_missed_target(tmp_path: Path, monk
 def test_promql_benchmark_counts_two_errors_as_a_difference() -> None:
     error = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error"}).encode()
     assert promql_dashboard.differs(error, error) is not None
-    ok = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"a": "1"}, "value": [1, "2"]}]}}).encode()
+    ok = json.dumps(
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"a": "1"}, "value": [1, "2"]}]}}
+    ).encode()
     assert promql_dashboard.differs(ok, ok) is None
 
 
@@ -186,8 +202,9 @@ def test_catalog_benchmark_passes_and_checks_what_it_listed(tmp_path: Path, monk
 
     real = Catalog.sessions
     monkeypatch.setattr(Catalog, "sessions", lambda self: real(self)[1:])
-    assert catalog_listing.main(["--sessions", "30", "--segments-per-session", "1", "--archive",
-                                 str(tmp_path / "b")]) == 1
+    assert (
+        catalog_listing.main(["--sessions", "30", "--segments-per-session", "1", "--archive", str(tmp_path / "b")]) == 1
+    )
     assert "the first listing found 29 sessions, 30 were written" in capsys.readouterr().err
 
 

@@ -33,6 +33,14 @@ def test_collector_runtime_stays_small():
     and, when it streams to SLS, Alibaba's SLS SDK with pyarrow and numpy (the column-wise LogGroup encoder)."""
     import sys
 
-    allowed = set(sys.stdlib_module_names) | {"archive", "collector", "boto3", "botocore", "prometheus_client",
-                                              "aliyun", "pyarrow", "numpy"}
+    allowed = set(sys.stdlib_module_names) | {
+        "archive",
+        "collector",
+        "boto3",
+        "botocore",
+        "prometheus_client",
+        "aliyun",
+        "pyarrow",
+        "numpy",
+    }
     assert _imports("collector") | _imports("archive") <= allowed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-
 from archive import compacted
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, SessionManifest
@@ -19,9 +18,15 @@ from tests.helpers import client_for
 
 
 def _manifest(cluster: str, session: str, status: str, start_ms: int, last_seen_ms: int | None = None):
-    return SessionManifest(namespace="team-a", cluster=cluster, session_name=session, status=status,
-                           start_ms=start_ms, last_seen_ms=last_seen_ms,
-                           end_ms=start_ms + 1000 if status == ENDED else None)
+    return SessionManifest(
+        namespace="team-a",
+        cluster=cluster,
+        session_name=session,
+        status=status,
+        start_ms=start_ms,
+        last_seen_ms=last_seen_ms,
+        end_ms=start_ms + 1000 if status == ENDED else None,
+    )
 
 
 def _publish(store, m: SessionManifest) -> None:
@@ -74,7 +79,7 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     Warehouse(store, tmp_path / "cache-1").db(entry)
     prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
     files = {t.file for t in compacted.TABLES} | {compacted.INFO_FILE}
-    assert {o.key[len(prefix):] for o in store.list(prefix)} == files
+    assert {o.key[len(prefix) :] for o in store.list(prefix)} == files
 
     def no_compaction(*args, **kwargs):
         raise AssertionError("a second server compacted a session whose tables are in the archive")
@@ -114,8 +119,14 @@ def test_a_session_that_ends_is_compacted_in_the_background(tmp_path):
     app = create_app(ServerSettings(archive=store.url, cache_dir=str(tmp_path / "cache"), catalog_ttl=0), store)
     settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
     ref = SessionRef("ns", "c", SESSION_NAME)
-    m = SessionManifest(namespace="ns", cluster="c", session_name=SESSION_NAME, status=RUNNING, start_ms=1,
-                        last_seen_ms=int(time.time() * 1000))
+    m = SessionManifest(
+        namespace="ns",
+        cluster="c",
+        session_name=SESSION_NAME,
+        status=RUNNING,
+        start_ms=1,
+        last_seen_ms=int(time.time() * 1000),
+    )
     _publish(store, m)
     assert [e.status for e in app.state.catalog.sessions()] == [RUNNING]  # the first listing
     Collector(settings, store, SessionDir(session)).run()  # the session ends

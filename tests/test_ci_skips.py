@@ -22,8 +22,9 @@ def test_a_skip_fails_the_run_in_ci_and_names_the_test(pytester, monkeypatch):
     result = _run(pytester, monkeypatch, "true", SKIPPING)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*skipped in CI: the run fails*",
-                                 "*test_inner.py::test_gone: skipped (*promtool is missing)"])
+    result.stdout.fnmatch_lines(
+        ["*skipped in CI: the run fails*", "*test_inner.py::test_gone: skipped (*promtool is missing)"]
+    )
 
 
 def test_outside_ci_a_skip_is_a_skip(pytester, monkeypatch):
@@ -37,13 +38,19 @@ def test_a_green_run_stays_green_in_ci(pytester, monkeypatch):
     assert _run(pytester, monkeypatch, "true", PASSING).ret == pytest.ExitCode.OK
 
 
-@pytest.mark.parametrize("source, kind", [
-    ("import pytest\n\n@pytest.mark.skipif(True, reason='no reference')\ndef test_s():\n    pass\n", "skipped"),
-    ("import pytest\n\n@pytest.fixture\ndef tool():\n    pytest.skip('no tool')\n\ndef test_f(tool):\n    pass\n",
-     "skipped"),
-    ("import pytest\n\n@pytest.mark.xfail(reason='known bug')\ndef test_x():\n    assert False\n", "xfailed"),
-    ("import pytest\n\n@pytest.mark.xfail(reason='known bug')\ndef test_x():\n    pass\n", "xpassed"),
-], ids=["skipif", "skip-in-fixture", "xfail", "xpass"])
+@pytest.mark.parametrize(
+    "source, kind",
+    [
+        ("import pytest\n\n@pytest.mark.skipif(True, reason='no reference')\ndef test_s():\n    pass\n", "skipped"),
+        (
+            "import pytest\n\n@pytest.fixture\ndef tool():\n    pytest.skip('no tool')\n\ndef test_f(tool):\n    pass\n",
+            "skipped",
+        ),
+        ("import pytest\n\n@pytest.mark.xfail(reason='known bug')\ndef test_x():\n    assert False\n", "xfailed"),
+        ("import pytest\n\n@pytest.mark.xfail(reason='known bug')\ndef test_x():\n    pass\n", "xpassed"),
+    ],
+    ids=["skipif", "skip-in-fixture", "xfail", "xpass"],
+)
 def test_every_kind_of_not_running_fails_in_ci(pytester, monkeypatch, source, kind):
     result = _run(pytester, monkeypatch, "true", source)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -37,8 +37,9 @@ class RecordingStore(LocalStore):
 
 
 def collect_once(session, store, **kw):
-    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns",
-                                 once=True, **kw)
+    settings = CollectorSettings(
+        session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True, **kw
+    )
     Collector(settings, store, SessionDir(session)).run()
 
 
@@ -77,7 +78,7 @@ def test_restart_resumes_without_duplicating_or_overwriting(tmp_path):
     with open(log, "ab") as f:
         f.write(b"a line appended after the first run\n" * 100)
     collect_once(session, store)  # a new collector: it only knows what the archive holds
-    second = segment_keys(store)[len(first):]
+    second = segment_keys(store)[len(first) :]
     assert second and not set(second) & set(first)
     assert all("/logs/raylet.out/" in k for k in second)  # only the grown file is shipped again
     assert archived(store, "raylet.out") == log.read_bytes()
@@ -123,8 +124,9 @@ def test_missing_and_foreign_directories_are_refused(tmp_path):
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "rayhistory.cli", "collect", *args], capture_output=True,
-                          text=True, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rayhistory.cli", "collect", *args], capture_output=True, text=True, timeout=60, **kw
+    )
 
 
 def test_cli_bad_session_dir_is_one_clear_line(tmp_path):
@@ -138,9 +140,27 @@ def test_cli_waits_for_a_session_that_ray_has_not_created_yet(tmp_path):
     base = tmp_path / "ray"
     base.mkdir()
     archive = tmp_path / "archive"
-    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir",
-                             str(base / SESSION_NAME), "--archive", str(archive), "--cluster", "c", "--namespace",
-                             "ns", "--once", "--wait-for-session", "60"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(base / SESSION_NAME),
+            "--archive",
+            str(archive),
+            "--cluster",
+            "c",
+            "--namespace",
+            "ns",
+            "--once",
+            "--wait-for-session",
+            "60",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()  # the collector says it waits before Ray's directory exists
         assert "waiting up to 60s for Ray's session directory" in line, line
@@ -156,9 +176,26 @@ def test_cli_waits_for_a_session_that_ray_has_not_created_yet(tmp_path):
 def test_cli_sigterm_flushes_and_marks_ended(tmp_path):
     session = make_session(tmp_path)
     archive = tmp_path / "archive"
-    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
-                             "--archive", str(archive), "--cluster", "c", "--namespace", "ns", "--interval", "60"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(session),
+            "--archive",
+            str(archive),
+            "--cluster",
+            "c",
+            "--namespace",
+            "ns",
+            "--interval",
+            "60",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     store = LocalStore(archive)
     ref = SessionRef("ns", "c", SESSION_NAME)
     deadline = time.monotonic() + 30
@@ -235,9 +272,26 @@ def test_a_restarted_ray_is_a_new_session_archived_apart(tmp_path):
     latest = tmp_path / "session_latest"
     latest.symlink_to(first)
     archive = tmp_path / "archive"
-    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(latest),
-                             "--archive", str(archive), "--cluster", "c", "--namespace", "ns", "--interval", "0.2"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(latest),
+            "--archive",
+            str(archive),
+            "--cluster",
+            "c",
+            "--namespace",
+            "ns",
+            "--interval",
+            "0.2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     store = LocalStore(archive)
     old = SessionRef("ns", "c", SESSION_NAME)
     new_name = "session_2026-11-25_21-30-00_000001_2002"
@@ -268,4 +322,6 @@ def test_a_restarted_ray_is_a_new_session_archived_apart(tmp_path):
     ended_new = SessionManifest.from_json(store.get(new.manifest_key))
     assert (ended_old.ended_by, ended_new.ended_by) == ("session-replaced", "signal:SIGTERM")
     assert archive_logs.read_file(store, new.node(NODE_ID), "raylet.out") == b"the second life of this node\n"
-    assert archive_logs.read_file(store, old.node(NODE_ID), "raylet.out") == (first / "logs" / "raylet.out").read_bytes()
+    assert (
+        archive_logs.read_file(store, old.node(NODE_ID), "raylet.out") == (first / "logs" / "raylet.out").read_bytes()
+    )

@@ -16,8 +16,12 @@ def test_every_collector_error_has_the_one_base():
 
 
 def _collect(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rayhistory.cli", "collect", "--cluster", "c", "--namespace", "ns",
-                           *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rayhistory.cli", "collect", "--cluster", "c", "--namespace", "ns", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _errors(stderr: str) -> list[str]:
@@ -29,8 +33,9 @@ def test_a_busy_port_is_one_line_naming_the_setting(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        out = _collect("--session-dir", str(session), "--archive", str(tmp_path / "a"),
-                       "--http-port", str(busy.getsockname()[1]))
+        out = _collect(
+            "--session-dir", str(session), "--archive", str(tmp_path / "a"), "--http-port", str(busy.getsockname()[1])
+        )
     assert out.returncode == 1
     assert len(_errors(out.stderr)) == 1 and "--http-port" in out.stderr
     assert "Traceback" not in out.stderr
@@ -39,7 +44,14 @@ def test_a_busy_port_is_one_line_naming_the_setting(tmp_path):
 def test_an_unwritable_state_dir_is_one_line_naming_the_setting(tmp_path):
     session = make_session(tmp_path)
     (tmp_path / "file").write_text("not a directory")
-    out = _collect("--session-dir", str(session), "--archive", str(tmp_path / "a"), "--once",
-                   "--state-dir", str(tmp_path / "file" / "state"))
+    out = _collect(
+        "--session-dir",
+        str(session),
+        "--archive",
+        str(tmp_path / "a"),
+        "--once",
+        "--state-dir",
+        str(tmp_path / "file" / "state"),
+    )
     assert out.returncode == 1
     assert len(_errors(out.stderr)) == 1 and "--state-dir" in out.stderr and "Traceback" not in out.stderr

@@ -15,8 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from archive import logs as archive_logs
 from archive.layout import SessionRef
 from archive.manifest import SessionManifest
@@ -51,10 +49,29 @@ class Writer(threading.Thread):
 
 def collector(session: Path, archive: str, env: dict | None = None, *args: str) -> subprocess.Popen:
     log = open(session.parent / f"collector-{time.monotonic_ns()}.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
-                             "--archive", archive, "--cluster", "c", "--namespace", "ns", "--interval", "0.2",
-                             "--final-flush-deadline", "60", *args],
-                            env={**os.environ, **(env or {})}, stderr=log)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(session),
+            "--archive",
+            archive,
+            "--cluster",
+            "c",
+            "--namespace",
+            "ns",
+            "--interval",
+            "0.2",
+            "--final-flush-deadline",
+            "60",
+            *args,
+        ],
+        env={**os.environ, **(env or {})},
+        stderr=log,
+    )
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -103,7 +120,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(tmp_path):
     for round_ in range(3):  # killed three times at arbitrary points of its uploads
         proc = collector(session, archive)
         shipped = len(list(store.list("v1/clusters/")))
-        wait_until(lambda: len(list(store.list("v1/clusters/"))) > shipped + 8, f"uploads in round {round_}")
+        wait_until(lambda: len(list(store.list("v1/clusters/"))) > shipped + 8, f"uploads in round {round_}")  # noqa: B023 - waited for within the round
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     writer.stop.set()
@@ -111,8 +128,10 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(tmp_path):
     ref = SessionRef("ns", "c", SESSION_NAME)
     seen = SessionManifest.from_json(store.get(ref.manifest_key)).last_seen_ms
     proc = collector(session, archive)
-    wait_until(lambda: SessionManifest.from_json(store.get(ref.manifest_key)).last_seen_ms != seen,
-               "the restarted collector to announce itself")
+    wait_until(
+        lambda: SessionManifest.from_json(store.get(ref.manifest_key)).last_seen_ms != seen,
+        "the restarted collector to announce itself",
+    )
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=90) == 0
     assert writer.lines > 1000
@@ -127,8 +146,9 @@ def test_s3_down_for_30_seconds_mid_run_loses_nothing(tmp_path, seaweedfs, s3_ar
     port = free_port()
     proc = collector(session, s3_archive, seaweedfs.env(), "--http-port", str(port))
     try:
-        wait_until(lambda: any(True for _ in store.list(SessionRef("ns", "c", SESSION_NAME).nodes_prefix)),
-                   "first uploads")
+        wait_until(
+            lambda: any(True for _ in store.list(SessionRef("ns", "c", SESSION_NAME).nodes_prefix)), "first uploads"
+        )
         before = archive_errors(port)
         seaweedfs.stop()
         try:

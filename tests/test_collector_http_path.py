@@ -22,19 +22,42 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
     port = free_port()
     archive = str(tmp_path / "archive")
     ray = LocalRayCluster()
-    ray.env.update({
-        "RAY_enable_core_worker_ray_event_to_aggregator": "1",
-        "RAY_enable_ray_event": "1",
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": f"http://127.0.0.1:{port}/v1/events",
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
-    })
+    ray.env.update(
+        {
+            "RAY_enable_core_worker_ray_event_to_aggregator": "1",
+            "RAY_enable_ray_event": "1",
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": f"http://127.0.0.1:{port}/v1/events",
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
+        }
+    )
     collector = None
     try:
         session_dir = ray.start()
         collector = subprocess.Popen(
-            [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive,
-             "--cluster", "http", "--namespace", "default", "--interval", "1", "--http-port", str(port),
-             "--metrics-interval", "1", "--api-interval", "2"], env=ray.env)
+            [
+                sys.executable,
+                "-m",
+                "rayhistory.cli",
+                "collect",
+                "--session-dir",
+                str(session_dir),
+                "--archive",
+                archive,
+                "--cluster",
+                "http",
+                "--namespace",
+                "default",
+                "--interval",
+                "1",
+                "--http-port",
+                str(port),
+                "--metrics-interval",
+                "1",
+                "--api-interval",
+                "2",
+            ],
+            env=ray.env,
+        )
         ray.wait_ready()
         jobs = workload.run(ray.env, ray.address, ray.dashboard)
         ref = SessionRef("default", "http", session_dir.name)
@@ -47,11 +70,13 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
             metrics = r.read().decode()
         assert "rayhistory_collector_shipped_bytes_total" in metrics
         assert 'rayhistory_collector_component_received_total{component="ray_events",kind="source"}' in metrics
-        scraped = re.search(r'^rayhistory_collector_component_received_total\{component="metrics",kind="source"\} (\S+)$',
-                            metrics, re.M)
+        scraped = re.search(
+            r'^rayhistory_collector_component_received_total\{component="metrics",kind="source"\} (\S+)$', metrics, re.M
+        )
         assert scraped and float(scraped.group(1)) >= 1, "the scraper's counters are not on /metrics"
-        assert re.search(r'^rayhistory_collector_component_received_total\{component="api",kind="source"\} ', metrics,
-                         re.M)
+        assert re.search(
+            r'^rayhistory_collector_component_received_total\{component="api",kind="source"\} ', metrics, re.M
+        )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
             assert r.status == 200
         ray.stop()
@@ -64,15 +89,23 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
     [node_id] = store.list_dirs(ref.nodes_prefix)
     node = ref.node(node_id)
     assert archive_logs.list_segments(store, node, source="metrics"), "no metrics archived"
-    api = b"".join(archive_logs.read_segment(store, node, s)
-                   for segs in archive_logs.list_segments(store, node, source="api").values() for s in segs)
+    api = b"".join(
+        archive_logs.read_segment(store, node, s)
+        for segs in archive_logs.list_segments(store, node, source="api").values()
+        for s in segs
+    )
     assert b'"/api/jobs/"' in api or b"api/jobs/" in api
     with client_for(archive, tmp_path / "cache") as client:
-        served = {j["submission_id"]: j["status"] for j in client.get(f"/sessions/{ref.id}/api/jobs/").json()
-                  if j["type"] == "SUBMISSION"}
+        served = {
+            j["submission_id"]: j["status"]
+            for j in client.get(f"/sessions/{ref.id}/api/jobs/").json()
+            if j["type"] == "SUBMISSION"
+        }
         assert served == jobs
-        squares = client.get(f"/sessions/{ref.id}/api/v0/tasks", params={
-            "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"}).json()["data"]["result"]
+        squares = client.get(
+            f"/sessions/{ref.id}/api/v0/tasks",
+            params={"filter_keys": "name", "filter_predicates": "=", "filter_values": "square"},
+        ).json()["data"]["result"]
         assert squares["num_filtered"] == 8
         # The head's API snapshots: Ray's own last cluster status, served as it answered.
         status = client.get(f"/sessions/{ref.id}/api/cluster_status", params={"format": 1}).json()
@@ -82,8 +115,11 @@ def test_http_events_metrics_and_api_snapshots_reach_the_archive_and_the_server(
 
     [tables] = list((tmp_path / "cache").glob("compacted-*/*"))
     db = SessionDB(tables)
-    [(series,)] = db.query("SELECT count(*) FROM metric_series WHERE name = 'ray_node_cpu_utilization' "
-                           "AND labels['ray_io_cluster'] = 'http' AND labels['SessionName'] = ?", [ref.session])
+    [(series,)] = db.query(
+        "SELECT count(*) FROM metric_series WHERE name = 'ray_node_cpu_utilization' "
+        "AND labels['ray_io_cluster'] = 'http' AND labels['SessionName'] = ?",
+        [ref.session],
+    )
     assert series >= 1 and db.query("SELECT count(*) FROM metric_samples")[0][0] > series
 
 
@@ -91,7 +127,7 @@ def _archived(store, ref) -> list[str]:
     lines = []
     for node_id in store.list_dirs(ref.nodes_prefix):
         node = ref.node(node_id)
-        for path, segs in archive_logs.list_segments(store, node, source="ray_events").items():
+        for _path, segs in archive_logs.list_segments(store, node, source="ray_events").items():
             data = b"".join(archive_logs.read_segment(store, node, s) for s in archive_logs.covering(segs))
             lines += data.decode(errors="replace").splitlines()
     return lines

@@ -30,8 +30,16 @@ class Dashboard:
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.bodies: dict[str, tuple[int, str]] = {
-            "/api/v0/placement_groups?detail=1&limit=10000": (200, json.dumps({
-                "result": True, "msg": "", "data": {"result": {"total": 1, "result": [{"placement_group_id": "ab"}]}}})),
+            "/api/v0/placement_groups?detail=1&limit=10000": (
+                200,
+                json.dumps(
+                    {
+                        "result": True,
+                        "msg": "",
+                        "data": {"result": {"total": 1, "result": [{"placement_group_id": "ab"}]}},
+                    }
+                ),
+            ),
             "/api/jobs/": (200, "[]"),
             "/api/cluster_status?format=0": (200, '{"result": true, "data": {"autoscalingStatus": "x"}}'),
             "/api/cluster_status?format=1": (200, '{"result": true, "data": {"clusterStatus": "y"}}'),
@@ -83,8 +91,11 @@ def test_each_route_is_snapshotted_and_unchanged_bodies_are_skipped(tmp_path, da
     by_route = {line["route"]: line for line in lines}
     assert by_route["/api/jobs/"]["body"] == [] and by_route["/api/jobs/"]["status"] == 200
     assert by_route["/api/v0/placement_groups?detail=1&limit=10000"]["body"]["data"]["result"]["total"] == 1
-    assert by_route["/api/serve/applications/"] == {**by_route["/api/serve/applications/"], "status": 501,
-                                                    "body": SERVE_501}
+    assert by_route["/api/serve/applications/"] == {
+        **by_route["/api/serve/applications/"],
+        "status": 501,
+        "body": SERVE_501,
+    }
     assert first.bytes == sum(p.stat().st_size for p in tmp_path.glob("api-*.jsonl"))
 
     again = poller.poll_once()
@@ -99,8 +110,9 @@ def test_each_route_is_snapshotted_and_unchanged_bodies_are_skipped(tmp_path, da
 
 def test_an_unreachable_dashboard_is_counted_and_retried(tmp_path):
     port = free_port()
-    poller = DashboardApiPoller(tmp_path, f"http://127.0.0.1:{port}", interval=0.2, timeout=2, environ={},
-                                home=tmp_path)
+    poller = DashboardApiPoller(
+        tmp_path, f"http://127.0.0.1:{port}", interval=0.2, timeout=2, environ={}, home=tmp_path
+    )
     stats = poller.poll_once()
     assert (stats.request_errors, stats.snapshots) == (5, 0)
     assert f"127.0.0.1:{port}" in poller.stats.last_error
@@ -127,9 +139,13 @@ def test_the_token_is_found_where_ray_looks_and_sent_as_a_bearer_token(tmp_path)
         (home / ".ray" / "auth_token").write_text(token + "\n")
         token_file = tmp_path / "token"
         token_file.write_text(f"  {token}\n")
-        for i, (environ, where) in enumerate([({"RAY_AUTH_TOKEN": token}, tmp_path / "empty"),
-                                              ({"RAY_AUTH_TOKEN_PATH": str(token_file)}, tmp_path / "empty"),
-                                              ({}, home)]):
+        for i, (environ, where) in enumerate(
+            [
+                ({"RAY_AUTH_TOKEN": token}, tmp_path / "empty"),
+                ({"RAY_AUTH_TOKEN_PATH": str(token_file)}, tmp_path / "empty"),
+                ({}, home),
+            ]
+        ):
             assert find_token(environ, where) == token
             ok = DashboardApiPoller(tmp_path / f"ok{i}", dashboard.url, environ=environ, home=where).poll_once()
             assert (ok.snapshots, ok.auth_errors) == (5, 0)
@@ -146,10 +162,12 @@ def test_the_dashboard_address_is_read_from_the_session(tmp_path):
     assert dashboard_url_from_session(SessionDir(session)) == "http://127.0.0.1:8265"  # Ray's default
     (session / "logs" / "dashboard.log").write_text(
         "2026-11-25 21:59:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 0.0.0.0:8265\n"
-        "2026-11-25 22:10:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 10.1.2.3:36301\n")
+        "2026-11-25 22:10:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 10.1.2.3:36301\n"
+    )
     assert dashboard_url_from_session(SessionDir(session)) == "http://10.1.2.3:36301"  # the restarted one
     (session / "logs" / "dashboard.log").write_text(
-        "2026-11-25 21:59:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 0.0.0.0:8265\n")
+        "2026-11-25 21:59:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 0.0.0.0:8265\n"
+    )
     assert dashboard_url_from_session(SessionDir(session)) == "http://127.0.0.1:8265"
 
 
@@ -225,8 +243,9 @@ def test_authenticates_to_a_real_head_with_token_auth(tmp_path):
     ray.env["DASHBOARD_METRIC_PORT"] = str(free_port())
     try:
         ray.start()
-        wait_for("the dashboard (with the token)", lambda: _get(ray.dashboard + "/api/version", token) == 200, 90,
-                 ray.proc)
+        wait_for(
+            "the dashboard (with the token)", lambda: _get(ray.dashboard + "/api/version", token) == 200, 90, ray.proc
+        )
         assert _get(ray.dashboard + "/api/version") == 401  # token auth is really on
 
         anonymous = DashboardApiPoller(tmp_path / "a", ray.dashboard, environ={}, home=tmp_path / "empty")

@@ -20,11 +20,16 @@ import yaml
 from collector.health import Health
 from collector.sources.dashboard_api import PollStats
 from collector.sources.folders import event_stats, poll_stats, scrape_stats
-from collector.sources.metrics import ScrapeStats
 from collector.sources.http_events import HttpEventStats
+from collector.sources.metrics import ScrapeStats
 from collector.stats import ComponentStats
-from historyserver.grafana import (ARCHIVE_DATASOURCE, DashboardError, iter_panels, iter_targets,
-                                   with_datasource_variable)
+from historyserver.grafana import (
+    ARCHIVE_DATASOURCE,
+    DashboardError,
+    iter_panels,
+    iter_targets,
+    with_datasource_variable,
+)
 from tests import needs
 from tests.servers import prometheus as prometheus_server
 
@@ -38,10 +43,16 @@ HISTORY = DASHBOARDS / "rayhistory" / "history.json"
 COLLECTOR = DASHBOARDS / "rayhistory" / "collector.json"
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 MOUNT = "/var/lib/grafana/dashboards"  # where dashboards/README.md mounts this folder
-RAY_FILES = {"data_grafana_dashboard.json", "data_llm_grafana_dashboard.json", "default_grafana_dashboard.json",
-             "serve_deployment_grafana_dashboard.json", "serve_grafana_dashboard.json",
-             "serve_llm_grafana_dashboard.json", "serve_llm_sglang_grafana_dashboard.json",
-             "train_grafana_dashboard.json"}
+RAY_FILES = {
+    "data_grafana_dashboard.json",
+    "data_llm_grafana_dashboard.json",
+    "default_grafana_dashboard.json",
+    "serve_deployment_grafana_dashboard.json",
+    "serve_grafana_dashboard.json",
+    "serve_llm_grafana_dashboard.json",
+    "serve_llm_sglang_grafana_dashboard.json",
+    "train_grafana_dashboard.json",
+}
 
 
 def load(path: Path) -> dict:
@@ -54,6 +65,7 @@ def schema_errors(dashboard: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- the schema
+
 
 @pytest.mark.parametrize("path", ALL_JSON, ids=lambda p: str(p.relative_to(DASHBOARDS)))
 def test_dashboard_validates_against_the_grafana_schema(path):
@@ -93,6 +105,7 @@ def test_uids_are_unique_and_ray_s_are_kept():
 
 
 # ---------------------------------------------------------------------------------------------------- the transform
+
 
 def _references(dashboard: dict) -> list:
     refs = [p["datasource"] for p in iter_panels(dashboard["panels"]) if "datasource" in p]
@@ -135,21 +148,54 @@ def test_transform_is_idempotent_and_takes_the_default_datasource():
 
 def test_transform_adds_the_variable_to_a_dashboard_without_one():
     old = {
-        "title": "t", "uid": "u", "version": 7, "schemaVersion": 27, "refresh": False, "gnetId": None,
-        "annotations": {"list": [{"builtIn": 1, "datasource": "-- Grafana --", "enable": True, "name": "a",
-                                     "iconColor": "red"}]},
-        "templating": {"list": [{"name": "Node", "type": "query", "datasource": "Prometheus", "query": "up",
-                                 "current": {"selected": False}, "label": None}]},
+        "title": "t",
+        "uid": "u",
+        "version": 7,
+        "schemaVersion": 27,
+        "refresh": False,
+        "gnetId": None,
+        "annotations": {
+            "list": [{"builtIn": 1, "datasource": "-- Grafana --", "enable": True, "name": "a", "iconColor": "red"}]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "Node",
+                    "type": "query",
+                    "datasource": "Prometheus",
+                    "query": "up",
+                    "current": {"selected": False},
+                    "label": None,
+                }
+            ]
+        },
         "panels": [
             {"type": "graph", "id": 1, "datasource": "Prometheus", "timeFrom": None, "targets": [{"expr": "up"}]},
-            {"type": "row", "id": 2, "collapsed": True, "panels": [
-                {"type": "stat", "id": 3, "targets": [{"expr": "up", "datasource": {"uid": "abc"}}],
-                 "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute",
-                                                             "steps": [{"color": "green", "value": None}]}},
-                                 "overrides": []}}]},
+            {
+                "type": "row",
+                "id": 2,
+                "collapsed": True,
+                "panels": [
+                    {
+                        "type": "stat",
+                        "id": 3,
+                        "targets": [{"expr": "up", "datasource": {"uid": "abc"}}],
+                        "fieldConfig": {
+                            "defaults": {
+                                "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]}
+                            },
+                            "overrides": [],
+                        },
+                    }
+                ],
+            },
             {"type": "text", "id": 4, "options": {"content": "hello"}},
-            {"type": "timeseries", "id": 5, "datasource": "-- Mixed --",
-             "targets": [{"expr": "up"}, {"datasource": {"type": "__expr__", "uid": "__expr__"}, "expression": "A"}]},
+            {
+                "type": "timeseries",
+                "id": 5,
+                "datasource": "-- Mixed --",
+                "targets": [{"expr": "up"}, {"datasource": {"type": "__expr__", "uid": "__expr__"}, "expression": "A"}],
+            },
         ],
     }
     new = with_datasource_variable(old, "Rayhistory archive")
@@ -183,11 +229,16 @@ def test_transform_refuses_what_it_cannot_rewrite():
 def test_build_script_writes_one_file_per_dashboard(tmp_path):
     source = tmp_path / "generated"
     source.mkdir()
-    (source / "default_grafana_dashboard.json").write_text((DASHBOARDS / "ray" / "default_grafana_dashboard.json")
-                                                           .read_text())
+    (source / "default_grafana_dashboard.json").write_text(
+        (DASHBOARDS / "ray" / "default_grafana_dashboard.json").read_text()
+    )
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, str(DASHBOARDS / "build.py"), str(source), "--out", str(out),
-                          "--datasource", "Prometheus"], capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(DASHBOARDS / "build.py"), str(source), "--out", str(out), "--datasource", "Prometheus"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     built = load(out / "default_grafana_dashboard.json")
     assert built["templating"]["list"][0]["current"]["value"] == "Prometheus"
@@ -195,6 +246,7 @@ def test_build_script_writes_one_file_per_dashboard(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- provisioning
+
 
 def test_provisioning_names_existing_folders_and_the_datasources_dashboards_default_to():
     datasources = yaml.safe_load((DASHBOARDS / "provisioning" / "datasources.yaml").read_text())
@@ -215,7 +267,7 @@ def test_provisioning_names_existing_folders_and_the_datasources_dashboards_defa
         assert provider["type"] == "file" and provider["name"] and provider["folder"]
         path = provider["options"]["path"]
         assert path.startswith(MOUNT + "/"), path
-        folder = DASHBOARDS / path[len(MOUNT) + 1:]
+        folder = DASHBOARDS / path[len(MOUNT) + 1 :]
         assert folder.is_dir() and list(folder.glob("*.json")), f"{path} names no folder of dashboards/"
         served |= set(folder.glob("*.json"))
     assert served == set(ALL_JSON), "every dashboard is provisioned"
@@ -243,8 +295,9 @@ def substitute(text: str, dashboard: dict) -> str:
 
 def queries(path: Path) -> list[tuple[str, dict, str]]:
     dashboard = load(path)
-    return [(panel["title"], target, substitute(target["expr"], dashboard))
-            for panel, target in iter_targets(dashboard)]
+    return [
+        (panel["title"], target, substitute(target["expr"], dashboard)) for panel, target in iter_targets(dashboard)
+    ]
 
 
 def variable_selectors(path: Path) -> list[tuple[str, str]]:
@@ -279,10 +332,14 @@ def _metric_names(path: Path) -> set[str]:
 def collector_exposition() -> str:
     """What a collector's /metrics shows, with sources and sinks registered as the topology registers them."""
     health = Health(stale_after=60)
-    health.components.replace({("ray_events", "source"): lambda: event_stats(HttpEventStats().snapshot()),
-                               ("metrics", "source"): lambda: scrape_stats(ScrapeStats()),
-                               ("api", "source"): lambda: poll_stats(PollStats()),
-                               ("archive", "sink"): lambda: ComponentStats(errors={"store": 0})})
+    health.components.replace(
+        {
+            ("ray_events", "source"): lambda: event_stats(HttpEventStats().snapshot()),
+            ("metrics", "source"): lambda: scrape_stats(ScrapeStats()),
+            ("api", "source"): lambda: poll_stats(PollStats()),
+            ("archive", "sink"): lambda: ComponentStats(errors={"store": 0}),
+        }
+    )
     health.shipped("logs", "archive", 1, 10)
     health.succeeded("archive")
     health.failed("archive")
@@ -298,11 +355,15 @@ def test_collector_dashboard_uses_only_the_collector_s_metrics():
 
 
 def test_history_dashboard_uses_the_catalog_series():
-    assert _metric_names(HISTORY) == {"rayhistory_session_up", "rayhistory_session_duration_seconds",
-                                      "rayhistory_session_failed_jobs"}
+    assert _metric_names(HISTORY) == {
+        "rayhistory_session_up",
+        "rayhistory_session_duration_seconds",
+        "rayhistory_session_failed_jobs",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- real Prometheus
+
 
 def _labels(labels: dict) -> str:
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
@@ -337,8 +398,10 @@ def collector_samples(end: int) -> str:
     for n, instance in enumerate(["10.0.0.1:8090", "10.0.0.2:8090"]):
         base = {"job": "rayhistory-collector", "instance": instance}
         for i, t in enumerate(range(end - RANGE_S, end + 1, 15)):
-            def add(name: str, value: float, **labels: str) -> None:
-                series.setdefault(f"{name}{{{_labels({**base, **labels})}}}", []).append(f"{value} {t}")
+
+            def add(name: str, value: float, **labels: str) -> None:  # called within this iteration only
+                series.setdefault(f"{name}{{{_labels({**base, **labels})}}}", []).append(f"{value} {t}")  # noqa: B023
+
             for source in ("logs", "metrics", "ray_events"):
                 add("rayhistory_collector_shipped_bytes_total", 4096 * i * (n + 1), source=source, sink="archive")
                 add("rayhistory_collector_shipped_segments_total", i, source=source, sink="archive")
@@ -347,15 +410,28 @@ def collector_samples(end: int) -> str:
             add("rayhistory_collector_lag_seconds", 3 + n, sink="archive")
             add("rayhistory_collector_spool_bytes", 1000 * (i % 7))
             for component, kind, error_types in (
-                    ("logs", "source", ()), ("ray_events", "source", ("refused", "write")),
-                    ("metrics", "source", ("scrape", "write")), ("api", "source", ("request", "auth", "write")),
-                    ("sls", "sink", ("request", "quota")), ("archive", "sink", ("store",))):
+                ("logs", "source", ()),
+                ("ray_events", "source", ("refused", "write")),
+                ("metrics", "source", ("scrape", "write")),
+                ("api", "source", ("request", "auth", "write")),
+                ("sls", "sink", ("request", "quota")),
+                ("archive", "sink", ("store",)),
+            ):
                 for field in ("received", "received_bytes", "sent", "sent_bytes", "dropped", "retries"):
-                    add(f"rayhistory_collector_component_{field}_total", i * (7 if "bytes" in field else 1),
-                        component=component, kind=kind)
+                    add(
+                        f"rayhistory_collector_component_{field}_total",
+                        i * (7 if "bytes" in field else 1),
+                        component=component,
+                        kind=kind,
+                    )
                 for error_type in error_types:
-                    add("rayhistory_collector_component_errors_total", i // 40, component=component, kind=kind,
-                        error_type=error_type)
+                    add(
+                        "rayhistory_collector_component_errors_total",
+                        i // 40,
+                        component=component,
+                        kind=kind,
+                        error_type=error_type,
+                    )
                 add("rayhistory_collector_component_lag_bytes", 5000 * (i % 3), component=component, kind=kind)
     return "\n".join(f"{key} {point}" for key, points in series.items() for point in points)
 
@@ -373,8 +449,9 @@ def run_panel_queries(server: prometheus_server.Prometheus, path: Path, end: int
         results[key] = result
     for label, selector in variable_selectors(path):
         assert server.client is not None
-        answer = server.client.get(f"/api/v1/label/{label}/values",
-                                   params={"match[]": selector, "start": end - RANGE_S, "end": end}).json()
+        answer = server.client.get(
+            f"/api/v1/label/{label}/values", params={"match[]": selector, "start": end - RANGE_S, "end": end}
+        ).json()
         assert answer["status"] == "success" and answer["data"], f"{path.stem}: variable over {label}: {answer}"
     return results
 

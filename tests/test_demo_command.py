@@ -17,7 +17,11 @@ def test_demo_prints_a_url_that_lists_the_jobs_after_ray_stopped(tmp_path):
     env = {**os.environ, "RAYHISTORY_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rayhistory.cli", "demo", "--archive", str(tmp_path / "archive"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 400

@@ -22,8 +22,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -39,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZATIONS = {"base": DEPLOY / "base", "oss": DEPLOY / "overlays" / "oss"}
 EXAMPLES = {p.name: p for p in sorted((DEPLOY / "examples").glob("*.yaml"))}
-CRD_DIR = Path(os.environ.get("RAYHISTORY_KUBERAY_CRDS",
-                              Path(__file__).resolve().parents[2] / "shared" / "k8s" / "crds"))
+CRD_DIR = Path(
+    os.environ.get("RAYHISTORY_KUBERAY_CRDS", Path(__file__).resolve().parents[2] / "shared" / "k8s" / "crds")
+)
 MIN_KUBERNETES = "1.29"  # native sidecars: init containers with restartPolicy Always (deploy/README.md)
 RAY_KINDS = ("RayCluster", "RayJob", "RayService")
 SHUTDOWN_MARGIN = 5  # seconds for process exits and the collector's settle time, on top of the two budgets
@@ -55,6 +57,7 @@ OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.8.2"  # in front of t
 
 
 # --- rendering --------------------------------------------------------------------------------------------------
+
 
 def _docs(text: str) -> list[dict[str, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRDs are 3 MB of YAML
@@ -136,8 +139,11 @@ def pod_templates(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     spec = obj.get("spec") or {}
     if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return [("pod", spec["template"])]
-    cluster = {"RayCluster": spec, "RayJob": spec.get("rayClusterSpec"),
-               "RayService": spec.get("rayClusterConfig")}.get(obj["kind"])
+    cluster = {
+        "RayCluster": spec,
+        "RayJob": spec.get("rayClusterSpec"),
+        "RayService": spec.get("rayClusterConfig"),
+    }.get(obj["kind"])
     if not cluster:
         return []
     found = [("head", cluster["headGroupSpec"]["template"])]
@@ -172,12 +178,24 @@ def _strip_hash(obj: Any, names: set[str]) -> Any:
 def test_kustomizations_render_and_the_loader_agrees_with_kubectl(name: str) -> None:
     objects = rendered(name)
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
-                     "Deployment", "Namespace", "Service", "ServiceAccount"], kinds
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "Service",
+        "ServiceAccount",
+    ], kinds
     from_kubectl = kubectl_render(KUSTOMIZATIONS[name])
     if from_kubectl is None:  # not a Debian package: the machine image ships it, .ci/install-system-packages cannot
-        pytest.fail("kubectl is not installed, so the test's kustomization loader has nothing to be checked against: "
-                    "install kubectl (1.14 or later, which has `kubectl kustomize`)", pytrace=False)
+        pytest.fail(
+            "kubectl is not installed, so the test's kustomization loader has nothing to be checked against: "
+            "install kubectl (1.14 or later, which has `kubectl kustomize`)",
+            pytrace=False,
+        )
     loaded = load_kustomization(KUSTOMIZATIONS[name])
     generated = {o["metadata"]["name"] for o in loaded if o["kind"] == "ConfigMap"}
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
@@ -189,8 +207,15 @@ def test_kustomizations_render_and_the_loader_agrees_with_kubectl(name: str) -> 
 
 # --- KubeRay kinds against the CRDs' schemas ----------------------------------------------------------------------
 
-_DROPPED = {"description", "default", "nullable", "x-kubernetes-preserve-unknown-fields",
-            "x-kubernetes-embedded-resource", "x-kubernetes-int-or-string", "x-kubernetes-map-type"}
+_DROPPED = {
+    "description",
+    "default",
+    "nullable",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-embedded-resource",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-map-type",
+}
 
 
 def strict_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -216,11 +241,15 @@ def strict_schema(node: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     if node.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
-    if node.get("type") == "object" and "additionalProperties" not in node \
-            and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        node.get("type") == "object"
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         if node.get("x-kubernetes-embedded-resource"):
             out.setdefault("properties", {}).update(
-                apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"})
+                apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"}
+            )
         out["additionalProperties"] = False
     return out
 
@@ -256,13 +285,18 @@ CrdValidator = jsonschema.validators.extend(
 @functools.cache
 def crd_validator(api_version: str, kind: str) -> Any:
     if not CRD_DIR.is_dir():
-        pytest.fail(f"KubeRay CRDs not found in {CRD_DIR}: the repository expects ../shared/ beside it "
-                    "(or set RAYHISTORY_KUBERAY_CRDS)")
+        pytest.fail(
+            f"KubeRay CRDs not found in {CRD_DIR}: the repository expects ../shared/ beside it "
+            "(or set RAYHISTORY_KUBERAY_CRDS)"
+        )
     group, version = api_version.split("/")
     for path in sorted(CRD_DIR.glob("*.yaml")):
         for crd in _docs(path.read_text()):
-            if crd.get("kind") == "CustomResourceDefinition" and crd["spec"]["group"] == group \
-                    and crd["spec"]["names"]["kind"] == kind:
+            if (
+                crd.get("kind") == "CustomResourceDefinition"
+                and crd["spec"]["group"] == group
+                and crd["spec"]["names"]["kind"] == kind
+            ):
                 served = [v for v in crd["spec"]["versions"] if v["name"] == version and v.get("served")]
                 assert served, f"{kind} {api_version} is not served by the CRD in {path}"
                 schema = strict_schema(served[0]["schema"]["openAPIV3Schema"])
@@ -273,8 +307,10 @@ def crd_validator(api_version: str, kind: str) -> Any:
 
 def crd_errors(obj: dict[str, Any]) -> list[str]:
     validator = crd_validator(obj["apiVersion"], obj["kind"])
-    return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-            for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+        for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]
 
 
 def core_errors(obj: dict[str, Any], version: str) -> list[str]:
@@ -307,22 +343,31 @@ def metadata_errors(obj: dict[str, Any], version: str) -> list[str]:
 def test_every_kuberay_object_fits_its_crd_schema_without_pruned_fields() -> None:
     ray_objects = [(where, obj) for where, obj in every_object() if obj["kind"] in RAY_KINDS]
     assert {obj["kind"] for _, obj in ray_objects} >= {"RayCluster", "RayJob"}
-    problems = {where: crd_errors(obj) + [m for v in core_versions() for m in metadata_errors(obj, v)]
-                for where, obj in ray_objects}
+    problems = {
+        where: crd_errors(obj) + [m for v in core_versions() for m in metadata_errors(obj, v)]
+        for where, obj in ray_objects
+    }
     assert not {w: p for w, p in problems.items() if p}, json.dumps(problems, indent=1)
 
 
-@pytest.mark.parametrize("path, value, expected", [
-    (("spec", "workerGroupSpec"), [], "'workerGroupSpec' was unexpected"),
-    (("spec", "headGroupSpec", "template", "spec", "containers", 0, "envv"), [], "'envv' was unexpected"),
-    (("spec", "headGroupSpec", "template", "spec", "initContainers", 0, "restartPolicy"), 7, "is not of type"),
-    (("spec", "workerGroupSpecs", 0, "template", "spec", "volumes", 0, "emptyDir", "medium2"), "", "'medium2'"),
-    (("spec", "headGroupSpec", "template", "spec", "containers", 0, "env", 1), {"name": "RAY_enable_export_api_write"},
-     "duplicate entry"),
-    (("spec", "managedBy"), "someone", "CEL rules"),
-])
-def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(path: tuple, value: Any,
-                                                                         expected: str) -> None:
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("spec", "workerGroupSpec"), [], "'workerGroupSpec' was unexpected"),
+        (("spec", "headGroupSpec", "template", "spec", "containers", 0, "envv"), [], "'envv' was unexpected"),
+        (("spec", "headGroupSpec", "template", "spec", "initContainers", 0, "restartPolicy"), 7, "is not of type"),
+        (("spec", "workerGroupSpecs", 0, "template", "spec", "volumes", 0, "emptyDir", "medium2"), "", "'medium2'"),
+        (
+            ("spec", "headGroupSpec", "template", "spec", "containers", 0, "env", 1),
+            {"name": "RAY_enable_export_api_write"},
+            "duplicate entry",
+        ),
+        (("spec", "managedBy"), "someone", "CEL rules"),
+    ],
+)
+def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(
+    path: tuple, value: Any, expected: str
+) -> None:
     obj = copy.deepcopy(next(o for o in example("raycluster-with-collector.yaml") if o["kind"] == "RayCluster"))
     assert not crd_errors(obj)
     target = obj
@@ -337,6 +382,7 @@ def test_the_crd_check_refuses_what_the_api_server_would_prune_or_reject(path: t
 
 
 # --- core kinds -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", core_versions())
 def test_core_objects_and_ray_pod_templates_validate_strictly(version: str) -> None:
@@ -361,10 +407,16 @@ def test_the_core_check_refuses_unknown_fields() -> None:
 # The two roles the server needs, and nothing more: reading KubeRay's objects (the live list) and creating
 # SubjectAccessReviews (--authz kubernetes), which read and change nothing.
 LEAST_PRIVILEGE = {
-    "rayhistory-ray-reader": {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayjobs", "rayservices"],
-                              "verbs": ["get", "list", "watch"]},
-    "rayhistory-access-reviewer": {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
-                                   "verbs": ["create"]},
+    "rayhistory-ray-reader": {
+        "apiGroups": ["ray.io"],
+        "resources": ["rayclusters", "rayjobs", "rayservices"],
+        "verbs": ["get", "list", "watch"],
+    },
+    "rayhistory-access-reviewer": {
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["subjectaccessreviews"],
+        "verbs": ["create"],
+    },
 }
 
 
@@ -392,10 +444,18 @@ def test_the_cluster_roles_read_kuberay_objects_and_create_access_reviews_only(n
     bindings = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
     assert sorted(b["roleRef"]["name"] for b in bindings) == sorted(LEAST_PRIVILEGE)
     for binding in bindings:
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                      "name": binding["roleRef"]["name"]}
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
-                                        "namespace": deployment["metadata"]["namespace"]}]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": binding["roleRef"]["name"],
+        }
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": deployment["metadata"]["namespace"],
+            }
+        ]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     assert account["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert pod.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True)) is True
@@ -404,12 +464,16 @@ def test_the_cluster_roles_read_kuberay_objects_and_create_access_reviews_only(n
 
 
 def history_server(deployment: dict[str, Any]) -> dict[str, Any]:
-    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
-                    if c.get("command", [])[:2] == ["rayhistory", "serve"]]
+    (container,) = [
+        c
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        if c.get("command", [])[:2] == ["rayhistory", "serve"]
+    ]
     return container
 
 
 # --- the CLI flags --------------------------------------------------------------------------------------------
+
 
 def rayhistory_command() -> str:
     beside = Path(sys.executable).parent / "rayhistory"
@@ -470,8 +534,12 @@ def sample_env(container: dict[str, Any], docs: tuple[dict[str, Any], ...]) -> d
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
-            env.update({source.get("prefix", "") + k: v
-                        for k, v in configmap(docs, source["configMapRef"]["name"]).get("data", {}).items()})
+            env.update(
+                {
+                    source.get("prefix", "") + k: v
+                    for k, v in configmap(docs, source["configMapRef"]["name"]).get("data", {}).items()
+                }
+            )
     for e in container.get("env", []):
         ref = e.get("valueFrom", {})
         if "configMapKeyRef" in ref:
@@ -504,8 +572,13 @@ def test_collector_sidecars_pass_flags_that_rayhistory_collect_knows() -> None:
         collect_cli.add_arguments(parser)
         args, extra = parser.parse_known_args([substituted(a, sample_env(sidecar, docs)) for a in argv])
         assert not extra, f"{where}: `rayhistory collect` does not take {extra}"
-        CollectorSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CollectorSettings)
-                             if getattr(args, f.name) is not None})
+        CollectorSettings(
+            **{
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(CollectorSettings)
+                if getattr(args, f.name) is not None
+            }
+        )
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
@@ -524,8 +597,7 @@ def test_the_history_server_passes_flags_that_rayhistory_serve_knows(name: str) 
     assert given["--cache-dir"] in mounts, "the cache must be on the emptyDir (the root filesystem is read-only)"
     parser = argparse.ArgumentParser(prog="rayhistory serve", allow_abbrev=False)
     serve_cli.add_arguments(parser)
-    args, extra = parser.parse_known_args(
-        [substituted(a, sample_env(container, rendered(name))) for a in command[2:]])
+    args, extra = parser.parse_known_args([substituted(a, sample_env(container, rendered(name))) for a in command[2:]])
     assert not extra
     settings = serve_cli.settings_from(args)
     assert settings.port == port["containerPort"] and settings.cache_dir == given["--cache-dir"]
@@ -557,12 +629,16 @@ def test_users_reach_the_server_only_through_the_authenticating_proxy(name: str)
 
 # --- the collector in the Ray pods ----------------------------------------------------------------------------
 
+
 @functools.cache
 def ray_stop_flags() -> frozenset[str]:
     ray = Path(sys.executable).parent / "ray"
     if not ray.exists():
-        pytest.fail(f"the ray command is missing beside {sys.executable}: install the test extras "
-                    "(`make install`, i.e. pip install -e '.[test]')", pytrace=False)
+        pytest.fail(
+            f"the ray command is missing beside {sys.executable}: install the test extras "
+            "(`make install`, i.e. pip install -e '.[test]')",
+            pytrace=False,
+        )
     done = subprocess.run([str(ray), "stop", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return frozenset(re.findall(r"(--[a-z][a-z-]*)", done.stdout))
@@ -571,8 +647,9 @@ def ray_stop_flags() -> frozenset[str]:
 def test_grace_period_covers_ray_stop_and_the_final_flush() -> None:
     from collector.settings import CollectorSettings
 
-    default_deadline = next(f.default for f in dataclasses.fields(CollectorSettings)
-                            if f.name == "final_flush_deadline")
+    default_deadline = next(
+        f.default for f in dataclasses.fields(CollectorSettings) if f.name == "final_flush_deadline"
+    )
     for where, _, template, _ in ray_pod_templates():
         spec = template["spec"]
         ray = spec["containers"][0]
@@ -592,7 +669,7 @@ def test_grace_period_covers_ray_stop_and_the_final_flush() -> None:
 
 
 def test_ray_pods_write_export_events_to_a_volume_the_collector_reads() -> None:
-    for where, obj, template, _ in ray_pod_templates():
+    for where, _obj, template, _ in ray_pod_templates():
         spec = template["spec"]
         ray = spec["containers"][0]
         assert ray["image"].startswith("rayproject/ray:"), f"{where}: KubeRay takes the first container as Ray's"
@@ -621,6 +698,7 @@ def test_ray_pods_write_export_events_to_a_volume_the_collector_reads() -> None:
 
 # --- references -----------------------------------------------------------------------------------------------
 
+
 @functools.cache
 def documented_secrets() -> dict[str, frozenset[str]]:
     """Secrets the manifests expect to exist: those deploy/README.md tells you to create, with their keys."""
@@ -641,7 +719,7 @@ def var_references(value: str) -> list[str]:
             i += 2
         elif value.startswith("$(", i):
             end = value.find(")", i)
-            found.append(value[i + 2:end])
+            found.append(value[i + 2 : end])
             i = end + 1
         else:
             i += 1
@@ -661,15 +739,18 @@ def test_every_env_label_volume_port_and_secret_reference_resolves() -> None:
             if "configMap" in v:
                 configmap(docs, v["configMap"]["name"])
         if "serviceAccountName" in spec and obj["kind"] not in RAY_KINDS:
-            assert any(o["kind"] == "ServiceAccount" and o["metadata"]["name"] == spec["serviceAccountName"]
-                       for o in docs), f"{where}: no ServiceAccount {spec['serviceAccountName']}"
+            assert any(
+                o["kind"] == "ServiceAccount" and o["metadata"]["name"] == spec["serviceAccountName"] for o in docs
+            ), f"{where}: no ServiceAccount {spec['serviceAccountName']}"
         for container in spec.get("initContainers", []) + spec["containers"]:
             at = f"{where} container {container['name']}"
             defined: set[str] = set()
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
-                    defined |= {source.get("prefix", "") + k
-                                for k in configmap(docs, source["configMapRef"]["name"]).get("data", {})}
+                    defined |= {
+                        source.get("prefix", "") + k
+                        for k in configmap(docs, source["configMapRef"]["name"]).get("data", {})
+                    }
                 if "secretRef" in source:
                     name = source["secretRef"]["name"]
                     if name not in secrets:
@@ -687,8 +768,10 @@ def test_every_env_label_volume_port_and_secret_reference_resolves() -> None:
                 if "secretKeyRef" in ref:
                     r = ref["secretKeyRef"]
                     if r["key"] not in secrets.get(r["name"], ()):
-                        problems.append(f"{at}: Secret {r['name']} key {r['key']} is not in deploy/README.md's "
-                                        "`kubectl create secret` command")
+                        problems.append(
+                            f"{at}: Secret {r['name']} key {r['key']} is not in deploy/README.md's "
+                            "`kubectl create secret` command"
+                        )
                 if "fieldRef" in ref:
                     m = DOWNWARD_FIELDS.match(ref["fieldRef"]["fieldPath"])
                     if not m:
@@ -742,6 +825,7 @@ def test_images_are_the_versions_this_repository_pins() -> None:
 
 # --- the archive settings -------------------------------------------------------------------------------------
 
+
 def test_examples_use_the_same_archive_settings_as_the_base_and_the_same_cluster() -> None:
     (base,) = [o for o in rendered("base") if o["kind"] == "ConfigMap"]
     for name in EXAMPLES:
@@ -784,5 +868,7 @@ def _report(request: pytest.FixtureRequest) -> Iterator[None]:
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if capture is not None and REPORT:
         with capture.global_and_fixture_disabled():
-            print(f"\ndeploy manifests: rendered with {REPORT.get('renderer', '-')}; core kinds checked with "
-                  f"{REPORT.get('core', '-')}; KubeRay kinds against the CRDs in {CRD_DIR}")
+            print(
+                f"\ndeploy manifests: rendered with {REPORT.get('renderer', '-')}; core kinds checked with "
+                f"{REPORT.get('core', '-')}; KubeRay kinds against the CRDs in {CRD_DIR}"
+            )

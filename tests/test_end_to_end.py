@@ -55,15 +55,23 @@ def test_jobs_have_final_statuses(served):
 def test_tasks_states_and_filters(served):
     client, cluster = served
     base = f"/sessions/{cluster.ref.id}/api/v0/tasks"
-    squares = client.get(base, params={"detail": 1, "limit": 100, "filter_keys": "name", "filter_predicates": "=",
-                                       "filter_values": "square"}).json()["data"]["result"]
+    squares = client.get(
+        base,
+        params={"detail": 1, "limit": 100, "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"},
+    ).json()["data"]["result"]
     assert squares["num_filtered"] == 8
     assert {t["state"] for t in squares["result"]} == {"FINISHED"}
     t = squares["result"][0]
     assert t["start_time_ms"] <= t["end_time_ms"] and t["profiling_data"]["events"]
     assert t["task_log_info"]["stdout_file"].endswith(".out")
-    failed = client.get(base, params={"filter_keys": ["name", "state"], "filter_predicates": ["=", "="],
-                                      "filter_values": ["flaky", "FAILED"]}).json()["data"]["result"]
+    failed = client.get(
+        base,
+        params={
+            "filter_keys": ["name", "state"],
+            "filter_predicates": ["=", "="],
+            "filter_values": ["flaky", "FAILED"],
+        },
+    ).json()["data"]["result"]
     assert failed["num_filtered"] == 2
     assert all(r["error_type"] == "TASK_EXECUTION_EXCEPTION" for r in failed["result"])
     assert "detail" not in failed and "events" not in failed["result"][0]  # summary rows without detail
@@ -122,10 +130,13 @@ def test_workers_are_derived_from_tasks_logs_and_drivers(served, reference):
     assert set(workers[0]) == set(sample["data"]["result"]["result"][0])
     drivers = [w for w in workers if w["worker_type"] == "DRIVER"]
     driver_job = next(j for j in client.get(f"{base}/api/jobs/").json() if j["type"] == "DRIVER")
-    assert any(w["worker_id"].startswith(driver_job["job_id"]) and w["pid"] == int(driver_job["driver_info"]["pid"])
-               for w in drivers)
-    squares = client.get(f"{base}/api/v0/tasks", params={"filter_keys": "name", "filter_predicates": "=",
-                                                          "filter_values": "square"}).json()["data"]["result"]
+    assert any(
+        w["worker_id"].startswith(driver_job["job_id"]) and w["pid"] == int(driver_job["driver_info"]["pid"])
+        for w in drivers
+    )
+    squares = client.get(
+        f"{base}/api/v0/tasks", params={"filter_keys": "name", "filter_predicates": "=", "filter_values": "square"}
+    ).json()["data"]["result"]
     ran = {t["worker_id"] for t in squares["result"]}
     by_id = {w["worker_id"]: w for w in workers}
     assert ran <= set(by_id) and all(not by_id[w]["is_alive"] and by_id[w]["pid"] for w in ran)

@@ -86,7 +86,11 @@ def test_failed_task_has_error_without_ansi_codes(compacted):
     assert boom["state"] == "FAILED" and boom["error_type"] == "TASK_EXECUTION_EXCEPTION"
     assert boom["error_message"].startswith("User exception:\nray::boom() (pid=13918")
     assert [e["state"] for e in boom["events"]] == [
-        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "FAILED"]
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "FAILED",
+    ]
     assert boom["end_time_ms"] == 1795636996248.0
     assert boom["node_id"] == NODE_HEX
 
@@ -110,8 +114,19 @@ def test_actors_dead_with_cause(folded):
 
 def test_actor_left_alive_ends_with_the_session():
     f = Folded()
-    fold_lines([json.dumps({"source_type": "EXPORT_ACTOR", "timestamp": 100, "event_data": {
-        "actor_id": "AAAA", "class_name": "A", "state": "ALIVE", "job_id": "AQAAAA=="}}).encode()], "x", f)
+    fold_lines(
+        [
+            json.dumps(
+                {
+                    "source_type": "EXPORT_ACTOR",
+                    "timestamp": 100,
+                    "event_data": {"actor_id": "AAAA", "class_name": "A", "state": "ALIVE", "job_id": "AQAAAA=="},
+                }
+            ).encode()
+        ],
+        "x",
+        f,
+    )
     [a] = [actor_record(a, {}, 250_000) for a in f.actors.values()]
     assert a["state"] == "ALIVE" and a["startTime"] == 100_000 and a["endTime"] == 250_000
 
@@ -135,16 +150,18 @@ def test_record_shapes_match_ray(folded, compacted, reference):
     assert all(set(j) == job_keys for j in job_records(folded))
     node_keys = set(_response(reference, "v0_nodes.json")["data"]["result"]["result"][0])
     assert set(node_record(next(iter(folded.nodes.values())))) == node_keys
-    dead_actor = next(a for a in _response(reference, "logical_actors.json")["data"]["actors"].values()
-                      if a["state"] == "DEAD")
+    dead_actor = next(
+        a for a in _response(reference, "logical_actors.json")["data"]["actors"].values() if a["state"] == "DEAD"
+    )
     ours = actor_record(next(iter(folded.actors.values())), {}, None)
     assert set(dead_actor) <= set(ours)
 
 
 def test_damaged_lines_are_counted_not_fatal():
     f = Folded()
-    good = json.dumps({"source_type": "EXPORT_DRIVER_JOB", "timestamp": 1,
-                       "event_data": {"job_id": "AQAAAA==", "is_dead": True}}).encode()
+    good = json.dumps(
+        {"source_type": "EXPORT_DRIVER_JOB", "timestamp": 1, "event_data": {"job_id": "AQAAAA==", "is_dead": True}}
+    ).encode()
     fold_lines([b"{not json", b'{"source_type": "EXPORT_ACTOR", "event_data": {}}', b"\xff\xfe", good], "f", f)
     assert f.damage.bad_lines == 3 and len(f.damage.examples) == 3
     assert list(f.driver_jobs) == ["01000000"]

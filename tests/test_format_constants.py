@@ -34,8 +34,10 @@ SPOOL_FILES = {(m.FILE_PREFIX, m.FILE_EXT): m.__name__ for m in (metrics_blocks,
 SOURCES = {m.SOURCE: m.__name__ for m in (metrics_blocks, api_snapshots, grafana)}
 TABLE_COLUMNS = {tuple(t.schema.names): t.name for t in compacted.TABLES}
 # Names that define a format when bound to a literal (a leading `_` does not hide them).
-NAMES = re.compile(r"^_*(BLOCK_START(_BYTES)?|COMPACTION_VERSION|TABLES|TABLE_NAMES|SOURCE|INFO(_FILE)?|SESSION_DIR|"
-                   r"ROUTES|[A-Z_]+_ROUTES?|[A-Z_]*GRAFANA_DASHBOARDS)$")
+NAMES = re.compile(
+    r"^_*(BLOCK_START(_BYTES)?|COMPACTION_VERSION|TABLES|TABLE_NAMES|SOURCE|INFO(_FILE)?|SESSION_DIR|"
+    r"ROUTES|[A-Z_]+_ROUTES?|[A-Z_]*GRAFANA_DASHBOARDS)$"
+)
 
 
 def _strings(node: ast.AST) -> list[str]:
@@ -81,18 +83,28 @@ def violations(text: str, where: str, code_only: bool = False) -> list[str]:
             parts = node.values
             f_string_parts |= {id(p) for p in parts}
             # f"{name}.parquet", f"{prefix}{name}.parquet", f"{prefix}/{name}.parquet"; not f"tasks-{n}.parquet"
-            whole_name = len(parts) <= 2 or isinstance(parts[-3], ast.FormattedValue) or \
-                any(s.endswith("/") for s in _strings(parts[-3]))
-            if len(parts) >= 2 and isinstance(parts[-2], ast.FormattedValue) and whole_name and \
-                    _strings(parts[-1]) == [compacted.TABLE_SUFFIX]:
+            whole_name = (
+                len(parts) <= 2
+                or isinstance(parts[-3], ast.FormattedValue)
+                or any(s.endswith("/") for s in _strings(parts[-3]))
+            )
+            if (
+                len(parts) >= 2
+                and isinstance(parts[-2], ast.FormattedValue)
+                and whole_name
+                and _strings(parts[-1]) == [compacted.TABLE_SUFFIX]
+            ):
                 flag(node, "a compacted table's file built as f'{name}.parquet' (use Table.file)")
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
         for value in _strings(node):
             bare = value.replace("\\", "")
-            if value in EXACT and not (code_only and value in api_snapshots.ROUTES) and \
-                    not (value == compacted.TABLE_SUFFIX and id(node) in f_string_parts):
+            if (
+                value in EXACT
+                and not (code_only and value in api_snapshots.ROUTES)
+                and not (value == compacted.TABLE_SUFFIX and id(node) in f_string_parts)
+            ):
                 flag(node, f"{value!r} is {EXACT[value]}")
             for marker, what in CONTAINED.items():
                 if marker in bare:
@@ -108,14 +120,23 @@ def violations(text: str, where: str, code_only: bool = False) -> list[str]:
             for kw in node.keywords:
                 if kw.arg == "source" and any(s in SOURCES for s in _strings(kw.value)):
                     flag(kw.value, f"source={kw.value.value!r} (use {SOURCES[kw.value.value]}.SOURCE)")
-            if isinstance(node.func, ast.Attribute) and node.func.attr == "schema" and node.args and \
-                    isinstance(node.args[0], (ast.List, ast.Tuple)):
-                names = tuple(s for e in node.args[0].elts if isinstance(e, ast.Tuple) and e.elts
-                              for s in _strings(e.elts[0]))
+            if (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr == "schema"
+                and node.args
+                and isinstance(node.args[0], (ast.List, ast.Tuple))
+            ):
+                names = tuple(
+                    s for e in node.args[0].elts if isinstance(e, ast.Tuple) and e.elts for s in _strings(e.elts[0])
+                )
                 if names in TABLE_COLUMNS:
                     flag(node, f"the schema of compacted table {TABLE_COLUMNS[names]!r} (archive/compacted.py)")
-        if not code_only and isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None \
-                and _is_literal(node.value):
+        if (
+            not code_only
+            and isinstance(node, (ast.Assign, ast.AnnAssign))
+            and node.value is not None
+            and _is_literal(node.value)
+        ):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
                 for name in ast.walk(t):
@@ -125,12 +146,16 @@ def violations(text: str, where: str, code_only: bool = False) -> list[str]:
 
 
 def _scan(package: str, code_only: bool = False) -> list[str]:
-    return [v for path in sorted((ROOT / package).rglob("*.py"))
-            for v in violations(path.read_text(), str(path.relative_to(ROOT)), code_only)]
+    return [
+        v
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for v in violations(path.read_text(), str(path.relative_to(ROOT)), code_only)
+    ]
 
 
-@pytest.mark.parametrize("package, code_only", [("collector", False), ("historyserver", False),
-                                                ("rayhistory", False), ("benchmarks", True)])
+@pytest.mark.parametrize(
+    "package, code_only", [("collector", False), ("historyserver", False), ("rayhistory", False), ("benchmarks", True)]
+)
 def test_no_format_is_defined_outside_archive(package, code_only):
     found = _scan(package, code_only)
     assert not found, "formats defined outside archive/ (import them from there):\n" + "\n".join(found)
@@ -138,40 +163,47 @@ def test_no_format_is_defined_outside_archive(package, code_only):
 
 # --- the scan itself: each rule catches what it is for, and lets the rest be ---------------------------------------
 
-@pytest.mark.parametrize("snippet", [
-    '_BLOCK_START = "# HELP up "',
-    'BLOCK = b"# HELP up "',
-    'def f(line):\n    return line.startswith("# HELP up")',
-    'ROUTES = ("/api/jobs/",)',
-    'def f(s):\n    return s.get("/api/cluster_status?format=1")',
-    'JOBS = "/api/jobs/"',
-    'def f(d):\n    return d / "metric_samples.parquet"',
-    'def f(d, name):\n    return d / f"{name}.parquet"',
-    'def f(prefix, t):\n    return f"{prefix}{t}.parquet"',
-    'def f(d, name):\n    return d / (name + ".parquet")',
-    'def f(d):\n    return d / "info.json"',
-    'P = re.compile(r"^compacted/c([0-9]+)/info\\.json$")',
-    'P = re.compile(r"^api-([0-9]+)\\.jsonl$")',
-    'def f(d):\n    return AppendOnlySpool(d, "metrics", "prom", 1)',
-    'def f(s, n):\n    return list_segments(s, n, source="api")',
-    'GRAFANA_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"',
-    'D = "metrics/grafana/dashboards"',
-    'SOURCE = "grafana"',
-    'COMPACTION_VERSION = 9',
-    'S = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])',
-])
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        '_BLOCK_START = "# HELP up "',
+        'BLOCK = b"# HELP up "',
+        'def f(line):\n    return line.startswith("# HELP up")',
+        'ROUTES = ("/api/jobs/",)',
+        'def f(s):\n    return s.get("/api/cluster_status?format=1")',
+        'JOBS = "/api/jobs/"',
+        'def f(d):\n    return d / "metric_samples.parquet"',
+        'def f(d, name):\n    return d / f"{name}.parquet"',
+        'def f(prefix, t):\n    return f"{prefix}{t}.parquet"',
+        'def f(d, name):\n    return d / (name + ".parquet")',
+        'def f(d):\n    return d / "info.json"',
+        'P = re.compile(r"^compacted/c([0-9]+)/info\\.json$")',
+        'P = re.compile(r"^api-([0-9]+)\\.jsonl$")',
+        'def f(d):\n    return AppendOnlySpool(d, "metrics", "prom", 1)',
+        'def f(s, n):\n    return list_segments(s, n, source="api")',
+        'GRAFANA_DASHBOARDS = Path("metrics") / "grafana" / "dashboards"',
+        'D = "metrics/grafana/dashboards"',
+        'SOURCE = "grafana"',
+        "COMPACTION_VERSION = 9",
+        'S = pa.schema([("node_id", _S), ("path", _S), ("size", _I), ("segments", _I), ("complete", _B)])',
+    ],
+)
 def test_the_scan_catches(snippet):
     assert violations(snippet, "snippet"), snippet
 
 
-@pytest.mark.parametrize("snippet", [
-    '"""Blocks start at `# HELP up ` (see archive/metrics_blocks.py)."""',
-    '@router.get("/api/jobs/")\ndef jobs():\n    pass',
-    'from archive.metrics_blocks import BLOCK_START\nX = BLOCK_START',
-    'def f(stage, part):\n    return stage / f"tasks-{part:03d}.parquet"',
-    'def f(stage):\n    return sorted(stage.glob("*.parquet"))',
-    'def f(s, n):\n    return list_segments(s, n, source="ray_events")',
-    'SERIES = "metric_series"',
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        '"""Blocks start at `# HELP up ` (see archive/metrics_blocks.py)."""',
+        '@router.get("/api/jobs/")\ndef jobs():\n    pass',
+        "from archive.metrics_blocks import BLOCK_START\nX = BLOCK_START",
+        'def f(stage, part):\n    return stage / f"tasks-{part:03d}.parquet"',
+        'def f(stage):\n    return sorted(stage.glob("*.parquet"))',
+        'def f(s, n):\n    return list_segments(s, n, source="ray_events")',
+        'SERIES = "metric_series"',
+    ],
+)
 def test_the_scan_lets_be(snippet):
     assert not violations(snippet, "snippet"), snippet

@@ -35,8 +35,17 @@ def assert_gone(store, ref) -> None:
 
 # --- durations -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, ms", [("90m", 90 * 60_000), ("12h", 12 * 3_600_000), ("30d", 30 * 86_400_000),
-                                      ("2w", 14 * 86_400_000), (" 7D ", 7 * 86_400_000)])
+
+@pytest.mark.parametrize(
+    "text, ms",
+    [
+        ("90m", 90 * 60_000),
+        ("12h", 12 * 3_600_000),
+        ("30d", 30 * 86_400_000),
+        ("2w", 14 * 86_400_000),
+        (" 7D ", 7 * 86_400_000),
+    ],
+)
 def test_durations(text, ms):
     assert parse_duration(text) == ms
 
@@ -68,6 +77,7 @@ def test_unusable_archive_exits_2(tmp_path, capsys):
 
 
 # --- what goes -----------------------------------------------------------------------------------------------
+
 
 def test_older_than_counts_from_the_end_and_never_touches_running_sessions(tmp_path, capsys):
     store = LocalStore(tmp_path / "archive")
@@ -170,12 +180,14 @@ def test_dry_run_prints_the_plan_and_deletes_nothing(tmp_path, capsys):
     code, real, _ = gc(store.url, "--older-than", "30d", "--keep-failed", "60d", capsys=capsys)
     [deleted] = _lines(real, "deleted")
     assert deleted.split()[1:] == line.split()[2:]  # the same session, age, size and count
-    assert [x for x in dry.splitlines() if x.startswith(("keep", "refuse"))] == \
-        [x for x in real.splitlines() if x.startswith(("keep", "refuse"))]
+    assert [x for x in dry.splitlines() if x.startswith(("keep", "refuse"))] == [
+        x for x in real.splitlines() if x.startswith(("keep", "refuse"))
+    ]
     assert len(_lines(real, "keep")) == 1 and len(_lines(real, "refuse")) == 1
 
 
 # --- crash safety --------------------------------------------------------------------------------------------
+
 
 class FailingStore(LocalStore):
     """A local store whose delete_many() fails after a given number of calls: a gc cut short."""
@@ -201,8 +213,9 @@ def _complete_or_unlisted(store, made: dict) -> None:
 
 
 @pytest.mark.parametrize("fail_after", [0, 1, 2, 3, 5])
-def test_an_interrupted_run_leaves_nothing_listed_half_deleted_and_a_rerun_finishes(tmp_path, capsys,
-                                                                                     monkeypatch, fail_after):
+def test_an_interrupted_run_leaves_nothing_listed_half_deleted_and_a_rerun_finishes(
+    tmp_path, capsys, monkeypatch, fail_after
+):
     store = LocalStore(tmp_path / "archive")
     old = [add_session(store, ended_days_ago=40 + i, segments=250, compacted_failures=(0, 0)) for i in range(2)]
     young = add_session(store, ended_days_ago=1)
@@ -243,11 +256,16 @@ def test_a_marker_for_a_session_running_again_is_dropped_not_followed(tmp_path, 
 
 # --- the command, as a user runs it --------------------------------------------------------------------------
 
+
 def test_the_command_line(tmp_path):
     store = LocalStore(tmp_path / "archive")
     made = add_session(store, ended_days_ago=40)
-    result = subprocess.run([sys.executable, "-m", "rayhistory.cli", "gc", "--archive", store.url,
-                             "--older-than", "4w"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "rayhistory.cli", "gc", "--archive", store.url, "--older-than", "4w"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert made.ref.id in result.stdout and "progress: 100%, " in result.stderr
     assert_gone(store, made.ref)
@@ -261,9 +279,13 @@ def test_on_a_terminal_progress_is_a_bar_redrawn_in_place(tmp_path):
     made = [add_session(store, ended_days_ago=40 + i) for i in range(3)]
     main_fd, term_fd = pty.openpty()
     try:
-        result = subprocess.run([sys.executable, "-m", "rayhistory.cli", "gc", "--archive", store.url,
-                                 "--older-than", "30d"], stdout=subprocess.PIPE, stderr=term_fd, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "rayhistory.cli", "gc", "--archive", store.url, "--older-than", "30d"],
+            stdout=subprocess.PIPE,
+            stderr=term_fd,
+            text=True,
+            timeout=120,
+        )
         os.close(term_fd)
         seen = b""
         while True:
@@ -291,7 +313,7 @@ def test_every_gc_flag_and_exit_code_is_in_the_readme():
     from historyserver.retention import cli as gc_cli
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Retention"):readme.index("## Tests")]
+    section = readme[readme.index("## Retention") : readme.index("## Tests")]
     parser = argparse.ArgumentParser()
     gc_cli.add_arguments(parser)
     for action in parser._actions:

@@ -18,9 +18,10 @@ def _raw_keys(seaweedfs: SeaweedFS, archive: str) -> set[str]:
     prefix = archive.split("/", 3)[3] + "/"
     keys, token = set(), None
     while True:
-        page = seaweedfs.client().list_objects_v2(Bucket=seaweedfs.bucket, Prefix=prefix,
-                                                  **({"ContinuationToken": token} if token else {}))
-        keys |= {o["Key"][len(prefix):] for o in page.get("Contents", [])}
+        page = seaweedfs.client().list_objects_v2(
+            Bucket=seaweedfs.bucket, Prefix=prefix, **({"ContinuationToken": token} if token else {})
+        )
+        keys |= {o["Key"][len(prefix) :] for o in page.get("Contents", [])}
         if not page.get("IsTruncated"):
             return keys
         token = page["NextContinuationToken"]
@@ -65,8 +66,9 @@ class FailingS3Store(S3Store):
 
 
 @pytest.mark.parametrize("fail_after", [1, 2])
-def test_an_interrupted_gc_on_s3_is_finished_by_the_next(s3_archive: str, seaweedfs: SeaweedFS, capsys,
-                                                         monkeypatch: pytest.MonkeyPatch, fail_after: int) -> None:
+def test_an_interrupted_gc_on_s3_is_finished_by_the_next(
+    s3_archive: str, seaweedfs: SeaweedFS, capsys, monkeypatch: pytest.MonkeyPatch, fail_after: int
+) -> None:
     store = open_store(s3_archive)
     old = add_session(store, ended_days_ago=40, segments=600)
     young = add_session(store, ended_days_ago=1)
@@ -85,8 +87,9 @@ def test_an_interrupted_gc_on_s3_is_finished_by_the_next(s3_archive: str, seawee
     assert _raw_keys(seaweedfs, s3_archive) == set(young.keys)
 
 
-def test_gc_with_read_only_credentials_exits_2_and_deletes_nothing(s3_archive: str, seaweedfs: SeaweedFS, capsys,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gc_with_read_only_credentials_exits_2_and_deletes_nothing(
+    s3_archive: str, seaweedfs: SeaweedFS, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = open_store(s3_archive)
     made = add_session(store, ended_days_ago=40)
     for name, value in seaweedfs.env(read_only=True).items():

@@ -175,10 +175,19 @@ def test_every_acknowledged_batch_survives_kill_9_whole(tmp_path):
     torn_rounds = 0
     for round_no in range(3):
         child = subprocess.Popen(
-            [sys.executable, "-c", _APPENDER.replace("LINES", str(LINES)), str(spool_dir), str(next_batch),
-             str(3 * BATCH_BYTES)], cwd=ROOT, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                "-c",
+                _APPENDER.replace("LINES", str(LINES)),
+                str(spool_dir),
+                str(next_batch),
+                str(3 * BATCH_BYTES),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
         got: list[int] = []
-        reader = threading.Thread(target=lambda: got.extend(int(x) for x in child.stdout))
+        reader = threading.Thread(target=lambda: got.extend(int(x) for x in child.stdout))  # noqa: B023 - joined in this iteration
         reader.start()
         deadline = time.monotonic() + 60
         while True:
@@ -221,8 +230,13 @@ def receiver(tmp_path):
     source.stop()
 
 
-def post(source: HttpEventsSource, body: bytes, content_type: str | None = "application/json",
-         headers: dict[str, str] | None = None, path: str = "/v1/events"):
+def post(
+    source: HttpEventsSource,
+    body: bytes,
+    content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+    path: str = "/v1/events",
+):
     host, port = source.address
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
@@ -254,18 +268,21 @@ def test_a_batch_is_stored_as_compact_lines_exactly_as_sent(receiver, reference)
     assert stats["refused_requests"] == 0 and stats["by_status"] == {200: 1}
 
 
-@pytest.mark.parametrize("body, content_type, status, message", [
-    (b'[{"eventId": "a"', "application/json", 400, "not valid JSON"),
-    (b"", "application/json", 400, "body is empty"),
-    (b"  \n", "application/json", 400, "body is empty"),
-    (b'{"eventId": "a"}', "application/json", 400, "got a JSON object"),
-    (b'[{"eventId": "a"}, 7]', "application/json", 400, "item 1 is a JSON number"),
-    (b'[{"v": NaN}]', "application/json", 400, "NaN is not valid JSON"),
-    (b'[{"v": "\xff\xfe"}]', "application/json", 400, "not UTF-8 (byte 8)"),
-    (b"[" * 200_000 + b"]" * 200_000, "application/json", 400, "not valid JSON"),
-    (b"eventId=a", "application/x-www-form-urlencoded", 415, "is not application/json"),
-    (b'[{"v": "\xff"}]', "text/plain", 415, "is not application/json"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status, message",
+    [
+        (b'[{"eventId": "a"', "application/json", 400, "not valid JSON"),
+        (b"", "application/json", 400, "body is empty"),
+        (b"  \n", "application/json", 400, "body is empty"),
+        (b'{"eventId": "a"}', "application/json", 400, "got a JSON object"),
+        (b'[{"eventId": "a"}, 7]', "application/json", 400, "item 1 is a JSON number"),
+        (b'[{"v": NaN}]', "application/json", 400, "NaN is not valid JSON"),
+        (b'[{"v": "\xff\xfe"}]', "application/json", 400, "not UTF-8 (byte 8)"),
+        (b"[" * 200_000 + b"]" * 200_000, "application/json", 400, "not valid JSON"),
+        (b"eventId=a", "application/x-www-form-urlencoded", 415, "is not application/json"),
+        (b'[{"v": "\xff"}]', "text/plain", 415, "is not application/json"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_stored(receiver, body, content_type, status, message):
     got, headers, answer = post(receiver, body, content_type)
     assert got == status, answer
@@ -290,8 +307,10 @@ def test_valid_json_under_another_content_type_is_stored(receiver):
 
 def test_a_10_mb_batch_is_stored_and_a_body_above_the_limit_is_413(receiver, reference):
     template = sample_events(reference)
-    events = [{**template[i % len(template)], "eventId": base64.b64encode(i.to_bytes(8, "big")).decode()}
-              for i in range(13_000)]
+    events = [
+        {**template[i % len(template)], "eventId": base64.b64encode(i.to_bytes(8, "big")).decode()}
+        for i in range(13_000)
+    ]
     body = json.dumps(events).encode()
     assert len(body) > 10 << 20
     status, _, answer = post(receiver, body)
@@ -356,8 +375,9 @@ def test_protocol_edges(receiver):
     assert resp.status == 400 and "not a byte count" in json.loads(resp.read())["error"]["message"]
     conn.close()
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    conn.request("POST", "/v1/events", body=iter([b"[{}]"]), headers={"Content-Type": "application/json"},
-                 encode_chunked=True)
+    conn.request(
+        "POST", "/v1/events", body=iter([b"[{}]"]), headers={"Content-Type": "application/json"}, encode_chunked=True
+    )
     resp = conn.getresponse()
     assert resp.status == 411
     conn.close()
@@ -385,12 +405,14 @@ def test_concurrent_senders_lose_nothing(receiver):
 
 def ray_exporting_to(source: HttpEventsSource) -> LocalRayCluster:
     cluster = LocalRayCluster()
-    cluster.env.update({
-        "RAY_enable_core_worker_ray_event_to_aggregator": "1",
-        "RAY_enable_ray_event": "1",
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": source.url,
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
-    })
+    cluster.env.update(
+        {
+            "RAY_enable_core_worker_ray_event_to_aggregator": "1",
+            "RAY_enable_ray_event": "1",
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": source.url,
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
+        }
+    )
     return cluster
 
 
@@ -399,8 +421,11 @@ def spooled_events(spool: Spool) -> list[dict]:
 
 
 def square_definitions(spool: Spool) -> set[str]:
-    return {e["taskDefinitionEvent"]["taskId"] for e in spooled_events(spool)
-            if e.get("eventType") == "TASK_DEFINITION_EVENT" and e["taskDefinitionEvent"].get("taskName") == "square"}
+    return {
+        e["taskDefinitionEvent"]["taskId"]
+        for e in spooled_events(spool)
+        if e.get("eventType") == "TASK_DEFINITION_EVENT" and e["taskDefinitionEvent"].get("taskName") == "square"
+    }
 
 
 def test_real_ray_exports_its_events_into_the_spool(tmp_path):
@@ -412,8 +437,12 @@ def test_real_ray_exports_its_events_into_the_spool(tmp_path):
         cluster.start()
         cluster.wait_ready()
         workload.run(cluster.env, cluster.address, cluster.dashboard)
-        wait_for("the definitions of the 8 square tasks in the spool",
-                 lambda: len(square_definitions(source.spool)) == 8, 60, cluster.proc)
+        wait_for(
+            "the definitions of the 8 square tasks in the spool",
+            lambda: len(square_definitions(source.spool)) == 8,
+            60,
+            cluster.proc,
+        )
     finally:
         cluster.stop()
         cluster.kill()
@@ -421,8 +450,13 @@ def test_real_ray_exports_its_events_into_the_spool(tmp_path):
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
     events = spooled_events(source.spool)
     kinds = {e["eventType"] for e in events}
-    assert {"NODE_DEFINITION_EVENT", "TASK_DEFINITION_EVENT", "TASK_LIFECYCLE_EVENT", "ACTOR_DEFINITION_EVENT",
-            "DRIVER_JOB_DEFINITION_EVENT"} <= kinds
+    assert {
+        "NODE_DEFINITION_EVENT",
+        "TASK_DEFINITION_EVENT",
+        "TASK_LIFECYCLE_EVENT",
+        "ACTOR_DEFINITION_EVENT",
+        "DRIVER_JOB_DEFINITION_EVENT",
+    } <= kinds
     stats = source.stats.snapshot()
     assert stats["stored_events"] == len(events) and stats["refused_requests"] == 0
     assert set(stats["by_status"]) == {200}
@@ -455,8 +489,12 @@ def test_real_ray_retries_through_a_full_spool_and_loses_nothing(tmp_path):
         refused_ids = {json.loads(x)["eventId"] for batch in spool.refused for x in batch}
         assert spool.refused[0] in spool.refused[1:], "the agent did not resend the refused batch"
         spool.max_total_bytes = 1 << 30
-        wait_for("every refused event to arrive once there is room",
-                 lambda: refused_ids <= {e["eventId"] for e in spooled_events(spool)}, 60, cluster.proc)
+        wait_for(
+            "every refused event to arrive once there is room",
+            lambda: refused_ids <= {e["eventId"] for e in spooled_events(spool)},
+            60,
+            cluster.proc,
+        )
     finally:
         cluster.stop()
         cluster.kill()

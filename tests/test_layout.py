@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from archive.layout import (
-    DELETING_PREFIX, InvalidName, LogSegment, SessionRef, index_prefix, parse_deleting_key, parse_index_key,
-    parse_node_key, parse_segment_key,
+    DELETING_PREFIX,
+    InvalidName,
+    LogSegment,
+    SessionRef,
+    index_prefix,
+    parse_deleting_key,
+    parse_index_key,
+    parse_node_key,
+    parse_segment_key,
 )
 
 SESSION = "session_2026-11-25_19-58-10_578535_6555"
@@ -39,8 +46,10 @@ def test_deleting_key_round_trip():
         parse_index_key(ref.deleting_key)
 
 
-@pytest.mark.parametrize("path", ["raylet.out", "events/event_GCS.log", "old/worker-1-ffffffff-7.err",
-                                  "export_events/event_EXPORT_TASK_12.log.1"])
+@pytest.mark.parametrize(
+    "path",
+    ["raylet.out", "events/event_GCS.log", "old/worker-1-ffffffff-7.err", "export_events/event_EXPORT_TASK_12.log.1"],
+)
 def test_segment_key_round_trip(path):
     node = SessionRef("default", "c", SESSION).node(NODE)
     seg = LogSegment(path, 3, 1024, 4096)
@@ -56,18 +65,21 @@ def test_segment_keys_sort_in_byte_order():
     assert sorted(node.segment_key(s) for s in segs) == [node.segment_key(s) for s in segs]
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: SessionRef("Default", "c", SESSION),
-    lambda: SessionRef("default", "c/../x", SESSION),
-    lambda: SessionRef("default", "c~d", SESSION),
-    lambda: SessionRef("default", "c", "../session_1"),
-    lambda: SessionRef("default", "c", SESSION).node("not-hex"),
-    lambda: LogSegment("../etc/passwd", 0, 0, 1),
-    lambda: LogSegment("a//b", 0, 0, 1),
-    lambda: LogSegment("/abs", 0, 0, 1),
-    lambda: LogSegment("a.log", 0, 5, 5),
-    lambda: SessionRef.from_id("only~two"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: SessionRef("Default", "c", SESSION),
+        lambda: SessionRef("default", "c/../x", SESSION),
+        lambda: SessionRef("default", "c~d", SESSION),
+        lambda: SessionRef("default", "c", "../session_1"),
+        lambda: SessionRef("default", "c", SESSION).node("not-hex"),
+        lambda: LogSegment("../etc/passwd", 0, 0, 1),
+        lambda: LogSegment("a//b", 0, 0, 1),
+        lambda: LogSegment("/abs", 0, 0, 1),
+        lambda: LogSegment("a.log", 0, 5, 5),
+        lambda: SessionRef.from_id("only~two"),
+    ],
+)
 def test_invalid_names_are_refused(bad):
     with pytest.raises(InvalidName):
         bad()

@@ -210,8 +210,10 @@ def _strict(schema: object) -> object:
         return [_strict(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _strict(v) if k in ("items", "additionalProperties", "anyOf", "allOf", "oneOf", "not") else v
-           for k, v in schema.items()}
+    out = {
+        k: _strict(v) if k in ("items", "additionalProperties", "anyOf", "allOf", "oneOf", "not") else v
+        for k, v in schema.items()
+    }
     if "properties" in schema:
         out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
         if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -233,9 +235,15 @@ def kube(crds):
 
 
 def _publish(store: LocalStore, namespace: str, cluster: str, session: str, status: str, start_ms: int) -> str:
-    m = SessionManifest(namespace=namespace, cluster=cluster, session_name=session, status=status,
-                        start_ms=start_ms, last_seen_ms=int(time.time() * 1000),
-                        end_ms=start_ms + 1000 if status == ENDED else None)
+    m = SessionManifest(
+        namespace=namespace,
+        cluster=cluster,
+        session_name=session,
+        status=status,
+        start_ms=start_ms,
+        last_seen_ms=int(time.time() * 1000),
+        end_ms=start_ms + 1000 if status == ENDED else None,
+    )
     store.put(m.ref.index_key, m.to_json())
     store.put(m.ref.manifest_key, m.to_json())
     return m.ref.id
@@ -245,8 +253,9 @@ def _client(tmp_path: Path, live: LiveClusters | None) -> TestClient:
     """The app exactly as `rayhistory server` builds it (historyserver.cli.serve calls create_app)."""
     archive = tmp_path / "archive"
     archive.mkdir(exist_ok=True)
-    app = create_app(ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0),
-                     LocalStore(archive))
+    app = create_app(
+        ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0), LocalStore(archive)
+    )
     if live is not None:
         app.state.live = live
     return TestClient(app)
@@ -254,20 +263,35 @@ def _client(tmp_path: Path, live: LiveClusters | None) -> TestClient:
 
 def _live(tmp_path: Path, kube: KubeAPI, **settings) -> LiveClusters:
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", token=settings.pop("token", None))
-    return LiveClusters(LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig), ttl=settings.pop("ttl", 0),
-                                     connect_timeout=2, read_timeout=5, **settings))
+    return LiveClusters(
+        LiveSettings(
+            mode="kubeconfig",
+            kubeconfig=str(kubeconfig),
+            ttl=settings.pop("ttl", 0),
+            connect_timeout=2,
+            read_timeout=5,
+            **settings,
+        )
+    )
 
 
 def test_fixtures_are_valid_kuberay_objects(crds):
-    schemas = {c["spec"]["names"]["kind"]: next(v for v in c["spec"]["versions"] if v["name"] == "v1")
-               ["schema"]["openAPIV3Schema"] for c in crds}
-    validators = {k: jsonschema.Draft7Validator(_strict(s), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
-                  for k, s in schemas.items()}
+    schemas = {
+        c["spec"]["names"]["kind"]: next(v for v in c["spec"]["versions"] if v["name"] == "v1")["schema"][
+            "openAPIV3Schema"
+        ]
+        for c in crds
+    }
+    validators = {
+        k: jsonschema.Draft7Validator(_strict(s), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+        for k, s in schemas.items()
+    }
     objects = _objects()
     assert {o["kind"] for o in objects} == {"RayCluster", "RayJob", "RayService"}
     for obj in objects:
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                  for e in validators[obj["kind"]].iter_errors(obj)]
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validators[obj["kind"]].iter_errors(obj)
+        ]
         assert not errors, f"{obj['kind']} {obj['metadata']['name']}: {errors}"
     # The check has teeth: a misspelt status field is refused, as the API server would prune it.
     bad = objects[0]
@@ -288,10 +312,14 @@ def test_lists_every_kind_with_its_state_dashboard_and_archived_sessions(tmp_pat
     assert body["enabled"] is True and body["namespaces"] == ["team-a", "team-b", "team-c"]
     rows = {(r["kind"], r["namespace"], r["name"]): r for r in body["clusters"]}
     assert list(rows) == [
-        ("RayCluster", "team-a", "raycluster-kuberay"), ("RayCluster", "team-a", "train-mnist-x7k2p"),
-        ("RayCluster", "team-b", "llm-serve-9qz4d"), ("RayCluster", "team-c", "dev-sandbox"),
-        ("RayJob", "team-a", "nightly-eval"), ("RayJob", "team-a", "train-mnist"),
-        ("RayService", "team-b", "llm-serve"), ("RayService", "team-b", "ranker"),
+        ("RayCluster", "team-a", "raycluster-kuberay"),
+        ("RayCluster", "team-a", "train-mnist-x7k2p"),
+        ("RayCluster", "team-b", "llm-serve-9qz4d"),
+        ("RayCluster", "team-c", "dev-sandbox"),
+        ("RayJob", "team-a", "nightly-eval"),
+        ("RayJob", "team-a", "train-mnist"),
+        ("RayService", "team-b", "llm-serve"),
+        ("RayService", "team-b", "ranker"),
         ("RayService", "team-c", "legacy-echo"),
     ]
     kuberay = rows["RayCluster", "team-a", "raycluster-kuberay"]
@@ -330,11 +358,17 @@ def test_lists_every_kind_with_its_state_dashboard_and_archived_sessions(tmp_pat
 
 
 def test_a_namespace_restriction_lists_only_that_namespace(tmp_path, kube):
-    live = LiveClusters.from_env({"RAYHISTORY_KUBERNETES": f"kubeconfig:{kube.write_kubeconfig(tmp_path / 'kc')}",
-                                  "RAYHISTORY_KUBERNETES_NAMESPACE": "team-b"}, ttl=0)
+    live = LiveClusters.from_env(
+        {
+            "RAYHISTORY_KUBERNETES": f"kubeconfig:{kube.write_kubeconfig(tmp_path / 'kc')}",
+            "RAYHISTORY_KUBERNETES_NAMESPACE": "team-b",
+        },
+        ttl=0,
+    )
     rows = live.list()
     assert {(r.kind, r.namespace, r.name) for r in rows} == {
-        ("RayCluster", "team-b", "llm-serve-9qz4d"), ("RayService", "team-b", "llm-serve"),
+        ("RayCluster", "team-b", "llm-serve-9qz4d"),
+        ("RayService", "team-b", "llm-serve"),
         ("RayService", "team-b", "ranker"),
     }
     assert sorted(p for _, p in kube.requests) == [
@@ -371,8 +405,9 @@ def test_an_unreachable_api_server_is_a_503_within_the_timeouts(tmp_path, kube, 
     with silent_listener() as silent_port:
         port = silent_port if hung else closed_port()
         kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig", server=f"https://127.0.0.1:{port}")
-        live = LiveClusters(LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig), ttl=60,
-                                         connect_timeout=0.5, read_timeout=0.5))
+        live = LiveClusters(
+            LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig), ttl=60, connect_timeout=0.5, read_timeout=0.5)
+        )
         with _client(tmp_path, live) as client:
             started = time.monotonic()
             response = client.get("/api/v1/live")
@@ -403,7 +438,8 @@ def test_in_cluster_mode_uses_the_pods_service_account(tmp_path, kube, monkeypat
     in_team_c = replace(settings, namespaces=("team-c",))
     rows = LiveClusters(in_team_c).list()
     assert {(r.kind, r.name, r.state) for r in rows} == {
-        ("RayCluster", "dev-sandbox", "pending"), ("RayService", "legacy-echo", "Running"),
+        ("RayCluster", "dev-sandbox", "pending"),
+        ("RayService", "legacy-echo", "Running"),
     }
     # A CA that did not sign the server's certificate is refused, with what to check.
     with KubeAPI([]) as other:
@@ -425,17 +461,19 @@ def test_mode_off_is_disabled_and_the_app_builds_it_from_the_environment(tmp_pat
 
 
 def test_settings_from_the_environment(tmp_path, kube):
-    settings = LiveSettings.from_env({
-        "RAYHISTORY_KUBERNETES": "kubeconfig:/etc/kube/config", "RAYHISTORY_KUBERNETES_NAMESPACE": " a, b ,",
-        "RAYHISTORY_DASHBOARD_URL_TEMPLATE": "https://ray.example.com/{namespace}/{cluster}/",
-    })
+    settings = LiveSettings.from_env(
+        {
+            "RAYHISTORY_KUBERNETES": "kubeconfig:/etc/kube/config",
+            "RAYHISTORY_KUBERNETES_NAMESPACE": " a, b ,",
+            "RAYHISTORY_DASHBOARD_URL_TEMPLATE": "https://ray.example.com/{namespace}/{cluster}/",
+        }
+    )
     assert (settings.mode, settings.kubeconfig, settings.namespaces) == ("kubeconfig", "/etc/kube/config", ("a", "b"))
     assert LiveSettings.from_env({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).mode == "in-cluster"
     assert LiveSettings.from_env({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "RAYHISTORY_KUBERNETES": "off"}).mode == "off"
     with pytest.raises(KubernetesUnavailable, match="in-cluster:x"):
         LiveSettings.from_env({"RAYHISTORY_KUBERNETES": "in-cluster:x"})
-    live = _live(tmp_path, kube, namespaces=("team-a",),
-                 dashboard_url_template=settings.dashboard_url_template)
+    live = _live(tmp_path, kube, namespaces=("team-a",), dashboard_url_template=settings.dashboard_url_template)
     urls = {r.name: r.dashboard_url for r in live.list()}
     assert urls["raycluster-kuberay"] == "https://ray.example.com/team-a/raycluster-kuberay/"
     assert urls["train-mnist"] == "https://ray.example.com/team-a/train-mnist-x7k2p/"
@@ -454,5 +492,6 @@ def test_discovery_answers_the_clients_dynamic_discovery(tmp_path, kube):
     assert listing.kind == "RayClusterList" and listing.metadata.resourceVersion == str(kube.resource_version)
     assert [i.metadata.name for i in listing.items] == ["raycluster-kuberay", "train-mnist-x7k2p"]
     assert clusters.get(namespace="team-a", name="train-mnist-x7k2p").status.head.serviceName == (
-        "train-mnist-x7k2p-head-svc")
+        "train-mnist-x7k2p-head-svc"
+    )
     assert client.version["kubernetes"]["gitVersion"].startswith("v1.")

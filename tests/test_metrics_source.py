@@ -20,7 +20,7 @@ from tests import needs
 from tests.fake_session import NODE_ID, make_session
 from tests.servers.loopback import LoopbackHTTP
 
-EXPOSITION = r'''# HELP rh_requests_total Requests "served"\nover two lines, with a \\ backslash
+EXPOSITION = r"""# HELP rh_requests_total Requests "served"\nover two lines, with a \\ backslash
 # TYPE rh_requests_total counter
 rh_requests_total{route="/a",instance="app-1"} 3.0
 rh_requests_total{route="/a",instance="app-1"} 3.0
@@ -52,7 +52,7 @@ rh_rpc_seconds_count 5.0
 rh_temp{SessionName="session_x",msg="say \"hi\"\nbye \\ end"} 21.5
 rh_untyped_thing 7
 rh_with_ts 4 1700000000123
-'''
+"""
 TS = re.compile(r" (\d+)\.(\d{3})$")
 
 
@@ -137,8 +137,11 @@ def test_a_scrape_is_written_as_timestamped_openmetrics_with_target_labels(tmp_p
     assert families["rh_requests"].type == "counter"
     assert families["rh_requests"].documentation == 'Requests "served"\nover two lines, with a \\ backslash'
     assert {s.name for s in families["rh_latency_seconds"].samples} == {
-        "rh_latency_seconds_bucket", "rh_latency_seconds_sum", "rh_latency_seconds_count",
-        "rh_latency_seconds_created"}
+        "rh_latency_seconds_bucket",
+        "rh_latency_seconds_sum",
+        "rh_latency_seconds_count",
+        "rh_latency_seconds_created",
+    }
     assert families["rh_untyped_thing"].type == "unknown"
     temp = next(s for s in families["rh_temp"].samples)
     assert temp.labels["msg"] == 'say "hi"\nbye \\ end' and temp.labels["SessionName"] == "session_x"
@@ -212,12 +215,16 @@ def test_targets_come_from_the_session_dir(tmp_path):
     assert scraper.targets() == ["127.0.0.1:34527"]
 
     with open(session / "logs" / "raylet.out", "ab") as f:
-        f.write(b"[2026-11-25 20:59:24,900 I 2288 2288] (raylet) node_manager.cc:355: Raylet of id, " + NODE_ID.encode()
-                + b" started. node_manager address: 10.0.0.5:0 object_manager address: 10.0.0.5:39757\n")
+        f.write(
+            b"[2026-11-25 20:59:24,900 I 2288 2288] (raylet) node_manager.cc:355: Raylet of id, "
+            + NODE_ID.encode()
+            + b" started. node_manager address: 10.0.0.5:0 object_manager address: 10.0.0.5:39757\n"
+        )
     assert discover_targets(head) == ["10.0.0.5:34527"]
     (session / "prom_metrics_service_discovery.json").write_text(
         '[{"labels": {"job": "ray"}, "targets": ["10.0.0.5:34527", "10.0.0.9:8080", "10.0.0.5:44217", '
-        '"10.0.0.5:44227"]}]')
+        '"10.0.0.5:44227"]}]'
+    )
     # The head scrapes itself, plus the autoscaler and dashboard; 10.0.0.9 is another node (its own collector's).
     assert discover_targets(head) == ["10.0.0.5:34527", "10.0.0.5:44217", "10.0.0.5:44227"]
     # Once named, the node's endpoint keeps its name (its series must not change identity mid-session).
@@ -225,7 +232,8 @@ def test_targets_come_from_the_session_dir(tmp_path):
 
     worker = make_session(tmp_path / "w", head=False)
     (worker / "prom_metrics_service_discovery.json").write_text(
-        '[{"labels": {"job": "ray"}, "targets": ["10.0.0.5:34527", "10.0.0.5:44217"]}]')
+        '[{"labels": {"job": "ray"}, "targets": ["10.0.0.5:34527", "10.0.0.5:44217"]}]'
+    )
     assert discover_targets(SessionDir(worker)) == ["10.0.0.5:34527"]
 
 
@@ -233,11 +241,16 @@ def promtool_dump(spool: Path, work: Path) -> tuple[Path, str]:
     """Backfill the spool the documented way (concatenate, append `# EOF`) and dump what Prometheus stored."""
     om = work / "all.om"
     om.write_bytes(b"".join(p.read_bytes() for p in sorted(spool.glob("metrics-*.prom"))) + b"# EOF\n")
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "db")],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "db")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (work / "db" / "wal").mkdir()
-    dump = subprocess.run(["promtool", "tsdb", "dump", str(work / "db")], check=True, capture_output=True,
-                          text=True, timeout=120).stdout
+    dump = subprocess.run(
+        ["promtool", "tsdb", "dump", str(work / "db")], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     return om, dump
 
 
@@ -252,8 +265,11 @@ def test_promtool_backfills_the_spool(tmp_path, endpoint):
     temps = sorted(line for line in dump.splitlines() if '__name__="rh_temp"' in line)
     assert len(temps) == 2
     assert f'instance="{endpoint.address}"' in temps[0] and 'ray_io_cluster="c1"' in temps[0]
-    written = sorted(int(m.group(1)) * 1000 + int(m.group(2)) for line in om.read_text().splitlines()
-                     if line.startswith("rh_temp{") and (m := TS.search(line)))
+    written = sorted(
+        int(m.group(1)) * 1000 + int(m.group(2))
+        for line in om.read_text().splitlines()
+        if line.startswith("rh_temp{") and (m := TS.search(line))
+    )
     assert [(float(t.split()[-2]), int(t.split()[-1])) for t in temps] == list(zip([21.5, 22.5], written))
 
 
@@ -272,13 +288,16 @@ def test_scrapes_a_real_ray_node_and_counts_failures_once_it_stops(tmp_path):
             stats = scraper.scrape_once()
             names = {s[0] for s in read_samples(spool)}
             return stats.scrapes_ok == 3 and "ray_node_cpu_utilization" in names and stats
+
         stats = wait_for("a scrape of node, autoscaler and dashboard with ray_node_cpu_utilization", full_scrape, 120)
         assert stats.scrapes_failed == 0 and stats.samples > 100
         targets = scraper.targets()
         own_port = next(session_dir.glob("metrics_export_port_*")).read_text().strip()
         assert targets[0].endswith(f":{own_port}")
-        assert {t.split(":")[1] for t in targets[1:]} == {ray.env["AUTOSCALER_METRIC_PORT"],
-                                                          ray.env["DASHBOARD_METRIC_PORT"]}
+        assert {t.split(":")[1] for t in targets[1:]} == {
+            ray.env["AUTOSCALER_METRIC_PORT"],
+            ray.env["DASHBOARD_METRIC_PORT"],
+        }
 
         samples = read_samples(spool)
         cpu = [s for s in samples if s[0] == "ray_node_cpu_utilization"]
@@ -297,7 +316,7 @@ def test_scrapes_a_real_ray_node_and_counts_failures_once_it_stops(tmp_path):
         ray.stop()
         failed = scraper.scrape_once()  # no exception
         assert failed.scrapes_failed == len(targets) and failed.scrapes_ok == 0
-        downs = [s for s in read_samples(spool) if s[0] == "up"][-len(targets):]
+        downs = [s for s in read_samples(spool) if s[0] == "up"][-len(targets) :]
         assert {(s[1]["instance"], s[2]) for s in downs} == {(t, 0.0) for t in targets}
     finally:
         ray.kill()

@@ -18,9 +18,13 @@ from tests.helpers import client_for
 STATIC = Path(__file__).resolve().parents[1] / "historyserver" / "pages" / "static"
 CHARTS = ("cpu", "memory", "tasks", "object-store")
 # Chart id -> the Default dashboard panel whose targets it draws.
-PANELS = {"cpu": "Node CPU Usage %", "memory": "Node Memory Usage % (heap + object store)",
-          "tasks": "All Tasks by State", "object-store": "Object Store Memory Usage"}
-SETTLED = ("els => els.length === 4 && els.every(e => e.dataset.state !== 'loading')")
+PANELS = {
+    "cpu": "Node CPU Usage %",
+    "memory": "Node Memory Usage % (heap + object store)",
+    "tasks": "All Tasks by State",
+    "object-store": "Object Store Memory Usage",
+}
+SETTLED = "els => els.length === 4 && els.every(e => e.dataset.state !== 'loading')"
 
 
 def charts_state(page) -> dict[str, dict]:
@@ -82,20 +86,26 @@ def test_charts_use_the_default_dashboards_panels(finished_cluster, tmp_path):
     entry = app.state.catalog.get(sid)
     start, end = entry.manifest.start_ms / 1000, entry.end_ms / 1000
     with client_for(finished_cluster.local_archive, tmp_path / "cache2") as c:
-        instances = c.get(f"/sessions/{sid}/prometheus/api/v1/label/instance/values",
-                          params={"match[]": "ray_node_cpu_utilization"}).json()["data"]
+        instances = c.get(
+            f"/sessions/{sid}/prometheus/api/v1/label/instance/values", params={"match[]": "ray_node_cpu_utilization"}
+        ).json()["data"]
         for chart_id, chart in charts.items():
             targets = panels[PANELS[chart_id]]["targets"]
             assert chart["targets"] == [[t["expr"], t["legendFormat"]] for t in targets], chart_id
             assert all(entry.manifest.session_name in q and "$" not in q for q in chart["queries"]), chart["queries"]
             expected = []
             for query, (_, legend) in zip(chart["queries"], chart["targets"]):
-                r = c.post(f"/sessions/{sid}/prometheus/api/v1/query_range",
-                           data={"query": query, "start": start, "end": end, "step": "1s"}).json()
+                r = c.post(
+                    f"/sessions/{sid}/prometheus/api/v1/query_range",
+                    data={"query": query, "start": start, "end": end, "step": "1s"},
+                ).json()
                 assert r["status"] == "success", r
-                expected += [legend.replace("{{instance}}", s["metric"].get("instance", ""))
-                             .replace("{{RayNodeType}}", s["metric"].get("RayNodeType", ""))
-                             .replace("{{State}}", s["metric"].get("State", "")) for s in r["data"]["result"]]
+                expected += [
+                    legend.replace("{{instance}}", s["metric"].get("instance", ""))
+                    .replace("{{RayNodeType}}", s["metric"].get("RayNodeType", ""))
+                    .replace("{{State}}", s["metric"].get("State", ""))
+                    for s in r["data"]["result"]
+                ]
             if expected:
                 assert chart["state"] == "drawn" and chart["series"] == len(expected), (chart_id, chart)
                 assert sorted(chart["legend"]) == sorted(expected), chart_id
@@ -128,16 +138,31 @@ def _scrape(i: int) -> str:
     target = {"instance": INSTANCE, "job": "ray", "ray_io_cluster": "charts"}
     node = {**target, "SessionName": SESSION, "RayNodeType": "head", "IsHeadNode": "true", "Version": "2.60.0"}
     lines = [
-        "# HELP up 1 if the scrape of the target succeeded", "# TYPE up gauge", f"up{_labels(**target)} 1.0 {t}",
-        "# HELP ray_node_cpu_utilization Total CPU usage on a ray node", "# TYPE ray_node_cpu_utilization gauge",
+        "# HELP up 1 if the scrape of the target succeeded",
+        "# TYPE up gauge",
+        f"up{_labels(**target)} 1.0 {t}",
+        "# HELP ray_node_cpu_utilization Total CPU usage on a ray node",
+        "# TYPE ray_node_cpu_utilization gauge",
         f"ray_node_cpu_utilization{_labels(**node)} {20 + (i * 7) % 60}.0 {t}",
-        "# HELP ray_tasks Current number of tasks currently in a particular state.", "# TYPE ray_tasks gauge",
+        "# HELP ray_tasks Current number of tasks currently in a particular state.",
+        "# TYPE ray_tasks gauge",
     ]
     finished, running = min(i * 5, 150), (0 if i > 30 else 8)
-    for state, source, value in (("FINISHED", "owner", finished), ("FAILED", "owner", i // 10),
-                                 ("RUNNING", "executor", running), ("PENDING_NODE_ASSIGNMENT", "owner", 1)):
-        labels = {**target, "SessionName": SESSION, "State": state, "Source": source, "IsRetry": "0",
-                  "Name": "square", "Version": "2.60.0"}
+    for state, source, value in (
+        ("FINISHED", "owner", finished),
+        ("FAILED", "owner", i // 10),
+        ("RUNNING", "executor", running),
+        ("PENDING_NODE_ASSIGNMENT", "owner", 1),
+    ):
+        labels = {
+            **target,
+            "SessionName": SESSION,
+            "State": state,
+            "Source": source,
+            "IsRetry": "0",
+            "Name": "square",
+            "Version": "2.60.0",
+        }
         lines.append(f"ray_tasks{_labels(**labels)} {float(value)} {t}")
     return "\n".join(lines) + "\n"
 
@@ -147,11 +172,21 @@ def _write_session(store: LocalStore, cluster: str, name: str, scrapes: list[str
     store.put(ref.node(NODE).node_key, NodeRecord(NODE, is_head=True, ip="10.0.0.1", start_ms=START_MS).to_json())
     data = "".join(scrapes).encode()
     if data:
-        store.put(ref.node(NODE).segment_key(LogSegment("metrics-000001.prom", 0, 0, len(data), source="metrics")),
-                  encode(data))
-    m = SessionManifest(namespace="default", cluster=cluster, session_name=name, ray_version="2.60.0",
-                        start_ms=START_MS, end_ms=START_MS + 600_000, status=ENDED, last_seen_ms=START_MS + 600_000,
-                        nodes=[NodeRecord(NODE, is_head=True)])
+        store.put(
+            ref.node(NODE).segment_key(LogSegment("metrics-000001.prom", 0, 0, len(data), source="metrics")),
+            encode(data),
+        )
+    m = SessionManifest(
+        namespace="default",
+        cluster=cluster,
+        session_name=name,
+        ray_version="2.60.0",
+        start_ms=START_MS,
+        end_ms=START_MS + 600_000,
+        status=ENDED,
+        last_seen_ms=START_MS + 600_000,
+        nodes=[NodeRecord(NODE, is_head=True)],
+    )
     store.put(m.ref.manifest_key, m.to_json())
     store.put(m.ref.index_key, m.to_json())
     return ref
@@ -213,8 +248,10 @@ def test_an_api_error_is_shown_in_the_chart(written, tmp_path):
     body = json.dumps({"status": "error", "errorType": "unavailable", "error": "the archive's bucket did not answer"})
     with served(serve(archive, tmp_path)) as url, browser() as b, page_watch(b) as (page, problems):
         # The one fake: the API answering 503, at the network edge (the archive cannot be made to fail on cue).
-        page.route("**/prometheus/api/v1/query_range",
-                   lambda route: route.fulfill(status=503, content_type="application/json", body=body))
+        page.route(
+            "**/prometheus/api/v1/query_range",
+            lambda route: route.fulfill(status=503, content_type="application/json", body=body),
+        )
         page.goto(f"{url}/sessions/{with_tasks}/overview")
         charts = charts_state(page)
         for chart_id in CHARTS:

@@ -17,7 +17,10 @@ def test_overview_json(client, finished_cluster):
     o = client.get(f"/api/v1/sessions/{finished_cluster.ref.id}/overview").json()
     assert o["session"]["status"] == "ended" and o["duration_ms"] > 0
     assert {(j["type"], j["status"]) for j in o["jobs"]} == {
-        ("DRIVER", "SUCCEEDED"), ("SUBMISSION", "SUCCEEDED"), ("SUBMISSION", "FAILED")}
+        ("DRIVER", "SUCCEEDED"),
+        ("SUBMISSION", "SUCCEEDED"),
+        ("SUBMISSION", "FAILED"),
+    }
     assert not any(j["unfinished"] for j in o["jobs"])
     assert o["tasks"]["by_state"]["FAILED"] >= 2 and "DRIVER_TASK" not in str(o["tasks"])
     groups = {(g["error_type"], g["exception"]): g for g in o["failed_task_groups"]}
@@ -56,8 +59,10 @@ def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, 
     from historyserver.settings import ServerSettings
     from tests.browser import browser, page_watch, served, wait_for_text
 
-    app = create_app(ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path), catalog_ttl=0),
-                     open_store(finished_cluster.local_archive))
+    app = create_app(
+        ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path), catalog_ttl=0),
+        open_store(finished_cluster.local_archive),
+    )
     sid = finished_cluster.ref.id
     with served(app) as url, browser() as b, page_watch(b) as (page, problems):
         jobs = app.state.warehouse.db(app.state.catalog.get(sid)).jobs()

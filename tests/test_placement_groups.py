@@ -54,35 +54,74 @@ def _ts(ns: int) -> str:
 
 
 def _event(kind: str, at_ns: int, payload: dict) -> dict:
-    key = "placementGroupDefinitionEvent" if kind == "PLACEMENT_GROUP_DEFINITION_EVENT" else \
-        "placementGroupLifecycleEvent"
-    return {"eventId": base64.b64encode(f"{kind}{at_ns}".encode()[:28]).decode(), "sourceType": "GCS",
-            "eventType": kind, "timestamp": _ts(at_ns), "severity": "INFO", "sessionName": SESSION,
-            key: payload, "nodeId": NODE_B64, "message": ""}
+    key = (
+        "placementGroupDefinitionEvent"
+        if kind == "PLACEMENT_GROUP_DEFINITION_EVENT"
+        else "placementGroupLifecycleEvent"
+    )
+    return {
+        "eventId": base64.b64encode(f"{kind}{at_ns}".encode()[:28]).decode(),
+        "sourceType": "GCS",
+        "eventType": kind,
+        "timestamp": _ts(at_ns),
+        "severity": "INFO",
+        "sessionName": SESSION,
+        key: payload,
+        "nodeId": NODE_B64,
+        "message": "",
+    }
 
 
-def _definition(pg: str, at_ns: int, name: str, strategy: str, detached: bool, bundles: list[dict],
-                namespace: str = "probe", labels: dict | None = None) -> dict:
-    return _event("PLACEMENT_GROUP_DEFINITION_EVENT", at_ns, {
-        "placementGroupId": _b64(pg), "name": name, "rayNamespace": namespace, "strategy": strategy,
-        "isDetached": detached, "creatorJobId": JOB_B64, "creatorActorId": "", "softTargetNodeId": "",
-        "creationRequestReceivedNs": str(at_ns),
-        "bundles": [{"bundleIndex": i, "unitResources": b, "labelSelector": labels or {}}
-                    for i, b in enumerate(bundles)]})
+def _definition(
+    pg: str,
+    at_ns: int,
+    name: str,
+    strategy: str,
+    detached: bool,
+    bundles: list[dict],
+    namespace: str = "probe",
+    labels: dict | None = None,
+) -> dict:
+    return _event(
+        "PLACEMENT_GROUP_DEFINITION_EVENT",
+        at_ns,
+        {
+            "placementGroupId": _b64(pg),
+            "name": name,
+            "rayNamespace": namespace,
+            "strategy": strategy,
+            "isDetached": detached,
+            "creatorJobId": JOB_B64,
+            "creatorActorId": "",
+            "softTargetNodeId": "",
+            "creationRequestReceivedNs": str(at_ns),
+            "bundles": [
+                {"bundleIndex": i, "unitResources": b, "labelSelector": labels or {}} for i, b in enumerate(bundles)
+            ],
+        },
+    )
 
 
-def _transition(at_ns: int, state: str, scheduling: str, attempt: int = 0, delay: float = 0.0,
-                placed: list[int] = (), **extra) -> dict:
-    return {"state": state, "timestamp": _ts(at_ns), "schedulingState": scheduling, "schedulingAttempt": attempt,
-            "highestRetryDelayMs": delay,
-            "bundlePlacements": [{"bundleIndex": i, "nodeId": NODE_B64} for i in placed], **extra}
+def _transition(
+    at_ns: int, state: str, scheduling: str, attempt: int = 0, delay: float = 0.0, placed: list[int] = (), **extra
+) -> dict:
+    return {
+        "state": state,
+        "timestamp": _ts(at_ns),
+        "schedulingState": scheduling,
+        "schedulingAttempt": attempt,
+        "highestRetryDelayMs": delay,
+        "bundlePlacements": [{"bundleIndex": i, "nodeId": NODE_B64} for i in placed],
+        **extra,
+    }
 
 
 def _lifecycle(pg: str, *transitions: dict) -> dict:
     """GCS sends a group's new transitions a moment after they happen."""
     sent = max(to_ns(t["timestamp"]) for t in transitions) + 1000
-    return _event("PLACEMENT_GROUP_LIFECYCLE_EVENT", sent,
-                  {"placementGroupId": _b64(pg), "stateTransitions": list(transitions)})
+    return _event(
+        "PLACEMENT_GROUP_LIFECYCLE_EVENT", sent, {"placementGroupId": _b64(pg), "stateTransitions": list(transitions)}
+    )
 
 
 def _pg_events() -> list[dict]:
@@ -91,8 +130,11 @@ def _pg_events() -> list[dict]:
     late = T0 + 600 * MS
     return [
         # Its first transitions arrive before its definition: POST batches interleave.
-        _lifecycle(REMOVED_PG, _transition(T0 + 100_000, "PENDING", "QUEUED"),
-                   _transition(T0 + 200_000, "PENDING", "SCHEDULING_STARTED", 1)),
+        _lifecycle(
+            REMOVED_PG,
+            _transition(T0 + 100_000, "PENDING", "QUEUED"),
+            _transition(T0 + 200_000, "PENDING", "SCHEDULING_STARTED", 1),
+        ),
         _definition(REMOVED_PG, T0, "pg_removed", "PACK", False, [{"CPU": 1.0}, {"CPU": 1.0}]),
         removed_created,
         removed_created,  # the agent retried a POST: the same transition twice
@@ -101,14 +143,28 @@ def _pg_events() -> list[dict]:
         _lifecycle(REMOVED_PG, _transition(late, "CREATED", "FINISHED", 1, placed=[0, 1])),
         _definition(KEPT_PG, T0 + 1000 * MS, "pg_kept", "STRICT_SPREAD", True, [{"CPU": 1.0}], labels={"zone": "a"}),
         # Newer Ray writes the GCS's own stats into each transition: they are taken as given.
-        _lifecycle(KEPT_PG, _transition(T0 + 1000 * MS, "PENDING", "QUEUED"),
-                   _transition(T0 + 1100 * MS, "PENDING", "NO_RESOURCES", 1, 100.0),
-                   _transition(T0 + 1210 * MS, "CREATED", "FINISHED", 2, 100.0, placed=[0],
-                               schedulingStartedTimeNs=str(T0 + 1208 * MS), schedulingLatencyUs="2044",
-                               endToEndCreationLatencyUs="210023")),
+        _lifecycle(
+            KEPT_PG,
+            _transition(T0 + 1000 * MS, "PENDING", "QUEUED"),
+            _transition(T0 + 1100 * MS, "PENDING", "NO_RESOURCES", 1, 100.0),
+            _transition(
+                T0 + 1210 * MS,
+                "CREATED",
+                "FINISHED",
+                2,
+                100.0,
+                placed=[0],
+                schedulingStartedTimeNs=str(T0 + 1208 * MS),
+                schedulingLatencyUs="2044",
+                endToEndCreationLatencyUs="210023",
+            ),
+        ),
         _definition(PENDING_PG, T0 + 2000 * MS, "", "SPREAD", False, [{"CPU": 64.0}], namespace=""),
-        _lifecycle(PENDING_PG, _transition(T0 + 2000 * MS, "PENDING", "SCHEDULING_STARTED", 1),
-                   _transition(T0 + 2001 * MS, "PENDING", "INFEASIBLE", 1)),
+        _lifecycle(
+            PENDING_PG,
+            _transition(T0 + 2000 * MS, "PENDING", "SCHEDULING_STARTED", 1),
+            _transition(T0 + 2001 * MS, "PENDING", "INFEASIBLE", 1),
+        ),
     ]
 
 
@@ -123,13 +179,22 @@ def _lines(events: list[dict]) -> bytes:
 def _archive(root: Path, spool: bytes, end_ms: int = END_MS) -> tuple[str, SessionRef]:
     """A local archive of one ended session whose head spooled `spool` (split in two segments mid-line)."""
     store = LocalStore(root / "archive")
-    manifest = SessionManifest(namespace="default", cluster="pgs", session_name=SESSION, status=ENDED,
-                               start_ms=1795636690000, end_ms=end_ms, ended_by="signal:SIGTERM")
+    manifest = SessionManifest(
+        namespace="default",
+        cluster="pgs",
+        session_name=SESSION,
+        status=ENDED,
+        start_ms=1795636690000,
+        end_ms=end_ms,
+        ended_by="signal:SIGTERM",
+    )
     node = manifest.ref.node(NODE_HEX)
     half = len(spool) // 2
     for start, end in ((0, half), (half, len(spool))):
-        store.put(node.segment_key(LogSegment("events-0001.jsonl", 0, start, end, source="ray_events")),
-                  encode(spool[start:end]))
+        store.put(
+            node.segment_key(LogSegment("events-0001.jsonl", 0, start, end, source="ray_events")),
+            encode(spool[start:end]),
+        )
     store.put(manifest.ref.manifest_key, manifest.to_json())
     store.put(manifest.ref.index_key, manifest.to_json())
     store.put(manifest.ref.ended_key, end_marker(end_ms, "signal:SIGTERM"))
@@ -156,6 +221,7 @@ def _list(client, base, **params) -> dict:
 
 # --- the fold ------------------------------------------------------------------------------------------------
 
+
 def _rows(events: list[dict], end_ms: int | None = None, damage: Damage | None = None) -> dict[str, dict]:
     normalized = [n for e in events for n in normalize(e)]
     rows = placement_group_rows(normalized, damage or Damage(), end_ms)
@@ -166,23 +232,51 @@ def test_definition_and_transitions_merge_into_ray_records():
     rows = _rows(_pg_events())
     assert set(rows) == {REMOVED_PG, KEPT_PG, PENDING_PG}
     assert json.loads(rows[REMOVED_PG]["record"]) == {
-        "placement_group_id": REMOVED_PG, "name": "pg_removed", "creator_job_id": "01000000", "state": "REMOVED",
-        "bundles": [{"bundle_id": {"placement_group_id": REMOVED_PG, "bundle_index": i}, "unit_resources": {"CPU": 1.0},
-                     "node_id": NODE_HEX, "label_selector": {}} for i in (0, 1)],
+        "placement_group_id": REMOVED_PG,
+        "name": "pg_removed",
+        "creator_job_id": "01000000",
+        "state": "REMOVED",
+        "bundles": [
+            {
+                "bundle_id": {"placement_group_id": REMOVED_PG, "bundle_index": i},
+                "unit_resources": {"CPU": 1.0},
+                "node_id": NODE_HEX,
+                "label_selector": {},
+            }
+            for i in (0, 1)
+        ],
         "is_detached": False,
-        "stats": {"creation_request_received_ns": str(T0), "scheduling_started_time_ns": str(T0 + 200_000),
-                  "scheduling_latency_us": "4100", "end_to_end_creation_latency_us": "4300",
-                  "scheduling_attempt": 1, "highest_retry_delay_ms": 0.0, "scheduling_state": "REMOVED"},
-        "topology_strategy": None, "topology_assignments": None,  # not in the events
+        "stats": {
+            "creation_request_received_ns": str(T0),
+            "scheduling_started_time_ns": str(T0 + 200_000),
+            "scheduling_latency_us": "4100",
+            "end_to_end_creation_latency_us": "4300",
+            "scheduling_attempt": 1,
+            "highest_retry_delay_ms": 0.0,
+            "scheduling_state": "REMOVED",
+        },
+        "topology_strategy": None,
+        "topology_assignments": None,  # not in the events
     }
     kept = json.loads(rows[KEPT_PG]["record"])
     assert kept["state"] == "CREATED" and kept["is_detached"] is True and kept["name"] == "pg_kept"
-    assert kept["bundles"] == [{"bundle_id": {"placement_group_id": KEPT_PG, "bundle_index": 0},
-                                "unit_resources": {"CPU": 1.0}, "node_id": NODE_HEX, "label_selector": {"zone": "a"}}]
-    assert kept["stats"] == {"creation_request_received_ns": str(T0 + 1000 * MS),
-                             "scheduling_started_time_ns": str(T0 + 1208 * MS), "scheduling_latency_us": "2044",
-                             "end_to_end_creation_latency_us": "210023", "scheduling_attempt": 2,
-                             "highest_retry_delay_ms": 100.0, "scheduling_state": "FINISHED"}
+    assert kept["bundles"] == [
+        {
+            "bundle_id": {"placement_group_id": KEPT_PG, "bundle_index": 0},
+            "unit_resources": {"CPU": 1.0},
+            "node_id": NODE_HEX,
+            "label_selector": {"zone": "a"},
+        }
+    ]
+    assert kept["stats"] == {
+        "creation_request_received_ns": str(T0 + 1000 * MS),
+        "scheduling_started_time_ns": str(T0 + 1208 * MS),
+        "scheduling_latency_us": "2044",
+        "end_to_end_creation_latency_us": "210023",
+        "scheduling_attempt": 2,
+        "highest_retry_delay_ms": 100.0,
+        "scheduling_state": "FINISHED",
+    }
     pending = json.loads(rows[PENDING_PG]["record"])
     assert pending["state"] == "PENDING" and pending["name"] == "" and pending["bundles"][0]["node_id"] == ""
     assert pending["bundles"][0]["unit_resources"] == {"CPU": 64.0}
@@ -196,13 +290,24 @@ def test_table_columns_times_and_unfinished():
     rows = _rows(_pg_events(), END_MS)
     removed, kept, pending = rows[REMOVED_PG], rows[KEPT_PG], rows[PENDING_PG]
     assert (removed["creation_time_ms"], removed["scheduled_time_ms"], removed["removal_time_ms"]) == (
-        T0 // MS, (T0 + 4_300_000) // MS, (T0 + 500 * MS) // MS)  # the late CREATED changed nothing
+        T0 // MS,
+        (T0 + 4_300_000) // MS,
+        (T0 + 500 * MS) // MS,
+    )  # the late CREATED changed nothing
     assert (removed["strategy"], removed["ray_namespace"], removed["unfinished"]) == ("PACK", "probe", False)
     # Still holding or waiting for resources when the session ended: they stay in their last state.
     assert (kept["state"], kept["strategy"], kept["removal_time_ms"], kept["unfinished"]) == (
-        "CREATED", "STRICT_SPREAD", None, True)
+        "CREATED",
+        "STRICT_SPREAD",
+        None,
+        True,
+    )
     assert (pending["state"], pending["scheduled_time_ms"], pending["ray_namespace"], pending["unfinished"]) == (
-        "PENDING", None, None, True)
+        "PENDING",
+        None,
+        None,
+        True,
+    )
     assert not any(r["unfinished"] for r in _rows(_pg_events()).values())  # a running session: not yet
 
 
@@ -228,6 +333,7 @@ def test_partial_and_malformed_events():
 
 
 # --- compaction and the route --------------------------------------------------------------------------------
+
 
 def _same_shape(ours, ref, where: str = "record") -> None:
     """Same keys at every level, and the same JSON type wherever ours has a value (null: not known)."""
@@ -286,8 +392,10 @@ def test_route_filters_and_limit(served):
     assert where("placement_group_id", PENDING_PG)["result"][0]["state"] == "PENDING"
     limited = page(limit=1)
     assert (limited["total"], limited["num_filtered"], len(limited["result"])) == (3, 3, 1)
-    bad = client.get(f"{base}/api/v0/placement_groups", params={"filter_keys": "bundles", "filter_predicates": "=",
-                                                                "filter_values": "x"})
+    bad = client.get(
+        f"{base}/api/v0/placement_groups",
+        params={"filter_keys": "bundles", "filter_predicates": "=", "filter_values": "x"},
+    )
     assert bad.status_code == 400 and bad.json()["result"] is False and "bundles" in bad.json()["msg"]
     uneven = client.get(f"{base}/api/v0/placement_groups", params={"filter_keys": "state"})
     assert uneven.status_code == 400 and uneven.json()["data"] is None
@@ -297,9 +405,20 @@ def test_session_without_placement_groups_answers_an_empty_envelope(reference, t
     archive, ref = _archive(tmp_path, _lines(_sample_events(reference)))
     with client_for(archive, tmp_path / "cache") as client:
         body = _list(client, f"/sessions/{ref.id}", detail=1, limit=10000)
-    assert body == {"result": True, "msg": "", "data": {"result": {
-        "total": 0, "num_after_truncation": 0, "num_filtered": 0, "result": [], "partial_failure_warning": "",
-        "warnings": None}}}
+    assert body == {
+        "result": True,
+        "msg": "",
+        "data": {
+            "result": {
+                "total": 0,
+                "num_after_truncation": 0,
+                "num_filtered": 0,
+                "result": [],
+                "partial_failure_warning": "",
+                "warnings": None,
+            }
+        },
+    }
 
 
 def test_compaction_always_writes_the_table(reference, tmp_path):
@@ -313,7 +432,10 @@ def test_compaction_always_writes_the_table(reference, tmp_path):
     assert info["counts"]["placement_groups"] == 3 and info["damage"]["bad_lines"] == 0
     db = SessionDB(tmp_path / "full" / "tables")
     assert db.query("SELECT placement_group_id, state, unfinished FROM placement_groups ORDER BY 1") == [
-        (KEPT_PG, "CREATED", True), (REMOVED_PG, "REMOVED", False), (PENDING_PG, "PENDING", True)]
+        (KEPT_PG, "CREATED", True),
+        (REMOVED_PG, "REMOVED", False),
+        (PENDING_PG, "PENDING", True),
+    ]
     assert info["counts"]["nodes"] == 1  # the samples' other events are folded as before
 
 
@@ -351,9 +473,11 @@ class _Spool(BaseHTTPRequestHandler):
 
 
 def _job_finished(spool: Path) -> bool:
-    return any(e.get("eventType") == "DRIVER_JOB_LIFECYCLE_EVENT" and any(
-        t.get("state") == "FINISHED" for t in e["driverJobLifecycleEvent"].get("stateTransitions", []))
-        for e in map(json.loads, spool.read_bytes().splitlines()))
+    return any(
+        e.get("eventType") == "DRIVER_JOB_LIFECYCLE_EVENT"
+        and any(t.get("state") == "FINISHED" for t in e["driverJobLifecycleEvent"].get("stateTransitions", []))
+        for e in map(json.loads, spool.read_bytes().splitlines())
+    )
 
 
 def test_real_cluster_placement_groups(tmp_path):
@@ -368,15 +492,24 @@ def test_real_cluster_placement_groups(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     cluster = LocalRayCluster(num_cpus=2)
-    cluster.env.update({
-        "RAY_enable_ray_event": "1", "RAY_enable_core_worker_ray_event_to_aggregator": "1",
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": f"http://127.0.0.1:{server.server_port}/v1/events",
-        "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL"})
+    cluster.env.update(
+        {
+            "RAY_enable_ray_event": "1",
+            "RAY_enable_core_worker_ray_event_to_aggregator": "1",
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR": f"http://127.0.0.1:{server.server_port}/v1/events",
+            "RAY_DASHBOARD_AGGREGATOR_AGENT_EXPOSABLE_EVENT_TYPES": "ALL",
+        }
+    )
     try:
         cluster.start()
         cluster.wait_ready()
-        run = subprocess.run([sys.executable, "-c", _DRIVER, cluster.address], env=cluster.env,
-                             capture_output=True, text=True, timeout=180)
+        run = subprocess.run(
+            [sys.executable, "-c", _DRIVER, cluster.address],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         removed_id, kept_id = json.loads(run.stdout.strip().splitlines()[-1])
         # GCS sends a group's events as they happen; the driver's end comes after them.
@@ -400,6 +533,8 @@ def test_real_cluster_placement_groups(tmp_path):
         for key in ("name", "creator_job_id", "state", "is_detached"):
             assert ours[pg_id][key] == live[pg_id][key], (pg_id, key)
         assert [(b["bundle_id"], b["unit_resources"]) for b in ours[pg_id]["bundles"]] == [
-            (b["bundle_id"], b["unit_resources"]) for b in live[pg_id]["bundles"]]
-        assert ours[pg_id]["stats"]["creation_request_received_ns"] == live[pg_id]["stats"][
-            "creation_request_received_ns"]
+            (b["bundle_id"], b["unit_resources"]) for b in live[pg_id]["bundles"]
+        ]
+        assert (
+            ours[pg_id]["stats"]["creation_request_received_ns"] == live[pg_id]["stats"]["creation_request_received_ns"]
+        )

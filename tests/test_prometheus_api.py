@@ -24,10 +24,16 @@ from tests.metrics_archive import STEP_MS, FakeSession, write_session
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HALF_HOUR = 1_800_000
 A = FakeSession("team", "alpha", "session_2026-01-01_00-00-00_000001_1", T0, T0 + HALF_HOUR)
-B = FakeSession("team", "alpha", "session_2026-01-01_01-00-00_000002_1", T0 + 2 * HALF_HOUR, T0 + 3 * HALF_HOUR,
-                cpu=50)
-C = FakeSession("team", "beta", "session_2026-01-01_00-00-00_000003_1", T0, T0 + HALF_HOUR, instance="10.0.0.9:8080",
-                node_id="c" * 56)
+B = FakeSession("team", "alpha", "session_2026-01-01_01-00-00_000002_1", T0 + 2 * HALF_HOUR, T0 + 3 * HALF_HOUR, cpu=50)
+C = FakeSession(
+    "team",
+    "beta",
+    "session_2026-01-01_00-00-00_000003_1",
+    T0,
+    T0 + HALF_HOUR,
+    instance="10.0.0.9:8080",
+    node_id="c" * 56,
+)
 API = "/prometheus/api/v1"
 
 
@@ -87,6 +93,7 @@ def secs(ms: int) -> str:
 
 # -- the DuckDB store --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def store(client):
     catalog, warehouse = client.app.state.catalog, client.app.state.warehouse
@@ -102,13 +109,21 @@ def test_store_selects_series_with_prometheus_matching(store):
     cpu = store.select([m("__name__", "=", "ray_node_cpu_utilization")], T0, T0 + 10 * HALF_HOUR)
     assert sorted(s.labels["SessionName"] for s in cpu) == sorted([A.name, B.name, C.name])
     a = next(s for s in cpu if s.labels["SessionName"] == A.name)
-    assert a.labels == {"__name__": "ray_node_cpu_utilization", "SessionName": A.name, "instance": A.instance,
-                        "job": "ray", "ray_io_cluster": "alpha"}
+    assert a.labels == {
+        "__name__": "ray_node_cpu_utilization",
+        "SessionName": A.name,
+        "instance": A.instance,
+        "job": "ray",
+        "ray_io_cluster": "alpha",
+    }
     assert a.ts.dtype == np.int64 and a.values.dtype == np.float64
     assert a.ts.tolist() == A.scrape_times() and a.values.tolist() == [10.0 + i for i in range(len(a.ts))]
     # The range is inclusive at both ends.
-    few = store.select([m("__name__", "=", "ray_node_cpu_utilization"), m("SessionName", "=", A.name)],
-                       T0 + 5_000, T0 + 5_000 + 2 * STEP_MS)
+    few = store.select(
+        [m("__name__", "=", "ray_node_cpu_utilization"), m("SessionName", "=", A.name)],
+        T0 + 5_000,
+        T0 + 5_000 + 2 * STEP_MS,
+    )
     assert [s.ts.tolist() for s in few] == [[T0 + 5_000, T0 + 20_000, T0 + 35_000]]
     # An empty-valued label is no label: it is dropped from the set, and `=""` matches it like an absent one.
     mem = store.select([m("__name__", "=", "ray_node_mem_used"), m("empty", "=", "")], T0, T0 + 10 * HALF_HOUR)
@@ -116,11 +131,14 @@ def test_store_selects_series_with_prometheus_matching(store):
     assert store.select([m("__name__", "=", "up"), m("SessionName", "=", "")], T0, T0 + HALF_HOUR) != []
     # Regexes are anchored; != and !~ as Prometheus.
     assert store.select([m("instance", "=~", "10.0.0")], T0, T0 + HALF_HOUR) == []
-    assert {s.labels["instance"] for s in store.select([m("instance", "=~", "10.0.0.(1|9):.*"),
-                                                        m("__name__", "=", "up")], T0, T0 + HALF_HOUR)} == \
-        {A.instance, C.instance}
-    names = {s.labels["__name__"] for s in store.select([m("__name__", "!~", "ray_.*|up"), m("job", "!=", "x")],
-                                                        T0, T0 + HALF_HOUR)}
+    assert {
+        s.labels["instance"]
+        for s in store.select([m("instance", "=~", "10.0.0.(1|9):.*"), m("__name__", "=", "up")], T0, T0 + HALF_HOUR)
+    } == {A.instance, C.instance}
+    names = {
+        s.labels["__name__"]
+        for s in store.select([m("__name__", "!~", "ray_.*|up"), m("job", "!=", "x")], T0, T0 + HALF_HOUR)
+    }
     assert names == {"scrape_duration_seconds", "scrape_samples_scraped"}
     with pytest.raises(BadData):
         store.select([m("instance", "=~", "((")], T0, T0 + HALF_HOUR)
@@ -129,8 +147,9 @@ def test_store_selects_series_with_prometheus_matching(store):
 def test_store_joins_one_label_set_across_sessions(store):
     # The scraper's `up` has no SessionName: sessions A and B of cluster alpha on the same instance write the same
     # series, which Prometheus would hold as one.
-    [up] = store.select([Matcher("__name__", "=", "up"), Matcher("ray_io_cluster", "=", "alpha")],
-                        T0, T0 + 10 * HALF_HOUR)
+    [up] = store.select(
+        [Matcher("__name__", "=", "up"), Matcher("ray_io_cluster", "=", "alpha")], T0, T0 + 10 * HALF_HOUR
+    )
     assert up.ts.tolist() == A.scrape_times() + B.scrape_times()
 
 
@@ -143,10 +162,16 @@ def test_store_runs_two_statements_per_selector_whatever_the_sessions(store):
 def test_store_metadata_respects_the_time_range(store):
     assert store.label_values("SessionName", [], T0 + 2 * HALF_HOUR, T0 + 3 * HALF_HOUR) == [B.name]
     assert store.label_values("SessionName", [], T0 - 10 * HALF_HOUR, T0 - 5 * HALF_HOUR) == []
-    assert store.label_values("__name__", [[Matcher("job", "=", "ray")]], T0, T0 + HALF_HOUR)[0] == \
-        "ray_node_cpu_utilization"
-    assert store.label_names([[Matcher("__name__", "=", "up")]], T0, T0 + 10 * HALF_HOUR) == \
-        ["__name__", "instance", "job", "ray_io_cluster"]
+    assert (
+        store.label_values("__name__", [[Matcher("job", "=", "ray")]], T0, T0 + HALF_HOUR)[0]
+        == "ray_node_cpu_utilization"
+    )
+    assert store.label_names([[Matcher("__name__", "=", "up")]], T0, T0 + 10 * HALF_HOUR) == [
+        "__name__",
+        "instance",
+        "job",
+        "ray_io_cluster",
+    ]
     # Sessions whose samples the range only partly covers are checked sample by sample.
     edge = A.scrape_times()[-1]
     assert store.label_values("SessionName", [], edge, edge + 1) == [A.name, C.name]
@@ -154,6 +179,7 @@ def test_store_metadata_respects_the_time_range(store):
 
 
 # -- endpoints ---------------------------------------------------------------------------------------------------
+
 
 def test_metadata_endpoints_answer_get_and_post(client):
     rng = {"start": secs(T0), "end": secs(T0 + 10 * HALF_HOUR)}
@@ -163,17 +189,35 @@ def test_metadata_endpoints_answer_get_and_post(client):
     assert ok(client.post(f"{API}/labels", data=rng)) == labels
     sessions = ok(client.get(f"{API}/label/SessionName/values"))
     assert sessions == sorted([A.name, B.name, C.name])
-    only_b = ok(client.post(f"{API}/label/SessionName/values",
-                            data={"match[]": ['ray_node_cpu_utilization{ray_io_cluster="alpha"}'],
-                                  "start": secs(T0 + 2 * HALF_HOUR), "end": secs(T0 + 3 * HALF_HOUR)}))
+    only_b = ok(
+        client.post(
+            f"{API}/label/SessionName/values",
+            data={
+                "match[]": ['ray_node_cpu_utilization{ray_io_cluster="alpha"}'],
+                "start": secs(T0 + 2 * HALF_HOUR),
+                "end": secs(T0 + 3 * HALF_HOUR),
+            },
+        )
+    )
     assert only_b == [B.name]
-    series = ok(client.get(f"{API}/series", params={"match[]": ['up{ray_io_cluster="alpha"}',
-                                                                 'ray_tasks_finished_total{SessionName="%s"}' % C.name]}))
+    series = ok(
+        client.get(
+            f"{API}/series",
+            params={"match[]": ['up{ray_io_cluster="alpha"}', 'ray_tasks_finished_total{SessionName="%s"}' % C.name]},
+        )
+    )
     assert [(s["__name__"], s.get("SessionName", ""), s["instance"]) for s in series] == [
-        ("ray_tasks_finished_total", C.name, C.instance), ("up", "", A.instance)]
+        ("ray_tasks_finished_total", C.name, C.instance),
+        ("up", "", A.instance),
+    ]
     assert list(series[0]) == sorted(series[0])
-    posted = ok(client.post(f"{API}/series", data={"match[]": 'up{ray_io_cluster="alpha"}'},
-                            params={"match[]": 'ray_tasks_finished_total{SessionName="%s"}' % C.name}))
+    posted = ok(
+        client.post(
+            f"{API}/series",
+            data={"match[]": 'up{ray_io_cluster="alpha"}'},
+            params={"match[]": 'ray_tasks_finished_total{SessionName="%s"}' % C.name},
+        )
+    )
     assert posted == series  # body and URL parameters together, as Go's Request.Form
     assert ok(client.get(f"{API}/metadata")) == {}
     assert ok(client.get(f"{API}/query_exemplars", params={"query": "up"})) == []
@@ -187,23 +231,51 @@ def test_metadata_endpoints_answer_get_and_post(client):
 def test_bad_parameters_answer_as_prometheus(client):
     q = f"{API}/query_range"
     base = {"query": "up", "start": secs(T0), "end": secs(T0 + HALF_HOUR), "step": "15s"}
-    err(client.get(q, params={**base, "start": "abc"}), 400, "bad_data",
-        'invalid parameter "start": cannot parse "abc" to a valid timestamp')
-    err(client.get(q, params={**base, "end": secs(T0 - 1000)}), 400, "bad_data",
-        'invalid parameter "end": end timestamp must not be before start time')
-    err(client.get(q, params={**base, "step": "x"}), 400, "bad_data",
-        'invalid parameter "step": cannot parse "x" to a valid duration')
+    err(
+        client.get(q, params={**base, "start": "abc"}),
+        400,
+        "bad_data",
+        'invalid parameter "start": cannot parse "abc" to a valid timestamp',
+    )
+    err(
+        client.get(q, params={**base, "end": secs(T0 - 1000)}),
+        400,
+        "bad_data",
+        'invalid parameter "end": end timestamp must not be before start time',
+    )
+    err(
+        client.get(q, params={**base, "step": "x"}),
+        400,
+        "bad_data",
+        'invalid parameter "step": cannot parse "x" to a valid duration',
+    )
     err(client.get(q, params={**base, "step": "0"}), 400, "bad_data", "zero or negative query resolution step")
-    err(client.post(q, data={**base, "step": "0.1"}), 400, "bad_data",
-        "exceeded maximum resolution of 11,000 points per timeseries")
-    err(client.get(f"{API}/query", params={"query": "up", "time": "yesterday"}), 400, "bad_data",
-        'invalid parameter "time": Invalid time value for \'time\': cannot parse "yesterday" to a valid timestamp')
-    err(client.get(f"{API}/query", params={"query": "up", "timeout": "soon"}), 400, "bad_data",
-        'invalid parameter "timeout"')
+    err(
+        client.post(q, data={**base, "step": "0.1"}),
+        400,
+        "bad_data",
+        "exceeded maximum resolution of 11,000 points per timeseries",
+    )
+    err(
+        client.get(f"{API}/query", params={"query": "up", "time": "yesterday"}),
+        400,
+        "bad_data",
+        'invalid parameter "time": Invalid time value for \'time\': cannot parse "yesterday" to a valid timestamp',
+    )
+    err(
+        client.get(f"{API}/query", params={"query": "up", "timeout": "soon"}),
+        400,
+        "bad_data",
+        'invalid parameter "timeout"',
+    )
     err(client.get(f"{API}/series"), 400, "bad_data", "no match[] parameter provided")
     err(client.get(f"{API}/series", params={"match[]": "up{"}), 400, "bad_data", 'invalid parameter "match[]"')
-    err(client.get(f"{API}/series", params={"match[]": '{job=~".*"}'}), 400, "bad_data",
-        "must contain at least one non-empty matcher")
+    err(
+        client.get(f"{API}/series", params={"match[]": '{job=~".*"}'}),
+        400,
+        "bad_data",
+        "must contain at least one non-empty matcher",
+    )
     err(client.get(f"{API}/label/not-a-label/values"), 400, "bad_data", 'invalid label name: "not-a-label"')
     err(client.get(f"{API}/labels", params={"start": "x"}), 400, "bad_data", "Invalid time value for 'start'")
     err(client.get(f"{API}/query_exemplars", params={"query": "sum("}), 400, "bad_data", "parse error")
@@ -219,8 +291,15 @@ def test_times_as_rfc3339_or_seconds_and_durations_as_prometheus():
     for bad in ("", "2026-01-01", "0x10", "NaN", "1e400", " 1"):
         with pytest.raises(ValueError):
             parse_time(bad)
-    assert [parse_duration_ms(d) for d in ("15", "0.5", "15s", "1m30s", "1d", "1w", "100ms")] == \
-        [15_000, 500, 15_000, 90_000, 86_400_000, 604_800_000, 100]
+    assert [parse_duration_ms(d) for d in ("15", "0.5", "15s", "1m30s", "1d", "1w", "100ms")] == [
+        15_000,
+        500,
+        15_000,
+        90_000,
+        86_400_000,
+        604_800_000,
+        100,
+    ]
     for bad in ("", "1.5m", "m", "1e30"):
         with pytest.raises(ValueError):
             parse_duration_ms(bad)
@@ -233,8 +312,11 @@ def test_scopes_prune_sessions_by_name_cluster_and_time(archive, tmp_path):
         assert [s["SessionName"] for s in ok(c.get(f"{API}/series", params=one))] == [B.name]
         assert spy.opened == [B.id]  # the archive scope read one session's tables, not three
         spy.opened.clear()
-        grafana_style = {"match[]": 'up{ray_io_cluster=~"$Cluster|beta"}'.replace("$Cluster", "(alpha)"),
-                         "start": secs(T0), "end": secs(T0 + HALF_HOUR)}
+        grafana_style = {
+            "match[]": 'up{ray_io_cluster=~"$Cluster|beta"}'.replace("$Cluster", "(alpha)"),
+            "start": secs(T0),
+            "end": secs(T0 + HALF_HOUR),
+        }
         assert {s["instance"] for s in ok(c.get(f"{API}/series", params=grafana_style))} == {A.instance, C.instance}
         assert sorted(spy.opened) == sorted([A.id, C.id])  # B started after the range
         spy.opened.clear()
@@ -264,6 +346,7 @@ def test_unknown_sessions_clusters_and_endpoints_answer_in_prometheus_shape(clie
 
 # -- queries (the engine) ----------------------------------------------------------------------------------------
 
+
 def test_instant_and_range_queries(client):
     cpu_a = 'ray_node_cpu_utilization{SessionName="%s"}' % A.name
     t = A.scrape_times()[4]
@@ -273,8 +356,12 @@ def test_instant_and_range_queries(client):
     assert sample["metric"]["SessionName"] == A.name and sample["value"] == [t / 1000, "14"]
     posted = ok(client.post(f"{API}/query", data={"query": cpu_a, "time": secs(t)}))
     assert posted == data
-    rng = {"query": "sum by (ray_io_cluster) (ray_node_cpu_utilization)", "start": secs(T0),
-           "end": secs(T0 + 4 * HALF_HOUR), "step": "60"}
+    rng = {
+        "query": "sum by (ray_io_cluster) (ray_node_cpu_utilization)",
+        "start": secs(T0),
+        "end": secs(T0 + 4 * HALF_HOUR),
+        "step": "60",
+    }
     matrix = ok(client.post(f"{API}/query_range", data=rng))
     assert matrix["resultType"] == "matrix"
     by_cluster = {r["metric"]["ray_io_cluster"]: r["values"] for r in matrix["result"]}
@@ -282,29 +369,43 @@ def test_instant_and_range_queries(client):
     alpha = dict((int(t), float(v)) for t, v in by_cluster["alpha"])
     assert alpha[T0 // 1000 + 60] == 10 + 3 and alpha[(T0 + 2 * HALF_HOUR) // 1000 + 60] == 50 + 3
     assert (T0 + HALF_HOUR) // 1000 + 600 not in alpha  # between the sessions: nothing (beyond the lookback)
-    rate = ok(client.get(f"{API}/query", params={"query": 'rate(ray_tasks_finished_total{SessionName="%s"}[1m])' % A.name,
-                                                  "time": secs(A.scrape_times()[10])}))
+    rate = ok(
+        client.get(
+            f"{API}/query",
+            params={
+                "query": 'rate(ray_tasks_finished_total{SessionName="%s"}[1m])' % A.name,
+                "time": secs(A.scrape_times()[10]),
+            },
+        )
+    )
     assert float(rate["result"][0]["value"][1]) == pytest.approx(2 / 15)
-    assert ok(client.get(f"{API}/query", params={"query": "1+1", "time": "5"})) == \
-        {"resultType": "scalar", "result": [5, "2"]}
+    assert ok(client.get(f"{API}/query", params={"query": "1+1", "time": "5"})) == {
+        "resultType": "scalar",
+        "result": [5, "2"],
+    }
 
 
 def test_a_range_outside_every_session_is_empty_not_an_error(client):
     rng = {"query": "up", "start": secs(T0 - 100 * HALF_HOUR), "end": secs(T0 - 90 * HALF_HOUR), "step": "60"}
     assert ok(client.get(f"/sessions/{A.id}{API}/query_range", params=rng)) == {"resultType": "matrix", "result": []}
-    assert ok(client.get(f"{API}/query", params={"query": "up", "time": secs(T0 + 100 * HALF_HOUR)})) == \
-        {"resultType": "vector", "result": []}
+    assert ok(client.get(f"{API}/query", params={"query": "up", "time": secs(T0 + 100 * HALF_HOUR)})) == {
+        "resultType": "vector",
+        "result": [],
+    }
 
 
 def test_query_errors_bad_data_and_execution(client):
     e = err(client.get(f"{API}/query", params={"query": "sum(up"}), 400, "bad_data", 'invalid parameter "query"')
     assert "parse error" in e
-    err(client.post(f"{API}/query_range", data={"query": "", "start": "0", "end": "1", "step": "1"}), 400,
-        "bad_data", 'invalid parameter "query"')
+    err(
+        client.post(f"{API}/query_range", data={"query": "", "start": "0", "end": "1", "step": "1"}),
+        400,
+        "bad_data",
+        'invalid parameter "query"',
+    )
     # Two sessions' `up` share `job`: a one-to-one match on it finds duplicates, which Prometheus refuses at
     # execution (422).
-    err(client.get(f"{API}/query", params={"query": "up * on(job) up", "time": secs(T0 + 60_000)}), 422,
-        "execution")
+    err(client.get(f"{API}/query", params={"query": "up * on(job) up", "time": secs(T0 + 60_000)}), 422, "execution")
 
 
 def test_catalog_derived_session_series(client):
@@ -313,23 +414,41 @@ def test_catalog_derived_session_series(client):
     by_session = {r["metric"]["SessionName"]: r for r in up["result"]}
     assert set(by_session) == {A.name, B.name}
     a = by_session[A.name]
-    assert {k: v for k, v in a["metric"].items()} == {"__name__": "rayhistory_session_up", "namespace": "team",
-                                                      "ray_io_cluster": "alpha", "SessionName": A.name,
-                                                      "status": "ended"}
+    assert {k: v for k, v in a["metric"].items()} == {
+        "__name__": "rayhistory_session_up",
+        "namespace": "team",
+        "ray_io_cluster": "alpha",
+        "SessionName": A.name,
+        "status": "ended",
+    }
     times = [t for t, _ in a["values"]]
     assert times[0] == T0 // 1000 and {v for _, v in a["values"]} == {"1"}
     # Samples every 60 s up to the end, then the 5-minute lookback.
     assert times[-1] == (T0 + HALF_HOUR) // 1000 + 300
-    dur = ok(client.get(f"{API}/query", params={
-        "query": 'rayhistory_session_duration_seconds{SessionName="%s"}' % B.name,
-        "time": secs(T0 + 2 * HALF_HOUR + 600_000)}))
+    dur = ok(
+        client.get(
+            f"{API}/query",
+            params={
+                "query": 'rayhistory_session_duration_seconds{SessionName="%s"}' % B.name,
+                "time": secs(T0 + 2 * HALF_HOUR + 600_000),
+            },
+        )
+    )
     assert dur["result"][0]["value"][1] == "600"
-    count = ok(client.get(f"{API}/query", params={"query": "count(rayhistory_session_up) by (ray_io_cluster)",
-                                                   "time": secs(T0 + 60_000)}))
+    count = ok(
+        client.get(
+            f"{API}/query",
+            params={"query": "count(rayhistory_session_up) by (ray_io_cluster)", "time": secs(T0 + 60_000)},
+        )
+    )
     assert {r["metric"]["ray_io_cluster"]: r["value"][1] for r in count["result"]} == {"alpha": "1", "beta": "1"}
     # Failure counts come from compacted tables (these sessions ran no jobs).
-    failed = ok(client.get(f"/sessions/{A.id}{API}/query", params={
-        "query": "rayhistory_session_failed_jobs", "time": secs(T0 + 60_000)}))
+    failed = ok(
+        client.get(
+            f"/sessions/{A.id}{API}/query",
+            params={"query": "rayhistory_session_failed_jobs", "time": secs(T0 + 60_000)},
+        )
+    )
     assert [r["value"][1] for r in failed["result"]] == ["0"]
 
 
@@ -347,8 +466,9 @@ def test_session_series_points_include_the_end():
 
 def test_a_running_session_is_served_from_its_provisional_tables(tmp_path):
     now = int(time.time() * 1000)
-    live = FakeSession("team", "gamma", "session_2026-01-02_00-00-00_000004_1", now - 600_000, None,
-                       last_seen_ms=now - 1000)
+    live = FakeSession(
+        "team", "gamma", "session_2026-01-02_00-00-00_000004_1", now - 600_000, None, last_seen_ms=now - 1000
+    )
     write_session(LocalStore(tmp_path / "archive"), live)
     with make_client(tmp_path / "archive", tmp_path / "cache") as c:
         data = ok(c.get(f"/sessions/{live.id}{API}/query", params={"query": "ray_node_cpu_utilization"}))
@@ -359,11 +479,13 @@ def test_a_running_session_is_served_from_its_provisional_tables(tmp_path):
 
 # -- Grafana in Ray's Metrics tab ------------------------------------------------------------------------------
 
+
 def test_grafana_health_names_the_archive_datasource_when_configured(archive, client, tmp_path):
     assert client.get(f"/sessions/{A.id}/api/grafana_health").json()["result"] is False
     assert client.get(f"/sessions/{A.id}/api/prometheus_health").json()["result"] is False
-    with make_client(archive, tmp_path / "cache", grafana_url="http://grafana.example:3000/",
-                     grafana_datasource="Archive DS") as c:
+    with make_client(
+        archive, tmp_path / "cache", grafana_url="http://grafana.example:3000/", grafana_datasource="Archive DS"
+    ) as c:
         health = c.get(f"/sessions/{A.id}/api/grafana_health")
         assert health.status_code == 200
         body = health.json()
@@ -380,20 +502,34 @@ def test_grafana_health_names_the_archive_datasource_when_configured(archive, cl
 def test_the_grafana_redirect_keeps_parameters_and_fixes_the_range(archive, client, tmp_path):
     with make_client(archive, tmp_path / "cache", grafana_url="http://grafana.example:3000") as c:
         # What Ray's Metrics tab requests: grafanaHost + /d/<uid>/?...&from=now-5m&to=now
-        url = (f"/sessions/{A.id}/grafana/d/rayDefaultDashboard/?orgId=1&theme=light&refresh=5s"
-               f"&var-SessionName={A.name}&var-datasource=Prometheus&var-Cluster=alpha&from=now-5m&to=now")
+        url = (
+            f"/sessions/{A.id}/grafana/d/rayDefaultDashboard/?orgId=1&theme=light&refresh=5s"
+            f"&var-SessionName={A.name}&var-datasource=Prometheus&var-Cluster=alpha&from=now-5m&to=now"
+        )
         resp = c.get(url, follow_redirects=False)
         assert resp.status_code == 307
         target = urlsplit(resp.headers["location"])
-        assert (target.scheme, target.netloc, target.path) == ("http", "grafana.example:3000",
-                                                                "/d/rayDefaultDashboard/")
+        assert (target.scheme, target.netloc, target.path) == (
+            "http",
+            "grafana.example:3000",
+            "/d/rayDefaultDashboard/",
+        )
         params = parse_qsl(target.query)
-        assert dict(params) == {"orgId": "1", "theme": "light", "refresh": "5s", "var-SessionName": A.name,
-                                "var-Cluster": "alpha", "from": str(A.start_ms), "to": str(A.end_ms),
-                                "var-datasource": "Rayhistory archive"}
+        assert dict(params) == {
+            "orgId": "1",
+            "theme": "light",
+            "refresh": "5s",
+            "var-SessionName": A.name,
+            "var-Cluster": "alpha",
+            "from": str(A.start_ms),
+            "to": str(A.end_ms),
+            "var-datasource": "Rayhistory archive",
+        }
         assert len(params) == len(dict(params))
-        solo = c.get(f"/sessions/{A.id}/grafana/d-solo/rayDefaultDashboard/default-dashboard?panelId=41"
-                     "&from=now-1h&to=now", follow_redirects=False)
+        solo = c.get(
+            f"/sessions/{A.id}/grafana/d-solo/rayDefaultDashboard/default-dashboard?panelId=41&from=now-1h&to=now",
+            follow_redirects=False,
+        )
         assert solo.status_code == 307
         q = dict(parse_qsl(urlsplit(solo.headers["location"]).query))
         assert q["panelId"] == "41" and q["from"] == str(A.start_ms) and q["var-SessionName"] == A.name
@@ -403,14 +539,17 @@ def test_the_grafana_redirect_keeps_parameters_and_fixes_the_range(archive, clie
 
 # -- a real Ray cluster's metrics --------------------------------------------------------------------------------
 
+
 def test_a_real_sessions_ray_metrics(finished_cluster, tmp_path):
     fc = finished_cluster
     with make_client(Path(fc.local_archive), tmp_path / "cache") as c:
         entry = c.app.state.catalog.get(fc.ref.id)
         tables = c.app.state.warehouse.db(entry).dir
         con = duckdb.connect()
-        n_series, n_samples = (con.execute(f"SELECT count(*) FROM read_parquet('{tables / f}')").fetchone()[0]
-                               for f in ("metric_series.parquet", "metric_samples.parquet"))
+        n_series, n_samples = (
+            con.execute(f"SELECT count(*) FROM read_parquet('{tables / f}')").fetchone()[0]
+            for f in ("metric_series.parquet", "metric_samples.parquet")
+        )
         assert n_series > 50 and n_samples > n_series
         scope = f"/sessions/{fc.ref.id}{API}"
         names = ok(c.get(f"{scope}/label/__name__/values"))
@@ -420,8 +559,9 @@ def test_a_real_sessions_ray_metrics(finished_cluster, tmp_path):
         m = entry.manifest
         rng = {"start": secs(m.start_ms), "end": secs(entry.end_ms), "step": "5"}
         spy = Spy(c)
-        everything = ok(c.get(f"{API}/query_range", params={
-            **rng, "query": 'sum by (SessionName) (up{ray_io_cluster=~"e2e"})'}))
+        everything = ok(
+            c.get(f"{API}/query_range", params={**rng, "query": 'sum by (SessionName) (up{ray_io_cluster=~"e2e"})'})
+        )
         assert spy.opened == [fc.ref.id]
         [series] = everything["result"]
         assert max(float(v) for _, v in series["values"]) >= 1  # the last scrape may fail (up 0) as Ray stops
@@ -437,6 +577,10 @@ def test_a_real_sessions_ray_metrics(finished_cluster, tmp_path):
         assert [r["value"][1] for r in failed_jobs["result"]] == ["1"]
         failed_tasks = ok(c.get(f"{scope}/query", params={**end, "query": "rayhistory_session_failed_tasks"}))
         assert int(failed_tasks["result"][0]["value"][1]) >= 2
-        cpu = ok(c.get(f"{scope}/query_range", params={
-            **rng, "query": 'avg(ray_node_cpu_utilization{SessionName=~"%s"})' % fc.ref.session}))
+        cpu = ok(
+            c.get(
+                f"{scope}/query_range",
+                params={**rng, "query": 'avg(ray_node_cpu_utilization{SessionName=~"%s"})' % fc.ref.session},
+            )
+        )
         assert cpu["result"] and all(0 <= float(v) <= 100 * 64 for _, v in cpu["result"][0]["values"])

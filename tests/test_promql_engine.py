@@ -210,9 +210,7 @@ def test_set_operators_and_or_vector_zero():
         (("__name__", "v"), ("job", "a"), ("x", "1")),
         (("__name__", "v"), ("job", "a"), ("x", "2")),
     }
-    assert vector(e.instant("v unless on(job) info{job='a'}", 0)) == {
-        (("__name__", "v"), ("job", "b"), ("x", "1")): 5
-    }
+    assert vector(e.instant("v unless on(job) info{job='a'}", 0)) == {(("__name__", "v"), ("job", "b"), ("x", "1")): 5}
     assert vector(e.instant("sum(nothing) or vector(0)", 0)) == {(): 0}
     assert vector(e.instant("sum(v) or vector(0)", 0)) == {(): 10}
 

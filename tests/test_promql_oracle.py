@@ -42,10 +42,16 @@ _S1 = oracle_data.SESSIONS[0]
 SELECTIONS = {
     # One session of the cluster, two of its three instances, a few dashboard variables set to values.
     "session": GrafanaRequest(
-        {"SessionName": _S1.name, "Cluster": oracle_data.CLUSTER,
-         "Instance": [f"{n.ip}:{oracle_data.NODE_PORT}" for n in _S1.nodes[:2]],
-         "Application": ["app1", "llm"], "deployment": ["LLMServer", "SGLangServer"]},
-        interval_ms=STEP_MS, range_ms=RANGE_MS),
+        {
+            "SessionName": _S1.name,
+            "Cluster": oracle_data.CLUSTER,
+            "Instance": [f"{n.ip}:{oracle_data.NODE_PORT}" for n in _S1.nodes[:2]],
+            "Application": ["app1", "llm"],
+            "deployment": ["LLMServer", "SGLangServer"],
+        },
+        interval_ms=STEP_MS,
+        range_ms=RANGE_MS,
+    ),
     "all": GrafanaRequest({}, interval_ms=STEP_MS, range_ms=RANGE_MS),
 }
 CASES = cases(SELECTIONS)
@@ -87,8 +93,9 @@ def sides(tmp_path_factory):
     dataset = oracle_data.generate(c.expr for c in CASES if c.scope == "all")
     work = tmp_path_factory.mktemp("prometheus")
     with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
-        server = pool.submit(stack.enter_context,
-                             prom_server.running_prometheus_remote_write(dataset.series_samples, work))
+        server = pool.submit(
+            stack.enter_context, prom_server.running_prometheus_remote_write(dataset.series_samples, work)
+        )
         dirs = oracle_data.compact(dataset, tmp_path_factory.mktemp("oracle-archive"))
         started = server.result()
         yield Sides(started, dirs, dataset)
@@ -109,6 +116,7 @@ def expected(sides) -> dict[str, Expected]:
 
 
 # --- our side -------------------------------------------------------------------------------------------------------
+
 
 def _our_store(dirs: list[Path]):
     """The DuckDB store the server queries, over the compacted tables: one (session id, tables folder) per session,
@@ -154,6 +162,7 @@ def _our_answer(fn, *args) -> Answer:
 
 # --- comparison -----------------------------------------------------------------------------------------------------
 
+
 def _value(text) -> float:
     return float(text)  # "NaN", "+Inf", "-Inf" parse as Python floats too
 
@@ -198,8 +207,10 @@ def differences(want: Answer, got: Answer, limit: int = 5) -> list[str]:
         pa, pb = dict(a[key]), dict(b[key])
         if pa.keys() != pb.keys():
             only_a, only_b = sorted(pa.keys() - pb.keys()), sorted(pb.keys() - pa.keys())
-            out.append(f"{dict(sorted(key))}: timestamps differ (only prometheus: {len(only_a)} e.g. {only_a[:3]}, "
-                       f"only ours: {len(only_b)} e.g. {only_b[:3]})")
+            out.append(
+                f"{dict(sorted(key))}: timestamps differ (only prometheus: {len(only_a)} e.g. {only_a[:3]}, "
+                f"only ours: {len(only_b)} e.g. {only_b[:3]})"
+            )
         bad = [(t, pa[t], pb[t]) for t in sorted(pa.keys() & pb.keys()) if not _same(pa[t], pb[t])]
         if bad:
             out.append(f"{dict(sorted(key))}: {len(bad)} values differ, e.g. (ms, prometheus, ours) {bad[:3]}")
@@ -214,6 +225,7 @@ def _non_empty(answer: Answer) -> bool:
 
 # --- tests ----------------------------------------------------------------------------------------------------------
 
+
 def test_every_panel_target_is_a_case():
     targets = {c.target.case_id for c in CASES}
     assert len(targets) == 403  # all targets of the 8 dashboards (reference/.../all_dashboards_panels_promql.txt)
@@ -223,9 +235,14 @@ def test_every_panel_target_is_a_case():
 
 def test_the_comparison_sees_differences():
     """The comparison itself: it must not pass what differs, or the oracle would prove nothing."""
+
     def matrix(*series):
-        return Answer(data={"resultType": "matrix", "result": [
-            {"metric": m, "values": [[t, v] for t, v in pts]} for m, pts in series]})
+        return Answer(
+            data={
+                "resultType": "matrix",
+                "result": [{"metric": m, "values": [[t, v] for t, v in pts]} for m, pts in series],
+            }
+        )
 
     base = matrix(({"a": "1"}, [(1.0, "1"), (2.5, "NaN")]), ({"a": "2"}, [(1.0, "+Inf")]))
     assert differences(base, matrix(({"a": "2"}, [(1, "+Inf")]), ({"a": "1"}, [(1, "1.0000001"), (2.5, "NaN")]))) == []
@@ -297,13 +314,17 @@ def test_a_series_that_vanishes_ends_at_its_staleness_marker_on_both_sides(sides
     assert max(t for t, _ in points) < stale_ms  # nothing from the marker on
 
     # The same compacted samples without their markers: the lookback carries the last value past the marker.
-    bare = [RawSeries(s.labels, s.ts[~is_stale(s.values)], s.values[~is_stale(s.values)])
-            for s in _raw_series(sides.compacted)]
+    bare = [
+        RawSeries(s.labels, s.ts[~is_stale(s.values)], s.values[~is_stale(s.values)])
+        for s in _raw_series(sides.compacted)
+    ]
     unmarked = _our_answer(Engine(MemoryStore(bare)).range, expr, START_MS, END_MS, STEP_MS)
     (longer,) = _points(unmarked.data).values()
     assert max(t for t, _ in longer) >= stale_ms and differences(want, unmarked)
     for t in (stale_ms + STEP_MS,):  # an instant just after the marker: empty on both sides, not without markers
-        assert differences(_prom_answer(sides.prometheus.query, expr, t / 1000), _our_answer(engine.instant, expr, t)) \
+        assert (
+            differences(_prom_answer(sides.prometheus.query, expr, t / 1000), _our_answer(engine.instant, expr, t))
             == []
+        )
         assert not _non_empty(_prom_answer(sides.prometheus.query, expr, t / 1000))
         assert _non_empty(_our_answer(Engine(MemoryStore(bare)).instant, expr, t))

@@ -84,6 +84,7 @@ def _task(db, task_id):
 
 # --- normalize: one RayEvent to export-shaped dicts ---------------------------------------------------------
 
+
 def test_every_sample_type_normalizes_to_export_shapes(reference):
     per_type = _http(reference, "one_event_per_type.json")["events"]
     assert set(per_type) == set(EXPECTED_SOURCES)
@@ -104,8 +105,12 @@ def test_task_pieces_use_the_export_encodings(reference):
     [life] = normalize(per_type["TASK_LIFECYCLE_EVENT"])
     su = life["event_data"]["state_updates"]
     # TaskStatus codes as strings, nanoseconds as strings: 1 PENDING_ARGS_AVAIL ... 12 FAILED.
-    assert su["state_ts_ns"] == {"1": "1795636720383549310", "2": "1795636720383751087",
-                                 "5": "1795636720384616963", "12": "1795636720388130638"}
+    assert su["state_ts_ns"] == {
+        "1": "1795636720383549310",
+        "2": "1795636720383751087",
+        "5": "1795636720384616963",
+        "12": "1795636720388130638",
+    }
     assert su["node_id"] == NODE_B64  # ids stay base64: the folds decode them
     assert "worker_pid" not in su  # 0 means unknown to this reporter
     assert su["error_info"]["error_type"] == "TASK_EXECUTION_EXCEPTION"
@@ -120,8 +125,14 @@ def test_task_pieces_use_the_export_encodings(reference):
     [prof] = normalize(per_type["TASK_PROFILE_EVENT"])
     pe = prof["event_data"]["profile_events"]
     assert pe["component_type"] == "worker" and pe["node_ip_address"] == "192.0.2.2"
-    assert pe["events"] == [{"event_name": "task:deserialize_arguments", "start_time": "1795636717367599757",
-                             "end_time": "1795636717674454881", "extra_data": "{}"}]
+    assert pe["events"] == [
+        {
+            "event_name": "task:deserialize_arguments",
+            "start_time": "1795636717367599757",
+            "end_time": "1795636717674454881",
+            "extra_data": "{}",
+        }
+    ]
 
     [actor_task] = normalize(per_type["ACTOR_TASK_DEFINITION_EVENT"])
     info = actor_task["event_data"]["task_info"]
@@ -132,12 +143,24 @@ def test_task_pieces_use_the_export_encodings(reference):
 def test_actor_creation_task_names_its_actor():
     actor = bytes.fromhex("76485b1456e9f3d1ff3253ab01000000")
     task_id = base64.b64encode(b"\xff" * 8 + actor).decode()
-    [out] = normalize({"eventType": "TASK_DEFINITION_EVENT", "timestamp": "2026-11-25T19:58:41Z",
-                       "taskDefinitionEvent": {"taskId": task_id, "taskType": "ACTOR_CREATION_TASK",
-                                               "taskName": "probe:BadInit.__init__", "taskFunc": {
-                                                   "pythonFunctionDescriptor": {"moduleName": "driver",
-                                                                                "className": "driver.BadInit",
-                                                                                "functionName": "__init__"}}}})
+    [out] = normalize(
+        {
+            "eventType": "TASK_DEFINITION_EVENT",
+            "timestamp": "2026-11-25T19:58:41Z",
+            "taskDefinitionEvent": {
+                "taskId": task_id,
+                "taskType": "ACTOR_CREATION_TASK",
+                "taskName": "probe:BadInit.__init__",
+                "taskFunc": {
+                    "pythonFunctionDescriptor": {
+                        "moduleName": "driver",
+                        "className": "driver.BadInit",
+                        "functionName": "__init__",
+                    }
+                },
+            },
+        }
+    )
     info = out["event_data"]["task_info"]
     assert base64.b64decode(info["actor_id"]) == actor
     assert info["func_or_class_name"] == "BadInit.__init__" and info["name"] == "probe:BadInit.__init__"
@@ -168,10 +191,18 @@ def test_rfc3339_timestamps_to_nanoseconds():
 
 
 def test_placement_groups_kept_under_their_own_source_type():
-    [pg] = normalize({"eventType": "PLACEMENT_GROUP_DEFINITION_EVENT", "timestamp": "2026-11-25T19:58:41Z",
-                      "placementGroupDefinitionEvent": {
-                          "placementGroupId": "AAAAAAAAAAAAAAAAAAAAAAAA", "name": "pg", "strategy": "PACK",
-                          "bundles": [{"bundleIndex": 0, "unitResources": {"CPU": 1.0, "myResource": 2.0}}]}})
+    [pg] = normalize(
+        {
+            "eventType": "PLACEMENT_GROUP_DEFINITION_EVENT",
+            "timestamp": "2026-11-25T19:58:41Z",
+            "placementGroupDefinitionEvent": {
+                "placementGroupId": "AAAAAAAAAAAAAAAAAAAAAAAA",
+                "name": "pg",
+                "strategy": "PACK",
+                "bundles": [{"bundleIndex": 0, "unitResources": {"CPU": 1.0, "myResource": 2.0}}],
+            },
+        }
+    )
     assert pg["source_type"] == PLACEMENT_GROUP == "RAY_PLACEMENT_GROUP"
     data = pg["event_data"]
     assert data["event_type"] == "PLACEMENT_GROUP_DEFINITION_EVENT" and data["placement_group_id"]
@@ -183,22 +214,33 @@ def test_placement_groups_kept_under_their_own_source_type():
     assert normalize({"eventType": "PLATFORM_EVENT", "timestamp": "2026-11-25T19:58:41Z"}) == []
 
 
-@pytest.mark.parametrize("event", [
-    [1, 2],
-    {"timestamp": "2026-11-25T19:58:41Z"},
-    {"eventType": "TASK_DEFINITION_EVENT", "timestamp": "2026-11-25T19:58:41Z"},
-    {"eventType": "TASK_LIFECYCLE_EVENT", "timestamp": "2026-11-25T19:58:41Z", "taskLifecycleEvent": {}},
-    {"eventType": "TASK_PROFILE_EVENT", "timestamp": "not a time", "taskProfileEvents": {"taskId": BOOM_B64}},
-    {"eventType": "ACTOR_LIFECYCLE_EVENT", "timestamp": "2026-11-25T19:58:41Z",
-     "actorLifecycleEvent": {"actorId": "AAAA", "stateTransitions": [{"state": "ALIVE", "timestamp": 5}]}},
-    {"eventType": "NODE_DEFINITION_EVENT", "timestamp": "2026-11-25T19:58:41Z", "nodeDefinitionEvent": {"labels": 3}},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        [1, 2],
+        {"timestamp": "2026-11-25T19:58:41Z"},
+        {"eventType": "TASK_DEFINITION_EVENT", "timestamp": "2026-11-25T19:58:41Z"},
+        {"eventType": "TASK_LIFECYCLE_EVENT", "timestamp": "2026-11-25T19:58:41Z", "taskLifecycleEvent": {}},
+        {"eventType": "TASK_PROFILE_EVENT", "timestamp": "not a time", "taskProfileEvents": {"taskId": BOOM_B64}},
+        {
+            "eventType": "ACTOR_LIFECYCLE_EVENT",
+            "timestamp": "2026-11-25T19:58:41Z",
+            "actorLifecycleEvent": {"actorId": "AAAA", "stateTransitions": [{"state": "ALIVE", "timestamp": 5}]},
+        },
+        {
+            "eventType": "NODE_DEFINITION_EVENT",
+            "timestamp": "2026-11-25T19:58:41Z",
+            "nodeDefinitionEvent": {"labels": 3},
+        },
+    ],
+)
 def test_malformed_events_raise_one_typed_error(event):
     with pytest.raises(MalformedEvent):
         normalize(event)
 
 
 # --- the whole path: a ray_events spool compacted into the same tables as export files -----------------------
+
 
 def test_task_from_http_events(compacted):
     _, db = compacted
@@ -207,9 +249,17 @@ def test_task_from_http_events(compacted):
     assert boom["job_id"] == "01000000" and boom["type"] == "NORMAL_TASK"
     assert boom["parent_task_id"] == "ffffffffffffffffffffffffffffffffffffffff01000000"
     assert (boom["creation_time_ms"], boom["start_time_ms"], boom["end_time_ms"]) == (
-        1795636720383.0, 1795636720384.0, 1795636720388.0)
+        1795636720383.0,
+        1795636720384.0,
+        1795636720388.0,
+    )
     assert [e["state"] for e in boom["events"]] == [
-        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING", "FAILED"]
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "RUNNING",
+        "FAILED",
+    ]
     assert boom["node_id"] == NODE_HEX and boom["worker_id"] == BOOM_WORKER_HEX and boom["worker_pid"] == 7475
     assert boom["error_type"] == "TASK_EXECUTION_EXCEPTION"
     assert boom["error_message"].startswith("User exception:\nray::boom() (pid=7475")  # ANSI codes gone
@@ -219,8 +269,11 @@ def test_task_from_http_events(compacted):
     assert (log["stdout_start"], log["stdout_end"], log["stderr_start"], log["stderr_end"]) == (243, 269, 191, 191)
     prof = boom["profiling_data"]
     assert prof["component_id"] == BOOM_WORKER_HEX and prof["node_ip_address"] == "192.0.2.2"
-    assert sorted(e["event_name"] for e in prof["events"]) == ["task::boom", "task:deserialize_arguments",
-                                                               "task:execute"]
+    assert sorted(e["event_name"] for e in prof["events"]) == [
+        "task::boom",
+        "task:deserialize_arguments",
+        "task:execute",
+    ]
     assert prof["events"][0]["start_time"] == pytest.approx(1795636720385.344466)
     [[n]] = db.query("SELECT count(*) FROM profile_events WHERE task_id = ?", [BOOM_HEX])
     assert n == 3
@@ -263,16 +316,37 @@ def test_nodes_actors_jobs_from_http_events(compacted):
 def test_submission_jobs_from_http_events(tmp_path):
     ts = "2026-11-25T19:59:0{}.5Z"
     events = [
-        {"eventType": "SUBMISSION_JOB_DEFINITION_EVENT", "timestamp": ts.format(0), "submissionJobDefinitionEvent": {
-            "submissionId": "sub_ok", "entrypoint": "python job.py",
-            "config": {"serializedRuntimeEnv": '{"working_dir": "gcs://pkg.zip"}', "metadata": {"team": "a"}}}},
-        {"eventType": "SUBMISSION_JOB_LIFECYCLE_EVENT", "timestamp": ts.format(5), "submissionJobLifecycleEvent": {
-            "submissionId": "sub_ok", "stateTransitions": [
-                {"state": "SUCCEEDED", "timestamp": ts.format(5), "message": "Job finished successfully.",
-                 "driverExitCode": 0},
-                {"state": "PENDING", "timestamp": ts.format(0)},
-                {"state": "RUNNING", "timestamp": ts.format(2), "driverNodeId": NODE_B64,
-                 "driverAgentHttpAddress": "http://192.0.2.2:52365"}]}},
+        {
+            "eventType": "SUBMISSION_JOB_DEFINITION_EVENT",
+            "timestamp": ts.format(0),
+            "submissionJobDefinitionEvent": {
+                "submissionId": "sub_ok",
+                "entrypoint": "python job.py",
+                "config": {"serializedRuntimeEnv": '{"working_dir": "gcs://pkg.zip"}', "metadata": {"team": "a"}},
+            },
+        },
+        {
+            "eventType": "SUBMISSION_JOB_LIFECYCLE_EVENT",
+            "timestamp": ts.format(5),
+            "submissionJobLifecycleEvent": {
+                "submissionId": "sub_ok",
+                "stateTransitions": [
+                    {
+                        "state": "SUCCEEDED",
+                        "timestamp": ts.format(5),
+                        "message": "Job finished successfully.",
+                        "driverExitCode": 0,
+                    },
+                    {"state": "PENDING", "timestamp": ts.format(0)},
+                    {
+                        "state": "RUNNING",
+                        "timestamp": ts.format(2),
+                        "driverNodeId": NODE_B64,
+                        "driverAgentHttpAddress": "http://192.0.2.2:52365",
+                    },
+                ],
+            },
+        },
     ]
     info, db = _archive(tmp_path, _lines(events))
     assert info["damage"]["bad_lines"] == 0
@@ -298,17 +372,31 @@ def test_unfinished_entities_end_with_the_cluster(reference, tmp_path):
 
 def test_malformed_lines_are_damage_not_a_crash(reference, tmp_path):
     good = _lines([e["event"] for e in _http(reference, "one_task_all_events.json")["events"]])
-    spool = b"".join([
-        b"{not json\n",
-        b"\xff\xfe\x00garbage\n",
-        b"[1, 2, 3]\n",
-        json.dumps({"eventType": "TASK_LIFECYCLE_EVENT", "timestamp": "2026-11-25T19:58:40Z",
-                    "taskLifecycleEvent": {"stateTransitions": []}}).encode() + b"\n",  # no taskId
-        json.dumps({"eventType": "NODE_LIFECYCLE_EVENT", "timestamp": "yesterday",
-                    "nodeLifecycleEvent": {"nodeId": NODE_B64}}).encode() + b"\n",
-        good,
-        b'{"eventType": "TASK_DEFINITION_EVENT", "timesta',  # still being written: left for the next compaction
-    ])
+    spool = b"".join(
+        [
+            b"{not json\n",
+            b"\xff\xfe\x00garbage\n",
+            b"[1, 2, 3]\n",
+            json.dumps(
+                {
+                    "eventType": "TASK_LIFECYCLE_EVENT",
+                    "timestamp": "2026-11-25T19:58:40Z",
+                    "taskLifecycleEvent": {"stateTransitions": []},
+                }
+            ).encode()
+            + b"\n",  # no taskId
+            json.dumps(
+                {
+                    "eventType": "NODE_LIFECYCLE_EVENT",
+                    "timestamp": "yesterday",
+                    "nodeLifecycleEvent": {"nodeId": NODE_B64},
+                }
+            ).encode()
+            + b"\n",
+            good,
+            b'{"eventType": "TASK_DEFINITION_EVENT", "timesta',  # still being written: left for the next compaction
+        ]
+    )
     info, db = _archive(tmp_path, spool)
     damage = info["damage"]
     assert damage["bad_lines"] == 5, damage
@@ -319,27 +407,59 @@ def test_malformed_lines_are_damage_not_a_crash(reference, tmp_path):
 
 def test_both_paths_for_one_task_give_one_row(reference, tmp_path):
     """An export file and the HTTP events for the same task attempt merge by (task_id, attempt_number)."""
-    export_task = {"source_type": "EXPORT_TASK", "timestamp": 1795636720, "event_data": {
-        "task_id": BOOM_B64, "attempt_number": 0, "job_id": "AQAAAA==",
-        "task_info": {"func_or_class_name": "boom", "type": "NORMAL_TASK", "language": "PYTHON",
-                      "task_id": BOOM_B64, "parent_task_id": "//////////////////////////8BAAAA",
-                      "required_resources": {"CPU": 1}},
-        "state_updates": {"state_ts_ns": {"1": "1795636720383549310", "2": "1795636720383751087"}}}}
-    export_node = {"source_type": "EXPORT_NODE", "timestamp": 1795636700, "event_data": {
-        "node_id": NODE_B64, "node_manager_address": "192.0.2.2", "state": "ALIVE", "is_head_node": True,
-        "start_time_ms": "1795636700179", "end_time_ms": "0", "resources_total": {"CPU": 2}}}
+    export_task = {
+        "source_type": "EXPORT_TASK",
+        "timestamp": 1795636720,
+        "event_data": {
+            "task_id": BOOM_B64,
+            "attempt_number": 0,
+            "job_id": "AQAAAA==",
+            "task_info": {
+                "func_or_class_name": "boom",
+                "type": "NORMAL_TASK",
+                "language": "PYTHON",
+                "task_id": BOOM_B64,
+                "parent_task_id": "//////////////////////////8BAAAA",
+                "required_resources": {"CPU": 1},
+            },
+            "state_updates": {"state_ts_ns": {"1": "1795636720383549310", "2": "1795636720383751087"}},
+        },
+    }
+    export_node = {
+        "source_type": "EXPORT_NODE",
+        "timestamp": 1795636700,
+        "event_data": {
+            "node_id": NODE_B64,
+            "node_manager_address": "192.0.2.2",
+            "state": "ALIVE",
+            "is_head_node": True,
+            "start_time_ms": "1795636700179",
+            "end_time_ms": "0",
+            "resources_total": {"CPU": 2},
+        },
+    }
     http = [e["event"] for e in _http(reference, "one_task_all_events.json")["events"]]
     http += list(_http(reference, "one_event_per_type.json")["events"].values())
-    info, db = _archive(tmp_path, _lines(http), {
-        "event_EXPORT_TASK_7424.log": json.dumps(export_task).encode() + b"\n",
-        "event_EXPORT_NODE.log": json.dumps(export_node).encode() + b"\n"})
+    info, db = _archive(
+        tmp_path,
+        _lines(http),
+        {
+            "event_EXPORT_TASK_7424.log": json.dumps(export_task).encode() + b"\n",
+            "event_EXPORT_NODE.log": json.dumps(export_node).encode() + b"\n",
+        },
+    )
     assert info["damage"]["bad_lines"] == 0
     [[rows]] = db.query("SELECT count(*) FROM tasks WHERE task_id = ?", [BOOM_HEX])
     assert rows == 1
     boom = _task(db, BOOM_HEX)
     assert boom["state"] == "FAILED" and boom["worker_pid"] == 7475 and boom["node_id"] == NODE_HEX
     assert [e["state"] for e in boom["events"]] == [
-        "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER", "RUNNING", "FAILED"]
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "RUNNING",
+        "FAILED",
+    ]
     assert len(boom["profiling_data"]["events"]) == 3
     [node] = db.nodes()
     assert node["node_id"] == NODE_HEX and node["start_time_ms"] == 1795636700179

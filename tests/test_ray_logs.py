@@ -114,15 +114,23 @@ def test_tail_reads_from_the_end_only(tmp_path):
 
 
 def test_glob_is_pathlib_glob(tmp_path):
-    files = ["raylet.out", "worker-aa-01000000-12.out", "old/worker-bb-01000000-13.err", "events/event_GCS.log",
-             "export_events/event_EXPORT_TASK_1.log", "deep/a/b/c.out", ".hidden.log"]
+    files = [
+        "raylet.out",
+        "worker-aa-01000000-12.out",
+        "old/worker-bb-01000000-13.err",
+        "events/event_GCS.log",
+        "export_events/event_EXPORT_TASK_1.log",
+        "deep/a/b/c.out",
+        ".hidden.log",
+    ]
     root = tmp_path / "logs"
     for f in files:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         (root / f).write_text("x")
     for pattern in ["*", "*worker*", "old/*", "**/*.out", "**", "*/*", "events/*GCS*", "deep/**/*.out", "nothing*"]:
-        expected = sorted(str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.glob(pattern)
-                          if p != root)
+        expected = sorted(
+            str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in root.glob(pattern) if p != root
+        )
         assert q.glob_entries(files, pattern) == expected, pattern
     for bad in ["../*", "/etc/*", ""]:
         with pytest.raises(BadRequest):
@@ -137,14 +145,33 @@ def test_ansi_codes_are_stripped_across_chunks():
 
 
 def test_categories_follow_ray():
-    got = q.categorize(["worker-a-01-1.out", "worker-a-01-1.err", "python-core-worker-a_1.log",
-                        "python-core-driver-01_2.log", "raylet.out", "gcs_server.err", "log_monitor.log",
-                        "monitor.log", "dashboard_agent.log", "dashboard.log", "events/", "old/worker-b-01-3.out"])
+    got = q.categorize(
+        [
+            "worker-a-01-1.out",
+            "worker-a-01-1.err",
+            "python-core-worker-a_1.log",
+            "python-core-driver-01_2.log",
+            "raylet.out",
+            "gcs_server.err",
+            "log_monitor.log",
+            "monitor.log",
+            "dashboard_agent.log",
+            "dashboard.log",
+            "events/",
+            "old/worker-b-01-3.out",
+        ]
+    )
     assert got == {
-        "worker_out": ["worker-a-01-1.out", "old/worker-b-01-3.out"], "worker_err": ["worker-a-01-1.err"],
-        "core_worker": ["python-core-worker-a_1.log"], "driver": ["python-core-driver-01_2.log"],
-        "raylet": ["raylet.out"], "gcs_server": ["gcs_server.err"], "internal": ["log_monitor.log", "events/"],
-        "autoscaler": ["monitor.log"], "agent": ["dashboard_agent.log"], "dashboard": ["dashboard.log"],
+        "worker_out": ["worker-a-01-1.out", "old/worker-b-01-3.out"],
+        "worker_err": ["worker-a-01-1.err"],
+        "core_worker": ["python-core-worker-a_1.log"],
+        "driver": ["python-core-driver-01_2.log"],
+        "raylet": ["raylet.out"],
+        "gcs_server": ["gcs_server.err"],
+        "internal": ["log_monitor.log", "events/"],
+        "autoscaler": ["monitor.log"],
+        "agent": ["dashboard_agent.log"],
+        "dashboard": ["dashboard.log"],
     }
 
 
@@ -167,19 +194,23 @@ def test_listing_groups_files_as_ray_does(served):
     assert body["result"] is True and body["msg"] == ""
     groups = body["data"]["result"]
     assert "raylet.out" in groups["raylet"] and "gcs_server.out" in groups["gcs_server"]
-    assert groups["worker_out"] and all(re.match(r"worker-[0-9a-f]+-[0-9a-f]+-\d+\.out$", f)
-                                        for f in groups["worker_out"])
+    assert groups["worker_out"] and all(
+        re.match(r"worker-[0-9a-f]+-[0-9a-f]+-\d+\.out$", f) for f in groups["worker_out"]
+    )
     assert "events/" in groups["internal"] and "export_events/" in groups["internal"]
+
     # The same entries Ray's agent lists (Path.glob over logs/), less the empty files (and folders holding only
     # empty files) that the collector had nothing to ship from.
     def shipped(p: Path) -> bool:
         return any(f.is_file() and f.stat().st_size for f in [p, *p.rglob("*")])
 
     for glob in ["*", "*worker*", "events/*"]:
-        listed = sorted(f for files in client.get(base, params={"node_id": node_id, "glob": glob})
-                        .json()["data"]["result"].values() for f in files)
-        on_disk = sorted(str(p.relative_to(logs)) + ("/" if p.is_dir() else "") for p in logs.glob(glob)
-                         if shipped(p))
+        listed = sorted(
+            f
+            for files in client.get(base, params={"node_id": node_id, "glob": glob}).json()["data"]["result"].values()
+            for f in files
+        )
+        on_disk = sorted(str(p.relative_to(logs)) + ("/" if p.is_dir() else "") for p in logs.glob(glob) if shipped(p))
         assert listed == on_disk, glob
     only_workers = client.get(base, params={"node_id": node_id, "glob": "*worker*"}).json()["data"]["result"]
     assert set(only_workers) <= {"worker_out", "worker_err", "core_worker"}
@@ -189,8 +220,10 @@ def test_listing_needs_a_known_node(served):
     client, base, node_id, _ = served
     r = client.get(base)
     assert r.status_code == 400 and r.json() == {
-        "result": False, "data": {"result": None},
-        "msg": "Both node id and node ip are not provided. Please provide at least one of them."}
+        "result": False,
+        "data": {"result": None},
+        "msg": "Both node id and node ip are not provided. Please provide at least one of them.",
+    }
     [node] = client.get(base.replace("/logs", "/nodes")).json()["data"]["result"]["result"]
     by_ip = client.get(base, params={"node_ip": node["node_ip"]}).json()
     assert by_ip == client.get(base, params={"node_id": node_id}).json()
@@ -214,16 +247,25 @@ def test_file_by_node_and_filename(served):
     # A file in a subfolder, with the UI's parameters (interval and timeout are accepted and ignored).
     events = sorted(p for p in (logs / "events").iterdir() if p.stat().st_size)
     assert events
-    r = _file(client, base, node_id=node_id, filename=f"events/{events[0].name}", lines=50000,
-              filter_ansi_code="true", interval=1, timeout=5)
+    r = _file(
+        client,
+        base,
+        node_id=node_id,
+        filename=f"events/{events[0].name}",
+        lines=50000,
+        filter_ansi_code="true",
+        interval=1,
+        timeout=5,
+    )
     assert r.status_code == 200 and r.content == last_lines(events[0].read_bytes(), 50000)
 
 
 def test_file_by_task_is_its_printed_slice(served):
     client, base, node_id, logs = served
-    tasks = client.get(base.replace("/logs", "/tasks"), params={
-        "detail": 1, "limit": 100, "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"
-    }).json()["data"]["result"]["result"]
+    tasks = client.get(
+        base.replace("/logs", "/tasks"),
+        params={"detail": 1, "limit": 100, "filter_keys": "name", "filter_predicates": "=", "filter_values": "square"},
+    ).json()["data"]["result"]["result"]
     assert len(tasks) == 8
     printed = set()
     for t in tasks:
@@ -249,12 +291,16 @@ def test_file_by_actor_and_by_pid(served):
     r = _file(client, base, actor_id=counter["actorId"], lines=-1)
     assert r.status_code == 200
     assert [line for line in r.text.splitlines() if line.startswith("counter at")] == [
-        "counter at 1", "counter at 2", "counter at 3"]
+        "counter at 1",
+        "counter at 2",
+        "counter at 3",
+    ]
     assert "counter at 1" not in _file(client, base, actor_id=counter["actorId"], suffix="err", lines=-1).text
     by_pid = _file(client, base, node_id=node_id, pid=counter["pid"], lines=-1)
     # A dead cluster has nothing to follow: /stream answers like /file.
-    stream = client.get(f"{base}/stream", params={"node_id": node_id, "pid": counter["pid"], "lines": -1,
-                                                  "interval": 0.5})
+    stream = client.get(
+        f"{base}/stream", params={"node_id": node_id, "pid": counter["pid"], "lines": -1, "interval": 0.5}
+    )
     assert stream.content == by_pid.content
     assert by_pid.status_code == 200 and by_pid.content == r.content
 
@@ -264,9 +310,13 @@ def test_bad_and_unknown_requests(served):
     for name in ["../raylet.out", "events/../../x", "/etc/passwd", "old\\raylet.out", "raylet.out\x00"]:
         r = _file(client, base, node_id=node_id, filename=name)
         assert r.status_code == 400 and r.json()["result"] is False and r.json()["msg"], name
-    for params in [{"node_id": node_id, "filename": "nosuch.log"}, {"node_id": "cd" * 28, "filename": "raylet.out"},
-                   {"task_id": "ff" * 24, "suffix": "out"}, {"actor_id": "ff" * 16},
-                   {"node_id": node_id, "pid": 999999999}]:
+    for params in [
+        {"node_id": node_id, "filename": "nosuch.log"},
+        {"node_id": "cd" * 28, "filename": "raylet.out"},
+        {"task_id": "ff" * 24, "suffix": "out"},
+        {"actor_id": "ff" * 16},
+        {"node_id": node_id, "pid": 999999999},
+    ]:
         r = _file(client, base, **params)
         assert r.status_code == 404 and r.json()["result"] is False and r.json()["data"] is None, params
     assert _file(client, base, node_id=node_id).status_code == 400  # nothing names a file
@@ -286,8 +336,10 @@ def test_a_gap_serves_what_is_contiguous(finished_cluster, tmp_path):
     (archive / node.segment_key(segs[1])).unlink()
     source = (finished_cluster.session_dir / "logs" / path).read_bytes()
     with client_for(str(archive), tmp_path / "cache") as client:
-        r = client.get(f"/sessions/{finished_cluster.ref.id}/api/v0/logs/file",
-                       params={"node_id": node_id, "filename": path, "lines": -1})
+        r = client.get(
+            f"/sessions/{finished_cluster.ref.id}/api/v0/logs/file",
+            params={"node_id": node_id, "filename": path, "lines": -1},
+        )
     assert r.status_code == 200 and r.headers["x-rayhistory-incomplete"] == "true"
     assert r.content == source[: segs[0].end]
 
@@ -298,6 +350,8 @@ def test_s3_archive_serves_the_same_file(finished_cluster, tmp_path, monkeypatch
     [node_id] = open_store(finished_cluster.local_archive).list_dirs(finished_cluster.ref.nodes_prefix)
     source = (finished_cluster.session_dir / "logs" / "gcs_server.out").read_bytes()
     with client_for(finished_cluster.s3_archive, tmp_path / "cache") as client:
-        r = client.get(f"/sessions/{finished_cluster.ref.id}/api/v0/logs/file",
-                       params={"node_id": node_id, "filename": "gcs_server.out", "lines": 20})
+        r = client.get(
+            f"/sessions/{finished_cluster.ref.id}/api/v0/logs/file",
+            params={"node_id": node_id, "filename": "gcs_server.out", "lines": 20},
+        )
     assert r.status_code == 200 and r.content == last_lines(source, 20)

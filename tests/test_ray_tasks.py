@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archive.compacted import ACTORS, JOBS, LOG_FILES, NODES, TABLE_NAMES as TABLES, TASKS
+from archive.compacted import ACTORS, JOBS, LOG_FILES, NODES, TASKS
+from archive.compacted import TABLE_NAMES as TABLES
 from historyserver.queries.session_db import Filter, SessionDB
 from historyserver.queries.summaries import MISSING_DATA_WARNING, RAY_LIST_LIMIT, summarize_tasks
 from historyserver.queries.timeline import chrome_trace
@@ -27,6 +28,7 @@ DRIVER_PARENT = "f" * 40
 
 
 # ---- the real demo cluster ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def served(finished_cluster, tmp_path_factory):
@@ -59,8 +61,11 @@ def test_summary_by_func_name(served, reference):
         for entry in cluster["summary"].values():
             assert entry.keys() == ref_cluster["summary"]["ok"].keys()
         summary = cluster["summary"]
-        assert summary["square"] == {"func_or_class_name": "square", "type": "NORMAL_TASK",
-                                     "state_counts": {"FINISHED": 8}}
+        assert summary["square"] == {
+            "func_or_class_name": "square",
+            "type": "NORMAL_TASK",
+            "state_counts": {"FINISHED": 8},
+        }
         assert summary["flaky"]["type"] == "NORMAL_TASK"
         assert dict(sorted(summary["flaky"]["state_counts"].items())) == {"FAILED": 2, "FINISHED": 2}
         assert summary["Counter.__init__"]["type"] == "ACTOR_CREATION_TASK"
@@ -77,16 +82,19 @@ def test_summary_by_func_name(served, reference):
     # The filter matches Ray's: case-insensitive, and unknown keys are refused in Ray's envelope.
     upper = client.get(f"{base}/api/v0/tasks/summarize", params=_job_filter(driver_job.upper())).json()
     assert upper == job
-    bad = client.get(f"{base}/api/v0/tasks/summarize", params={"filter_keys": "colour", "filter_predicates": "=",
-                                                                "filter_values": "red"})
+    bad = client.get(
+        f"{base}/api/v0/tasks/summarize",
+        params={"filter_keys": "colour", "filter_predicates": "=", "filter_values": "red"},
+    )
     assert bad.status_code == 400 and bad.json()["result"] is False
 
 
 def test_summary_by_lineage(served, reference):
     client, base, driver_job = served
     ref = _response(reference, "v0_tasks_summarize_lineage.json")
-    body = client.get(f"{base}/api/v0/tasks/summarize", params={**_job_filter(driver_job),
-                                                                  "summary_by": "lineage"}).json()
+    body = client.get(
+        f"{base}/api/v0/tasks/summarize", params={**_job_filter(driver_job), "summary_by": "lineage"}
+    ).json()
     cluster = body["data"]["result"]["result"]["node_id_to_summary"]["cluster"]
     ref_cluster = ref["data"]["result"]["result"]["node_id_to_summary"]["cluster"]
     assert cluster.keys() == ref_cluster.keys() and cluster["summary_by"] == "lineage"
@@ -102,8 +110,9 @@ def test_summary_by_lineage(served, reference):
     top = {n["name"]: n for n in cluster["summary"]}
     assert top["square"]["type"] == "GROUP" and top["square"]["link"] is None
     assert top["square"]["state_counts"] == {"FINISHED": 8} and len(top["square"]["children"]) == 8
-    assert all(c["type"] == "NORMAL_TASK" and c["link"] == {"type": "task", "id": c["key"]}
-               for c in top["square"]["children"])
+    assert all(
+        c["type"] == "NORMAL_TASK" and c["link"] == {"type": "task", "id": c["key"]} for c in top["square"]["children"]
+    )
     assert dict(sorted(top["flaky"]["state_counts"].items())) == {"FAILED": 2, "FINISHED": 2}
     # Failed children come first, as Ray sorts them.
     assert [c["state_counts"] for c in top["flaky"]["children"]][:2] == [{"FAILED": 1}, {"FAILED": 1}]
@@ -118,8 +127,10 @@ def test_summary_by_lineage(served, reference):
     leaves = [n for n in nodes if n["link"] and n["link"]["type"] == "task"]
     result = body["data"]["result"]
     assert sum(sum(n["state_counts"].values()) for n in leaves) == result["num_filtered"]
-    assert cluster["total_tasks"] + cluster["total_actor_tasks"] + cluster["total_actor_scheduled"] == \
-        result["num_filtered"]
+    assert (
+        cluster["total_tasks"] + cluster["total_actor_tasks"] + cluster["total_actor_scheduled"]
+        == result["num_filtered"]
+    )
     assert all(isinstance(n["timestamp"], int) for n in nodes)
 
 
@@ -130,8 +141,10 @@ def test_timeline_is_ray_chrome_trace(served, reference):
     meta_keys = sample["events_one_per_kind"][-1].keys()
     resp = client.get(f"{base}/api/v0/tasks/timeline", params={"download": 1})
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/json")
-    assert re.fullmatch(r'attachment; filename="timeline-None-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.json"',
-                        resp.headers["content-disposition"])
+    assert re.fullmatch(
+        r'attachment; filename="timeline-None-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.json"',
+        resp.headers["content-disposition"],
+    )
     events = resp.json()
     complete = [e for e in events if e["ph"] == "X"]
     meta = [e for e in events if e["ph"] == "M"]
@@ -183,22 +196,48 @@ def test_placement_groups_empty_envelope(served, reference):
     ref = _response(reference, "v0_pgs.json")
     body = client.get(f"{base}/api/v0/placement_groups", params={"detail": 1, "limit": 10000}).json()
     assert body.keys() == ref.keys() and body["data"]["result"].keys() == ref["data"]["result"].keys()
-    assert body == {"result": True, "msg": "", "data": {"result": {
-        "total": 0, "num_after_truncation": 0, "num_filtered": 0, "result": [], "partial_failure_warning": "",
-        "warnings": None}}}
+    assert body == {
+        "result": True,
+        "msg": "",
+        "data": {
+            "result": {
+                "total": 0,
+                "num_after_truncation": 0,
+                "num_filtered": 0,
+                "result": [],
+                "partial_failure_warning": "",
+                "warnings": None,
+            }
+        },
+    }
 
 
 # ---- synthetic tables ----------------------------------------------------------------------------------------
 
-_PROFILE_SCHEMA = pa.schema([
-    ("task_id", pa.string()), ("attempt_number", pa.int32()), ("component_type", pa.string()),
-    ("component_id", pa.string()), ("node_ip_address", pa.string()), ("event_name", pa.string()),
-    ("start_time", pa.float64()), ("end_time", pa.float64()), ("extra_data", pa.string()),
-])
+_PROFILE_SCHEMA = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("attempt_number", pa.int32()),
+        ("component_type", pa.string()),
+        ("component_id", pa.string()),
+        ("node_ip_address", pa.string()),
+        ("event_name", pa.string()),
+        ("start_time", pa.float64()),
+        ("end_time", pa.float64()),
+        ("extra_data", pa.string()),
+    ]
+)
 ACTOR_SCHEMA, JOB_SCHEMA, LOG_SCHEMA, NODE_SCHEMA, TASK_SCHEMA = (
-    t.schema for t in (ACTORS, JOBS, LOG_FILES, NODES, TASKS))
-_SCHEMAS = {"tasks": TASK_SCHEMA, "profile_events": _PROFILE_SCHEMA, "actors": ACTOR_SCHEMA, "jobs": JOB_SCHEMA,
-            "nodes": NODE_SCHEMA, "log_files": LOG_SCHEMA}
+    t.schema for t in (ACTORS, JOBS, LOG_FILES, NODES, TASKS)
+)
+_SCHEMAS = {
+    "tasks": TASK_SCHEMA,
+    "profile_events": _PROFILE_SCHEMA,
+    "actors": ACTOR_SCHEMA,
+    "jobs": JOB_SCHEMA,
+    "nodes": NODE_SCHEMA,
+    "log_files": LOG_SCHEMA,
+}
 
 
 def _session_db(root: Path, **tables: pa.Table) -> SessionDB:
@@ -217,12 +256,36 @@ def _session_db(root: Path, **tables: pa.Table) -> SessionDB:
     return SessionDB(root)
 
 
-def _task(task_id: str, name: str, type_: str = "NORMAL_TASK", state: str = "FINISHED", job: str = "01000000",
-          parent: str | None = None, actor: str | None = None, created: float = 1000.0, attempt: int = 0) -> dict:
-    return {"task_id": task_id, "attempt_number": attempt, "name": name, "state": state, "job_id": job,
-            "actor_id": actor, "type": type_, "func_or_class_name": name, "node_id": None, "worker_id": None,
-            "worker_pid": None, "error_type": None, "parent_task_id": parent or DRIVER_PARENT + job,
-            "creation_time_ms": created, "start_time_ms": None, "end_time_ms": None, "record": "{}"}
+def _task(
+    task_id: str,
+    name: str,
+    type_: str = "NORMAL_TASK",
+    state: str = "FINISHED",
+    job: str = "01000000",
+    parent: str | None = None,
+    actor: str | None = None,
+    created: float = 1000.0,
+    attempt: int = 0,
+) -> dict:
+    return {
+        "task_id": task_id,
+        "attempt_number": attempt,
+        "name": name,
+        "state": state,
+        "job_id": job,
+        "actor_id": actor,
+        "type": type_,
+        "func_or_class_name": name,
+        "node_id": None,
+        "worker_id": None,
+        "worker_pid": None,
+        "error_type": None,
+        "parent_task_id": parent or DRIVER_PARENT + job,
+        "creation_time_ms": created,
+        "start_time_ms": None,
+        "end_time_ms": None,
+        "record": "{}",
+    }
 
 
 def test_summary_of_200k_tasks_is_fast(tmp_path):
@@ -230,18 +293,37 @@ def test_summary_of_200k_tasks_is_fast(tmp_path):
     names = [f"fn_{i}" for i in range(20)] + ["Worker.step"]
     states = ["FINISHED", "FINISHED", "FINISHED", "FAILED", "RUNNING", "PENDING_NODE_ASSIGNMENT"]
     n = 200_000
-    cols = {"task_id": [f"{rng.getrandbits(64):016x}{'f' * 24}{j % 3 + 1:08x}" for j in range(n)],
-            "name": [rng.choice(names) for _ in range(n)], "state": [rng.choice(states) for _ in range(n)],
-            "job_id": [f"{j % 3 + 1:08x}" for j in range(n)]}
-    rows = [_task(cols["task_id"][j], cols["name"][j], "ACTOR_TASK" if cols["name"][j] == "Worker.step"
-                  else "NORMAL_TASK", cols["state"][j], cols["job_id"][j], created=float(j)) for j in range(n)]
+    cols = {
+        "task_id": [f"{rng.getrandbits(64):016x}{'f' * 24}{j % 3 + 1:08x}" for j in range(n)],
+        "name": [rng.choice(names) for _ in range(n)],
+        "state": [rng.choice(states) for _ in range(n)],
+        "job_id": [f"{j % 3 + 1:08x}" for j in range(n)],
+    }
+    rows = [
+        _task(
+            cols["task_id"][j],
+            cols["name"][j],
+            "ACTOR_TASK" if cols["name"][j] == "Worker.step" else "NORMAL_TASK",
+            cols["state"][j],
+            cols["job_id"][j],
+            created=float(j),
+        )
+        for j in range(n)
+    ]
     rows.append(_task("f" * 40 + "00000001", "", "DRIVER_TASK", "RUNNING", "00000001"))
     db = _session_db(tmp_path, tasks=pa.Table.from_pylist(rows, schema=TASK_SCHEMA))
 
     started = time.perf_counter()
     whole = summarize_tasks(db, [], None)
-    job2 = summarize_tasks(db, [Filter("job_id", "=", "00000002"), Filter("state", "!=", "running"),
-                                Filter("func_or_class_name", "!=", "fn_0")], None)
+    job2 = summarize_tasks(
+        db,
+        [
+            Filter("job_id", "=", "00000002"),
+            Filter("state", "!=", "running"),
+            Filter("func_or_class_name", "!=", "fn_0"),
+        ],
+        None,
+    )
     elapsed = time.perf_counter() - started
     print(f"\nsummaries of {n} tasks by func_name: {elapsed * 1000:.0f} ms for two")
     assert elapsed < 2
@@ -259,8 +341,9 @@ def test_summary_of_200k_tasks_is_fast(tmp_path):
         return {k: v["state_counts"] for k, v in summary.items()}
 
     assert got(whole) == expected(lambda r: True)
-    assert got(job2) == expected(lambda r: r["job_id"] == "00000002" and r["state"] != "RUNNING"
-                                 and r["name"] != "fn_0")
+    assert got(job2) == expected(
+        lambda r: r["job_id"] == "00000002" and r["state"] != "RUNNING" and r["name"] != "fn_0"
+    )
     assert whole["total"] == whole["num_filtered"] == n  # the driver task is not a task here, as in Ray
     assert job2["num_filtered"] == sum(sum(v.values()) for v in got(job2).values())
     # Ray's total counts what its source returned: job and state are filtered there, the function name is not.
@@ -277,8 +360,10 @@ def test_summary_of_200k_tasks_is_fast(tmp_path):
 
     started = time.perf_counter()
     lineage = summarize_tasks(db, [], "lineage")
-    print(f"lineage summary of {n} tasks (capped at {RAY_LIST_LIMIT} as Ray): "
-          f"{(time.perf_counter() - started) * 1000:.0f} ms")
+    print(
+        f"lineage summary of {n} tasks (capped at {RAY_LIST_LIMIT} as Ray): "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms"
+    )
     lc = lineage["result"]["node_id_to_summary"]["cluster"]
     assert lc["total_tasks"] + lc["total_actor_tasks"] == RAY_LIST_LIMIT
     assert lineage["warnings"] == [MISSING_DATA_WARNING] and lineage["num_filtered"] == n
@@ -302,9 +387,21 @@ def test_lineage_follows_ray_tree_rules(tmp_path):
     ]
     # A chain deeper than Python's recursion limit: the tree is built without recursion.
     rows += [_task(f"d{i:05d}", "deep", parent=f"d{i - 1:05d}" if i else None, created=30 + i) for i in range(1500)]
-    actors = pa.Table.from_pylist([{"actor_id": "act1", "job_id": job, "state": "DEAD", "class_name": "Counter",
-                                    "name": "", "node_id": None, "pid": 1,
-                                    "record": json.dumps({"reprName": "Counter(named)"})}], schema=ACTOR_SCHEMA)
+    actors = pa.Table.from_pylist(
+        [
+            {
+                "actor_id": "act1",
+                "job_id": job,
+                "state": "DEAD",
+                "class_name": "Counter",
+                "name": "",
+                "node_id": None,
+                "pid": 1,
+                "record": json.dumps({"reprName": "Counter(named)"}),
+            }
+        ],
+        schema=ACTOR_SCHEMA,
+    )
     db = _session_db(tmp_path, tasks=pa.Table.from_pylist(rows, schema=TASK_SCHEMA), actors=actors)
     answer = summarize_tasks(db, [Filter("name", "!=", "deep")], "lineage")
     cluster, num_filtered = answer["result"]["node_id_to_summary"]["cluster"], answer["num_filtered"]
@@ -331,12 +428,14 @@ def test_lineage_follows_ray_tree_rules(tmp_path):
     # Tasks whose ancestors are unknown are counted but not placed, as in Ray.
     keys = json.dumps(top)
     assert '"orphan"' not in keys and '"x1"' not in keys
-    assert cluster["total_tasks"] + cluster["total_actor_tasks"] + cluster["total_actor_scheduled"] == \
-        num_filtered == len(rows) - 1500
+    assert (
+        cluster["total_tasks"] + cluster["total_actor_tasks"] + cluster["total_actor_scheduled"]
+        == num_filtered
+        == len(rows) - 1500
+    )
 
     # Deeper than json.dumps can recurse, and still served.
-    resp = summarize(summary_by="lineage", filter_keys=["name"], filter_predicates=["="], filter_values=["deep"],
-                     db=db)
+    resp = summarize(summary_by="lineage", filter_keys=["name"], filter_predicates=["="], filter_values=["deep"], db=db)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(10_000)  # json.loads recurses too
     try:
@@ -350,8 +449,12 @@ def test_lineage_follows_ray_tree_rules(tmp_path):
 
 
 def test_timeline_numbering_names_and_colours(tmp_path):
-    rows = [_task("t2", "g", job="02000000"), _task("t1", "f"), _task("t3", "f", attempt=1),
-            _task("ffffffffffffffffffffffffffffffffffffffff01000000", "", "DRIVER_TASK")]
+    rows = [
+        _task("t2", "g", job="02000000"),
+        _task("t1", "f"),
+        _task("t3", "f", attempt=1),
+        _task("ffffffffffffffffffffffffffffffffffffffff01000000", "", "DRIVER_TASK"),
+    ]
     prof = [
         # task t2 on node B, worker w2; t1 on node A, worker w1 (t1 sorts first: node A is pid 0).
         ("t2", 0, "worker", "w2", "10.0.0.2", "task::g", 2000.5, 2001.0, '{"name": "__main__.g"}'),
@@ -359,19 +462,38 @@ def test_timeline_numbering_names_and_colours(tmp_path):
         ("t1", 0, "worker", "w1", "10.0.0.1", "custom", 1001.0, 1002.0, '{"cname": "ray.get", "k": "v"}'),
         ("t3", 1, "worker", "w3", "10.0.0.1", "task:execute", 1500.0, 1500.5, "not json"),
         ("t3", 1, "raylet", "r", "10.0.0.1", "task:execute", 1500.0, 1500.5, ""),  # not a worker: skipped
-        ("ffffffffffffffffffffffffffffffffffffffff01000000", 0, "driver", "d", "10.0.0.1", "submit_task",
-         900.0, 901.0, ""),  # the driver task: Ray leaves it out
+        (
+            "ffffffffffffffffffffffffffffffffffffffff01000000",
+            0,
+            "driver",
+            "d",
+            "10.0.0.1",
+            "submit_task",
+            900.0,
+            901.0,
+            "",
+        ),  # the driver task: Ray leaves it out
     ]
     profile = pa.Table.from_pylist([dict(zip(_PROFILE_SCHEMA.names, p)) for p in prof], schema=_PROFILE_SCHEMA)
     db = _session_db(tmp_path, tasks=pa.Table.from_pylist(rows, schema=TASK_SCHEMA), profile_events=profile)
     events = chrome_trace(db)
     x = [e for e in events if e["ph"] == "X"]
     assert [(e["args"]["task_id"], e["cat"], e["pid"], e["tid"]) for e in x] == [
-        ("t1", "task:execute", 0, 0), ("t1", "custom", 0, 0), ("t2", "task::g", 1, 1), ("t3", "task:execute", 0, 2)]
+        ("t1", "task:execute", 0, 0),
+        ("t1", "custom", 0, 0),
+        ("t2", "task::g", 1, 1),
+        ("t3", "task:execute", 0, 2),
+    ]
     assert x[0]["ts"] == 1000250.0 and x[0]["dur"] == 500.0 and x[0]["cname"] == "rail_animation"
-    assert x[1]["cname"] == "good" and x[1]["args"] == {"cname": "ray.get", "k": "v", "task_id": "t1",
-                                                       "job_id": "01000000", "attempt_number": 0,
-                                                       "func_or_class_name": "f", "actor_id": None}
+    assert x[1]["cname"] == "good" and x[1]["args"] == {
+        "cname": "ray.get",
+        "k": "v",
+        "task_id": "t1",
+        "job_id": "01000000",
+        "attempt_number": 0,
+        "func_or_class_name": "f",
+        "actor_id": None,
+    }
     assert x[2]["name"] == "__main__.g" and x[2]["cname"] == "generic_work"
     assert x[3]["args"]["raw"] == "not json" and x[3]["args"]["attempt_number"] == 1
     assert [e for e in events if e["ph"] == "M"] == [
@@ -386,13 +508,30 @@ def test_timeline_numbering_names_and_colours(tmp_path):
 
 def test_placement_groups_table_is_used_when_present(tmp_path):
     def pg(pid, name, state):
-        return {"placement_group_id": pid, "name": name, "creator_job_id": "01000000", "state": state,
-                "bundles": [], "is_detached": False, "stats": {}, "topology_strategy": {},
-                "topology_assignments": {}}
+        return {
+            "placement_group_id": pid,
+            "name": name,
+            "creator_job_id": "01000000",
+            "state": state,
+            "bundles": [],
+            "is_detached": False,
+            "stats": {},
+            "topology_strategy": {},
+            "topology_assignments": {},
+        }
 
     groups = [pg("bb", "second", "REMOVED"), pg("aa", "first", "CREATED")]
-    table = pa.Table.from_pylist([{"placement_group_id": g["placement_group_id"], "name": g["name"],
-                                   "state": g["state"], "record": json.dumps(g)} for g in groups])
+    table = pa.Table.from_pylist(
+        [
+            {
+                "placement_group_id": g["placement_group_id"],
+                "name": g["name"],
+                "state": g["state"],
+                "record": json.dumps(g),
+            }
+            for g in groups
+        ]
+    )
     db = _session_db(tmp_path, placement_groups=table)
 
     def call(**kw):
@@ -401,10 +540,13 @@ def test_placement_groups_table_is_used_when_present(tmp_path):
 
     full = call(detail=True)
     assert [g["placement_group_id"] for g in full["result"]] == ["aa", "bb"] and full["result"][0] == groups[1]
-    assert call()["result"][0] == {"placement_group_id": "aa", "name": "first", "creator_job_id": "01000000",
-                                   "state": "CREATED"}
+    assert call()["result"][0] == {
+        "placement_group_id": "aa",
+        "name": "first",
+        "creator_job_id": "01000000",
+        "state": "CREATED",
+    }
     removed = call(filter_keys=["state"], filter_predicates=["="], filter_values=["removed"])
     assert (removed["total"], removed["num_filtered"], [g["name"] for g in removed["result"]]) == (2, 1, ["second"])
     assert call(filter_keys=["is_detached"], filter_predicates=["="], filter_values=["true"])["num_filtered"] == 0
     assert len(call(limit=1)["result"]) == 1
-

@@ -33,8 +33,9 @@ def sample(reference: Path, name: str):
 
 def rays_node_id(finished_cluster) -> str:
     """The node id as Ray's raylet logged it in the session directory: not as one of our routes reports it."""
-    logged = re.search(r"Setting node ID node_id=([0-9a-f]{56})",
-                       (finished_cluster.session_dir / "logs" / "raylet.out").read_text())
+    logged = re.search(
+        r"Setting node ID node_id=([0-9a-f]{56})", (finished_cluster.session_dir / "logs" / "raylet.out").read_text()
+    )
     assert logged, "raylet.out does not log the node id"
     return logged.group(1)
 
@@ -47,6 +48,7 @@ def keys_deep(value, depth: int = 2) -> object:
 
 
 # --- the UI's files -----------------------------------------------------------------------------------------
+
 
 def test_index_and_hashed_static_files_with_their_types_and_caching(ui):
     client, base = ui
@@ -82,15 +84,23 @@ def test_no_slash_redirects_and_unknown_files_and_sessions_are_404_in_rays_envel
 
 def test_paths_outside_the_build_are_refused(ui, finished_cluster, tmp_path):
     client, base = ui
-    for rel in ("static/..%2F..%2F..%2F..%2Fray%2F__init__.py", "..%2F..%2Fsettings.py", "static%2F..%2F..%2Fbuild",
-                "%2Fetc%2Fpasswd", "static/js/..%5C..%5Cindex.html"):
+    for rel in (
+        "static/..%2F..%2F..%2F..%2Fray%2F__init__.py",
+        "..%2F..%2Fsettings.py",
+        "static%2F..%2F..%2Fbuild",
+        "%2Fetc%2Fpasswd",
+        "static/js/..%5C..%5Cindex.html",
+    ):
         r = client.get(base + rel)
         assert r.status_code in (400, 404), rel
         assert b"import" not in r.content and b"root:" not in r.content
     # Unnormalised dot segments on the wire, as a hostile client sends them (httpx would normalise them away).
-    with served(create_app(ServerSettings(archive=finished_cluster.local_archive,
-                                          cache_dir=str(tmp_path), catalog_ttl=0),
-                           open_store(finished_cluster.local_archive))) as url:
+    with served(
+        create_app(
+            ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path), catalog_ttl=0),
+            open_store(finished_cluster.local_archive),
+        )
+    ) as url:
         conn = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=10)
         for raw in ("static/../../../../../../etc/passwd", "static/js/../../../__init__.py"):
             conn.request("GET", base + raw)
@@ -103,17 +113,21 @@ def test_paths_outside_the_build_are_refused(ui, finished_cluster, tmp_path):
 
 # --- the cluster routes, in Ray's shapes ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("path, name", [
-    ("api/authentication_mode", "authentication_mode"),
-    ("api/grafana_health", "grafana_health"),
-    ("api/prometheus_health", "prometheus_health"),
-    ("timezone", "timezone"),
-    ("usage_stats_enabled", "usage_stats_enabled"),
-    ("api/version", "version"),
-    ("api/v0/cluster_metadata", "cluster_metadata"),
-    ("api/profiling_enabled", "profiling_enabled"),
-    ("api/cluster_status?format=1", "cluster_status_fmt"),
-])
+
+@pytest.mark.parametrize(
+    "path, name",
+    [
+        ("api/authentication_mode", "authentication_mode"),
+        ("api/grafana_health", "grafana_health"),
+        ("api/prometheus_health", "prometheus_health"),
+        ("timezone", "timezone"),
+        ("usage_stats_enabled", "usage_stats_enabled"),
+        ("api/version", "version"),
+        ("api/v0/cluster_metadata", "cluster_metadata"),
+        ("api/profiling_enabled", "profiling_enabled"),
+        ("api/cluster_status?format=1", "cluster_status_fmt"),
+    ],
+)
 def test_routes_answer_in_the_shape_of_rays_samples(ui, reference, path, name):
     client, base = ui
     r = client.get(base + path)
@@ -195,12 +209,18 @@ def test_cluster_events_are_read_from_the_archive(ui, reference, finished_cluste
 
 # --- Ray's UI in Chromium -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def site(finished_cluster, tmp_path_factory):
     """The history server over the dead cluster's local archive, served by uvicorn, and one Chromium."""
-    app = create_app(ServerSettings(archive=finished_cluster.local_archive,
-                                    cache_dir=str(tmp_path_factory.mktemp("ui-browser-cache")), catalog_ttl=0),
-                     open_store(finished_cluster.local_archive))
+    app = create_app(
+        ServerSettings(
+            archive=finished_cluster.local_archive,
+            cache_dir=str(tmp_path_factory.mktemp("ui-browser-cache")),
+            catalog_ttl=0,
+        ),
+        open_store(finished_cluster.local_archive),
+    )
     with served(app) as url, browser() as b:
         yield b, f"{url}/sessions/{finished_cluster.ref.id}/"
 
@@ -282,9 +302,15 @@ def test_metrics_tab_embeds_grafana_over_the_sessions_life(site, finished_cluste
         return 200, "text/html", b"<html><body>grafana</body></html>"
 
     grafana = LoopbackHTTP(grafana_stub)
-    app = create_app(ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path / "cache"),
-                                    catalog_ttl=0, grafana_url=grafana.url),
-                     open_store(finished_cluster.local_archive))
+    app = create_app(
+        ServerSettings(
+            archive=finished_cluster.local_archive,
+            cache_dir=str(tmp_path / "cache"),
+            catalog_ttl=0,
+            grafana_url=grafana.url,
+        ),
+        open_store(finished_cluster.local_archive),
+    )
     entry = app.state.catalog.get(finished_cluster.ref.id)
     try:
         b, _ = site  # the module's Chromium (one Playwright per thread), on a server configured with Grafana

@@ -54,6 +54,7 @@ def _engine(samples: int = 240, **limits) -> Engine:
 
 # -- the engine -------------------------------------------------------------------------------------------------
 
+
 def test_a_huge_subquery_is_refused_before_its_grid_is_allocated():
     started = time.monotonic()
     with pytest.raises(TooManySamples) as e:
@@ -105,6 +106,7 @@ def test_the_timeout_is_checked_while_evaluating(monkeypatch):
 
 # -- the HTTP API -----------------------------------------------------------------------------------------------
 
+
 def test_the_bomb_answers_422_as_prometheus_and_the_server_keeps_answering(client):
     started = time.monotonic()
     err(client.get(f"{API}/query", params={"query": BOMB, "time": secs(T0 + HOUR)}), 422, "execution", TOO_MANY)
@@ -114,16 +116,29 @@ def test_the_bomb_answers_422_as_prometheus_and_the_server_keeps_answering(clien
 
 def test_max_samples_and_timeout_settings(archive, tmp_path):
     with make_client(archive, tmp_path / "a", query_max_samples=100) as c:
-        err(c.get(f"{API}/query_range", params={"query": "up", "start": secs(T0), "end": secs(T0 + HOUR),
-                                                "step": "60"}), 422, "execution", TOO_MANY)
+        err(
+            c.get(
+                f"{API}/query_range", params={"query": "up", "start": secs(T0), "end": secs(T0 + HOUR), "step": "60"}
+            ),
+            422,
+            "execution",
+            TOO_MANY,
+        )
         ok(c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2)}))
     with make_client(archive, tmp_path / "b", query_timeout="1ms") as c:
         # The first read of the archive (it compacts three sessions) takes far longer than a millisecond.
-        err(c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2)}), 503, "timeout",
-            "query timed out in query execution")
+        err(
+            c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2)}),
+            503,
+            "timeout",
+            "query timed out in query execution",
+        )
     with make_client(archive, tmp_path / "c") as c:  # the request's own, shorter timeout
-        err(c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2), "timeout": "1ms"}), 503,
-            "timeout")
+        err(
+            c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2), "timeout": "1ms"}),
+            503,
+            "timeout",
+        )
 
 
 def test_a_query_over_too_many_sessions_names_the_limit_and_how_to_narrow_it(archive, tmp_path):
@@ -131,8 +146,12 @@ def test_a_query_over_too_many_sessions_names_the_limit_and_how_to_narrow_it(arc
         msg = err(c.get(f"{API}/query", params={"query": "up", "time": secs(T0 + HOUR // 2)}), 422, "execution")
         assert "3 sessions" in msg and "--query-max-sessions=2" in msg and "SessionName" in msg
         one = SESSIONS[0]
-        data = ok(c.get(f"{API}/query", params={"query": f'ray_node_cpu_utilization{{SessionName="{one.name}"}}',
-                                                "time": secs(T0 + HOUR // 2)}))
+        data = ok(
+            c.get(
+                f"{API}/query",
+                params={"query": f'ray_node_cpu_utilization{{SessionName="{one.name}"}}', "time": secs(T0 + HOUR // 2)},
+            )
+        )
         assert [r["metric"]["SessionName"] for r in data["result"]] == [one.name]
 
 
@@ -198,13 +217,17 @@ def test_bad_limit_settings_are_refused_with_a_message(archive):
     from historyserver.errors import SettingsError
     from historyserver.settings import ServerSettings
 
-    for bad, words in [({"query_timeout": "soon"}, "--query-timeout"), ({"query_max_samples": 0}, "at least 1"),
-                       ({"queue_wait": -1}, "--queue-wait")]:
+    for bad, words in [
+        ({"query_timeout": "soon"}, "--query-timeout"),
+        ({"query_max_samples": 0}, "at least 1"),
+        ({"queue_wait": -1}, "--queue-wait"),
+    ]:
         with pytest.raises(SettingsError, match=words):
             ServerSettings(archive=str(archive), **bad)
 
 
 # -- the real server process ------------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -222,9 +245,23 @@ def _peak_rss_mb(pid: int) -> float:
 def test_the_bomb_against_a_served_process_stays_small_and_fast(archive, tmp_path):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rayhistory.cli", "serve", "--archive", str(archive), "--port", str(port),
-         "--cache-dir", str(tmp_path / "cache"), "--no-compact-on-end"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "serve",
+            "--archive",
+            str(archive),
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-compact-on-end",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -239,8 +276,16 @@ def test_the_bomb_against_a_served_process_stays_small_and_fast(archive, tmp_pat
         r = httpx.get(f"{base}{API}/query", params={"query": BOMB, "time": secs(T0 + HOUR)}, timeout=30)
         assert r.status_code == 422 and r.json()["error"] == TOO_MANY
         assert time.monotonic() - started < 10
-        r = httpx.get(f"{base}{API}/query_range", params={"query": "sum_over_time(up[100y:1ms])", "start": secs(T0 - 30 * 24 * HOUR),
-                                                          "end": secs(T0 + HOUR), "step": "1d"}, timeout=30)
+        r = httpx.get(
+            f"{base}{API}/query_range",
+            params={
+                "query": "sum_over_time(up[100y:1ms])",
+                "start": secs(T0 - 30 * 24 * HOUR),
+                "end": secs(T0 + HOUR),
+                "step": "1d",
+            },
+            timeout=30,
+        )
         assert r.status_code == 422, r.text
         assert _peak_rss_mb(proc.pid) < 2048
         r = httpx.get(f"{base}{API}/query", params={"query": "count(up)", "time": secs(T0 + HOUR // 2)}, timeout=30)
@@ -255,14 +300,16 @@ def test_the_bomb_against_a_served_process_stays_small_and_fast(archive, tmp_pat
 
 # -- large answers of the Ray API --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def task_session(tmp_path_factory):
     """A 3,000-task synthetic session (Ray 2.60's export events and worker logs) in small segments."""
     from benchmarks import synthetic_session
 
     root = tmp_path_factory.mktemp("tasks-archive")
-    info = synthetic_session.generate(str(root), 3000, nodes=2, workers_per_node=8, segment_mb=0.05, procs=1,
-                                      log=lambda msg: None)
+    info = synthetic_session.generate(
+        str(root), 3000, nodes=2, workers_per_node=8, segment_mb=0.05, procs=1, log=lambda msg: None
+    )
     return root, info["session_id"]
 
 
@@ -325,8 +372,9 @@ def test_a_huge_tail_keeps_a_bounded_number_of_segments(task_session, tmp_path, 
             end = min(start + 50_000, len(whole))
             LocalStore(root).put(ref.segment_key(LogSegment("big.out", 0, start, end)), encode(whole[start:end]))
         name = "big.out"
-        assert c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name,
-                                                      "lines": "-1"}).content == whole
+        assert (
+            c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name, "lines": "-1"}).content == whole
+        )
         held.clear()
         tail = c.get(f"{s}/api/v0/logs/file", params={"node_id": node, "filename": name, "lines": "100000000"})
         assert tail.content == whole

@@ -108,8 +108,7 @@ def test_list_orders_keys_across_directory_boundaries(s3_archive: str) -> None:
     assert [o.key for o in store.list("")] == ["a-b", "a.b", "a/b", "a0"]
 
 
-def test_wrong_secret_is_access_denied(s3_archive: str, seaweedfs: SeaweedFS,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_secret_is_access_denied(s3_archive: str, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + seaweedfs.secret_key)
     store = open_store(s3_archive)
     with pytest.raises(AccessDenied) as checked:
@@ -169,13 +168,16 @@ def session_dir(tmp_path: Path) -> Path:
 def _collect(session_dir: Path, archive: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 @pytest.fixture(params=["wrong secret", "closed port"])
-def broken_s3(request: pytest.FixtureRequest, seaweedfs: SeaweedFS, s3_archive: str,
-              monkeypatch: pytest.MonkeyPatch) -> str:
+def broken_s3(
+    request: pytest.FixtureRequest, seaweedfs: SeaweedFS, s3_archive: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
     """Break the S3 settings one way; returns what the error message must name besides the archive."""
     if request.param == "wrong secret":
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + seaweedfs.secret_key)
@@ -212,8 +214,9 @@ def test_delete_many_in_batches_with_missing_keys(s3_archive: str, seaweedfs: Se
     assert _raw_keys(seaweedfs, _prefix(s3_archive)) == []
 
 
-def test_delete_with_a_wrong_secret_is_access_denied(s3_archive: str, seaweedfs: SeaweedFS,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delete_with_a_wrong_secret_is_access_denied(
+    s3_archive: str, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
     open_store(s3_archive).put("v1/k", b"1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + seaweedfs.secret_key)
     with pytest.raises(AccessDenied, match="secret"):
@@ -221,8 +224,9 @@ def test_delete_with_a_wrong_secret_is_access_denied(s3_archive: str, seaweedfs:
     assert _raw_keys(seaweedfs, _prefix(s3_archive)) == [_prefix(s3_archive) + "v1/k"]
 
 
-def test_keys_refused_one_by_one_are_access_denied_naming_them(s3_archive: str, seaweedfs: SeaweedFS,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_refused_one_by_one_are_access_denied_naming_them(
+    s3_archive: str, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SeaweedFS answers DeleteObjects from a read-only identity with 200 and an AccessDenied per key."""
     open_store(s3_archive).put("v1/k", b"1")
     for name, value in seaweedfs.env(read_only=True).items():

@@ -18,8 +18,10 @@ def test_a_real_sessions_dashboards_come_back_with_a_datasource_variable(finishe
         listed = c.get(f"/api/v1/sessions/{fc.ref.id}/dashboards")
         assert listed.status_code == 200, listed.text
         uids = {d["uid"] for d in listed.json()["dashboards"]}
-        committed = {json.loads(p.read_text())["uid"]: json.loads(p.read_text())
-                     for p in (ROOT / "dashboards" / "ray").glob("*.json")}
+        committed = {
+            json.loads(p.read_text())["uid"]: json.loads(p.read_text())
+            for p in (ROOT / "dashboards" / "ray").glob("*.json")
+        }
         assert uids == set(committed) and "rayDefaultDashboard" in uids
         board = c.get(f"/api/v1/sessions/{fc.ref.id}/dashboards/rayDefaultDashboard").json()
         [var] = [v for v in board["templating"]["list"] if v["name"] == "datasource"]

@@ -39,8 +39,17 @@ def test_flag_over_variable_over_default():
     assert parse(["--archive", "x"]).port == 8080
     assert parse(["--archive", "x"], {"RAYHISTORY_PORT": "9000"}).port == 9000
     assert parse(["--archive", "x", "--port", "7000"], {"RAYHISTORY_PORT": "9000"}).port == 7000
-    s = parse([], {"RAYHISTORY_ARCHIVE": "s3://b/p", "RAYHISTORY_RATIO": "0.25", "RAYHISTORY_COMPACT": "off",
-                   "RAYHISTORY_VERBOSE": "yes", "RAYHISTORY_MODE": "b", "RAYHISTORY_CACHE_MB": "64"})
+    s = parse(
+        [],
+        {
+            "RAYHISTORY_ARCHIVE": "s3://b/p",
+            "RAYHISTORY_RATIO": "0.25",
+            "RAYHISTORY_COMPACT": "off",
+            "RAYHISTORY_VERBOSE": "yes",
+            "RAYHISTORY_MODE": "b",
+            "RAYHISTORY_CACHE_MB": "64",
+        },
+    )
     assert (s.archive, s.ratio, s.compact, s.verbose, s.mode, s.cache_mb) == ("s3://b/p", 0.25, False, True, "b", 64)
     assert parse(["--archive", "x", "--no-compact", "--verbose"]).compact is False
     # Another variable a platform already sets (KubeRay's), read when the RAYHISTORY_ one is unset.
@@ -54,15 +63,18 @@ def test_environment_only_settings_have_no_flag():
     assert Example.flag(next(f for f in Example.fields() if f.name == "cache_mb")) is None
 
 
-@pytest.mark.parametrize("argv, env, words", [
-    ([], {}, "--archive (or $RAYHISTORY_ARCHIVE) is required"),
-    (["--archive", "x"], {"RAYHISTORY_PORT": "eighty"}, "$RAYHISTORY_PORT: 'eighty' is not an integer"),
-    (["--archive", "x"], {"RAYHISTORY_RATIO": "half"}, "$RAYHISTORY_RATIO: 'half' is not a number"),
-    (["--archive", "x"], {"RAYHISTORY_COMPACT": "maybe"}, "$RAYHISTORY_COMPACT: 'maybe' is not true or false"),
-    (["--archive", "x"], {"RAYHISTORY_MODE": "c"}, "$RAYHISTORY_MODE: 'c' is not one of a, b"),
-    (["--archive", "x", "--timeout", "soon"], {}, "--timeout: 'soon' is not a duration"),
-    (["--archive", "x", "--port", "0"], {}, "--port must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, env, words",
+    [
+        ([], {}, "--archive (or $RAYHISTORY_ARCHIVE) is required"),
+        (["--archive", "x"], {"RAYHISTORY_PORT": "eighty"}, "$RAYHISTORY_PORT: 'eighty' is not an integer"),
+        (["--archive", "x"], {"RAYHISTORY_RATIO": "half"}, "$RAYHISTORY_RATIO: 'half' is not a number"),
+        (["--archive", "x"], {"RAYHISTORY_COMPACT": "maybe"}, "$RAYHISTORY_COMPACT: 'maybe' is not true or false"),
+        (["--archive", "x"], {"RAYHISTORY_MODE": "c"}, "$RAYHISTORY_MODE: 'c' is not one of a, b"),
+        (["--archive", "x", "--timeout", "soon"], {}, "--timeout: 'soon' is not a duration"),
+        (["--archive", "x", "--port", "0"], {}, "--port must be positive, got 0"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_flag_or_variable(argv, env, words):
     with pytest.raises(SettingsError) as e:
         parse(argv, env)
@@ -75,8 +87,7 @@ def test_unknown_variables_are_found():
 
 
 def test_durations():
-    assert [parse_duration(t) for t in ("90", "1.5", "2m", "1h30m", "500ms", "1m30s")] == [90, 1.5, 120, 5400,
-                                                                                            0.5, 90]
+    assert [parse_duration(t) for t in ("90", "1.5", "2m", "1h30m", "500ms", "1m30s")] == [90, 1.5, 120, 5400, 0.5, 90]
     for bad in ("", "2x", "m", "-"):
         with pytest.raises(ValueError):
             parse_duration(bad)
@@ -87,8 +98,14 @@ def test_rayhistory_serve_reads_its_variables_and_reports_unknown_ones(capsys):
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    env = {"RAYHISTORY_ARCHIVE": "/tmp/a", "RAYHISTORY_QUERY_TIMEOUT": "30s", "RAYHISTORY_AUTH": "proxy",
-           "RAYHISTORY_QUERY_TIMOUT": "1s", "RAYHISTORY_S3_MAX_ATTEMPTS": "2", "RAYHISTORY_KUBERNETES": "off"}
+    env = {
+        "RAYHISTORY_ARCHIVE": "/tmp/a",
+        "RAYHISTORY_QUERY_TIMEOUT": "30s",
+        "RAYHISTORY_AUTH": "proxy",
+        "RAYHISTORY_QUERY_TIMOUT": "1s",
+        "RAYHISTORY_S3_MAX_ATTEMPTS": "2",
+        "RAYHISTORY_KUBERNETES": "off",
+    }
     s = cli.settings_from(parser.parse_args(["--port", "9999"]), env)
     assert (s.archive, s.query_timeout_s, s.auth, s.port) == ("/tmp/a", 30.0, "proxy", 9999)
     err = capsys.readouterr().err
@@ -102,11 +119,24 @@ def test_rayhistory_collect_is_configured_from_the_environment_alone():
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    env = {"RAYHISTORY_SESSION_DIR": "/tmp/ray/session_latest", "RAYHISTORY_ARCHIVE": "s3://b/p",
-           "RAYHISTORY_INTERVAL": "15", "RAYHISTORY_ONCE": "true", "RAY_CLUSTER_NAME": "rc", "POD_NAMESPACE": "ns",
-           "RAYHISTORY_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com"}
+    env = {
+        "RAYHISTORY_SESSION_DIR": "/tmp/ray/session_latest",
+        "RAYHISTORY_ARCHIVE": "s3://b/p",
+        "RAYHISTORY_INTERVAL": "15",
+        "RAYHISTORY_ONCE": "true",
+        "RAY_CLUSTER_NAME": "rc",
+        "POD_NAMESPACE": "ns",
+        "RAYHISTORY_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com",
+    }
     s = cli.settings_from(parser.parse_args([]), env)
     assert (s.session_dir, s.archive, s.interval, s.once, s.cluster, s.namespace, s.sls_endpoint) == (
-        "/tmp/ray/session_latest", "s3://b/p", 15.0, True, "rc", "ns", "cn-hangzhou.log.aliyuncs.com")
+        "/tmp/ray/session_latest",
+        "s3://b/p",
+        15.0,
+        True,
+        "rc",
+        "ns",
+        "cn-hangzhou.log.aliyuncs.com",
+    )
     with pytest.raises(SettingsError, match=r"\$RAYHISTORY_INTERVAL: 'soon' is not a number"):
         cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_INTERVAL": "soon"})

@@ -64,10 +64,19 @@ def sls():
 
 
 def config(server: SlsServer, tmp_path: Path, **kw) -> SlsConfig:
-    base = dict(endpoint=server.endpoint, project="rayhistory", logstore="ray-logs",
-                access_key_id=server.access_key_id, access_key_secret=server.access_key_secret,
-                checkpoint_path=str(tmp_path / "sls-checkpoint.json"), proxy=server.proxy,
-                backoff_initial=0.05, backoff_max=0.5, idle_flush_seconds=0.2, checkpoint_interval=0.05)
+    base = dict(
+        endpoint=server.endpoint,
+        project="rayhistory",
+        logstore="ray-logs",
+        access_key_id=server.access_key_id,
+        access_key_secret=server.access_key_secret,
+        checkpoint_path=str(tmp_path / "sls-checkpoint.json"),
+        proxy=server.proxy,
+        backoff_initial=0.05,
+        backoff_max=0.5,
+        idle_flush_seconds=0.2,
+        checkpoint_interval=0.05,
+    )
     base.update(kw)
     return SlsConfig(**base)
 
@@ -85,13 +94,22 @@ def test_records_from_every_sample_format(reference):
     raylet = parse_all("raylet.out", s["raylet.out"])
     assert len(raylet) == 4
     r = raylet[2]
-    assert (r.format, r.level, r.component, r.source, r.pid, r.tid) == ("cpp", "INFO", "raylet", "main.cc:711", 7013, 7013)
+    assert (r.format, r.level, r.component, r.source, r.pid, r.tid) == (
+        "cpp",
+        "INFO",
+        "raylet",
+        "main.cc:711",
+        7013,
+        7013,
+    )
     assert r.message.startswith("Setting node ID node_id=a5f98df8")
     assert r.time_ns == int(time.mktime((2026, 11, 25, 19, 58, 17, 0, 0, -1))) * 10**9 + 302_000_000
     assert [x.offset for x in raylet[1:]] == [x.end for x in raylet[:-1]]
 
-    core = parse_all("python-core-worker-bd861563899ab84e4ee6a094b6d5b20b08369bd331f242f6455460a9_7475.log",
-                     s["python-core-worker-<worker_id>_<pid>.log"])
+    core = parse_all(
+        "python-core-worker-bd861563899ab84e4ee6a094b6d5b20b08369bd331f242f6455460a9_7475.log",
+        s["python-core-worker-<worker_id>_<pid>.log"],
+    )
     assert core[0].component == "python-core-worker" and core[0].source == "core_worker_process.cc:872"
 
     dash = parse_all("dashboard_StateHead.log", s["dashboard_StateHead.log"])
@@ -105,7 +123,8 @@ def test_records_from_every_sample_format(reference):
     name = "worker-bd861563899ab84e4ee6a094b6d5b20b08369bd331f242f6455460a9-ffffffff-7475.out"
     out = parse_all(name, s[name])
     assert [(x.message, x.job_id, x.task_name, x.pid) for x in out] == [
-        (f"ok task {i} stdout line", "01000000", "ok", 7475) for i in (1, 3, 5)]
+        (f"ok task {i} stdout line", "01000000", "ok", 7475) for i in (1, 3, 5)
+    ]
     name = "worker-622831487cb29763b95dc1466c2d71f0feafe167ea32a0d480ee305c-01000000-7657.err"
     err = parse_all(name, s[name])
     assert err[0].actor_name == "BadInit" and err[0].job_id == "01000000"
@@ -114,14 +133,16 @@ def test_records_from_every_sample_format(reference):
 
 
 def test_cpp_continuations_and_streaming_one_byte_at_a_time():
-    data = (b"[2026-11-25 19:58:42,362 E 7013 7023] (raylet) node_manager.cc:1: worker died\n"
-            b"*** stack trace:\n    frame 1\n"
-            b"[2026-11-25 19:58:43,001 I 7013 7013] (raylet) main.cc:2: next\n")
+    data = (
+        b"[2026-11-25 19:58:42,362 E 7013 7023] (raylet) node_manager.cc:1: worker died\n"
+        b"*** stack trace:\n    frame 1\n"
+        b"[2026-11-25 19:58:43,001 I 7013 7013] (raylet) main.cc:2: next\n"
+    )
     whole = parse_all("raylet.out", data)
     assert [x.message for x in whole] == ["worker died\n*** stack trace:\n    frame 1", "next"]
     assert whole[0].level == "ERROR" and whole[0].end == whole[1].offset
     p = LogLineParser("raylet.out", NODE)
-    streamed = [r for i in range(len(data)) for r in p.feed(data[i:i + 1])]
+    streamed = [r for i in range(len(data)) for r in p.feed(data[i : i + 1])]
     assert [x.message for x in streamed] == [whole[0].message]
     assert p.resume_offset == whole[1].offset  # the held-back record is not complete yet
     streamed += p.flush()
@@ -134,9 +155,12 @@ def test_markers_survive_across_calls_and_from_a_checkpoint():
     assert p.feed(b":job_id:02000000\n:task_na") == []
     recs = p.feed(b"me:f\nhello\n:actor_name:Act\nbye\n")
     assert [(r.message, r.job_id, r.task_name, r.actor_name) for r in recs] == [
-        ("hello", "02000000", "f", None), ("bye", "02000000", "f", "Act")]
-    resumed = LogLineParser(name, NODE, offset=recs[0].end, markers=Markers.from_json({"job_id": "02000000",
-                                                                                      "task_name": "f"}))
+        ("hello", "02000000", "f", None),
+        ("bye", "02000000", "f", "Act"),
+    ]
+    resumed = LogLineParser(
+        name, NODE, offset=recs[0].end, markers=Markers.from_json({"job_id": "02000000", "task_name": "f"})
+    )
     again = resumed.feed(b":actor_name:Act\nbye\n")
     assert (again[0].offset, again[0].actor_name, again[0].task_name) == (recs[1].offset, "Act", "f")
 
@@ -147,7 +171,7 @@ def test_bad_bytes_ansi_and_a_10mb_line_never_crash_and_stay_bounded():
     p = LogLineParser("raylet.out", NODE, max_record_bytes=1 << 20)
     recs = []
     for i in range(0, len(data), 65536):
-        recs += p.feed(data[i:i + 65536])
+        recs += p.feed(data[i : i + 65536])
         assert len(p._buf) <= (1 << 20) + 65536  # never holds the whole line
     recs += p.flush()
     parts = [r for r in recs if r.offset < len(line)]
@@ -224,9 +248,12 @@ def test_a_worker_files_nil_job_id_is_no_job_id(sls, tmp_path):
     assert sink.close(60)
     files = by_file(sls)
     assert [(x.contents["message"], x.contents.get("job_id")) for x in files[idle]] == [
-        ("starting up", None), ("now in a job", "03000000")]
+        ("starting up", None),
+        ("now in a job", "03000000"),
+    ]
     assert [(x.contents["message"], x.contents.get("job_id")) for x in files[busy]] == [
-        ("hello from job 2", "02000000")]
+        ("hello from job 2", "02000000")
+    ]
 
 
 # --- the sink ----------------------------------------------------------------------------------------------
@@ -243,7 +270,10 @@ def test_a_10mb_line_goes_in_requests_under_10mb_and_order_holds_per_file(sls, t
     files = by_file(sls)
     dash = files["dashboard.log"]
     assert dash[0].contents["message"] == "first" and dash[-1].contents["message"] == "last"
-    assert "".join(x.contents["message"] for x in dash[1:-1]) == big.decode()[len("2026-11-25 19:58:12,633\tINFO big.py:1 -- "):]
+    assert (
+        "".join(x.contents["message"] for x in dash[1:-1])
+        == big.decode()[len("2026-11-25 19:58:12,633\tINFO big.py:1 -- ") :]
+    )
     raylet = files["raylet.out"]
     assert [int(x.contents["message"].rsplit(" ", 1)[1]) for x in raylet] == list(range(20000))
     # One route key per file, so that a file stays on one shard, in order: SLS routes by a 128-bit key in the
@@ -277,7 +307,8 @@ def test_sls_answering_500_then_recovering_loses_nothing_without_the_sdk_retry_l
     assert rows[0]["__dedup__"].endswith(f":{len(b''.join(CPP % i for i in range(2999)))}")
     page = sink.client.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, line=100, offset=2950))
     assert [x.get_contents()["message"] for x in page.get_logs()] == [
-        f"Disconnecting client {i}" for i in range(2950, 3000)]
+        f"Disconnecting client {i}" for i in range(2950, 3000)
+    ]
 
 
 def test_quota_403_slows_the_sink_down_then_it_catches_up(sls, tmp_path):
@@ -316,13 +347,17 @@ def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path)
     n = 12000
     (logs / "raylet.out").write_bytes(b"".join(CPP % i for i in range(n)))
     worker = "old/worker-aa-ffffffff-42.out"
-    (logs / worker).write_bytes(b":job_id:01000000\n" + b"".join(
-        b":task_name:t%d\nline %d\n" % (i // 100, i) for i in range(3000)))
+    (logs / worker).write_bytes(
+        b":job_id:01000000\n" + b"".join(b":task_name:t%d\nline %d\n" % (i // 100, i) for i in range(3000))
+    )
     ckpt = str(tmp_path / "ck.json")
 
     def child():
-        return subprocess.Popen([sys.executable, "-c", CHILD, str(logs), str(sls.port), ckpt], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(logs), str(sls.port), ckpt],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
     first = child()
     try:
@@ -333,9 +368,11 @@ def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path)
         assert before < n + 3000, "the sink finished before it was killed; slow it down"
         second = child()
         try:
+
             def complete():
                 keys = {x.contents["__dedup__"] for x in sls.items()}
                 return len(keys) >= n + 3000
+
             wait_for(complete, 120, "every line after the restart")
         finally:
             second.send_signal(signal.SIGKILL)
@@ -359,8 +396,9 @@ def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path)
 def test_throughput_into_the_test_server(tmp_path):
     """Measured, not asserted tightly: MB of raylet-style lines parsed and sent per CPU-second of the sink's
     process (the server runs in its own process), and per wall second on this (shared) machine."""
-    server = subprocess.Popen([sys.executable, "-m", "tests.servers.sls"], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.sls"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline())
         logs = tmp_path / "logs"
@@ -370,8 +408,9 @@ def test_throughput_into_the_test_server(tmp_path):
             (logs / f"raylet{k}.out").write_bytes(body)
         total = 4 * len(body)
         remote = SlsServer(port=port)
-        sink = SlsSink(config(remote, tmp_path, proxy=f"http://127.0.0.1:{port}", shard_bytes_per_second=1 << 30),
-                       NODE, logs)
+        sink = SlsSink(
+            config(remote, tmp_path, proxy=f"http://127.0.0.1:{port}", shard_bytes_per_second=1 << 30), NODE, logs
+        )
         cpu, wall = time.process_time(), time.perf_counter()
         sink.offer(scan(logs))
         assert sink.close(300)
@@ -381,8 +420,10 @@ def test_throughput_into_the_test_server(tmp_path):
     finally:
         server.stdin.close()
         server.wait(10)
-    print(f"\nSLS sink: {total / cpu / 1e6:.1f} MB per CPU-second, {total / wall / 1e6:.1f} MB/s wall "
-          f"({total / 1e6:.1f} MB, {100000 / cpu:.0f} lines per CPU-second)")
+    print(
+        f"\nSLS sink: {total / cpu / 1e6:.1f} MB per CPU-second, {total / wall / 1e6:.1f} MB/s wall "
+        f"({total / 1e6:.1f} MB, {100000 / cpu:.0f} lines per CPU-second)"
+    )
 
 
 def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_path):
@@ -394,12 +435,38 @@ def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_pat
 
     session = make_session(tmp_path)
     (session / "logs" / "raylet.out").write_bytes(CPP * 50)
-    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": sls.access_key_id,
-           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": sls.access_key_secret}
-    proc = subprocess.Popen([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
-                             "--archive", str(tmp_path / "archive"), "--cluster", "c", "--namespace", "ns",
-                             "--interval", "0.2", "--sls-endpoint", sls.endpoint, "--sls-project", "rayhistory",
-                             "--sls-logstore", "ray-logs", "--sls-proxy", sls.proxy], env=env)
+    env = {
+        **os.environ,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": sls.access_key_id,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": sls.access_key_secret,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(session),
+            "--archive",
+            str(tmp_path / "archive"),
+            "--cluster",
+            "c",
+            "--namespace",
+            "ns",
+            "--interval",
+            "0.2",
+            "--sls-endpoint",
+            sls.endpoint,
+            "--sls-project",
+            "rayhistory",
+            "--sls-logstore",
+            "ray-logs",
+            "--sls-proxy",
+            sls.proxy,
+        ],
+        env=env,
+    )
     try:
         wait_for(lambda: len(by_file(sls).get("raylet.out", [])) >= 50, what="raylet.out's lines in SLS")
         proc.send_signal(signal.SIGTERM)
@@ -418,8 +485,27 @@ def test_sls_without_credentials_is_one_clear_line(tmp_path):
 
     session = make_session(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALIBABA_CLOUD_")}
-    out = subprocess.run([sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session),
-                          "--archive", str(tmp_path / "archive"), "--once", "--sls-endpoint", "cn-hangzhou.log.x",
-                          "--sls-project", "p", "--sls-logstore", "l"], env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rayhistory.cli",
+            "collect",
+            "--session-dir",
+            str(session),
+            "--archive",
+            str(tmp_path / "archive"),
+            "--once",
+            "--sls-endpoint",
+            "cn-hangzhou.log.x",
+            "--sls-project",
+            "p",
+            "--sls-logstore",
+            "l",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in out.stderr.strip().splitlines()[-1]

@@ -31,8 +31,14 @@ def _samples(exposition: str) -> dict[tuple[str, str, str], float]:
 def test_every_component_keeps_the_same_counters_and_the_archive_releases_spool_files(tmp_path):
     session = make_session(tmp_path)
     logs_bytes = sum(p.stat().st_size for p in (session / "logs").rglob("*") if p.is_file())
-    settings = CollectorSettings(session_dir=str(session), archive=str(tmp_path / "archive"), cluster="c",
-                                 namespace="ns", once=True, state_dir=str(tmp_path / "state"))
+    settings = CollectorSettings(
+        session_dir=str(session),
+        archive=str(tmp_path / "archive"),
+        cluster="c",
+        namespace="ns",
+        once=True,
+        state_dir=str(tmp_path / "state"),
+    )
     store = LocalStore(tmp_path / "archive")
     collector = Collector(settings, store, SessionDir(session))
     # What a previous run's scraper left: two files; the older no longer grows.
@@ -52,8 +58,13 @@ def test_every_component_keeps_the_same_counters_and_the_archive_releases_spool_
 
     got = _samples(collector.health.metrics().decode())
     components = {(c, k) for _, c, k in got}
-    assert components == {("logs", "source"), ("grafana", "source"), ("metrics", "source"), ("api", "source"),
-                          ("archive", "sink")}
+    assert components == {
+        ("logs", "source"),
+        ("grafana", "source"),
+        ("metrics", "source"),
+        ("api", "source"),
+        ("archive", "sink"),
+    }
     for component, kind in components:
         for family in FAMILIES | {PREFIX + "lag_bytes"}:
             assert (family, component, kind) in got, f"{component} {kind} lacks {family}"

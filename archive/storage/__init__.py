@@ -23,7 +23,7 @@ def open_store(url: str) -> Store:
         from archive.storage.local import LocalStore
 
         return LocalStore(urlparse(url).path)
-    if scheme in ("", ) or (len(scheme) == 1 and url[1] == ":"):
+    if scheme in ("",) or (len(scheme) == 1 and url[1] == ":"):
         from archive.storage.local import LocalStore
 
         return LocalStore(url)

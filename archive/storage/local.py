@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from archive.atomic import write_atomic
 from archive.errors import AccessDenied, BackendUnavailable, NotFound

@@ -8,12 +8,12 @@ style; by default path style for an IP address or localhost endpoint, virtual-ho
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 from urllib.parse import urlparse
 
-from archive.settings import Settings, SettingsError
 from archive.errors import AccessDenied, BackendUnavailable, InvalidArchiveURL, NotFound, StoreError
+from archive.settings import Settings, SettingsError
 from archive.storage.base import ObjectInfo, Store
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "403"}
@@ -26,22 +26,31 @@ class S3Settings(Settings):
 
     command = "rayhistory"
     s3_addressing_style: str = field(
-        default="auto", metadata={"help": "path or virtual-host style requests; auto: path style for an IP address "
-                                          "or localhost endpoint, virtual-host style otherwise (as OSS needs)",
-                                  "choices": ("auto", "path", "virtual"), "flag": False})
+        default="auto",
+        metadata={
+            "help": "path or virtual-host style requests; auto: path style for an IP address "
+            "or localhost endpoint, virtual-host style otherwise (as OSS needs)",
+            "choices": ("auto", "path", "virtual"),
+            "flag": False,
+        },
+    )
     s3_connect_timeout: float = field(
-        default=5.0, metadata={"help": "seconds to connect to the store (bounds how long an unreachable store "
-                                       "blocks)", "flag": False})
-    s3_max_attempts: int = field(
-        default=3, metadata={"help": "attempts per request, retries included", "flag": False})
+        default=5.0,
+        metadata={
+            "help": "seconds to connect to the store (bounds how long an unreachable store blocks)",
+            "flag": False,
+        },
+    )
+    s3_max_attempts: int = field(default=3, metadata={"help": "attempts per request, retries included", "flag": False})
 
     def check(self) -> None:
         if self.s3_connect_timeout <= 0 or self.s3_max_attempts < 1:
-            raise SettingsError("RAYHISTORY_S3_CONNECT_TIMEOUT must be positive and RAYHISTORY_S3_MAX_ATTEMPTS at "
-                                "least 1")
+            raise SettingsError(
+                "RAYHISTORY_S3_CONNECT_TIMEOUT must be positive and RAYHISTORY_S3_MAX_ATTEMPTS at least 1"
+            )
 
     @classmethod
-    def from_env(cls) -> "S3Settings":
+    def from_env(cls) -> S3Settings:
         try:
             return cls.load()
         except SettingsError as e:
@@ -103,8 +112,9 @@ class S3Store(Store):
                 )
             return BackendUnavailable(self.url, f"{action} {key or 'bucket'} failed with {code}: {e}")
         return BackendUnavailable(
-            self.url, f"{action} {key or 'bucket'} failed: cannot reach {self._where()} ({type(e).__name__}); "
-            "check AWS_ENDPOINT_URL and the network"
+            self.url,
+            f"{action} {key or 'bucket'} failed: cannot reach {self._where()} ({type(e).__name__}); "
+            "check AWS_ENDPOINT_URL and the network",
         )
 
     def put(self, key: str, data: bytes) -> None:
@@ -170,8 +180,10 @@ class S3Store(Store):
             if errors:
                 first = errors[0]
                 key, code = first.get("Key", "")[len(self.prefix) :], str(first.get("Code", ""))
-                detail = (f"{len(errors)} of {len(batch)} keys were not deleted, first {key}: "
-                          f"{code} {first.get('Message', '')}".rstrip())
+                detail = (
+                    f"{len(errors)} of {len(batch)} keys were not deleted, first {key}: "
+                    f"{code} {first.get('Message', '')}".rstrip()
+                )
                 if code in _DENIED:
                     raise AccessDenied(self.url, f"{detail}; check that the credentials may delete objects")
                 raise BackendUnavailable(self.url, f"{detail}; run again to finish")

@@ -6,8 +6,8 @@ each archived generation is (collector.checkpoint), saved at the end of every cy
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from archive.errors import StoreError
 from archive.layout import NodeRef
@@ -25,13 +25,21 @@ class ArchiveSink:
     name = "archive"
     inputs = None  # every source
 
-    def __init__(self, store: Store, node: NodeRef, folders: dict[str, Path], checkpoint_path: Path,
-                 on_shipped: Callable[[str, ShipStats], None] = lambda source, stats: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: NodeRef,
+        folders: dict[str, Path],
+        checkpoint_path: Path,
+        on_shipped: Callable[[str, ShipStats], None] = lambda source, stats: None,
+    ) -> None:
         self.store, self.node = store, node
         self.checkpoint_path = checkpoint_path
         self._counters = ComponentStats(errors={"store": 0})
-        self.folders = {source: ArchivedFolder(store, node, folder, source=source, stats=self._counters)
-                        for source, folder in folders.items()}
+        self.folders = {
+            source: ArchivedFolder(store, node, folder, source=source, stats=self._counters)
+            for source, folder in folders.items()
+        }
         self._on_shipped = on_shipped
         self._lag: dict[str, int] = {}
         self._cycle = ShipStats()
@@ -72,12 +80,18 @@ class ArchiveSink:
             try:
                 checkpoint.save(self.checkpoint_path, inodes)
             except OSError as e:
-                raise StateDirError(f"cannot write the collector's checkpoint {self.checkpoint_path}: {e}; give "
-                                    "--state-dir a writable directory on a volume that outlives the container") from e
+                raise StateDirError(
+                    f"cannot write the collector's checkpoint {self.checkpoint_path}: {e}; give "
+                    "--state-dir a writable directory on a volume that outlives the container"
+                ) from e
             self._checkpointed = inodes
         if self._cycle.segments:
-            log.info("shipped %d new segments from %d files (%.1f KiB)", self._cycle.segments, self._cycle.files,
-                     self._cycle.bytes / 1024)
+            log.info(
+                "shipped %d new segments from %d files (%.1f KiB)",
+                self._cycle.segments,
+                self._cycle.files,
+                self._cycle.bytes / 1024,
+            )
         self._cycle = ShipStats()
 
     def close(self, timeout: float) -> bool:
@@ -85,5 +99,13 @@ class ArchiveSink:
 
     def stats(self) -> ComponentStats:
         c = self._counters
-        return ComponentStats(c.received, c.received_bytes, c.sent, c.sent_bytes, c.dropped, c.retries,
-                              dict(c.errors), sum(self._lag.values()))
+        return ComponentStats(
+            c.received,
+            c.received_bytes,
+            c.sent,
+            c.sent_bytes,
+            c.dropped,
+            c.retries,
+            dict(c.errors),
+            sum(self._lag.values()),
+        )

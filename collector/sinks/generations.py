@@ -47,16 +47,23 @@ class ShipStats:
     segments: int = 0
     bytes: int = 0
 
-    def add(self, other: "ShipStats") -> None:
+    def add(self, other: ShipStats) -> None:
         self.files += other.files
         self.segments += other.segments
         self.bytes += other.bytes
 
 
 class ArchivedFolder:
-    def __init__(self, store: Store, node: NodeRef, base_dir: Path, source: str = "logs",
-                 max_segment_bytes: int = 16 << 20, snapshot_interval: float = 300.0,
-                 stats: ComponentStats | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node: NodeRef,
+        base_dir: Path,
+        source: str = "logs",
+        max_segment_bytes: int = 16 << 20,
+        snapshot_interval: float = 300.0,
+        stats: ComponentStats | None = None,
+    ) -> None:
         self.store = store
         self.node = node
         self.base_dir = base_dir

@@ -36,16 +36,18 @@ from pathlib import Path
 from archive import api_snapshots
 from archive.api_snapshots import ROUTES
 from collector.sources.metrics import delta
-from collector.spool import AppendOnlySpool
 from collector.sources.session_dir import SessionDir
+from collector.spool import AppendOnlySpool
 
 log = logging.getLogger("rayhistory.collector")
 
 MAX_BODY_BYTES = 256 << 20
 _DASHBOARD_ADDRESS_LOG = re.compile(rb"Dashboard head http address: ([^\s:]+|\[[^\]]+\]):(\d+)")
 
-TOKEN_HINT = ("set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token) in the collector's environment to "
-              "the cluster's token, the same one Ray's own processes use (`ray get-auth-token` prints it)")
+TOKEN_HINT = (
+    "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token) in the collector's environment to "
+    "the cluster's token, the same one Ray's own processes use (`ray get-auth-token` prints it)"
+)
 
 
 class AuthenticationRequired(RuntimeError):
@@ -100,10 +102,18 @@ class PollStats:
 class DashboardApiPoller:
     """Every `interval` seconds (and once more at shutdown: `poll_once()`) snapshots ROUTES into the spool."""
 
-    def __init__(self, spool_dir: str | os.PathLike[str], dashboard_url: str, interval: float = 30.0,
-                 timeout: float = 20.0, routes: tuple[str, ...] = ROUTES, token: str | None = None,
-                 environ: Mapping[str, str] | None = None, home: str | os.PathLike[str] | None = None,
-                 max_file_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        spool_dir: str | os.PathLike[str],
+        dashboard_url: str,
+        interval: float = 30.0,
+        timeout: float = 20.0,
+        routes: tuple[str, ...] = ROUTES,
+        token: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        home: str | os.PathLike[str] | None = None,
+        max_file_bytes: int = 32 << 20,
+    ) -> None:
         self.url = dashboard_url.rstrip("/")
         self.interval = interval
         self.timeout = timeout
@@ -178,10 +188,12 @@ class DashboardApiPoller:
         if status == 401:
             raise AuthenticationRequired(
                 f"the Ray dashboard at {self.url} requires a token ({route} answered 401) and the collector "
-                f"{'sent none' if not token else 'sent one it rejected'}: {TOKEN_HINT}")
+                f"{'sent none' if not token else 'sent one it rejected'}: {TOKEN_HINT}"
+            )
         if status == 403:
             raise AuthenticationRequired(
-                f"the Ray dashboard at {self.url} rejected the collector's token ({route} answered 403): {TOKEN_HINT}")
+                f"the Ray dashboard at {self.url} rejected the collector's token ({route} answered 403): {TOKEN_HINT}"
+            )
         return status, body
 
     def run(self, stop: threading.Event) -> None:

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from collector.components import Listing
 from collector.sources.session_dir import scan_tree
@@ -41,8 +41,9 @@ class RayFolder:
 
     def stats(self) -> ComponentStats:
         s = self._stats
-        return ComponentStats(received=s.received, received_bytes=s.received_bytes, sent=s.received,
-                              sent_bytes=s.received_bytes)
+        return ComponentStats(
+            received=s.received, received_bytes=s.received_bytes, sent=s.received, sent_bytes=s.received_bytes
+        )
 
     def start(self) -> None:
         pass
@@ -61,9 +62,15 @@ class PulledSpool:
     """A puller (collector.sources.metrics.MetricsScraper, .dashboard_api.DashboardApiPoller) and its spool
     folder. `puller` is None when pulling is off (--once, interval 0): a previous run's files are still shipped."""
 
-    def __init__(self, name: str, folder: Path, run: Callable[[threading.Event], object] | None = None,
-                 pull_once: Callable[[], object] | None = None, close: Callable[[], None] | None = None,
-                 stats: Callable[[], ComponentStats] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        run: Callable[[threading.Event], object] | None = None,
+        pull_once: Callable[[], object] | None = None,
+        close: Callable[[], None] | None = None,
+        stats: Callable[[], ComponentStats] | None = None,
+    ) -> None:
         self.name, self.folder = name, folder
         self._run, self._pull_once, self._close, self._stats = run, pull_once, close, stats
         self._stop = threading.Event()
@@ -122,24 +129,38 @@ class EventSpool:
 
 # --- each source's own stats as the counters every component keeps ---------------------------------------------
 
+
 def scrape_stats(s) -> ComponentStats:
     """collector.sources.metrics.ScrapeStats; items are scrapes (a failed one is recorded too, with `up` 0)."""
     scrapes = s.scrapes_ok + s.scrapes_failed
-    return ComponentStats(received=scrapes, sent=scrapes - s.write_errors, sent_bytes=s.bytes,
-                          dropped=s.write_errors, errors={"scrape": s.scrapes_failed, "write": s.write_errors})
+    return ComponentStats(
+        received=scrapes,
+        sent=scrapes - s.write_errors,
+        sent_bytes=s.bytes,
+        dropped=s.write_errors,
+        errors={"scrape": s.scrapes_failed, "write": s.write_errors},
+    )
 
 
 def poll_stats(s) -> ComponentStats:
     """collector.sources.dashboard_api.PollStats; items are route snapshots (unchanged ones are not written, and
     one that failed to write is taken again at the next poll: nothing is dropped)."""
-    return ComponentStats(received=s.snapshots + s.unchanged, sent=s.snapshots, sent_bytes=s.bytes,
-                          errors={"request": s.request_errors, "auth": s.auth_errors, "write": s.write_errors})
+    return ComponentStats(
+        received=s.snapshots + s.unchanged,
+        sent=s.snapshots,
+        sent_bytes=s.bytes,
+        errors={"request": s.request_errors, "auth": s.auth_errors, "write": s.write_errors},
+    )
 
 
 def event_stats(s: dict) -> ComponentStats:
     """collector.sources.http_events.HttpEventStats.snapshot(); items are events. A refused batch is not
     dropped: the sender keeps it and retries. `refused` counts refusals that are not the collector's failures
     (bad requests, a full spool); `write` counts those that are (the spool could not store, or a bug)."""
-    return ComponentStats(received=s["received_events"], received_bytes=s["received_bytes"],
-                          sent=s["stored_events"], sent_bytes=s["stored_bytes"],
-                          errors={"refused": s["refused_requests"] - s["errors"], "write": s["errors"]})
+    return ComponentStats(
+        received=s["received_events"],
+        received_bytes=s["received_bytes"],
+        sent=s["stored_events"],
+        sent_bytes=s["stored_bytes"],
+        errors={"refused": s["refused_requests"] - s["errors"], "write": s["errors"]},
+    )

@@ -71,9 +71,17 @@ class _Refused(Exception):
 class HttpEventsSource:
     """An HTTP receiver on host:port (port 0 picks a free one) that stores each POSTed batch in `spool`."""
 
-    def __init__(self, spool: Spool, host: str = "127.0.0.1", port: int = 0, path: str = EVENTS_PATH,
-                 max_body_bytes: int = 64 << 20, retry_after: int = 5, max_concurrent: int = 8,
-                 read_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = EVENTS_PATH,
+        max_body_bytes: int = 64 << 20,
+        retry_after: int = 5,
+        max_concurrent: int = 8,
+        read_timeout: float = 30.0,
+    ) -> None:
         self.spool = spool
         self.path = path
         self.max_body_bytes = max_body_bytes
@@ -99,12 +107,11 @@ class HttpEventsSource:
         host, port = self.address
         return f"http://{host}:{port}{self.path}"
 
-    def start(self) -> "HttpEventsSource":
+    def start(self) -> HttpEventsSource:
         handler = type("Handler", (_Handler,), {"source": self, "timeout": self.read_timeout})
         self._server = ThreadingHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http-events",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http-events", daemon=True)
         self._thread.start()
         log.info("receiving Ray events on %s", self.url)
         return self
@@ -128,15 +135,18 @@ class HttpEventsSource:
             events = _parse(body)
         except _Refused as e:
             if not is_json_type:
-                raise _Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                               f"Content-Type {content_type or '(none)'!r} is not application/json and the body is "
-                               f"not valid JSON either ({e.message})") from None
+                raise _Refused(
+                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                    f"Content-Type {content_type or '(none)'!r} is not application/json and the body is "
+                    f"not valid JSON either ({e.message})",
+                ) from None
             raise
         self.stats.add(received_events=len(events))
         if not events:
             return 0
-        lines = [json.dumps(ev, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
-                 for ev in events]
+        lines = [
+            json.dumps(ev, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii") for ev in events
+        ]
         try:
             self.spool.append(lines)
         except SpoolFull as e:
@@ -144,8 +154,9 @@ class HttpEventsSource:
         except SpoolError as e:
             log.error("could not store %d events: %s", len(events), e)
             self.stats.add(errors=1)
-            raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"the spool cannot store events now: {e}",
-                           len(events)) from None
+            raise _Refused(
+                HTTPStatus.SERVICE_UNAVAILABLE, f"the spool cannot store events now: {e}", len(events)
+            ) from None
         self.stats.add(stored_events=len(events), stored_bytes=sum(len(x) + 1 for x in lines))
         return len(events)
 
@@ -175,18 +186,19 @@ def _parse(body: bytes) -> list[dict]:
     except ValueError as e:
         raise _Refused(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {e}") from None
     if not isinstance(value, list):
-        raise _Refused(HTTPStatus.BAD_REQUEST,
-                       f"expected a JSON array of RayEvent objects, got a JSON {_kind(value)}")
+        raise _Refused(HTTPStatus.BAD_REQUEST, f"expected a JSON array of RayEvent objects, got a JSON {_kind(value)}")
     for i, ev in enumerate(value):
         if not isinstance(ev, dict):
-            raise _Refused(HTTPStatus.BAD_REQUEST,
-                           f"expected a JSON array of RayEvent objects; item {i} is a JSON {_kind(ev)}")
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST, f"expected a JSON array of RayEvent objects; item {i} is a JSON {_kind(ev)}"
+            )
     return value
 
 
 def _kind(value) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number")
+        type(value), "number"
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -230,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as e:  # a bug must not cost the sender its batch: it retries on a 500
                 log.exception("failed on a batch of %d bytes", len(body))
                 source.stats.add(errors=1)
-                raise _Refused(HTTPStatus.INTERNAL_SERVER_ERROR, f"the collector failed on this batch: {e!r}")
+                raise _Refused(HTTPStatus.INTERNAL_SERVER_ERROR, f"the collector failed on this batch: {e!r}") from e
             finally:
                 source._slots.release()
         except _Refused as e:
@@ -255,16 +267,20 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == self.source.path and n > self.source.max_body_bytes:
             self.source.stats.add(requests=1, refused_requests=1, refused_bytes=n)
             self.close_connection = True
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"the body is {n} bytes, above the limit of {self.source.max_body_bytes}; send smaller batches")
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is {n} bytes, above the limit of {self.source.max_body_bytes}; send smaller batches",
+            )
             return False
         return super().handle_expect_100()
 
     def _read_body(self) -> bytes:
         if self.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
             self.close_connection = True
-            raise _Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                           f"Content-Encoding {self.headers['Content-Encoding']!r} is not supported; send identity")
+            raise _Refused(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Encoding {self.headers['Content-Encoding']!r} is not supported; send identity",
+            )
         length = self.headers.get("Content-Length")
         if length is None:
             self.close_connection = True
@@ -278,9 +294,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a byte count") from None
         if n > self.source.max_body_bytes:
             self.close_connection = True  # the body is left unread
-            raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"the body is {n} bytes, above the limit of {self.source.max_body_bytes}; "
-                           "send smaller batches")
+            raise _Refused(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body is {n} bytes, above the limit of {self.source.max_body_bytes}; send smaller batches",
+            )
         body = self.rfile.read(n)
         if len(body) < n:
             self.close_connection = True
@@ -301,8 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = dict(headers or {})
         if status == HTTPStatus.SERVICE_UNAVAILABLE:
             headers["Retry-After"] = str(self.source.retry_after)
-        self._answer(status, {"error": {"code": status.phrase.lower().replace(" ", "_"), "message": message}},
-                     headers)
+        self._answer(status, {"error": {"code": status.phrase.lower().replace(" ", "_"), "message": message}}, headers)
 
     def _answer(self, status: HTTPStatus, payload: dict, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()

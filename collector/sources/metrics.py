@@ -50,8 +50,12 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from archive import metrics_blocks
-from archive.metrics_blocks import render, scrape_header, timestamp as _ts
-from archive.metrics_blocks import split_scrapes  # noqa: F401  (named in the docstring above)
+from archive.metrics_blocks import (
+    render,
+    scrape_header,
+    split_scrapes,  # noqa: F401  (named in the docstring above)
+)
+from archive.metrics_blocks import timestamp as _ts
 from collector.sources.session_dir import SessionDir
 from collector.spool import AppendOnlySpool
 
@@ -106,8 +110,11 @@ def discover_targets(session: SessionDir, own: str | None = None) -> list[str]:
     if own and session.is_head:
         other_nodes = {p for n, p in ports.items() if n != node_id}
         host = _split_address(listed_own or own)[0]
-        targets += [t for t in sd if t not in (own, listed_own) and _split_address(t)[0] == host
-                    and _split_address(t)[1] not in other_nodes]
+        targets += [
+            t
+            for t in sd
+            if t not in (own, listed_own) and _split_address(t)[0] == host and _split_address(t)[1] not in other_nodes
+        ]
     return targets
 
 
@@ -120,6 +127,7 @@ def read_service_discovery(session_path: Path) -> list[str]:
 
 
 # --- one scrape as OpenMetrics ----------------------------------------------------------------------------------
+
 
 def _canonical(value: str) -> str:
     try:
@@ -167,8 +175,13 @@ def to_openmetrics(text: str, target_labels: dict[str, str], ts_ms: int) -> tupl
 
 
 def _group(metric: Metric, s: Sample) -> tuple:
-    drop = "le" if s.name.endswith("_bucket") else "quantile" if metric.type == "summary" and s.name == metric.name \
+    drop = (
+        "le"
+        if s.name.endswith("_bucket")
+        else "quantile"
+        if metric.type == "summary" and s.name == metric.name
         else None
+    )
     return tuple(sorted((k, v) for k, v in s.labels.items() if k != drop))
 
 
@@ -190,10 +203,17 @@ def _fold_created(merged: dict[str, Metric]) -> None:
 
 # --- the source ------------------------------------------------------------------------------------------------
 
+
 def delta(before, after):
     """The counters of a stats dataclass gained since `before`; other fields as they are now."""
-    return dataclasses.replace(after, **{f.name: getattr(after, f.name) - getattr(before, f.name)
-                                         for f in dataclasses.fields(after) if f.type == "int"})
+    return dataclasses.replace(
+        after,
+        **{
+            f.name: getattr(after, f.name) - getattr(before, f.name)
+            for f in dataclasses.fields(after)
+            if f.type == "int"
+        },
+    )
 
 
 @dataclass
@@ -209,10 +229,18 @@ class ScrapeStats:
 class MetricsScraper:
     """Every `interval` seconds scrapes each target and appends one OpenMetrics block per target to the spool."""
 
-    def __init__(self, spool_dir: str | os.PathLike[str], cluster: str, session: SessionDir | None = None,
-                 targets: list[str] | None = None, interval: float = 15.0, timeout: float = 10.0,
-                 job: str = "ray", extra_labels: dict[str, str] | None = None,
-                 max_file_bytes: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        spool_dir: str | os.PathLike[str],
+        cluster: str,
+        session: SessionDir | None = None,
+        targets: list[str] | None = None,
+        interval: float = 15.0,
+        timeout: float = 10.0,
+        job: str = "ray",
+        extra_labels: dict[str, str] | None = None,
+        max_file_bytes: int = 32 << 20,
+    ) -> None:
         if session is None and not targets:
             raise ValueError("MetricsScraper needs a Ray session directory or explicit targets (host:port)")
         self.session = session
@@ -276,8 +304,9 @@ class MetricsScraper:
             self.stats.samples += count
 
     def _fetch(self, target: str) -> str:
-        req = urllib.request.Request(f"http://{target}/metrics",
-                                     headers={"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"})
+        req = urllib.request.Request(
+            f"http://{target}/metrics", headers={"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
+        )
         with urllib.request.urlopen(req, timeout=self.timeout) as r:
             body = r.read(MAX_BODY_BYTES + 1)
         if len(body) > MAX_BODY_BYTES:

@@ -32,13 +32,16 @@ class SessionDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         given = Path(path).expanduser()
         if not given.exists():
-            raise NotARaySession(f"session directory {given} does not exist; pass Ray's session dir, "
-                                 "e.g. /tmp/ray/session_latest")
+            raise NotARaySession(
+                f"session directory {given} does not exist; pass Ray's session dir, e.g. /tmp/ray/session_latest"
+            )
         self.path = given.resolve()  # session_latest is a symlink to the real session
         self.name = self.path.name
         if not _SESSION_NAME.match(self.name) or not (self.path / "logs").is_dir():
-            raise NotARaySession(f"{given} is not a Ray session directory (expected session_<date>_<time>_<pid>/ "
-                                 "with a logs/ folder); pass e.g. /tmp/ray/session_latest")
+            raise NotARaySession(
+                f"{given} is not a Ray session directory (expected session_<date>_<time>_<pid>/ "
+                "with a logs/ folder); pass e.g. /tmp/ray/session_latest"
+            )
         self.logs = self.path / "logs"
 
     @property

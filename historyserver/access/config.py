@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from historyserver.access.principal import AccessConfigError, Principal
 from historyserver.access.tokens import CookieSigner, TokenTable
@@ -53,7 +53,7 @@ def check_exposure(settings) -> None:
         raise AccessConfigError(
             f"--host {settings.host} is reachable from other machines and --auth is none: anyone who can reach it "
             "would read every namespace's sessions, logs and metrics. Use --auth token or --auth proxy (README, "
-            "\"Authentication and access by namespace\"), bind to 127.0.0.1, or, if something in front of this "
+            '"Authentication and access by namespace"), bind to 127.0.0.1, or, if something in front of this '
             "server already authenticates every request, say so with --insecure-no-auth"
         )
 
@@ -66,8 +66,9 @@ def parse_networks(text: str) -> tuple[Network, ...]:
         try:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise AccessConfigError(f"--auth-trusted-proxies: {part!r} is not an address or CIDR (e.g. 127.0.0.1/32, "
-                                    "10.0.0.0/8, ::1/128)") from None
+            raise AccessConfigError(
+                f"--auth-trusted-proxies: {part!r} is not an address or CIDR (e.g. 127.0.0.1/32, 10.0.0.0/8, ::1/128)"
+            ) from None
     return tuple(networks)
 
 
@@ -83,34 +84,45 @@ def load(settings) -> AccessConfig:
         raise AccessConfigError("--auth-token-file is read only with --auth token")
     if settings.auth == "token":
         if not settings.auth_token_file:
-            raise AccessConfigError("--auth token needs --auth-token-file PATH: a file of token,user,uid[,\"groups\"] "
-                                    "lines (the format of kube-apiserver's --token-auth-file)")
+            raise AccessConfigError(
+                '--auth token needs --auth-token-file PATH: a file of token,user,uid[,"groups"] '
+                "lines (the format of kube-apiserver's --token-auth-file)"
+            )
         if settings.auth_cookie_max_age < 60:
-            raise AccessConfigError(f"--auth-cookie-max-age must be at least 60 seconds, got "
-                                    f"{settings.auth_cookie_max_age}")
+            raise AccessConfigError(
+                f"--auth-cookie-max-age must be at least 60 seconds, got {settings.auth_cookie_max_age}"
+            )
         config.tokens = TokenTable.from_file(settings.auth_token_file)
         config.cookies = CookieSigner(settings.auth_cookie_max_age)
     if settings.auth == "proxy":
-        for flag, value in (("--auth-user-header", settings.auth_user_header),
-                            ("--auth-groups-header", settings.auth_groups_header)):
+        for flag, value in (
+            ("--auth-user-header", settings.auth_user_header),
+            ("--auth-groups-header", settings.auth_groups_header),
+        ):
             if not _HEADER.match(value):
                 raise AccessConfigError(f"{flag} {value!r} is not an HTTP header name")
         config.user_header, config.groups_header = settings.auth_user_header, settings.auth_groups_header
         config.trusted_proxies = parse_networks(settings.auth_trusted_proxies)
         if not config.trusted_proxies:
-            raise AccessConfigError("--auth proxy needs --auth-trusted-proxies: the addresses (CIDRs) of the proxy "
-                                    "that sets the user headers")
+            raise AccessConfigError(
+                "--auth proxy needs --auth-trusted-proxies: the addresses (CIDRs) of the proxy "
+                "that sets the user headers"
+            )
     if settings.authz_file and settings.authz != "file":
         raise AccessConfigError("--authz-file is read only with --authz file")
     if settings.authz != "none" and settings.auth == "none":
-        raise AccessConfigError(f"--authz {settings.authz} decides by user and group, but --auth none identifies "
-                                "nobody: add --auth token or --auth proxy")
+        raise AccessConfigError(
+            f"--authz {settings.authz} decides by user and group, but --auth none identifies "
+            "nobody: add --auth token or --auth proxy"
+        )
     if settings.authz == "file":
         from historyserver.access.policies import FileAuthz
 
         if not settings.authz_file:
-            raise AccessConfigError("--authz file needs --authz-file PATH: YAML mapping users and groups to "
-                                    "namespaces, e.g. users: {alice: [team-a]}")
+            raise AccessConfigError(
+                "--authz file needs --authz-file PATH: YAML mapping users and groups to "
+                "namespaces, e.g. users: {alice: [team-a]}"
+            )
         config.policy = FileAuthz.from_file(settings.authz_file)
     elif settings.authz == "kubernetes":
         from historyserver.access.policies import KubernetesAuthz
@@ -123,7 +135,9 @@ def load(settings) -> AccessConfig:
         except KubernetesUnavailable as e:
             raise AccessConfigError(f"--authz kubernetes: {e}") from None
         if live.mode == "off":
-            raise AccessConfigError("--authz kubernetes asks the Kubernetes API, which is off here: set "
-                                    "RAYHISTORY_KUBERNETES to in-cluster (in a pod) or kubeconfig[:PATH]")
+            raise AccessConfigError(
+                "--authz kubernetes asks the Kubernetes API, which is off here: set "
+                "RAYHISTORY_KUBERNETES to in-cluster (in a pod) or kubeconfig[:PATH]"
+            )
         config.policy = KubernetesAuthz(live, settings.authz_cache_ttl)
     return config

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -19,8 +20,10 @@ from historyserver.live.kube import KubernetesUnavailable, LiveSettings, api_cli
 
 ANY_NAMESPACE = "*"
 REVIEWED = {"group": "ray.io", "resource": "rayclusters", "verb": "get"}  # what seeing a namespace's sessions means
-SAR_RBAC_HINT = ("RBAC: bind the history server's service account to a ClusterRole allowing create on "
-                 "subjectaccessreviews in API group authorization.k8s.io (deploy/base/rbac.yaml)")
+SAR_RBAC_HINT = (
+    "RBAC: bind the history server's service account to a ClusterRole allowing create on "
+    "subjectaccessreviews in API group authorization.k8s.io (deploy/base/rbac.yaml)"
+)
 
 
 class FileAuthz:
@@ -31,7 +34,7 @@ class FileAuthz:
         self.groups = {k: frozenset(v) for k, v in groups.items()}
 
     @classmethod
-    def from_file(cls, path: str) -> "FileAuthz":
+    def from_file(cls, path: str) -> FileAuthz:
         where = f"--authz-file {path}"
         try:
             doc = yaml.safe_load(Path(path).read_text())
@@ -42,14 +45,15 @@ class FileAuthz:
         return cls.from_dict(doc, where)
 
     @classmethod
-    def from_dict(cls, doc: Any, where: str = "authz file") -> "FileAuthz":
+    def from_dict(cls, doc: Any, where: str = "authz file") -> FileAuthz:
         example = 'e.g. users: {alice: [team-a]} and groups: {platform: ["*"]}'
         if not isinstance(doc, dict) or not doc:
             raise AccessConfigError(f"{where}: expected a mapping with users and/or groups; {example}")
         unknown = sorted(set(doc) - {"users", "groups"})
         if unknown:
-            raise AccessConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; only users and groups; "
-                                    f"{example}")
+            raise AccessConfigError(
+                f"{where}: unknown key(s) {', '.join(map(str, unknown))}; only users and groups; {example}"
+            )
         parts = {}
         for key in ("users", "groups"):
             mapping = doc.get(key) or {}
@@ -57,8 +61,10 @@ class FileAuthz:
                 raise AccessConfigError(f"{where}: {key} must map names to lists of namespaces; {example}")
             for name, namespaces in mapping.items():
                 if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
-                    raise AccessConfigError(f"{where}: {key}.{name} must be a list of namespace names (\"*\" for "
-                                            f"all), got {namespaces!r}; {example}")
+                    raise AccessConfigError(
+                        f'{where}: {key}.{name} must be a list of namespace names ("*" for '
+                        f"all), got {namespaces!r}; {example}"
+                    )
             parts[key] = {str(k): v for k, v in mapping.items()}
         return cls(parts["users"], parts["groups"])
 
@@ -97,24 +103,31 @@ class KubernetesAuthz:
 
         if self._api is None:
             if self.settings.mode == "off":
-                raise KubernetesUnavailable("--authz kubernetes needs the Kubernetes API: set RAYHISTORY_KUBERNETES "
-                                            "to in-cluster or kubeconfig[:PATH]")
+                raise KubernetesUnavailable(
+                    "--authz kubernetes needs the Kubernetes API: set RAYHISTORY_KUBERNETES "
+                    "to in-cluster or kubeconfig[:PATH]"
+                )
             api, self._host = api_client(self.settings)
             self._api = client.AuthorizationV1Api(api)
         body = client.V1SubjectAccessReview(
-            api_version="authorization.k8s.io/v1", kind="SubjectAccessReview",
+            api_version="authorization.k8s.io/v1",
+            kind="SubjectAccessReview",
             spec=client.V1SubjectAccessReviewSpec(
-                user=principal.user, groups=list(principal.groups) or None,
+                user=principal.user,
+                groups=list(principal.groups) or None,
                 resource_attributes=client.V1ResourceAttributes(namespace=namespace, **REVIEWED),
             ),
         )
         try:
             review = self._api.create_subject_access_review(
-                body, _content_type="application/json",
-                _request_timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+                body,
+                _content_type="application/json",
+                _request_timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+            )
         except Exception as e:  # noqa: BLE001 - the client's errors are translated, others re-raised
-            explained = explain_api_error(e, self._host, "create subjectaccessreviews.authorization.k8s.io",
-                                          SAR_RBAC_HINT)
+            explained = explain_api_error(
+                e, self._host, "create subjectaccessreviews.authorization.k8s.io", SAR_RBAC_HINT
+            )
             if explained is None:
                 raise
             raise explained from e

@@ -35,7 +35,7 @@ class TokenTable:
         return len(self._by_digest)
 
     @classmethod
-    def from_file(cls, path: str) -> "TokenTable":
+    def from_file(cls, path: str) -> TokenTable:
         where = f"--auth-token-file {path}"
         try:
             text = Path(path).read_text()
@@ -44,7 +44,7 @@ class TokenTable:
         return cls.parse(text, where)
 
     @classmethod
-    def parse(cls, text: str, where: str = "token file") -> "TokenTable":
+    def parse(cls, text: str, where: str = "token file") -> TokenTable:
         principals: dict[str, Principal] = {}
         fix = 'each line is token,user,uid[,"group1,group2"] (the format of kube-apiserver\'s --token-auth-file)'
         for number, line in enumerate(text.splitlines(), 1):
@@ -58,13 +58,16 @@ class TokenTable:
                 raise AccessConfigError(f"{where}, line {number}: {len(record)} columns, at least 3 needed; {fix}")
             token, user = record[0], record[1].strip()
             if not token.strip() or not user:
-                raise AccessConfigError(f"{where}, line {number}: empty {'token' if not token.strip() else 'user'}; "
-                                        f"{fix}")
+                raise AccessConfigError(
+                    f"{where}, line {number}: empty {'token' if not token.strip() else 'user'}; {fix}"
+                )
             groups = tuple(g.strip() for g in record[3].split(",") if g.strip()) if len(record) > 3 else ()
             key = digest(token)
             if key in principals:
-                raise AccessConfigError(f"{where}, line {number}: this token is already given to user "
-                                        f"{principals[key].user!r}; give each user a token of their own")
+                raise AccessConfigError(
+                    f"{where}, line {number}: this token is already given to user "
+                    f"{principals[key].user!r}; give each user a token of their own"
+                )
             principals[key] = Principal(user, groups)
         if not principals:
             raise AccessConfigError(f"{where}: no tokens in it; {fix}")

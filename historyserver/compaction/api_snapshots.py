@@ -16,7 +16,8 @@ from archive.api_snapshots import PLACEMENT_GROUPS_ROUTE, Snapshot
 def latest_by_route(lines: list[bytes], damage, where: str) -> dict[str, Snapshot]:
     """route -> its newest 200 answer; a line that is not a snapshot is noted in `damage`."""
     return snapshot_format.latest_by_route(
-        lines, lambda n, e: damage.note(f"{where}:{n}", f"unreadable API snapshot ({type(e).__name__})"))
+        lines, lambda n, e: damage.note(f"{where}:{n}", f"unreadable API snapshot ({type(e).__name__})")
+    )
 
 
 def placement_group_rows(latest: dict[str, Snapshot], session_end_ms: int | None) -> list[dict[str, Any]]:
@@ -29,11 +30,20 @@ def placement_group_rows(latest: dict[str, Snapshot], session_end_ms: int | None
     rows = []
     for g in groups:
         state = g.get("state")
-        rows.append({
-            "placement_group_id": g.get("placement_group_id"), "name": g.get("name"), "state": state,
-            "creator_job_id": g.get("creator_job_id"), "is_detached": g.get("is_detached"),
-            "strategy": None, "ray_namespace": None, "creation_time_ms": None, "scheduled_time_ms": None,
-            "removal_time_ms": None, "unfinished": session_end_ms is not None and state != "REMOVED",
-            "record": json.dumps(g),
-        })
+        rows.append(
+            {
+                "placement_group_id": g.get("placement_group_id"),
+                "name": g.get("name"),
+                "state": state,
+                "creator_job_id": g.get("creator_job_id"),
+                "is_detached": g.get("is_detached"),
+                "strategy": None,
+                "ray_namespace": None,
+                "creation_time_ms": None,
+                "scheduled_time_ms": None,
+                "removal_time_ms": None,
+                "unfinished": session_end_ms is not None and state != "REMOVED",
+                "record": json.dumps(g),
+            }
+        )
     return rows

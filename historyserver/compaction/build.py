@@ -19,7 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from archive import api_snapshots as snapshot_format, logs as archive_logs
+from archive import api_snapshots as snapshot_format
+from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
 from archive.compacted import COMPACTION_VERSION, INFO_FILE
 from archive.errors import NotFound
@@ -27,7 +28,8 @@ from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
 from historyserver.compaction import api_snapshots, ray_events
-from historyserver.compaction.cluster_events import event_rows as cluster_event_rows, is_cluster_events_file
+from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
+from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
 from historyserver.compaction.tables import BUILDERS, Inputs, info_counts
 
@@ -57,7 +59,7 @@ def _stage(store: Store, node, segs, out: Path | None, damage, where: str) -> tu
                 sink.write(chunk)
                 lines += chunk.count(b"\n")
                 cut = chunk.rfind(b"\n")
-                tail = tail + chunk if cut < 0 else chunk[cut + 1:]
+                tail = tail + chunk if cut < 0 else chunk[cut + 1 :]
             if epoch != newest and tail:
                 sink.write(b"\n")  # an old generation's last line, cut off by rotation, stays one (bad) line
                 lines, tail = lines + 1, b""
@@ -111,8 +113,11 @@ def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | 
             "counts": info_counts(results),
             "damage": asdict(inputs.folded.damage),
             # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
-            "cluster_status": {r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
-                               for r in CLUSTER_STATUS_ROUTES if r in inputs.api_latest},
+            "cluster_status": {
+                r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
+                for r in CLUSTER_STATUS_ROUTES
+                if r in inputs.api_latest
+            },
             "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
@@ -150,8 +155,9 @@ def _read_logs(inputs: Inputs, node: NodeRef) -> None:
         if gen and path not in listed:
             inputs.log_rows.append(_log_row(node_id, path, gen))  # a rotated file, under its current name
     for path, segs in listed.items():
-        inputs.log_rows.append(_log_row(node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)],
-                                        len(segs)))
+        inputs.log_rows.append(
+            _log_row(node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)], len(segs))
+        )
         name = path.split("/")[-1]
         where = f"{node_id[:12]}:{path}"
         if is_cluster_events_file(path):
@@ -178,8 +184,9 @@ def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
         _stage(inputs.store, node, segs, raw, inputs.folded.damage, where)
         staged = stage / "ray_events" / path
         with raw.open("rb") as lines:
-            inputs.task_lines += ray_events.normalize_spool(lines, where, inputs.folded.damage, staged,
-                                                            inputs.http_events)
+            inputs.task_lines += ray_events.normalize_spool(
+                lines, where, inputs.folded.damage, staged, inputs.http_events
+            )
         inputs.task_files.append(staged)
 
 
@@ -195,5 +202,10 @@ def _read_api(inputs: Inputs, node: NodeRef) -> None:
 
 def _log_row(node_id: str, path: str, generation: list, segment_count: int | None = None) -> dict[str, Any]:
     run = archive_logs.covering(generation)
-    return {"node_id": node_id, "path": path, "size": run[-1].end if run else 0,
-            "segments": segment_count or len(generation), "complete": bool(run) and len(run) == len(generation)}
+    return {
+        "node_id": node_id,
+        "path": path,
+        "size": run[-1].end if run else 0,
+        "segments": segment_count or len(generation),
+        "complete": bool(run) and len(run) == len(generation),
+    }

@@ -13,8 +13,10 @@ CLUSTER_EVENTS_DIR = "events/"
 
 
 def is_cluster_events_file(path: str) -> bool:
-    name = path[len(CLUSTER_EVENTS_DIR):]
-    return path.startswith(CLUSTER_EVENTS_DIR) and "/" not in name and name.startswith("event_") and name.endswith(".log")
+    name = path[len(CLUSTER_EVENTS_DIR) :]
+    return (
+        path.startswith(CLUSTER_EVENTS_DIR) and "/" not in name and name.startswith("event_") and name.endswith(".log")
+    )
 
 
 def camel(key: str) -> str:
@@ -60,12 +62,14 @@ def event_rows(lines: list[bytes], seen: set[str]) -> list[dict[str, Any]]:
         if event is None or event["event_id"] in seen:
             continue
         seen.add(event["event_id"])
-        rows.append({
-            "event_id": event["event_id"],
-            "job_id": (event.get("custom_fields") or {}).get("job_id") or "global",
-            "timestamp": event_time(event),
-            "severity": event.get("severity"),
-            "source_type": event.get("source_type"),
-            "record": json.dumps(google_style(event)),
-        })
+        rows.append(
+            {
+                "event_id": event["event_id"],
+                "job_id": (event.get("custom_fields") or {}).get("job_id") or "global",
+                "timestamp": event_time(event),
+                "severity": event.get("severity"),
+                "source_type": event.get("source_type"),
+                "record": json.dumps(google_style(event)),
+            }
+        )
     return rows

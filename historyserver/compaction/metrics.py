@@ -36,8 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from archive import logs as archive_logs
 from archive.compacted import METRIC_SAMPLES, METRIC_SERIES
-from archive.metrics_blocks import BLOCK_START, SOURCE
 from archive.layout import SessionRef
+from archive.metrics_blocks import BLOCK_START, SOURCE
 from archive.storage import Store
 from historyserver.compaction.openmetrics import CREATED_PARENTS, SeriesTable, parse_file
 from historyserver.compaction.staleness import Staleness, with_markers
@@ -47,8 +47,7 @@ log = logging.getLogger("rayhistory.compaction")
 ROW_GROUP_ROWS = 122_880  # DuckDB's own row group size: a 50-series select reads a few of them, not the file
 
 # Staged rows carry the temporary series id (order of first appearance) and their arrival order for dedup.
-_STAGE_SCHEMA = pa.schema([("tmp_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64()),
-                           ("seq", pa.int64())])
+_STAGE_SCHEMA = pa.schema([("tmp_id", pa.int64()), ("ts_ms", pa.int64()), ("value", pa.float64()), ("seq", pa.int64())])
 
 
 class _Samples:
@@ -57,8 +56,9 @@ class _Samples:
     def __init__(self, path: Path) -> None:
         self.path = path
         # lz4 without dictionaries or statistics: the file is read once, by DuckDB, right after.
-        self.writer = pq.ParquetWriter(path, _STAGE_SCHEMA, compression="lz4", use_dictionary=False,
-                                       write_statistics=False)
+        self.writer = pq.ParquetWriter(
+            path, _STAGE_SCHEMA, compression="lz4", use_dictionary=False, write_statistics=False
+        )
         self.rows = 0
         self.used = np.zeros(0, np.bool_)  # by temporary id: has a kept sample (a series is only what has samples)
         # While every series' timestamps strictly increase in arrival order, no (series, ts) repeats and the final
@@ -68,9 +68,18 @@ class _Samples:
 
     def add(self, tmp_ids: np.ndarray, ts_ms: np.ndarray, values: np.ndarray, seq: np.ndarray) -> None:
         if len(tmp_ids):
-            self.writer.write_table(pa.Table.from_arrays(
-                [pa.array(tmp_ids, pa.int64()), pa.array(ts_ms, pa.int64()), pa.array(values, pa.float64()),
-                 pa.array(seq, pa.int64())], schema=_STAGE_SCHEMA), row_group_size=1 << 20)
+            self.writer.write_table(
+                pa.Table.from_arrays(
+                    [
+                        pa.array(tmp_ids, pa.int64()),
+                        pa.array(ts_ms, pa.int64()),
+                        pa.array(values, pa.float64()),
+                        pa.array(seq, pa.int64()),
+                    ],
+                    schema=_STAGE_SCHEMA,
+                ),
+                row_group_size=1 << 20,
+            )
             self.rows += len(tmp_ids)
             top = int(tmp_ids.max()) + 1
             if top > len(self.used):
@@ -147,8 +156,9 @@ def _read_generation(store: Store, node, run, damage, where: str) -> bytes:
         return data.decode("utf-8", errors="replace").encode("utf-8")
 
 
-def _read_file(data: bytes, where: str, table: SeriesTable, samples: _Samples, damage, seq: int,
-               stale: Staleness | None = None) -> int:
+def _read_file(
+    data: bytes, where: str, table: SeriesTable, samples: _Samples, damage, seq: int, stale: Staleness | None = None
+) -> int:
     """Stage one file's samples, and the staleness markers they imply when given the node's `stale` state
     (arrival order = line order, numbered from `seq`); returns the next `seq`."""
     parsed = parse_file(data, table)
@@ -160,13 +170,18 @@ def _read_file(data: bytes, where: str, table: SeriesTable, samples: _Samples, d
         parts = [(parsed.series_ids, parsed.ts_ms, parsed.values, parsed.line_no)]
         bounds = np.append(parsed.block_bytes, len(data))
         for b in parsed.slow_blocks.tolist():
-            block = data[bounds[b]:bounds[b + 1]].decode("utf-8")
+            block = data[bounds[b] : bounds[b + 1]].decode("utf-8")
             rows = _read_block(block, f"{where} block {b + 1}", damage)
             if rows:
                 ids = np.array([table.id_for((name, labels)) for name, labels, _, _ in rows], np.int64)
-                parts.append((ids, np.array([r[2] for r in rows], np.int64),
-                              np.array([r[3] for r in rows], np.float64),
-                              parsed.block_lines[b] + np.arange(len(rows), dtype=np.int64)))
+                parts.append(
+                    (
+                        ids,
+                        np.array([r[2] for r in rows], np.int64),
+                        np.array([r[3] for r in rows], np.float64),
+                        parsed.block_lines[b] + np.arange(len(rows), dtype=np.int64),
+                    )
+                )
         ids, ts, values, line_no = (np.concatenate(cols) for cols in zip(*parts))
         order = np.argsort(line_no, kind="stable")
         ids, ts, values, line_no = ids[order], ts[order], values[order], line_no[order]
@@ -219,9 +234,11 @@ def _read_block(block: str, where: str, damage) -> list[tuple[str, tuple[tuple[s
     try:
         if not block.startswith(BLOCK_START):
             raise ValueError("does not start with the `up` family")
-        created = {f"{parts[2]}_created" for parts in (line.split(" ", 3) for line in block.splitlines()
-                                                       if line.startswith("# TYPE "))
-                   if len(parts) == 4 and parts[3] in CREATED_PARENTS}
+        created = {
+            f"{parts[2]}_created"
+            for parts in (line.split(" ", 3) for line in block.splitlines() if line.startswith("# TYPE "))
+            if len(parts) == 4 and parts[3] in CREATED_PARENTS
+        }
         for family in text_string_to_metric_families(_strip_exemplars(block)):
             for s in family.samples:
                 if s.name in created:
@@ -242,11 +259,18 @@ def _write_series(path: Path, table: SeriesTable, used: np.ndarray) -> np.ndarra
     ranked = sorted(np.flatnonzero(used).tolist(), key=keys.__getitem__)
     order = np.full(len(keys), -1, np.int64)
     order[np.array(ranked, np.int64)] = np.arange(len(ranked), dtype=np.int64)
-    pq.write_table(pa.Table.from_arrays([
-        pa.array(np.arange(len(ranked), dtype=np.int64)),
-        pa.array([keys[i][0] for i in ranked], pa.string()),
-        pa.array([list(keys[i][1]) for i in ranked], METRIC_SERIES.schema.field("labels").type),
-    ], schema=METRIC_SERIES.schema), path, compression="zstd")
+    pq.write_table(
+        pa.Table.from_arrays(
+            [
+                pa.array(np.arange(len(ranked), dtype=np.int64)),
+                pa.array([keys[i][0] for i in ranked], pa.string()),
+                pa.array([list(keys[i][1]) for i in ranked], METRIC_SERIES.schema.field("labels").type),
+            ],
+            schema=METRIC_SERIES.schema,
+        ),
+        path,
+        compression="zstd",
+    )
     return order
 
 

@@ -34,8 +34,9 @@ _ESCAPE = re.compile(r'\\[\\n"]')  # the only escapes the format defines; any ot
 _UNESCAPE = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 _HELP = re.compile(rb"# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*)(?: .*)?\Z", re.S)
 _TYPE = re.compile(rb"# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) ([a-z]+)\Z")
-_FAMILY_TYPES = frozenset({"counter", "gauge", "summary", "histogram", "gaugehistogram", "unknown", "info",
-                           "stateset", "untyped"})  # what prometheus_client's Metric accepts
+_FAMILY_TYPES = frozenset(
+    {"counter", "gauge", "summary", "histogram", "gaugehistogram", "unknown", "info", "stateset", "untyped"}
+)  # what prometheus_client's Metric accepts
 _MAX_TOKEN = 64  # a value longer than this is left to the reference parser
 _VALUE_WINDOW = 32  # bytes searched at once for the space before a value (`-1.7976931348623157e+308` is 24)
 
@@ -82,7 +83,7 @@ def parse_series_text(raw: bytes) -> Key | None:
     name = text[:brace]
     if not text.endswith("}") or not _METRIC_NAME.match(name):
         return None
-    labels = parse_labels(text[brace + 1:-1])
+    labels = parse_labels(text[brace + 1 : -1])
     return None if labels is None else (name, labels)
 
 
@@ -165,8 +166,9 @@ def _comment(table: SeriesTable, line: bytes) -> tuple[int, str, str]:
             got = (_IGNORED, "", "")  # the reference skips comments whose second word is neither
         elif m := _HELP.match(line):
             got = (_HELP_LINE, m.group(1).decode(), "")
-        elif (m := _TYPE.match(line)) and m.group(2).decode() in _FAMILY_TYPES and \
-                m.group(1) != b"_total":  # the reference refuses other types, and a counter named `_total`
+        elif (
+            (m := _TYPE.match(line)) and m.group(2).decode() in _FAMILY_TYPES and m.group(1) != b"_total"
+        ):  # the reference refuses other types, and a counter named `_total`
             got = (_TYPE_LINE, m.group(1).decode(), m.group(2).decode())
         else:
             got = (_BAD, "", "")
@@ -209,9 +211,9 @@ def _control_bytes(arr: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
     mask = np.empty(min(chunk, len(arr)), np.bool_)
     found = []
     for at in range(0, len(arr), chunk):
-        part = arr[at:at + chunk]
-        np.less(part, 32, out=mask[:len(part)])
-        found.append(np.flatnonzero(mask[:len(part)]) + at)
+        part = arr[at : at + chunk]
+        np.less(part, 32, out=mask[: len(part)])
+        found.append(np.flatnonzero(mask[: len(part)]) + at)
     return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 
@@ -220,8 +222,11 @@ def _windows(buf: pa.Buffer, lo: np.ndarray, hi: np.ndarray, width: int) -> tupl
     full = hi - lo >= width
     rows = np.flatnonzero(full)
     got = _strings(buf, hi[rows] - width, hi[rows])
-    block = np.frombuffer(got.buffers()[2], np.uint8, len(rows) * width).reshape(-1, width) if len(rows) \
+    block = (
+        np.frombuffer(got.buffers()[2], np.uint8, len(rows) * width).reshape(-1, width)
+        if len(rows)
         else np.zeros((0, width), np.uint8)
+    )
     if len(rows) == len(hi):
         return block, full
     out = np.zeros((len(hi), width), np.uint8)
@@ -307,8 +312,9 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
     kind_of = np.array([k for k, _, _ in c_kinds] or [0], np.int8)
     bad_lines.append(c_idx[kind_of[c_codes] == _BAD])
     is_up = np.array([line.startswith(BLOCK_START_BYTES) for line in c_enc.dictionary.to_pylist()] or [False])
-    block_lines = np.unique(np.concatenate([[0], c_idx[is_up[c_codes]]]).astype(np.int64)) if n_lines \
-        else np.zeros(0, np.int64)
+    block_lines = (
+        np.unique(np.concatenate([[0], c_idx[is_up[c_codes]]]).astype(np.int64)) if n_lines else np.zeros(0, np.int64)
+    )
     block_of = np.searchsorted(block_lines, np.arange(n_lines), "right") - 1
     slow = np.zeros(len(block_lines), np.bool_)
     if n_lines and not data.startswith(BLOCK_START_BYTES):
@@ -327,9 +333,9 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
     ts_ms = np.where(fixed, np.einsum("ij,j->i", digits, _TS_WEIGHTS).astype(np.int64), 0)
     s1 = en - 15
     for i in np.flatnonzero(~fixed).tolist():  # any other timestamp: read as the reference reads it, line by line
-        line = data[st[i]:en[i]]
+        line = data[st[i] : en[i]]
         cut = line.rfind(b" ")
-        ms = py_timestamp_ms(line[cut + 1:].decode("utf-8", "replace")) if cut > 0 else None
+        ms = py_timestamp_ms(line[cut + 1 :].decode("utf-8", "replace")) if cut > 0 else None
         if ms is None:
             good[i] = False
         else:
@@ -376,8 +382,11 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
             c_block = block_of[c_idx]
             for sid, name in creators.items():
                 parent = name[: -len("_created")]
-                declaring = [i for i, (k, nm, typ) in enumerate(c_kinds)
-                             if k == _TYPE_LINE and nm == parent and typ in CREATED_PARENTS]
+                declaring = [
+                    i
+                    for i, (k, nm, typ) in enumerate(c_kinds)
+                    if k == _TYPE_LINE and nm == parent and typ in CREATED_PARENTS
+                ]
                 blocks = np.unique(c_block[np.isin(c_codes, declaring)])
                 mine = series == sid
                 drop[mine] = np.isin(block_of[s_idx[mine]], blocks)
@@ -385,9 +394,25 @@ def parse_file(data: bytes, table: SeriesTable) -> Parsed:
     bad = np.concatenate(bad_lines).astype(np.int64)
     slow[block_of[bad[bad < n_lines]]] = True
     keep = good & ~drop & ~slow[block_of[s_idx]]
-    return Parsed(n_lines, block_lines, starts[block_lines] if n_lines else np.zeros(0, np.int64),
-                  np.flatnonzero(slow), series[keep], ts_ms[keep], values[keep], s_idx[keep])
+    return Parsed(
+        n_lines,
+        block_lines,
+        starts[block_lines] if n_lines else np.zeros(0, np.int64),
+        np.flatnonzero(slow),
+        series[keep],
+        ts_ms[keep],
+        values[keep],
+        s_idx[keep],
+    )
 
 
-__all__ = ["CREATED_PARENTS", "Key", "Parsed", "SeriesTable", "parse_file", "parse_labels",
-           "parse_series_text", "py_number"]
+__all__ = [
+    "CREATED_PARENTS",
+    "Key",
+    "Parsed",
+    "SeriesTable",
+    "parse_file",
+    "parse_labels",
+    "parse_series_text",
+    "py_number",
+]

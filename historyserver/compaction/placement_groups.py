@@ -13,9 +13,9 @@ What only a live GCS knows (the topology fields, a time no event names) is null.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
-
+from typing import Any
 
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.ids import hex_id
@@ -25,8 +25,15 @@ from historyserver.compaction.ray_events import PLACEMENT_GROUP, to_ns
 _STATES = ("PENDING", "PREPARED", "CREATED", "REMOVED", "RESCHEDULING")
 _STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 # The event's SchedulingState, as PlacementGroupStats (what Ray's API shows) names it.
-_SCHEDULING = ("QUEUED", "REMOVED", "SCHEDULING_STARTED", "NO_RESOURCES", "INFEASIBLE",
-               "FAILED_TO_COMMIT_RESOURCES", "FINISHED")
+_SCHEDULING = (
+    "QUEUED",
+    "REMOVED",
+    "SCHEDULING_STARTED",
+    "NO_RESOURCES",
+    "INFEASIBLE",
+    "FAILED_TO_COMMIT_RESOURCES",
+    "FINISHED",
+)
 _SCHEDULING_NAMES = {"SCHEDULING_REMOVED": "REMOVED"}
 WHERE = "ray_events:placement_groups"
 
@@ -42,8 +49,9 @@ class _Group:
     transitions: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # canonical JSON -> (ns, t)
 
 
-def placement_group_rows(events: Iterable[dict[str, Any]], damage: Damage,
-                         session_end_ms: int | None) -> list[dict[str, Any]]:
+def placement_group_rows(
+    events: Iterable[dict[str, Any]], damage: Damage, session_end_ms: int | None
+) -> list[dict[str, Any]]:
     """Rows of the placement_groups table from the normalized HTTP events (other source types are skipped)."""
     groups: dict[str, _Group] = {}
     for e in events:
@@ -125,8 +133,11 @@ def _row(pg_id: str, g: _Group, session_end_ms: int | None) -> dict[str, Any]:
         "topology_assignments": None,
     }
     return {
-        "placement_group_id": pg_id, "name": record["name"], "state": state,
-        "creator_job_id": record["creator_job_id"], "is_detached": record["is_detached"],
+        "placement_group_id": pg_id,
+        "name": record["name"],
+        "state": state,
+        "creator_job_id": record["creator_job_id"],
+        "is_detached": record["is_detached"],
         "strategy": _enum(d.get("strategy"), _STRATEGIES, "PACK") if g.definition else None,
         "ray_namespace": d.get("ray_namespace") or None,
         "creation_time_ms": creation_ns // 1_000_000 if creation_ns else None,
@@ -144,17 +155,18 @@ def _bundles(pg_id: str, d: dict[str, Any], states: list, was_created: bool) -> 
     placed: dict[int, str] = {}
     for _, _, t in states:
         if t.get("bundle_placements"):
-            placed = {int(p.get("bundle_index") or 0): hex_id(p.get("node_id")) or ""
-                      for p in t["bundle_placements"]}
+            placed = {int(p.get("bundle_index") or 0): hex_id(p.get("node_id")) or "" for p in t["bundle_placements"]}
     out = []
     for b in sorted(d.get("bundles") or [], key=lambda b: int(b.get("bundle_index") or 0)):
         index = int(b.get("bundle_index") or 0)
-        out.append({
-            "bundle_id": {"placement_group_id": pg_id, "bundle_index": index},
-            "unit_resources": {k: float(v) for k, v in (b.get("unit_resources") or {}).items()},
-            "node_id": placed[index] if index in placed else ("" if not was_created else None),
-            "label_selector": dict(b.get("label_selector") or {}),
-        })
+        out.append(
+            {
+                "bundle_id": {"placement_group_id": pg_id, "bundle_index": index},
+                "unit_resources": {k: float(v) for k, v in (b.get("unit_resources") or {}).items()},
+                "node_id": placed[index] if index in placed else ("" if not was_created else None),
+                "label_selector": dict(b.get("label_selector") or {}),
+            }
+        )
     return out
 
 
@@ -168,8 +180,12 @@ def _stats(requested_ns: int | None, states: list, created: tuple[int, dict[str,
     if started is None:
         # The newest scheduling attempt's start, before the creation it led to (if any).
         until = created[0] if created else None
-        starts = [ns for ns, _, t in states if _enum(t.get("scheduling_state"), _SCHEDULING, "QUEUED")
-                  == "SCHEDULING_STARTED" and (until is None or ns <= until)]
+        starts = [
+            ns
+            for ns, _, t in states
+            if _enum(t.get("scheduling_state"), _SCHEDULING, "QUEUED") == "SCHEDULING_STARTED"
+            and (until is None or ns <= until)
+        ]
         started = starts[-1] if starts else None
     if created is None:
         sched_us, e2e_us = "0", "0"

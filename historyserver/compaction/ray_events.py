@@ -20,8 +20,9 @@ import calendar
 import functools
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from historyserver.compaction.export_events import TASK_STATUS, Damage, Folded, fold_lines
 from historyserver.compaction.ids import hex_id
@@ -32,8 +33,16 @@ _RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.(\d{1,9}))?([Zz]
 _HEAD_RESOURCE = "node:__internal_head__"  # Ray gives this resource to the head node only
 _TERMINAL_SUBMISSION = {"STOPPED", "SUCCEEDED", "FAILED"}
 # Protobuf map fields: their keys are the user's (resource names, labels), never camelCase to convert.
-_MAP_FIELDS = {"resources", "unitResources", "labels", "labelSelector", "metadata", "requiredResources", "refIds",
-               "customResources"}
+_MAP_FIELDS = {
+    "resources",
+    "unitResources",
+    "labels",
+    "labelSelector",
+    "metadata",
+    "requiredResources",
+    "refIds",
+    "customResources",
+}
 
 
 class MalformedEvent(ValueError):
@@ -75,11 +84,20 @@ def to_ns(value: Any) -> int:
 @functools.lru_cache(maxsize=4096)
 def _epoch_seconds(date_time: str) -> int:
     """YYYY-MM-DDTHH:MM:SS (UTC) in epoch seconds; cached: a spool's events share few distinct seconds."""
-    return calendar.timegm((int(date_time[0:4]), int(date_time[5:7]), int(date_time[8:10]), int(date_time[11:13]),
-                            int(date_time[14:16]), int(date_time[17:19])))
+    return calendar.timegm(
+        (
+            int(date_time[0:4]),
+            int(date_time[5:7]),
+            int(date_time[8:10]),
+            int(date_time[11:13]),
+            int(date_time[14:16]),
+            int(date_time[17:19]),
+        )
+    )
 
 
 # --- tasks: the pieces of ExportTaskEventData ----------------------------------------------------------------
+
 
 def _nonempty_id(value: Any) -> bool:
     """Absent, empty or Ray's nil id (all 0xff bytes) count as no id."""
@@ -116,8 +134,11 @@ def _call_string(func: dict[str, Any] | None) -> str:
 
 def _task_info(p: dict[str, Any], task_type: str, name: str, func: dict[str, Any] | None) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "task_id": p["taskId"], "type": task_type, "func_or_class_name": _call_string(func),
-        "language": p.get("language") or "PYTHON", "required_resources": dict(p.get("requiredResources") or {}),
+        "task_id": p["taskId"],
+        "type": task_type,
+        "func_or_class_name": _call_string(func),
+        "language": p.get("language") or "PYTHON",
+        "required_resources": dict(p.get("requiredResources") or {}),
         "runtime_env_info": {"serialized_runtime_env": p.get("serializedRuntimeEnv") or "{}"},
         "label_selector": dict(p.get("labelSelector") or {}),
     }
@@ -168,8 +189,9 @@ def _task_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
     if isinstance(p.get("rayErrorInfo"), dict):
         su["error_info"] = _snake(p["rayErrorInfo"])
     if isinstance(p.get("taskLogInfo"), dict):
-        su["task_log_info"] = {_snake_key(k): (int(v) if k.endswith(("Start", "End")) else v)
-                               for k, v in p["taskLogInfo"].items()}
+        su["task_log_info"] = {
+            _snake_key(k): (int(v) if k.endswith(("Start", "End")) else v) for k, v in p["taskLogInfo"].items()
+        }
     if "isDebuggerPaused" in p:
         su["is_debugger_paused"] = bool(p["isDebuggerPaused"])
     return _task_event(p, ts_ns, "taskAttempt", state_updates=su)
@@ -177,11 +199,21 @@ def _task_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
 
 def _task_profile(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
     pe = p.get("profileEvents") or {}
-    events = [{"event_name": e.get("eventName", ""), "start_time": str(e.get("startTime", "0")),
-               "end_time": str(e.get("endTime", "0")), "extra_data": _json_text(e.get("extraData", ""))}
-              for e in pe.get("events") or []]
-    profile = {"component_type": pe.get("componentType", ""), "component_id": pe.get("componentId", ""),
-               "node_ip_address": pe.get("nodeIpAddress", ""), "events": events}
+    events = [
+        {
+            "event_name": e.get("eventName", ""),
+            "start_time": str(e.get("startTime", "0")),
+            "end_time": str(e.get("endTime", "0")),
+            "extra_data": _json_text(e.get("extraData", "")),
+        }
+        for e in pe.get("events") or []
+    ]
+    profile = {
+        "component_type": pe.get("componentType", ""),
+        "component_id": pe.get("componentId", ""),
+        "node_ip_address": pe.get("nodeIpAddress", ""),
+        "events": events,
+    }
     return _task_event(p, ts_ns, "attemptNumber", profile_events=profile)
 
 
@@ -202,6 +234,7 @@ def _json_text(text: Any) -> str:
 
 # --- actors, jobs, nodes: one export line per definition and per state transition -----------------------------
 
+
 def _line(source_type: str, ts_ns: int, data: dict[str, Any]) -> dict[str, Any]:
     return {"source_type": source_type, "timestamp": ts_ns // 1_000_000_000, "event_data": data}
 
@@ -217,11 +250,18 @@ def _transitions(p: dict[str, Any], ts_ns: int) -> list[tuple[int, dict[str, Any
 
 
 def _actor_definition(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
-    data = {"actor_id": _required(p, "actorId"), "job_id": p.get("jobId", ""), "is_detached": bool(p.get("isDetached")),
-            "name": p.get("name", ""), "ray_namespace": p.get("rayNamespace", ""),
-            "serialized_runtime_env": p.get("serializedRuntimeEnv", ""), "class_name": p.get("className", ""),
-            "required_resources": dict(p.get("requiredResources") or {}),
-            "placement_group_id": p.get("placementGroupId", ""), "label_selector": dict(p.get("labelSelector") or {})}
+    data = {
+        "actor_id": _required(p, "actorId"),
+        "job_id": p.get("jobId", ""),
+        "is_detached": bool(p.get("isDetached")),
+        "name": p.get("name", ""),
+        "ray_namespace": p.get("rayNamespace", ""),
+        "serialized_runtime_env": p.get("serializedRuntimeEnv", ""),
+        "class_name": p.get("className", ""),
+        "required_resources": dict(p.get("requiredResources") or {}),
+        "placement_group_id": p.get("placementGroupId", ""),
+        "label_selector": dict(p.get("labelSelector") or {}),
+    }
     return [_line("EXPORT_ACTOR", ts_ns, data)]
 
 
@@ -241,10 +281,16 @@ def _actor_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
 
 def _driver_job_definition(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
     config = p.get("config") or {}
-    data = {"job_id": _required(p, "jobId"), "is_dead": False, "driver_pid": str(p.get("driverPid") or "0"),
-            "entrypoint": p.get("entrypoint", ""),
-            "config": {"metadata": dict(config.get("metadata") or {}),
-                       "runtime_env_info": {"serialized_runtime_env": config.get("serializedRuntimeEnv") or "{}"}}}
+    data = {
+        "job_id": _required(p, "jobId"),
+        "is_dead": False,
+        "driver_pid": str(p.get("driverPid") or "0"),
+        "entrypoint": p.get("entrypoint", ""),
+        "config": {
+            "metadata": dict(config.get("metadata") or {}),
+            "runtime_env_info": {"serialized_runtime_env": config.get("serializedRuntimeEnv") or "{}"},
+        },
+    }
     if p.get("driverNodeId"):
         data["driver_node_id"] = p["driverNodeId"]  # resolved to driver_ip_address by fold_ray_events
     return [_line("EXPORT_DRIVER_JOB", ts_ns, data)]
@@ -262,9 +308,12 @@ def _driver_job_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]
 
 
 def _node_definition(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
-    data: dict[str, Any] = {"node_id": _required(p, "nodeId"), "node_manager_address": p.get("nodeIpAddress", ""),
-                            "node_name": p.get("nodeName") or p.get("nodeIpAddress", ""),
-                            "labels": dict(p.get("labels") or {})}
+    data: dict[str, Any] = {
+        "node_id": _required(p, "nodeId"),
+        "node_manager_address": p.get("nodeIpAddress", ""),
+        "node_name": p.get("nodeName") or p.get("nodeIpAddress", ""),
+        "labels": dict(p.get("labels") or {}),
+    }
     if p.get("startTimestamp"):
         data["start_time_ms"] = _ms(to_ns(p["startTimestamp"]))
     return [_line("EXPORT_NODE", ts_ns, data)]
@@ -288,9 +337,12 @@ def _node_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
 
 def _submission_job_definition(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
     config = p.get("config") or {}
-    data = {"submission_job_id": _required(p, "submissionId"), "entrypoint": p.get("entrypoint", ""),
-            "metadata": dict(config.get("metadata") or {}),
-            "runtime_env_json": config.get("serializedRuntimeEnv") or "{}"}
+    data = {
+        "submission_job_id": _required(p, "submissionId"),
+        "entrypoint": p.get("entrypoint", ""),
+        "metadata": dict(config.get("metadata") or {}),
+        "runtime_env_json": config.get("serializedRuntimeEnv") or "{}",
+    }
     return [_line("EXPORT_SUBMISSION_JOB", ts_ns, data)]
 
 
@@ -306,8 +358,11 @@ def _submission_job_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, A
             data["start_time"] = _ms(t_ns)
         elif state in _TERMINAL_SUBMISSION:
             data["end_time"] = _ms(t_ns)
-        for src, dst in (("message", "message"), ("errorType", "error_type"),
-                         ("driverAgentHttpAddress", "driver_agent_http_address")):
+        for src, dst in (
+            ("message", "message"),
+            ("errorType", "error_type"),
+            ("driverAgentHttpAddress", "driver_agent_http_address"),
+        ):
             if t.get(src):
                 data[dst] = t[src]
         if t.get("driverNodeId"):
@@ -320,8 +375,10 @@ def _submission_job_lifecycle(p: dict[str, Any], ts_ns: int) -> list[dict[str, A
 
 def _placement_group(kind: str) -> Callable[[dict[str, Any], int], list[dict[str, Any]]]:
     """Placement groups have no export file: kept reachable, snake_case, under a source_type of their own."""
+
     def translate(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
         return [_line(PLACEMENT_GROUP, ts_ns, {"event_type": kind, **_snake(p)})]
+
     return translate
 
 
@@ -338,10 +395,14 @@ _TRANSLATIONS: dict[str, tuple[str, Callable[[dict[str, Any], int], list[dict[st
     "NODE_LIFECYCLE_EVENT": ("nodeLifecycleEvent", _node_lifecycle),
     "SUBMISSION_JOB_DEFINITION_EVENT": ("submissionJobDefinitionEvent", _submission_job_definition),
     "SUBMISSION_JOB_LIFECYCLE_EVENT": ("submissionJobLifecycleEvent", _submission_job_lifecycle),
-    "PLACEMENT_GROUP_DEFINITION_EVENT": ("placementGroupDefinitionEvent",
-                                         _placement_group("PLACEMENT_GROUP_DEFINITION_EVENT")),
-    "PLACEMENT_GROUP_LIFECYCLE_EVENT": ("placementGroupLifecycleEvent",
-                                        _placement_group("PLACEMENT_GROUP_LIFECYCLE_EVENT")),
+    "PLACEMENT_GROUP_DEFINITION_EVENT": (
+        "placementGroupDefinitionEvent",
+        _placement_group("PLACEMENT_GROUP_DEFINITION_EVENT"),
+    ),
+    "PLACEMENT_GROUP_LIFECYCLE_EVENT": (
+        "placementGroupLifecycleEvent",
+        _placement_group("PLACEMENT_GROUP_LIFECYCLE_EVENT"),
+    ),
 }
 
 
@@ -360,8 +421,10 @@ def _snake_key(key: str) -> str:
 def _snake(value: Any) -> Any:
     """protobuf's camelCase JSON in the export files' snake_case; map fields keep the user's keys."""
     if isinstance(value, dict):
-        return {_snake_key(k): (dict(v) if k in _MAP_FIELDS and isinstance(v, dict) else _snake(v))
-                for k, v in value.items()}
+        return {
+            _snake_key(k): (dict(v) if k in _MAP_FIELDS and isinstance(v, dict) else _snake(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_snake(v) for v in value]
     return value
@@ -369,8 +432,10 @@ def _snake(value: Any) -> Any:
 
 # --- the spool: JSON lines of RayEvents, as archive/FORMAT.md describes ray_events/ --------------------------
 
-def normalize_spool(lines: Iterable[bytes], where: str, damage: Damage, task_out: Path,
-                    others: list[dict[str, Any]]) -> int:
+
+def normalize_spool(
+    lines: Iterable[bytes], where: str, damage: Damage, task_out: Path, others: list[dict[str, Any]]
+) -> int:
     """Translate a spool's lines: task events are written to task_out (for fold_tasks), the rest appended
     to `others` (for fold_ray_events). Unreadable lines are noted as damage. Returns task lines written."""
     written = 0
@@ -383,8 +448,10 @@ def normalize_spool(lines: Iterable[bytes], where: str, damage: Damage, task_out
             try:
                 exported = normalize(json.loads(line))
             except (ValueError, RecursionError) as e:  # bad JSON or bytes, absurd nesting, MalformedEvent
-                damage.note(f"{where}:{n}", str(e) if isinstance(e, MalformedEvent) else
-                            f"unreadable event ({type(e).__name__})")
+                damage.note(
+                    f"{where}:{n}",
+                    str(e) if isinstance(e, MalformedEvent) else f"unreadable event ({type(e).__name__})",
+                )
                 continue
             for ev in exported:
                 if ev["source_type"] == "EXPORT_TASK":
@@ -410,8 +477,13 @@ def fold_ray_events(events: list[dict[str, Any]], into: Folded, where: str = "ra
     would hold them. A driver's IP comes from its node's definition: the HTTP event names only the node.
     """
     ips_by_hex = {k: n["node_manager_address"] for k, n in into.nodes.items() if n.get("node_manager_address")}
-    ips_by_hex.update({hex_id(e["event_data"]["node_id"]): e["event_data"]["node_manager_address"] for e in events
-                       if e["source_type"] == "EXPORT_NODE" and e["event_data"].get("node_manager_address")})
+    ips_by_hex.update(
+        {
+            hex_id(e["event_data"]["node_id"]): e["event_data"]["node_manager_address"]
+            for e in events
+            if e["source_type"] == "EXPORT_NODE" and e["event_data"].get("node_manager_address")
+        }
+    )
     for e in events:
         d = e["event_data"]
         if e["source_type"] == "EXPORT_DRIVER_JOB" and "driver_node_id" in d:

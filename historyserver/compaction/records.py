@@ -11,8 +11,19 @@ from historyserver.compaction.ids import hex_id, ms
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TASK_SUMMARY_KEYS = (
-    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
-    "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
+    "task_id",
+    "attempt_number",
+    "name",
+    "state",
+    "job_id",
+    "actor_id",
+    "type",
+    "func_or_class_name",
+    "parent_task_id",
+    "node_id",
+    "worker_id",
+    "worker_pid",
+    "error_type",
 )
 INTERNAL_NAMESPACE_PREFIX = "_ray_internal"
 
@@ -99,8 +110,11 @@ def _ended_with_cluster(job: dict[str, Any], session_end_ms: int | None) -> dict
     if session_end_ms is None or job["status"] in TERMINAL_JOB_STATUSES:
         return job
     note = UNFINISHED_JOB_NOTE.format(status=job["status"])
-    return {**job, "end_time": job["end_time"] or session_end_ms,
-            "message": f"{note} {job['message']}" if job["message"] else note}
+    return {
+        **job,
+        "end_time": job["end_time"] or session_end_ms,
+        "message": f"{note} {job['message']}" if job["message"] else note,
+    }
 
 
 def job_records(f: Folded, session_end_ms: int | None = None) -> list[dict[str, Any]]:
@@ -119,41 +133,45 @@ def job_records(f: Folded, session_end_ms: int | None = None) -> list[dict[str, 
     out = []
     for sid, s in f.submission_jobs.items():
         driver = drivers_by_submission.get(sid)
-        out.append({
-            "type": "SUBMISSION",
-            "job_id": driver["job_id"] if driver else None,
-            "submission_id": sid,
-            "driver_info": _driver_info(driver),
-            "status": s.get("status", "PENDING"),
-            "entrypoint": s.get("entrypoint"),
-            "message": s.get("message"),
-            "error_type": s.get("error_type"),
-            "start_time": ms(s.get("start_time")),
-            "end_time": ms(s.get("end_time")),
-            "metadata": s.get("metadata") or {},
-            "runtime_env": _json_or_empty(s.get("runtime_env_json")),
-            "driver_agent_http_address": s.get("driver_agent_http_address"),
-            "driver_node_id": s.get("driver_node_id"),
-            "driver_exit_code": s.get("driver_exit_code"),
-        })
+        out.append(
+            {
+                "type": "SUBMISSION",
+                "job_id": driver["job_id"] if driver else None,
+                "submission_id": sid,
+                "driver_info": _driver_info(driver),
+                "status": s.get("status", "PENDING"),
+                "entrypoint": s.get("entrypoint"),
+                "message": s.get("message"),
+                "error_type": s.get("error_type"),
+                "start_time": ms(s.get("start_time")),
+                "end_time": ms(s.get("end_time")),
+                "metadata": s.get("metadata") or {},
+                "runtime_env": _json_or_empty(s.get("runtime_env_json")),
+                "driver_agent_http_address": s.get("driver_agent_http_address"),
+                "driver_node_id": s.get("driver_node_id"),
+                "driver_exit_code": s.get("driver_exit_code"),
+            }
+        )
     for j in plain:
-        out.append({
-            "type": "DRIVER",
-            "job_id": j["job_id"],
-            "submission_id": None,
-            "driver_info": _driver_info(j),
-            "status": "SUCCEEDED" if j.get("is_dead") else "RUNNING",
-            "entrypoint": j.get("entrypoint"),
-            "message": None,
-            "error_type": None,
-            "start_time": ms(j.get("start_time")),
-            "end_time": ms(j.get("end_time")),
-            "metadata": ((j.get("config") or {}).get("metadata")) or {},
-            "runtime_env": {},
-            "driver_agent_http_address": None,
-            "driver_node_id": None,
-            "driver_exit_code": None,
-        })
+        out.append(
+            {
+                "type": "DRIVER",
+                "job_id": j["job_id"],
+                "submission_id": None,
+                "driver_info": _driver_info(j),
+                "status": "SUCCEEDED" if j.get("is_dead") else "RUNNING",
+                "entrypoint": j.get("entrypoint"),
+                "message": None,
+                "error_type": None,
+                "start_time": ms(j.get("start_time")),
+                "end_time": ms(j.get("end_time")),
+                "metadata": ((j.get("config") or {}).get("metadata")) or {},
+                "runtime_env": {},
+                "driver_agent_http_address": None,
+                "driver_node_id": None,
+                "driver_exit_code": None,
+            }
+        )
     return [_ended_with_cluster(j, session_end_ms) for j in out]
 
 

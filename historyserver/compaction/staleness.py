@@ -42,7 +42,7 @@ class Staleness:
         keys = self.table.keys
         if len(self.target_of) < len(keys):
             new = []
-            for name, labels in keys[len(self.target_of):]:
+            for name, labels in keys[len(self.target_of) :]:
                 if name != "up":
                     new.append(-1)
                     continue
@@ -51,8 +51,9 @@ class Staleness:
             self.target_of = np.concatenate([self.target_of, np.array(new, np.int64)])
         return self.target_of[ids]
 
-    def markers(self, ids: np.ndarray, ts: np.ndarray, line_no: np.ndarray,
-                block_lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def markers(
+        self, ids: np.ndarray, ts: np.ndarray, line_no: np.ndarray, block_lines: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Markers for one file's samples (tmp ids, ts, line numbers in line order; blocks start at block_lines):
         (tmp ids, ts, line number of the block that dropped the series), updating the carried per-target state."""
         none = (np.zeros(0, np.int64),) * 3
@@ -79,8 +80,9 @@ class Staleness:
         nxt[by_target[:-1][same]] = by_target[1:][same]
         starts = np.concatenate([[True], ~same])
         first_of = dict(zip(tgt[starts].tolist(), by_target[starts].tolist()))
-        last_of = dict(zip(tgt[np.concatenate([~same, [True]])].tolist(),
-                           by_target[np.concatenate([~same, [True]])].tolist()))
+        last_of = dict(
+            zip(tgt[np.concatenate([~same, [True]])].tolist(), by_target[np.concatenate([~same, [True]])].tolist())
+        )
         parts = []
         for j, t in enumerate(carried):
             nxt[n_blocks + j] = first_of[t]
@@ -103,16 +105,27 @@ class Staleness:
         return s[gone], block_ts[then[gone]], block_lines[then[gone]]
 
 
-def with_markers(ids: np.ndarray, ts: np.ndarray, values: np.ndarray, seq: np.ndarray, line_no: np.ndarray,
-                 marks: tuple[np.ndarray, np.ndarray, np.ndarray], seq_base: int):
+def with_markers(
+    ids: np.ndarray,
+    ts: np.ndarray,
+    values: np.ndarray,
+    seq: np.ndarray,
+    line_no: np.ndarray,
+    marks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    seq_base: int,
+):
     """The samples (in line order) with the markers inserted where their block starts, so each series' rows stay
     in arrival order. Markers' seq is offset by MARKER_SEQ so that real samples win the dedup."""
     m_ids, m_ts, m_line = marks
     if not len(m_ids):
         return ids, ts, values, seq
     at = np.searchsorted(line_no, m_line, "left")
-    return (np.insert(ids, at, m_ids), np.insert(ts, at, m_ts), np.insert(values, at, np.full(len(m_ids), STALE_NAN)),
-            np.insert(seq, at, m_line + seq_base + MARKER_SEQ))
+    return (
+        np.insert(ids, at, m_ids),
+        np.insert(ts, at, m_ts),
+        np.insert(values, at, np.full(len(m_ids), STALE_NAN)),
+        np.insert(seq, at, m_line + seq_base + MARKER_SEQ),
+    )
 
 
 __all__ = ["MARKER_SEQ", "Staleness", "with_markers"]

@@ -14,18 +14,32 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archive.api_snapshots import Snapshot
-from archive.compacted import (ACTORS, CLUSTER_EVENTS, JOBS, LOG_FILES, METRIC_SAMPLES, METRIC_SERIES, NODES,
-                               PLACEMENT_GROUPS, PROFILE_EVENTS, TABLES, TASKS, WORKERS, Table)
+from archive.compacted import (
+    ACTORS,
+    CLUSTER_EVENTS,
+    JOBS,
+    LOG_FILES,
+    METRIC_SAMPLES,
+    METRIC_SERIES,
+    NODES,
+    PLACEMENT_GROUPS,
+    PROFILE_EVENTS,
+    TABLES,
+    TASKS,
+    WORKERS,
+    Table,
+)
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
@@ -74,8 +88,9 @@ class Inputs:
     @cached_property
     def nodes_ip(self) -> dict[str, str]:
         ips = {n: r.ip for n, r in self.node_records.items() if r.ip}
-        ips.update({k: v.get("node_manager_address") for k, v in self.folded.nodes.items()
-                    if v.get("node_manager_address")})
+        ips.update(
+            {k: v.get("node_manager_address") for k, v in self.folded.nodes.items() if v.get("node_manager_address")}
+        )
         return ips
 
     @cached_property
@@ -106,6 +121,7 @@ def _write(inputs: Inputs, table: Table, rows: list[dict[str, Any]]) -> dict[str
 
 # --- the builders ------------------------------------------------------------------------------------------------
 
+
 def _metrics(inputs: Inputs) -> dict[str, int]:
     return compact_metrics(inputs.store, inputs.ref, list(inputs.node_records), inputs.tmp, inputs.folded.damage)
 
@@ -113,9 +129,12 @@ def _metrics(inputs: Inputs) -> dict[str, int]:
 def _placement_groups(inputs: Inputs) -> dict[str, int]:
     # From the HTTP path when Ray emits them (fold_ray_events left them aside), else from the last snapshot of the
     # head's API (Ray 2.60 emits none). Empty: still written.
-    return _write(inputs, PLACEMENT_GROUPS,
-                  placement_group_rows(inputs.http_events, inputs.folded.damage, inputs.session_end_ms) or
-                  api_snapshots.placement_group_rows(inputs.api_latest, inputs.session_end_ms))
+    return _write(
+        inputs,
+        PLACEMENT_GROUPS,
+        placement_group_rows(inputs.http_events, inputs.folded.damage, inputs.session_end_ms)
+        or api_snapshots.placement_group_rows(inputs.api_latest, inputs.session_end_ms),
+    )
 
 
 def _tasks(inputs: Inputs) -> dict[str, int]:
@@ -123,55 +142,117 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
     staged_mb = sum(p.stat().st_size for p in inputs.task_files) / 2**20
     log.info("%s: staged %d task event files (%.0f MiB)", inputs.ref.id, len(inputs.task_files), staged_mb)
     worker_logs = _worker_logs(inputs.log_rows, inputs.node_records)
-    inputs.con.register("worker_logs", pa.Table.from_pylist(
-        [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
-        schema=pa.schema([(c, pa.string()) for c in ("node_id", "worker_id", "out_file", "err_file")])))
+    inputs.con.register(
+        "worker_logs",
+        pa.Table.from_pylist(
+            [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
+            schema=pa.schema([(c, pa.string()) for c in ("node_id", "worker_id", "out_file", "err_file")]),
+        ),
+    )
     started = time.monotonic()
     counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms)
     log.info("%s: folded %d task attempts in %.1fs", inputs.ref.id, counts["tasks"], time.monotonic() - started)
     if inputs.task_lines > counts["task_events"]:
         unread = inputs.task_lines - counts["task_events"]
-        inputs.folded.damage.note("export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)",
-                                  unread)
+        inputs.folded.damage.note(
+            "export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread
+        )
     shutil.rmtree(inputs.tmp / "stage", ignore_errors=True)
     return {"tasks": counts["tasks"], "failed_tasks": counts["failed_tasks"]}
 
 
 def _workers(inputs: Inputs) -> dict[str, int]:
-    drivers = [{"job_id": j["job_id"], "pid": int(j["driver_info"]["pid"]) if j["driver_info"]["pid"] else None,
-                "ip": j["driver_info"]["node_ip_address"], "start": j["start_time"], "end": j["end_time"]}
-               for j in inputs.jobs if j["job_id"] and j["driver_info"]]
-    workers = build_workers(inputs.con, inputs.tmp / TASKS.file, inputs.log_rows, drivers, inputs.nodes_ip,
-                            inputs.session_end_ms is not None)
+    drivers = [
+        {
+            "job_id": j["job_id"],
+            "pid": int(j["driver_info"]["pid"]) if j["driver_info"]["pid"] else None,
+            "ip": j["driver_info"]["node_ip_address"],
+            "start": j["start_time"],
+            "end": j["end_time"],
+        }
+        for j in inputs.jobs
+        if j["job_id"] and j["driver_info"]
+    ]
+    workers = build_workers(
+        inputs.con,
+        inputs.tmp / TASKS.file,
+        inputs.log_rows,
+        drivers,
+        inputs.nodes_ip,
+        inputs.session_end_ms is not None,
+    )
     inputs.close()  # the last builder that uses DuckDB
-    return _write(inputs, WORKERS, [
-        {"worker_id": w["worker_id"], "node_id": w["node_id"], "pid": w["pid"], "worker_type": w["worker_type"],
-         "record": json.dumps(w)} for w in workers
-    ])
+    return _write(
+        inputs,
+        WORKERS,
+        [
+            {
+                "worker_id": w["worker_id"],
+                "node_id": w["node_id"],
+                "pid": w["pid"],
+                "worker_type": w["worker_type"],
+                "record": json.dumps(w),
+            }
+            for w in workers
+        ],
+    )
 
 
 def _actors(inputs: Inputs) -> dict[str, int]:
     actors = [actor_record(a, inputs.nodes_ip, inputs.session_end_ms) for a in inputs.folded.actors.values()]
-    return _write(inputs, ACTORS, [
-        {"actor_id": a["actorId"], "job_id": a["jobId"], "state": a["state"], "class_name": a["className"],
-         "name": a["name"], "node_id": a["address"]["nodeId"], "pid": a["pid"], "record": json.dumps(a)}
-        for a in actors
-    ])
+    return _write(
+        inputs,
+        ACTORS,
+        [
+            {
+                "actor_id": a["actorId"],
+                "job_id": a["jobId"],
+                "state": a["state"],
+                "class_name": a["className"],
+                "name": a["name"],
+                "node_id": a["address"]["nodeId"],
+                "pid": a["pid"],
+                "record": json.dumps(a),
+            }
+            for a in actors
+        ],
+    )
 
 
 def _jobs(inputs: Inputs) -> dict[str, int]:
-    return _write(inputs, JOBS, [
-        {"job_id": j["job_id"], "submission_id": j["submission_id"], "type": j["type"], "status": j["status"],
-         "start_time": j["start_time"], "record": json.dumps(j)} for j in inputs.jobs
-    ])
+    return _write(
+        inputs,
+        JOBS,
+        [
+            {
+                "job_id": j["job_id"],
+                "submission_id": j["submission_id"],
+                "type": j["type"],
+                "status": j["status"],
+                "start_time": j["start_time"],
+                "record": json.dumps(j),
+            }
+            for j in inputs.jobs
+        ],
+    )
 
 
 def _nodes(inputs: Inputs) -> dict[str, int]:
     nodes = [node_record(n) for n in inputs.folded.nodes.values()]
-    return _write(inputs, NODES, [
-        {"node_id": n["node_id"], "state": n["state"], "is_head_node": n["is_head_node"], "node_ip": n["node_ip"],
-         "record": json.dumps(n)} for n in nodes
-    ])
+    return _write(
+        inputs,
+        NODES,
+        [
+            {
+                "node_id": n["node_id"],
+                "state": n["state"],
+                "is_head_node": n["is_head_node"],
+                "node_ip": n["node_ip"],
+                "record": json.dumps(n),
+            }
+            for n in nodes
+        ],
+    )
 
 
 def _log_files(inputs: Inputs) -> dict[str, int]:
@@ -182,8 +263,9 @@ def _cluster_events(inputs: Inputs) -> dict[str, int]:
     return _write(inputs, CLUSTER_EVENTS, sorted(inputs.event_rows, key=lambda r: r["timestamp"]))
 
 
-def _worker_logs(log_rows: list[dict[str, Any]],
-                 nodes: dict[str, NodeRecord]) -> dict[tuple[str, str], tuple[str, str]]:
+def _worker_logs(
+    log_rows: list[dict[str, Any]], nodes: dict[str, NodeRecord]
+) -> dict[tuple[str, str], tuple[str, str]]:
     """(node, worker) -> full paths of its .out/.err, as Ray's task_log_info names them."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     for row in log_rows:
@@ -218,9 +300,11 @@ def check(builders: tuple[Builder, ...] = BUILDERS, tables: tuple[Table, ...] = 
             raise ValueError(f"builder of {b.tables[0].name} reads {missing} before they are built")
         built += b.tables
     if sorted(t.name for t in built) != sorted(t.name for t in tables):
-        raise ValueError(f"the builders write {sorted(t.name for t in built)}, the registry lists "
-                         f"{sorted(t.name for t in tables)}: register each table in archive/compacted.py once "
-                         "and give it one Builder here")
+        raise ValueError(
+            f"the builders write {sorted(t.name for t in built)}, the registry lists "
+            f"{sorted(t.name for t in tables)}: register each table in archive/compacted.py once "
+            "and give it one Builder here"
+        )
 
 
 check()

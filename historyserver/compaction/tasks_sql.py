@@ -41,11 +41,13 @@ _EVENT_TYPE = (
     "profile_events STRUCT(component_type VARCHAR, component_id VARCHAR, node_ip_address VARCHAR, "
     "events STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, extra_data VARCHAR)[]))"
 )
-_EMPTY_EVENTS = ("CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info JSON, "
-                 "states MAP(VARCHAR, BIGINT), node VARCHAR, worker VARCHAR, pid BIGINT, error_info JSON, "
-                 "log_info JSON, debugger_paused BOOLEAN, component_type VARCHAR, component_id VARCHAR, "
-                 "node_ip VARCHAR, profile STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, "
-                 "extra_data VARCHAR)[], ts BIGINT)")
+_EMPTY_EVENTS = (
+    "CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info JSON, "
+    "states MAP(VARCHAR, BIGINT), node VARCHAR, worker VARCHAR, pid BIGINT, error_info JSON, "
+    "log_info JSON, debugger_paused BOOLEAN, component_type VARCHAR, component_id VARCHAR, "
+    "node_ip VARCHAR, profile STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, "
+    "extra_data VARCHAR)[], ts BIGINT)"
+)
 
 
 def _events_select(files: list[Path]) -> str:
@@ -67,8 +69,9 @@ def _events_select(files: list[Path]) -> str:
     """
 
 
-def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path,
-               session_end_ms: int | None = None) -> dict[str, int]:
+def fold_tasks(
+    con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path, session_end_ms: int | None = None
+) -> dict[str, int]:
     """Write tasks.parquet and profile_events.parquet from the staged EXPORT_TASK files; returns counts.
 
     With session_end_ms (a closed session), a task without a final state ends with the cluster: it keeps its
@@ -81,8 +84,9 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
     total = sum(p.stat().st_size for p in task_files)
     ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
     if ranges == 1:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {_events_select(task_files)}" if task_files else
-                    _EMPTY_EVENTS)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE t_ev AS {_events_select(task_files)}" if task_files else _EMPTY_EVENTS
+        )
         return _fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms)
     staged = out_dir / "ranges"
     con.execute(f"""
@@ -105,14 +109,17 @@ def fold_tasks(con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: 
     con.execute("SET preserve_insertion_order = true")  # concatenate the sorted ranges in order
     for parts, table in ((task_parts, TASKS), (profile_parts, PROFILE_EVENTS)):
         listed = "[" + ", ".join(_sql_path(p) for p in parts) + "]"
-        con.execute(f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / table.file)} "
-                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / table.file)} "
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        )
     con.execute("SET preserve_insertion_order = false")
     return counts
 
 
-def _fold(con: duckdb.DuckDBPyConnection, tasks_out: Path, profile_out: Path,
-          session_end_ms: int | None) -> dict[str, int]:
+def _fold(
+    con: duckdb.DuckDBPyConnection, tasks_out: Path, profile_out: Path, session_end_ms: int | None
+) -> dict[str, int]:
     """Fold the events in t_ev into the two tables."""
     end = "NULL::DOUBLE" if session_end_ms is None else f"{float(session_end_ms)}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE t_state_names AS SELECT * FROM (VALUES {_STATES}) s(code, name)")
@@ -140,8 +147,8 @@ def _fold(con: duckdb.DuckDBPyConnection, tasks_out: Path, profile_out: Path,
         FROM t_ev WHERE profile IS NOT NULL
     """)
     con.execute(f"""
-        COPY (SELECT {_hex('tid')} AS task_id, attempt AS attempt_number, component_type,
-                     {_hex('component_id')} AS component_id, node_ip AS node_ip_address, e.event_name AS event_name,
+        COPY (SELECT {_hex("tid")} AS task_id, attempt AS attempt_number, component_type,
+                     {_hex("component_id")} AS component_id, node_ip AS node_ip_address, e.event_name AS event_name,
                      TRY_CAST(e.start_time AS BIGINT) / 1e6 AS start_time, TRY_CAST(e.end_time AS BIGINT) / 1e6 AS end_time,
                      e.extra_data AS extra_data
               FROM t_prof ORDER BY task_id, attempt_number, start_time)
@@ -173,17 +180,17 @@ def _fold(con: duckdb.DuckDBPyConnection, tasks_out: Path, profile_out: Path,
     """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_rows AS
-        SELECT {_hex('a.tid')} AS task_id, a.attempt AS attempt_number,
+        SELECT {_hex("a.tid")} AS task_id, a.attempt AS attempt_number,
                coalesce(json_extract_string(a.info, '$.name'), json_extract_string(a.info, '$.func_or_class_name')) AS name,
-               coalesce(n.name, 'NIL') AS state, {_hex('a.job')} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
+               coalesce(n.name, 'NIL') AS state, {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
                coalesce(json_extract_string(a.info, '$.type'), 'NORMAL_TASK') AS type, json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
-               {_hex("json_extract_string(a.info, '$.parent_task_id')")} AS parent_task_id, {_hex('a.node')} AS node_id,
-               {_hex('a.worker')} AS worker_id, a.pid AS worker_pid, json_extract_string(a.error_info, '$.error_type') AS error_type,
+               {_hex("json_extract_string(a.info, '$.parent_task_id')")} AS parent_task_id, {_hex("a.node")} AS node_id,
+               {_hex("a.worker")} AS worker_id, a.pid AS worker_pid, json_extract_string(a.error_info, '$.error_type') AS error_type,
                coalesce(json_extract_string(a.info, '$.language'), 'PYTHON') AS language,
                coalesce(TRY_CAST(json_extract(a.info, '$.required_resources') AS MAP(VARCHAR, DOUBLE)), MAP {{}}) AS required_resources,
                json_extract(a.info, '$.runtime_env_info') AS runtime_env_info,
                {_hex("json_extract_string(a.info, '$.placement_group_id')")} AS placement_group_id,
-               t.events, p.component_type, {_hex('p.component_id')} AS component_id, p.node_ip,
+               t.events, p.component_type, {_hex("p.component_id")} AS component_id, p.node_ip,
                p.events AS profile_events,
                t.creation_ms AS creation_time_ms, t.start_ms AS start_time_ms,
                coalesce(t.end_ms, CASE WHEN coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') THEN {end} END)

@@ -24,10 +24,11 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from historyserver.errors import HistoryError
 
@@ -62,14 +63,15 @@ class LiveSettings:
     service_account_dir: str = SERVICE_ACCOUNT_DIR
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "LiveSettings":
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> LiveSettings:
         default = "in-cluster" if environ.get("KUBERNETES_SERVICE_HOST") else "off"
         mode, kubeconfig = parse_mode(environ.get("RAYHISTORY_KUBERNETES") or default)
         listed = environ.get("RAYHISTORY_KUBERNETES_NAMESPACE", "").split(",")
         namespaces = tuple(n.strip() for n in listed if n.strip())
         template = environ.get("RAYHISTORY_DASHBOARD_URL_TEMPLATE") or DEFAULT_DASHBOARD_URL_TEMPLATE
-        return cls(mode=mode, kubeconfig=kubeconfig, namespaces=namespaces, dashboard_url_template=template,
-                   **overrides)
+        return cls(
+            mode=mode, kubeconfig=kubeconfig, namespaces=namespaces, dashboard_url_template=template, **overrides
+        )
 
 
 def parse_mode(value: str) -> tuple[str, str | None]:
@@ -108,7 +110,7 @@ class LiveClusters:
         self._cached: tuple[float, list[LiveRow] | KubernetesUnavailable] | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "LiveClusters":
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> LiveClusters:
         return cls(LiveSettings.from_env(environ, **overrides))
 
     @property
@@ -201,8 +203,10 @@ def api_client(settings: LiveSettings) -> tuple[Any, str]:
                 config_file=settings.kubeconfig, client_configuration=configuration, persist_config=False
             )
     except Exception as e:  # noqa: BLE001 - the loaders raise ConfigException, OSError, YAML and type errors
-        where = "in-cluster service account" if settings.mode == "in-cluster" else (
-            f"kubeconfig {settings.kubeconfig or '($KUBECONFIG or ~/.kube/config)'}"
+        where = (
+            "in-cluster service account"
+            if settings.mode == "in-cluster"
+            else (f"kubeconfig {settings.kubeconfig or '($KUBECONFIG or ~/.kube/config)'}")
         )
         raise KubernetesUnavailable(
             f"cannot load the {where}: {e}; check RAYHISTORY_KUBERNETES, or set it to off"
@@ -269,7 +273,12 @@ def _cluster_row(obj: dict[str, Any], template: str) -> LiveRow:
     state = status.get("state") or _state_from_conditions(status.get("conditions") or [])
     namespace, name = _meta(obj, "namespace"), _meta(obj, "name")
     return LiveRow(
-        kind="RayCluster", namespace=namespace, name=name, state=state, created=_created(obj), ray_cluster=name,
+        kind="RayCluster",
+        namespace=namespace,
+        name=name,
+        state=state,
+        created=_created(obj),
+        ray_cluster=name,
         dashboard_url=_dashboard_url(template, namespace, name, status),
         message=status.get("reason") or _false_condition_message(status.get("conditions") or []),
     )
@@ -315,8 +324,13 @@ def _job_row(obj: dict[str, Any], clusters: dict[tuple[str, str], LiveRow]) -> L
     namespace, cluster = _meta(obj, "namespace"), status.get("rayClusterName") or None
     live = clusters.get((namespace, cluster or ""))
     return LiveRow(
-        kind="RayJob", namespace=namespace, name=_meta(obj, "name"), state="/".join(p for p in parts if p) or "New",
-        created=_created(obj), ray_cluster=cluster, dashboard_url=live.dashboard_url if live else None,
+        kind="RayJob",
+        namespace=namespace,
+        name=_meta(obj, "name"),
+        state="/".join(p for p in parts if p) or "New",
+        created=_created(obj),
+        ray_cluster=cluster,
+        dashboard_url=live.dashboard_url if live else None,
         message=status.get("message") or status.get("reason") or None,
     )
 
@@ -333,8 +347,13 @@ def _service_row(obj: dict[str, Any], clusters: dict[tuple[str, str], LiveRow]) 
     pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName") or None
     live = clusters.get((namespace, active or pending or ""))
     return LiveRow(
-        kind="RayService", namespace=namespace, name=_meta(obj, "name"), state=state, created=_created(obj),
-        ray_cluster=active or pending, pending_ray_cluster=pending if active else None,
+        kind="RayService",
+        namespace=namespace,
+        name=_meta(obj, "name"),
+        state=state,
+        created=_created(obj),
+        ray_cluster=active or pending,
+        pending_ray_cluster=pending if active else None,
         dashboard_url=live.dashboard_url if live else None,
         message=ready.get("message") or ready.get("reason") or None,
     )

@@ -32,7 +32,7 @@ def _grouping(mod: pp.AggModifier | None) -> Callable[[Labels], Labels]:
     return lambda lb: without(lb, dropped)
 
 
-def evaluate(ev: "Evaluator", node: pp.AggregateExpr) -> Vector:
+def evaluate(ev: Evaluator, node: pp.AggregateExpr) -> Vector:
     op = str(node.op).lower()
     vec = ev.eval_vector(node.expr)
     t = ev.steps

@@ -74,7 +74,7 @@ def apply(op: str, lv: FloatArray, rv: FloatArray) -> tuple[FloatArray, BoolArra
     return lv, keep
 
 
-def evaluate(ev: "Evaluator", node: pp.BinaryExpr) -> Vector | Scalar:
+def evaluate(ev: Evaluator, node: pp.BinaryExpr) -> Vector | Scalar:
     op = str(node.op).lower()
     mod = node.modifier
     return_bool = bool(mod.return_bool) if mod is not None else False

@@ -50,8 +50,14 @@ def _static_type(node: pp.Expr) -> str:
 
 
 class Engine:
-    def __init__(self, store: SeriesStore, lookback_ms: int = 300_000, max_points: int = 11_000,
-                 limits: QueryLimits | None = None, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        store: SeriesStore,
+        lookback_ms: int = 300_000,
+        max_points: int = 11_000,
+        limits: QueryLimits | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
         self.store = store
         self.lookback_ms = lookback_ms
         self.max_points = max_points
@@ -94,11 +100,11 @@ class Engine:
     def range(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
         if step_ms <= 0:
             raise BadData(
-                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. "
+                'invalid parameter "step": zero or negative query resolution step widths are not accepted. '
                 "Try a positive integer"
             )
         if end_ms < start_ms:
-            raise BadData("invalid parameter \"end\": end timestamp must not be before start time")
+            raise BadData('invalid parameter "end": end timestamp must not be before start time')
         if (end_ms - start_ms) // step_ms > self.max_points:
             # Prometheus 2.42 answers this with 400 bad_data (web/api/v1), not 422.
             raise BadData(

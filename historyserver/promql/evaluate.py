@@ -48,10 +48,8 @@ class Evaluator:
     def steps(self) -> int:
         return len(self.grid)
 
-    def child(self, start: int, end: int, step: int) -> "Evaluator":
-        return Evaluator(
-            self.store, start, end, step, self.lookback, self.query_start, self.query_end, self.shared
-        )
+    def child(self, start: int, end: int, step: int) -> Evaluator:
+        return Evaluator(self.store, start, end, step, self.lookback, self.query_start, self.query_end, self.shared)
 
     # ------------------------------------------------------------------------------------------------ dispatch
 

@@ -61,7 +61,7 @@ _MATH = {
 }
 
 
-def evaluate(ev: "Evaluator", node: pp.Call) -> Vector | Scalar:
+def evaluate(ev: Evaluator, node: pp.Call) -> Vector | Scalar:
     name = node.func.name
     args = list(node.args)
     if name in rf.RANGE_FUNCTIONS or name in ("predict_linear", "quantile_over_time", "holt_winters"):
@@ -141,8 +141,14 @@ def _elementwise(v: Vector, fn: Callable[[FloatArray], FloatArray]) -> Vector:
 
 # What Prometheus answers for NaN and infinite timestamps (Go converts them to the minimum int64 time).
 _NON_FINITE = {
-    "minute": 30, "hour": 15, "day_of_week": 0, "day_of_month": 4, "day_of_year": 339, "month": 12,
-    "year": 292277026596, "days_in_month": 31,
+    "minute": 30,
+    "hour": 15,
+    "day_of_week": 0,
+    "day_of_month": 4,
+    "day_of_year": 339,
+    "month": 12,
+    "year": 292277026596,
+    "days_in_month": 31,
 }
 
 
@@ -174,7 +180,7 @@ def _dt_field(x: FloatArray, field: str) -> FloatArray:
 
 
 _DATE_FUNCS = {
-    f: (lambda f: lambda x: _dt_field(x, f))(f)
+    f: (lambda f: lambda x: _dt_field(x, f))(f)  # noqa: B023 - bound by the outer lambda's argument
     for f in ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "month", "year", "days_in_month")
 }
 
@@ -187,7 +193,7 @@ def any_present(rv: RangeVector) -> BoolArray:
     return present
 
 
-def _absent(ev: "Evaluator", present: BoolArray, selector: pp.VectorSelector | None) -> Vector:
+def _absent(ev: Evaluator, present: BoolArray, selector: pp.VectorSelector | None) -> Vector:
     """1 with labels from the selector's equality matchers where nothing is present (absent, absent_over_time)."""
     lbls: dict[str, str] = {}
     dropped: set[str] = set()
@@ -208,7 +214,7 @@ def _absent(ev: "Evaluator", present: BoolArray, selector: pp.VectorSelector | N
     return Vector([lb], np.ones((1, ev.steps)), mask[None, :].copy())
 
 
-def _timestamp(ev: "Evaluator", arg: pp.Expr) -> Vector:
+def _timestamp(ev: Evaluator, arg: pp.Expr) -> Vector:
     node = _unparen(arg)
     if isinstance(node, pp.VectorSelector):
         v, times = instant_selector(ev, node, want_times=True)
@@ -219,7 +225,7 @@ def _timestamp(ev: "Evaluator", arg: pp.Expr) -> Vector:
     return merge_rows_per_step(Vector([drop_name(lb) for lb in v.labels], np.array(vals, dtype=np.float64), v.mask))
 
 
-def _range_call(ev: "Evaluator", name: str, args: list[pp.Expr]) -> Vector:
+def _range_call(ev: Evaluator, name: str, args: list[pp.Expr]) -> Vector:
     rv = ev.eval_range(args[0] if name != "quantile_over_time" else args[1])
     fn: rf.RangeFunction
     if name == "predict_linear":
@@ -270,7 +276,6 @@ def _go_expand(template: str, m: re.Match[str]) -> str:
     return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", sub, template)
 
 
-
 def _compile(regex: str, fn: str) -> re.Pattern[str]:
     try:
         return re.compile(regex)
@@ -278,14 +283,14 @@ def _compile(regex: str, fn: str) -> re.Pattern[str]:
         raise ExecutionError(f"invalid regular expression in {fn}(): {regex}: {e}") from None
 
 
-def _string_arg(ev: "Evaluator", node: pp.Expr) -> str:
+def _string_arg(ev: Evaluator, node: pp.Expr) -> str:
     v = ev.eval(node)
     if not isinstance(v, String):
         raise ExecutionError("expected a string argument")
     return v.value
 
 
-def _label_replace(ev: "Evaluator", args: list[pp.Expr]) -> Vector:
+def _label_replace(ev: Evaluator, args: list[pp.Expr]) -> Vector:
     v = ev.eval_vector(args[0])
     dst, repl, src, regex = (_string_arg(ev, a) for a in args[1:5])
     pat = _compile(regex, "label_replace")
@@ -300,7 +305,7 @@ def _label_replace(ev: "Evaluator", args: list[pp.Expr]) -> Vector:
     return merge_rows_per_step(Vector(labels, v.vals, v.mask))
 
 
-def _label_join(ev: "Evaluator", args: list[pp.Expr]) -> Vector:
+def _label_join(ev: Evaluator, args: list[pp.Expr]) -> Vector:
     v = ev.eval_vector(args[0])
     dst, sep = _string_arg(ev, args[1]), _string_arg(ev, args[2])
     srcs = [_string_arg(ev, a) for a in args[3:]]

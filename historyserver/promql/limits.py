@@ -29,7 +29,7 @@ class QueryLimits:
     max_samples: int = DEFAULT_MAX_SAMPLES
     timeout_s: float = DEFAULT_TIMEOUT_S
 
-    def budget(self, timeout_s: float | None = None) -> "Budget":
+    def budget(self, timeout_s: float | None = None) -> Budget:
         """A budget for one query; a request's own `timeout` can only shorten the server's."""
         t = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
         return Budget(self.max_samples, time.monotonic() + t)

@@ -60,8 +60,7 @@ class SeriesStore(Protocol):
         """Sorted label names of the series matching any of the matcher sets (all series if none)."""
         ...
 
-    def label_values(self, name: str, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
-        ...
+    def label_values(self, name: str, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]: ...
 
     def series(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
         """Label sets (with __name__) of the series that have a sample in the range and match any matcher set."""

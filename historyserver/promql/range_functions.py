@@ -54,9 +54,7 @@ def window_extreme(ufunc: np.ufunc, arr: FloatArray, lo: IndexArray, hi: IndexAr
     return out
 
 
-def _ends(
-    rv: RangeVector, i: int
-) -> tuple[RangeSeries, IndexArray, IndexArray, IndexArray, IndexArray, IndexArray]:
+def _ends(rv: RangeVector, i: int) -> tuple[RangeSeries, IndexArray, IndexArray, IndexArray, IndexArray, IndexArray]:
     s = rv.series[i]
     lo, hi = rv.window(i)
     n = hi - lo

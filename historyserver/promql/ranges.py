@@ -38,7 +38,7 @@ def duration_ms(td: _dt.timedelta | None) -> int:
     return td.days * 86_400_000 + td.seconds * 1000 + td.microseconds // 1000
 
 
-def at_ms(ev: "Evaluator", at: pp.AtModifier | None) -> int | None:
+def at_ms(ev: Evaluator, at: pp.AtModifier | None) -> int | None:
     """The time an @ modifier pins evaluation to (start()/end() are the query's), or None."""
     if at is None:
         return None
@@ -57,13 +57,13 @@ def at_ms(ev: "Evaluator", at: pp.AtModifier | None) -> int | None:
     return (pinned - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
-def _ref_times(ev: "Evaluator", offset_td: _dt.timedelta | None, at: pp.AtModifier | None) -> IntArray:
+def _ref_times(ev: Evaluator, offset_td: _dt.timedelta | None, at: pp.AtModifier | None) -> IntArray:
     pinned = at_ms(ev, at)
     base = ev.grid if pinned is None else np.full(len(ev.grid), pinned, dtype=np.int64)
     return base - duration_ms(offset_td)
 
 
-def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) -> Fetched:
+def fetch(ev: Evaluator, vs: pp.VectorSelector, start_ms: int, end_ms: int) -> Fetched:
     """(labels, ts, values) of every matching series in [start_ms, end_ms], read once per query and span."""
     matchers = selector_matchers(vs)
     key = (tuple(matchers), int(start_ms), int(end_ms))
@@ -85,11 +85,11 @@ def fetch(ev: "Evaluator", vs: pp.VectorSelector, start_ms: int, end_ms: int) ->
 
 
 @overload
-def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: Literal[False] = False) -> Vector: ...
+def instant_selector(ev: Evaluator, vs: pp.VectorSelector, want_times: Literal[False] = False) -> Vector: ...
 @overload
-def instant_selector(ev: "Evaluator", vs: pp.VectorSelector, want_times: Literal[True]) -> tuple[Vector, IntArray]: ...
+def instant_selector(ev: Evaluator, vs: pp.VectorSelector, want_times: Literal[True]) -> tuple[Vector, IntArray]: ...
 def instant_selector(
-    ev: "Evaluator", vs: pp.VectorSelector, want_times: bool = False
+    ev: Evaluator, vs: pp.VectorSelector, want_times: bool = False
 ) -> Vector | tuple[Vector, IntArray]:
     """The Vector of a selector at every step; with want_times also the chosen samples' timestamps (n, T)."""
     ref = _ref_times(ev, vs.offset, vs.at)
@@ -120,7 +120,7 @@ def instant_selector(
     return (vec, np.vstack(times)) if want_times else vec
 
 
-def matrix_selector(ev: "Evaluator", ms: pp.MatrixSelector) -> RangeVector:
+def matrix_selector(ev: Evaluator, ms: pp.MatrixSelector) -> RangeVector:
     vs = ms.vector_selector
     rng = duration_ms(ms.range)
     ends = _ref_times(ev, vs.offset, vs.at)
@@ -134,7 +134,7 @@ def matrix_selector(ev: "Evaluator", ms: pp.MatrixSelector) -> RangeVector:
     return RangeVector(out, rng, ends, selector=vs)
 
 
-def subquery(ev: "Evaluator", sq: pp.SubqueryExpr) -> RangeVector:
+def subquery(ev: Evaluator, sq: pp.SubqueryExpr) -> RangeVector:
     step = duration_ms(sq.step) or DEFAULT_SUBQUERY_STEP_MS
     rng = duration_ms(sq.range)
     ends = _ref_times(ev, sq.offset, sq.at)

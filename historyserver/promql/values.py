@@ -83,7 +83,7 @@ class Vector:
     mask: BoolArray  # (n, T)
 
     @staticmethod
-    def empty(t: int) -> "Vector":
+    def empty(t: int) -> Vector:
         return Vector([], np.zeros((0, t)), np.zeros((0, t), dtype=bool))
 
     def __len__(self) -> int:
@@ -306,7 +306,7 @@ class QueryResult:
         if self.result_type != "matrix" or not self.result:
             return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
         all_ts, times = self._matrix_times()
-        prefixes = np.array(['[' + json.dumps(t) + ',"' for t in times.tolist()], dtype=object)
+        prefixes = np.array(["[" + json.dumps(t) + ',"' for t in times.tolist()], dtype=object)
         parts = []
         for lbls, ts, vals in self.result:
             pre = prefixes[np.searchsorted(all_ts, ts)].tolist()

@@ -13,7 +13,6 @@ from typing import Any
 from historyserver.compaction.cluster_events import camel
 from historyserver.queries.session_db import SessionDB
 
-
 # A node that died within this long of the last node's death went down with the cluster (ray stop, a deleted
 # RayCluster): it was alive for the whole session, so the UI shows it as it was then (its logs stay browsable,
 # as Ray's Logs page lists only ALIVE nodes). A node that died earlier failed during the run and is shown DEAD.
@@ -114,11 +113,13 @@ def node_detail(db: SessionDB, node_id: str, session_ended: bool, end_ms: int | 
     if node is None:
         return None
     archived = db.info.get("archived_nodes", {}).get(node_id, {})
-    view = _node_view(node, archived, ui_state(node, _shutdown_ms(nodes), session_ended),
-                      end_ms / 1000 if end_ms else None)
+    view = _node_view(
+        node, archived, ui_state(node, _shutdown_ms(nodes), session_ended), end_ms / 1000 if end_ms else None
+    )
     view["raylet"].pop("coreWorkersStats")  # Ray drops it from the detail view (workers carry it instead)
-    actors = [json.loads(r[0]) for r in db.query("SELECT record FROM actors WHERE node_id = ? ORDER BY actor_id",
-                                                  [node_id])]
+    actors = [
+        json.loads(r[0]) for r in db.query("SELECT record FROM actors WHERE node_id = ? ORDER BY actor_id", [node_id])
+    ]
     view["workers"] = []
     view["actors"] = {a["actorId"]: a for a in actors}
     return view
@@ -137,8 +138,7 @@ def formatted_status(db: SessionDB, session_ended: bool, end_ms: int | None) -> 
     active = [n for n in nodes if ui_state(n, shutdown, session_ended) == "ALIVE"]
     failed = [n for n in nodes if ui_state(n, shutdown, session_ended) == "DEAD"]
     title = "Cluster status at the end of the session" if session_ended else "Cluster status (archived)"
-    lines = [f"======== {title}: {when:%Y-%m-%d %H:%M:%S} UTC ========", "Node status",
-             "-" * 63, "Active:"]
+    lines = [f"======== {title}: {when:%Y-%m-%d %H:%M:%S} UTC ========", "Node status", "-" * 63, "Active:"]
     lines += [f" 1 node_{n['node_id']}" for n in active] or [" (no active nodes)"]
     lines += ["Pending:", " (no pending nodes)", "Recent failures:"]
     lines += [f" node_{n['node_id']}: NodeTerminated (ip: {n.get('node_ip')})" for n in failed] or [" (no failures)"]

@@ -8,8 +8,8 @@ import fnmatch
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from archive import logs as archive_logs
 from archive.errors import NotFound, StoreError
@@ -89,13 +89,16 @@ def node_paths(db: SessionDB, node_id: str) -> list[str]:
 def known_node(db: SessionDB, node_id: str | None = None, node_ip: str | None = None) -> str:
     """The node's id, if the session knows it (from its events or from archived files)."""
     if node_id is None:
-        rows = db.query("SELECT node_id FROM nodes WHERE node_ip = ? ORDER BY state = 'ALIVE' DESC, is_head_node DESC",
-                        [node_ip])
+        rows = db.query(
+            "SELECT node_id FROM nodes WHERE node_ip = ? ORDER BY state = 'ALIVE' DESC, is_head_node DESC", [node_ip]
+        )
         if not rows:
             raise EntityNotFound(f"Cannot find matching node_id for a given node ip {node_ip}")
         return rows[0][0]
-    rows = db.query("SELECT 1 FROM nodes WHERE node_id = ? UNION ALL SELECT 1 FROM log_files WHERE node_id = ? LIMIT 1",
-                    [node_id, node_id])
+    rows = db.query(
+        "SELECT 1 FROM nodes WHERE node_id = ? UNION ALL SELECT 1 FROM log_files WHERE node_id = ? LIMIT 1",
+        [node_id, node_id],
+    )
     if not rows:
         raise EntityNotFound(f"Node {node_id} is not a node of this session (GET api/v0/nodes lists them)")
     return node_id
@@ -143,9 +146,12 @@ def task_target(db: SessionDB, task_id: str, attempt: int, suffix: str) -> Targe
                 f"For actor task, please query actor log for actor({record['actor_id']}): e.g. ray logs actor --id "
                 f"{record['actor_id']} . Or set RAY_ENABLE_RECORD_ACTOR_TASK_LOGGING=1 in actor's runtime env or "
                 "when starting the cluster. Recording actor task's log could be expensive, so Ray turns it off by "
-                "default.")
-        raise EntityNotFound(f"Could not find log file for task attempt:{task_id}({attempt}). Worker id = "
-                             f"{record.get('worker_id')}, node id = {node_id}, log_info = None")
+                "default."
+            )
+        raise EntityNotFound(
+            f"Could not find log file for task attempt:{task_id}({attempt}). Worker id = "
+            f"{record.get('worker_id')}, node id = {node_id}, log_info = None"
+        )
     name = info.get("stdout_file" if suffix == "out" else "stderr_file")
     if not name:
         raise EntityNotFound(f"Missing log filename info in {info} for task {task_id},attempt {attempt}")
@@ -158,8 +164,10 @@ def task_target(db: SessionDB, task_id: str, attempt: int, suffix: str) -> Targe
 def _moved(db: SessionDB, node_id: str, path: str) -> str:
     """The path, or logs/old/ where Ray's log monitor moves a dead worker's files, if only that one was archived."""
     old = "old/" + path.rsplit("/", 1)[-1]
-    rows = db.query("SELECT path FROM log_files WHERE node_id = ? AND path IN (?, ?) ORDER BY path = ? DESC",
-                    [node_id, path, old, path])
+    rows = db.query(
+        "SELECT path FROM log_files WHERE node_id = ? AND path IN (?, ?) ORDER BY path = ? DESC",
+        [node_id, path, old, path],
+    )
     return rows[0][0] if rows else path
 
 
@@ -170,8 +178,9 @@ def _previous_end(db: SessionDB, node_id: str, worker_id: str, suffix: str, end:
     it is rebuilt from the tasks that ran before on the same worker (the same file).
     """
     col = f"TRY_CAST(json_extract_string(record, '$.task_log_info.std{suffix}_end') AS BIGINT)"
-    rows = db.query(f"SELECT max({col}) FROM tasks WHERE node_id = ? AND worker_id = ? AND {col} < ?",
-                    [node_id, worker_id, end])
+    rows = db.query(
+        f"SELECT max({col}) FROM tasks WHERE node_id = ? AND worker_id = ? AND {col} < ?", [node_id, worker_id, end]
+    )
     return rows[0][0] or 0
 
 
@@ -181,15 +190,16 @@ def _under_logs(db: SessionDB, node_id: str, name: str) -> str:
         return check_filename(name)
     session_dir = ((db.info.get("archived_nodes") or {}).get(node_id) or {}).get("session_dir")
     if session_dir and name.startswith(session_dir.rstrip("/") + "/logs/"):
-        return check_filename(name[len(session_dir.rstrip("/")) + len("/logs/"):])
+        return check_filename(name[len(session_dir.rstrip("/")) + len("/logs/") :])
     m = _SESSION_LOGS.search(name)
     if not m:
         raise EntityNotFound(f"{name} is not in the session's log folder")
     return check_filename(m.group(1))
 
 
-def worker_file(db: SessionDB, node_id: str, suffix: str, worker_id: str | None = None,
-                pid: int | None = None) -> str | None:
+def worker_file(
+    db: SessionDB, node_id: str, suffix: str, worker_id: str | None = None, pid: int | None = None
+) -> str | None:
     """The worker's .out/.err on the node; a file in logs/ first, then one that Ray moved to logs/old/."""
     matches = []
     for path in node_paths(db, node_id):
@@ -205,8 +215,11 @@ def actor_target(db: SessionDB, actor_id: str, suffix: str) -> Target:
     if actor is None:
         raise EntityNotFound(f"Actor ID {actor_id} not found.")
     # The actor's record carries no worker id; its tasks do (the newest incarnation first, as Ray tries them).
-    rows = db.query("SELECT node_id, worker_id FROM tasks WHERE actor_id = ? AND worker_id IS NOT NULL "
-                    "AND node_id IS NOT NULL GROUP BY ALL ORDER BY max(start_time_ms) DESC NULLS LAST", [actor_id])
+    rows = db.query(
+        "SELECT node_id, worker_id FROM tasks WHERE actor_id = ? AND worker_id IS NOT NULL "
+        "AND node_id IS NOT NULL GROUP BY ALL ORDER BY max(start_time_ms) DESC NULLS LAST",
+        [actor_id],
+    )
     candidates: list[tuple[str, str | None, int | None]] = [(n, w, None) for n, w in rows]
     node_id = (actor.get("address") or {}).get("nodeId")
     if node_id and actor.get("pid"):
@@ -217,8 +230,10 @@ def actor_target(db: SessionDB, actor_id: str, suffix: str) -> Target:
         path = worker_file(db, node, suffix, worker_id=worker, pid=pid)
         if path:
             return Target(node, path)
-    raise EntityNotFound(f"Could not find a log file for actor {actor_id} (suffix {suffix}) on node "
-                         f"{candidates[0][0]}: its worker's log was not archived")
+    raise EntityNotFound(
+        f"Could not find a log file for actor {actor_id} (suffix {suffix}) on node "
+        f"{candidates[0][0]}: its worker's log was not archived"
+    )
 
 
 def submission_target(db: SessionDB, submission_id: str) -> Target:
@@ -247,8 +262,10 @@ class ArchivedLog:
         if segments and epoch is not None:
             segments = [s for s in segments if s.epoch == epoch]
         if not segments:
-            raise EntityNotFound(f"A file is not found at: {path} (node {node.node_id}); "
-                                 f"GET api/v0/logs?node_id={node.node_id} lists the archived files")
+            raise EntityNotFound(
+                f"A file is not found at: {path} (node {node.node_id}); "
+                f"GET api/v0/logs?node_id={node.node_id} lists the archived files"
+            )
         self.run = archive_logs.covering(segments)
         newest = max(s.epoch for s in segments)
         self.incomplete = len(self.run) < len([s for s in segments if s.epoch == newest])

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from historyserver.catalog import STALE_AFTER_MS, UNFINISHED, SessionEntry
 from historyserver.errors import TooLarge
@@ -55,9 +55,14 @@ class ArchiveStore:
     """SeriesStore over the scope's sessions: each call opens (once per instance) the tables of the sessions its
     matchers and range can touch, plus the catalog-derived session series. Meant to live for one request."""
 
-    def __init__(self, entries: list[SessionEntry], open_tables: Callable[[SessionEntry], Path],
-                 failures: FailureCache | None = None, now_ms: int | None = None,
-                 max_sessions: int | None = None) -> None:
+    def __init__(
+        self,
+        entries: list[SessionEntry],
+        open_tables: Callable[[SessionEntry], Path],
+        failures: FailureCache | None = None,
+        now_ms: int | None = None,
+        max_sessions: int | None = None,
+    ) -> None:
         self.entries = entries
         self.max_sessions = max_sessions
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -91,7 +96,8 @@ class ArchiveStore:
                 f"this selector would read {len(entries)} sessions, more than --query-max-sessions="
                 f"{self.max_sessions}; narrow it with a SessionName or ray_io_cluster matcher, a shorter time range, "
                 "or query one cluster's or session's prefix (/clusters/{namespace}/{cluster}/prometheus/api/v1/, "
-                "/sessions/{id}/prometheus/api/v1/)")
+                "/sessions/{id}/prometheus/api/v1/)"
+            )
         with self._lock:
             for entry in entries:
                 sid = entry.ref.id

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import duckdb
 import numpy as np
@@ -52,7 +52,7 @@ class SessionTables:
     samples: Path
 
     @classmethod
-    def in_dir(cls, session_id: str, tables_dir: Path) -> "SessionTables":
+    def in_dir(cls, session_id: str, tables_dir: Path) -> SessionTables:
         return cls(session_id, Path(tables_dir) / SERIES_FILE, Path(tables_dir) / SAMPLES_FILE)
 
 
@@ -143,6 +143,7 @@ class MetricsStore:
 
 # -- one session's tables in memory ------------------------------------------------------------------------------
 
+
 class _LabelColumn:
     """One label over every series: its distinct values ("" first: absent or empty) and each series' code."""
 
@@ -164,8 +165,9 @@ def _regex_matches(pattern: str, values: list[str]) -> np.ndarray:
             _RE_CON = duckdb.connect(":memory:")
         cur = _RE_CON.cursor()
     try:
-        rows = cur.execute("SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)",
-                           [pattern, values]).fetchall()
+        rows = cur.execute(
+            "SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)", [pattern, values]
+        ).fetchall()
     except duckdb.InvalidInputException as e:  # RE2 refuses the pattern
         raise BadData(f"invalid regular expression in a label matcher: {e}") from e
     finally:
@@ -240,8 +242,9 @@ class SessionIndex:
         uniq = np.concatenate(run_ids) if run_ids else np.empty(0, np.int64)
         ends = np.concatenate((starts[1:], [self._group_start[-1]])).astype(np.int64)
         pos = np.searchsorted(uniq, ids)
-        found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == ids) if len(uniq) else \
-            np.zeros(len(ids), bool)
+        found = (
+            (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == ids) if len(uniq) else np.zeros(len(ids), bool)
+        )
         pos = np.minimum(pos, max(len(uniq) - 1, 0))
         self.first = np.where(found, starts[pos] if len(uniq) else 0, 0).astype(np.int64)
         self.last = np.where(found, ends[pos] if len(uniq) else 0, 0).astype(np.int64)
@@ -289,9 +292,10 @@ class SessionIndex:
                     # A few row groups per read (pyarrow decodes them in parallel) through a reader per read (the
                     # byte ranges a reader pre-buffers stay cached in it): the transient memory stays small.
                     for at in range(0, len(missing), READ_GROUPS):
-                        batch = missing[at:at + READ_GROUPS]
+                        batch = missing[at : at + READ_GROUPS]
                         table = pq.ParquetFile(self._path, pre_buffer=True).read_row_groups(
-                            batch, columns=["ts_ms", "value"])
+                            batch, columns=["ts_ms", "value"]
+                        )
                         sizes = [int(self._group_rows[g]) for g in batch]
                         ts_parts = _per_group(table.column("ts_ms"), sizes, np.int64)
                         val_parts = _per_group(table.column("value"), sizes, np.float64)
@@ -300,8 +304,12 @@ class SessionIndex:
                             have[g] = (ts, vals)
                 else:  # an unsorted file is one cache entry, sorted
                     table = self._file.read(columns=["ts_ms", "value"])
-                    have = {0: (np.asarray(table.column("ts_ms").to_numpy(), np.int64)[self._order],
-                                np.asarray(table.column("value").to_numpy(), np.float64)[self._order])}
+                    have = {
+                        0: (
+                            np.asarray(table.column("ts_ms").to_numpy(), np.int64)[self._order],
+                            np.asarray(table.column("value").to_numpy(), np.float64)[self._order],
+                        )
+                    }
             for g in missing:
                 if g in have:
                     _CACHE.put((self.key, g), have[g])
@@ -310,7 +318,7 @@ class SessionIndex:
     def _series_rows(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         first, last = self.first[rows], self.last[rows]
         if self._order is not None:
-            (ts, vals), = self._groups([0]).values()
+            ((ts, vals),) = self._groups([0]).values()
             return [(ts[a:b], vals[a:b]) for a, b in zip(first.tolist(), last.tolist())]
         nonempty = last > first
         g_first = np.searchsorted(self._group_start, first[nonempty], side="right") - 1
@@ -326,14 +334,14 @@ class SessionIndex:
             g = int(np.searchsorted(start, a, side="right") - 1)
             if b <= start[g + 1]:  # within one row group: views, no copy
                 ts, vals = groups[g]
-                out.append((ts[a - start[g]:b - start[g]], vals[a - start[g]:b - start[g]]))
+                out.append((ts[a - start[g] : b - start[g]], vals[a - start[g] : b - start[g]]))
                 continue
             parts_t, parts_v = [], []
             while a < b:
                 ts, vals = groups[g]
                 hi = min(b, int(start[g + 1]))
-                parts_t.append(ts[a - start[g]:hi - start[g]])
-                parts_v.append(vals[a - start[g]:hi - start[g]])
+                parts_t.append(ts[a - start[g] : hi - start[g]])
+                parts_v.append(vals[a - start[g] : hi - start[g]])
                 a, g = hi, g + 1
             out.append((np.concatenate(parts_t), np.concatenate(parts_v)))
         return out

@@ -40,16 +40,24 @@ def failed_task_groups(db: SessionDB, limit: int = 20) -> list[dict[str, Any]]:
         [limit],
     )
     return [
-        {"error_type": et, "exception": exc, "count": n, "functions": funcs, "example_error": example,
-         "example_task_id": task, "example_job_id": job}
+        {
+            "error_type": et,
+            "exception": exc,
+            "count": n,
+            "functions": funcs,
+            "example_error": example,
+            "example_task_id": task,
+            "example_job_id": job,
+        }
         for et, exc, n, funcs, example, task, job in rows
     ]
 
 
 def timeline(db: SessionDB, job_id: str | None) -> dict[str, Any]:
     """Task attempts as columns (compact for the browser): one bar per attempt, placed by node and worker."""
-    where, params = ("WHERE type <> 'DRIVER_TASK' AND job_id = ?", [job_id]) if job_id else (
-        "WHERE type <> 'DRIVER_TASK'", [])
+    where, params = (
+        ("WHERE type <> 'DRIVER_TASK' AND job_id = ?", [job_id]) if job_id else ("WHERE type <> 'DRIVER_TASK'", [])
+    )
     total = db.query(f"SELECT count(*) FROM tasks {where}", params)[0][0]
     rows = db.query(
         f"""
@@ -61,6 +69,16 @@ def timeline(db: SessionDB, job_id: str | None) -> dict[str, Any]:
         """,
         params + [MAX_TIMELINE_TASKS],
     )
-    columns = ["task_id", "attempt", "name", "state", "node_id", "worker_id", "start_ms", "end_ms", "job_id",
-               "unfinished"]
+    columns = [
+        "task_id",
+        "attempt",
+        "name",
+        "state",
+        "node_id",
+        "worker_id",
+        "start_ms",
+        "end_ms",
+        "job_id",
+        "unfinished",
+    ]
     return {"total": total, "shown": len(rows), "columns": columns, "rows": [list(r) for r in rows]}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Iterable, Iterator
+from typing import Any
 
 import duckdb
 import orjson
@@ -16,8 +17,19 @@ from historyserver.errors import BadRequest, TooLarge
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
 TASK_FILTER_COLUMNS = {
-    "task_id", "attempt_number", "name", "state", "job_id", "actor_id", "type", "func_or_class_name",
-    "parent_task_id", "node_id", "worker_id", "worker_pid", "error_type",
+    "task_id",
+    "attempt_number",
+    "name",
+    "state",
+    "job_id",
+    "actor_id",
+    "type",
+    "func_or_class_name",
+    "parent_task_id",
+    "node_id",
+    "worker_id",
+    "worker_pid",
+    "error_type",
 }
 INT_COLUMNS = {"attempt_number", "worker_pid"}
 RAY_LIST_LIMIT = 10000  # RAY_MAX_LIMIT_FROM_API_SERVER: what Ray's summaries and timeline list at most
@@ -39,6 +51,7 @@ class Page:
     total: int
     num_filtered: int
     rows: list[dict[str, Any]]
+
 
 QUERY_MEMORY = "1GB"  # DuckDB's memory for one session's queries (each session has its own connection)
 
@@ -75,8 +88,10 @@ class SessionDB:
         try:
             return cur.execute(sql, params or []).fetchall()
         except duckdb.OutOfMemoryException as e:
-            raise TooLarge(f"this request needs more than the {QUERY_MEMORY} one session's queries may use; "
-                           "narrow it (filters, a smaller limit)") from e
+            raise TooLarge(
+                f"this request needs more than the {QUERY_MEMORY} one session's queries may use; "
+                "narrow it (filters, a smaller limit)"
+            ) from e
         finally:
             cur.close()
 
@@ -90,30 +105,44 @@ class SessionDB:
         finally:
             cur.close()
 
-    def tasks(self, filters: list[Filter], limit: int, exclude_driver: bool = True, raw: bool = False,
-              admit: Callable[[int], ContextManager[Any]] = lambda rows: nullcontext()) -> Page:
+    def tasks(
+        self,
+        filters: list[Filter],
+        limit: int,
+        exclude_driver: bool = True,
+        raw: bool = False,
+        admit: Callable[[int], AbstractContextManager[Any]] = lambda rows: nullcontext(),
+    ) -> Page:
         """Ray's list_tasks, sorted by task id as Ray sorts them. `raw`: the rows as their stored JSON text (to be
         spliced into an answer unparsed); `admit(rows)` is held while the page's records are read."""
         where, params = task_where(filters, exclude_driver)
-        total, filtered = task_counts(self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0],
-                                      exclude_driver)
+        total, filtered = task_counts(
+            self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0], exclude_driver
+        )
         # Two steps, so that only the page's records are read: the page's keys from the narrow columns, then
         # their records (tasks.parquet is sorted by task id in small row groups, so the second read is short).
         with admit(min(limit, filtered)):
-            keys = self.query(f"SELECT task_id, attempt_number FROM tasks WHERE {where} "
-                              "ORDER BY task_id, attempt_number LIMIT ?", params + [limit])
+            keys = self.query(
+                f"SELECT task_id, attempt_number FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT ?",
+                params + [limit],
+            )
             if not keys:
                 return Page(total, filtered, [])
-            rows = self.query(f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
-                              "ORDER BY task_id, attempt_number LIMIT ?", params + [keys[0][0], keys[-1][0], limit])
+            rows = self.query(
+                f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
+                "ORDER BY task_id, attempt_number LIMIT ?",
+                params + [keys[0][0], keys[-1][0], limit],
+            )
             return Page(total, filtered, [r[0] for r in rows] if raw else [_loads(r[0]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
         return [_loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
 
     def job(self, job_or_submission_id: str) -> dict[str, Any] | None:
-        rows = self.query("SELECT record FROM jobs WHERE submission_id = ? OR job_id = ? "
-                           "ORDER BY (submission_id = ?) DESC LIMIT 1", [job_or_submission_id] * 3)
+        rows = self.query(
+            "SELECT record FROM jobs WHERE submission_id = ? OR job_id = ? ORDER BY (submission_id = ?) DESC LIMIT 1",
+            [job_or_submission_id] * 3,
+        )
         return _loads(rows[0][0]) if rows else None
 
     def actors(self) -> list[dict[str, Any]]:
@@ -162,8 +191,9 @@ def task_where(filters: Iterable[Filter], exclude_driver: bool = True) -> tuple[
     return " AND ".join(where), params
 
 
-def task_counts(db: SessionDB, filters: list[Filter], num_filtered: int,
-                exclude_driver: bool = True) -> tuple[int, int]:
+def task_counts(
+    db: SessionDB, filters: list[Filter], num_filtered: int, exclude_driver: bool = True
+) -> tuple[int, int]:
     """(total, num_filtered) as Ray reports them: total counts only the source-side filters."""
     source = [f for f in filters if f.key.lower() in SOURCE_FILTER_KEYS]
     if len(source) == len(filters):

@@ -25,8 +25,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import numpy as np
@@ -49,8 +49,12 @@ NAME = "__name__"
 
 def session_labels(entry: SessionEntry) -> dict[str, str]:
     m = entry.manifest
-    return {"namespace": m.namespace, "ray_io_cluster": m.cluster, "SessionName": m.session_name,
-            "status": entry.status}
+    return {
+        "namespace": m.namespace,
+        "ray_io_cluster": m.cluster,
+        "SessionName": m.session_name,
+        "status": entry.status,
+    }
 
 
 def matches(m: Matcher, value: str) -> bool:
@@ -91,8 +95,8 @@ class Failures:
                 f"SELECT record FROM read_parquet('{_quote(tables_dir / JOBS.file)}') WHERE status = 'FAILED'"
             ).fetchall()
             tasks = con.execute(
-                f"SELECT end_time_ms FROM read_parquet('{_quote(tables_dir / TASKS.file)}') "
-                "WHERE state = 'FAILED'").fetchall()
+                f"SELECT end_time_ms FROM read_parquet('{_quote(tables_dir / TASKS.file)}') WHERE state = 'FAILED'"
+            ).fetchall()
         finally:
             con.close()
         job_ends = []
@@ -153,8 +157,9 @@ def warehouse_tables(warehouse) -> Callable[[SessionEntry], Path | None]:
 class SessionSeriesStore:
     """The SeriesStore of the virtual series of a list of sessions."""
 
-    def __init__(self, entries: list[SessionEntry], failures: FailureCache | None = None,
-                 now_ms: int | None = None) -> None:
+    def __init__(
+        self, entries: list[SessionEntry], failures: FailureCache | None = None, now_ms: int | None = None
+    ) -> None:
         self.entries = entries
         self.failures = failures
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms

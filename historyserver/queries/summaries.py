@@ -13,13 +13,18 @@ import sys
 from typing import Any
 
 from historyserver.errors import BadRequest
-from historyserver.queries.session_db import RAY_LIST_LIMIT, Filter, SessionDB, task_counts as _counts, task_where
+from historyserver.queries.session_db import RAY_LIST_LIMIT, Filter, SessionDB, task_where
+from historyserver.queries.session_db import task_counts as _counts
 
 DRIVER_TASK_ID_PREFIX = "f" * 40
-MISSING_DATA_WARNING = ("There is missing data in this aggregation. "
-                        "Possibly due to task data being evicted to preserve memory.")
-_TYPE_TOTALS = {"NORMAL_TASK": "total_tasks", "ACTOR_TASK": "total_actor_tasks",
-                "ACTOR_CREATION_TASK": "total_actor_scheduled"}
+MISSING_DATA_WARNING = (
+    "There is missing data in this aggregation. Possibly due to task data being evicted to preserve memory."
+)
+_TYPE_TOTALS = {
+    "NORMAL_TASK": "total_tasks",
+    "ACTOR_TASK": "total_actor_tasks",
+    "ACTOR_CREATION_TASK": "total_actor_scheduled",
+}
 
 
 def summarize_tasks(db: SessionDB, filters: list[Filter], summary_by: str | None) -> dict[str, Any]:
@@ -48,11 +53,14 @@ def _by_func_name(db: SessionDB, filters: list[Filter]) -> tuple[dict[str, Any],
     # One row per (name, state, type), with the first task (in Ray's task id order) that has it: Ray's dicts
     # are ordered by first appearance, and a name's type is that of its first task. (A struct min of
     # (task_id, attempt) would be exact for attempts in several states, but costs three times as much.)
-    rows = db.query(f"""
+    rows = db.query(
+        f"""
         SELECT coalesce(nullif(name, ''), func_or_class_name) AS key, state, type, count(*) AS n,
                min(task_id) AS first_task, arg_min(attempt_number, task_id) AS first_attempt
         FROM tasks WHERE {where} GROUP BY ALL
-    """, params)
+    """,
+        params,
+    )
     rows.sort(key=lambda r: (r[4], r[5] if r[5] is not None else -1))
     summary: dict[Any, dict[str, Any]] = {}
     totals = dict.fromkeys(_TYPE_TOTALS.values(), 0)
@@ -69,8 +77,9 @@ class _Node:
 
     __slots__ = ("name", "key", "type", "timestamp", "state_counts", "children", "link", "min_child_ts")
 
-    def __init__(self, name: Any, key: str, type_: str, timestamp: float | None = None,
-                 link: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: Any, key: str, type_: str, timestamp: float | None = None, link: dict[str, str] | None = None
+    ) -> None:
         self.name, self.key, self.type, self.link = name, key, type_, link
         # Ray's pydantic dataclass holds an int: creation times are whole milliseconds.
         self.timestamp = int(timestamp) if timestamp is not None else None
@@ -82,13 +91,20 @@ class _Node:
 def _by_lineage(db: SessionDB, filters: list[Filter]) -> tuple[dict[str, Any], int]:
     where, params = task_where(filters)
     num_filtered = db.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0]
-    tasks = db.query(f"""
+    tasks = db.query(
+        f"""
         SELECT task_id, coalesce(nullif(name, ''), func_or_class_name), type, state, creation_time_ms, actor_id,
                parent_task_id, func_or_class_name
         FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT {RAY_LIST_LIMIT}
-    """, params)
-    actor_names = {aid: repr_name or cls for aid, cls, repr_name in db.query(
-        "SELECT actor_id, class_name, json_extract_string(record, '$.reprName') FROM actors")}
+    """,
+        params,
+    )
+    actor_names = {
+        aid: repr_name or cls
+        for aid, cls, repr_name in db.query(
+            "SELECT actor_id, class_name, json_extract_string(record, '$.reprName') FROM actors"
+        )
+    }
     summary = LineageTree(tasks, actor_names).summary()
     return summary, num_filtered
 
@@ -227,24 +243,33 @@ def _merge_siblings(siblings: list[_Node]) -> tuple[list[_Node], int | None]:
 
 def _sort(nodes: list[_Node]) -> None:
     """Running first, then pending, then failed, then oldest; an actor's creation task before its calls."""
+
     def count(n: _Node, *states: str) -> int:
         return sum(n.state_counts.get(s, 0) for s in states)
 
-    nodes.sort(key=lambda n: (
-        -count(n, "RUNNING", "RUNNING_IN_RAY_GET", "RUNNING_IN_RAY_WAIT"),
-        -count(n, "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL", "PENDING_ARGS_FETCH"),
-        -count(n, "FAILED"),
-        n.timestamp or sys.maxsize,
-        0 if n.type == "ACTOR_CREATION_TASK" else 1,
-    ))
+    nodes.sort(
+        key=lambda n: (
+            -count(n, "RUNNING", "RUNNING_IN_RAY_GET", "RUNNING_IN_RAY_WAIT"),
+            -count(
+                n, "PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "PENDING_OBJ_STORE_MEM_AVAIL", "PENDING_ARGS_FETCH"
+            ),
+            -count(n, "FAILED"),
+            n.timestamp or sys.maxsize,
+            0 if n.type == "ACTOR_CREATION_TASK" else 1,
+        )
+    )
 
 
 def _to_dicts(roots: list[_Node], order: list[_Node]) -> list[dict[str, Any]]:
     done: dict[int, dict[str, Any]] = {}
     for node in order:
         done[id(node)] = {
-            "name": node.name, "key": node.key, "type": node.type, "timestamp": node.timestamp,
-            "state_counts": node.state_counts, "children": [done[id(c)] for c in node.children if id(c) in done],
+            "name": node.name,
+            "key": node.key,
+            "type": node.type,
+            "timestamp": node.timestamp,
+            "state_counts": node.state_counts,
+            "children": [done[id(c)] for c in node.children if id(c) in done],
             "link": node.link,
         }
     return [done[id(n)] for n in roots]

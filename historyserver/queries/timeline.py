@@ -9,10 +9,10 @@ then the metadata events ("M") that name them.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from historyserver.queries.session_db import SessionDB
-from historyserver.queries.session_db import NOT_DRIVER, RAY_LIST_LIMIT
+from historyserver.queries.session_db import NOT_DRIVER, RAY_LIST_LIMIT, SessionDB
 
 # Ray's _default_color_mapping: trace viewer colour names by event name; anything else is "generic_work".
 COLORS = {
@@ -74,7 +74,8 @@ def chrome_trace_events(db: SessionDB, job_id: str | None = None) -> Iterator[di
     if job_id:
         where += " AND lower(job_id) = lower(?)"
         params.append(job_id)
-    rows = db.stream(f"""
+    rows = db.stream(
+        f"""
         WITH listed AS (
             SELECT task_id, attempt_number, job_id, func_or_class_name, actor_id FROM tasks
             WHERE {where} ORDER BY task_id, attempt_number LIMIT {RAY_LIST_LIMIT})
@@ -84,10 +85,12 @@ def chrome_trace_events(db: SessionDB, job_id: str | None = None) -> Iterator[di
         FROM listed l JOIN profile_events p USING (task_id, attempt_number)
         WHERE p.component_type IN {TRACED_COMPONENTS} AND p.start_time IS NOT NULL AND p.end_time IS NOT NULL
         ORDER BY l.task_id, l.attempt_number, p.start_time
-    """, params)
+    """,
+        params,
+    )
     nodes: dict[Any, int] = {}
     workers: dict[tuple[int, str], int] = {}
-    for (task_id, job, attempt, func, actor_id, ctype, cid, node_ip, name, start, end, extra_raw) in rows:
+    for task_id, job, attempt, func, actor_id, ctype, cid, node_ip, name, start, end, extra_raw in rows:
         extra = _extra(extra_raw)
         extra.update(task_id=task_id, job_id=job, attempt_number=attempt, func_or_class_name=func, actor_id=actor_id)
         pid = nodes.setdefault(node_ip, len(nodes))

@@ -43,17 +43,32 @@ def _name(what: str):
             return check_name(text, what)
         except InvalidName as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     return check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", required=True, help="a directory, file://PATH or s3://bucket/prefix")
-    parser.add_argument("--older-than", required=True, type=_duration, metavar="DURATION",
-                        help="delete sessions that ended (or went silent) longer ago than this: 90m, 12h, 30d, 2w")
-    parser.add_argument("--keep-failed", type=_duration, metavar="DURATION",
-                        help="keep sessions with failed jobs or tasks (or not yet known) until this old")
-    parser.add_argument("--keep-last", type=_count, default=0, metavar="N",
-                        help="always keep the newest N sessions of each namespace/cluster")
+    parser.add_argument(
+        "--older-than",
+        required=True,
+        type=_duration,
+        metavar="DURATION",
+        help="delete sessions that ended (or went silent) longer ago than this: 90m, 12h, 30d, 2w",
+    )
+    parser.add_argument(
+        "--keep-failed",
+        type=_duration,
+        metavar="DURATION",
+        help="keep sessions with failed jobs or tasks (or not yet known) until this old",
+    )
+    parser.add_argument(
+        "--keep-last",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="always keep the newest N sessions of each namespace/cluster",
+    )
     parser.add_argument("--namespace", type=_name("namespace"), help="only sessions of this namespace")
     parser.add_argument("--cluster", type=_name("cluster name"), help="only sessions of this cluster")
     parser.add_argument("--cache-dir", help="a history server's --cache-dir: its tables of deleted sessions go too")
@@ -63,9 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     if args.keep_failed is not None and args.keep_failed <= args.older_than:
-        print(f"rayhistory gc: --keep-failed {format_age(args.keep_failed)} is not longer than --older-than "
-              f"{format_age(args.older_than)}, so it would keep nothing; give a longer --keep-failed or leave it out",
-              file=err)
+        print(
+            f"rayhistory gc: --keep-failed {format_age(args.keep_failed)} is not longer than --older-than "
+            f"{format_age(args.older_than)}, so it would keep nothing; give a longer --keep-failed or leave it out",
+            file=err,
+        )
         return UNUSABLE
     policy = Policy(args.older_than, args.keep_failed, args.keep_last, args.namespace, args.cluster)
     try:
@@ -78,13 +95,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return _gc(store, policy, args, out, err)
     except AccessDenied as e:  # running again will not help until the credentials change
         print(f"rayhistory gc: {e}", file=err)
-        print("rayhistory gc: stopped; gc needs credentials that may write and delete objects. No listed session "
-              "is half-deleted, and gc run again with them finishes what this run began", file=err)
+        print(
+            "rayhistory gc: stopped; gc needs credentials that may write and delete objects. No listed session "
+            "is half-deleted, and gc run again with them finishes what this run began",
+            file=err,
+        )
         return UNUSABLE
     except (StoreError, ArchiveUnavailable, sweep.StillBeingWritten) as e:
         print(f"rayhistory gc: {e}", file=err)
-        print("rayhistory gc: stopped; no listed session is half-deleted, and running gc again finishes "
-              "what this run began", file=err)
+        print(
+            "rayhistory gc: stopped; no listed session is half-deleted, and running gc again finishes "
+            "what this run began",
+            file=err,
+        )
         return INCOMPLETE
 
 
@@ -142,8 +165,9 @@ def _gc(store: Store, policy: Policy, args: argparse.Namespace, out: TextIO, err
         progress.clear()
     kept = sum(v.action == KEEP for v in verdicts)
     refused = sum(v.action == REFUSE for v in verdicts)
-    print(f"total: {verb} {len(plan)} session(s), {format_size(total)}; kept {kept}; refused {refused} running",
-          file=out)
+    print(
+        f"total: {verb} {len(plan)} session(s), {format_size(total)}; kept {kept}; refused {refused} running", file=out
+    )
     return OK
 
 

@@ -16,8 +16,10 @@ def parse_duration(text: str) -> int:
     """Milliseconds in `text`; raises InvalidDuration saying what is accepted."""
     m = _DURATION.match(text.strip().lower())
     if not m:
-        raise InvalidDuration(f"invalid duration {text!r}: use a whole number and one unit, m (minutes), h (hours), "
-                              "d (days) or w (weeks), e.g. 90m, 12h, 30d, 2w")
+        raise InvalidDuration(
+            f"invalid duration {text!r}: use a whole number and one unit, m (minutes), h (hours), "
+            "d (days) or w (weeks), e.g. 90m, 12h, 30d, 2w"
+        )
     if int(m.group(1)) == 0:
         raise InvalidDuration(f"invalid duration {text!r}: it must be longer than zero")
     return int(m.group(1)) * _UNITS_MS[m.group(2)]
@@ -34,4 +36,3 @@ def format_age(ms: int) -> str:
     if hours:
         return f"{hours}h {mins}m" if mins else f"{hours}h"
     return f"{mins}m"
-

@@ -12,13 +12,13 @@ import io
 import json
 from dataclasses import dataclass
 
-from archive import api_snapshots, logs as archive_logs
+from archive import api_snapshots
+from archive import logs as archive_logs
 from archive.api_snapshots import JOBS_ROUTE
-from archive.errors import NotFound
 from archive.compacted import INFO_FILE, JOBS
+from archive.errors import NotFound
 from archive.layout import InvalidName, SessionRef, parse_compacted_key, parse_node_key
 from archive.storage import ObjectInfo, Store
-
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,12 @@ def _api_says_a_job_failed(store: Store, ref: SessionRef, objects: list[ObjectIn
             continue
         if node_id is None:
             continue
-        rest = o.key[len(ref.node(node_id).prefix):].split("/")
-        if len(rest) == 3 and rest[0] == api_snapshots.SOURCE and \
-                (seq := api_snapshots.parse_file_name(rest[1])) is not None:
+        rest = o.key[len(ref.node(node_id).prefix) :].split("/")
+        if (
+            len(rest) == 3
+            and rest[0] == api_snapshots.SOURCE
+            and (seq := api_snapshots.parse_file_name(rest[1])) is not None
+        ):
             files[(node_id, rest[1])] = seq
     for (node_id, name), _seq in sorted(files.items(), key=lambda kv: kv[1], reverse=True):
         try:
@@ -94,6 +97,5 @@ def _api_says_a_job_failed(store: Store, ref: SessionRef, objects: list[ObjectIn
                 continue
             if snap.route == JOBS_ROUTE and snap.status == 200:
                 body = snap.body
-                return isinstance(body, list) and any(isinstance(j, dict) and j.get("status") == "FAILED"
-                                                      for j in body)
+                return isinstance(body, list) and any(isinstance(j, dict) and j.get("status") == "FAILED" for j in body)
     return False

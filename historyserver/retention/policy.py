@@ -8,8 +8,8 @@ cluster) stay; with `keep_failed`, a session that failed (or whose failures are 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from archive.layout import SessionRef
 from archive.manifest import RUNNING
@@ -32,8 +32,9 @@ class Policy:
         return self.selects_ref(entry.ref)
 
     def selects_ref(self, ref: SessionRef) -> bool:
-        return ((self.namespace is None or ref.namespace == self.namespace)
-                and (self.cluster is None or ref.cluster == self.cluster))
+        return (self.namespace is None or ref.namespace == self.namespace) and (
+            self.cluster is None or ref.cluster == self.cluster
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ def age_ms(entry: SessionEntry, now_ms: int) -> int:
     return now_ms - end
 
 
-def decide(entries: Iterable[SessionEntry], policy: Policy, now_ms: int,
-           failures: Callable[[SessionEntry], FailureEvidence]) -> list[Verdict]:
+def decide(
+    entries: Iterable[SessionEntry], policy: Policy, now_ms: int, failures: Callable[[SessionEntry], FailureEvidence]
+) -> list[Verdict]:
     """A verdict for each selected session older than `older_than` (running ones: started before it), oldest
     first; younger sessions are not mentioned. `failures` is asked only when `keep_failed` could keep one."""
     groups: dict[tuple[str, str], list[SessionEntry]] = defaultdict(list)
@@ -72,14 +74,14 @@ def decide(entries: Iterable[SessionEntry], policy: Policy, now_ms: int,
             if age < policy.older_than_ms:
                 continue
             if rank < policy.keep_last:
-                verdicts.append(Verdict(e, KEEP, f"one of the newest {policy.keep_last} of {namespace}/{cluster}",
-                                        age))
+                verdicts.append(Verdict(e, KEEP, f"one of the newest {policy.keep_last} of {namespace}/{cluster}", age))
                 continue
             if policy.keep_failed_ms is not None and age < policy.keep_failed_ms:
                 found = failures(e)
                 if not found.known_clean:
-                    verdicts.append(Verdict(e, KEEP, f"{found.how} (--keep-failed {format_age(policy.keep_failed_ms)})",
-                                            age))
+                    verdicts.append(
+                        Verdict(e, KEEP, f"{found.how} (--keep-failed {format_age(policy.keep_failed_ms)})", age)
+                    )
                     continue
             verdicts.append(Verdict(e, DELETE, e.status, age))
     verdicts.sort(key=lambda v: (-v.age_ms, v.entry.ref.id))

@@ -48,8 +48,10 @@ class Progress:
             self._drawn = False
 
     def _text(self) -> str:
-        return (f"{format_size(self.bytes)} of {format_size(self.total_bytes)}, "
-                f"{self.sessions}/{self.total_sessions} sessions")
+        return (
+            f"{format_size(self.bytes)} of {format_size(self.total_bytes)}, "
+            f"{self.sessions}/{self.total_sessions} sessions"
+        )
 
     def _show(self, force: bool) -> None:
         share = self.bytes / self.total_bytes if self.total_bytes else 1.0

@@ -9,15 +9,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from archive.errors import ArchiveError
 from archive.compacted import INFO_FILE
-from archive.layout import (COMPACTED_DIR, DELETING_PREFIX, FORMAT_VERSION, InvalidName, SessionRef,
-                            parse_compacted_key, parse_deleting_key)
+from archive.errors import ArchiveError
+from archive.layout import (
+    COMPACTED_DIR,
+    DELETING_PREFIX,
+    FORMAT_VERSION,
+    InvalidName,
+    SessionRef,
+    parse_compacted_key,
+    parse_deleting_key,
+)
 from archive.storage import ObjectInfo, Store
-
 
 PASSES = 3  # re-lists after deleting, for objects written meanwhile
 
@@ -34,7 +40,7 @@ def session_objects(store: Store, ref: SessionRef) -> list[ObjectInfo]:
 
 
 def _rank(ref: SessionRef, key: str) -> int:
-    rest = key[len(ref.prefix):]
+    rest = key[len(ref.prefix) :]
     if rest.startswith(COMPACTED_DIR):
         compacted = parse_compacted_key(key, ref)  # info.json vouches for the tables: it goes first
         return 0 if compacted and compacted[1] == INFO_FILE else 1
@@ -54,8 +60,9 @@ def pending(store: Store) -> list[SessionRef]:
     return refs
 
 
-def delete_session(store: Store, ref: SessionRef, objects: list[ObjectInfo], reason: str,
-                   progress: Callable[[int], None]) -> int:
+def delete_session(
+    store: Store, ref: SessionRef, objects: list[ObjectInfo], reason: str, progress: Callable[[int], None]
+) -> int:
     """Delete the session; `progress(n_bytes)` after each batch. Returns the bytes deleted."""
     marker = {"format_version": FORMAT_VERSION, "requested_ms": int(time.time() * 1000), "reason": reason}
     store.put(ref.deleting_key, json.dumps(marker).encode())
@@ -66,7 +73,7 @@ def delete_session(store: Store, ref: SessionRef, objects: list[ObjectInfo], rea
     rest = [o for o in objects if o.key != ref.index_key]
     for _ in range(PASSES):
         for start in range(0, len(rest), store.delete_batch):
-            batch = rest[start:start + store.delete_batch]
+            batch = rest[start : start + store.delete_batch]
             store.delete_many([o.key for o in batch])
             done += _sizes(batch)
             progress(_sizes(batch))
@@ -76,9 +83,11 @@ def delete_session(store: Store, ref: SessionRef, objects: list[ObjectInfo], rea
         if not rest:
             store.delete_many([ref.deleting_key])
             return done
-    raise StillBeingWritten(f"objects keep arriving under {ref.prefix} ({len(rest)} now) while it is deleted; "
-                            f"is a collector still writing {ref.id}? its deletion marker stays, and the next "
-                            "gc run finishes it")
+    raise StillBeingWritten(
+        f"objects keep arriving under {ref.prefix} ({len(rest)} now) while it is deleted; "
+        f"is a collector still writing {ref.id}? its deletion marker stays, and the next "
+        "gc run finishes it"
+    )
 
 
 def _sizes(objects: list[ObjectInfo]) -> int:

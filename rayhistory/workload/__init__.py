@@ -20,8 +20,13 @@ class WorkloadFailed(RuntimeError):
 
 def run(env: dict[str, str], address: str, dashboard: str, progress=lambda msg: None) -> dict[str, str]:
     """Run the driver, then submit two jobs; returns {submission_id: final status}."""
-    out = subprocess.run([sys.executable, str(HERE / "driver.py")], env={**env, "RAY_ADDRESS": address},
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "driver.py")],
+        env={**env, "RAY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if out.returncode != 0:
         raise WorkloadFailed(f"the demo driver failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
     progress("driver finished: tasks, failing tasks, actors")
@@ -31,10 +36,17 @@ def run(env: dict[str, str], address: str, dashboard: str, progress=lambda msg: 
     client = JobSubmissionClient(dashboard)
     stamp = int(time.time())
     submitted = [
-        _submit(client, entrypoint=f"{sys.executable} job.py", runtime_env={"working_dir": str(HERE)},
-                submission_id=f"demo_ok_{stamp}"),
-        _submit(client, entrypoint=f"{sys.executable} -c 'import sys; print(\"failing on purpose\"); sys.exit(3)'",
-                submission_id=f"demo_fail_{stamp}"),
+        _submit(
+            client,
+            entrypoint=f"{sys.executable} job.py",
+            runtime_env={"working_dir": str(HERE)},
+            submission_id=f"demo_ok_{stamp}",
+        ),
+        _submit(
+            client,
+            entrypoint=f"{sys.executable} -c 'import sys; print(\"failing on purpose\"); sys.exit(3)'",
+            submission_id=f"demo_fail_{stamp}",
+        ),
     ]
     final = {}
     deadline = time.monotonic() + 300

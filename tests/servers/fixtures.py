@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.servers.seaweedfs import SeaweedFS, running_seaweedfs
 
 # AWS settings from the developer's environment that would override or break the test server's.
-_FOREIGN_AWS_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                    "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION", "RAYHISTORY_S3_ADDRESSING_STYLE")
+_FOREIGN_AWS_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "RAYHISTORY_S3_ADDRESSING_STYLE",
+)
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,13 @@ import ssl
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -43,8 +44,15 @@ import yaml
 HOST = "127.0.0.1"
 USER = "system:serviceaccount:ray-system:rayhistory"
 VERSION_INFO = {
-    "major": "1", "minor": "34", "gitVersion": "v1.34.1", "gitCommit": "0" * 40, "gitTreeState": "clean",
-    "buildDate": "2026-09-09T12:00:00Z", "goVersion": "go1.24.6", "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "34",
+    "gitVersion": "v1.34.1",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2026-09-09T12:00:00Z",
+    "goVersion": "go1.24.6",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 VERBS = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
 
@@ -56,8 +64,14 @@ def load_crds(directory: Path) -> list[dict[str, Any]]:
 
 def status_object(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """Kubernetes' Status, the body of every error it answers."""
-    doc: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                           "message": message, "reason": reason}
+    doc: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
     if details is not None:
         doc["details"] = details
     doc["code"] = code
@@ -80,8 +94,17 @@ class AccessRule:
 
 REVIEW_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 REVIEW_SPEC_KEYS = {"user", "groups", "uid", "extra", "resourceAttributes", "nonResourceAttributes"}
-RESOURCE_ATTRIBUTE_KEYS = {"namespace", "verb", "group", "version", "resource", "subresource", "name",
-                           "fieldSelector", "labelSelector"}
+RESOURCE_ATTRIBUTE_KEYS = {
+    "namespace",
+    "verb",
+    "group",
+    "version",
+    "resource",
+    "subresource",
+    "name",
+    "fieldSelector",
+    "labelSelector",
+}
 
 
 @dataclass
@@ -108,7 +131,7 @@ class KubeAPI:
     def url(self) -> str:
         return f"https://{HOST}:{self.port}"
 
-    def start(self) -> "KubeAPI":
+    def start(self) -> KubeAPI:
         self._dir = tempfile.TemporaryDirectory(prefix="kube-api-")
         self.ca_pem, cert, key = _certificates(Path(self._dir.name))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -129,7 +152,7 @@ class KubeAPI:
             self._dir.cleanup()
             self._dir = None
 
-    def __enter__(self) -> "KubeAPI":
+    def __enter__(self) -> KubeAPI:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -137,11 +160,18 @@ class KubeAPI:
 
     def write_kubeconfig(self, path: Path, token: str | None = None, server: str | None = None) -> Path:
         config = {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "test", "cluster": {
-                "server": server or self.url,
-                "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
-            }}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": server or self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
+                    },
+                }
+            ],
             "users": [{"name": "rayhistory", "user": {"token": token or self.token}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "rayhistory"}}],
             "current-context": "test",
@@ -173,12 +203,26 @@ class KubeAPI:
             return 401, status_object(401, "Unauthorized", "Unauthorized")
         parts = [p for p in path.split("/") if p]
         if parts == ["api"]:
-            return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{HOST}:{self.port}"}]}
+            return 200, {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{HOST}:{self.port}"}],
+            }
         if parts == ["api", "v1"]:
-            return 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-                {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
-                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": ["ns"]}]}
+            return 200, {
+                "kind": "APIResourceList",
+                "groupVersion": "v1",
+                "resources": [
+                    {
+                        "name": "namespaces",
+                        "singularName": "namespace",
+                        "namespaced": False,
+                        "kind": "Namespace",
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                        "shortNames": ["ns"],
+                    }
+                ],
+            }
         if parts == ["apis"]:
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
         if parts[:1] == ["apis"] and len(parts) == 2:
@@ -202,22 +246,36 @@ class KubeAPI:
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.token.encode()):
             return 401, status_object(401, "Unauthorized", "Unauthorized")
         if path != REVIEW_PATH:
-            return 405, status_object(405, "MethodNotAllowed", "the server does not allow this method on the "
-                                      "requested resource (this test server creates only subjectaccessreviews)", {})
+            return 405, status_object(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the "
+                "requested resource (this test server creates only subjectaccessreviews)",
+                {},
+            )
         # kube-apiserver reads a body without Content-Type as its first serializer's, JSON.
         if content_type.split(";")[0].strip() not in ("", "application/json"):
-            return 415, status_object(415, "UnsupportedMediaType", f'the body of the request was in an unknown '
-                                      f'format - accepted media types include: application/json', {})
+            return 415, status_object(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json",
+                {},
+            )
         try:
             review = json.loads(body)
         except ValueError as e:
             return 400, status_object(400, "BadRequest", f"the request body is not JSON: {e}")
         self.reviews.append(review)
         if not self.may_review:
-            return 403, status_object(403, "Forbidden", (
-                f'subjectaccessreviews.authorization.k8s.io is forbidden: User "{USER}" cannot create resource '
-                '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope'),
-                {"group": "authorization.k8s.io", "kind": "subjectaccessreviews"})
+            return 403, status_object(
+                403,
+                "Forbidden",
+                (
+                    f'subjectaccessreviews.authorization.k8s.io is forbidden: User "{USER}" cannot create resource '
+                    '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope'
+                ),
+                {"group": "authorization.k8s.io", "kind": "subjectaccessreviews"},
+            )
         problem = _review_problem(review)
         if problem:
             status = 422 if problem.startswith("spec") else 400
@@ -225,23 +283,41 @@ class KubeAPI:
         spec = review["spec"]
         attributes = spec["resourceAttributes"]
         subjects = {("User", spec.get("user") or "")} | {("Group", g) for g in spec.get("groups") or []}
-        matching = [r for r in self.access_rules if (r.kind, r.name) in subjects
-                    and r.namespace in ("*", attributes.get("namespace", ""))
-                    and attributes.get("verb") in r.verbs and attributes.get("group", "") == r.api_group
-                    and attributes.get("resource") == r.resource]
+        matching = [
+            r
+            for r in self.access_rules
+            if (r.kind, r.name) in subjects
+            and r.namespace in ("*", attributes.get("namespace", ""))
+            and attributes.get("verb") in r.verbs
+            and attributes.get("group", "") == r.api_group
+            and attributes.get("resource") == r.resource
+        ]
         status_part: dict[str, Any] = {"allowed": False}
         denial = next((r for r in matching if not r.allow), None)
         grant = next((r for r in matching if r.allow), None)
         if denial is not None:
-            status_part = {"allowed": False, "denied": True, "reason": f"denied by policy for {denial.kind} "
-                                                                         f'"{denial.name}"'}
+            status_part = {
+                "allowed": False,
+                "denied": True,
+                "reason": f'denied by policy for {denial.kind} "{denial.name}"',
+            }
         elif grant is not None:
-            binding = (f'ClusterRoleBinding "{grant.name}-ray-viewer"' if grant.namespace == "*" else
-                       f'RoleBinding "{grant.name}-ray-viewer/{grant.namespace}"')
-            status_part = {"allowed": True, "reason": f'RBAC: allowed by {binding} of ClusterRole "ray-viewer" to '
-                                                      f'{grant.kind} "{grant.name}"'}
-        return 201, {"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
-                     "metadata": {"creationTimestamp": None}, "spec": spec, "status": status_part}
+            binding = (
+                f'ClusterRoleBinding "{grant.name}-ray-viewer"'
+                if grant.namespace == "*"
+                else f'RoleBinding "{grant.name}-ray-viewer/{grant.namespace}"'
+            )
+            status_part = {
+                "allowed": True,
+                "reason": f'RBAC: allowed by {binding} of ClusterRole "ray-viewer" to {grant.kind} "{grant.name}"',
+            }
+        return 201, {
+            "kind": "SubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": status_part,
+        }
 
     def _groups(self) -> list[dict[str, Any]]:
         groups: dict[str, dict[str, Any]] = {}
@@ -261,21 +337,46 @@ class KubeAPI:
             if crd["spec"]["group"] != group or v["name"] != version:
                 continue
             names, namespaced = crd["spec"]["names"], crd["spec"]["scope"] == "Namespaced"
-            resources.append({"name": names["plural"], "singularName": names["singular"], "namespaced": namespaced,
-                              "kind": names["kind"], "verbs": VERBS, "shortNames": names.get("shortNames", []),
-                              "categories": names.get("categories", []),
-                              "storageVersionHash": base64.b64encode(names["plural"].encode()[:8]).decode()})
+            resources.append(
+                {
+                    "name": names["plural"],
+                    "singularName": names["singular"],
+                    "namespaced": namespaced,
+                    "kind": names["kind"],
+                    "verbs": VERBS,
+                    "shortNames": names.get("shortNames", []),
+                    "categories": names.get("categories", []),
+                    "storageVersionHash": base64.b64encode(names["plural"].encode()[:8]).decode(),
+                }
+            )
             if "status" in (v.get("subresources") or {}):
-                resources.append({"name": f"{names['plural']}/status", "singularName": "", "namespaced": namespaced,
-                                  "kind": names["kind"], "verbs": ["get", "patch", "update"]})
+                resources.append(
+                    {
+                        "name": f"{names['plural']}/status",
+                        "singularName": "",
+                        "namespaced": namespaced,
+                        "kind": names["kind"],
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
         if not resources:
             return _not_found()
-        return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
-                     "resources": resources}
+        return 200, {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}",
+            "resources": resources,
+        }
 
     def _read(self, group: str, version: str, plural: str, namespace: str | None, name: str | None):
-        crd = next((c for c, v in self._resources() if c["spec"]["group"] == group and v["name"] == version
-                    and c["spec"]["names"]["plural"] == plural), None)
+        crd = next(
+            (
+                c
+                for c, v in self._resources()
+                if c["spec"]["group"] == group and v["name"] == version and c["spec"]["names"]["plural"] == plural
+            ),
+            None,
+        )
         if crd is None:
             return _not_found()
         verb = "get" if name else "list"
@@ -283,22 +384,39 @@ class KubeAPI:
             scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
             subject = f'{plural}.{group} "{name}"' if name else f"{plural}.{group}"
             details = {"name": name, "group": group, "kind": plural} if name else {"group": group, "kind": plural}
-            return 403, status_object(403, "Forbidden", (
-                f'{subject} is forbidden: User "{USER}" cannot {verb} resource "{plural}" in API group "{group}" '
-                f"{scope}"
-            ), details)
+            return 403, status_object(
+                403,
+                "Forbidden",
+                (
+                    f'{subject} is forbidden: User "{USER}" cannot {verb} resource "{plural}" in API group "{group}" '
+                    f"{scope}"
+                ),
+                details,
+            )
         kind = crd["spec"]["names"]["kind"]
-        items = [self._served(o) for o in self.objects if o.get("kind") == kind
-                 and o.get("apiVersion") == f"{group}/{version}"
-                 and (namespace is None or o["metadata"].get("namespace") == namespace)]
+        items = [
+            self._served(o)
+            for o in self.objects
+            if o.get("kind") == kind
+            and o.get("apiVersion") == f"{group}/{version}"
+            and (namespace is None or o["metadata"].get("namespace") == namespace)
+        ]
         if name is not None:
             found = [o for o in items if o["metadata"]["name"] == name]
             if not found:
-                return 404, status_object(404, "NotFound", f'{plural}.{group} "{name}" not found',
-                                          {"name": name, "group": group, "kind": plural})
+                return 404, status_object(
+                    404,
+                    "NotFound",
+                    f'{plural}.{group} "{name}" not found',
+                    {"name": name, "group": group, "kind": plural},
+                )
             return 200, found[0]
-        return 200, {"apiVersion": f"{group}/{version}", "items": items, "kind": crd["spec"]["names"]["listKind"],
-                     "metadata": {"continue": "", "resourceVersion": str(self.resource_version)}}
+        return 200, {
+            "apiVersion": f"{group}/{version}",
+            "items": items,
+            "kind": crd["spec"]["names"]["listKind"],
+            "metadata": {"continue": "", "resourceVersion": str(self.resource_version)},
+        }
 
     def _served(self, obj: dict[str, Any]) -> dict[str, Any]:
         """The object as the API server returns it: with the metadata it fills in on create."""
@@ -330,8 +448,10 @@ def _review_problem(review: Any) -> str | None:
     if unknown:
         return f"unknown fields {sorted(unknown)} in SubjectAccessReview"
     if (review.get("apiVersion"), review.get("kind")) != ("authorization.k8s.io/v1", "SubjectAccessReview"):
-        return (f"the object is {review.get('kind')!r} of {review.get('apiVersion')!r}, not SubjectAccessReview of "
-                "authorization.k8s.io/v1")
+        return (
+            f"the object is {review.get('kind')!r} of {review.get('apiVersion')!r}, not SubjectAccessReview of "
+            "authorization.k8s.io/v1"
+        )
     spec = review.get("spec")
     if not isinstance(spec, dict):
         return "spec: Required value"
@@ -339,10 +459,12 @@ def _review_problem(review: Any) -> str | None:
     if unknown:
         return f"unknown fields {sorted(unknown)} in SubjectAccessReview.spec"
     if ("resourceAttributes" in spec) == ("nonResourceAttributes" in spec):
-        return "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes " \
-               "must be specified"
+        return (
+            "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes "
+            "must be specified"
+        )
     if not spec.get("user") and not spec.get("groups"):
-        return "spec.user: Invalid value: \"\": at least one of user or group must be specified"
+        return 'spec.user: Invalid value: "": at least one of user or group must be specified'
     attributes = spec.get("resourceAttributes")
     if isinstance(attributes, dict) and set(attributes) - RESOURCE_ATTRIBUTE_KEYS:
         return f"unknown fields {sorted(set(attributes) - RESOURCE_ATTRIBUTE_KEYS)} in spec.resourceAttributes"
@@ -367,14 +489,22 @@ def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
             api.requests.append((self.command, self.path))
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
-            self._send(405, status_object(405, "MethodNotAllowed", "the server does not allow this method on the "
-                                          "requested resource (this test server only reads)", {}))
+            self._send(
+                405,
+                status_object(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource (this test server only reads)",
+                    {},
+                ),
+            )
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             api.requests.append(("POST", self.path))
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, answer = api.create(urlsplit(self.path).path, body, self.headers.get("Content-Type", ""),
-                                        self.headers.get("Authorization"))
+            status, answer = api.create(
+                urlsplit(self.path).path, body, self.headers.get("Content-Type", ""), self.headers.get("Authorization")
+            )
             self._send(status, answer)
 
         do_PUT = do_PATCH = do_DELETE = _refuse
@@ -382,8 +512,9 @@ def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, body: Any) -> None:
             raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8" if isinstance(body, str)
-                             else "application/json")
+            self.send_header(
+                "Content-Type", "text/plain; charset=utf-8" if isinstance(body, str) else "application/json"
+            )
             self.send_header("Cache-Control", "no-cache, private")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
@@ -397,43 +528,71 @@ def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
 
 def _certificates(directory: Path) -> tuple[bytes, Path, Path]:
     """A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, certificate file, key file)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
 
     now = datetime.now(timezone.utc)
 
     def builder(subject: str, issuer: str, public_key: Any) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (builder("kubernetes", "kubernetes", ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        builder("kubernetes", "kubernetes", ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (builder("kube-apiserver", "kubernetes", key.public_key())
-            .add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost"),
-                x509.DNSName("kubernetes.default.svc")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        builder("kube-apiserver", "kubernetes", key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address(HOST)),
+                    x509.DNSName("localhost"),
+                    x509.DNSName("kubernetes.default.svc"),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     ca_pem = ca.public_bytes(serialization.Encoding.PEM)
     cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return ca_pem, cert_file, key_file
 
 

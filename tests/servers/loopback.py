@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 # (path, request headers) -> (status, content type, body)
 Respond = Callable[[str, Mapping[str, str]], tuple[int, str, bytes]]

@@ -22,9 +22,9 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import cramjam
 import httpx
@@ -63,8 +63,12 @@ class Prometheus:
     def backfill(self, openmetrics: Path, timeout: float = 300.0) -> None:
         """Write TSDB blocks for the samples of `openmetrics` into the data directory (before `start`)."""
         self.data.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(openmetrics),
-                            str(self.data)], capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(openmetrics), str(self.data)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if r.returncode != 0:
             raise PrometheusError(f"promtool failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
 
@@ -74,12 +78,21 @@ class Prometheus:
         log = open(self.workdir / "prometheus.log", "wb")
         for _ in range(3):  # another process may take the port between probing and binding it
             self.port = _free_port()
-            self.proc = subprocess.Popen([
-                PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.data}",
-                "--storage.tsdb.retention.time=36500d", f"--web.listen-address=127.0.0.1:{self.port}",
-                "--query.lookback-delta=5m", "--log.level=warn",
-                *(["--web.enable-remote-write-receiver"] if remote_write else []),
-            ], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.data}",
+                    "--storage.tsdb.retention.time=36500d",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--query.lookback-delta=5m",
+                    "--log.level=warn",
+                    *(["--web.enable-remote-write-receiver"] if remote_write else []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
             if self._wait_ready(deadline_s):
                 self.client = httpx.Client(base_url=self.url, timeout=60.0)
                 return
@@ -115,8 +128,9 @@ class Prometheus:
             raise PrometheusError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
 
-    def remote_write(self, series: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[np.ndarray, np.ndarray]],
-                     batch: int = 50_000) -> None:
+    def remote_write(
+        self, series: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[np.ndarray, np.ndarray]], batch: int = 50_000
+    ) -> None:
         """Push (name, sorted labels) -> (ts ms, float64 values) through the remote-write receiver, all series'
         samples in one global timestamp order, `batch` samples per request (values' bits are sent as they are)."""
         assert self.client is not None, "start() first"
@@ -127,7 +141,7 @@ class Prometheus:
         values = np.concatenate([np.asarray(series[k][1], np.float64) for k in keys])
         order = np.lexsort((which, ts))  # by time; within a time, by series (stable within a series)
         for lo in range(0, len(order), batch):
-            part = order[lo:lo + batch]
+            part = order[lo : lo + batch]
             by_series = part[np.argsort(which[part], kind="stable")]  # each series' samples stay in time order
             w = which[by_series]
             cuts = np.flatnonzero(np.diff(w)) + 1
@@ -138,9 +152,15 @@ class Prometheus:
                     sample = b"\x09" + struct.pack("<d", v) + b"\x10" + _varint(t)  # value (double), timestamp
                     ts_msg += b"\x12" + _varint(len(sample)) + sample  # TimeSeries.samples = 2
                 body += b"\x0a" + _varint(len(ts_msg)) + ts_msg  # WriteRequest.timeseries = 1
-            r = self.client.post("/api/v1/write", content=bytes(cramjam.snappy.compress_raw(bytes(body))),
-                                 headers={"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-                                          "X-Prometheus-Remote-Write-Version": "0.1.0"})
+            r = self.client.post(
+                "/api/v1/write",
+                content=bytes(cramjam.snappy.compress_raw(bytes(body))),
+                headers={
+                    "Content-Encoding": "snappy",
+                    "Content-Type": "application/x-protobuf",
+                    "X-Prometheus-Remote-Write-Version": "0.1.0",
+                },
+            )
             if r.status_code // 100 != 2:
                 raise PrometheusError(f"remote write refused ({r.status_code}): {r.text[:2000]}")
 
@@ -149,8 +169,9 @@ class Prometheus:
         return self._get("/api/v1/query", {"query": expr, "time": _fmt(time_s)})
 
     def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> dict:
-        return self._get("/api/v1/query_range", {"query": expr, "start": _fmt(start_s), "end": _fmt(end_s),
-                                                 "step": _fmt(step_s)})
+        return self._get(
+            "/api/v1/query_range", {"query": expr, "start": _fmt(start_s), "end": _fmt(end_s), "step": _fmt(step_s)}
+        )
 
     def stop(self) -> None:
         if self.client is not None:

@@ -15,17 +15,24 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HOST = "127.0.0.1"
 BUCKET = "rayhistory"
 REGION = "us-east-1"
 # Every listener `weed mini` opens besides the admin server's (gRPC ports would default to http port + 10000).
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
 )
 _GRPC_OFFSET = 10000
 
@@ -52,6 +59,7 @@ def _weed_ports() -> dict[str, int]:
     """Free ports for every flag, and an admin port whose port + 10000 is free too: weed's built-in worker
     dials the admin server there whatever -admin.port.grpc says."""
     with contextlib.ExitStack() as stack:
+
         def bind(port: int = 0) -> int:
             sock = stack.enter_context(socket.socket())
             sock.bind((HOST, port))
@@ -100,8 +108,12 @@ class SeaweedFS:
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, config=Config(s3={"addressing_style": "path"}, **config),
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, **config),
         )
 
     def start(self, timeout: float = 60.0) -> None:
@@ -110,18 +122,33 @@ class SeaweedFS:
         storage = self.data_dir / "data"
         storage.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
-        identity = {"name": "tests", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}
-        reader = {"name": "read-only", "actions": ["Read", "List"],
-                  "credentials": [{"accessKey": self.read_only_key, "secretKey": self.read_only_secret}]}
+        identity = {
+            "name": "tests",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        reader = {
+            "name": "read-only",
+            "actions": ["Read", "List"],
+            "credentials": [{"accessKey": self.read_only_key, "secretKey": self.read_only_secret}],
+        }
         config.write_text(json.dumps({"identities": [identity, reader]}))
         args = [
-            weed_binary(), "mini", f"-dir={storage}", f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.config={config}",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            weed_binary(),
+            "mini",
+            f"-dir={storage}",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-s3.config={config}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-master.telemetry=false",  # no calls home from tests
             "-volume.preStopSeconds=0",  # stop at once
             "-s3.autoCreateBucket=false",  # like AWS: writing to a missing bucket fails
-            f"-filer.localSocket={self.data_dir / 'filer.sock'}", f"-s3.localSocket={self.data_dir / 's3.sock'}",
+            f"-filer.localSocket={self.data_dir / 'filer.sock'}",
+            f"-s3.localSocket={self.data_dir / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]
         with open(self.log_path, "ab") as log:
@@ -146,8 +173,10 @@ class SeaweedFS:
                 if time.monotonic() < deadline:
                     continue
                 self.stop()
-                raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} did not answer within {timeout:g}s "
-                                   f"(last: {last}); weed log:\n{self.log_tail()}") from None
+                raise RuntimeError(
+                    f"SeaweedFS S3 at {self.endpoint} did not answer within {timeout:g}s "
+                    f"(last: {last}); weed log:\n{self.log_tail()}"
+                ) from None
             self.process = None
             raise RuntimeError(f"weed mini exited with code {code} before S3 answered; weed log:\n{self.log_tail()}")
 

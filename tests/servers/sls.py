@@ -29,9 +29,10 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.block
@@ -64,11 +65,11 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             value, pos = _varint(buf, pos)
         elif wire == 2:
             length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
+            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
         elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
+            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
         else:
             raise ValueError(f"unsupported wire type {wire}")
         yield number, value
@@ -127,8 +128,11 @@ def decompress(body: bytes, kind: str, raw_size: int) -> bytes:
 def signature_v1(secret: str, method: str, resource: str, params: dict[str, str], headers: dict[str, str]) -> str:
     lower = {k.lower(): v for k, v in headers.items()}
     content = f"{method}\n{lower.get('content-md5', '')}\n{lower.get('content-type', '')}\n{lower.get('date', '')}\n"
-    for key in sorted(k for k in lower if k.startswith("x-acs-") or
-                      (k.startswith("x-log-") and not k.startswith("x-log-meta-") and k != "x-log-date")):
+    for key in sorted(
+        k
+        for k in lower
+        if k.startswith("x-acs-") or (k.startswith("x-log-") and not k.startswith("x-log-meta-") and k != "x-log-date")
+    ):
         content += f"{key}:{lower[key]}\n"
     if params:
         resource += "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
@@ -185,7 +189,7 @@ class SlsServer:
             return [x for x in self.logs if logstore is None or x.logstore == logstore]
 
     # --- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> "SlsServer":
+    def start(self) -> SlsServer:
         server = self
 
         class Handler(_Handler):
@@ -204,7 +208,9 @@ class SlsServer:
             self._httpd = None
 
     # --- request handling ------------------------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         url = urlsplit(target)
         host = (headers.get("host") or url.netloc).split(":")[0]
         suffix = "." + self.endpoint
@@ -222,8 +228,9 @@ class SlsServer:
             return self._get_logs(project, parts[1], headers, body)
         return _error(404, "NotImplemented", f"{method} {url.path} is not served by the SLS test server")
 
-    def _authenticate(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
-                      body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    def _authenticate(
+        self, method: str, path: str, params: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes] | None:
         auth = headers.get("authorization", "")
         if not auth.startswith("LOG ") or ":" not in auth:
             return _error(401, "Unauthorized", "missing or malformed Authorization header (want LOG akid:signature)")
@@ -244,8 +251,9 @@ class SlsServer:
             return _error(401, "SignatureNotMatch", "signature does not match")
         return None
 
-    def _put_logs(self, project: str, logstore: str, key: str | None, headers: dict[str, str],
-                  body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _put_logs(
+        self, project: str, logstore: str, key: str | None, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         raw_size = int(headers.get("x-log-bodyrawsize", len(body)))
         record = {"logstore": logstore, "hash_key": key, "body_bytes": len(body), "raw_bytes": raw_size}
         with self._lock:
@@ -270,21 +278,33 @@ class SlsServer:
             return _error(400, "InvalidLogGroup", str(e))
         if len(group["logs"]) > MAX_LOGS_PER_GROUP:
             record["status"] = 400
-            return _error(400, "InvalidLogSize",
-                          f"{len(group['logs'])} logs in one LogGroup, more than {MAX_LOGS_PER_GROUP}")
+            return _error(
+                400, "InvalidLogSize", f"{len(group['logs'])} logs in one LogGroup, more than {MAX_LOGS_PER_GROUP}"
+            )
         tags = {k: v.decode("utf-8", "replace") for k, v in group["tags"]}
         with self._lock:
             for item in group["logs"]:
-                self.logs.append(StoredLog(
-                    project, logstore, item["time"], item["time_ns"],
-                    {k: v.decode("utf-8", "replace") for k, v in item["contents"]},
-                    group["topic"], group["source"], tags, key, len(self.logs)))
+                self.logs.append(
+                    StoredLog(
+                        project,
+                        logstore,
+                        item["time"],
+                        item["time_ns"],
+                        {k: v.decode("utf-8", "replace") for k, v in item["contents"]},
+                        group["topic"],
+                        group["source"],
+                        tags,
+                        key,
+                        len(self.logs),
+                    )
+                )
             record["status"] = 200
             record["items"] = len(group["logs"])
         return 200, {}, b""
 
-    def _get_logs(self, project: str, logstore: str, headers: dict[str, str],
-                  body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _get_logs(
+        self, project: str, logstore: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         try:
             req = json.loads(body or b"{}")
             start, end = int(req["from"]), int(req["to"])
@@ -298,19 +318,36 @@ class SlsServer:
             query = ""
         line = max(0, min(line, MAX_GET_LINES))
         with self._lock:
-            rows = [x for x in self.logs if x.project == project and x.logstore == logstore and start <= x.time < end
-                    and (not query or any(query in v for v in x.contents.values()))]
+            rows = [
+                x
+                for x in self.logs
+                if x.project == project
+                and x.logstore == logstore
+                and start <= x.time < end
+                and (not query or any(query in v for v in x.contents.values()))
+            ]
         rows.sort(key=lambda x: (x.time, x.time_ns, x.arrival), reverse=bool(req.get("reverse")))
-        page = rows[offset: offset + line]
+        page = rows[offset : offset + line]
         data = []
         for x in page:
             row = {"__time__": x.time, "__time_ns_part__": x.time_ns, "__topic__": x.topic, "__source__": x.source}
             row.update({f"__tag__:{k}": v for k, v in x.tags.items()})
             row.update(x.contents)
             data.append(row)
-        payload = json.dumps({"meta": {"progress": "Complete", "count": len(data), "processedRows": len(rows),
-                                       "hasSQL": False, "keys": [], "whereQuery": query, "aggQuery": ""},
-                              "data": data}).encode()
+        payload = json.dumps(
+            {
+                "meta": {
+                    "progress": "Complete",
+                    "count": len(data),
+                    "processedRows": len(rows),
+                    "hasSQL": False,
+                    "keys": [],
+                    "whereQuery": query,
+                    "aggQuery": "",
+                },
+                "data": data,
+            }
+        ).encode()
         out_headers = {"x-log-bodyrawsize": str(len(payload))}
         if "lz4" in headers.get("accept-encoding", ""):
             payload = lz4.block.compress(payload, store_size=False)

@@ -23,8 +23,18 @@ from collector.sinks.sls.columns import records_columns
 from collector.sinks.sls.sink import SlsConfig, SlsCounters, SlsSink, file_id, hash_key
 from collector.stats import ComponentStats
 
-__all__ = ["SlsConfig", "SlsCounters", "SlsError", "SlsLogsSink", "SlsSink", "_OneAttemptClient", "file_id",
-           "hash_key", "records_columns", "config_from_settings"]
+__all__ = [
+    "SlsConfig",
+    "SlsCounters",
+    "SlsError",
+    "SlsLogsSink",
+    "SlsSink",
+    "_OneAttemptClient",
+    "file_id",
+    "hash_key",
+    "records_columns",
+    "config_from_settings",
+]
 
 
 def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> SlsConfig:
@@ -33,13 +43,27 @@ def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> 
     key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
     secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
     if missing or not key_id or not secret:
-        raise InvalidSettings("SLS is configured (--sls-endpoint) but " + ", ".join(
-            [f"--{k.replace('_', '-')}" for k in missing] +
-            [v for v, ok in (("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id), ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret))
-             if not ok]) + " is missing")
-    return SlsConfig(endpoint=settings.sls_endpoint, project=settings.sls_project, logstore=settings.sls_logstore,
-                     access_key_id=key_id, access_key_secret=secret, checkpoint_path=str(checkpoint_path),
-                     proxy=settings.sls_proxy or None)
+        raise InvalidSettings(
+            "SLS is configured (--sls-endpoint) but "
+            + ", ".join(
+                [f"--{k.replace('_', '-')}" for k in missing]
+                + [
+                    v
+                    for v, ok in (("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id), ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret))
+                    if not ok
+                ]
+            )
+            + " is missing"
+        )
+    return SlsConfig(
+        endpoint=settings.sls_endpoint,
+        project=settings.sls_project,
+        logstore=settings.sls_logstore,
+        access_key_id=key_id,
+        access_key_secret=secret,
+        checkpoint_path=str(checkpoint_path),
+        proxy=settings.sls_proxy or None,
+    )
 
 
 class SlsLogsSink:
@@ -74,6 +98,13 @@ class SlsLogsSink:
         if self.engine is None:
             return ComponentStats(errors={"request": 0, "quota": 0})
         s = self.engine.stats()
-        return ComponentStats(received=s.records, received_bytes=s.bytes_read, sent=s.lines_sent,
-                              sent_bytes=s.bytes_sent, dropped=s.dropped, retries=s.retries,
-                              errors={"request": s.errors, "quota": s.throttled}, lag_bytes=s.lag_bytes)
+        return ComponentStats(
+            received=s.records,
+            received_bytes=s.bytes_read,
+            sent=s.lines_sent,
+            sent_bytes=s.bytes_sent,
+            dropped=s.dropped,
+            retries=s.retries,
+            errors={"request": s.errors, "quota": s.throttled},
+            lag_bytes=s.lag_bytes,
+        )

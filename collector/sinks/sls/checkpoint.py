@@ -24,15 +24,27 @@ def load(path: str | Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read the SLS checkpoint {path}: {e}; delete it to send every file "
-                              "again from the start (readers drop repeats by __dedup__)") from e
+        raise CheckpointError(
+            f"cannot read the SLS checkpoint {path}: {e}; delete it to send every file "
+            "again from the start (readers drop repeats by __dedup__)"
+        ) from e
     if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"SLS checkpoint {path} has version {data.get('version')!r}, this collector "
-                              f"writes {CHECKPOINT_VERSION}; delete it to resend from the start")
+        raise CheckpointError(
+            f"SLS checkpoint {path} has version {data.get('version')!r}, this collector "
+            f"writes {CHECKPOINT_VERSION}; delete it to resend from the start"
+        )
     return {f["path"]: f for f in data["files"]}
 
 
 def save(path: str | Path, node: str, project: str, logstore: str, files: dict[str, dict[str, Any]]) -> None:
-    body = json.dumps({"version": CHECKPOINT_VERSION, "node": node, "project": project, "logstore": logstore,
-                       "files": sorted(files.values(), key=lambda f: f["path"])}, indent=1).encode()
+    body = json.dumps(
+        {
+            "version": CHECKPOINT_VERSION,
+            "node": node,
+            "project": project,
+            "logstore": logstore,
+            "files": sorted(files.values(), key=lambda f: f["path"]),
+        },
+        indent=1,
+    ).encode()
     write_atomic(path, body)

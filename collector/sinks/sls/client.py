@@ -7,7 +7,7 @@ sink as SlsError, which retries with exponential backoff and slows down on quota
 from __future__ import annotations
 
 from aliyun.log import LogClient, LogException
-from aliyun.log.compress import CompressType, Compressor
+from aliyun.log.compress import Compressor, CompressType
 
 
 class SlsError(RuntimeError):
@@ -35,14 +35,24 @@ class _OneAttemptClient(LogClient):
     def put_log_group(self, project: str, logstore: str, body: bytes, hash_key: str) -> None:
         """PutLogs with an already serialized LogGroup: the request `put_logs` makes after serializing (same
         headers, lz4, `/shards/route?key=`), through the SDK's signing `_send`."""
-        headers = {"x-log-bodyrawsize": str(len(body)), "Content-Type": "application/x-protobuf",
-                   "x-log-compresstype": str(CompressType.LZ4)}
-        self._send("POST", project, Compressor.compress(body, CompressType.LZ4),
-                   f"/logstores/{logstore}/shards/route", {"key": hash_key}, headers)
+        headers = {
+            "x-log-bodyrawsize": str(len(body)),
+            "Content-Type": "application/x-protobuf",
+            "x-log-compresstype": str(CompressType.LZ4),
+        }
+        self._send(
+            "POST",
+            project,
+            Compressor.compress(body, CompressType.LZ4),
+            f"/logstores/{logstore}/shards/route",
+            {"key": hash_key},
+            headers,
+        )
 
 
-def make_client(endpoint: str, access_key_id: str, access_key_secret: str, source: str, timeout: float,
-                proxy: str | None = None) -> _OneAttemptClient:
+def make_client(
+    endpoint: str, access_key_id: str, access_key_secret: str, source: str, timeout: float, proxy: str | None = None
+) -> _OneAttemptClient:
     client = _OneAttemptClient(endpoint, access_key_id, access_key_secret, source=source)
     client.timeout = timeout
     if proxy:

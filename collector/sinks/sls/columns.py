@@ -61,23 +61,25 @@ class ColumnChunk:
 MARKER_KEYS = ("job_id", "task_name", "actor_name")
 
 
-def read_chunk(parser: LogLineParser, data: bytes, base: int, more: bool, max_record_bytes: int,
-               dedup_prefix: str) -> tuple[list[list[Record] | ColumnChunk], int]:
+def read_chunk(
+    parser: LogLineParser, data: bytes, base: int, more: bool, max_record_bytes: int, dedup_prefix: str
+) -> tuple[list[list[Record] | ColumnChunk], int]:
     """The records of the file bytes `data` (at offset `base`), column-wise where parse_chunk can and by the parser
     otherwise, in file order; and where the next read should start. With `more` (the file goes on past data),
     what would stay held in the parser (a last line awaiting continuations) is handed back to be read again with
     the next chunk, so the column path can take the next run of lines."""
     parts: list[list[Record] | ColumnChunk] = []
     end = base + len(data)
-    chunk = parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix) if parser.idle \
-        else None
+    chunk = (
+        parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix) if parser.idle else None
+    )
     if chunk is not None:
         parts.append(chunk)
         parser.skip_to(chunk.consumed)
         parser.markers = chunk.markers
         if more:
             return parts, chunk.consumed
-        data = data[chunk.consumed - base:]
+        data = data[chunk.consumed - base :]
     records = parser.feed(data)
     if records:
         parts.append(records)
@@ -89,8 +91,9 @@ def read_chunk(parser: LogLineParser, data: bytes, base: int, more: bool, max_re
     return parts, end
 
 
-def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int,
-                dedup_prefix: str) -> ColumnChunk | None:
+def parse_chunk(
+    data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int, dedup_prefix: str
+) -> ColumnChunk | None:
     cut = data.rfind(b"\n") + 1
     if not cut:
         return None
@@ -118,7 +121,7 @@ def parse_chunk(data: bytes, base: int, path: str, markers: Markers, max_record_
     every = pc.utf8_slice_codeunits(text, 0, -1)
     body = every.slice(0, n)
     starts = bounds[:n] + base
-    ends = bounds[1:n + 1] + base
+    ends = bounds[1 : n + 1] + base
     consumed = base + int(bounds[n])
     if raw_output:
         return _raw_output(body, starts, ends, consumed, component, pid, markers, ansi, dedup_prefix)
@@ -154,8 +157,7 @@ def _headed(body: pa.Array, cpp: bool, component: str, pid: int | None, ansi: bo
     if cpp:
         # head: `[date time,ms L pid tid] (component) file:line` (the component is optional)
         # (a trailing space makes a list of 4 or 5 words: list_element refuses an index past a list's end)
-        words = pc.split_pattern(pc.binary_join_element_wise(pc.utf8_slice_codeunits(head, 27, 1 << 30), "", " "),
-                                 " ")
+        words = pc.split_pattern(pc.binary_join_element_wise(pc.utf8_slice_codeunits(head, 27, 1 << 30), "", " "), " ")
         named = pc.equal(pc.list_value_length(words), 5)
         comp = pc.list_element(words, 2)
         text_cols["level"] = _map(pc.utf8_slice_codeunits(body, 25, 26), _CPP_LEVELS)
@@ -175,8 +177,17 @@ def _headed(body: pa.Array, cpp: bool, component: str, pid: int | None, ansi: bo
     return seconds, nanos, text_cols, constants
 
 
-def _raw_output(body: pa.Array, starts: np.ndarray, ends: np.ndarray, consumed: int, component: str,
-                pid: int | None, markers: Markers, ansi: bool, dedup_prefix: str) -> ColumnChunk | None:
+def _raw_output(
+    body: pa.Array,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    consumed: int,
+    component: str,
+    pid: int | None,
+    markers: Markers,
+    ansi: bool,
+    dedup_prefix: str,
+) -> ColumnChunk | None:
     """Worker and driver output: one record per line, except marker lines (`:task_name:f`, state for the lines
     after them) and lines shaped like a C++ or Python header (read as headers, as LogLineParser does)."""
     n = len(body)
@@ -282,6 +293,9 @@ def records_columns(records: list[Record], prefix: str) -> Columns:
         "actor_name": [r.actor_name for r in records],
         "part": [str(r.part) if r.part or not r.complete else None for r in records],
     }
-    return Columns(np.array([t // 1_000_000_000 for t in stamps], np.int64),
-                   np.array([t % 1_000_000_000 for t in stamps], np.uint32),
-                   {k: pa.array(v, pa.string()) for k, v in text.items() if any(x is not None for x in v)}, {})
+    return Columns(
+        np.array([t // 1_000_000_000 for t in stamps], np.int64),
+        np.array([t % 1_000_000_000 for t in stamps], np.uint32),
+        {k: pa.array(v, pa.string()) for k, v in text.items() if any(x is not None for x in v)},
+        {},
+    )

@@ -18,8 +18,10 @@ import re
 import time
 from dataclasses import dataclass
 
-_CPP = re.compile(rb"^\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ([DIWEF]) (\d+) (\d+)\] (?:\(([^)\s]+)\) )?"
-                  rb"([^\s:]+:\d+): ?")
+_CPP = re.compile(
+    rb"^\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ([DIWEF]) (\d+) (\d+)\] (?:\(([^)\s]+)\) )?"
+    rb"([^\s:]+:\d+): ?"
+)
 _PY = re.compile(rb"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\t([A-Z]+) ([^\s:]+:\d+) -- ?")
 _MARKER = re.compile(rb"^:(job_id|task_name|actor_name):(.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
@@ -64,11 +66,14 @@ class Markers:
     actor_name: str | None = None
 
     def to_json(self) -> dict[str, str]:
-        return {k: v for k, v in (("job_id", self.job_id), ("task_name", self.task_name),
-                                  ("actor_name", self.actor_name)) if v is not None}
+        return {
+            k: v
+            for k, v in (("job_id", self.job_id), ("task_name", self.task_name), ("actor_name", self.actor_name))
+            if v is not None
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, str] | None) -> "Markers":
+    def from_json(cls, data: dict[str, str] | None) -> Markers:
         data = data or {}
         return cls(data.get("job_id"), data.get("task_name"), data.get("actor_name"))
 
@@ -116,8 +121,15 @@ class LogLineParser:
     """Feed the bytes of one file in order (from `offset`), get records. Keeps partial lines, the record that
     continuation lines may still extend, and the marker state between calls."""
 
-    def __init__(self, file: str, node: str, offset: int = 0, markers: Markers | None = None,
-                 max_record_bytes: int = 1 << 20, strip_ansi: bool = True) -> None:
+    def __init__(
+        self,
+        file: str,
+        node: str,
+        offset: int = 0,
+        markers: Markers | None = None,
+        max_record_bytes: int = 1 << 20,
+        strip_ansi: bool = True,
+    ) -> None:
         self.file = file
         self.node = node
         self.markers = markers or Markers()
@@ -172,12 +184,12 @@ class LogLineParser:
                 self._cut_long_line(out)
                 break
             if self._buf:
-                self._buf += data[pos:nl + 1]
+                self._buf += data[pos : nl + 1]
                 self._cut_long_line(out)  # the tail of a long line is bounded too
                 line = bytes(self._buf)
                 self._buf.clear()
             else:
-                line = data[pos:nl + 1]
+                line = data[pos : nl + 1]
             pos = nl + 1
             start = self._buf_start
             self._buf_start = start + len(line)
@@ -255,24 +267,59 @@ class LogLineParser:
         if body[:1] == b"[":
             m = _CPP.match(body)
             if m:
-                return Record(self.file, self.node, start, end, "", "cpp",
-                              time_ns=self._clock.ns(m.group(1), m.group(2)), level=_CPP_LEVELS[m.group(3)],
-                              component=(m.group(6).decode() if m.group(6) else self.component),
-                              source=m.group(7).decode(), pid=int(m.group(4)), tid=int(m.group(5)),
-                              job_id=mk.job_id, task_name=mk.task_name, actor_name=mk.actor_name), m.end()
+                return Record(
+                    self.file,
+                    self.node,
+                    start,
+                    end,
+                    "",
+                    "cpp",
+                    time_ns=self._clock.ns(m.group(1), m.group(2)),
+                    level=_CPP_LEVELS[m.group(3)],
+                    component=(m.group(6).decode() if m.group(6) else self.component),
+                    source=m.group(7).decode(),
+                    pid=int(m.group(4)),
+                    tid=int(m.group(5)),
+                    job_id=mk.job_id,
+                    task_name=mk.task_name,
+                    actor_name=mk.actor_name,
+                ), m.end()
         elif body[:1].isdigit():
             m = _PY.match(body)
             if m:
-                return Record(self.file, self.node, start, end, "", "python",
-                              time_ns=self._clock.ns(m.group(1), m.group(2)), level=m.group(3).decode(),
-                              component=self.component, source=m.group(4).decode(), pid=self.pid,
-                              job_id=mk.job_id, task_name=mk.task_name, actor_name=mk.actor_name), m.end()
+                return Record(
+                    self.file,
+                    self.node,
+                    start,
+                    end,
+                    "",
+                    "python",
+                    time_ns=self._clock.ns(m.group(1), m.group(2)),
+                    level=m.group(3).decode(),
+                    component=self.component,
+                    source=m.group(4).decode(),
+                    pid=self.pid,
+                    job_id=mk.job_id,
+                    task_name=mk.task_name,
+                    actor_name=mk.actor_name,
+                ), m.end()
         return None
 
     def _raw(self, start: int, end: int) -> Record:
         mk = self.markers
-        return Record(self.file, self.node, start, end, "", "raw", component=self.component, pid=self.pid,
-                      job_id=mk.job_id, task_name=mk.task_name, actor_name=mk.actor_name)
+        return Record(
+            self.file,
+            self.node,
+            start,
+            end,
+            "",
+            "raw",
+            component=self.component,
+            pid=self.pid,
+            job_id=mk.job_id,
+            task_name=mk.task_name,
+            actor_name=mk.actor_name,
+        )
 
     def _emit_pending(self, out: list[Record]) -> None:
         p, self._pending = self._pending, None
@@ -304,5 +351,22 @@ class LogLineParser:
 
 
 def _copy(rec: Record, offset: int, end: int, part: int) -> Record:
-    return Record(rec.file, rec.node, offset, end, "", rec.format, rec.time_ns, rec.level, rec.component,
-                  rec.source, rec.pid, rec.tid, rec.job_id, rec.task_name, rec.actor_name, part, True)
+    return Record(
+        rec.file,
+        rec.node,
+        offset,
+        end,
+        "",
+        rec.format,
+        rec.time_ns,
+        rec.level,
+        rec.component,
+        rec.source,
+        rec.pid,
+        rec.tid,
+        rec.job_id,
+        rec.task_name,
+        rec.actor_name,
+        part,
+        True,
+    )

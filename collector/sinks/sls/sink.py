@@ -21,9 +21,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 from aliyun.log import LogClient
@@ -118,8 +119,9 @@ def hash_key(node: str, path: str) -> str:
 
 
 class SlsSink:
-    def __init__(self, config: SlsConfig, node: str, logs_dir: str | os.PathLike[str],
-                 client: LogClient | None = None) -> None:
+    def __init__(
+        self, config: SlsConfig, node: str, logs_dir: str | os.PathLike[str], client: LogClient | None = None
+    ) -> None:
         self.config = config
         self.node = node
         self.logs_dir = Path(logs_dir)
@@ -140,15 +142,18 @@ class SlsSink:
         self._checkpoint = checkpoint.load(self.config.checkpoint_path)
         self._checkpoint_dirty = False
         self._checkpoint_at = 0.0
-        self._threads = [threading.Thread(target=self._read_loop, name="sls-reader", daemon=True),
-                         threading.Thread(target=self._send_loop, name="sls-sender", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_loop, name="sls-reader", daemon=True),
+            threading.Thread(target=self._send_loop, name="sls-sender", daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
     def _make_client(self) -> LogClient:
         c = self.config
-        return make_client(c.endpoint, c.access_key_id, c.access_key_secret, c.source or self.node, c.request_timeout,
-                           c.proxy)
+        return make_client(
+            c.endpoint, c.access_key_id, c.access_key_secret, c.source or self.node, c.request_timeout, c.proxy
+        )
 
     # --- the caller's side: never blocks ---------------------------------------------------------------
     def offer(self, files: Iterable[SizedFile]) -> None:
@@ -243,8 +248,9 @@ class SlsSink:
                         track.read_pos += len(data)
                         self.counters.bytes_read += len(data)
                         moved = True
-                        got, resume = read_chunk(track.parser, data, base, track.read_pos < track.size,
-                                                 c.max_record_bytes, prefix)
+                        got, resume = read_chunk(
+                            track.parser, data, base, track.read_pos < track.size, c.max_record_bytes, prefix
+                        )
                         parts += got
                         pending += sum(p.count if isinstance(p, ColumnChunk) else len(p) for p in got)
                         if resume != track.read_pos:  # bytes handed back: read them again with the next chunk
@@ -278,10 +284,14 @@ class SlsSink:
             starts = np.fromiter((r.offset for r in part), np.int64, len(part))
             ends = np.fromiter((r.end for r in part), np.int64, len(part))
             complete = np.fromiter((r.complete for r in part), bool, len(part))
+
             def markers_at(i: int) -> dict[str, str]:
                 return Markers(part[i].job_id, part[i].task_name, part[i].actor_name).to_json()
+
         logs = encode_logs(cols)
-        offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset:].astype(np.int64)
+        offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset :].astype(
+            np.int64
+        )
         spans = np.cumsum(ends - starts)
         i, n = 0, len(starts)
         while i < n:
@@ -289,9 +299,16 @@ class SlsSink:
             j = min(max(j, i + 1), i + c.max_batch_items, n)
             done = np.flatnonzero(complete[i:j])
             last = i + int(done[-1]) if len(done) else None
-            yield _Batch(path, track.generation, prefix[:-1], bytes(log_bytes(logs, i, j)), j - i,
-                         int(spans[j - 1] - (spans[i - 1] if i else 0)),
-                         int(ends[last]) if last is not None else None, markers_at(last) if last is not None else {})
+            yield _Batch(
+                path,
+                track.generation,
+                prefix[:-1],
+                bytes(log_bytes(logs, i, j)),
+                j - i,
+                int(spans[j - 1] - (spans[i - 1] if i else 0)),
+                int(ends[last]) if last is not None else None,
+                markers_at(last) if last is not None else {},
+            )
             i = j
 
     def _enqueue(self, batch: _Batch) -> bool:
@@ -386,8 +403,13 @@ class SlsSink:
         with self._lock:
             files = dict(self._checkpoint)
             for path, t in self._tracks.items():
-                files[path] = {"path": path, "generation": t.generation, "inode": t.inode, "offset": t.acked,
-                               "markers": t.acked_markers}
+                files[path] = {
+                    "path": path,
+                    "generation": t.generation,
+                    "inode": t.inode,
+                    "offset": t.acked,
+                    "markers": t.acked_markers,
+                }
             self._checkpoint_dirty = False
         checkpoint.save(self.config.checkpoint_path, self.node, self.config.project, self.config.logstore, files)
         self._checkpoint_at = time.monotonic()

@@ -16,8 +16,8 @@ The message (aliyun/log/log_logs_raw.proto; fields serialized in number order, a
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +30,19 @@ if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
     pa.set_memory_pool(pa.system_memory_pool())
 
 # Content keys in the order the sink has always sent them (message and __dedup__ first).
-KEYS = ("message", "__dedup__", "level", "component", "caller", "pid", "tid", "job_id", "task_name", "actor_name",
-        "part")
+KEYS = (
+    "message",
+    "__dedup__",
+    "level",
+    "component",
+    "caller",
+    "pid",
+    "tid",
+    "job_id",
+    "task_name",
+    "actor_name",
+    "part",
+)
 
 
 def varint(n: int) -> bytes:
@@ -62,8 +73,9 @@ def varints(values: np.ndarray, valid: pa.Array | None = None) -> pa.BinaryArray
         validity = pa.array(valid.to_numpy(zero_copy_only=False), pa.bool_()).buffers()[1]
     if not rows or int(n.max()) < 0x80:  # the common case: one byte each
         offsets = np.arange(rows + 1, dtype=np.int32)
-        return pa.BinaryArray.from_buffers(pa.binary(), rows, [validity, pa.py_buffer(offsets),
-                                                               pa.py_buffer(n.astype(np.uint8).tobytes())])
+        return pa.BinaryArray.from_buffers(
+            pa.binary(), rows, [validity, pa.py_buffer(offsets), pa.py_buffer(n.astype(np.uint8).tobytes())]
+        )
     size = 1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + (n >= 1 << 28)
     table = np.empty((rows, 5), np.uint8)
     for k in range(5):
@@ -72,8 +84,9 @@ def varints(values: np.ndarray, valid: pa.Array | None = None) -> pa.BinaryArray
     keep = np.arange(5)[None, :] < size[:, None]
     offsets = np.zeros(rows + 1, np.int32)
     np.cumsum(size, out=offsets[1:])
-    return pa.BinaryArray.from_buffers(pa.binary(), rows, [validity, pa.py_buffer(offsets),
-                                                           pa.py_buffer(table[keep].tobytes())])
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), rows, [validity, pa.py_buffer(offsets), pa.py_buffer(table[keep].tobytes())]
+    )
 
 
 def varint_sizes(values: np.ndarray) -> np.ndarray:
@@ -118,29 +131,40 @@ def encode_logs(cols: Columns) -> pa.BinaryArray:
             lengths = _lengths(values)
             key_field = _field(0x0A, key.encode()) + b"\x12"
             inner = len(key_field) + varint_sizes(lengths) + lengths
-            prefix = _join(pa.scalar(b"\x12", pa.binary()), varints(inner, valid),
-                           pa.scalar(key_field, pa.binary()), varints(lengths))
+            prefix = _join(
+                pa.scalar(b"\x12", pa.binary()),
+                varints(inner, valid),
+                pa.scalar(key_field, pa.binary()),
+                varints(lengths),
+            )
             pieces += [prefix, values]
             content = 1 + varint_sizes(inner) + inner
-            size = size + (np.where(valid.to_numpy(zero_copy_only=False), content, 0) if valid is not None
-                           else content)
+            size = size + (np.where(valid.to_numpy(zero_copy_only=False), content, 0) if valid is not None else content)
         elif key in cols.constants:
             const = _field(0x12, pair(key, cols.constants[key]))
             pieces.append(pa.scalar(const, pa.binary()))
             size = size + len(const)
     nanos = cols.nanos.astype("<u4").tobytes()
-    pieces += [pa.scalar(b"\x25", pa.binary()),
-               pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(nanos)]).cast(pa.binary())]
-    logs = pc.binary_join_element_wise(pa.scalar(b"\x0a", pa.binary()), varints(np.asarray(size)), *pieces,
-                                       pa.scalar(b"", pa.binary()), null_handling="replace", null_replacement=b"")
+    pieces += [
+        pa.scalar(b"\x25", pa.binary()),
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(nanos)]).cast(pa.binary()),
+    ]
+    logs = pc.binary_join_element_wise(
+        pa.scalar(b"\x0a", pa.binary()),
+        varints(np.asarray(size)),
+        *pieces,
+        pa.scalar(b"", pa.binary()),
+        null_handling="replace",
+        null_replacement=b"",
+    )
     return logs.combine_chunks() if isinstance(logs, pa.ChunkedArray) else logs
 
 
 def log_bytes(logs: pa.BinaryArray, start: int, stop: int) -> memoryview:
     """Rows start..stop of encode_logs' output as one contiguous byte range (no copy)."""
-    offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset:]
+    offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset :]
     data = logs.buffers()[2]
-    return memoryview(data)[offsets[start]:offsets[stop]]
+    return memoryview(data)[offsets[start] : offsets[stop]]
 
 
 def group_tail(topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
