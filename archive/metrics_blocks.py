@@ -57,7 +57,8 @@ def scrape_header(target_labels: dict[str, str], ts_ms: int, up: int, duration_s
         (up, round(duration_s, 6), samples),
     ):
         m = Metric(name, doc, "gauge")
-        m.samples = [Sample(name, dict(target_labels), float(value), stamp)]
+        # The timestamp as text: the writer prints it as given, so the format's exactly-3-decimals form survives.
+        m.samples = [Sample(name, dict(target_labels), float(value), stamp)]  # type: ignore[arg-type]
         out.append(m)
     return out
 
@@ -74,7 +75,7 @@ class _Families:
 
 def render(metrics: Iterable[Metric]) -> bytes:
     """One block: prometheus_client's OpenMetrics text of `metrics` (scrape_header first), without `# EOF`."""
-    out = generate_latest(_Families(list(metrics)))
+    out: bytes = generate_latest(_Families(list(metrics)))  # type: ignore[no-untyped-call]  # untyped upstream
     assert out.endswith(EOF.encode())
     return out[: -len(EOF)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -34,11 +35,11 @@ class Store(abc.ABC):
         """Every object whose key starts with prefix, in key order."""
 
     @abc.abstractmethod
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The names one level below prefix (which ends with '/'), like `ls`."""
 
     @abc.abstractmethod
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete these keys; a key that is already gone is not an error, so a rerun can finish a deletion.
 
         Raises AccessDenied or BackendUnavailable naming the first key that could not be deleted; the others

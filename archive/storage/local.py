@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +47,8 @@ class LocalStore(Store):
         # Walk only the deepest directory the prefix names, then filter by the rest of the prefix.
         base_dir, _, _ = prefix.rpartition("/")
         start = self._path(base_dir) if base_dir else self.root
-        found: list[ObjectInfo] = []
-        stack = [(start, base_dir + "/" if base_dir else "")]
+        found: builtins.list[ObjectInfo] = []
+        stack: builtins.list[tuple[Path | str, str]] = [(start, base_dir + "/" if base_dir else "")]
         while stack:
             path, rel = stack.pop()
             try:
@@ -68,7 +69,7 @@ class LocalStore(Store):
         found.sort(key=lambda o: o.key)
         return iter(found)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         path = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not path.is_dir():
             return []
@@ -76,7 +77,7 @@ class LocalStore(Store):
 
     delete_batch = 200  # no batch API: a smaller batch only makes progress finer
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         for key in keys:
             path = self._path(key)
             try:

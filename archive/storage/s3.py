@@ -7,6 +7,7 @@ style; by default path style for an IP address or localhost endpoint, virtual-ho
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ class S3Store(Store):
 
     def get(self, key: str) -> bytes:
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+            data: bytes = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+            return data
         except Exception as e:
             raise self._error(e, "reading", key) from e
 
@@ -149,8 +151,8 @@ class S3Store(Store):
                 return
             token = page["NextContinuationToken"]
 
-    def list_dirs(self, prefix: str) -> list[str]:
-        names: list[str] = []
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        names: builtins.list[str] = []
         token = None
         full = self.prefix + prefix
         while True:
@@ -166,7 +168,7 @@ class S3Store(Store):
                 return sorted(names)
             token = page["NextContinuationToken"]
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), self.delete_batch):  # DeleteObjects takes at most 1000 keys
             batch = keys[start : start + self.delete_batch]
             objects = [{"Key": self.prefix + k} for k in batch]
