@@ -14,6 +14,8 @@ from historyserver.access import config as access_config
 from historyserver.admission import Gate
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
+from historyserver.live.kube import LiveClusters, LiveSettings
+from historyserver.queries import metrics_store
 from historyserver.routes import (
     access,
     grafana,
@@ -40,6 +42,8 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.access_metrics = access.AccessMetrics()
     app.add_middleware(access.AccessMiddleware, config=app.state.access_config, metrics=app.state.access_metrics)
     app.state.store = store
+    metrics_store.set_cache_budget(settings.metrics_cache_mb)
+    app.state.live = LiveClusters(LiveSettings.from_settings(settings))
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
     app.state.query_gate = Gate(
         "PromQL queries", settings.max_concurrent_queries, settings.queue_wait, "max-concurrent-queries"
@@ -51,7 +55,11 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         "compactions", settings.max_concurrent_compactions, settings.queue_wait, "max-concurrent-compactions"
     )
     app.state.warehouse = Warehouse(
-        store, Path(settings.cache_dir), running_refresh=settings.running_refresh, gate=app.state.compaction_gate
+        store,
+        Path(settings.cache_dir),
+        running_refresh=settings.running_refresh,
+        gate=app.state.compaction_gate,
+        compaction_memory=settings.compaction_memory,
     )
     if settings.compact_on_end:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory

@@ -10,16 +10,6 @@ from collections.abc import Mapping
 
 from historyserver.settings import ServerSettings
 
-# Variables still read outside the settings classes (live clusters: historyserver/live/kube.py; the metrics cache
-# and DuckDB's memory while compacting), known so that they are not reported as unknown.
-UNDECLARED_HERE = (
-    "RAYHISTORY_KUBERNETES",
-    "RAYHISTORY_KUBERNETES_NAMESPACE",
-    "RAYHISTORY_DASHBOARD_URL_TEMPLATE",
-    "RAYHISTORY_METRICS_CACHE_MB",
-    "RAYHISTORY_COMPACTION_MEMORY",
-)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     ServerSettings.add_arguments(parser)
@@ -29,7 +19,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     """Flags over RAYHISTORY_ variables over defaults; warns about RAYHISTORY_ variables nobody declares."""
     from archive.storage.s3 import S3Settings
 
-    ServerSettings.warn_unknown(environ, also=(S3Settings,), known=UNDECLARED_HERE)
+    ServerSettings.warn_unknown(environ, also=(S3Settings,))
     return ServerSettings.load(args, environ)
 
 

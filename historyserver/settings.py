@@ -3,6 +3,7 @@ and a RAYHISTORY_<NAME> variable (archive/settings.py)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,8 +152,36 @@ class ServerSettings(Settings):
         metadata={"help": "--authz kubernetes: seconds a SubjectAccessReview's answer is reused"},
     )
 
+    kubernetes: str = field(
+        default="",
+        metadata={
+            "help": "how to reach the Kubernetes API for the live clusters list and --authz kubernetes: off, "
+            "in-cluster, kubeconfig or kubeconfig:PATH (empty: in-cluster inside a pod, else off)"
+        },
+    )
+    kubernetes_namespace: str = field(
+        default="",
+        metadata={"help": "comma-separated namespaces whose live clusters are listed (empty: all)"},
+    )
+    dashboard_url_template: str = field(
+        default="http://{service}.{namespace}.svc:{port}",
+        metadata={"help": "the live Ray dashboard link of a RayCluster, from its head service, namespace and port"},
+    )
+    metrics_cache_mb: int = field(
+        default=1024,
+        metadata={"help": "MiB of decoded metric samples kept for PromQL queries (an LRU shared by all sessions)"},
+    )
+    compaction_memory: str = field(
+        default="600MB",
+        metadata={
+            "help": "DuckDB's memory while compacting one session (e.g. 600MB, 2GB); larger sessions spill "
+            "to the cache directory"
+        },
+    )
+
     def check(self) -> None:
         for name in (
+            "metrics_cache_mb",
             "query_max_samples",
             "query_max_sessions",
             "max_concurrent_queries",
@@ -161,6 +190,14 @@ class ServerSettings(Settings):
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", self.compaction_memory.strip()):
+            raise SettingsError(
+                f"--compaction-memory: {self.compaction_memory!r} is not a size; give e.g. 600MB or 2GB"
+            )
+        if not re.fullmatch(r"(off|in-cluster|kubeconfig(:.+)?)?", self.kubernetes.strip()):
+            raise SettingsError(
+                f"--kubernetes: {self.kubernetes!r} is not one of off, in-cluster, kubeconfig or kubeconfig:PATH"
+            )
         if self.queue_wait < 0:
             raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
         try:

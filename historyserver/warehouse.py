@@ -22,6 +22,7 @@ from archive.storage import Store
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import compact
+from historyserver.compaction.tables import DEFAULT_MEMORY
 from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
 
@@ -29,8 +30,16 @@ log = logging.getLogger("rayhistory.warehouse")
 
 
 class Warehouse:
-    def __init__(self, store: Store, cache_dir: Path, running_refresh: float = 10.0, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache_dir: Path,
+        running_refresh: float = 10.0,
+        gate: Gate | None = None,
+        compaction_memory: str = DEFAULT_MEMORY,
+    ) -> None:
         self.store = store
+        self.compaction_memory = compaction_memory
         self.gate = gate or Gate("compactions", 1, 3600.0, "max-concurrent-compactions")
         self.root = Path(cache_dir) / f"compacted-c{COMPACTION_VERSION}"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -88,7 +97,7 @@ class Warehouse:
             if self._download(entry, tables):
                 return
             with self.gate.slot(patient):
-                info = compact(self.store, entry.ref, tables, entry.end_ms)
+                info = compact(self.store, entry.ref, tables, entry.end_ms, self.compaction_memory)
             try:
                 self._unless_deleted(entry)  # else its empty tables would be kept, and written back as leftovers
             except SessionNotFound:
@@ -100,7 +109,7 @@ class Warehouse:
             if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
                 return
             with self.gate.slot(patient):
-                info = compact(self.store, entry.ref, tables, None)
+                info = compact(self.store, entry.ref, tables, None, self.compaction_memory)
             _write_info(tables, {**info, "closed": False})
 
     def _unless_deleted(self, entry: SessionEntry) -> None:

@@ -93,10 +93,9 @@ def app(request, archive, kube, tmp_path_factory):
         auth_token_file=str(work / "tokens.csv"),
         authz=request.param,
         authz_file=str(work / "authz.yaml") if request.param == "file" else "",
+        kubernetes=f"kubeconfig:{kubeconfig}",
     )
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAYHISTORY_KUBERNETES", f"kubeconfig:{kubeconfig}")
-        application = create_app(settings, LocalStore(archive))
+    application = create_app(settings, LocalStore(archive))
     application.state.live = LiveClusters(LiveSettings(mode="kubeconfig", kubeconfig=str(kubeconfig), ttl=0))
     return application
 
@@ -360,7 +359,6 @@ def test_without_rbac_to_review_every_request_is_a_503_naming_the_role_not_an_op
     archive, kube, tmp_path, monkeypatch
 ):
     (tmp_path / "tokens.csv").write_text(TOKENS)
-    monkeypatch.setenv("RAYHISTORY_KUBERNETES", f"kubeconfig:{kube.write_kubeconfig(tmp_path / 'kubeconfig')}")
     settings = ServerSettings(
         archive=str(archive),
         cache_dir=str(tmp_path / "cache"),
@@ -369,6 +367,7 @@ def test_without_rbac_to_review_every_request_is_a_503_naming_the_role_not_an_op
         auth="token",
         auth_token_file=str(tmp_path / "tokens.csv"),
         authz="kubernetes",
+        kubernetes=f"kubeconfig:{kube.write_kubeconfig(tmp_path / 'kubeconfig')}",
     )
     kube.may_review = False
     try:

@@ -17,6 +17,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from archive.manifest import ENDED, RUNNING, SessionManifest
+from archive.settings import SettingsError
 from archive.storage.local import LocalStore
 from historyserver.app import create_app
 from historyserver.live.kube import KubernetesUnavailable, LiveClusters, LiveSettings
@@ -448,16 +449,16 @@ def test_in_cluster_mode_uses_the_pods_service_account(tmp_path, kube, monkeypat
         LiveClusters(in_team_c).list()
 
 
-def test_mode_off_is_disabled_and_the_app_builds_it_from_the_environment(tmp_path, monkeypatch):
+def test_mode_off_is_disabled_and_the_app_builds_it_from_its_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("RAYHISTORY_KUBERNETES", raising=False)
     with _client(tmp_path, None) as client:
         assert client.get("/api/v1/live").json() == {"enabled": False, "namespaces": None, "clusters": []}
         assert client.app.state.live.settings.mode == "off"
-    monkeypatch.setenv("RAYHISTORY_KUBERNETES", "kubernetes-please")
-    with _client(tmp_path, None) as client:
-        response = client.get("/api/v1/live")
-        assert response.status_code == 503 and "RAYHISTORY_KUBERNETES='kubernetes-please'" in response.text
+    # A value it cannot use is refused when the settings are read (rayhistory serve exits 2 with this).
+    with pytest.raises(SettingsError, match="--kubernetes: 'kubernetes-please' is not one of off, in-cluster"):
+        ServerSettings(archive=str(tmp_path), kubernetes="kubernetes-please")
+    with pytest.raises(SettingsError, match=r"\$RAYHISTORY_KUBERNETES|--kubernetes"):
+        ServerSettings.load({"archive": str(tmp_path)}, {"RAYHISTORY_KUBERNETES": "kubernetes-please"})
 
 
 def test_settings_from_the_environment(tmp_path, kube):
@@ -471,7 +472,7 @@ def test_settings_from_the_environment(tmp_path, kube):
     assert (settings.mode, settings.kubeconfig, settings.namespaces) == ("kubeconfig", "/etc/kube/config", ("a", "b"))
     assert LiveSettings.from_env({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).mode == "in-cluster"
     assert LiveSettings.from_env({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "RAYHISTORY_KUBERNETES": "off"}).mode == "off"
-    with pytest.raises(KubernetesUnavailable, match="in-cluster:x"):
+    with pytest.raises(SettingsError, match="in-cluster:x"):  # refused when read, as every setting
         LiveSettings.from_env({"RAYHISTORY_KUBERNETES": "in-cluster:x"})
     live = _live(tmp_path, kube, namespaces=("team-a",), dashboard_url_template=settings.dashboard_url_template)
     urls = {r.name: r.dashboard_url for r in live.list()}

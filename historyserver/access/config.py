@@ -131,13 +131,13 @@ def load(settings) -> AccessConfig:
         if settings.authz_cache_ttl < 0:
             raise AccessConfigError(f"--authz-cache-ttl must not be negative, got {settings.authz_cache_ttl}")
         try:
-            live = LiveSettings.from_env()
+            live = LiveSettings.from_settings(settings)
         except KubernetesUnavailable as e:
             raise AccessConfigError(f"--authz kubernetes: {e}") from None
         if live.mode == "off":
             raise AccessConfigError(
-                "--authz kubernetes asks the Kubernetes API, which is off here: set "
-                "RAYHISTORY_KUBERNETES to in-cluster (in a pod) or kubeconfig[:PATH]"
+                "--authz kubernetes asks the Kubernetes API, which is off here: set --kubernetes "
+                "(RAYHISTORY_KUBERNETES) to in-cluster (in a pod) or kubeconfig[:PATH]"
             )
         config.policy = KubernetesAuthz(live, settings.authz_cache_ttl)
     return config

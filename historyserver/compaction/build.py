@@ -31,7 +31,7 @@ from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
-from historyserver.compaction.tables import BUILDERS, Inputs, info_counts
+from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, Inputs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -94,12 +94,15 @@ def _open_staged(path: Path):
     return open(path, "w+b")
 
 
-def compact(store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
-    """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place)."""
+def compact(
+    store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None, memory_limit: str = DEFAULT_MEMORY
+) -> dict[str, Any]:
+    """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place), with
+    DuckDB's memory bounded by memory_limit (e.g. 600MB)."""
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
-    inputs = Inputs(store, ref, tmp, session_end_ms)
+    inputs = Inputs(store, ref, tmp, session_end_ms, memory_limit)
     try:
         _read(inputs)
         log.info("%s: read the archive in %.1fs", ref.id, time.monotonic() - started)

@@ -24,7 +24,6 @@ history server never imports the collector).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -104,7 +103,9 @@ class _Samples:
         self.writer.close()
 
 
-def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir: Path, damage) -> dict[str, int]:
+def compact_metrics(
+    store: Store, ref: SessionRef, node_ids: list[str], out_dir: Path, damage, memory_limit: str = "600MB"
+) -> dict[str, int]:
     """Write the metric_series and metric_samples tables into out_dir; returns their row counts.
 
     `damage` is the compaction's Damage: unreadable blocks and segments are noted there, never raised."""
@@ -125,7 +126,9 @@ def compact_metrics(store: Store, ref: SessionRef, node_ids: list[str], out_dir:
                     seq = _read_file(data, where, table, samples, damage, seq, stale)
         samples.close()
         order = _write_series(out_dir / METRIC_SERIES.file, table, samples.used)
-        kept = _write_samples(stage, samples.path, order, out_dir / METRIC_SAMPLES.file, samples.monotonic)
+        kept = _write_samples(
+            stage, samples.path, order, out_dir / METRIC_SAMPLES.file, memory_limit, samples.monotonic
+        )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if samples.rows > kept:
@@ -274,13 +277,13 @@ def _write_series(path: Path, table: SeriesTable, used: np.ndarray) -> np.ndarra
     return order
 
 
-def _write_samples(stage: Path, staged: Path, order: np.ndarray, out: Path, unique: bool = False) -> int:
+def _write_samples(
+    stage: Path, staged: Path, order: np.ndarray, out: Path, memory_limit: str, unique: bool = False
+) -> int:
     """Renumber, deduplicate (unless the rows are known `unique` per series and timestamp) and sort the staged
     rows in DuckDB, which spills to disk instead of growing memory."""
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(stage / "spill")})
     try:
-        con.execute(f"SET memory_limit = '{os.environ.get('RAYHISTORY_COMPACTION_MEMORY', '600MB')}'")
-        con.execute(f"SET temp_directory = '{stage / 'spill'}'")
         ids = pa.table({"tmp_id": np.arange(len(order), dtype=np.int64), "series_id": order})
         con.register("series_ids", ids)
         src = str(staged).replace("'", "''")

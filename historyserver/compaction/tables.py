@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -55,6 +54,9 @@ log = logging.getLogger("rayhistory.compaction")
 _WORKER_LOG = re.compile(r"^worker-([0-9a-f]+)-[0-9a-f]+-\d+\.(out|err)$")
 
 
+DEFAULT_MEMORY = "600MB"  # DuckDB's memory while compacting one session, unless --compaction-memory says
+
+
 @dataclass
 class Inputs:
     """What one pass over the session's archive gathered for the builders (build.py's reading pass)."""
@@ -63,6 +65,7 @@ class Inputs:
     ref: SessionRef
     tmp: Path  # the build directory: tables are written here, staged files under tmp / "stage"
     session_end_ms: int | None
+    memory_limit: str = DEFAULT_MEMORY  # DuckDB's while compacting (--compaction-memory)
     folded: Folded = field(default_factory=Folded)
     node_records: dict[str, NodeRecord] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -77,7 +80,7 @@ class Inputs:
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = _duckdb(self.tmp)
+            self._con = duckdb_for_compaction(self.tmp, self.memory_limit)
         return self._con
 
     def close(self) -> None:
@@ -105,11 +108,9 @@ class Builder:
     reads: tuple[Table, ...] = ()  # tables of earlier builders it reads
 
 
-def _duckdb(tmp: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    # Bounded memory: large sessions spill to disk instead of growing the server's RSS.
-    con.execute(f"SET memory_limit = '{os.environ.get('RAYHISTORY_COMPACTION_MEMORY', '600MB')}'")
-    con.execute(f"SET temp_directory = '{tmp / 'spill'}'")
+def duckdb_for_compaction(tmp: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """Bounded memory: large sessions spill to tmp/spill instead of growing the server's RSS."""
+    con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -123,7 +124,9 @@ def _write(inputs: Inputs, table: Table, rows: list[dict[str, Any]]) -> dict[str
 
 
 def _metrics(inputs: Inputs) -> dict[str, int]:
-    return compact_metrics(inputs.store, inputs.ref, list(inputs.node_records), inputs.tmp, inputs.folded.damage)
+    return compact_metrics(
+        inputs.store, inputs.ref, list(inputs.node_records), inputs.tmp, inputs.folded.damage, inputs.memory_limit
+    )
 
 
 def _placement_groups(inputs: Inputs) -> dict[str, int]:

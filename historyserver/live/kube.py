@@ -63,15 +63,23 @@ class LiveSettings:
     service_account_dir: str = SERVICE_ACCOUNT_DIR
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> LiveSettings:
+    def from_settings(cls, settings: Any, environ: Mapping[str, str] = os.environ, **overrides: Any) -> LiveSettings:
+        """From the server's --kubernetes, --kubernetes-namespace and --dashboard-url-template; an empty
+        --kubernetes means in-cluster inside a pod (Kubernetes sets KUBERNETES_SERVICE_HOST there), else off."""
         default = "in-cluster" if environ.get("KUBERNETES_SERVICE_HOST") else "off"
-        mode, kubeconfig = parse_mode(environ.get("RAYHISTORY_KUBERNETES") or default)
-        listed = environ.get("RAYHISTORY_KUBERNETES_NAMESPACE", "").split(",")
-        namespaces = tuple(n.strip() for n in listed if n.strip())
-        template = environ.get("RAYHISTORY_DASHBOARD_URL_TEMPLATE") or DEFAULT_DASHBOARD_URL_TEMPLATE
+        mode, kubeconfig = parse_mode(settings.kubernetes or default)
+        namespaces = tuple(n.strip() for n in settings.kubernetes_namespace.split(",") if n.strip())
+        template = settings.dashboard_url_template or DEFAULT_DASHBOARD_URL_TEMPLATE
         return cls(
             mode=mode, kubeconfig=kubeconfig, namespaces=namespaces, dashboard_url_template=template, **overrides
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> LiveSettings:
+        """The same settings read from RAYHISTORY_ variables alone (through the server's one mechanism)."""
+        from historyserver.settings import ServerSettings
+
+        return cls.from_settings(ServerSettings.load({"archive": "(unused)"}, environ), environ, **overrides)
 
 
 def parse_mode(value: str) -> tuple[str, str | None]:

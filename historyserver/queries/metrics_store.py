@@ -18,7 +18,6 @@ part of the series' label set.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ from historyserver.promql.model import Matcher, RawSeries
 
 NAME = "__name__"
 # Decoded samples kept in memory, all sessions together (16 bytes a sample): a day of 50 nodes is ~350 MB.
-CACHE_BYTES = int(float(os.environ.get("RAYHISTORY_METRICS_CACHE_MB", "1024")) * 2**20)
+CACHE_BYTES = 1024 * 2**20  # the default of --metrics-cache-mb; the app sets its own (set_cache_budget)
 READ_GROUPS = 16  # row groups decoded per read
 MAX_INDEXES = 256  # sessions whose series index stays loaded (a few hundred bytes a series)
 
@@ -393,12 +392,27 @@ class _GroupCache:
                 return
             self._items[key] = value
             self.used += size
-            while self.used > self.budget and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
-                self.used -= sum(a.nbytes for a in old)
+            self._shrink()
+
+    def resize(self, budget: int) -> None:
+        with self._lock:
+            self.budget = budget
+            self._shrink()
+
+    def _shrink(self) -> None:
+        while self.used > self.budget and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.used -= sum(a.nbytes for a in old)
 
 
 _CACHE = _GroupCache(CACHE_BYTES)
+
+
+def set_cache_budget(mb: int) -> None:
+    """--metrics-cache-mb: the decoded samples kept, all sessions together."""
+    _CACHE.resize(mb * 2**20)
+
+
 _INDEX_LOCK = threading.Lock()
 _INDEXES: OrderedDict[tuple, SessionIndex] = OrderedDict()
 _OPENING: dict[tuple, threading.Lock] = {}

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
-
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import orjson
 from fastapi import Request

@@ -11,10 +11,8 @@ router = APIRouter(prefix="/api/v1")
 
 
 def live_clusters(request: Request) -> LiveClusters:
-    """The app's LiveClusters, built from the environment on first use when the app was not given one."""
-    live = getattr(request.app.state, "live", None)
-    if live is None:
-        live = request.app.state.live = LiveClusters.from_env()
+    """The app's LiveClusters (create_app builds it from --kubernetes and its companions)."""
+    live: LiveClusters = request.app.state.live
     return live
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -31,7 +32,15 @@ from historyserver.queries.metrics_scope import ArchiveStore
 from historyserver.queries.session_series import FailureCache, warehouse_tables
 from historyserver.routes.deps import catalog as visible_catalog
 from historyserver.routes.prometheus_params import (
-    LABEL_NAME, MAX_TIME_MS, MIN_TIME_MS, Params, check_timeout, go_quote, match_sets, range_params, time_param,
+    LABEL_NAME,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    Params,
+    check_timeout,
+    go_quote,
+    match_sets,
+    range_params,
+    time_param,
 )
 
 router = APIRouter()

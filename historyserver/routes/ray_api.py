@@ -9,7 +9,13 @@ from historyserver.compaction.records import TASK_SUMMARY_KEYS as SUMMARY_TASK_K
 from historyserver.errors import BadRequest, EntityNotFound
 from historyserver.queries.session_db import Filter, SessionDB
 from historyserver.routes.deps import (
-    LARGE_PAGE, SESSION_PREFIX, large_answer, ray_limit, ray_ok, session_db, state_envelope,
+    LARGE_PAGE,
+    SESSION_PREFIX,
+    large_answer,
+    ray_limit,
+    ray_ok,
+    session_db,
+    state_envelope,
 )
 
 router = APIRouter(prefix=SESSION_PREFIX)
