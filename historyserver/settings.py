@@ -79,7 +79,7 @@ class ServerSettings(Settings):
         },
     )
     max_concurrent_large: int = field(
-        default=2,
+        default=1,
         metadata={
             "help": "large answers built at once (task pages over 1,000 rows, trace downloads, timelines); "
             "others wait up to --queue-wait, then get 503 with Retry-After"
