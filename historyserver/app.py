@@ -15,7 +15,8 @@ from historyserver.admission import Gate
 from historyserver.catalog import Catalog
 from historyserver.errors import HistoryError
 from historyserver.live.kube import LiveClusters, LiveSettings
-from historyserver.queries import metrics_store
+from historyserver.queries.metrics_store import MetricsCache
+from historyserver.queries.session_series import FailureCache, warehouse_tables
 from historyserver.routes import (
     access,
     grafana,
@@ -42,7 +43,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.access_metrics = access.AccessMetrics()
     app.add_middleware(access.AccessMiddleware, config=app.state.access_config, metrics=app.state.access_metrics)
     app.state.store = store
-    metrics_store.set_cache_budget(settings.metrics_cache_mb)
+    app.state.metrics_cache = MetricsCache(settings.metrics_cache_mb * 2**20)
     app.state.live = LiveClusters(LiveSettings.from_settings(settings))
     app.state.catalog = Catalog(store, ttl=settings.catalog_ttl)
     app.state.query_gate = Gate(
@@ -61,6 +62,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         gate=app.state.compaction_gate,
         compaction_memory=settings.compaction_memory,
     )
+    app.state.session_failures = FailureCache(warehouse_tables(app.state.warehouse))
     if settings.compact_on_end:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))

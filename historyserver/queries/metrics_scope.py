@@ -17,7 +17,7 @@ from pathlib import Path
 from historyserver.catalog import STALE_AFTER_MS, UNFINISHED, SessionEntry
 from historyserver.errors import TooLarge
 from historyserver.promql.model import Matcher, RawSeries
-from historyserver.queries.metrics_store import MetricsStore, SessionTables
+from historyserver.queries.metrics_store import MetricsCache, MetricsStore, SessionTables
 from historyserver.queries.session_series import FailureCache, SessionSeriesStore, matches, names_only_virtual
 
 # Scrape timestamps come from each node's clock and the end is written after the last upload: keep sessions whose
@@ -62,9 +62,11 @@ class ArchiveStore:
         failures: FailureCache | None = None,
         now_ms: int | None = None,
         max_sessions: int | None = None,
+        cache: MetricsCache | None = None,
     ) -> None:
         self.entries = entries
         self.max_sessions = max_sessions
+        self.cache = cache if cache is not None else MetricsCache()  # the app's, shared by requests
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self._open_tables = open_tables
         self.virtual = SessionSeriesStore(entries, failures, self.now_ms)
@@ -106,7 +108,7 @@ class ArchiveStore:
             key = frozenset(e.ref.id for e in entries)
             store = self._stores.get(key)
             if store is None:
-                store = self._stores[key] = MetricsStore([self._tables[e.ref.id] for e in entries])
+                store = self._stores[key] = MetricsStore([self._tables[e.ref.id] for e in entries], self.cache)
             return store
 
     def close(self) -> None:

@@ -59,14 +59,16 @@ class MetricsStore:
     """SeriesStore over a fixed list of sessions' tables. Thread-safe; cheap to create (the indexes and decoded
     samples live in process-wide caches), so one per request is fine."""
 
-    def __init__(self, sessions: Iterable[SessionTables | tuple[str, Path]]) -> None:
+    def __init__(self, sessions: Iterable[SessionTables | tuple[str, Path]], cache: MetricsCache | None = None) -> None:
+        # The app's cache, shared by requests; a store of its own (tests, one-off scripts) keeps its own.
+        self.cache = cache if cache is not None else MetricsCache()
         self.sessions: list[SessionTables] = []
         self._indexes: list[SessionIndex] = []
         for s in sessions:
             t = s if isinstance(s, SessionTables) else SessionTables.in_dir(*s)
             if t.series.is_file() and t.samples.is_file():  # tables built before metrics existed hold none
                 self.sessions.append(t)
-                self._indexes.append(open_index(t.series, t.samples))
+                self._indexes.append(self.cache.index(t.series, t.samples))
         # Store lookups made (tests and benchmarks read it): one for the matching series and one for their samples
         # per selector, whatever the number of sessions.
         self.queries = 0
@@ -178,8 +180,9 @@ def _regex_matches(pattern: str, values: list[str]) -> np.ndarray:
 class SessionIndex:
     """A session's series table in memory, and where each series' rows lie in its samples file."""
 
-    def __init__(self, series_path: Path, samples_path: Path, key: tuple) -> None:
+    def __init__(self, series_path: Path, samples_path: Path, key: tuple, groups: _GroupCache) -> None:
         self.key = key
+        self._cache = groups
         table = pq.read_table(series_path)
         ids = np.asarray(table.column("series_id").to_numpy(), dtype=np.int64)
         names = table.column("name").to_pylist()
@@ -283,7 +286,7 @@ class SessionIndex:
 
     def _groups(self, groups: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Decoded (ts, value) of row groups, from the shared cache or read (the missing ones in one call)."""
-        have = {g: _CACHE.get((self.key, g)) for g in groups}
+        have = {g: self._cache.get((self.key, g)) for g in groups}
         missing = [g for g, v in have.items() if v is None]
         if missing:
             with self._lock:  # one reader per file; pyarrow decodes the row groups on several threads
@@ -311,7 +314,7 @@ class SessionIndex:
                     }
             for g in missing:
                 if g in have:
-                    _CACHE.put((self.key, g), have[g])
+                    self._cache.put((self.key, g), have[g])
         return have
 
     def _series_rows(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -405,46 +408,43 @@ class _GroupCache:
             self.used -= sum(a.nbytes for a in old)
 
 
-_CACHE = _GroupCache(CACHE_BYTES)
-
-
-def set_cache_budget(mb: int) -> None:
-    """--metrics-cache-mb: the decoded samples kept, all sessions together."""
-    _CACHE.resize(mb * 2**20)
-
-
-_INDEX_LOCK = threading.Lock()
-_INDEXES: OrderedDict[tuple, SessionIndex] = OrderedDict()
-_OPENING: dict[tuple, threading.Lock] = {}
-
-
 def _identity(path: Path) -> tuple:
     st = path.stat()
     return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def open_index(series_path: Path, samples_path: Path) -> SessionIndex:
-    """The index of a session's tables, read once per version of the files (a rebuilt table is a new file)."""
-    key = (_identity(series_path), _identity(samples_path))
-    with _INDEX_LOCK:
-        index = _INDEXES.get(key)
-        if index is not None:
-            _INDEXES.move_to_end(key)
-            return index
-        lock = _OPENING.setdefault(key, threading.Lock())
-    with lock:  # one reader per session; others wait for its index
-        with _INDEX_LOCK:
-            index = _INDEXES.get(key)
-        if index is None:
-            index = SessionIndex(series_path, samples_path, key)
-            with _INDEX_LOCK:
-                for old in [k for k in _INDEXES if k[1][0] == key[1][0]]:
-                    del _INDEXES[old]  # a previous build of the same session's tables
-                _INDEXES[key] = index
-                _OPENING.pop(key, None)
-                while len(_INDEXES) > MAX_INDEXES:
-                    _INDEXES.popitem(last=False)
-    return index
+class MetricsCache:
+    """What the PromQL store keeps between requests, owned by the app (historyserver/app.py builds one): each
+    session's series index (MAX_INDEXES sessions) and decoded row groups of samples (a byte budget, LRU)."""
+
+    def __init__(self, budget_bytes: int = CACHE_BYTES) -> None:
+        self.groups = _GroupCache(budget_bytes)
+        self._lock = threading.Lock()
+        self._indexes: OrderedDict[tuple, SessionIndex] = OrderedDict()
+        self._opening: dict[tuple, threading.Lock] = {}
+
+    def index(self, series_path: Path, samples_path: Path) -> SessionIndex:
+        """The index of a session's tables, read once per version of the files (a rebuilt table is a new file)."""
+        key = (_identity(series_path), _identity(samples_path))
+        with self._lock:
+            index = self._indexes.get(key)
+            if index is not None:
+                self._indexes.move_to_end(key)
+                return index
+            lock = self._opening.setdefault(key, threading.Lock())
+        with lock:  # one reader per session; others wait for its index
+            with self._lock:
+                index = self._indexes.get(key)
+            if index is None:
+                index = SessionIndex(series_path, samples_path, key, self.groups)
+                with self._lock:
+                    for old in [k for k in self._indexes if k[1][0] == key[1][0]]:
+                        del self._indexes[old]  # a previous build of the same session's tables
+                    self._indexes[key] = index
+                    self._opening.pop(key, None)
+                    while len(self._indexes) > MAX_INDEXES:
+                        self._indexes.popitem(last=False)
+        return index
 
 
 def _ts_stats(meta) -> tuple[int, int] | None:
@@ -471,4 +471,4 @@ def _merge(ts_a: np.ndarray, v_a: np.ndarray, ts_b: np.ndarray, v_b: np.ndarray)
     return ts[keep], values[keep]
 
 
-__all__ = ["MetricsStore", "SessionIndex", "SessionTables", "open_index"]
+__all__ = ["MetricsCache", "MetricsStore", "SessionIndex", "SessionTables"]

@@ -29,7 +29,7 @@ from historyserver.catalog import SessionEntry
 from historyserver.errors import ArchiveUnavailable, HistoryError, Overloaded, SessionNotFound, TooLarge
 from historyserver.promql.errors import BadData, PromQLError
 from historyserver.queries.metrics_scope import ArchiveStore
-from historyserver.queries.session_series import FailureCache, warehouse_tables
+from historyserver.queries.session_series import FailureCache
 from historyserver.routes.deps import catalog as visible_catalog
 from historyserver.routes.prometheus_params import (
     LABEL_NAME,
@@ -132,17 +132,15 @@ def _lookup_scope(request: Request) -> list[SessionEntry]:
 
 
 def _failure_cache(request: Request) -> FailureCache:
-    state = request.app.state
-    cache = getattr(state, "session_failures", None)
-    if cache is None:
-        cache = state.session_failures = FailureCache(warehouse_tables(state.warehouse))
+    cache: FailureCache = request.app.state.session_failures  # built by create_app
     return cache
 
 
 def scope_store(request: Request) -> ArchiveStore:
     warehouse = request.app.state.warehouse
     return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request),
-                        max_sessions=request.app.state.settings.query_max_sessions)
+                        max_sessions=request.app.state.settings.query_max_sessions,
+                        cache=request.app.state.metrics_cache)
 
 
 # -- endpoints (run in a worker thread: DuckDB and the engine are blocking) ---------------------------------------
