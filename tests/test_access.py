@@ -267,7 +267,7 @@ def test_a_forged_or_expired_cookie_is_refused(archive, tmp_path, token_file):
         digest, expires, signature = c.cookies["rayhistory_auth"].split(".")
         assert with_cookie(f"{digest}.{int(expires) + 10**6}.{signature}") == 401  # a longer life: unsigned
         assert "log in again" in c.get("/api/v1/sessions").json()["error"]["message"]
-        signer = c.app.state.access_config.cookies
+        signer = c.app.state.services.access.cookies
         assert with_cookie(signer.issue(ALICE, now=time.time() - signer.max_age - 1)) == 401  # expired
         assert with_cookie(signer.issue(ALICE)) == 200
         # Another server's key (or one from before a restart) does not sign for this one.
@@ -300,7 +300,7 @@ def test_readyz_is_503_while_the_archive_cannot_be_listed(tmp_path):
     missing = tmp_path / "gone"
     missing.mkdir()
     with _client(missing, tmp_path) as c:
-        c.app.state.store.list = _failing_list
+        c.app.state.services.store.list = _failing_list
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["error"]["code"] == "NotReady"
         assert c.get("/healthz").status_code == 200

@@ -116,7 +116,7 @@ class Spy:
 
     def __init__(self, app) -> None:
         self.opened: list[str] = []
-        warehouse = app.state.warehouse
+        warehouse = app.state.services.warehouse
         self._real = real = warehouse.db
         self._warehouse = warehouse
 
@@ -291,10 +291,10 @@ def test_the_live_list_shows_only_the_users_namespace(client, user):
 def test_a_user_without_namespaces_sees_an_empty_archive(app):
     with TestClient(app) as c:
         token = "carol-7e1d3b5a9c0f2e46"
-        tokens = c.app.state.access_config.tokens
+        tokens = c.app.state.services.access.tokens
         from historyserver.access.tokens import TokenTable
 
-        c.app.state.access_config.tokens = TokenTable.parse(f"{token},carol,1003\n")
+        c.app.state.services.access.tokens = TokenTable.parse(f"{token},carol,1003\n")
         try:
             headers = {"Authorization": f"Bearer {token}"}
             assert ok(c.get("/api/v1/sessions", headers=headers))["total"] == 0
@@ -302,7 +302,7 @@ def test_a_user_without_namespaces_sees_an_empty_archive(app):
             assert ok(c.get("/api/v1/live", headers=headers))["clusters"] == []
             assert c.get(f"/sessions/{A.id}/api/jobs/", headers=headers).status_code == 404
         finally:
-            c.app.state.access_config.tokens = tokens
+            c.app.state.services.access.tokens = tokens
 
 
 # -- the kubernetes authorizer -------------------------------------------------------------------------------------
@@ -388,5 +388,7 @@ def test_without_rbac_to_review_every_request_is_a_503_naming_the_role_not_an_op
 def test_routes_read_sessions_only_through_the_requests_view():
     """By construction: the one place that turns the app's catalog into what a request may see is routes/deps.py."""
     routes = Path(__file__).resolve().parents[1] / "historyserver" / "routes"
-    readers = sorted(p.name for p in routes.glob("*.py") if "state.catalog" in p.read_text())
+    readers = sorted(
+        p.name for p in routes.glob("*.py") if ").catalog" in p.read_text() or "state.catalog" in p.read_text()
+    )
     assert readers == ["access.py", "deps.py"]  # access.py: /readyz lists the archive, and shows no session

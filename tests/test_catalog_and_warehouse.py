@@ -128,9 +128,9 @@ def test_a_session_that_ends_is_compacted_in_the_background(tmp_path):
         last_seen_ms=int(time.time() * 1000),
     )
     _publish(store, m)
-    assert [e.status for e in app.state.catalog.sessions()] == [RUNNING]  # the first listing
+    assert [e.status for e in app.state.services.catalog.sessions()] == [RUNNING]  # the first listing
     Collector(settings, store, SessionDir(session)).run()  # the session ends
-    app.state.catalog.sessions()  # the listing that sees it end
+    app.state.services.catalog.sessions()  # the listing that sees it end
     info = ref.compacted_prefix(compacted.COMPACTION_VERSION) + "info.json"
     deadline = time.monotonic() + 30
     while not store.exists(info):  # nobody opened it: the background compactor did

@@ -258,7 +258,7 @@ def _client(tmp_path: Path, live: LiveClusters | None) -> TestClient:
         ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0), LocalStore(archive)
     )
     if live is not None:
-        app.state.live = live
+        app.state.services.live = live
     return TestClient(app)
 
 
@@ -453,7 +453,7 @@ def test_mode_off_is_disabled_and_the_app_builds_it_from_its_settings(tmp_path, 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with _client(tmp_path, None) as client:
         assert client.get("/api/v1/live").json() == {"enabled": False, "namespaces": None, "clusters": []}
-        assert client.app.state.live.settings.mode == "off"
+        assert client.app.state.services.live.settings.mode == "off"
     # A value it cannot use is refused when the settings are read (rayhistory serve exits 2 with this).
     with pytest.raises(SettingsError, match="--kubernetes: 'kubernetes-please' is not one of off, in-cluster"):
         ServerSettings(archive=str(tmp_path), kubernetes="kubernetes-please")

@@ -83,7 +83,7 @@ def test_charts_use_the_default_dashboards_panels(finished_cluster, tmp_path):
 
     dashboard = json.loads((REFERENCE / "grafana" / "generated" / "default_grafana_dashboard.json").read_text())
     panels = {p["title"]: p for row in dashboard["panels"] for p in [row, *row.get("panels", [])]}
-    entry = app.state.catalog.get(sid)
+    entry = app.state.services.catalog.get(sid)
     start, end = entry.manifest.start_ms / 1000, entry.end_ms / 1000
     with client_for(finished_cluster.local_archive, tmp_path / "cache2") as c:
         instances = c.get(

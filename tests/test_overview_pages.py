@@ -65,7 +65,7 @@ def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, 
     )
     sid = finished_cluster.ref.id
     with served(app) as url, browser() as b, page_watch(b) as (page, problems):
-        jobs = app.state.warehouse.db(app.state.catalog.get(sid)).jobs()
+        jobs = app.state.services.warehouse.db(app.state.services.catalog.get(sid)).jobs()
         driver_job = next(j["job_id"] for j in jobs if j["type"] == "DRIVER")
         page.goto(f"{url}/sessions/{sid}/timeline?job_id={driver_job}")
         wait_for_text(page, ["task attempts on"])

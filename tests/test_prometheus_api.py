@@ -56,7 +56,7 @@ class Spy:
 
     def __init__(self, client: TestClient) -> None:
         self.opened: list[str] = []
-        warehouse = client.app.state.warehouse
+        warehouse = client.app.state.services.warehouse
         real = warehouse.db
 
         def db(entry):
@@ -96,7 +96,7 @@ def secs(ms: int) -> str:
 
 @pytest.fixture(scope="module")
 def store(client):
-    catalog, warehouse = client.app.state.catalog, client.app.state.warehouse
+    catalog, warehouse = client.app.state.services.catalog, client.app.state.services.warehouse
     tables = [SessionTables.in_dir(s.id, warehouse.db(catalog.get(s.id)).dir) for s in (A, B, C)]
     for t in tables:  # the compacted tables are real and non-empty
         n = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{t.samples}')").fetchone()[0]
@@ -543,8 +543,8 @@ def test_the_grafana_redirect_keeps_parameters_and_fixes_the_range(archive, clie
 def test_a_real_sessions_ray_metrics(finished_cluster, tmp_path):
     fc = finished_cluster
     with make_client(Path(fc.local_archive), tmp_path / "cache") as c:
-        entry = c.app.state.catalog.get(fc.ref.id)
-        tables = c.app.state.warehouse.db(entry).dir
+        entry = c.app.state.services.catalog.get(fc.ref.id)
+        tables = c.app.state.services.warehouse.db(entry).dir
         con = duckdb.connect()
         n_series, n_samples = (
             con.execute(f"SELECT count(*) FROM read_parquet('{tables / f}')").fetchone()[0]

@@ -311,7 +311,7 @@ def test_metrics_tab_embeds_grafana_over_the_sessions_life(site, finished_cluste
         ),
         open_store(finished_cluster.local_archive),
     )
-    entry = app.state.catalog.get(finished_cluster.ref.id)
+    entry = app.state.services.catalog.get(finished_cluster.ref.id)
     try:
         b, _ = site  # the module's Chromium (one Playwright per thread), on a server configured with Grafana
         with served(app) as url, page_watch(b) as (page, problems):

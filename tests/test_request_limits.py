@@ -159,12 +159,12 @@ def test_busy_query_slots_answer_503_with_retry_after(archive, tmp_path):
     with make_client(archive, tmp_path, max_concurrent_queries=1, queue_wait=0.2) as c:
         params = {"query": "up", "time": secs(T0 + HOUR // 2)}
         ok(c.get(f"{API}/query", params=params))
-        with c.app.state.query_gate.slot():  # another query holds the only slot
+        with c.app.state.services.gates.queries.slot():  # another query holds the only slot
             r = c.get(f"{API}/query", params=params)
             err(r, 503, "unavailable", "--max-concurrent-queries")
             assert r.headers["Retry-After"] == "1"
         ok(c.get(f"{API}/query", params=params))
-        assert c.app.state.query_gate.refused == 1
+        assert c.app.state.services.gates.queries.refused == 1
 
 
 def _fresh_archive(root: Path) -> Path:
@@ -178,7 +178,7 @@ def test_busy_compaction_slots_answer_503_in_each_family_shape(tmp_path):
     sid = SESSIONS[1].id
     archive = _fresh_archive(tmp_path / "archive")
     with make_client(archive, tmp_path / "cache", max_concurrent_compactions=1, queue_wait=0.2) as c:
-        with c.app.state.compaction_gate.slot():
+        with c.app.state.services.gates.compactions.slot():
             r = c.get(f"/sessions/{sid}/api/v0/tasks")
             assert r.status_code == 503 and r.headers["Retry-After"] == "1"
             body = r.json()
@@ -192,18 +192,18 @@ def test_a_request_waiting_on_a_sessions_compaction_is_bounded(tmp_path):
     sid = SESSIONS[2].id
     archive = _fresh_archive(tmp_path / "archive")
     with make_client(archive, tmp_path / "cache", queue_wait=0.2) as c:
-        entry = c.app.state.catalog.get(sid)
+        entry = c.app.state.services.catalog.get(sid)
         release = threading.Event()
         started = threading.Event()
-        real = c.app.state.warehouse._prepare
+        real = c.app.state.services.warehouse._prepare
 
         def slow_prepare(*args):  # the background compactor, still at work
             started.set()
             release.wait(30)
             return real(*args)
 
-        c.app.state.warehouse._prepare = slow_prepare
-        worker = threading.Thread(target=c.app.state.warehouse.db, args=(entry,), kwargs={"patient": True})
+        c.app.state.services.warehouse._prepare = slow_prepare
+        worker = threading.Thread(target=c.app.state.services.warehouse.db, args=(entry,), kwargs={"patient": True})
         worker.start()
         assert started.wait(10)
         r = c.get(f"/sessions/{sid}/api/v0/tasks")
@@ -318,7 +318,7 @@ def test_large_task_pages_and_traces_wait_for_a_slot(task_session, tmp_path):
     with make_client(root, tmp_path, max_concurrent_large=1, queue_wait=0.2) as c:
         s = f"/sessions/{sid}"
         assert c.get(f"{s}/api/v0/tasks?limit=5000").status_code == 200
-        gate = c.app.state.large_gate
+        gate = c.app.state.services.gates.large
         with gate.slot():
             r = c.get(f"{s}/api/v0/tasks?limit=5000")
             assert r.status_code == 503 and r.headers["Retry-After"] == "1"

@@ -15,15 +15,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    PlatformCollector,
-    ProcessCollector,
     generate_latest,
 )
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from historyserver import services
 from historyserver.access.config import AccessConfig
+from historyserver.access.metrics import AccessMetrics
 from historyserver.access.principal import ANONYMOUS, Access, Principal
 from historyserver.routes import prometheus_api
 from historyserver.routes.errors import ours, ray_envelope
@@ -34,19 +32,6 @@ log = logging.getLogger("rayhistory.access")
 COOKIE = "rayhistory_auth"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/logout"})
 OPEN_PREFIXES = ("/assets/",)
-
-
-class AccessMetrics:
-    """The server's own /metrics: process figures and authentication outcomes (no user or namespace names)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        self.refused = Counter("rayhistory_server_unauthenticated_requests", "Requests refused for want of a "
-                               "valid identity, by reason", ["reason"], registry=self.registry)
-        self.logins = Counter("rayhistory_server_logins", "Login form submissions, by outcome", ["outcome"],
-                              registry=self.registry)
 
 
 class AccessMiddleware:
@@ -165,7 +150,7 @@ def _https(request: Request) -> bool:
 
 
 def _config(request: Request) -> AccessConfig:
-    return request.app.state.access_config
+    return services.of(request).access
 
 
 @router.get("/login", include_in_schema=False)
@@ -194,9 +179,9 @@ async def login(request: Request) -> Response:
     token = form.get("token", "").strip()
     assert config.tokens is not None and config.cookies is not None
     if not token or config.tokens.authenticate(token) is None:
-        request.app.state.access_metrics.logins.labels("refused").inc()
+        services.of(request).access_metrics.logins.labels("refused").inc()
         return login_page(request, config, "That token is not valid.", target, status=401)
-    request.app.state.access_metrics.logins.labels("ok").inc()
+    services.of(request).access_metrics.logins.labels("ok").inc()
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, config.cookies.issue(token), max_age=config.cookies.max_age, path="/",
                         httponly=True, samesite="strict", secure=_https(request))
@@ -217,7 +202,7 @@ def healthz() -> dict:
 
 @router.get("/readyz", include_in_schema=False)
 def readyz(request: Request) -> Response:
-    catalog = request.app.state.catalog
+    catalog = services.of(request).catalog
     try:
         catalog.sessions()  # the first call lists the archive; later ones read memory
     except Exception as e:  # noqa: BLE001 - any failure to list means: not ready
@@ -230,4 +215,4 @@ def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.access_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services.of(request).access_metrics.registry), media_type=CONTENT_TYPE_LATEST)

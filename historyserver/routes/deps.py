@@ -12,6 +12,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from historyserver import services
 from historyserver.access.principal import Access
 from historyserver.catalog import CatalogView, SessionEntry
 from historyserver.errors import BadRequest
@@ -34,7 +35,7 @@ def access(request: Request) -> Access:
 def catalog(request: Request) -> CatalogView:
     """The catalog as this request may see it; routes read sessions only through this."""
     seen = access(request)
-    return request.app.state.catalog.visible(seen.allows, seen.decide_all)
+    return services.of(request).catalog.visible(seen.allows, seen.decide_all)
 
 
 def session_entry(request: Request, session_id: str) -> SessionEntry:
@@ -42,7 +43,7 @@ def session_entry(request: Request, session_id: str) -> SessionEntry:
 
 
 def session_db(request: Request, session_id: str) -> SessionDB:
-    return request.app.state.warehouse.db(session_entry(request, session_id))
+    return services.of(request).warehouse.db(session_entry(request, session_id))
 
 
 def ray_ok(data: Any, msg: str = "") -> dict[str, Any]:
@@ -92,5 +93,5 @@ def large_answer(request: Request, large: bool = True) -> Iterator[None]:
     if not large:
         yield
         return
-    with request.app.state.large_gate.slot():
+    with services.of(request).gates.large.slot():
         yield

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
+from historyserver import services
 from historyserver.catalog import SessionEntry
 from historyserver.errors import EntityNotFound
 from historyserver.routes.deps import SESSION_PREFIX, session_entry
@@ -42,7 +43,7 @@ def grafana_host(request: Request, session_id: str) -> str:
 
 def health(request: Request, entry: SessionEntry) -> dict | None:
     """Ray's `grafana_health` body when a Grafana is configured, else None."""
-    settings = request.app.state.settings
+    settings = services.of(request).settings
     if not settings.grafana_url:
         return None
     m = entry.manifest
@@ -67,7 +68,7 @@ def session_range_ms(entry: SessionEntry) -> tuple[int, int | None]:
 @router.get("/grafana/{rest:path}", include_in_schema=False)
 def redirect(session_id: str, rest: str, request: Request) -> RedirectResponse:
     entry = session_entry(request, session_id)
-    settings = request.app.state.settings
+    settings = services.of(request).settings
     if not settings.grafana_url:
         raise EntityNotFound("no Grafana is configured for this history server: start it with --grafana-url")
     if not rest.startswith(DASHBOARD_PATHS):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from historyserver import services
 from historyserver.live.kube import LiveClusters, LiveRow
 from historyserver.routes.deps import access, catalog
 
@@ -12,7 +13,7 @@ router = APIRouter(prefix="/api/v1")
 
 def live_clusters(request: Request) -> LiveClusters:
     """The app's LiveClusters (create_app builds it from --kubernetes and its companions)."""
-    live: LiveClusters = request.app.state.live
+    live: LiveClusters = services.of(request).live
     return live
 
 

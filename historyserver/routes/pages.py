@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from historyserver import services
 from historyserver.live.kube import KubernetesUnavailable
 from historyserver.overview import session_overview
 from historyserver.routes.deps import catalog, session_entry
@@ -50,7 +51,7 @@ def sessions_page(request: Request) -> HTMLResponse:
             live = [r.to_dict() for r in visible_rows(request, clusters, "")]
         except KubernetesUnavailable as e:  # the archive still answers: say what is wrong, show the rest
             live_error = str(e)
-    context = {"sessions": sessions, "archive": request.app.state.store.url, "live_enabled": clusters.enabled,
+    context = {"sessions": sessions, "archive": services.of(request).store.url, "live_enabled": clusters.enabled,
                "live": live, "live_error": live_error}
     return templates.TemplateResponse(request, "sessions.html", context)
 
@@ -58,14 +59,14 @@ def sessions_page(request: Request) -> HTMLResponse:
 @router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)
 def overview_page(request: Request, session_id: str) -> HTMLResponse:
     entry = session_entry(request, session_id)
-    context = {"o": session_overview(entry, request.app.state.warehouse.db(entry))}
+    context = {"o": session_overview(entry, services.of(request).warehouse.db(entry))}
     return templates.TemplateResponse(request, "session.html", context)
 
 
 @router.get("/sessions/{session_id}/timeline", response_class=HTMLResponse)
 def timeline_page(request: Request, session_id: str, job_id: str | None = None) -> HTMLResponse:
     entry = session_entry(request, session_id)
-    db = request.app.state.warehouse.db(entry)
+    db = services.of(request).warehouse.db(entry)
     jobs = [j["job_id"] for j in db.jobs() if j["job_id"]]
     context = {"s": entry.summary(""), "job_id": job_id, "jobs": jobs}
     return templates.TemplateResponse(request, "timeline.html", context)

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from historyserver import services
 from historyserver.catalog import SessionEntry
 from historyserver.errors import ArchiveUnavailable, HistoryError, Overloaded, SessionNotFound, TooLarge
 from historyserver.promql.errors import BadData, PromQLError
@@ -132,15 +133,15 @@ def _lookup_scope(request: Request) -> list[SessionEntry]:
 
 
 def _failure_cache(request: Request) -> FailureCache:
-    cache: FailureCache = request.app.state.session_failures  # built by create_app
+    cache: FailureCache = services.of(request).session_failures  # built by create_app
     return cache
 
 
 def scope_store(request: Request) -> ArchiveStore:
-    warehouse = request.app.state.warehouse
+    warehouse = services.of(request).warehouse
     return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request),
-                        max_sessions=request.app.state.settings.query_max_sessions,
-                        cache=request.app.state.metrics_cache)
+                        max_sessions=services.of(request).settings.query_max_sessions,
+                        cache=services.of(request).metrics_cache)
 
 
 # -- endpoints (run in a worker thread: DuckDB and the engine are blocking) ---------------------------------------
@@ -149,7 +150,7 @@ def _engine(request: Request, store, p: Params):
     from historyserver.promql.engine import Engine  # imported when first used: the engine is a heavy module
     from historyserver.promql.limits import QueryLimits
 
-    settings = request.app.state.settings
+    settings = services.of(request).settings
     limits = QueryLimits(settings.query_max_samples, settings.query_timeout_s)
     return Engine(store, limits=limits, timeout_s=check_timeout(p))
 
@@ -166,7 +167,7 @@ def query(request: Request, p: Params) -> Any:
     t = time_param(p, "time", int(time.time() * 1000))
     check_timeout(p)
     expr = p.get("query")
-    with request.app.state.query_gate.slot():
+    with services.of(request).gates.queries.slot():
         store = scope_store(request)
         try:
             return _run_query(lambda: _engine(request, store, p).instant(expr, t))
@@ -177,7 +178,7 @@ def query(request: Request, p: Params) -> Any:
 def query_range(request: Request, p: Params) -> Any:
     start, end, step = range_params(p)
     expr = p.get("query")
-    with request.app.state.query_gate.slot():
+    with services.of(request).gates.queries.slot():
         store = scope_store(request)
         try:
             return _run_query(lambda: _engine(request, store, p).range(expr, start, end, step))

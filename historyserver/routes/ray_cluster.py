@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
+from historyserver import services
 from historyserver.catalog import SessionEntry
 from historyserver.errors import EntityNotFound
 from historyserver.queries import cluster
@@ -52,7 +53,7 @@ def grafana_health(session_id: str, request: Request) -> dict:
 @router.get("/api/prometheus_health")
 def prometheus_health(session_id: str, request: Request) -> dict:
     session_entry(request, session_id)
-    if request.app.state.settings.grafana_url:  # Grafana reads the archive through our Prometheus API
+    if services.of(request).settings.grafana_url:  # Grafana reads the archive through our Prometheus API
         return {"result": True, "msg": "prometheus running", "data": {}}
     return {"result": False, "msg": "prometheus healthcheck failed.",
             "data": {"reason": "no Prometheus serves archived sessions"}}

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from archive.layout import SessionRef
+from historyserver import services
 from historyserver.errors import BadRequest, EntityNotFound
 from historyserver.queries import logs as q
 from historyserver.queries.session_db import SessionDB
@@ -84,7 +85,7 @@ def get_log(
             path = q.check_filename(filename or "")
         target = q.Target(node, path)
 
-    prepared = q.prepare(request.app.state.store, SessionRef.from_id(session_id), target,
+    prepared = q.prepare(services.of(request).store, SessionRef.from_id(session_id), target,
                          n_lines or q.DEFAULT_LINES)
     # Ray's headers exactly: text/plain without a charset, offered as a download.
     headers = {"Content-Type": "text/plain",

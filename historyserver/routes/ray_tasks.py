@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.queries import placement_groups
 from historyserver.queries.session_db import Filter, SessionDB
@@ -48,7 +49,7 @@ def timeline(request: Request, job_id: str | None = None, download: str | None =
         # Ray's file name, "None" included when no job is given.
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         headers = {"Content-Disposition": f'attachment; filename="timeline-{job_id}-{stamp}.json"'}
-    ticket = request.app.state.large_gate.hold()  # held while the trace streams
+    ticket = services.of(request).gates.large.hold()  # held while the trace streams
     return StreamingResponse(ticket.stream(chrome_trace_json(db, job_id)), media_type="application/json",
                              headers=headers, background=BackgroundTask(ticket.release))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
 from historyserver.queries import dashboards
@@ -56,14 +57,14 @@ def get_session(request: Request, session_id: str) -> dict:
 @router.get("/sessions/{session_id}/overview")
 def get_overview(request: Request, session_id: str) -> dict:
     entry = session_entry(request, session_id)
-    return session_overview(entry, request.app.state.warehouse.db(entry))
+    return session_overview(entry, services.of(request).warehouse.db(entry))
 
 
 @router.get("/sessions/{session_id}/timeline")
 def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> Response:
     """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
     entry = session_entry(request, session_id)
-    db = request.app.state.warehouse.db(entry)
+    db = services.of(request).warehouse.db(entry)
     with large_answer(request):
         return fast_json(overview_queries.timeline(db, job_id))
 
@@ -73,8 +74,8 @@ def list_dashboards(request: Request, session_id: str) -> dict:
     """The Grafana dashboards Ray generated for this session, with a datasource variable (import them into
     Grafana: their version matches the session's Ray)."""
     entry = session_entry(request, session_id)
-    boards = dashboards.session_dashboards(request.app.state.store, entry,
-                                           request.app.state.settings.grafana_datasource)
+    boards = dashboards.session_dashboards(services.of(request).store, entry,
+                                           services.of(request).settings.grafana_datasource)
     base = f"{str(request.base_url).rstrip('/')}/api/v1/sessions/{session_id}/dashboards"
     return {"dashboards": [{"uid": uid, "title": b.get("title"), "url": f"{base}/{uid}"}
                            for uid, b in sorted(boards.items())]}
@@ -83,5 +84,5 @@ def list_dashboards(request: Request, session_id: str) -> dict:
 @router.get("/sessions/{session_id}/dashboards/{uid}")
 def get_dashboard(request: Request, session_id: str, uid: str) -> dict:
     entry = session_entry(request, session_id)
-    return dashboards.session_dashboard(request.app.state.store, entry, uid,
-                                        request.app.state.settings.grafana_datasource)
+    return dashboards.session_dashboard(services.of(request).store, entry, uid,
+                                        services.of(request).settings.grafana_datasource)
