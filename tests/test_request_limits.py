@@ -24,7 +24,7 @@ from historyserver.promql.limits import QueryLimits, TooManySamples
 from historyserver.promql.memory_store import MemoryStore
 from historyserver.promql.model import RawSeries
 from tests.metrics_archive import FakeSession, write_session
-from tests.test_prometheus_api import API, err, make_client, ok, secs
+from tests.prometheus_api_helpers import API, err, make_client, ok, secs
 
 T0 = 1_767_225_600_000
 HOUR = 3_600_000
