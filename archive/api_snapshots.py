@@ -7,10 +7,11 @@ One line per snapshot: `{"time_ms", "route", "status", "body"}` (FORMAT.md). The
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from archive.sequenced import SequencedNames
 
 SOURCE = "api"  # the folder under nodes/{node_id}/
 FILE_PREFIX, FILE_EXT = "api", "jsonl"  # files `api-<seq:06d>.jsonl`, in write order
@@ -22,17 +23,9 @@ CLUSTER_STATUS_ROUTES = ("/api/cluster_status?format=0", "/api/cluster_status?fo
 SERVE_APPLICATIONS_ROUTE = "/api/serve/applications/"
 ROUTES = (PLACEMENT_GROUPS_ROUTE, JOBS_ROUTE, *CLUSTER_STATUS_ROUTES, SERVE_APPLICATIONS_ROUTE)
 
-_FILE = re.compile(rf"^{FILE_PREFIX}-(\d{{6}})\.{FILE_EXT}$")
-
-
-def file_name(seq: int) -> str:
-    return f"{FILE_PREFIX}-{seq:06d}.{FILE_EXT}"
-
-
-def parse_file_name(name: str) -> int | None:
-    """The `<seq>` of a snapshot file name, or None for any other name."""
-    m = _FILE.match(name)
-    return int(m.group(1)) if m else None
+_NAMES = SequencedNames(FILE_PREFIX, FILE_EXT)
+file_name = _NAMES.name
+parse_file_name = _NAMES.parse
 
 
 @dataclass(frozen=True)

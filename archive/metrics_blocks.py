@@ -7,12 +7,13 @@ A round-trip test (tests/test_archive_formats.py) proves each reads what the oth
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.samples import Sample
+
+from archive.sequenced import SequencedNames
 
 SOURCE = "metrics"  # the folder under nodes/{node_id}/
 FILE_PREFIX, FILE_EXT = "metrics", "prom"  # files `metrics-<seq:06d>.prom`, in write order
@@ -22,17 +23,9 @@ BLOCK_START_BYTES = BLOCK_START.encode()
 EOF = "# EOF\n"  # ends an OpenMetrics document; a growing file cannot end with it, so blocks are stored without
 # The series a scraper records for every scrape, first in its block, in this order (a failed one writes only these).
 SCRAPE_FAMILIES = ("up", "scrape_duration_seconds", "scrape_samples_scraped")
-_FILE = re.compile(rf"^{FILE_PREFIX}-(\d{{6}})\.{FILE_EXT}$")
-
-
-def file_name(seq: int) -> str:
-    return f"{FILE_PREFIX}-{seq:06d}.{FILE_EXT}"
-
-
-def parse_file_name(name: str) -> int | None:
-    """The `<seq>` of a metrics file name, or None for any other name."""
-    m = _FILE.match(name)
-    return int(m.group(1)) if m else None
+_NAMES = SequencedNames(FILE_PREFIX, FILE_EXT)
+file_name = _NAMES.name
+parse_file_name = _NAMES.parse
 
 
 # --- writer ------------------------------------------------------------------------------------------------------
