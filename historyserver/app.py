@@ -16,6 +16,7 @@ from historyserver.errors import HistoryError
 from historyserver.routes import (
     grafana, live_api, pages, prometheus_api, ray_api, ray_cluster, ray_logs, ray_tasks, ray_ui, sessions_api,
 )
+from historyserver.routes import framework_errors
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
@@ -36,6 +37,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         app.state.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, app, entry))
     app.add_exception_handler(HistoryError, handle_history_error)
+    framework_errors.install(app)
     app.include_router(sessions_api.router)
     app.include_router(live_api.router)
     app.include_router(pages.router)
