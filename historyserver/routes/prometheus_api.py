@@ -225,24 +225,21 @@ def metadata(request: Request, p: Params) -> Any:
 
 
 def query_exemplars(request: Request, p: Params) -> Any:
-    import promql_parser
+    from historyserver.promql.parser import parse
 
     scope_entries(request)
     _metadata_range(p)
-    try:
-        promql_parser.parse(p.get("query"))
-    except ValueError as e:
-        raise BadData(f"1:1: parse error: {e}") from None
+    parse(p.get("query"))
     return []  # exemplars are not archived
 
 
 def format_query(request: Request, p: Params) -> Any:
-    import promql_parser
+    from historyserver.promql.parser import parse
 
     try:
-        return promql_parser.parse(p.get("query")).prettify()
-    except ValueError as e:
-        raise BadData(f'invalid parameter "query": 1:1: parse error: {e}') from None
+        return parse(p.get("query")).prettify()
+    except BadData as e:
+        raise BadData(f'invalid parameter "query": {e}') from None
 
 
 def buildinfo(request: Request, p: Params) -> Any:
