@@ -155,7 +155,7 @@ _RE_LOCK = threading.Lock()
 _RE_CON: duckdb.DuckDBPyConnection | None = None
 
 
-def _regex_matches(pattern: str, values: list[str]) -> np.ndarray:
+def regex_full_matches(pattern: str, values: list[str]) -> np.ndarray:
     """regexp_full_match (RE2, as Prometheus's Go regexps) of each value, evaluated by DuckDB in one statement."""
     global _RE_CON
     with _RE_LOCK:
@@ -253,7 +253,7 @@ class SessionIndex:
             if m.op in ("=", "!="):
                 ok = np.array([v == m.value for v in col.values], dtype=bool)
             elif m.op in ("=~", "!~"):
-                ok = _regex_matches(m.value, col.values)
+                ok = regex_full_matches(m.value, col.values)
             else:
                 raise BadData(f"unknown label matcher operator {m.op!r}")
             if m.op in ("!=", "!~"):
