@@ -365,7 +365,9 @@ def test_nesting_counts_brackets_and_operators_outside_strings():
 
 def test_a_regex_bomb_in_a_session_matcher_answers_at_once(client):
     # Scope pruning matched SessionName with Python's backtracking re: exponential on `(.|.)*Z`.
-    for query in ['{SessionName=~"(.|.)*Z"}', 'up{SessionName!~"(.|.)*Z"}', '{__name__=~"(a+)+$"}']:
+    # label_replace ran its regex with Python's re too, over every value of the source label.
+    for query in ['{SessionName=~"(.|.)*Z"}', 'up{SessionName!~"(.|.)*Z"}', '{__name__=~"(a+)+$"}',
+                  'label_replace(ray_node_cpu_utilization, "x", "$1", "SessionName", "(.|.)*Z")']:
         started = time.monotonic()
         r = client.get("/prometheus/api/v1/query", params={"query": query, "time": str((T0 + HOUR // 8) // 1000)})
         assert r.status_code in (200, 400), r.text

@@ -33,7 +33,7 @@ import numpy as np
 from historyserver.catalog import SessionEntry
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
-from historyserver.queries.metrics_store import regex_full_matches
+from historyserver.promql.re2 import regex_full_matches
 
 PREFIX = "rayhistory_session_"
 UP = PREFIX + "up"
