@@ -24,6 +24,7 @@ from historyserver.routes import (
     ray_ui,
     sessions_api,
 )
+from historyserver.routes import framework_errors
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 
@@ -37,6 +38,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         svc.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, svc, entry))
     app.add_exception_handler(HistoryError, handle_history_error)
+    framework_errors.install(app)
     app.include_router(access.router)
     app.include_router(sessions_api.router)
     app.include_router(live_api.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,10 @@ class LocalStore(Store):
             raise NotFound(self.url, f"no object {key}") from e
         except PermissionError as e:
             raise AccessDenied(self.url, f"cannot read {key}: {e.strerror}") from e
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # a key too long for the file system names no object
+                raise NotFound(self.url, f"no object {key[:200]}...") from e
+            raise
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only the deepest directory the prefix names, then filter by the rest of the prefix.
@@ -55,6 +60,10 @@ class LocalStore(Store):
                 entries = list(os.scandir(path))
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as e:
+                if e.errno == errno.ENAMETOOLONG:  # a key no object can have: nothing under it
+                    continue
+                raise
             for entry in entries:
                 key = rel + entry.name
                 if entry.is_dir(follow_symlinks=False):

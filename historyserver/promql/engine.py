@@ -10,6 +10,7 @@ from .errors import BadData
 from .evaluate import Evaluator, Shared
 from .limits import QueryLimits
 from .model import FloatArray, IntArray, SeriesStore
+from .parser import parse
 from .values import Labels, QueryResult, RangeVector, Scalar, String, Value, Vector
 
 __all__ = ["Engine", "QueryResult", "parse"]
@@ -18,17 +19,6 @@ __all__ = ["Engine", "QueryResult", "parse"]
 pp.register_extra_functions(
     [pp.Function("holt_winters", [pp.ValueType.Matrix, pp.ValueType.Scalar, pp.ValueType.Scalar], pp.ValueType.Vector)]
 )
-
-
-def parse(expr: str) -> pp.Expr:
-    try:
-        return pp.parse(expr)
-    except ValueError as e:
-        raise BadData(f"1:1: parse error: {e}") from None
-    except BaseException as e:  # the Rust parser may panic on odd input; still the user's bad input
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise BadData(f"1:1: parse error: {e}") from None
 
 
 def _type_name(v: Value) -> str:

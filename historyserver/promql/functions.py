@@ -11,10 +11,11 @@ import numpy as np
 import promql_parser as pp
 
 from . import range_functions as rf
-from .errors import ExecutionError
+from .errors import BadData, ExecutionError
 from .histogram import histogram_quantile
 from .model import BoolArray, FloatArray
 from .ranges import instant_selector
+from .re2 import regex_full_matches
 from .values import (
     NAME,
     RangeVector,
@@ -296,9 +297,15 @@ def _label_replace(ev: Evaluator, args: list[pp.Expr]) -> Vector:
     pat = _compile(regex, "label_replace")
     if not _LABEL_NAME.match(dst):
         raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
+    values = sorted({get_label(lb, src) for lb in v.labels})
+    try:  # RE2 first: Python's re would backtrack exponentially on a value that a bomb fails to match
+        matched = {value for value, hit in zip(values, regex_full_matches(regex, values)) if hit}
+    except BadData as e:
+        raise ExecutionError(f"invalid regular expression in label_replace(): {regex}: {e}") from None
     labels = []
     for lb in v.labels:
-        m = pat.fullmatch(get_label(lb, src))
+        value = get_label(lb, src)
+        m = pat.fullmatch(value) if value in matched else None
         if m is not None:
             lb = set_label(lb, dst, _go_expand(repl, m))
         labels.append(lb)

@@ -6,6 +6,7 @@ import promql_parser
 
 from .errors import BadData
 from .model import Matcher
+from .parser import parse
 
 _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 
@@ -20,10 +21,7 @@ def selector_matchers(vs: promql_parser.VectorSelector) -> list[Matcher]:
 
 def parse_series_selector(text: str) -> list[Matcher]:
     """Parse `foo{a="b"}` or `{__name__=~"x.*"}` into matchers, as Prometheus's parser.ParseMetricSelector."""
-    try:
-        expr = promql_parser.parse(text)
-    except ValueError as e:
-        raise BadData(f"1:1: parse error: {e}") from None
+    expr = parse(text)
     if not isinstance(expr, promql_parser.VectorSelector) or expr.offset is not None or expr.at is not None:
         raise BadData(f"invalid series selector {text!r}: expected a vector selector")
     return selector_matchers(expr)

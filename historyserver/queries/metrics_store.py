@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from archive.compacted import METRIC_SAMPLES, METRIC_SERIES
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
+from historyserver.promql.re2 import regex_full_matches
 
 NAME = "__name__"
 # Decoded samples kept in memory, all sessions together (16 bytes a sample): a day of 50 nodes is ~350 MB.
@@ -154,27 +155,6 @@ class _LabelColumn:
         self.memo: dict[tuple[str, str], np.ndarray] = {}  # (op, value) -> which distinct values match
 
 
-_RE_LOCK = threading.Lock()
-_RE_CON: duckdb.DuckDBPyConnection | None = None
-
-
-def _regex_matches(pattern: str, values: list[str]) -> np.ndarray:
-    """regexp_full_match (RE2, as Prometheus's Go regexps) of each value, evaluated by DuckDB in one statement."""
-    global _RE_CON
-    with _RE_LOCK:
-        if _RE_CON is None:
-            _RE_CON = duckdb.connect(":memory:")
-        cur = _RE_CON.cursor()
-    try:
-        rows = cur.execute(
-            "SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)", [pattern, values]
-        ).fetchall()
-    except duckdb.InvalidInputException as e:  # RE2 refuses the pattern
-        raise BadData(f"invalid regular expression in a label matcher: {e}") from e
-    finally:
-        cur.close()
-    hit = dict(rows)
-    return np.array([bool(hit[v]) for v in values], dtype=bool)
 
 
 class SessionIndex:
@@ -259,7 +239,7 @@ class SessionIndex:
             if m.op in ("=", "!="):
                 ok = np.array([v == m.value for v in col.values], dtype=bool)
             elif m.op in ("=~", "!~"):
-                ok = _regex_matches(m.value, col.values)
+                ok = regex_full_matches(m.value, col.values)
             else:
                 raise BadData(f"unknown label matcher operator {m.op!r}")
             if m.op in ("!=", "!~"):

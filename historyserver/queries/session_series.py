@@ -22,7 +22,6 @@ scraped series never use, so a selector naming one of them reads no session's ta
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from archive.compacted import INFO_FILE, JOBS, TASKS
 from historyserver.catalog import SessionEntry
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
+from historyserver.promql.re2 import regex_full_matches
 
 PREFIX = "rayhistory_session_"
 UP = PREFIX + "up"
@@ -58,16 +58,13 @@ def session_labels(entry: SessionEntry) -> dict[str, str]:
 
 
 def matches(m: Matcher, value: str) -> bool:
-    """Prometheus's matching of one label value (absent is ''), regexes anchored; Python's re stands in for RE2,
-    which agrees with it on the patterns Grafana's variables produce."""
+    """Prometheus's matching of one label value (absent is ''), regexes anchored and run by RE2 as Prometheus's:
+    Python's backtracking re takes exponential time on a pattern such as `(.|.)*Z` over a session's name."""
     if m.op == "=":
         return value == m.value
     if m.op == "!=":
         return value != m.value
-    try:
-        hit = re.fullmatch(m.value, value) is not None
-    except re.error as e:
-        raise BadData(f"invalid regular expression {m.value!r}: {e}") from e
+    hit = bool(regex_full_matches(m.value, [value])[0])
     return hit if m.op == "=~" else not hit
 
 

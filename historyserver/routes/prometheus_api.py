@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -233,24 +234,21 @@ def metadata(request: Request, p: Params) -> Any:
 
 
 def query_exemplars(request: Request, p: Params) -> Any:
-    import promql_parser
+    from historyserver.promql.parser import parse
 
     scope_entries(request)
     _metadata_range(p)
-    try:
-        promql_parser.parse(p.get("query"))
-    except ValueError as e:
-        raise BadData(f"1:1: parse error: {e}") from None
+    parse(p.get("query"))
     return []  # exemplars are not archived
 
 
 def format_query(request: Request, p: Params) -> Any:
-    import promql_parser
+    from historyserver.promql.parser import parse
 
     try:
-        return promql_parser.parse(p.get("query")).prettify()
-    except ValueError as e:
-        raise BadData(f'invalid parameter "query": 1:1: parse error: {e}') from None
+        return parse(p.get("query")).prettify()
+    except BadData as e:
+        raise BadData(f'invalid parameter "query": {e}') from None
 
 
 def buildinfo(request: Request, p: Params) -> Any:
@@ -305,7 +303,48 @@ async def _unknown(request: Request) -> Response:
                                    f"answers {', '.join(sorted(ENDPOINTS))}")
 
 
+# -- OpenAPI: each endpoint's parameters as Prometheus defines them (the handlers read them from the request, so
+# FastAPI cannot see them); /api/openapi.json then describes this API too, and the fuzz tests drive it from there.
+
+def _string(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "description": description, "required": required, "schema": {"type": "string"}}
+
+
+_QUERY = _string("query", "PromQL expression", required=True)
+_TIMEOUT = _string("timeout", "evaluation timeout (a duration); it can only shorten --query-timeout")
+_MATCH = {"name": "match[]", "description": "series selector; repeated for several", "style": "form", "explode": True,
+          "schema": {"type": "array", "items": {"type": "string"}}}
+_START = _string("start", "RFC 3339 or Unix seconds")
+_END = _string("end", "RFC 3339 or Unix seconds")
+PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/query": [_QUERY, _string("time", "evaluation time: RFC 3339 or Unix seconds (default: now)"), _TIMEOUT],
+    "/query_range": [_QUERY, {**_START, "required": True}, {**_END, "required": True},
+                     _string("step", "resolution: a duration or float seconds", required=True), _TIMEOUT],
+    "/labels": [_START, _END, _MATCH],
+    "/label/{name}/values": [_START, _END, _MATCH],
+    "/series": [{**_MATCH, "required": True}, _START, _END],
+    "/metadata": [_string("metric", "metric name"), _string("limit", "maximum number of metrics")],
+    "/query_exemplars": [_QUERY, _START, _END],
+    "/format_query": [_QUERY],
+}
+
+
+def _openapi(prefix: str, path: str, method: str) -> dict[str, Any]:
+    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+              for n in re.findall(r"{(\w+)}", prefix + path)]
+    own = PARAMETERS.get(path, [])
+    if method == "GET" or not own:
+        return {"parameters": params + [{**p, "in": "query"} for p in own]}
+    form = {"type": "object", "properties": {p["name"]: p["schema"] for p in own},
+            "required": [p["name"] for p in own if p.get("required")]}
+    return {"parameters": params,
+            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}}}
+
+
 for _prefix in PREFIXES:
     for _path, _fn in ENDPOINTS.items():
-        router.add_api_route(_prefix + _path, _handler(_fn), methods=["GET", "POST"], include_in_schema=False)
+        for _method in ("GET", "POST"):  # one route each: FastAPI gives each its own operationId
+            router.add_api_route(_prefix + _path, _handler(_fn), methods=[_method], tags=["prometheus"],
+                                 summary=f"{_method} {_path} (Prometheus HTTP API)",
+                                 openapi_extra=_openapi(_prefix, _path, _method))
     router.add_api_route(_prefix + "/{rest:path}", _unknown, methods=["GET", "POST"], include_in_schema=False)
