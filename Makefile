@@ -20,5 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/install-system-packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest

@@ -13,6 +13,7 @@ from historyserver import services
 from historyserver.errors import HistoryError
 from historyserver.routes import (
     access,
+    framework_errors,
     grafana,
     live_api,
     pages,
@@ -24,7 +25,6 @@ from historyserver.routes import (
     ray_ui,
     sessions_api,
 )
-from historyserver.routes import framework_errors
 from historyserver.routes.errors import handle_history_error
 from historyserver.settings import ServerSettings
 

@@ -20,9 +20,9 @@ from urllib.parse import quote, unquote
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 
 from archive.layout import SessionRef
 from archive.storage.local import LocalStore
@@ -36,9 +36,18 @@ from tests.test_prometheus_api import make_client
 EXAMPLES = int(os.environ.get("RAYHISTORY_FUZZ_EXAMPLES", "20"))
 T0 = 1_767_225_600_000
 HOUR = 3_600_000
-METRICS = [FakeSession("team", "alpha", "session_2026-01-01_00-00-00_000001_1", T0, T0 + HOUR // 4),
-           FakeSession("team", "beta", "session_2026-01-01_00-00-00_000002_1", T0, T0 + HOUR // 4,
-                       instance="10.0.0.9:8080", node_id="c" * 56)]
+METRICS = [
+    FakeSession("team", "alpha", "session_2026-01-01_00-00-00_000001_1", T0, T0 + HOUR // 4),
+    FakeSession(
+        "team",
+        "beta",
+        "session_2026-01-01_00-00-00_000002_1",
+        T0,
+        T0 + HOUR // 4,
+        instance="10.0.0.9:8080",
+        node_id="c" * 56,
+    ),
+]
 RAY = SessionRef("ns", "c", SESSION_NAME)
 CANARY = "canary-8d1f0c-outside-the-archive"
 PASSWD = "root:x:0:0"
@@ -47,12 +56,43 @@ WORKER_LOG = f"worker-{'ab' * 28}-01000000-4242.out"
 
 # Values that try to leave the archive, overflow a number, break a decoder or a regex engine, or nest deeply.
 HOSTILE = [
-    "../../etc/passwd", "..%2f..%2fetc%2fpasswd", "..%252f..%252fetc%252fpasswd", "/etc/passwd",
-    "....//....//etc/passwd", "..\\..\\etc\\passwd", "../canary.txt", "logs/../../canary.txt", "a\x00b", "\x00",
-    "%ff%fe", "\ufffd\ufeff", str(10**30), str(-(10**30)), "-1", "-9223372036854775809", "0", "1e309",
-    "NaN", "Inf", "-Inf", "nan", "", " ", "'", '"', "\n", "*", "**/**/**/**/**/**/**/**/**/**/**/**/**/**/x",
-    '{__name__=~"(a+)+$"}', '{SessionName=~"(.|.)*Z"}', "(a+)+$", "(.|.)*Z", 'up{instance="' + "x" * 100_000 + '"}',
-    "(" * 10_000 + "up" + ")" * 10_000, "+".join(["up"] * 5_000), "x" * 100_000,
+    "../../etc/passwd",
+    "..%2f..%2fetc%2fpasswd",
+    "..%252f..%252fetc%252fpasswd",
+    "/etc/passwd",
+    "....//....//etc/passwd",
+    "..\\..\\etc\\passwd",
+    "../canary.txt",
+    "logs/../../canary.txt",
+    "a\x00b",
+    "\x00",
+    "%ff%fe",
+    "\ufffd\ufeff",
+    str(10**30),
+    str(-(10**30)),
+    "-1",
+    "-9223372036854775809",
+    "0",
+    "1e309",
+    "NaN",
+    "Inf",
+    "-Inf",
+    "nan",
+    "",
+    " ",
+    "'",
+    '"',
+    "\n",
+    "*",
+    "**/**/**/**/**/**/**/**/**/**/**/**/**/**/x",
+    '{__name__=~"(a+)+$"}',
+    '{SessionName=~"(.|.)*Z"}',
+    "(a+)+$",
+    "(.|.)*Z",
+    'up{instance="' + "x" * 100_000 + '"}',
+    "(" * 10_000 + "up" + ")" * 10_000,
+    "+".join(["up"] * 5_000),
+    "x" * 100_000,
 ]
 BIG = "x" * (10 * 2**20)  # a 10 MB parameter
 
@@ -81,8 +121,9 @@ def archive(tmp_path_factory) -> Path:
         lines = [line for line in samples if re.search(rb'"source_type": ?"EXPORT_' + kind.encode() + b'"', line)]
         (session / "logs" / "export_events" / f"event_EXPORT_{kind}.log").write_bytes(b"\n".join(lines) + b"\n")
     (session / "logs" / WORKER_LOG).write_bytes(b"\x1b[32mhello\x1b[0m\n" * 50 + b"\xff\xfe not UTF-8\n")
-    settings_ = CollectorSettings(session_dir=str(session), archive=store.url, cluster=RAY.cluster,
-                                  namespace=RAY.namespace, once=True)
+    settings_ = CollectorSettings(
+        session_dir=str(session), archive=store.url, cluster=RAY.cluster, namespace=RAY.namespace, once=True
+    )
     Collector(settings_, store, SessionDir(session)).run()
     # What a traversal would find: a file beside the archive, and one beside the server's cache.
     (base / "canary.txt").write_text(CANARY)
@@ -106,23 +147,35 @@ def real(client) -> Real:
     jobs = get(f"/sessions/{sid}/api/jobs/")
     values = {
         "session_id": [sid, *(s.id for s in METRICS)],
-        "namespace": ["team", "ns"], "cluster": ["alpha", "beta", "c"],
-        "node_id": [NODE_ID, "a" * 56], "node_ip": ["10.0.0.1"],
-        "task_id": [t["task_id"] for t in tasks][:3], "actor_id": list(actors)[:3],
+        "namespace": ["team", "ns"],
+        "cluster": ["alpha", "beta", "c"],
+        "node_id": [NODE_ID, "a" * 56],
+        "node_ip": ["10.0.0.1"],
+        "task_id": [t["task_id"] for t in tasks][:3],
+        "actor_id": list(actors)[:3],
         "job_id": [j["job_id"] for j in jobs if j.get("job_id")][:2],
         "job_or_submission_id": [j.get("submission_id") or j["job_id"] for j in jobs][:2],
         "submission_id": [j["submission_id"] for j in jobs if j.get("submission_id")][:2],
-        "filename": ["raylet.out", "gcs_server.out", WORKER_LOG], "pid": ["4242"], "media_type": ["file", "stream"],
-        "glob": ["*", "*.out", "**/*"], "name": ["instance", "SessionName", "__name__"],
-        "uid": ["rayDefaultDashboard"], "query": ["up", "sum(rate(ray_tasks_finished[5m]))"],
-        "match[]": ["up", '{SessionName=~"session_.*"}'], "start": [str(T0 // 1000)],
-        "end": [str((T0 + HOUR) // 1000)], "time": [str((T0 + HOUR // 8) // 1000)], "step": ["60", "15s"],
-        "limit": ["1", "100"], "lines": ["10", "-1"],
+        "filename": ["raylet.out", "gcs_server.out", WORKER_LOG],
+        "pid": ["4242"],
+        "media_type": ["file", "stream"],
+        "glob": ["*", "*.out", "**/*"],
+        "name": ["instance", "SessionName", "__name__"],
+        "uid": ["rayDefaultDashboard"],
+        "query": ["up", "sum(rate(ray_tasks_finished[5m]))"],
+        "match[]": ["up", '{SessionName=~"session_.*"}'],
+        "start": [str(T0 // 1000)],
+        "end": [str((T0 + HOUR) // 1000)],
+        "time": [str((T0 + HOUR // 8) // 1000)],
+        "step": ["60", "15s"],
+        "limit": ["1", "100"],
+        "lines": ["10", "-1"],
     }
     return Real({k: [v for v in vs if v] for k, vs in values.items()})
 
 
 # -- what every response must satisfy -------------------------------------------------------------------------
+
 
 def family(path: str) -> str:
     if "/prometheus/api/v1" in path:
@@ -137,8 +190,9 @@ def check_response(method: str, path: str, status: int, headers, body: bytes, re
     text = body.decode("utf-8", errors="replace")
     assert not TRACEBACK.search(text), f"{where}: a traceback in the body: {text[:2000]}"
     assert CANARY not in text and PASSWD not in text, f"{where}: a file outside the archive was served"
-    assert status < 500 or (status == 503 and (headers.get("retry-after") or _prometheus_timeout(path, text))), \
+    assert status < 500 or (status == 503 and (headers.get("retry-after") or _prometheus_timeout(path, text))), (
         f"{where}: {text[:2000]}"
+    )
     if status < 400 or method == "HEAD":
         return
     content_type = headers.get("content-type", "")
@@ -169,6 +223,7 @@ class _Headers(dict):
 
 
 # -- the property-based fuzzer --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def api_schema(client, real):
@@ -222,18 +277,24 @@ def test_fuzz_every_operation(api_schema, method, path):
     strategy = st.one_of(*(operation.as_strategy(mode, hooks=api_schema.hooks) for mode in GenerationMode))
 
     @given(strategy)
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def run(case):
         started = time.monotonic()
         response = case.call()
         elapsed = time.monotonic() - started
-        check_response(case.method, case.formatted_path, response.status_code, _Headers(response.headers),
-                       response.content, case.as_curl_command())
+        check_response(
+            case.method,
+            case.formatted_path,
+            response.status_code,
+            _Headers(response.headers),
+            response.content,
+            case.as_curl_command(),
+        )
         assert elapsed < 20, f"{case.method} {case.formatted_path} took {elapsed:.1f} s"
 
     run()
-
 
 
 # -- hand-written hostile values, in every path and query parameter of every route ----------------------------
@@ -262,8 +323,15 @@ def watch_opens(archive):
 
 
 RAW = ["%ff%fe", "%00", "..%2f..%2fcanary.txt", "%2e%2e/%2e%2e/canary.txt"]  # sent as written, not re-encoded
-DEFAULTS = {"query": "up", "match[]": "up", "start": str(T0 // 1000), "end": str((T0 + HOUR) // 1000), "step": "60",
-            "media_type": "file", "filename": "raylet.out"}
+DEFAULTS = {
+    "query": "up",
+    "match[]": "up",
+    "start": str(T0 // 1000),
+    "end": str((T0 + HOUR) // 1000),
+    "step": "60",
+    "media_type": "file",
+    "filename": "raylet.out",
+}
 GET_OPERATIONS = [(m, p) for m, p in OPERATIONS if m == "GET"]
 
 
@@ -284,9 +352,15 @@ def _url(path: str, path_values: dict[str, str], query: list[tuple[str, str]], r
 def test_hostile_values_in_every_parameter(client, real, watch_opens, method, path):
     params = _parameters(client, path)
     sid = RAY.id if "/api/v0/" in path or "/logical/" in path or "/nodes" in path else METRICS[0].id
-    base = {p["name"]: ({"session_id": sid, "namespace": "team", "cluster": "alpha"}.get(p["name"])
-                        or DEFAULTS.get(p["name"]) or (real.get(p["name"]) or ["x"])[0])
-            for p in params if p["in"] == "path" or p.get("required")}
+    base = {
+        p["name"]: (
+            {"session_id": sid, "namespace": "team", "cluster": "alpha"}.get(p["name"])
+            or DEFAULTS.get(p["name"])
+            or (real.get(p["name"]) or ["x"])[0]
+        )
+        for p in params
+        if p["in"] == "path" or p.get("required")
+    }
     for param in params:
         name = param["name"]
         for value in HOSTILE + RAW:
@@ -302,10 +376,20 @@ def raw_get(client, url: str, what: str = "", limit_s: float = 5) -> tuple[int, 
     """GET url, sent as written (any length, invalid UTF-8 and all) to the app as uvicorn would hand it over,
     and checked; returns the status and body."""
     path, _, query = url.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "server": ("testserver", 80), "client": ("127.0.0.1", 1234), "root_path": "",
-             "path": unquote(path, errors="replace"), "raw_path": path.encode(), "query_string": query.encode(),
-             "headers": [(b"host", b"testserver")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+        "path": unquote(path, errors="replace"),
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [(b"host", b"testserver")],
+    }
     started = time.monotonic()
     status, headers, body = client.portal.call(_asgi_call, client.app, scope)
     elapsed = time.monotonic() - started
@@ -346,8 +430,12 @@ DEEP = "(" * 10_000 + "up" + ")" * 10_000
 def test_deeply_nested_promql_is_a_400_not_a_crashed_server(client, query):
     # promql_parser overflowed its stack on a few thousand levels: a segfault of the whole server.
     for prefix in ("/prometheus/api/v1", f"/sessions/{METRICS[0].id}/prometheus/api/v1"):
-        for endpoint, extra in [("query", {}), ("query_range", {"start": "0", "end": "60", "step": "15"}),
-                                ("format_query", {}), ("query_exemplars", {})]:
+        for endpoint, extra in [
+            ("query", {}),
+            ("query_range", {"start": "0", "end": "60", "step": "15"}),
+            ("format_query", {}),
+            ("query_exemplars", {}),
+        ]:
             r = client.post(f"{prefix}/{endpoint}", data={"query": query, **extra})
             assert r.status_code == 400 and r.json()["errorType"] == "bad_data", r.text[:300]
             assert "nests more than 200 levels" in r.json()["error"]
@@ -366,8 +454,12 @@ def test_nesting_counts_brackets_and_operators_outside_strings():
 def test_a_regex_bomb_in_a_session_matcher_answers_at_once(client):
     # Scope pruning matched SessionName with Python's backtracking re: exponential on `(.|.)*Z`.
     # label_replace ran its regex with Python's re too, over every value of the source label.
-    for query in ['{SessionName=~"(.|.)*Z"}', 'up{SessionName!~"(.|.)*Z"}', '{__name__=~"(a+)+$"}',
-                  'label_replace(ray_node_cpu_utilization, "x", "$1", "SessionName", "(.|.)*Z")']:
+    for query in [
+        '{SessionName=~"(.|.)*Z"}',
+        'up{SessionName!~"(.|.)*Z"}',
+        '{__name__=~"(a+)+$"}',
+        'label_replace(ray_node_cpu_utilization, "x", "$1", "SessionName", "(.|.)*Z")',
+    ]:
         started = time.monotonic()
         r = client.get("/prometheus/api/v1/query", params={"query": query, "time": str((T0 + HOUR // 8) // 1000)})
         assert r.status_code in (200, 400), r.text
@@ -376,14 +468,20 @@ def test_a_regex_bomb_in_a_session_matcher_answers_at_once(client):
         assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize(("what", "url"), [
-    ("ours", "/api/v1/sessions?namespace="), ("ours", "/api/v1/sessions?limit="), ("ours", "/nosuchpage?x="),
-    ("ray", f"/sessions/{RAY.id}/api/v0/logs/file?node_id={NODE_ID}&filename="),
-    ("ray", f"/sessions/{RAY.id}/api/v0/tasks?filter_keys=name&filter_predicates=%3D&filter_values="),
-    ("prometheus", "/prometheus/api/v1/query?query="), ("prometheus", "/prometheus/api/v1/series?match[]="),
-    ("prometheus", "/prometheus/api/v1/query?query=up%7Binstance%3D%22"),
-    ("prometheus", "/prometheus/api/v1/query?query=up%2Bup%2B"),
-])
+@pytest.mark.parametrize(
+    ("what", "url"),
+    [
+        ("ours", "/api/v1/sessions?namespace="),
+        ("ours", "/api/v1/sessions?limit="),
+        ("ours", "/nosuchpage?x="),
+        ("ray", f"/sessions/{RAY.id}/api/v0/logs/file?node_id={NODE_ID}&filename="),
+        ("ray", f"/sessions/{RAY.id}/api/v0/tasks?filter_keys=name&filter_predicates=%3D&filter_values="),
+        ("prometheus", "/prometheus/api/v1/query?query="),
+        ("prometheus", "/prometheus/api/v1/series?match[]="),
+        ("prometheus", "/prometheus/api/v1/query?query=up%7Binstance%3D%22"),
+        ("prometheus", "/prometheus/api/v1/query?query=up%2Bup%2B"),
+    ],
+)
 def test_a_10_mb_query_string_is_answered_within_seconds(client, what, url):
     filler = {"up%2Bup%2B": "up%2B" * (2 * 2**20), "up%7Binstance%3D%22": BIG}.get(url.rsplit("=", 1)[-1], BIG)
     status, _ = raw_get(client, url + filler, f"10 MB {what}", limit_s=10)

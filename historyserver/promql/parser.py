@@ -37,11 +37,13 @@ def nesting(text: str, limit: int = MAX_NESTING) -> int:
     return deepest + operators
 
 
-def parse(expr: str):
+def parse(expr: str) -> pp.Expr:
     """promql_parser's AST of expr; BadData (Prometheus's `1:1: parse error: ...`) for anything it cannot take."""
     if nesting(expr) > MAX_NESTING:
-        raise BadData(f"1:1: parse error: the expression nests more than {MAX_NESTING} levels deep (brackets and "
-                      "operators); this server evaluates no deeper: split it into several queries")
+        raise BadData(
+            f"1:1: parse error: the expression nests more than {MAX_NESTING} levels deep (brackets and "
+            "operators); this server evaluates no deeper: split it into several queries"
+        )
     try:
         return pp.parse(expr)
     except ValueError as e:

@@ -24,8 +24,9 @@ def regex_full_matches(pattern: str, values: list[str]) -> np.ndarray:
             _RE_CON = duckdb.connect(":memory:")
         cur = _RE_CON.cursor()
     try:
-        rows = cur.execute("SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)",
-                           [pattern, values]).fetchall()
+        rows = cur.execute(
+            "SELECT v, regexp_full_match(v, ?) FROM (SELECT unnest(?::VARCHAR[]) AS v)", [pattern, values]
+        ).fetchall()
     except duckdb.InvalidInputException as e:  # RE2 refuses the pattern
         raise BadData(f"invalid regular expression in a label matcher: {e}") from e
     finally:

@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -153,8 +152,6 @@ class _LabelColumn:
         self.values = values
         self.codes = codes
         self.memo: dict[tuple[str, str], np.ndarray] = {}  # (op, value) -> which distinct values match
-
-
 
 
 class SessionIndex:

@@ -82,8 +82,11 @@ def _from_token(config: AccessConfig, request: Request) -> tuple[Principal | Non
         if principal is None:
             return None, "expired_cookie", "the login has expired or its token was withdrawn: log in again at /login"
         return principal, "", ""
-    return None, "no_credentials", ("authentication required: send 'Authorization: Bearer <token>', or log in at "
-                                    "/login in a browser")
+    return (
+        None,
+        "no_credentials",
+        ("authentication required: send 'Authorization: Bearer <token>', or log in at /login in a browser"),
+    )
 
 
 def _from_proxy(config: AccessConfig, request: Request) -> tuple[Principal | None, str, str]:
@@ -92,15 +95,31 @@ def _from_proxy(config: AccessConfig, request: Request) -> tuple[Principal | Non
     groups = request.headers.get(config.groups_header)
     if not config.trusts(peer):
         if user is not None or groups is not None:
-            log.warning("refused %s/%s headers from %s, which is not in --auth-trusted-proxies", config.user_header,
-                        config.groups_header, peer)
-            return None, "untrusted_proxy", (f"identity headers ({config.user_header}, {config.groups_header}) are "
-                                             f"accepted only from the authenticating proxy, and {peer} is not it: "
-                                             "go through the proxy")
+            log.warning(
+                "refused %s/%s headers from %s, which is not in --auth-trusted-proxies",
+                config.user_header,
+                config.groups_header,
+                peer,
+            )
+            return (
+                None,
+                "untrusted_proxy",
+                (
+                    f"identity headers ({config.user_header}, {config.groups_header}) are "
+                    f"accepted only from the authenticating proxy, and {peer} is not it: "
+                    "go through the proxy"
+                ),
+            )
         return None, "no_credentials", "authentication required: open this server through its authenticating proxy"
     if not (user or "").strip():
-        return None, "no_user", (f"the proxy sent no {config.user_header} header: configure it to pass the "
-                                 "authenticated user (oauth2-proxy: --pass-user-headers)")
+        return (
+            None,
+            "no_user",
+            (
+                f"the proxy sent no {config.user_header} header: configure it to pass the "
+                "authenticated user (oauth2-proxy: --pass-user-headers)"
+            ),
+        )
     names = tuple(g.strip() for g in (groups or "").split(",") if g.strip())
     return Principal(user.strip(), names), "", ""
 
@@ -127,13 +146,20 @@ def unauthenticated(config: AccessConfig, request: Request, message: str) -> Res
     return response
 
 
-def login_page(request: Request, config: AccessConfig, message: str = "", next_path: str = "/",
-               status: int = 200, reload_to: str = "") -> HTMLResponse:
+def login_page(
+    request: Request,
+    config: AccessConfig,
+    message: str = "",
+    next_path: str = "/",
+    status: int = 200,
+    reload_to: str = "",
+) -> HTMLResponse:
     from historyserver.routes.pages import templates
 
     context = {"mode": config.auth, "message": message, "next": next_path, "reload_to": reload_to}
-    return templates.TemplateResponse(request, "login.html", context, status_code=status,
-                                      headers={"Cache-Control": "no-store"})
+    return templates.TemplateResponse(
+        request, "login.html", context, status_code=status, headers={"Cache-Control": "no-store"}
+    )
 
 
 def safe_next(value: str | None) -> str:
@@ -183,8 +209,15 @@ async def login(request: Request) -> Response:
         return login_page(request, config, "That token is not valid.", target, status=401)
     services.of(request).access_metrics.logins.labels("ok").inc()
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, config.cookies.issue(token), max_age=config.cookies.max_age, path="/",
-                        httponly=True, samesite="strict", secure=_https(request))
+    response.set_cookie(
+        COOKIE,
+        config.cookies.issue(token),
+        max_age=config.cookies.max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+    )
     return response
 
 

@@ -67,16 +67,20 @@ def state_envelope(total: int, filtered: int, rows: list[Any], warning: str = ""
         envelope = state_envelope(total, filtered, marker, warning).body  # type: ignore[arg-type]
         spliced = envelope.replace(orjson.dumps(marker), ("[" + ",".join(rows) + "]").encode(), 1)
         return Response(spliced, media_type="application/json")
-    return fast_json(ray_ok({
-        "result": {
-            "total": total,
-            "num_after_truncation": total,
-            "num_filtered": filtered,
-            "result": rows,
-            "partial_failure_warning": warning,
-            "warnings": None,
-        }
-    }))
+    return fast_json(
+        ray_ok(
+            {
+                "result": {
+                    "total": total,
+                    "num_after_truncation": total,
+                    "num_filtered": filtered,
+                    "result": rows,
+                    "partial_failure_warning": warning,
+                    "warnings": None,
+                }
+            }
+        )
+    )
 
 
 def ray_limit(limit: int | None) -> int:

@@ -14,8 +14,9 @@ from historyserver.routes.errors import ours, ray_envelope
 MAX_SHOWN = 80  # characters of a rejected value quoted back: a 10 MB parameter is not echoed
 
 
-def family_error(request: Request, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> Response:
+def family_error(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     path = request.url.path
     if prometheus_api.is_prometheus_path(path):
         response = prometheus_api.error(status, "bad_data" if status < 500 else "internal", message)

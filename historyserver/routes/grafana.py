@@ -47,15 +47,19 @@ def health(request: Request, entry: SessionEntry) -> dict | None:
     if not settings.grafana_url:
         return None
     m = entry.manifest
-    return {"result": True, "msg": "Grafana running", "data": {
-        "grafanaHost": grafana_host(request, entry.ref.id),
-        "grafanaOrgId": "1",
-        "sessionName": m.session_name,
-        "dashboardUids": DASHBOARD_UIDS,
-        "dashboardDatasource": settings.grafana_datasource,
-        # Ray's dashboards filter `ray_io_cluster=~"$Cluster"`: the UI adds `var-Cluster` from this.
-        "grafanaClusterFilter": m.cluster,
-    }}
+    return {
+        "result": True,
+        "msg": "Grafana running",
+        "data": {
+            "grafanaHost": grafana_host(request, entry.ref.id),
+            "grafanaOrgId": "1",
+            "sessionName": m.session_name,
+            "dashboardUids": DASHBOARD_UIDS,
+            "dashboardDatasource": settings.grafana_datasource,
+            # Ray's dashboards filter `ray_io_cluster=~"$Cluster"`: the UI adds `var-Cluster` from this.
+            "grafanaClusterFilter": m.cluster,
+        },
+    }
 
 
 def session_range_ms(entry: SessionEntry) -> tuple[int, int | None]:
@@ -77,6 +81,9 @@ def redirect(session_id: str, rest: str, request: Request) -> RedirectResponse:
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("from", "to", "var-datasource")]
     if not any(k == "var-SessionName" for k, _ in params):
         params.append(("var-SessionName", entry.manifest.session_name))
-    params += [("from", str(start)), ("to", "now" if end is None else str(end)),
-               ("var-datasource", settings.grafana_datasource)]
+    params += [
+        ("from", str(start)),
+        ("to", "now" if end is None else str(end)),
+        ("var-datasource", settings.grafana_datasource),
+    ]
     return RedirectResponse(f"{settings.grafana_url.rstrip('/')}/{rest}?{urlencode(params)}", status_code=307)

@@ -37,7 +37,9 @@ def _duration(ms: float | None) -> str:
 
 
 templates.env.filters.update(
-    ms_time=_ms_time, duration=_duration, gib=lambda b: f"{b / 2**30:.1f} GiB" if b else "",
+    ms_time=_ms_time,
+    duration=_duration,
+    gib=lambda b: f"{b / 2**30:.1f} GiB" if b else "",
 )
 
 
@@ -51,8 +53,13 @@ def sessions_page(request: Request) -> HTMLResponse:
             live = [r.to_dict() for r in visible_rows(request, clusters, "")]
         except KubernetesUnavailable as e:  # the archive still answers: say what is wrong, show the rest
             live_error = str(e)
-    context = {"sessions": sessions, "archive": services.of(request).store.url, "live_enabled": clusters.enabled,
-               "live": live, "live_error": live_error}
+    context = {
+        "sessions": sessions,
+        "archive": services.of(request).store.url,
+        "live_enabled": clusters.enabled,
+        "live": live,
+        "live_error": live_error,
+    }
     return templates.TemplateResponse(request, "sessions.html", context)
 
 

@@ -67,14 +67,16 @@ BUILD_INFO = {
 
 # -- envelopes ----------------------------------------------------------------------------------------------------
 
+
 class RawJSON(str):
     """A `data` object already encoded (a query result: QueryResult.to_json_text builds large matrices several
     times faster than json.dumps of the same values)."""
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":"), allow_nan=False), status_code=status, media_type="application/json"
+    )
 
 
 def success(data: Any) -> Response:
@@ -109,6 +111,7 @@ def history_error(exc: HistoryError) -> Response:
 
 # -- scopes -------------------------------------------------------------------------------------------------------
 
+
 def scope_entries(request: Request) -> list[SessionEntry]:
     """The sessions of the request's mount point (looked up once per request, before its parameters: an unknown
     session is a 404 whatever else is wrong)."""
@@ -127,8 +130,9 @@ def _lookup_scope(request: Request) -> list[SessionEntry]:
         ns, cluster = path["namespace"], path["cluster"]
         entries = [e for e in catalog.sessions() if e.manifest.namespace == ns and e.manifest.cluster == cluster]
         if not entries:
-            raise SessionNotFound(f"no session of cluster {cluster!r} in namespace {ns!r} in the archive; "
-                                  "GET /api/v1/sessions lists them")
+            raise SessionNotFound(
+                f"no session of cluster {cluster!r} in namespace {ns!r} in the archive; GET /api/v1/sessions lists them"
+            )
         return entries
     return catalog.sessions()
 
@@ -140,12 +144,17 @@ def _failure_cache(request: Request) -> FailureCache:
 
 def scope_store(request: Request) -> ArchiveStore:
     warehouse = services.of(request).warehouse
-    return ArchiveStore(scope_entries(request), lambda entry: warehouse.db(entry).dir, _failure_cache(request),
-                        max_sessions=services.of(request).settings.query_max_sessions,
-                        cache=services.of(request).metrics_cache)
+    return ArchiveStore(
+        scope_entries(request),
+        lambda entry: warehouse.db(entry).dir,
+        _failure_cache(request),
+        max_sessions=services.of(request).settings.query_max_sessions,
+        cache=services.of(request).metrics_cache,
+    )
 
 
 # -- endpoints (run in a worker thread: DuckDB and the engine are blocking) ---------------------------------------
+
 
 def _engine(request: Request, store, p: Params):
     from historyserver.promql.engine import Engine  # imported when first used: the engine is a heavy module
@@ -299,12 +308,17 @@ def _handler(fn: Callable[[Request, Params], Any]):
 
 
 async def _unknown(request: Request) -> Response:
-    return error(404, "not_found", f"no such endpoint of this Prometheus API: {request.url.path}; this server "
-                                   f"answers {', '.join(sorted(ENDPOINTS))}")
+    return error(
+        404,
+        "not_found",
+        f"no such endpoint of this Prometheus API: {request.url.path}; this server "
+        f"answers {', '.join(sorted(ENDPOINTS))}",
+    )
 
 
 # -- OpenAPI: each endpoint's parameters as Prometheus defines them (the handlers read them from the request, so
 # FastAPI cannot see them); /api/openapi.json then describes this API too, and the fuzz tests drive it from there.
+
 
 def _string(name: str, description: str, required: bool = False) -> dict[str, Any]:
     return {"name": name, "description": description, "required": required, "schema": {"type": "string"}}
@@ -312,14 +326,24 @@ def _string(name: str, description: str, required: bool = False) -> dict[str, An
 
 _QUERY = _string("query", "PromQL expression", required=True)
 _TIMEOUT = _string("timeout", "evaluation timeout (a duration); it can only shorten --query-timeout")
-_MATCH = {"name": "match[]", "description": "series selector; repeated for several", "style": "form", "explode": True,
-          "schema": {"type": "array", "items": {"type": "string"}}}
+_MATCH = {
+    "name": "match[]",
+    "description": "series selector; repeated for several",
+    "style": "form",
+    "explode": True,
+    "schema": {"type": "array", "items": {"type": "string"}},
+}
 _START = _string("start", "RFC 3339 or Unix seconds")
 _END = _string("end", "RFC 3339 or Unix seconds")
 PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "/query": [_QUERY, _string("time", "evaluation time: RFC 3339 or Unix seconds (default: now)"), _TIMEOUT],
-    "/query_range": [_QUERY, {**_START, "required": True}, {**_END, "required": True},
-                     _string("step", "resolution: a duration or float seconds", required=True), _TIMEOUT],
+    "/query_range": [
+        _QUERY,
+        {**_START, "required": True},
+        {**_END, "required": True},
+        _string("step", "resolution: a duration or float seconds", required=True),
+        _TIMEOUT,
+    ],
     "/labels": [_START, _END, _MATCH],
     "/label/{name}/values": [_START, _END, _MATCH],
     "/series": [{**_MATCH, "required": True}, _START, _END],
@@ -330,21 +354,30 @@ PARAMETERS: dict[str, list[dict[str, Any]]] = {
 
 
 def _openapi(prefix: str, path: str, method: str) -> dict[str, Any]:
-    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-              for n in re.findall(r"{(\w+)}", prefix + path)]
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+        for n in re.findall(r"{(\w+)}", prefix + path)
+    ]
     own = PARAMETERS.get(path, [])
     if method == "GET" or not own:
         return {"parameters": params + [{**p, "in": "query"} for p in own]}
-    form = {"type": "object", "properties": {p["name"]: p["schema"] for p in own},
-            "required": [p["name"] for p in own if p.get("required")]}
-    return {"parameters": params,
-            "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}}}
+    form = {
+        "type": "object",
+        "properties": {p["name"]: p["schema"] for p in own},
+        "required": [p["name"] for p in own if p.get("required")],
+    }
+    return {"parameters": params, "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}}}
 
 
 for _prefix in PREFIXES:
     for _path, _fn in ENDPOINTS.items():
         for _method in ("GET", "POST"):  # one route each: FastAPI gives each its own operationId
-            router.add_api_route(_prefix + _path, _handler(_fn), methods=[_method], tags=["prometheus"],
-                                 summary=f"{_method} {_path} (Prometheus HTTP API)",
-                                 openapi_extra=_openapi(_prefix, _path, _method))
+            router.add_api_route(
+                _prefix + _path,
+                _handler(_fn),
+                methods=[_method],
+                tags=["prometheus"],
+                summary=f"{_method} {_path} (Prometheus HTTP API)",
+                openapi_extra=_openapi(_prefix, _path, _method),
+            )
     router.add_api_route(_prefix + "/{rest:path}", _unknown, methods=["GET", "POST"], include_in_schema=False)

@@ -125,11 +125,12 @@ def range_params(p: Params) -> tuple[int, int, int]:
     except ValueError as e:
         raise invalid("step", str(e)) from None
     if step <= 0:
-        raise invalid("step", "zero or negative query resolution step widths are not accepted. Try a positive "
-                              "integer")
+        raise invalid("step", "zero or negative query resolution step widths are not accepted. Try a positive integer")
     if (end - start) // step > MAX_POINTS:
-        raise BadData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query "
-                      "resolution (?step=XX)")
+        raise BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query "
+            "resolution (?step=XX)"
+        )
     check_timeout(p)
     return start, end, step
 

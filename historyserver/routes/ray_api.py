@@ -57,8 +57,13 @@ def list_tasks(
     exclude_driver: bool = True,
     db: SessionDB = Depends(session_db),
 ) -> Response:
-    page = db.tasks(_filters(filter_keys, filter_predicates, filter_values), ray_limit(limit), exclude_driver,
-                    raw=detail, admit=lambda rows: large_answer(request, rows > LARGE_PAGE))
+    page = db.tasks(
+        _filters(filter_keys, filter_predicates, filter_values),
+        ray_limit(limit),
+        exclude_driver,
+        raw=detail,
+        admit=lambda rows: large_answer(request, rows > LARGE_PAGE),
+    )
     if detail:  # the stored records are Ray's detail rows: spliced into the answer as they are
         return state_envelope(page.total, page.num_filtered, page.rows, raw=True)
     return state_envelope(page.total, page.num_filtered, [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows])
@@ -89,5 +94,3 @@ def get_actor(actor_id: str, db: SessionDB = Depends(session_db)) -> dict:
     if actor is None:
         raise EntityNotFound(f"Actor {actor_id} does not exist in this session")
     return ray_ok({"detail": actor}, "Actor details fetched.")
-
-

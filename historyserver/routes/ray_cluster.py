@@ -46,8 +46,11 @@ def grafana_health(session_id: str, request: Request) -> dict:
         return configured
     # Ray's body when Grafana is unreachable (the UI then hides every panel). Status 200, not Ray's 500: for an
     # archived session this is the expected state, not a server fault, and the UI reads only `result`.
-    return {"result": False, "msg": "Grafana healthcheck failed",
-            "data": {"exception": "no Grafana serves archived sessions"}}
+    return {
+        "result": False,
+        "msg": "Grafana healthcheck failed",
+        "data": {"exception": "no Grafana serves archived sessions"},
+    }
 
 
 @router.get("/api/prometheus_health")
@@ -55,8 +58,11 @@ def prometheus_health(session_id: str, request: Request) -> dict:
     session_entry(request, session_id)
     if services.of(request).settings.grafana_url:  # Grafana reads the archive through our Prometheus API
         return {"result": True, "msg": "prometheus running", "data": {}}
-    return {"result": False, "msg": "prometheus healthcheck failed.",
-            "data": {"reason": "no Prometheus serves archived sessions"}}
+    return {
+        "result": False,
+        "msg": "prometheus healthcheck failed.",
+        "data": {"reason": "no Prometheus serves archived sessions"},
+    }
 
 
 @router.get("/timezone")
@@ -76,8 +82,12 @@ def usage_stats_enabled(session_id: str, request: Request) -> dict:
 @router.get("/api/version")
 def version(entry: SessionEntry = Depends(session_entry)) -> dict:
     m = entry.manifest
-    return {"version": RAY_API_VERSION, "ray_version": m.ray_version, "ray_commit": _ray_commit(m.ray_version),
-            "session_name": m.session_name}
+    return {
+        "version": RAY_API_VERSION,
+        "ray_version": m.ray_version,
+        "ray_commit": _ray_commit(m.ray_version),
+        "session_name": m.session_name,
+    }
 
 
 @router.get("/api/v0/cluster_metadata")
@@ -90,23 +100,36 @@ def cluster_metadata(entry: SessionEntry = Depends(session_entry)) -> dict:
 def profiling_enabled(session_id: str, request: Request) -> dict:
     session_entry(request, session_id)
     # A dead cluster has no process to profile.
-    return ray_ok({
-        "profilingEnabled": False,
-        "profilingDefaults": {
-            "native": False, "subprocesses": False, "idle": False, "leaks": False, "tracePythonAllocators": False,
-            "cpuDuration": 5, "memoryDuration": 10, "maxDuration": 60, "cpuFormat": "flamegraph",
-            "memoryFormat": "flamegraph", "pyspyNativeSupported": False,
-        },
-    })
+    return ray_ok(
+        {
+            "profilingEnabled": False,
+            "profilingDefaults": {
+                "native": False,
+                "subprocesses": False,
+                "idle": False,
+                "leaks": False,
+                "tracePythonAllocators": False,
+                "cpuDuration": 5,
+                "memoryDuration": 10,
+                "maxDuration": 60,
+                "cpuFormat": "flamegraph",
+                "memoryFormat": "flamegraph",
+                "pyspyNativeSupported": False,
+            },
+        }
+    )
 
 
 @router.get("/nodes")
-def nodes(view: str | None = None, entry: SessionEntry = Depends(session_entry),
-          db: SessionDB = Depends(session_db)) -> dict:
+def nodes(
+    view: str | None = None, entry: SessionEntry = Depends(session_entry), db: SessionDB = Depends(session_db)
+) -> dict:
     summary = cluster.node_summaries(db, entry.ended, entry.manifest.end_ms)
     if view == "hostNameList":
-        return ray_ok({"hostNameList": [n["hostname"] for n in summary if n["raylet"]["state"] == "ALIVE"]},
-                      "Node hostname list fetched.")
+        return ray_ok(
+            {"hostNameList": [n["hostname"] for n in summary if n["raylet"]["state"] == "ALIVE"]},
+            "Node hostname list fetched.",
+        )
     # nodeLogicalResources comes from the autoscaler's live load report: Ray leaves nodes without one out.
     return ray_ok({"summary": summary, "nodeLogicalResources": {}}, "Node summary fetched.")
 
@@ -120,8 +143,9 @@ def node(node_id: str, entry: SessionEntry = Depends(session_entry), db: Session
 
 
 @router.get("/api/cluster_status")
-def cluster_status(format: str = "0", entry: SessionEntry = Depends(session_entry),
-                   db: SessionDB = Depends(session_db)) -> dict:
+def cluster_status(
+    format: str = "0", entry: SessionEntry = Depends(session_entry), db: SessionDB = Depends(session_db)
+) -> dict:
     # The head collector's last snapshot of Ray's own answer, when it holds a status (a cluster without an
     # autoscaler report answers "No cluster status", and what the archive knows says more than that).
     snapshots = db.info.get("cluster_status") or {}
@@ -133,13 +157,16 @@ def cluster_status(format: str = "0", entry: SessionEntry = Depends(session_entr
         text = cluster.formatted_status(db, entry.ended, entry.manifest.end_ms)
         return ray_ok({"clusterStatus": text}, "Got formatted cluster status.")
     # No snapshot archived: Ray's answer when the autoscaler has published none.
-    return ray_ok({"autoscalingStatus": None, "autoscalingError": None, "clusterStatus": None},
-                  "Got cluster status.")
+    return ray_ok({"autoscalingStatus": None, "autoscalingError": None, "clusterStatus": None}, "Got cluster status.")
 
 
 @router.get("/events")
-def events(request: Request, job_id: str | None = None, entry: SessionEntry = Depends(session_entry),
-           db: SessionDB = Depends(session_db)) -> dict:
+def events(
+    request: Request,
+    job_id: str | None = None,
+    entry: SessionEntry = Depends(session_entry),
+    db: SessionDB = Depends(session_db),
+) -> dict:
     by_job = cluster.cluster_events(db)
     if job_id is None:
         return ray_ok({"events": by_job}, "All events fetched.")

@@ -19,12 +19,19 @@ INCOMPLETE_HEADER = "X-Rayhistory-Incomplete"
 
 
 @router.get("/api/v0/logs", response_model=None)
-def list_logs(node_id: str | None = None, node_ip: str | None = None, glob: str = "*",
-              db: SessionDB = Depends(session_db)) -> JSONResponse | dict:
+def list_logs(
+    node_id: str | None = None, node_ip: str | None = None, glob: str = "*", db: SessionDB = Depends(session_db)
+) -> JSONResponse | dict:
     if not node_id and not node_ip:
         # Ray's own answer, envelope included (its data is {"result": null}, not null).
-        return JSONResponse({"result": False, "msg": "Both node id and node ip are not provided. Please provide at "
-                             "least one of them.", "data": {"result": None}}, status_code=400)
+        return JSONResponse(
+            {
+                "result": False,
+                "msg": "Both node id and node ip are not provided. Please provide at least one of them.",
+                "data": {"result": None},
+            },
+            status_code=400,
+        )
     node = q.known_node(db, node_id or None, node_ip)
     return ray_ok({"result": q.categorize(q.glob_entries(q.node_paths(db, node), glob))})
 
@@ -53,20 +60,27 @@ def get_log(
     if media_type not in ("file", "stream"):
         raise BadRequest(f"Invalid media type: {media_type}")
     if node_id and node_ip:
-        raise BadRequest("Both node_id and node_ip are given. Only one of them can be provided. "
-                         f"Given node id: {node_id}, given node ip: {node_ip}")
+        raise BadRequest(
+            "Both node_id and node_ip are given. Only one of them can be provided. "
+            f"Given node id: {node_id}, given node ip: {node_ip}"
+        )
     if not (node_id or node_ip) and not (actor_id or task_id or submission_id):
-        raise BadRequest("node_id or node_ip must be provided as constructor arguments when no actor or task_id is "
-                         "supplied as arguments.")
+        raise BadRequest(
+            "node_id or node_ip must be provided as constructor arguments when no actor or task_id is "
+            "supplied as arguments."
+        )
     if not (actor_id or task_id or pid or filename or submission_id):
-        raise BadRequest("None of actor_id, task_id, pid, submission_id or filename is provided. At least one of "
-                         "them is required to fetch logs.")
+        raise BadRequest(
+            "None of actor_id, task_id, pid, submission_id or filename is provided. At least one of "
+            "them is required to fetch logs."
+        )
     if suffix not in ("out", "err"):
         raise BadRequest(f"Invalid suffix: {suffix}. Must be one of 'out' or 'err'.")
     n_lines = _int("lines", lines)
     if n_lines < -1:
-        raise BadRequest(f"lines must be -1 (the whole file), 0 (Ray's default, {q.DEFAULT_LINES}) or positive, "
-                         f"got {n_lines}")
+        raise BadRequest(
+            f"lines must be -1 (the whole file), 0 (Ray's default, {q.DEFAULT_LINES}) or positive, got {n_lines}"
+        )
 
     # Ray's precedence: actor, task, submission, pid, then the filename.
     if actor_id:
@@ -85,11 +99,12 @@ def get_log(
             path = q.check_filename(filename or "")
         target = q.Target(node, path)
 
-    prepared = q.prepare(services.of(request).store, SessionRef.from_id(session_id), target,
-                         n_lines or q.DEFAULT_LINES)
+    prepared = q.prepare(services.of(request).store, SessionRef.from_id(session_id), target, n_lines or q.DEFAULT_LINES)
     # Ray's headers exactly: text/plain without a charset, offered as a download.
-    headers = {"Content-Type": "text/plain",
-               "Content-Disposition": f'attachment; filename="{_safe(download_filename)}"'}
+    headers = {
+        "Content-Type": "text/plain",
+        "Content-Disposition": f'attachment; filename="{_safe(download_filename)}"',
+    }
     if prepared.incomplete:
         headers[INCOMPLETE_HEADER] = "true"
     filter_ansi = filter_ansi_code.lower() == "true"

@@ -42,16 +42,21 @@ def summarize(
 
 
 @router.get("/api/v0/tasks/timeline")
-def timeline(request: Request, job_id: str | None = None, download: str | None = None,
-             db: SessionDB = Depends(session_db)) -> Response:
+def timeline(
+    request: Request, job_id: str | None = None, download: str | None = None, db: SessionDB = Depends(session_db)
+) -> Response:
     headers = None
     if download == "1":
         # Ray's file name, "None" included when no job is given.
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         headers = {"Content-Disposition": f'attachment; filename="timeline-{job_id}-{stamp}.json"'}
     ticket = services.of(request).gates.large.hold()  # held while the trace streams
-    return StreamingResponse(ticket.stream(chrome_trace_json(db, job_id)), media_type="application/json",
-                             headers=headers, background=BackgroundTask(ticket.release))
+    return StreamingResponse(
+        ticket.stream(chrome_trace_json(db, job_id)),
+        media_type="application/json",
+        headers=headers,
+        background=BackgroundTask(ticket.release),
+    )
 
 
 @router.get("/api/v0/placement_groups")
@@ -63,6 +68,7 @@ def list_placement_groups(
     filter_values: list[str] = Query(default=[]),
     db: SessionDB = Depends(session_db),
 ) -> Response:
-    page = placement_groups.list_placement_groups(db, _filters(filter_keys, filter_predicates, filter_values),
-                                                  detail, ray_limit(limit))
+    page = placement_groups.list_placement_groups(
+        db, _filters(filter_keys, filter_predicates, filter_values), detail, ray_limit(limit)
+    )
     return state_envelope(page.total, page.num_filtered, page.rows)

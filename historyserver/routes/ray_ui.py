@@ -27,10 +27,18 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 _HASHED = re.compile(r"\.[0-9a-f]{8,}\.")
 CONTENT_TYPES = {
-    ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8",
-    ".json": "application/json", ".map": "application/json", ".txt": "text/plain; charset=utf-8",
-    ".svg": "image/svg+xml", ".ico": "image/x-icon", ".png": "image/png", ".woff": "font/woff",
-    ".woff2": "font/woff2", ".ttf": "font/ttf",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+    ".png": "image/png",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ttf": "font/ttf",
 }
 
 
@@ -43,12 +51,15 @@ def build_dir() -> Path:
     """ray/dashboard/client/build of the installed ray package, found without importing Ray (slow)."""
     spec = find_spec("ray")
     if spec is None or not spec.submodule_search_locations:
-        raise WebUIMissing("Ray's web UI is not installed here: pip install 'ray[default]==2.60.0' next to the "
-                           "history server (its API routes work without it)")
+        raise WebUIMissing(
+            "Ray's web UI is not installed here: pip install 'ray[default]==2.60.0' next to the "
+            "history server (its API routes work without it)"
+        )
     build = Path(spec.submodule_search_locations[0]) / "dashboard" / "client" / "build"
     if not (build / "index.html").is_file():
-        raise WebUIMissing(f"the installed ray package has no built web UI at {build}: install 'ray[default]', "
-                           "which ships it")
+        raise WebUIMissing(
+            f"the installed ray package has no built web UI at {build}: install 'ray[default]', which ships it"
+        )
     return build.resolve()
 
 

@@ -31,7 +31,8 @@ def list_sessions(
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status {status!r} is not known; use one of {', '.join(STATUSES)}")
     entries = [
-        e for e in catalog(request).sessions()
+        e
+        for e in catalog(request).sessions()
         if (namespace is None or e.manifest.namespace == namespace)
         and (cluster is None or e.manifest.cluster == cluster)
         and (status is None or e.status == status)
@@ -74,15 +75,20 @@ def list_dashboards(request: Request, session_id: str) -> dict:
     """The Grafana dashboards Ray generated for this session, with a datasource variable (import them into
     Grafana: their version matches the session's Ray)."""
     entry = session_entry(request, session_id)
-    boards = dashboards.session_dashboards(services.of(request).store, entry,
-                                           services.of(request).settings.grafana_datasource)
+    boards = dashboards.session_dashboards(
+        services.of(request).store, entry, services.of(request).settings.grafana_datasource
+    )
     base = f"{str(request.base_url).rstrip('/')}/api/v1/sessions/{session_id}/dashboards"
-    return {"dashboards": [{"uid": uid, "title": b.get("title"), "url": f"{base}/{uid}"}
-                           for uid, b in sorted(boards.items())]}
+    return {
+        "dashboards": [
+            {"uid": uid, "title": b.get("title"), "url": f"{base}/{uid}"} for uid, b in sorted(boards.items())
+        ]
+    }
 
 
 @router.get("/sessions/{session_id}/dashboards/{uid}")
 def get_dashboard(request: Request, session_id: str, uid: str) -> dict:
     entry = session_entry(request, session_id)
-    return dashboards.session_dashboard(services.of(request).store, entry, uid,
-                                        services.of(request).settings.grafana_datasource)
+    return dashboards.session_dashboard(
+        services.of(request).store, entry, uid, services.of(request).settings.grafana_datasource
+    )
