@@ -7,7 +7,7 @@ Reproduce (from the repository root):
     .venv/bin/python -m benchmarks.load_test --tasks 20000 --seconds 15 --clients 10   # a quick run
 
 The data: benchmarks/synthetic_session.py's session of N task attempts (8 nodes, Ray 2.60's export events and
-worker logs), and beside it a 6-hour, 8-node metrics session (benchmarks/promql_dashboard.py's generator, every
+worker logs), and beside it a 6-hour, 8-node metrics session (benchmarks/promql_data.py's generator, every
 family Ray's Default dashboard reads). The server runs as `rayhistory serve` runs it (uvicorn, its default limits),
 compacts the task session on first open (timed), then takes the load. Each client loops without pause: picks a
 request from the mix (fixed seed), sends it, waits for the whole answer.
@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 
 from benchmarks import promql_dashboard as pd
+from benchmarks import promql_data as pdata
 from benchmarks import synthetic_session
 from benchmarks.outcome import exit_status
 
@@ -75,16 +76,16 @@ def prepare(work: Path, tasks: int) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     archive = work / "archive"
     info = synthetic_session.generate(str(archive), tasks, log=say)
-    exprs = [e for _, e, _ in pd.dashboard_requests(60_000, 6 * pd.HOUR_MS)]
-    session = pd.make_session(8, 6, seed=7)
-    series = pd.generate(session, exprs)
-    metrics_id = pd.register(session, archive, work / "cache", series)
+    exprs = [e for _, e, _ in pd.dashboard_requests(60_000, 6 * pdata.HOUR_MS)]
+    session = pdata.make_session(8, 6, seed=7)
+    series = pdata.generate(session, exprs)
+    metrics_id = pdata.register(session, archive, work / "cache", series)
     data = {
         "params": params,
         "tasks_id": info["session_id"],
         "metrics_id": metrics_id,
-        "metrics_start_ms": pd.od.T0_MS,
-        "metrics_end_ms": pd.od.T0_MS + 6 * pd.HOUR_MS,
+        "metrics_start_ms": pdata.od.T0_MS,
+        "metrics_end_ms": pdata.od.T0_MS + 6 * pdata.HOUR_MS,
     }
     done.write_text(json.dumps(data))
     return data

@@ -2,7 +2,7 @@
 
 No SLS emulator exists anywhere (not from Alibaba, not in LocalStack or elsewhere), so this is the one fake at the
 network edge, written from the protocol (reference section 5) and checked against the real SDK
-(aliyun-log-python-sdk) in tests/test_sls.py. It is a real HTTP server on 127.0.0.1 that:
+(aliyun-log-python-sdk) in tests/test_sls_sink.py. It is a real HTTP server on 127.0.0.1 that:
 - checks the v1 signature (`Authorization: LOG <akid>:<base64 hmac-sha1>`) with the SDK's canonicalization, the
   Content-MD5 of the body and the clock skew, answering 401 as SLS does (`SignatureNotMatch`, `Unauthorized`);
 - takes PutLogs (`POST /logstores/{ls}/shards/lb|route?key=`): lz4 (block, no size prefix), deflate or zstd
