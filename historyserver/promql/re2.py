@@ -5,6 +5,7 @@ Python's re backtracks: `(.|.)*Z` over a 36-character session name would take ho
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import duckdb
@@ -33,3 +34,10 @@ def regex_full_matches(pattern: str, values: list[str]) -> np.ndarray:
         cur.close()
     hit = dict(rows)
     return np.array([bool(hit[v]) for v in values], dtype=bool)
+
+
+@functools.lru_cache(maxsize=4096)
+def full_match(pattern: str, value: str) -> bool:
+    """One value against one pattern, remembered: scope pruning asks the same few (dashboard regex, session name)
+    pairs on every request, and each DuckDB statement costs about a millisecond."""
+    return bool(regex_full_matches(pattern, [value])[0])

@@ -34,7 +34,7 @@ from archive.compacted import INFO_FILE, JOBS, TASKS
 from historyserver.catalog import SessionEntry
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
-from historyserver.promql.re2 import regex_full_matches
+from historyserver.promql.re2 import full_match
 
 PREFIX = "rayhistory_session_"
 UP = PREFIX + "up"
@@ -64,7 +64,7 @@ def matches(m: Matcher, value: str) -> bool:
         return value == m.value
     if m.op == "!=":
         return value != m.value
-    hit = bool(regex_full_matches(m.value, [value])[0])
+    hit = full_match(m.value, value)
     return hit if m.op == "=~" else not hit
 
 
