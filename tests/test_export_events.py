@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from historyserver.compaction.build import compact
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record
 from historyserver.queries.session_db import Filter, SessionDB
+from historyserver.queries.summaries import summarize_tasks
 
 NODE_HEX = "92856556e566d03eb409f0bed9b8a7d70d81b923586f0d658dd38908"
 
@@ -215,3 +217,85 @@ def test_range_partitioned_fold_gives_the_same_tables(reference, tmp_path, compa
     assert ids == sorted(ids)
     prof = "SELECT * FROM profile_events"
     assert db.query(prof) == compacted.query(prof + " ORDER BY task_id, attempt_number, start_time")
+
+
+# --- rules Ray's GCS and state API apply on top of the events (issue 12) ------------------------------------------
+
+JOB_END = 1795637011011  # the driver job's end_time (ms)
+
+
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def _line(source: str, data: dict, ts: int = 1795637000) -> bytes:
+    return json.dumps({"source_type": source, "timestamp": ts, "event_data": data}).encode()
+
+
+def _task_line(task_hex: str, job_hex: str, states: dict[int, int], info: dict | None = None, **extra) -> bytes:
+    data = {"task_id": _b64(task_hex), "attempt_number": 0, "job_id": _b64(job_hex)}
+    if states:
+        data["state_updates"] = {"state_ts_ns": {str(k): str(v) for k, v in states.items()}, **extra}
+    if info is not None:
+        data["task_info"] = {"language": "PYTHON", "required_resources": {}, **info}
+    return _line("EXPORT_TASK", data)
+
+
+def _compact_lines(tmp_path, files: dict[str, list[bytes]], session_end_ms: int | None) -> SessionDB:
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("default", "rules", SESSION).node(NODE_HEX)
+    for name, lines in files.items():
+        data = b"\n".join(lines) + b"\n"
+        store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, 0, len(data))), encode(data))
+    compact(store, node.session, tmp_path / "tables", session_end_ms)
+    return SessionDB(tmp_path / "tables")
+
+
+PENDING_HEX = "aa" * 8 + "f" * 32 + "01000000"  # a task of job 01 that never left the pending states
+DONE_HEX = "bb" * 8 + "f" * 32 + "01000000"
+OTHER_JOB_HEX = "cc" * 8 + "f" * 32 + "02000000"  # job 02's driver is still running
+NS = 1_000_000
+DRIVER_HEX = "f" * 40 + "01000000"
+
+
+def test_driver_task_without_task_info_is_left_out_of_summaries(tmp_path):
+    """A driver's export events may hold only its profile events and FINISHED, no task_info: its id is still
+    TaskID::ForDriverTask, and Ray's summary (list_tasks with exclude_driver=True) leaves it out."""
+    profile = {
+        "component_id": _b64("01000000" + "ff" * 24),
+        "component_type": "driver",
+        "node_ip_address": "192.0.2.2",
+        "events": [
+            {
+                "event_name": "submit_task",
+                "start_time": "1795637001000000000",
+                "end_time": "1795637001000100000",
+                "extra_data": "{}",
+            }
+        ],
+    }
+    files = {
+        "event_EXPORT_TASK_13898.log": [
+            _line(
+                "EXPORT_TASK",
+                {"task_id": _b64(DRIVER_HEX), "attempt_number": 0, "job_id": "AQAAAA==", "profile_events": profile},
+            ),
+            _task_line(DRIVER_HEX, "01000000", {11: 1795637011000 * NS}),
+            _task_line(
+                DONE_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "done"},
+            ),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, JOB_END + 60_000)
+    result = summarize_tasks(db, [Filter("job_id", "=", "01000000")], None)
+    cluster = result["result"]["node_id_to_summary"]["cluster"]
+    assert cluster["summary"] == {
+        "done": {"func_or_class_name": "done", "type": "NORMAL_TASK", "state_counts": {"FINISHED": 1}}
+    }
+    assert (result["total"], result["num_filtered"], cluster["total_tasks"]) == (1, 1, 1)
+    assert [t["task_id"] for t in db.tasks([], 10).rows] == [DONE_HEX]
+    [driver] = db.tasks([Filter("task_id", "=", DRIVER_HEX)], 10, exclude_driver=False).rows
+    assert driver["type"] == "DRIVER_TASK" and driver["state"] == "FINISHED"

@@ -31,6 +31,9 @@ def _sql_path(path: Path) -> str:
 PARTITION_BYTES = 96 << 20  # events folded at once: what a fold needs in memory grows with it
 ROW_GROUP_ROWS = 16384  # small groups: a page of tasks reads a few groups, not the whole record column
 UNFINISHED_NOTE = "Unfinished: the cluster ended while this task was {state}; it never reported a final state."
+# TaskID::ForDriverTask (src/ray/common/id.cc): nil unique bytes (0xff) and the job's nil ActorID, so the hex id
+# is 40 f's and the job id.
+DRIVER_TASK_PREFIX = "f" * 40
 
 
 # The parts of an EXPORT_TASK event the fold reads, typed so that each line is parsed once, by read_json.
@@ -182,8 +185,15 @@ def _fold(
         CREATE OR REPLACE TEMP TABLE t_rows AS
         SELECT {_hex("a.tid")} AS task_id, a.attempt AS attempt_number,
                coalesce(json_extract_string(a.info, '$.name'), json_extract_string(a.info, '$.func_or_class_name')) AS name,
-               coalesce(n.name, 'NIL') AS state, {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
-               coalesce(json_extract_string(a.info, '$.type'), 'NORMAL_TASK') AS type, json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
+               coalesce(n.name, 'NIL') AS state,
+               {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
+               -- A driver's export events may carry no task_info (only its profile events and FINISHED): its id,
+               -- TaskID::ForDriverTask, still says what it is, and Ray's task list and summaries leave it out.
+               coalesce(json_extract_string(a.info, '$.type'),
+                        CASE WHEN a.info IS NULL AND starts_with({_hex("a.tid")}, '{DRIVER_TASK_PREFIX}')
+                             THEN 'DRIVER_TASK' END,
+                        'NORMAL_TASK') AS type,
+               json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
                {_hex("json_extract_string(a.info, '$.parent_task_id')")} AS parent_task_id, {_hex("a.node")} AS node_id,
                {_hex("a.worker")} AS worker_id, a.pid AS worker_pid, json_extract_string(a.error_info, '$.error_type') AS error_type,
                coalesce(json_extract_string(a.info, '$.language'), 'PYTHON') AS language,
