@@ -255,7 +255,65 @@ PENDING_HEX = "aa" * 8 + "f" * 32 + "01000000"  # a task of job 01 that never le
 DONE_HEX = "bb" * 8 + "f" * 32 + "01000000"
 OTHER_JOB_HEX = "cc" * 8 + "f" * 32 + "02000000"  # job 02's driver is still running
 NS = 1_000_000
+ACTOR_HEX = "6e6da4e167ab17d5e45d52aa01000000"
+CREATION_HEX = "ff" * 8 + ACTOR_HEX  # TaskID::ForActorCreationTask: nil unique bytes, then the actor id
+PLAIN_ACTOR_HEX = "76485b1456e9f3d1ff3253ab01000000"
 DRIVER_HEX = "f" * 40 + "01000000"
+
+
+def test_named_actor_creation_task_is_named_after_the_actor(tmp_path):
+    """CoreWorker::CreateActor names a named actor's creation task "<name>:<Class>.__init__" (its spec's name,
+    the task list's `name` and the summary's key); func_or_class_name stays the CallString."""
+    actor = {"job_id": "AQAAAA==", "state": "ALIVE", "class_name": "Accumulator"}
+    files = {
+        "event_EXPORT_ACTOR.log": [
+            _line("EXPORT_ACTOR", {**actor, "actor_id": _b64(ACTOR_HEX), "name": "my_acc"}),
+            _line("EXPORT_ACTOR", {**actor, "actor_id": _b64(PLAIN_ACTOR_HEX), "name": ""}),
+        ],
+        "event_EXPORT_TASK_13918.log": [
+            _task_line(
+                CREATION_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {
+                    "type": "ACTOR_CREATION_TASK",
+                    "func_or_class_name": "Accumulator.__init__",
+                    "actor_id": _b64(ACTOR_HEX),
+                },
+            ),
+            _task_line(
+                "ff" * 8 + PLAIN_ACTOR_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {
+                    "type": "ACTOR_CREATION_TASK",
+                    "func_or_class_name": "Accumulator.__init__",
+                    "actor_id": _b64(PLAIN_ACTOR_HEX),
+                },
+            ),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, None)
+    [named] = db.tasks([Filter("task_id", "=", CREATION_HEX)], 10).rows
+    assert named["name"] == "my_acc:Accumulator.__init__"
+    assert named["func_or_class_name"] == "Accumulator.__init__" and named["actor_id"] == ACTOR_HEX
+    assert [t["task_id"] for t in db.tasks([Filter("name", "=", "my_acc:Accumulator.__init__")], 10).rows] == [
+        CREATION_HEX
+    ]
+    summary = summarize_tasks(db, [], None)["result"]["node_id_to_summary"]["cluster"]
+    assert summary["summary"] == {
+        "my_acc:Accumulator.__init__": {
+            "func_or_class_name": "my_acc:Accumulator.__init__",
+            "type": "ACTOR_CREATION_TASK",
+            "state_counts": {"FINISHED": 1},
+        },
+        "Accumulator.__init__": {
+            "func_or_class_name": "Accumulator.__init__",
+            "type": "ACTOR_CREATION_TASK",
+            "state_counts": {"FINISHED": 1},
+        },
+    }
+    assert summary["total_actor_scheduled"] == 2
 
 
 def test_driver_task_without_task_info_is_left_out_of_summaries(tmp_path):

@@ -153,7 +153,8 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
         ),
     )
     started = time.monotonic()
-    counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms)
+    actor_names = {a["actor_id"]: a.get("name") or "" for a in inputs.folded.actors.values()}
+    counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, actor_names)
     log.info("%s: folded %d task attempts in %.1fs", inputs.ref.id, counts["tasks"], time.monotonic() - started)
     if inputs.task_lines > counts["task_events"]:
         unread = inputs.task_lines - counts["task_events"]

@@ -73,10 +73,15 @@ def _events_select(files: list[Path]) -> str:
 
 
 def fold_tasks(
-    con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path, session_end_ms: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    task_files: list[Path],
+    out_dir: Path,
+    session_end_ms: int | None = None,
+    actor_names: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Write tasks.parquet and profile_events.parquet from the staged EXPORT_TASK files; returns counts.
 
+    actor_names: each named actor's name (hex actor id -> name), for its creation task's name.
     With session_end_ms (a closed session), a task without a final state ends with the cluster: it keeps its
     last known state, and gets the session's end as its end time and a note as its error message.
 
@@ -84,6 +89,7 @@ def fold_tasks(
     into ranges of task id (all pieces of a task land in one range), each range is folded alone, and the
     range outputs, each sorted by task id, are concatenated in range order into tables sorted by task id.
     """
+    _register(con, actor_names or {})
     total = sum(p.stat().st_size for p in task_files)
     ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
     if ranges == 1:
@@ -118,6 +124,14 @@ def fold_tasks(
         )
     con.execute("SET preserve_insertion_order = false")
     return counts
+
+
+def _register(con: duckdb.DuckDBPyConnection, actor_names: dict[str, str]) -> None:
+    """The actors' names, as a table."""
+    con.execute("CREATE OR REPLACE TEMP TABLE t_actor_names (actor_id VARCHAR, name VARCHAR)")
+    named = [[a, n] for a, n in actor_names.items() if a and n]
+    if named:
+        con.executemany("INSERT INTO t_actor_names VALUES (?, ?)", named)
 
 
 def _fold(
@@ -184,7 +198,13 @@ def _fold(
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_rows AS
         SELECT {_hex("a.tid")} AS task_id, a.attempt AS attempt_number,
-               coalesce(json_extract_string(a.info, '$.name'), json_extract_string(a.info, '$.func_or_class_name')) AS name,
+               -- A task's name is its spec's (TaskSpecification::GetName); the export events carry only the
+               -- function, and CoreWorker::CreateActor (src/ray/core_worker/core_worker.cc) names a named actor's
+               -- creation task "<actor name>:<CallString>", CallString being its func_or_class_name.
+               coalesce(json_extract_string(a.info, '$.name'),
+                        CASE WHEN an.name IS NOT NULL
+                             THEN an.name || ':' || json_extract_string(a.info, '$.func_or_class_name') END,
+                        json_extract_string(a.info, '$.func_or_class_name')) AS name,
                coalesce(n.name, 'NIL') AS state,
                {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
                -- A driver's export events may carry no task_info (only its profile events and FINISHED): its id,
@@ -214,6 +234,8 @@ def _fold(
         LEFT JOIN t_timeline t USING (tid, attempt)
         LEFT JOIN t_state_names n ON n.code = t.state_code
         LEFT JOIN t_prof_meta p USING (tid, attempt)
+        LEFT JOIN t_actor_names an ON an.actor_id = {_hex("json_extract_string(a.info, '$.actor_id')")}
+            AND json_extract_string(a.info, '$.type') = 'ACTOR_CREATION_TASK'
     """)
     con.execute(f"""
         COPY (
