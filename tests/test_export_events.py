@@ -253,8 +253,97 @@ def _compact_lines(tmp_path, files: dict[str, list[bytes]], session_end_ms: int 
 
 PENDING_HEX = "aa" * 8 + "f" * 32 + "01000000"  # a task of job 01 that never left the pending states
 DONE_HEX = "bb" * 8 + "f" * 32 + "01000000"
+NO_STATE_HEX = "dd" * 8 + "f" * 32 + "01000000"
 OTHER_JOB_HEX = "cc" * 8 + "f" * 32 + "02000000"  # job 02's driver is still running
 NS = 1_000_000
+
+
+def _job_end_files() -> dict[str, list[bytes]]:
+    driver = {"driver_ip_address": "192.0.2.2", "driver_pid": "13898", "entrypoint": "python driver.py"}
+    return {
+        "event_EXPORT_DRIVER_JOB.log": [
+            _line(
+                "EXPORT_DRIVER_JOB",
+                {**driver, "job_id": "AQAAAA==", "is_dead": False, "start_time": "1795636993300", "end_time": "0"},
+            ),
+            _line(
+                "EXPORT_DRIVER_JOB",
+                {
+                    **driver,
+                    "job_id": "AQAAAA==",
+                    "is_dead": True,
+                    "start_time": "1795636993300",
+                    "end_time": str(JOB_END),
+                },
+            ),
+            _line(
+                "EXPORT_DRIVER_JOB", {**driver, "job_id": "AgAAAA==", "is_dead": False, "start_time": "1795637000000"}
+            ),
+        ],
+        "event_EXPORT_TASK_13918.log": [
+            _task_line(
+                PENDING_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 2: 1795637001001 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "stuck"},
+            ),
+            _task_line(
+                DONE_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "done"},
+            ),
+            # Defined, no state reported yet: "not terminated" too (the GCS marks tasks without state updates).
+            _task_line(NO_STATE_HEX, "01000000", {}, {"type": "NORMAL_TASK", "func_or_class_name": "unseen"}),
+            _task_line(
+                OTHER_JOB_HEX,
+                "02000000",
+                {1: 1795637003000 * NS, 2: 1795637003001 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "waiting"},
+            ),
+        ],
+    }
+
+
+def test_pending_tasks_of_a_finished_job_failed_with_it(tmp_path):
+    """GcsTaskManager::OnJobFinished -> MarkTasksFailedOnJobEnds: a non-terminal task of a job whose driver exited
+    is FAILED at the job's end, WORKER_DIED; a job still running when the cluster died keeps the unfinished rule."""
+    end = JOB_END + 60_000
+    db = _compact_lines(tmp_path, _job_end_files(), end)
+    stuck = _task(db, "stuck")
+    assert stuck["state"] == "FAILED" and stuck["error_type"] == "WORKER_DIED"
+    assert stuck["error_message"] == (
+        "Job finishes (01000000) as driver exits. Marking all non-terminal tasks as failed."
+    )
+    assert stuck["end_time_ms"] == JOB_END
+    assert stuck["events"] == [
+        {"state": "PENDING_ARGS_AVAIL", "created_ms": 1795637001000.0},
+        {"state": "PENDING_NODE_ASSIGNMENT", "created_ms": 1795637001001.0},
+        {"state": "FAILED", "created_ms": float(JOB_END)},
+    ]
+    unseen = _task(db, "unseen")
+    assert unseen["state"] == "FAILED" and unseen["events"] == [{"state": "FAILED", "created_ms": float(JOB_END)}]
+    assert unseen["end_time_ms"] == JOB_END and unseen["error_type"] == "WORKER_DIED"
+    done = _task(db, "done")
+    assert done["state"] == "FINISHED" and done["error_type"] is None and done["end_time_ms"] == 1795637002000.0
+    waiting = _task(db, "waiting")
+    assert waiting["state"] == "PENDING_NODE_ASSIGNMENT" and waiting["end_time_ms"] == end
+    assert waiting["error_message"].startswith("Unfinished: the cluster ended while this task was PENDING")
+    assert db.query("SELECT task_id FROM tasks WHERE unfinished") == [(OTHER_JOB_HEX,)]
+    summary = summarize_tasks(db, [Filter("job_id", "=", "01000000")], None)
+    counts = {k: v["state_counts"] for k, v in summary["result"]["node_id_to_summary"]["cluster"]["summary"].items()}
+    assert counts == {"stuck": {"FAILED": 1}, "done": {"FINISHED": 1}, "unseen": {"FAILED": 1}}
+
+
+def test_job_end_marks_only_after_the_gcs_delay(tmp_path):
+    """The GCS marks them gcs_mark_task_failed_on_job_done_delay_ms (15 s) after the job ended: a cluster that
+    died sooner never did, and the task is unfinished, ended with the cluster."""
+    end = JOB_END + 10_000
+    stuck = _task(_compact_lines(tmp_path, _job_end_files(), end), "stuck")
+    assert stuck["state"] == "PENDING_NODE_ASSIGNMENT" and stuck["end_time_ms"] == end
+    assert stuck["error_message"].startswith("Unfinished") and stuck["error_type"] is None
+
+
 ACTOR_HEX = "6e6da4e167ab17d5e45d52aa01000000"
 CREATION_HEX = "ff" * 8 + ACTOR_HEX  # TaskID::ForActorCreationTask: nil unique bytes, then the actor id
 PLAIN_ACTOR_HEX = "76485b1456e9f3d1ff3253ab01000000"
