@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 9  # 9: metric_samples carry derived staleness markers
+COMPACTION_VERSION = 10  # 10: tasks follow more of Ray's rules (drivers, named actors' creation tasks, jobs' ends)
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -56,7 +56,7 @@ TASKS = Table(
             ("record", _S),
         ]
     ),
-    2,
+    10,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
 PROFILE_EVENTS = Table(
     "profile_events",

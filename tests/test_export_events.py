@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from historyserver.compaction.build import compact
 from historyserver.compaction.export_events import Folded, fold_lines
 from historyserver.compaction.records import TASK_SUMMARY_KEYS, actor_record, job_records, node_record
 from historyserver.queries.session_db import Filter, SessionDB
+from historyserver.queries.summaries import summarize_tasks
 
 NODE_HEX = "92856556e566d03eb409f0bed9b8a7d70d81b923586f0d658dd38908"
 
@@ -215,3 +217,232 @@ def test_range_partitioned_fold_gives_the_same_tables(reference, tmp_path, compa
     assert ids == sorted(ids)
     prof = "SELECT * FROM profile_events"
     assert db.query(prof) == compacted.query(prof + " ORDER BY task_id, attempt_number, start_time")
+
+
+# --- rules Ray's GCS and state API apply on top of the events (issue 12) ------------------------------------------
+
+JOB_END = 1795637011011  # the driver job's end_time (ms)
+
+
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def _line(source: str, data: dict, ts: int = 1795637000) -> bytes:
+    return json.dumps({"source_type": source, "timestamp": ts, "event_data": data}).encode()
+
+
+def _task_line(task_hex: str, job_hex: str, states: dict[int, int], info: dict | None = None, **extra) -> bytes:
+    data = {"task_id": _b64(task_hex), "attempt_number": 0, "job_id": _b64(job_hex)}
+    if states:
+        data["state_updates"] = {"state_ts_ns": {str(k): str(v) for k, v in states.items()}, **extra}
+    if info is not None:
+        data["task_info"] = {"language": "PYTHON", "required_resources": {}, **info}
+    return _line("EXPORT_TASK", data)
+
+
+def _compact_lines(tmp_path, files: dict[str, list[bytes]], session_end_ms: int | None) -> SessionDB:
+    store = LocalStore(tmp_path / "archive")
+    node = SessionRef("default", "rules", SESSION).node(NODE_HEX)
+    for name, lines in files.items():
+        data = b"\n".join(lines) + b"\n"
+        store.put(node.segment_key(LogSegment(f"export_events/{name}", 0, 0, len(data))), encode(data))
+    compact(store, node.session, tmp_path / "tables", session_end_ms)
+    return SessionDB(tmp_path / "tables")
+
+
+PENDING_HEX = "aa" * 8 + "f" * 32 + "01000000"  # a task of job 01 that never left the pending states
+DONE_HEX = "bb" * 8 + "f" * 32 + "01000000"
+NO_STATE_HEX = "dd" * 8 + "f" * 32 + "01000000"
+OTHER_JOB_HEX = "cc" * 8 + "f" * 32 + "02000000"  # job 02's driver is still running
+NS = 1_000_000
+
+
+def _job_end_files() -> dict[str, list[bytes]]:
+    driver = {"driver_ip_address": "192.0.2.2", "driver_pid": "13898", "entrypoint": "python driver.py"}
+    return {
+        "event_EXPORT_DRIVER_JOB.log": [
+            _line(
+                "EXPORT_DRIVER_JOB",
+                {**driver, "job_id": "AQAAAA==", "is_dead": False, "start_time": "1795636993300", "end_time": "0"},
+            ),
+            _line(
+                "EXPORT_DRIVER_JOB",
+                {
+                    **driver,
+                    "job_id": "AQAAAA==",
+                    "is_dead": True,
+                    "start_time": "1795636993300",
+                    "end_time": str(JOB_END),
+                },
+            ),
+            _line(
+                "EXPORT_DRIVER_JOB", {**driver, "job_id": "AgAAAA==", "is_dead": False, "start_time": "1795637000000"}
+            ),
+        ],
+        "event_EXPORT_TASK_13918.log": [
+            _task_line(
+                PENDING_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 2: 1795637001001 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "stuck"},
+            ),
+            _task_line(
+                DONE_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "done"},
+            ),
+            # Defined, no state reported yet: "not terminated" too (the GCS marks tasks without state updates).
+            _task_line(NO_STATE_HEX, "01000000", {}, {"type": "NORMAL_TASK", "func_or_class_name": "unseen"}),
+            _task_line(
+                OTHER_JOB_HEX,
+                "02000000",
+                {1: 1795637003000 * NS, 2: 1795637003001 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "waiting"},
+            ),
+        ],
+    }
+
+
+def test_pending_tasks_of_a_finished_job_failed_with_it(tmp_path):
+    """GcsTaskManager::OnJobFinished -> MarkTasksFailedOnJobEnds: a non-terminal task of a job whose driver exited
+    is FAILED at the job's end, WORKER_DIED; a job still running when the cluster died keeps the unfinished rule."""
+    end = JOB_END + 60_000
+    db = _compact_lines(tmp_path, _job_end_files(), end)
+    stuck = _task(db, "stuck")
+    assert stuck["state"] == "FAILED" and stuck["error_type"] == "WORKER_DIED"
+    assert stuck["error_message"] == (
+        "Job finishes (01000000) as driver exits. Marking all non-terminal tasks as failed."
+    )
+    assert stuck["end_time_ms"] == JOB_END
+    assert stuck["events"] == [
+        {"state": "PENDING_ARGS_AVAIL", "created_ms": 1795637001000.0},
+        {"state": "PENDING_NODE_ASSIGNMENT", "created_ms": 1795637001001.0},
+        {"state": "FAILED", "created_ms": float(JOB_END)},
+    ]
+    unseen = _task(db, "unseen")
+    assert unseen["state"] == "FAILED" and unseen["events"] == [{"state": "FAILED", "created_ms": float(JOB_END)}]
+    assert unseen["end_time_ms"] == JOB_END and unseen["error_type"] == "WORKER_DIED"
+    done = _task(db, "done")
+    assert done["state"] == "FINISHED" and done["error_type"] is None and done["end_time_ms"] == 1795637002000.0
+    waiting = _task(db, "waiting")
+    assert waiting["state"] == "PENDING_NODE_ASSIGNMENT" and waiting["end_time_ms"] == end
+    assert waiting["error_message"].startswith("Unfinished: the cluster ended while this task was PENDING")
+    assert db.query("SELECT task_id FROM tasks WHERE unfinished") == [(OTHER_JOB_HEX,)]
+    summary = summarize_tasks(db, [Filter("job_id", "=", "01000000")], None)
+    counts = {k: v["state_counts"] for k, v in summary["result"]["node_id_to_summary"]["cluster"]["summary"].items()}
+    assert counts == {"stuck": {"FAILED": 1}, "done": {"FINISHED": 1}, "unseen": {"FAILED": 1}}
+
+
+def test_job_end_marks_only_after_the_gcs_delay(tmp_path):
+    """The GCS marks them gcs_mark_task_failed_on_job_done_delay_ms (15 s) after the job ended: a cluster that
+    died sooner never did, and the task is unfinished, ended with the cluster."""
+    end = JOB_END + 10_000
+    stuck = _task(_compact_lines(tmp_path, _job_end_files(), end), "stuck")
+    assert stuck["state"] == "PENDING_NODE_ASSIGNMENT" and stuck["end_time_ms"] == end
+    assert stuck["error_message"].startswith("Unfinished") and stuck["error_type"] is None
+
+
+ACTOR_HEX = "6e6da4e167ab17d5e45d52aa01000000"
+CREATION_HEX = "ff" * 8 + ACTOR_HEX  # TaskID::ForActorCreationTask: nil unique bytes, then the actor id
+PLAIN_ACTOR_HEX = "76485b1456e9f3d1ff3253ab01000000"
+DRIVER_HEX = "f" * 40 + "01000000"
+
+
+def test_named_actor_creation_task_is_named_after_the_actor(tmp_path):
+    """CoreWorker::CreateActor names a named actor's creation task "<name>:<Class>.__init__" (its spec's name,
+    the task list's `name` and the summary's key); func_or_class_name stays the CallString."""
+    actor = {"job_id": "AQAAAA==", "state": "ALIVE", "class_name": "Accumulator"}
+    files = {
+        "event_EXPORT_ACTOR.log": [
+            _line("EXPORT_ACTOR", {**actor, "actor_id": _b64(ACTOR_HEX), "name": "my_acc"}),
+            _line("EXPORT_ACTOR", {**actor, "actor_id": _b64(PLAIN_ACTOR_HEX), "name": ""}),
+        ],
+        "event_EXPORT_TASK_13918.log": [
+            _task_line(
+                CREATION_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {
+                    "type": "ACTOR_CREATION_TASK",
+                    "func_or_class_name": "Accumulator.__init__",
+                    "actor_id": _b64(ACTOR_HEX),
+                },
+            ),
+            _task_line(
+                "ff" * 8 + PLAIN_ACTOR_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {
+                    "type": "ACTOR_CREATION_TASK",
+                    "func_or_class_name": "Accumulator.__init__",
+                    "actor_id": _b64(PLAIN_ACTOR_HEX),
+                },
+            ),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, None)
+    [named] = db.tasks([Filter("task_id", "=", CREATION_HEX)], 10).rows
+    assert named["name"] == "my_acc:Accumulator.__init__"
+    assert named["func_or_class_name"] == "Accumulator.__init__" and named["actor_id"] == ACTOR_HEX
+    assert [t["task_id"] for t in db.tasks([Filter("name", "=", "my_acc:Accumulator.__init__")], 10).rows] == [
+        CREATION_HEX
+    ]
+    summary = summarize_tasks(db, [], None)["result"]["node_id_to_summary"]["cluster"]
+    assert summary["summary"] == {
+        "my_acc:Accumulator.__init__": {
+            "func_or_class_name": "my_acc:Accumulator.__init__",
+            "type": "ACTOR_CREATION_TASK",
+            "state_counts": {"FINISHED": 1},
+        },
+        "Accumulator.__init__": {
+            "func_or_class_name": "Accumulator.__init__",
+            "type": "ACTOR_CREATION_TASK",
+            "state_counts": {"FINISHED": 1},
+        },
+    }
+    assert summary["total_actor_scheduled"] == 2
+
+
+def test_driver_task_without_task_info_is_left_out_of_summaries(tmp_path):
+    """A driver's export events may hold only its profile events and FINISHED, no task_info: its id is still
+    TaskID::ForDriverTask, and Ray's summary (list_tasks with exclude_driver=True) leaves it out."""
+    profile = {
+        "component_id": _b64("01000000" + "ff" * 24),
+        "component_type": "driver",
+        "node_ip_address": "192.0.2.2",
+        "events": [
+            {
+                "event_name": "submit_task",
+                "start_time": "1795637001000000000",
+                "end_time": "1795637001000100000",
+                "extra_data": "{}",
+            }
+        ],
+    }
+    files = {
+        "event_EXPORT_TASK_13898.log": [
+            _line(
+                "EXPORT_TASK",
+                {"task_id": _b64(DRIVER_HEX), "attempt_number": 0, "job_id": "AQAAAA==", "profile_events": profile},
+            ),
+            _task_line(DRIVER_HEX, "01000000", {11: 1795637011000 * NS}),
+            _task_line(
+                DONE_HEX,
+                "01000000",
+                {1: 1795637001000 * NS, 11: 1795637002000 * NS},
+                {"type": "NORMAL_TASK", "func_or_class_name": "done"},
+            ),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, JOB_END + 60_000)
+    result = summarize_tasks(db, [Filter("job_id", "=", "01000000")], None)
+    cluster = result["result"]["node_id_to_summary"]["cluster"]
+    assert cluster["summary"] == {
+        "done": {"func_or_class_name": "done", "type": "NORMAL_TASK", "state_counts": {"FINISHED": 1}}
+    }
+    assert (result["total"], result["num_filtered"], cluster["total_tasks"]) == (1, 1, 1)
+    assert [t["task_id"] for t in db.tasks([], 10).rows] == [DONE_HEX]
+    [driver] = db.tasks([Filter("task_id", "=", DRIVER_HEX)], 10, exclude_driver=False).rows
+    assert driver["type"] == "DRIVER_TASK" and driver["state"] == "FINISHED"

@@ -44,6 +44,7 @@ from archive.manifest import NodeRecord
 from archive.storage import Store
 from historyserver.compaction import api_snapshots
 from historyserver.compaction.export_events import Folded
+from historyserver.compaction.ids import ms
 from historyserver.compaction.metrics import compact_metrics
 from historyserver.compaction.placement_groups import placement_group_rows
 from historyserver.compaction.records import actor_record, job_records, node_record
@@ -153,7 +154,11 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
         ),
     )
     started = time.monotonic()
-    counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms)
+    # The job table's end_time of each finished driver job (EXPORT_DRIVER_JOB is_dead, end_time): the end the GCS
+    # fails the job's unfinished tasks at. A submission job's own end is not it (the driver's exit is).
+    job_ends = {job: ms(j.get("end_time")) or 0 for job, j in inputs.folded.driver_jobs.items() if j.get("is_dead")}
+    actor_names = {a["actor_id"]: a.get("name") or "" for a in inputs.folded.actors.values()}
+    counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, job_ends, actor_names)
     log.info("%s: folded %d task attempts in %.1fs", inputs.ref.id, counts["tasks"], time.monotonic() - started)
     if inputs.task_lines > counts["task_events"]:
         unread = inputs.task_lines - counts["task_events"]

@@ -31,6 +31,18 @@ def _sql_path(path: Path) -> str:
 PARTITION_BYTES = 96 << 20  # events folded at once: what a fold needs in memory grows with it
 ROW_GROUP_ROWS = 16384  # small groups: a page of tasks reads a few groups, not the whole record column
 UNFINISHED_NOTE = "Unfinished: the cluster ended while this task was {state}; it never reported a final state."
+# Ray's GCS, when a driver exits: GcsTaskManager::OnJobFinished -> GcsTaskManagerStorage::MarkTasksFailedOnJobEnds
+# (src/ray/gcs/gcs_task_manager.cc), wired in GcsServer::InstallEventListeners (gcs_server.cc) with the job table's
+# end_time. Every attempt of the job without FINISHED or FAILED (IsTaskTerminated) gets state_ts_ns[FAILED] = the
+# job's end and its error_info replaced by this WORKER_DIED error. The GCS does it on a timer,
+# gcs_mark_task_failed_on_job_done_delay_ms (ray_config_def.h, 15 s) after the job ended: a cluster that died
+# sooner never marked them (they are then unfinished, ended with the cluster).
+JOB_END_ERROR_TYPE = "WORKER_DIED"
+JOB_END_NOTE = "Job finishes ({job_id}) as driver exits. Marking all non-terminal tasks as failed."
+JOB_DONE_DELAY_MS = 15_000
+# TaskID::ForDriverTask (src/ray/common/id.cc): nil unique bytes (0xff) and the job's nil ActorID, so the hex id
+# is 40 f's and the job id.
+DRIVER_TASK_PREFIX = "f" * 40
 
 
 # The parts of an EXPORT_TASK event the fold reads, typed so that each line is parsed once, by read_json.
@@ -70,17 +82,26 @@ def _events_select(files: list[Path]) -> str:
 
 
 def fold_tasks(
-    con: duckdb.DuckDBPyConnection, task_files: list[Path], out_dir: Path, session_end_ms: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    task_files: list[Path],
+    out_dir: Path,
+    session_end_ms: int | None = None,
+    job_ends_ms: dict[str, int] | None = None,
+    actor_names: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Write tasks.parquet and profile_events.parquet from the staged EXPORT_TASK files; returns counts.
 
-    With session_end_ms (a closed session), a task without a final state ends with the cluster: it keeps its
-    last known state, and gets the session's end as its end time and a note as its error message.
+    job_ends_ms: the end of each finished driver job (hex job id -> ms, the job table's end_time): a task of
+    such a job without a final state failed when it ended, as Ray's GCS marks it (JOB_END_NOTE).
+    actor_names: each named actor's name (hex actor id -> name), for its creation task's name.
+    With session_end_ms (a closed session), any other task without a final state ends with the cluster: it
+    keeps its last known state, and gets the session's end as its end time and a note as its error message.
 
     Memory stays bounded at any size: above PARTITION_BYTES of events, one streaming pass splits the events
     into ranges of task id (all pieces of a task land in one range), each range is folded alone, and the
     range outputs, each sorted by task id, are concatenated in range order into tables sorted by task id.
     """
+    _register(con, session_end_ms, job_ends_ms or {}, actor_names or {})
     total = sum(p.stat().st_size for p in task_files)
     ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
     if ranges == 1:
@@ -115,6 +136,24 @@ def fold_tasks(
         )
     con.execute("SET preserve_insertion_order = false")
     return counts
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection, session_end_ms: int | None, job_ends_ms: dict[str, int], actor_names: dict[str, str]
+) -> None:
+    """The jobs whose tasks Ray's GCS marked failed at the job's end, and the actors' names, as tables."""
+    marked = {
+        job: end
+        for job, end in job_ends_ms.items()
+        if end and (session_end_ms is None or end + JOB_DONE_DELAY_MS <= session_end_ms)
+    }
+    con.execute("CREATE OR REPLACE TEMP TABLE t_job_ends (job_id VARCHAR, end_ms DOUBLE)")
+    if marked:
+        con.executemany("INSERT INTO t_job_ends VALUES (?, ?)", [[j, float(e)] for j, e in marked.items()])
+    con.execute("CREATE OR REPLACE TEMP TABLE t_actor_names (actor_id VARCHAR, name VARCHAR)")
+    named = [[a, n] for a, n in actor_names.items() if a and n]
+    if named:
+        con.executemany("INSERT INTO t_actor_names VALUES (?, ?)", named)
 
 
 def _fold(
@@ -181,29 +220,54 @@ def _fold(
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_rows AS
         SELECT {_hex("a.tid")} AS task_id, a.attempt AS attempt_number,
-               coalesce(json_extract_string(a.info, '$.name'), json_extract_string(a.info, '$.func_or_class_name')) AS name,
-               coalesce(n.name, 'NIL') AS state, {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
-               coalesce(json_extract_string(a.info, '$.type'), 'NORMAL_TASK') AS type, json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
+               -- A task's name is its spec's (TaskSpecification::GetName); the export events carry only the
+               -- function, and CoreWorker::CreateActor (src/ray/core_worker/core_worker.cc) names a named actor's
+               -- creation task "<actor name>:<CallString>", CallString being its func_or_class_name.
+               coalesce(json_extract_string(a.info, '$.name'),
+                        CASE WHEN an.name IS NOT NULL
+                             THEN an.name || ':' || json_extract_string(a.info, '$.func_or_class_name') END,
+                        json_extract_string(a.info, '$.func_or_class_name')) AS name,
+               CASE WHEN j.end_ms IS NOT NULL THEN 'FAILED' ELSE coalesce(n.name, 'NIL') END AS state,
+               {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
+               -- A driver's export events may carry no task_info (only its profile events and FINISHED): its id,
+               -- TaskID::ForDriverTask, still says what it is, and Ray's task list and summaries leave it out.
+               coalesce(json_extract_string(a.info, '$.type'),
+                        CASE WHEN a.info IS NULL AND starts_with({_hex("a.tid")}, '{DRIVER_TASK_PREFIX}')
+                             THEN 'DRIVER_TASK' END,
+                        'NORMAL_TASK') AS type,
+               json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
                {_hex("json_extract_string(a.info, '$.parent_task_id')")} AS parent_task_id, {_hex("a.node")} AS node_id,
-               {_hex("a.worker")} AS worker_id, a.pid AS worker_pid, json_extract_string(a.error_info, '$.error_type') AS error_type,
+               {_hex("a.worker")} AS worker_id, a.pid AS worker_pid,
+               CASE WHEN j.end_ms IS NOT NULL THEN '{JOB_END_ERROR_TYPE}'
+                    ELSE json_extract_string(a.error_info, '$.error_type') END AS error_type,
                coalesce(json_extract_string(a.info, '$.language'), 'PYTHON') AS language,
                coalesce(TRY_CAST(json_extract(a.info, '$.required_resources') AS MAP(VARCHAR, DOUBLE)), MAP {{}}) AS required_resources,
                json_extract(a.info, '$.runtime_env_info') AS runtime_env_info,
                {_hex("json_extract_string(a.info, '$.placement_group_id')")} AS placement_group_id,
-               t.events, p.component_type, {_hex("p.component_id")} AS component_id, p.node_ip,
+               CASE WHEN j.end_ms IS NOT NULL
+                    THEN list_append(coalesce(t.events, []), {{'state': 'FAILED', 'created_ms': j.end_ms}})
+                    ELSE t.events END AS events,
+               p.component_type, {_hex("p.component_id")} AS component_id, p.node_ip,
                p.events AS profile_events,
                t.creation_ms AS creation_time_ms, t.start_ms AS start_time_ms,
-               coalesce(t.end_ms, CASE WHEN coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') THEN {end} END)
-                   AS end_time_ms,
-               t.end_ms IS NULL AND {end} IS NOT NULL AND coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED')
-                   AS unfinished,
-               a.log_info, regexp_replace(json_extract_string(a.error_info, '$.error_message'), '{_ANSI}', '', 'g') AS error_message,
+               coalesce(t.end_ms, j.end_ms,
+                        CASE WHEN coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') THEN {end} END) AS end_time_ms,
+               t.end_ms IS NULL AND j.end_ms IS NULL AND {end} IS NOT NULL
+                   AND coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') AS unfinished,
+               a.log_info,
+               CASE WHEN j.end_ms IS NOT NULL THEN replace('{JOB_END_NOTE}', '{{job_id}}', {_hex("a.job")})
+                    ELSE regexp_replace(json_extract_string(a.error_info, '$.error_message'), '{_ANSI}', '', 'g')
+               END AS error_message,
                a.debugger_paused AS is_debugger_paused, nullif(json_extract_string(a.info, '$.call_site'), '') AS call_site,
                coalesce(json_extract(a.info, '$.label_selector'), '{{}}'::JSON) AS label_selector
         FROM t_agg a
         LEFT JOIN t_timeline t USING (tid, attempt)
         LEFT JOIN t_state_names n ON n.code = t.state_code
         LEFT JOIN t_prof_meta p USING (tid, attempt)
+        -- IsTaskTerminated: FINISHED or FAILED among the states (t.end_ms); none at all counts as not terminated.
+        LEFT JOIN t_job_ends j ON j.job_id = {_hex("a.job")} AND t.end_ms IS NULL
+        LEFT JOIN t_actor_names an ON an.actor_id = {_hex("json_extract_string(a.info, '$.actor_id')")}
+            AND json_extract_string(a.info, '$.type') = 'ACTOR_CREATION_TASK'
     """)
     con.execute(f"""
         COPY (
