@@ -171,8 +171,12 @@ def _steady_at(cpu: float):
 
 
 def test_collector_benchmark_passes_and_fails_on_its_targets(monkeypatch, capsys) -> None:
-    # The steady runs only time a collector process; their numbers are stood in for, the rest runs for real.
+    # The steady runs only time a collector process; their numbers are stood in for, the rest runs for real. The
+    # throughput targets are the benchmark's business on a quiet machine, not this test's: a 1 MB run on a busy
+    # one measured 38 MB per CPU-second against the 40 of the real run's target.
     monkeypatch.setattr(collector_throughput, "steady", _steady_at(1.0))
+    monkeypatch.setattr(collector_throughput, "SLS_TARGET_MB", 0)
+    monkeypatch.setattr(collector_throughput, "ARCHIVE_TARGET_MB", 0)
     assert collector_throughput.main(["--mb", "1", "--sls-mb", "1"]) == 0
     monkeypatch.setattr(collector_throughput, "steady", _steady_at(50.0))
     assert collector_throughput.main(["--mb", "1", "--sls-mb", "0"]) == 1
@@ -212,6 +216,8 @@ def test_load_test_runs_and_fails_on_a_missed_target(tmp_path: Path, monkeypatch
     from benchmarks import load_test
 
     args = ["--tasks", "3000", "--clients", "4", "--seconds", "3", "--workdir", str(tmp_path / "load")]
+    # The mechanics, not the speed (the real run's business): a target every run meets, then one none meets.
+    monkeypatch.setattr(load_test, "P99_PAGE_TARGET_S", 60.0)
     assert load_test.main(args) == 0
     out = capsys.readouterr().out
     assert "| ui: nodes?view=summary | page |" in out and "| server peak RSS |" in out
