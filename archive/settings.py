@@ -181,11 +181,10 @@ class Settings:
         cls,
         environ: Mapping[str, str] | None = None,
         also: tuple[type[Settings], ...] = (),
-        known: tuple[str, ...] = (),
     ) -> list[str]:
-        """RAYHISTORY_ variables no setting of this class (or of `also`, or `known`) declares: most likely typos."""
+        """RAYHISTORY_ variables no setting of this class (or of `also`) declares: most likely typos."""
         env = os.environ if environ is None else environ
-        names = {c.env_name(f) for c in (cls, *also) for f in c.fields()} | set(known)
+        names = {c.env_name(f) for c in (cls, *also) for f in c.fields()}
         return sorted(k for k in env if k.startswith(PREFIX) and k not in names)
 
     @classmethod
@@ -193,9 +192,8 @@ class Settings:
         cls,
         environ: Mapping[str, str] | None = None,
         also: tuple[type[Settings], ...] = (),
-        known: tuple[str, ...] = (),
     ) -> None:
-        unknown = cls.unknown_variables(environ, also, known)
+        unknown = cls.unknown_variables(environ, also)
         if unknown:
             print(
                 f"{cls.command or cls.__name__}: warning: unknown setting(s) {', '.join(unknown)} ignored; "
