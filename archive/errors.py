@@ -6,6 +6,7 @@ ArchiveError
     BackendUnavailable  the store could not be reached, or answered with a server error
     AccessDenied        the store refused the credentials
   InvalidArchiveURL     the archive URL cannot be understood
+  credentials.CredentialsError  no usable cloud credentials (RRSA set up halfway, STS refused or unreachable)
 layout.InvalidName      (a ValueError) a name that cannot be part of a key
 """
 

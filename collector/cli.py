@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> CollectorSettings:
     """Flags over RAYHISTORY_ variables over defaults; warns about RAYHISTORY_ variables nobody declares."""
+    from archive.credentials import StsSettings
     from archive.storage.s3 import S3Settings
 
-    CollectorSettings.warn_unknown(environ, also=(S3Settings,))
+    CollectorSettings.warn_unknown(environ, also=(S3Settings, StsSettings))
     return CollectorSettings.load(args, environ)
 
 

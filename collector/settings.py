@@ -89,7 +89,7 @@ class CollectorSettings(Settings):
         default="",
         metadata={
             "help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream log lines to; empty: "
-            "off. Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+            "off. Credentials: RRSA (ALIBABA_CLOUD_ROLE_ARN, ...) or ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET"
         },
     )
     sls_project: str = field(default="", metadata={"help": "SLS project"})

@@ -17,9 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerSettings:
     """Flags over RAYHISTORY_ variables over defaults; warns about RAYHISTORY_ variables nobody declares."""
+    from archive.credentials import StsSettings
     from archive.storage.s3 import S3Settings
 
-    ServerSettings.warn_unknown(environ, also=(S3Settings,))
+    ServerSettings.warn_unknown(environ, also=(S3Settings, StsSettings))
     return ServerSettings.load(args, environ)
 
 

@@ -21,9 +21,10 @@ def test_every_setting_is_in_the_readme():
 
 def test_every_setting_of_the_one_mechanism_is_in_the_readme():
     """Flags as flags; environment-only settings by their RAYHISTORY_ variable."""
+    from archive.credentials import StsSettings
     from archive.storage.s3 import S3Settings
 
-    for settings in (CollectorSettings, ServerSettings, S3Settings):
+    for settings in (CollectorSettings, ServerSettings, S3Settings, StsSettings):
         for f in settings.fields():
             flag = settings.flag(f)
             name = f"`{flag}`" if flag else f"`{settings.env_name(f)}`"

@@ -1,7 +1,9 @@
 """Any S3-compatible object store through boto3: AWS S3, Alibaba OSS (S3-compatible endpoint), SeaweedFS, MinIO.
 
 Endpoint and credentials come from the standard AWS configuration (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_REGION, ~/.aws/...). RAYHISTORY_S3_ADDRESSING_STYLE picks path or virtual-host
+AWS_SECRET_ACCESS_KEY, AWS_REGION, ~/.aws/..., and EKS's IRSA through boto3's own web-identity provider), or, on
+ACK, from RRSA (archive/credentials.py): then boto3 signs with STS credentials and their session token, refreshed
+before they expire (RAYHISTORY_S3_CREDENTIALS). RAYHISTORY_S3_ADDRESSING_STYLE picks path or virtual-host
 style; by default path style for an IP address or localhost endpoint, virtual-host style otherwise (as OSS needs).
 """
 
@@ -9,10 +11,15 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import urlparse
 
+from archive import credentials
+from archive.credentials import CredentialSource, rrsa_configured
 from archive.errors import AccessDenied, BackendUnavailable, InvalidArchiveURL, NotFound, StoreError
 from archive.settings import Settings, SettingsError
 from archive.storage.base import ObjectInfo, Store
@@ -43,6 +50,16 @@ class S3Settings(Settings):
         },
     )
     s3_max_attempts: int = field(default=3, metadata={"help": "attempts per request, retries included", "flag": False})
+    s3_credentials: str = field(
+        default="auto",
+        metadata={
+            "help": "aws: boto3's own chain (AWS_ACCESS_KEY_ID, IRSA, ~/.aws, instance roles); alibaba: "
+            "ALIBABA_CLOUD_* RRSA or AccessKeys (for OSS); auto: alibaba when RRSA's variables are set and "
+            "AWS_ACCESS_KEY_ID is not, else aws",
+            "choices": ("auto", "aws", "alibaba"),
+            "flag": False,
+        },
+    )
 
     def check(self) -> None:
         if self.s3_connect_timeout <= 0 or self.s3_max_attempts < 1:
@@ -67,6 +84,61 @@ def addressing_style(endpoint: str | None, style: str = "auto") -> str:
     return "virtual"
 
 
+def _alibaba_credentials(choice: str, url: str) -> CredentialSource | None:
+    """The Alibaba credentials to sign with, or None for boto3's own chain."""
+    if choice == "aws" or (choice == "auto" and (os.environ.get("AWS_ACCESS_KEY_ID") or not rrsa_configured())):
+        return None
+    try:
+        source = credentials.from_environment()
+    except credentials.CredentialsError as e:
+        raise InvalidArchiveURL(f"{url}: {e}") from None
+    if source is None:
+        raise InvalidArchiveURL(
+            f"{url}: RAYHISTORY_S3_CREDENTIALS=alibaba but neither RRSA ({', '.join(credentials.RRSA_VARIABLES)}) "
+            f"nor AccessKeys ({', '.join(credentials.STATIC_VARIABLES)}) are set"
+        )
+    return source
+
+
+def _botocore_session(source: CredentialSource | None) -> Any:
+    """A botocore session signing with `source` (its token as x-amz-security-token), or boto3's default one."""
+    import botocore.session
+    from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
+
+    session = botocore.session.get_session()
+    if source is None:
+        return session
+
+    def refresh() -> dict[str, str]:
+        c = source.get()
+        # botocore refreshes when this time comes: the source's own schedule, which never passes the expiry.
+        due = min(source.refresh_at() or time.time() + 3600, c.expiration or time.time() + 3600)
+        return {
+            "access_key": c.access_key_id,
+            "secret_key": c.access_key_secret,
+            "token": c.security_token,
+            "expiry_time": datetime.fromtimestamp(due, tz=timezone.utc).isoformat(),
+        }
+
+    class Refreshing(DeferredRefreshableCredentials):  # type: ignore[misc]
+        # botocore's 15/10-minute windows assume hour-long credentials and refuse shorter ones as "still expired
+        # after refresh"; the source already refreshes ahead of expiry, so refresh exactly when it asks. Deferred:
+        # the first STS call happens with the first request, where a failure is a store error like any other.
+        _advisory_refresh_timeout = 0
+        _mandatory_refresh_timeout = 0
+
+    method = f"alibaba-{source.kind}"
+
+    class Provider(CredentialProvider):  # type: ignore[misc]
+        METHOD = CANONICAL_NAME = method
+
+        def load(self) -> Any:
+            return Refreshing(refresh, self.METHOD)
+
+    session.get_component("credential_provider").insert_before("env", Provider())
+    return session
+
+
 class S3Store(Store):
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
@@ -88,7 +160,9 @@ class S3Store(Store):
             read_timeout=60,
             retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
         )
-        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
+        self.credentials = _alibaba_credentials(settings.s3_credentials, url)
+        session = boto3.session.Session(botocore_session=_botocore_session(self.credentials))
+        self._client = session.client("s3", endpoint_url=self.endpoint, config=config)
 
     def _where(self) -> str:
         return f"endpoint {self.endpoint or 'AWS default'}"
@@ -96,6 +170,8 @@ class S3Store(Store):
     def _error(self, e: Exception, action: str, key: str) -> StoreError:
         from botocore.exceptions import ClientError, NoCredentialsError
 
+        if isinstance(e, credentials.CredentialsError):
+            return (AccessDenied if e.refused else BackendUnavailable)(self.url, str(e))
         if isinstance(e, NoCredentialsError):
             return AccessDenied(self.url, "no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         if isinstance(e, ClientError):

@@ -84,6 +84,7 @@ class SeaweedFS:
     read_only_secret: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     bucket: str = BUCKET
     ports: dict[str, int] = field(default_factory=_weed_ports)
+    extra_identities: list[dict[str, Any]] = field(default_factory=list)  # added at run time (add_identity)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -132,7 +133,8 @@ class SeaweedFS:
             "actions": ["Read", "List"],
             "credentials": [{"accessKey": self.read_only_key, "secretKey": self.read_only_secret}],
         }
-        config.write_text(json.dumps({"identities": [identity, reader]}))
+        self._identities = [identity, reader]
+        self._write_config()
         args = [
             weed_binary(),
             "mini",
@@ -154,6 +156,47 @@ class SeaweedFS:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
+
+    def _write_config(self) -> None:
+        (self.data_dir / "s3.json").write_text(json.dumps({"identities": self._identities + self.extra_identities}))
+
+    def add_identity(self, access_key: str, secret_key: str, timeout: float = 30.0) -> None:
+        """Let a further key pair read and write (e.g. one an STS test server hands out), without a restart: weed
+        re-reads -s3.config on SIGHUP. Returns once S3 accepts the pair. (Measured with weed 4.48: a reload adds
+        identities but does not drop removed ones, so a pair cannot be revoked this way.)"""
+        import signal
+
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import ClientError
+
+        assert self.process is not None, "not running"
+        self.extra_identities.append(
+            {
+                "name": f"extra-{len(self.extra_identities)}",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Read", "List", "Tagging", "Write"],
+            }
+        )
+        self._write_config()
+        self.process.send_signal(signal.SIGHUP)
+        probe = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                probe.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                return
+            except ClientError as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS did not accept {access_key} after SIGHUP: {e}") from None
+                time.sleep(0.05)
 
     def _wait_ready(self, timeout: float) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -10,7 +10,11 @@ network edge, written from the protocol (reference section 5) and checked agains
   does a LogGroup of more than 4,096 logs and a Log without its required Time;
 - answers GetLogs (`POST /logstores/{ls}/logs`, JSON body): `from`/`to` on `__time__`, a plain substring `query`
   (SQL is refused), `line` (at most 100), `offset`, `reverse`, lz4-compressed like SLS when asked;
-- can be told to answer 500 (`InternalServerError`) or 403 (`WriteQuotaExceed`) to the next N PutLogs.
+- can be told to answer 500 (`InternalServerError`) or 403 (`WriteQuotaExceed`) to the next N PutLogs;
+- accepts STS credentials (RRSA) when given `temporary_keys` (tests/servers/sts.py's lookup): their AccessKeyId,
+  signed with their secret, with the token in `x-acs-security-token` (a signed header, as the SDK's auth.py sends
+  it); a missing or wrong token is 401 `SecurityTokenInvalid`, an expired one 401 `SecurityTokenExpired` (codes the
+  SDK treats as authentication errors).
 
 The SDK sends to `http://{project}.{endpoint}:{port}`, a name that does not resolve here; it only skips the project
 subdomain for a bare IPv4 endpoint, and then on port 80 which a test cannot bind. So the SDK is pointed at any
@@ -29,7 +33,7 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -167,8 +171,10 @@ class SlsServer:
     access_key_id: str = "test-akid"
     access_key_secret: str = "test-secret"
     endpoint: str = "sls.test"  # the name clients are given; this server answers for {project}.{endpoint}
+    temporary_keys: Callable[[str], Any] | None = None  # AccessKeyId -> tests.servers.sts.Issued, or None
     logs: list[StoredLog] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # PutLogs as received: sizes, hash key, status
+    refused: list[str] = field(default_factory=list)  # error codes of requests refused before any API ran (401...)
     _faults: list[_Fault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
@@ -220,6 +226,8 @@ class SlsServer:
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         denied = self._authenticate(method, url.path, params, headers, body)
         if denied:
+            with self._lock:
+                self.refused.append(json.loads(denied[2])["errorCode"])
             return denied
         parts = url.path.strip("/").split("/")
         if method == "POST" and len(parts) == 4 and parts[0] == "logstores" and parts[2] == "shards":
@@ -235,7 +243,15 @@ class SlsServer:
         if not auth.startswith("LOG ") or ":" not in auth:
             return _error(401, "Unauthorized", "missing or malformed Authorization header (want LOG akid:signature)")
         akid, given = auth[4:].rsplit(":", 1)
-        if akid != self.access_key_id:
+        secret = self.access_key_secret if akid == self.access_key_id else None
+        issued = self.temporary_keys(akid) if secret is None and self.temporary_keys else None
+        if issued is not None:
+            secret = issued.access_key_secret
+            if not hmac.compare_digest(headers.get("x-acs-security-token", ""), issued.security_token):
+                return _error(401, "SecurityTokenInvalid", f"the security token of {akid} is missing or wrong")
+            if time.time() >= issued.expiration:
+                return _error(401, "SecurityTokenExpired", f"the security token of {akid} has expired")
+        if secret is None:
             return _error(401, "Unauthorized", f"AccessKeyId {akid} not found")
         if body and headers.get("content-md5", "").upper() != hashlib.md5(body).hexdigest().upper():
             return _error(400, "InvalidContentMD5", "Content-MD5 does not match the body")
@@ -246,7 +262,7 @@ class SlsServer:
             return _error(400, "InvalidDate", f"unparseable Date {date!r}")
         if skew > MAX_SKEW_SECONDS:
             return _error(400, "RequestTimeExpired", "Date is more than 15 minutes off")
-        expected = signature_v1(self.access_key_secret, method, path, params, headers)
+        expected = signature_v1(secret, method, path, params, headers)
         if not hmac.compare_digest(expected, given):
             return _error(401, "SignatureNotMatch", "signature does not match")
         return None
@@ -255,7 +271,15 @@ class SlsServer:
         self, project: str, logstore: str, key: str | None, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         raw_size = int(headers.get("x-log-bodyrawsize", len(body)))
-        record = {"logstore": logstore, "hash_key": key, "body_bytes": len(body), "raw_bytes": raw_size}
+        akid = headers.get("authorization", "")[4:].rsplit(":", 1)[0]
+        record = {
+            "logstore": logstore,
+            "hash_key": key,
+            "body_bytes": len(body),
+            "raw_bytes": raw_size,
+            "access_key_id": akid,
+            "at": time.time(),
+        }
         with self._lock:
             self.requests.append(record)
             if self._faults:

@@ -12,9 +12,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from archive import credentials
 from collector.components import FileState, Listing
 from collector.errors import InvalidSettings
 from collector.settings import CollectorSettings
@@ -38,29 +38,27 @@ __all__ = [
 
 
 def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> SlsConfig:
-    """The SLS settings, with the credentials from the environment; raises InvalidSettings naming what is missing."""
-    missing = [k for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
-    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
-    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "")
-    if missing or not key_id or not secret:
-        raise InvalidSettings(
-            "SLS is configured (--sls-endpoint) but "
-            + ", ".join(
-                [f"--{k.replace('_', '-')}" for k in missing]
-                + [
-                    v
-                    for v, ok in (("ALIBABA_CLOUD_ACCESS_KEY_ID", key_id), ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret))
-                    if not ok
-                ]
-            )
-            + " is missing"
+    """The SLS settings, with the credentials from the environment (RRSA or AccessKeys, archive/credentials.py);
+    raises InvalidSettings naming what is missing."""
+    missing = [f"--{k.replace('_', '-')}" for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
+    try:
+        source = credentials.from_environment()
+    except credentials.CredentialsError as e:
+        raise InvalidSettings(f"SLS is configured (--sls-endpoint) but {e}") from None
+    if source is None:
+        missing.append(
+            f"credentials ({' and '.join(credentials.STATIC_VARIABLES)}, or RRSA's "
+            f"{', '.join(credentials.RRSA_VARIABLES)})"
         )
+    if missing:
+        raise InvalidSettings("SLS is configured (--sls-endpoint) but " + ", ".join(missing) + " is missing")
     return SlsConfig(
         endpoint=settings.sls_endpoint,
         project=settings.sls_project,
         logstore=settings.sls_logstore,
-        access_key_id=key_id,
-        access_key_secret=secret,
+        access_key_id="",
+        access_key_secret="",
+        credentials=source,
         checkpoint_path=str(checkpoint_path),
         proxy=settings.sls_proxy or None,
     )

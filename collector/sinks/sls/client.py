@@ -9,6 +9,8 @@ from __future__ import annotations
 from aliyun.log import LogClient, LogException
 from aliyun.log.compress import Compressor, CompressType
 
+from archive.credentials import CredentialsError, CredentialSource, sls_provider
+
 
 class SlsError(RuntimeError):
     """SLS refused a request or could not be reached (one attempt; the sink retries)."""
@@ -40,20 +42,25 @@ class _OneAttemptClient(LogClient):
             "Content-Type": "application/x-protobuf",
             "x-log-compresstype": str(CompressType.LZ4),
         }
-        self._send(
-            "POST",
-            project,
-            Compressor.compress(body, CompressType.LZ4),
-            f"/logstores/{logstore}/shards/route",
-            {"key": hash_key},
-            headers,
-        )
+        try:
+            self._send(
+                "POST",
+                project,
+                Compressor.compress(body, CompressType.LZ4),
+                f"/logstores/{logstore}/shards/route",
+                {"key": hash_key},
+                headers,
+            )
+        except CredentialsError as e:  # raised while signing: STS refused or is unreachable; the sink retries
+            raise SlsError(0, "Credentials", str(e)) from None
 
 
 def make_client(
-    endpoint: str, access_key_id: str, access_key_secret: str, source: str, timeout: float, proxy: str | None = None
+    endpoint: str, credentials: CredentialSource, source: str, timeout: float, proxy: str | None = None
 ) -> _OneAttemptClient:
-    client = _OneAttemptClient(endpoint, access_key_id, access_key_secret, source=source)
+    """A client that asks `credentials` as it signs each request: RRSA's are renewed ahead of expiry without a
+    new client, and their token goes out as x-acs-security-token (the SDK's auth.py)."""
+    client = _OneAttemptClient(endpoint, source=source, credentials_provider=sls_provider(credentials))
     client.timeout = timeout
     if proxy:
         # The SDK sends to {project}.{endpoint}; its requests.Session is the one place a proxy can be given.

@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 from aliyun.log import LogClient
 
+from archive.credentials import Credentials, CredentialSource, StaticCredentials
 from collector.sinks.sls import checkpoint
 from collector.sinks.sls.client import SlsError, make_client
 from collector.sinks.sls.columns import ColumnChunk, read_chunk, records_columns
@@ -49,6 +50,7 @@ class SlsConfig:
     access_key_id: str
     access_key_secret: str
     checkpoint_path: str
+    credentials: CredentialSource | None = None  # RRSA or keys from the environment; wins over the two above
     proxy: str | None = None  # http://host:port; every request goes through it
     topic: str = "ray"
     source: str | None = None  # __source__; default: the node id
@@ -151,9 +153,8 @@ class SlsSink:
 
     def _make_client(self) -> LogClient:
         c = self.config
-        return make_client(
-            c.endpoint, c.access_key_id, c.access_key_secret, c.source or self.node, c.request_timeout, c.proxy
-        )
+        source = c.credentials or StaticCredentials(Credentials(c.access_key_id, c.access_key_secret))
+        return make_client(c.endpoint, source, c.source or self.node, c.request_timeout, c.proxy)
 
     # --- the caller's side: never blocks ---------------------------------------------------------------
     def offer(self, files: Iterable[SizedFile]) -> None:
