@@ -26,6 +26,7 @@ from historyserver.routes import (
     sessions_api,
 )
 from historyserver.routes.errors import handle_history_error
+from historyserver.server_metrics import RequestTimer
 from historyserver.settings import ServerSettings
 
 
@@ -34,6 +35,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.state.services = svc = services.build(settings, store)  # everything routes use, typed, built once
     # Who asks and what they may see, resolved once per request before any route.
     app.add_middleware(access.AccessMiddleware, config=svc.access, metrics=svc.access_metrics)
+    app.add_middleware(RequestTimer, metrics=svc.server_metrics)  # outermost: refusals at the edge count too
     if settings.compact_on_end:
         compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
         svc.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, svc, entry))

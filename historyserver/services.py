@@ -18,6 +18,7 @@ from historyserver.catalog import Catalog
 from historyserver.live.kube import LiveClusters, LiveSettings
 from historyserver.queries.metrics_store import MetricsCache
 from historyserver.queries.session_series import FailureCache, warehouse_tables
+from historyserver.server_metrics import ServerMetrics
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
 
@@ -36,7 +37,8 @@ class Services:
     settings: ServerSettings
     store: Store
     access: AccessConfig  # who asks and what they may see (raises AccessConfigError when the settings are wrong)
-    access_metrics: AccessMetrics
+    access_metrics: AccessMetrics  # owns the /metrics registry
+    server_metrics: ServerMetrics  # requests, compactions, caches, refusals, in the same registry
     catalog: Catalog
     warehouse: Warehouse
     live: LiveClusters
@@ -59,11 +61,13 @@ def build(settings: ServerSettings, store: Store) -> Services:
         gate=gates.compactions,
         compaction_memory=settings.compaction_memory,
     )
-    return Services(
+    access_metrics = AccessMetrics()
+    svc = Services(
         settings=settings,
         store=store,
         access=access_config.load(settings),
-        access_metrics=AccessMetrics(),
+        access_metrics=access_metrics,
+        server_metrics=ServerMetrics(access_metrics.registry),
         catalog=Catalog(store, ttl=settings.catalog_ttl),
         warehouse=warehouse,
         live=LiveClusters(LiveSettings.from_settings(settings)),
@@ -71,6 +75,8 @@ def build(settings: ServerSettings, store: Store) -> Services:
         metrics_cache=MetricsCache(settings.metrics_cache_mb * 2**20),
         session_failures=FailureCache(warehouse_tables(warehouse)),
     )
+    svc.server_metrics.watch(svc)
+    return svc
 
 
 def of(request: Request) -> Services:

@@ -13,6 +13,7 @@ import math
 import shutil
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from archive.compacted import COMPACTION_VERSION, TABLES
@@ -27,6 +28,15 @@ from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
 
 log = logging.getLogger("rayhistory.warehouse")
+
+
+@dataclass
+class CompactionStats:
+    """What this server's compactions did, for /metrics (historyserver/server_metrics.py)."""
+
+    compactions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    compaction_seconds: float = 0.0
+    downloads: int = 0
 
 
 class Warehouse:
@@ -47,6 +57,11 @@ class Warehouse:
         self._lock = threading.Lock()
         self._session_locks: dict[str, threading.Lock] = {}
         self._open: dict[str, tuple[SessionDB, float, bool]] = {}
+        self.stats = CompactionStats()
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._open)
 
     def db(self, entry: SessionEntry, patient: bool = False) -> SessionDB:
         """The session's tables, compacting them first if needed. A request waits at most the gate's wait for
@@ -96,8 +111,7 @@ class Warehouse:
                 return
             if self._download(entry, tables):
                 return
-            with self.gate.slot(patient):
-                info = compact(self.store, entry.ref, tables, entry.end_ms, self.compaction_memory)
+            info = self._compact(entry, tables, entry.end_ms, patient)
             try:
                 self._unless_deleted(entry)  # else its empty tables would be kept, and written back as leftovers
             except SessionNotFound:
@@ -108,9 +122,21 @@ class Warehouse:
         else:
             if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
                 return
-            with self.gate.slot(patient):
-                info = compact(self.store, entry.ref, tables, None, self.compaction_memory)
+            info = self._compact(entry, tables, None, patient)
             _write_info(tables, {**info, "closed": False})
+
+    def _compact(self, entry: SessionEntry, tables: Path, end_ms: int | None, patient: bool) -> dict:
+        with self.gate.slot(patient):
+            start = time.monotonic()
+            outcome = "failed"
+            try:
+                info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory)
+                outcome = "ok"
+                return info
+            finally:
+                with self._lock:
+                    self.stats.compactions[outcome] += 1
+                    self.stats.compaction_seconds += time.monotonic() - start
 
     def _unless_deleted(self, entry: SessionEntry) -> None:
         """Raise SessionNotFound if the session's index entry is gone: the catalog's listing was older."""
@@ -138,6 +164,8 @@ class Warehouse:
         shutil.rmtree(tables, ignore_errors=True)
         staging.rename(tables)
         log.info("using the compacted tables of %s from the archive", entry.ref.id)
+        with self._lock:
+            self.stats.downloads += 1
         return True
 
     def _upload(self, entry: SessionEntry, tables: Path) -> None:

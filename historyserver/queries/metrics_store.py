@@ -355,6 +355,7 @@ class _GroupCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
+        self.hits = self.misses = 0  # for /metrics
         self._lock = threading.Lock()
         self._items: OrderedDict = OrderedDict()
 
@@ -363,6 +364,9 @@ class _GroupCache:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
             return hit
 
     def put(self, key, value) -> None:

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from historyserver import services
 from historyserver.catalog import SessionEntry
 from historyserver.errors import ArchiveUnavailable, HistoryError, Overloaded, SessionNotFound, TooLarge
-from historyserver.promql.errors import BadData, PromQLError
+from historyserver.promql.errors import BadData, PromQLError, QueryTimeout
 from historyserver.queries.metrics_scope import ArchiveStore
 from historyserver.queries.session_series import FailureCache
 from historyserver.routes.deps import catalog as visible_catalog
@@ -165,9 +165,21 @@ def _engine(request: Request, store, p: Params):
     return Engine(store, limits=limits, timeout_s=check_timeout(p))
 
 
-def _run_query(run: Callable[[], Any]) -> RawJSON:
+def _run_query(request: Request, run: Callable[[], Any]) -> RawJSON:
+    from historyserver.promql.limits import TooManySamples
+
+    limits = services.of(request).server_metrics.query_limits
     try:
         return RawJSON(run().to_json_text())
+    except TooManySamples:
+        limits.labels("max_samples").inc()
+        raise
+    except QueryTimeout:
+        limits.labels("timeout").inc()
+        raise
+    except TooLarge:  # --query-max-sessions, raised as the engine opens the sessions' series
+        limits.labels("max_sessions").inc()
+        raise
     except BadData as e:
         msg = str(e)
         raise BadData(msg if msg.startswith("invalid parameter") else f'invalid parameter "query": {msg}') from None
@@ -180,7 +192,7 @@ def query(request: Request, p: Params) -> Any:
     with services.of(request).gates.queries.slot():
         store = scope_store(request)
         try:
-            return _run_query(lambda: _engine(request, store, p).instant(expr, t))
+            return _run_query(request, lambda: _engine(request, store, p).instant(expr, t))
         finally:
             store.close()
 
@@ -191,7 +203,7 @@ def query_range(request: Request, p: Params) -> Any:
     with services.of(request).gates.queries.slot():
         store = scope_store(request)
         try:
-            return _run_query(lambda: _engine(request, store, p).range(expr, start, end, step))
+            return _run_query(request, lambda: _engine(request, store, p).range(expr, start, end, step))
         finally:
             store.close()
 
