@@ -141,7 +141,8 @@ class OidcRoleCredentials:
         self.role_arn, self.provider_arn, self.token_file = role_arn, provider_arn, token_file
         self.url, self.session_name, self.duration_s, self.timeout_s = url, session_name, duration_s, timeout_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._renewing = threading.Lock()  # held by the one caller talking to STS
         self._current: Credentials | None = None
         self._next_refresh = 0.0
         self.exchanges = 0  # successful AssumeRoleWithOIDC calls
@@ -151,27 +152,51 @@ class OidcRoleCredentials:
         return self._next_refresh
 
     def get(self) -> Credentials:
-        with self._lock:  # one exchange at a time; the others wait for its answer
-            now = self._clock()
-            if self._current is not None and now < self._next_refresh:
-                return self._current
-            try:
-                fresh = self._exchange()
-            except CredentialsError as e:
+        now = self._clock()
+        with self._lock:
+            held, due = self._current, self._next_refresh
+        if held is not None and now < due:
+            return held
+        if _valid(held, now):
+            # Due but still valid: one caller renews, the others go on with the held credentials meanwhile.
+            if not self._renewing.acquire(blocking=False):
+                return held  # type: ignore[return-value]  # _valid() checked it is not None
+        else:
+            self._renewing.acquire()  # nothing valid to hand out: wait for the caller that renews
+        try:
+            return self._renew()
+        finally:
+            self._renewing.release()
+
+    def _renew(self) -> Credentials:
+        now = self._clock()
+        with self._lock:
+            held, due = self._current, self._next_refresh
+        if held is not None and now < due:
+            return held  # another caller renewed while this one waited
+        try:
+            fresh = self._exchange()
+        except CredentialsError as e:
+            with self._lock:
                 self.failures += 1
-                held = self._current
-                if held is not None and held.expiration is not None and now < held.expiration - 1:
-                    # No gap: the old credentials still hold, so keep using them and ask again soon.
-                    self._next_refresh = min(now + RETRY_S, held.expiration - 1)
-                    log.warning("%s; the current credentials hold until %s", e, _iso(held.expiration))
+                if held is not None and _valid(held, now):
+                    # No gap: the held credentials still hold, so keep using them and ask again soon.
+                    self._next_refresh = min(now + RETRY_S, (held.expiration or now) - 1)
+                    log.warning("%s; the current credentials hold until %s", e, _iso(held.expiration or now))
                     return held
-                raise
+            raise
+        obtained = self._clock()
+        lifetime = (fresh.expiration or obtained) - obtained
+        if lifetime < 2:
+            raise CredentialsError(
+                f"STS at {self.url} answered credentials that expire at {_iso(fresh.expiration or obtained)}, "
+                "already past or within a second: is this machine's clock right?"
+            )
+        with self._lock:
             self.exchanges += 1
-            obtained = self._clock()
-            lifetime = (fresh.expiration or obtained) - obtained
             self._current = fresh
             self._next_refresh = obtained + lifetime - min(MAX_MARGIN_S, lifetime / 3)
-            return fresh
+        return fresh
 
     def _exchange(self) -> Credentials:
         try:
@@ -218,6 +243,11 @@ class OidcRoleCredentials:
                 refused=False,
             ) from None
         return _parse_credentials(answer, self.url)
+
+
+def _valid(c: Credentials | None, now: float) -> bool:
+    """Still usable for a request signed now (a second's margin for the request's flight)."""
+    return c is not None and (c.expiration is None or now < c.expiration - 1)
 
 
 def _json(data: bytes) -> dict[str, Any]:

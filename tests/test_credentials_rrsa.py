@@ -131,6 +131,46 @@ def test_an_sts_outage_before_expiry_keeps_the_held_credentials_then_fails_clear
         source.get()
 
 
+def test_while_one_caller_renews_the_others_use_the_held_credentials(sts, tmp_path):
+    source = credentials.from_environment(rrsa_env(sts, tmp_path))
+    clock = Clock()
+    source._clock = clock
+    held = source.get()
+    clock.offset = 50 * 60  # renewal due; the held credentials are good for ten more minutes
+    sts.delay_s = 1.0
+    renewed: list[credentials.Credentials] = []
+    renewer = threading.Thread(target=lambda: renewed.append(source.get()))
+    renewer.start()
+    wait_for(lambda: source._renewing.locked(), what="the renewal to start")
+    started = time.monotonic()
+    assert source.get() is held and time.monotonic() - started < 0.5  # not held up by the slow STS
+    renewer.join(timeout=10)
+    assert renewed and renewed[0].access_key_id != held.access_key_id and source.get() is renewed[0]
+
+
+def test_sts_answers_the_sdks_get_form_and_credentials_already_expired_are_refused(sts, tmp_path):
+    import json
+    import urllib.parse
+    import urllib.request
+
+    token = sts.new_oidc_token()
+    query = {
+        "Action": "AssumeRoleWithOIDC",
+        "Format": "JSON",
+        "Version": "2015-04-01",
+        "RoleArn": sts.role_arn,
+        "OIDCProviderArn": sts.provider_arn,
+        "OIDCToken": token,
+        "RoleSessionName": "credentials-python-1",
+        "DurationSeconds": "3600",
+    }
+    with urllib.request.urlopen(f"{sts.url}/?{urllib.parse.urlencode(query)}", timeout=10) as r:
+        assert set(json.load(r)["Credentials"]) == {"AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"}
+    sts.lifetime_s = 0.5  # a clock far ahead of STS's sees them expire at once
+    with pytest.raises(CredentialsError, match="clock"):
+        credentials.from_environment(rrsa_env(sts, tmp_path)).get()
+
+
 def test_refusals_name_sts_code_and_unreachable_sts_is_not_a_refusal(sts, tmp_path):
     env = rrsa_env(sts, tmp_path, ALIBABA_CLOUD_ROLE_ARN="acs:ram::1:role/other")
     with pytest.raises(CredentialsError, match="EntityNotExist.Role.*trust policy") as e:

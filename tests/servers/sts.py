@@ -56,6 +56,7 @@ class StsServer:
     oidc_tokens: set[str] = field(default_factory=set)  # tokens "the cluster's OIDC issuer" signed
     lifetime_s: float | None = None  # None: what DurationSeconds asks, as STS does
     session_tokens: bool = True
+    delay_s: float = 0.0  # answer this much later (a slow STS)
     on_issue: Callable[[Issued], None] | None = None
     issued: list[Issued] = field(default_factory=list)
     requests: list[dict[str, str]] = field(default_factory=list)
@@ -107,6 +108,8 @@ class StsServer:
             params.update(parse_qsl(body.decode(), keep_blank_values=True))
         elif method not in ("GET", "POST"):
             return _error(405, "UnsupportedHTTPMethod", f"{method} is not supported")
+        if self.delay_s:
+            time.sleep(self.delay_s)
         with self._lock:
             self.requests.append(params)
             if self._faults:
