@@ -241,14 +241,16 @@ def test_s3_requests_carry_the_current_session_token(sts, tmp_path, monkeypatch)
     assert {a.split("Credential=")[1].split("/")[0] for a, _ in seen} == set(keys)  # and the new key was used
 
 
-def test_collector_archives_through_credential_expiry_without_a_failed_upload(tmp_path, seaweedfs, s3_archive):
+def test_collector_archives_through_credential_expiry_without_a_failed_upload(
+    tmp_path, seaweedfs, s3_archive, monkeypatch
+):
     """Credentials live 4 s; each pair STS issues is made known to SeaweedFS as it is issued. SeaweedFS cannot be
     told to forget a pair (add_identity), so that expired pairs are no longer used is proven by the SLS test below
-    (whose server refuses them) and by the schedule tests above, not by SeaweedFS."""
+    (whose server refuses them) and by the schedule tests above, not by SeaweedFS. Then the history server reads
+    the session with credentials of its own."""
     with running_sts(lifetime_s=4, session_tokens=False) as sts:
         sts.on_issue = lambda issued: seaweedfs.add_identity(issued.access_key_id, issued.access_key_secret)
-        env = rrsa_env(sts, tmp_path, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
-        env["RAYHISTORY_S3_CREDENTIALS"] = "alibaba"
+        env = rrsa_env(sts, tmp_path, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")  # no keys: RRSA (auto)
         session = make_session(tmp_path)
         store = open_store(s3_archive)  # the test's own reader, with the fixture's static keys
         writer = Writer(session / "logs")
@@ -268,8 +270,26 @@ def test_collector_archives_through_credential_expiry_without_a_failed_upload(tm
             if proc.poll() is None:
                 proc.kill()
             writer.stop.set()
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        issued = len(sts.issued)
+        assert [s["session_name"] for s in served_sessions(s3_archive, tmp_path / "cache")] == [SESSION_NAME]
+        assert len(sts.issued) == issued + 1  # the server's own exchange
     assert writer.lines > 500
     assert_identical_without_gaps_or_duplicates(store, writer, session / "logs")
+
+
+def served_sessions(archive: str, cache: Path) -> list[dict]:
+    from fastapi.testclient import TestClient
+
+    from historyserver.app import create_app
+    from historyserver.settings import ServerSettings
+
+    settings = ServerSettings(archive=archive, cache_dir=str(cache), catalog_ttl=0, compact_on_end=False)
+    with TestClient(create_app(settings, open_store(archive))) as client:
+        answer = client.get("/api/v1/sessions")
+    assert answer.status_code == 200, answer.text
+    return answer.json()["sessions"]
 
 
 def wait_until_true(check, what: str, proc, timeout: float = 60.0) -> None:
