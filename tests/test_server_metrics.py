@@ -133,3 +133,13 @@ def test_admission_refusals_per_gate(archive, tmp_path):
     assert value(got, "rayhistory_server_admission_refusals_total", gate="compactions") == 0
     assert value(got, "rayhistory_server_admission_slots", gate="queries") == 1
     assert value(got, "rayhistory_server_request_duration_seconds_count", family="prometheus", status="5xx") == 1
+
+
+def test_every_server_metric_is_in_the_readme(archive, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    with make_client(archive, tmp_path) as c:
+        names = {family.name for family in text_string_to_metric_families(c.get("/metrics").text)}
+    ours = {n for n in names if n.startswith("rayhistory_server_") and not n.endswith("_created")}
+    assert len(ours) >= 12
+    missing = [n for n in ours if f"`{n}" not in readme]  # counters appear as name_total, histograms as name{...}
+    assert not missing, f"README.md does not mention {missing}"
