@@ -325,6 +325,16 @@ def test_sls_sink_streams_through_expiry_with_each_keys_token(sts, tmp_path):
                 time.sleep(0.1)
         assert sink.close(timeout=30), (sink.stats(), sls.refused[:3], len(sts.issued), source.failures)
         got = sorted(x.contents["message"] for x in sls.items())
+        # The server side's search signs through the same provider (archive.credentials.sls_provider).
+        from aliyun.log import GetLogsRequest
+
+        from collector.sinks.sls.client import make_client
+
+        reader = make_client(sls.endpoint, source, "search", 10.0, sls.proxy)
+        now = int(time.time())
+        request = GetLogsRequest("rayhistory", "ray-logs", 1_700_000_000, now + 60, query="line", line=10)
+        found = reader.get_logs(request)  # the lines carry their own time (2026-11-25)
+        assert found.get_count() == 10
     assert [m.rsplit(" ", 1)[1] for m in got] == [f"{i:06d}" for i in range(lines)]
     used = {r["access_key_id"] for r in sls.requests if r.get("status") == 200}
     assert len(used) >= 3 and used <= {i.access_key_id for i in sts.issued}
