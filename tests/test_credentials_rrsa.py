@@ -193,9 +193,12 @@ def test_the_s3_store_reports_sts_failures_as_store_errors(sts, tmp_path, monkey
     monkeypatch.setenv("RAYHISTORY_STS_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(BackendUnavailable, match="cannot reach STS"):
         open_store("s3://bucket/x").check()
+    monkeypatch.delenv("ALIBABA_CLOUD_OIDC_TOKEN_FILE")
+    with pytest.raises(InvalidArchiveURL, match="s3://bucket/x: RRSA is set up halfway: ALIBABA_CLOUD_OIDC_TOKEN_FILE"):
+        open_store("s3://bucket/x")  # a configuration error, found before any request
     monkeypatch.setenv("RAYHISTORY_S3_CREDENTIALS", "alibaba")
     for name in credentials.RRSA_VARIABLES:
-        monkeypatch.delenv(name)
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(InvalidArchiveURL, match="neither RRSA"):
         open_store("s3://bucket/x")
 
