@@ -163,6 +163,7 @@ class Collector:
         """A sidecar never exits for an archive it cannot reach at start (its pod would crash-loop, and Ray runs
         on regardless): it retries with backoff, saying so in the log, on /healthz and in its metrics."""
         delay = 1.0
+        self.health.waiting("archive", f"checking the archive {self.store.url}")
         while not self.stop_event.is_set():
             try:
                 self.store.check()
