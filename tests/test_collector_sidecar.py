@@ -15,7 +15,7 @@ from pathlib import Path
 
 from archive.layout import SessionRef
 from archive.manifest import ENDED, SessionManifest
-from rayhistory.local_ray import LocalRayCluster, free_port, wait_for
+from rayhistory.local_ray import LocalRayCluster, free_port
 from tests.servers.fixtures import _FOREIGN_AWS_ENV
 from tests.servers.seaweedfs import SeaweedFS
 
@@ -75,7 +75,9 @@ def test_env_only_sidecar_waits_for_its_archive_and_ray_then_archives_the_sessio
         # 2. The archive appears: now it waits for Ray, still up.
         weed.start()
         weed.client().create_bucket(Bucket=weed.bucket)
-        status, body = _until("the collector to wait for Ray", lambda: _healthz_with(base, "session directory"), collector)
+        status, body = _until(
+            "the collector to wait for Ray", lambda: _healthz_with(base, "session directory"), collector
+        )
         assert status == 503, body
         assert 'rayhistory_collector_waiting{what="archive"} 0.0' in _get(base + "/metrics")[1]
 
