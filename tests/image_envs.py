@@ -75,20 +75,20 @@ class Dockerfile:
         return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: self.args.get(m.group(1), m.group(0)), text)
 
     def pip_installs(self) -> list[list[str]]:
-        """The arguments of every `<image venv>/bin/pip install` of the build stage, in order."""
+        """The arguments of every `pip --python <image venv>/bin/python install` of the build stage, in order."""
         installs = []
         for keyword, value in self.build.instructions:
             if keyword != "RUN":
                 continue
             for command in re.split(r"\s*&&\s*", self.substitute(value)):
                 argv = shlex.split(command)
-                if argv == ["python", "-m", "venv", IMAGE_VENV]:
+                if argv == ["python", "-m", "venv", "--without-pip", IMAGE_VENV]:
                     continue
-                assert argv[:2] == [f"{IMAGE_VENV}/bin/pip", "install"], (
+                assert argv[:4] == ["pip", "--python", f"{IMAGE_VENV}/bin/python", "install"], (
                     f"{self.path.name}: RUN {command!r} is neither the venv nor a pip install into it: "
                     "tests/image_envs.py cannot reproduce it"
                 )
-                installs.append(argv[2:])
+                installs.append(argv[4:])
         return installs
 
     def copies(self) -> list[tuple[list[str], str]]:
@@ -161,12 +161,12 @@ def build_env(name: str, where: Path, build_args: dict[str, str] | None = None) 
     assert workdir, f"{dockerfile.path.name}: the build stage needs a WORKDIR for its COPY lines"
     src = context_copy(dockerfile, where / "context")
     env_dir = where / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False, clear=True).create(env_dir)
     environ = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     for args in dockerfile.pip_installs():
         local = [str(src) + a[len(workdir) :] if a.startswith(workdir) else a for a in args]
         done = subprocess.run(
-            [str(env_dir / "bin" / "pip"), "install", "--quiet", *local],
+            [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install", "--quiet", *local],
             capture_output=True,
             text=True,
             timeout=1200,
@@ -179,7 +179,10 @@ def build_env(name: str, where: Path, build_args: dict[str, str] | None = None) 
 def installed(env_dir: Path) -> dict[str, str]:
     """Distribution name (normalized) -> version, as the environment's own pip lists them."""
     done = subprocess.run(
-        [str(env_dir / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return {re.sub(r"[-_.]+", "-", d["name"]).lower(): d["version"] for d in json.loads(done.stdout)}
@@ -195,9 +198,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "empty"
-        venv.EnvBuilder(with_pip=True).create(empty)
+        venv.EnvBuilder(with_pip=False).create(empty)
         baseline = tree_size(empty)
-        print(f"Python {sys.version.split()[0]}; an empty virtualenv with pip: {baseline / 2**20:.1f} MiB")
+        print(
+            f"Python {sys.version.split()[0]}; an empty virtualenv (no pip, as in the images): {baseline / 2**20:.2f} MiB"
+        )
         print(f"{'image':<14} {'packages':>8} {'venv MiB':>9} {'beyond empty venv MiB':>22}  largest (MiB)")
         for name, (dockerfile, build_args) in VARIANTS.items():
             _, env_dir = build_env(dockerfile, Path(tmp) / name, build_args)
