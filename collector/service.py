@@ -243,7 +243,23 @@ class Collector:
                 self.start()
                 continue
             self.stop_event.wait(self.settings.interval)
+        self._wait_for_ray_to_stop()
         self.finish()
+
+    def _wait_for_ray_to_stop(self) -> None:
+        """Stopped by a signal while Ray still runs on this node (a plain container stopped together with Ray):
+        give Ray up to --ray-stop-wait seconds to exit, so the final upload holds its last writes."""
+        if not self.stop_reason.startswith("signal:") or self.settings.ray_stop_wait <= 0:
+            return
+        deadline = time.monotonic() + self.settings.ray_stop_wait
+        if not self.session.ray_running():
+            return
+        log.info(
+            "Ray still runs on this node: waiting up to %.0fs for it to stop before the final upload",
+            self.settings.ray_stop_wait,
+        )
+        while time.monotonic() < deadline and self.session.ray_running():
+            time.sleep(0.5)
 
     def _replacement(self) -> SessionDir | None:
         try:

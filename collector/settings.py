@@ -53,6 +53,14 @@ class CollectorSettings(Settings):
             "terminationGracePeriodSeconds"
         },
     )
+    ray_stop_wait: float = field(
+        default=20.0,
+        metadata={
+            "help": "after SIGTERM, seconds to wait for Ray on this node to exit (its raylet socket closes) before "
+            "the final upload, so that Ray's last writes are in it when the collector is stopped together with Ray "
+            "(KubeRay's injection); a native sidecar, stopped after Ray, does not wait; 0: never wait"
+        },
+    )
     state_dir: str = field(
         default="",
         metadata={
