@@ -203,16 +203,14 @@ def main() -> int:
         print(
             f"Python {sys.version.split()[0]}; an empty virtualenv (no pip, as in the images): {baseline / 2**20:.2f} MiB"
         )
-        print(f"{'image':<14} {'packages':>8} {'venv MiB':>9} {'beyond empty venv MiB':>22}  largest (MiB)")
+        print(f"{'image':<14} {'packages':>8} {'venv MiB':>9}  largest (MiB)")
         for name, (dockerfile, build_args) in VARIANTS.items():
             _, env_dir = build_env(dockerfile, Path(tmp) / name, build_args)
             size = tree_size(env_dir)
             site = next((env_dir / "lib").glob("python*/site-packages"))
             biggest = sorted(((tree_size(p), p.name) for p in site.iterdir() if p.is_dir()), reverse=True)[:4]
             top = ", ".join(f"{n} {s / 2**20:.0f}" for s, n in biggest)
-            print(
-                f"{name:<14} {len(installed(env_dir)):>8} {size / 2**20:>9.1f} {(size - baseline) / 2**20:>22.1f}  {top}"
-            )
+            print(f"{name:<14} {len(installed(env_dir)):>8} {size / 2**20:>9.1f}  {top}")
     return 0
 
 
