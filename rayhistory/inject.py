@@ -51,6 +51,10 @@ def default_image() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Writes the manifests to stdout with the collector in every Ray pod (deploy/README.md, section 4B). "
+        "Other kinds pass through unchanged; YAML comments are not kept. Injecting twice changes nothing."
+    )
     parser.add_argument("-f", "--filename", required=True, help="YAML file (several documents allowed), or - for stdin")
     parser.add_argument("--archive", required=True, help="archive URL the collectors write to (s3://bucket/prefix)")
     parser.add_argument("--image", default=None, help=f"collector image (default: {default_image()})")
