@@ -409,6 +409,8 @@ def collector_samples(end: int) -> str:
             add("rayhistory_collector_last_success_timestamp_seconds", t - 3, sink="archive")
             add("rayhistory_collector_lag_seconds", 3 + n, sink="archive")
             add("rayhistory_collector_spool_bytes", 1000 * (i % 7))
+            for what in ("archive", "session"):  # the second collector waited for its archive at first
+                add("rayhistory_collector_waiting", int(n == 1 and what == "archive" and i < 4), what=what)
             for component, kind, error_types in (
                 ("logs", "source", ()),
                 ("ray_events", "source", ("refused", "write")),

@@ -166,8 +166,11 @@ def session_dir(tmp_path: Path) -> Path:
 
 
 def _collect(session_dir: Path, archive: str) -> subprocess.CompletedProcess[str]:
+    """A one-off `collect --once`, run by hand: a broken archive ends it at once (exit 2). A sidecar (no --once)
+    retries instead and says so on /healthz: tests/test_collector_sidecar.py."""
+    argv = ["collect", "--once", "--session-dir", str(session_dir), "--archive", archive]
     return subprocess.run(
-        [sys.executable, "-m", "rayhistory.cli", "collect", "--session-dir", str(session_dir), "--archive", archive],
+        [sys.executable, "-m", "rayhistory.cli", *argv],
         capture_output=True,
         text=True,
         timeout=60,
