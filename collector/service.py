@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from archive.errors import StoreError
-from archive.layout import SessionRef
+from archive.errors import NotFound, StoreError
+from archive.layout import InvalidName, SessionRef
 from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
 from archive.storage import Store
 from collector import topology
@@ -52,6 +52,7 @@ class Collector:
         self.topology: topology.Topology | None = None
         self._announced = False
         self._manifest_written = 0.0
+        self._other_nodes: dict[str, NodeRecord] = {}  # other nodes' records, as last read from the archive
 
     # --- start ---------------------------------------------------------------------------------------
     def _identify(self, deadline: float) -> NodeRecord:
@@ -260,13 +261,34 @@ class Collector:
             end_ms=end_ms,
             status=status,
             ended_by=self.stop_reason if status == ENDED else None,
-            nodes=[self.node],
+            nodes=[self.node, *self._registered_nodes(final=status == ENDED)],
             last_seen_ms=int(time.time() * 1000),
         )
         body = manifest.to_json()
         self.store.put(self.ref.manifest_key, body)
         self.store.put(self.ref.index_key, body)
         self._manifest_written = time.monotonic()
+
+    def _registered_nodes(self, final: bool) -> list[NodeRecord]:
+        """Every other node whose collector registered in this session (its folder under nodes/): readers count a
+        session's nodes from the manifest alone. A heartbeat reads only new nodes' records; the end reads them all
+        again (their collectors record when they ended)."""
+        assert self.node is not None
+        for node_id in self.store.list_dirs(self.ref.nodes_prefix):
+            if node_id == self.node.node_id or (node_id in self._other_nodes and not final):
+                continue
+            try:
+                key = self.ref.node(node_id).node_key
+            except InvalidName:
+                continue  # not a node's folder
+            try:
+                self._other_nodes[node_id] = NodeRecord.from_json(self.store.get(key))
+            except NotFound:  # its first upload is under way: node.json comes first, but a listing may race it
+                self._other_nodes[node_id] = NodeRecord(node_id=node_id)
+            except (ValueError, TypeError) as e:
+                log.warning("node record of %s is unreadable (%s); counting the node without it", node_id, e)
+                self._other_nodes[node_id] = NodeRecord(node_id=node_id)
+        return [self._other_nodes[n] for n in sorted(self._other_nodes)]
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: object) -> None:
