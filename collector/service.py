@@ -20,6 +20,7 @@ from collector.health import Health
 from collector.settings import CollectorSettings
 from collector.sinks.generations import ShipStats
 from collector.sources.http_events import HttpEventsSource
+from collector.sources.last_written import last_written_ms
 from collector.sources.session_dir import SessionDir
 from collector.spool import Spool
 
@@ -240,7 +241,7 @@ class Collector:
                 log.warning(
                     "%s did not acknowledge everything before the deadline; its checkpoint resumes there", sink.name
                 )
-        end_ms = int(time.time() * 1000)
+        end_ms = self._end_ms()
         self.node.end_ms = end_ms
         node = self.ref.node(self.node.node_id)
         self.store.put(node.node_key, self.node.to_json())
@@ -249,6 +250,19 @@ class Collector:
             self._write_manifest(ENDED, end_ms)
             self.store.put(self.ref.ended_key, end_marker(end_ms, self.stop_reason))
         log.info("session %s archived; node marked ended (%s)", self.ref.id, self.stop_reason)
+
+    def _end_ms(self) -> int:
+        """When the session ended on this node (FORMAT.md, `end_ms`). A collector that ran beside Ray saw it stop:
+        its clock now, after the final flush, is no earlier than anything it archived. With --once the session may
+        have stopped days ago: its end is the newest time Ray wrote in its files."""
+        if not self.settings.once:
+            return int(time.time() * 1000)
+        start_ms = self.session.start_ms
+        written = last_written_ms(self.session.logs)
+        if written is None:
+            log.warning("no time stamp in %s; the session's end is taken as its start", self.session.logs)
+            return start_ms
+        return max(written, start_ms)
 
     def _write_manifest(self, status: str, end_ms: int | None = None) -> None:
         assert self.node is not None
