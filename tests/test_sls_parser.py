@@ -1,4 +1,4 @@
-"""Ray's log lines parsed into SLS records (collector/sinks/sls/parse.py): every real sample format, C++
+"""Ray's log lines parsed into SLS records (archive/log_records.py): every real sample format, C++
 continuations and one byte at a time, markers across calls and from a checkpoint, bad bytes and huge lines."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from collector.sinks.sls.parse import LogLineParser, Markers
+from archive.log_records import LogLineParser, Markers
 
 NODE = "a5f98df87f117771c91ca093491ee5f891c9e432bfe62ac8566abb40"
 

@@ -2,8 +2,8 @@
 
     client.py      the SDK's signed transport, one attempt per request (SlsError)
     wire.py        LogGroup protobuf, encoded column-wise (byte-identical to the SDK's)
-    parse.py       Ray's log line formats -> records (LogLineParser, the definition)
-    columns.py     the common case of parse.py, column-wise (Arrow), and records as columns
+    (archive/log_records.py: Ray's log line formats -> records, LogLineParser, the definition)
+    columns.py     the common case of LogLineParser, column-wise (Arrow; rules in archive/log_columns.py), and records as columns
     checkpoint.py  per file: generation, inode, acknowledged offset
     sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
 

@@ -1,7 +1,7 @@
 """The SLS sink's engine: streams Ray's log lines, parsed into records, to an SLS logstore (PutLogs, lz4).
 
 Never holds up the caller: `offer()` only notes how far each file has grown. A reader thread reads the files from
-disk, parses them (parse.py) and puts batches on a bounded queue; a sender thread ships them in order.
+disk, parses them (archive/log_records.py) and puts batches on a bounded queue; a sender thread ships them in order.
 When SLS is slow the queue fills and the reader simply waits: the files on disk are the buffer, so nothing is
 dropped, and the sink catches up when SLS does. After each acknowledged batch the position per (file,
 generation) goes into a checkpoint (checkpoint.py), so a killed collector resumes there: delivery is at least
@@ -29,10 +29,10 @@ from typing import Protocol
 import numpy as np
 from aliyun.log import LogClient
 
+from archive.log_records import LogLineParser, Markers, Record
 from collector.sinks.sls import checkpoint
 from collector.sinks.sls.client import SlsError, make_client
 from collector.sinks.sls.columns import ColumnChunk, read_chunk, records_columns
-from collector.sinks.sls.parse import LogLineParser, Markers, Record
 from collector.sinks.sls.wire import encode_logs, group_tail, log_bytes
 
 log = logging.getLogger("rayhistory.collector.sls")

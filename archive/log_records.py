@@ -1,4 +1,5 @@
-"""Ray's log lines as structured records, parsed from a byte stream one file at a time.
+"""Ray's log lines as structured records, parsed from a byte stream one file at a time (the collector's SLS sink
+and compaction's log tables share these rules).
 
 Formats (reference section 1, samples in `ray-2.60/logs/log_line_samples.txt`):
 - C++ (raylet, gcs_server, python-core-*): `[2026-11-25 19:58:17,283 I 7013 7013] (raylet) main.cc:283: msg`,
