@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> SlsConfig:
+def config_from_settings(settings: CollectorSettings, checkpoint_path: Path, session: str = "") -> SlsConfig:
     """The SLS settings, with the credentials from the environment; raises InvalidSettings naming what is missing."""
     missing = [k for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
     key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
@@ -63,6 +63,9 @@ def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> 
         access_key_secret=secret,
         checkpoint_path=str(checkpoint_path),
         proxy=settings.sls_proxy or None,
+        cluster=settings.cluster,
+        namespace=settings.namespace,
+        session=session,
     )
 
 

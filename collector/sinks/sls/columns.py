@@ -38,7 +38,9 @@ class ColumnChunk:
     columns: Columns
     starts: np.ndarray  # file offset of each record
     ends: np.ndarray
+    lines: np.ndarray  # 1-based line number of each record (one line each: the next record's is at least +1)
     consumed: int
+    next_line: int  # the number of the line starting at `consumed`
     markers: Markers  # the marker state after the consumed bytes
 
     @property
@@ -68,11 +70,13 @@ def read_chunk(
     parts: list[list[Record] | ColumnChunk] = []
     end = base + len(data)
     chunk = (
-        parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix) if parser.idle else None
+        parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix, parser.resume_line)
+        if parser.idle
+        else None
     )
     if chunk is not None:
         parts.append(chunk)
-        parser.skip_to(chunk.consumed)
+        parser.skip_to(chunk.consumed, chunk.next_line)
         parser.markers = chunk.markers
         if more:
             return parts, chunk.consumed
@@ -89,8 +93,10 @@ def read_chunk(
 
 
 def parse_chunk(
-    data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int, dedup_prefix: str
+    data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int, dedup_prefix: str, line: int = 1
 ) -> ColumnChunk | None:
+    """The chunk `data` at file offset `base`, whose first byte starts line number `line`, column-wise; None when
+    LogLineParser must read it (see the module's docstring)."""
     cut = data.rfind(b"\n") + 1
     if not cut:
         return None
@@ -119,9 +125,10 @@ def parse_chunk(
     body = every.slice(0, n)
     starts = bounds[:n] + base
     ends = bounds[1 : n + 1] + base
+    numbers = np.arange(line, line + n, dtype=np.int64)
     consumed = base + int(bounds[n])
     if raw_output:
-        return _raw_output(body, starts, ends, consumed, component, pid, markers, ansi, dedup_prefix)
+        return _raw_output(body, starts, ends, numbers, consumed, component, pid, markers, ansi, dedup_prefix)
     cpp = lines[:1] == b"["
     # The whole header is checked by one match; its fields are then cut out by position and by the separators
     # the check guarantees (cheaper than RE2 submatch extraction, which costs more than everything else here).
@@ -131,19 +138,27 @@ def parse_chunk(
     if parsed is None:
         return None
     seconds, nanos, text_cols, constants = parsed
-    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
+    _positions(text_cols, dedup_prefix, starts, numbers)
     constants.update(markers.to_json())
-    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, markers)
+    return ColumnChunk(
+        Columns(seconds, nanos, text_cols, constants), starts, ends, numbers, consumed, line + n, markers
+    )
 
 
-def _dedup(prefix: str, starts: np.ndarray) -> pa.Array:
-    return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(pa.array(starts), pa.string()), "")
+def _positions(text_cols: dict[str, pa.Array], prefix: str, starts: np.ndarray, numbers: np.ndarray) -> None:
+    """Where each record is in its file: `__dedup__` (file id:offset, for readers dropping repeats), and the
+    `line` and `offset` that search hits point at."""
+    offsets = pc.cast(pa.array(starts), pa.string())
+    text_cols["__dedup__"] = pc.binary_join_element_wise(pa.scalar(prefix), offsets, "")
+    text_cols["line"] = pc.cast(pa.array(numbers), pa.string())
+    text_cols["offset"] = offsets
 
 
 def _raw_output(
     body: pa.Array,
     starts: np.ndarray,
     ends: np.ndarray,
+    numbers: np.ndarray,
     consumed: int,
     component: str,
     pid: int | None,
@@ -154,6 +169,7 @@ def _raw_output(
     """Worker and driver output: one record per line, except marker lines (`:task_name:f`, state for the lines
     after them) and lines shaped like a C++ or Python header (read as headers, as LogLineParser does)."""
     n = len(body)
+    next_line = int(numbers[-1]) + 1 if n else 1
     now = time.time_ns()
     seconds = np.full(n, now // 1_000_000_000, np.int64)
     nanos = np.full(n, now % 1_000_000_000, np.uint32)
@@ -206,10 +222,11 @@ def _raw_output(
         mask = keep.to_numpy(zero_copy_only=False)
         text_cols = {k: pc.filter(v, keep) for k, v in text_cols.items()}
         seconds, nanos, starts, ends = seconds[mask], nanos[mask], starts[mask], ends[mask]
+        numbers = numbers[mask]
     else:
         constants.update(markers.to_json())
-    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
-    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, after)
+    _positions(text_cols, dedup_prefix, starts, numbers)
+    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, numbers, consumed, next_line, after)
 
 
 __all__ = ["ColumnChunk", "parse_chunk", "read_chunk", "records_columns"]
@@ -222,6 +239,8 @@ def records_columns(records: list[Record], prefix: str) -> Columns:
     text = {
         "message": [r.message for r in records],
         "__dedup__": [f"{prefix}{r.offset}" for r in records],
+        "line": [str(r.line) for r in records],
+        "offset": [str(r.offset) for r in records],
         "level": [r.level for r in records],
         "component": [r.component for r in records],
         "caller": [r.source for r in records],
