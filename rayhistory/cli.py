@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve, gc and demo."""
+"""The `rayhistory` command: collect, serve, gc, demo and logs search."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
 
     demo.add_arguments(p)
 
+    p = sub.add_parser("logs", help="the logs of archived sessions, through a running history server")
+    logs_sub = p.add_subparsers(dest="logs_command", required=True)
+    p = logs_sub.add_parser(
+        "search", help="search log lines and task errors, printed as grep prints (node/file:line: message)"
+    )
+    from rayhistory import logs_search
+
+    logs_search.add_arguments(p)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_cli.run(args)
     if args.command == "gc":
         return gc_cli.run(args)
+    if args.command == "logs":
+        return logs_search.run(args)
     return demo.run(args)
 
 
