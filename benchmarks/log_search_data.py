@@ -3,8 +3,8 @@ formats (ray-2.60/logs/log_line_samples.txt): C++ headers (raylet, gcs_server, p
 logging headers (dashboard, monitor, ...), raw worker output with `:job_id:`/`:task_name:`/`:actor_name:` marker
 lines, multi-line tracebacks (continuation lines). The same arguments always give the same bytes.
 
-Planted for the queries (counts known in advance, returned by `generate`): NEEDLE_TOKEN in NEEDLES lines of worker
-stderr, FATAL lines, and the common word "worker" everywhere.
+Planted for the queries (counted while written, returned by `write_session`): NEEDLE_TOKEN in a few worker-stderr
+tracebacks (two lines each: Ray's RayTaskError line and the exception's), FATAL lines, the common word "worker".
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def _py_lines(node: _Node) -> Callable[[float], str]:
     return lambda t: f"{_stamp(t)}\t{node.fill(node.rng.choice(PY_SOURCES))}\n"
 
 
-def _files(node: _Node, jobs: int, planted: Planted) -> dict[str, tuple[float, Callable[[float], str]]]:
+def _files(
+    node: _Node, jobs: int, planted: Planted, needle_rate: float
+) -> dict[str, tuple[float, Callable[[float], str]]]:
     """path -> (share of the node's bytes, line maker)."""
     files: dict[str, tuple[float, Callable[[float], str]]] = {
         "raylet.out": (6.0, _cpp_lines(node, CPP_SOURCES, 7013, planted)),
@@ -128,7 +130,7 @@ def _files(node: _Node, jobs: int, planted: Planted) -> dict[str, tuple[float, C
         job = "%02x000000" % (1 + n % jobs)
         files[f"python-core-worker-{wid}_{pid}.log"] = (1.0, _cpp_lines(node, CORE_SOURCES, pid, planted))
         files[f"worker-{wid}-{job}-{pid}.out"] = (0.8, _worker_out(node))
-        files[f"worker-{wid}-{job}-{pid}.err"] = (0.2, _worker_err(node, planted))
+        files[f"worker-{wid}-{job}-{pid}.err"] = (0.2, _worker_err(node, planted, needle_rate))
     return files
 
 
@@ -142,20 +144,22 @@ def _worker_out(node: _Node) -> Callable[[float], str]:
     return line
 
 
-def _worker_err(node: _Node, planted: Planted) -> Callable[[float], str]:
+def _worker_err(node: _Node, planted: Planted, needle_rate: float) -> Callable[[float], str]:
     def line(t: float) -> str:
         r = node.rng
         x = r.random()
         if x < 0.02:
             return f":task_name:{r.choice(FUNCS)}\n"
-        if x < 0.025:
+        if r.random() < needle_rate:
             planted.needles += 1
-            what = f"{NEEDLE_TOKEN}: shard {r.randrange(1000)} checksum {_hex(r, 8)} != {_hex(r, 8)}"
+            fn = r.choice(FUNCS)
             return (
+                f"ray.exceptions.RayTaskError({NEEDLE_TOKEN}): ray::{fn}() (pid={r.randrange(7000, 9000)}, "
+                f"ip=10.0.0.{node.index + 2})\n"
                 "Traceback (most recent call last):\n"
-                f'  File "/home/ray/app/train.py", line {r.randrange(10, 400)}, in {r.choice(FUNCS)}\n'
+                f'  File "/home/ray/app/train.py", line {r.randrange(10, 400)}, in {fn}\n'
                 "    verify(shard)\n"
-                f"{what}\n"
+                f"{NEEDLE_TOKEN}: shard {r.randrange(1000)} checksum {_hex(r, 8)} != {_hex(r, 8)}\n"
             )
         if x < 0.2:
             return (
@@ -169,11 +173,11 @@ def _worker_err(node: _Node, planted: Planted) -> Callable[[float], str]:
 
 
 def node_streams(
-    seed: int, index: int, workers: int, jobs: int, node_bytes: int, planted: Planted
+    seed: int, index: int, workers: int, jobs: int, node_bytes: int, planted: Planted, needle_rate: float
 ) -> Iterator[tuple[str, str, Iterator[str]]]:
     """(node id, path, chunks of text) of one node's files, each file given its share of node_bytes."""
     node = _Node(seed, index, workers)
-    files = _files(node, jobs, planted)
+    files = _files(node, jobs, planted, needle_rate)
     weight = sum(share for share, _ in files.values())
     for path, (share, make) in files.items():
         yield node.id, path, _text(make, int(node_bytes * share / weight), DAY_START + index)
@@ -203,6 +207,7 @@ def write_session(
     jobs: int = 4,
     copy_to: Path | None = None,
     segment_bytes: int = 4 << 20,
+    needle_rate: float = 0.00003,
 ) -> Planted:
     """Write the session's logs (and node records, manifest, end marker) into store; the same bytes under copy_to
     (node/file) when given, for grep."""
@@ -211,7 +216,9 @@ def write_session(
     records = []
     for index in range(nodes):
         node_id = None
-        for node_id, path, chunks in node_streams(seed, index, workers, jobs, total_bytes // nodes, planted):
+        for node_id, path, chunks in node_streams(
+            seed, index, workers, jobs, total_bytes // nodes, planted, needle_rate
+        ):
             writer = SegmentWriter(store, ref.node(node_id), path, segment_bytes)
             plain = None
             if copy_to is not None:

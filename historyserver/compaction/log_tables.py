@@ -43,7 +43,7 @@ _TO_SPACE = np.arange(256, dtype=np.uint8)
 _TO_SPACE[[ord(c) for c in DELIMITERS]] = ord(" ")
 _DICTIONARY = ["node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"]
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "offset", "time_ms", "block")}
-_PAIRS = pa.schema([("token", pa.string()), ("block", pa.int32()), ("lines", pa.int32())])
+_PAIRS = LOG_TERMS.schema  # unsorted pairs are staged in the table's own schema
 ZSTD_LEVEL = 6
 
 
