@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from historyserver.search.errors import SearchRefused
 from historyserver.search.match import token_spans
-from historyserver.search.query import parse
+from historyserver.search.query import Phrase, Term, parse, walk
 from historyserver.search.regex import (
     compile_regex,
     literal_index_tokens,
@@ -18,6 +20,7 @@ from historyserver.search.regex import (
     to_sls_plan,
 )
 from historyserver.search.to_sls import MAX_CONDITIONS, SlsKeys, to_sls
+from tests.test_search_query import trees
 
 # -- regex ----------------------------------------------------------------------------------------------------
 
@@ -190,3 +193,19 @@ def test_default_keys_come_from_the_logstore_schema():
     assert keys.fields["node_id"] == "__tag__:node_id" and keys.fields["message"] == "message"
     assert "pid" in keys.numeric and "level" not in keys.numeric
     assert to_sls(parse(" ".join(f"w{i}" for i in range(MAX_CONDITIONS))), keys).count("message:") == MAX_CONDITIONS
+
+
+@settings(max_examples=300, deadline=None)
+@given(trees)
+def test_to_sls_is_well_formed_or_refused(tree):
+    """Every condition becomes one `key: value` (or `key = n`), quotes and parentheses balance, and what SLS cannot
+    express is refused, never sent half-translated."""
+    try:
+        text = to_sls(tree)
+    except SearchRefused as e:
+        assert "SLS" in str(e) or "number" in str(e)
+        return
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # drop quoted values: what is left is SLS syntax
+    assert unquoted.count("(") == unquoted.count(")") and '"' not in unquoted.replace('""', "")
+    leaves = sum(1 for n in walk(tree) if isinstance(n, (Term, Phrase)))
+    assert len(re.findall(r"(?:^|[ (])(?:__tag__:)?\w+(?:: | = )", unquoted)) == leaves
