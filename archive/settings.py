@@ -10,8 +10,8 @@ that names the flag or variable, what it got and what it takes.
         port: int = field(default=8080, metadata={"help": "port to listen on"})
         mode: str = field(default="a", metadata={"help": "...", "choices": ("a", "b")})
 
-A field's metadata may also say `env` (another variable name, e.g. KubeRay's RAY_CLUSTER_NAME, read when the
-RAYHISTORY_ one is unset), `flag: False` (environment only: tuning knobs), `duration: True` (a str holding a duration
+A field's metadata may also say `env` (another variable name, or a tuple of them in order of preference, e.g.
+KubeRay's RAY_CLUSTER_NAME, read when the RAYHISTORY_ one is unset), `flag: False` (environment only: tuning knobs), `duration: True` (a str holding a duration
 such as 2m, checked), and `help`.
 """
 
@@ -85,6 +85,12 @@ class Settings:
         return PREFIX + f.name.upper()
 
     @staticmethod
+    def aliases(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+        """Variables another platform sets (KubeRay's), read when the RAYHISTORY_ one is unset."""
+        names = f.metadata.get("env") or ()
+        return (names,) if isinstance(names, str) else tuple(names)
+
+    @staticmethod
     def required(f: dataclasses.Field[Any]) -> bool:
         return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
@@ -129,8 +135,8 @@ class Settings:
             if given.get(f.name) is not None:
                 values[f.name] = cls._convert(f, given[f.name], flag)
                 continue
-            for var in (cls.env_name(f), f.metadata.get("env")):
-                if var and var in env:
+            for var in (cls.env_name(f), *cls.aliases(f)):
+                if var in env and (env[var] or var == cls.env_name(f)):  # another platform's empty value: unset
                     values[f.name] = cls._convert(f, env[var], f"${var}")
                     break
             else:

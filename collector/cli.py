@@ -8,16 +8,14 @@ traceback and never twice (the line is printed, not also logged).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from collections.abc import Mapping
 
 from archive.errors import ArchiveError
 from archive.layout import InvalidName
 from archive.settings import SettingsError
 from archive.storage import open_store
-from collector.errors import CollectorError, NotARaySession
+from collector.errors import CollectorError, InvalidSettings
 from collector.service import Collector
 from collector.settings import CollectorSettings
 from collector.sources.session_dir import SessionDir
@@ -35,43 +33,39 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = 
     return CollectorSettings.load(args, environ)
 
 
-def _session_dir(settings: CollectorSettings) -> SessionDir:
-    """The session directory, waited for up to --wait-for-session seconds (polled every half second)."""
-    deadline = time.monotonic() + settings.wait_for_session
-    announced = False
-    while True:
-        try:
-            return SessionDir(settings.session_dir)
-        except NotARaySession:
-            if time.monotonic() >= deadline:
-                raise
-            if not announced:
-                logging.getLogger("rayhistory.collector").info(
-                    "waiting up to %.0fs for Ray's session directory %s",
-                    settings.wait_for_session,
-                    settings.session_dir,
-                )
-                announced = True
-            time.sleep(0.5)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
+        _check_sls_installed(settings)
+        store = open_store(settings.archive)
+        if settings.once:
+            store.check()  # a person archiving a stopped cluster wants to know now; a sidecar waits (Collector.run)
+        # Waited for in Collector.run (polled, said in the log and on /healthz) unless told not to wait.
+        session = SessionDir(settings.session_dir) if settings.session_wait == 0 else None
+        collector = Collector(settings, store, session)
     except SettingsError as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 2
-    try:
-        store = open_store(settings.archive)
-        store.check()
-        collector = Collector(settings, store, _session_dir(settings))
     except (CollectorError, ArchiveError, InvalidName) as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 2
     collector.install_signal_handlers()
     try:
         collector.run()
-    except (CollectorError, ArchiveError) as e:
+    except (CollectorError, ArchiveError, InvalidName) as e:
         print(f"rayhistory collect: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_sls_installed(settings: CollectorSettings) -> None:
+    """SLS needs the sls extra (pyarrow, numpy, lz4 and the SDK), which the small collector image leaves out."""
+    if not settings.sls_endpoint:
+        return
+    try:
+        import collector.sinks.sls  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise InvalidSettings(
+            f"--sls-endpoint is set but {e.name} is not installed: use the collector image built with "
+            "EXTRAS=sls (the -sls tag), or pip install 'rayhistory[sls]' and the SDK (README, Streaming to SLS)"
+        ) from None

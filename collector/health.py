@@ -47,9 +47,27 @@ class Health:
         self.spool_bytes = Gauge(
             "rayhistory_collector_spool_bytes", "Bytes waiting in the local spool", registry=self.registry
         )
+        self.waiting_for = Gauge(
+            "rayhistory_collector_waiting",
+            "1 while the collector waits at start for this (archive: unreachable, retried; session: Ray has not "
+            "created its session directory yet)",
+            ["what"],
+            registry=self.registry,
+        )
+        for what in ("archive", "session"):
+            self.waiting_for.labels(what).set(0)
+        self._waits: dict[str, str] = {}
         self._last: dict[str, float] = {}
         self.components = ComponentMetrics()
         self.registry.register(self.components)
+
+    def waiting(self, what: str, reason: str | None) -> None:
+        """The collector waits for `what` (reason: what /healthz says), or no longer does (None)."""
+        if reason is None:
+            self._waits.pop(what, None)
+        else:
+            self._waits[what] = reason
+        self.waiting_for.labels(what).set(0 if reason is None else 1)
 
     def shipped(self, source: str, sink: str, segments: int, nbytes: int) -> None:
         self.shipped_segments.labels(source, sink).inc(segments)
@@ -69,6 +87,8 @@ class Health:
         return generate_latest(self.registry)
 
     def healthz(self) -> tuple[bool, str]:
+        if self._waits:
+            return False, "; ".join(self._waits.values())
         if "archive" not in self._last:
             return False, "no upload to the archive has completed yet"
         age = time.time() - self._last["archive"]

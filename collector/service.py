@@ -4,6 +4,7 @@ follow Ray into a new session, and close the session with a final flush on the w
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -29,19 +30,22 @@ log = logging.getLogger("rayhistory.collector")
 
 
 class Collector:
-    def __init__(self, settings: CollectorSettings, store: Store, session: SessionDir) -> None:
+    """Without a session, run() first waits for Ray to create it (a sidecar starts before Ray does)."""
+
+    def __init__(self, settings: CollectorSettings, store: Store, session: SessionDir | None = None) -> None:
         self.settings = settings
         self.store = store
         self.stop_event = threading.Event()
         self.stop_reason = "once" if settings.once else "stopped"
         # On Ray's shared temp volume by default, beside the session directories: it survives a collector restart.
-        self.state_dir = (
-            Path(settings.state_dir) if settings.state_dir else session.path.parent / "rayhistory-collector"
-        )
+        parent = session.path.parent if session else Path(settings.session_dir).expanduser().absolute().parent
+        self.state_dir = Path(settings.state_dir) if settings.state_dir else parent / "rayhistory-collector"
         self.health = Health(stale_after=3 * settings.interval + 60)
         self.events_spool: Spool | None = None
         self.http: HttpEventsSource | None = None
-        self._attach(session)
+        self.session: SessionDir | None = None
+        if session is not None:
+            self._attach(session)
 
     def _attach(self, session: SessionDir) -> None:
         """Follow one session: everything per session is reset here (a restarted Ray starts a new session)."""
@@ -137,12 +141,65 @@ class Collector:
         When the given session directory is Ray's `session_latest` link and Ray restarts (a new session), the old
         session is finished ("session-replaced") and the new one followed: both are archived, kept apart."""
         if self.settings.http_port and not self.settings.once:
-            self._start_http()
+            self._start_http()  # first: /healthz and /metrics say what the collector waits for
         try:
+            if not self.settings.once:
+                self._wait_for_archive()
+                if self.stop_event.is_set():
+                    log.warning("stopped before the archive %s answered; nothing was archived", self.store.url)
+                    return
+            if self.session is None:
+                session = self._wait_for_session()
+                if session is None:
+                    log.info("stopped before Ray created its session directory; nothing to archive")
+                    return
+                self._attach(session)
             self._run()
         finally:
             if self.http is not None:
                 self.http.stop()
+
+    def _wait_for_archive(self) -> None:
+        """A sidecar never exits for an archive it cannot reach at start (its pod would crash-loop, and Ray runs
+        on regardless): it retries with backoff, saying so in the log, on /healthz and in its metrics."""
+        delay = 1.0
+        self.health.waiting("archive", f"checking the archive {self.store.url}")
+        while not self.stop_event.is_set():
+            try:
+                self.store.check()
+            except StoreError as e:
+                self.health.waiting("archive", f"cannot reach the archive {self.store.url}: {e}; retrying")
+                self.health.failed("archive")
+                log.warning("cannot reach the archive, retrying in %.0fs: %s", delay, e)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if delay > 1.0:
+                log.info("the archive %s answers now", self.store.url)
+            break
+        self.health.waiting("archive", None)
+
+    def _wait_for_session(self) -> SessionDir | None:
+        """Ray's session directory, polled every half second up to --wait-for-session (None: stopped meanwhile)."""
+        wait = self.settings.session_wait
+        deadline = time.monotonic() + wait
+        announced = False
+        while True:
+            try:
+                session = SessionDir(self.settings.session_dir)
+            except NotARaySession as e:
+                if time.monotonic() >= deadline:
+                    raise
+                if not announced:
+                    limit = "as long as it takes" if math.isinf(wait) else f"up to {wait:.0f}s"
+                    log.info("waiting %s for Ray's session directory %s", limit, self.settings.session_dir)
+                    announced = True
+                self.health.waiting("session", f"waiting for Ray's session directory: {e}")
+                if self.stop_event.wait(0.5):
+                    return None
+                continue
+            self.health.waiting("session", None)
+            return session
 
     def _start_http(self) -> None:
         """Ray's HTTP event export lands in a spool (acknowledged only once on disk); /metrics and /healthz."""
@@ -186,7 +243,23 @@ class Collector:
                 self.start()
                 continue
             self.stop_event.wait(self.settings.interval)
+        self._wait_for_ray_to_stop()
         self.finish()
+
+    def _wait_for_ray_to_stop(self) -> None:
+        """Stopped by a signal while Ray still runs on this node (a plain container stopped together with Ray):
+        give Ray up to --ray-stop-wait seconds to exit, so the final upload holds its last writes."""
+        if not self.stop_reason.startswith("signal:") or self.settings.ray_stop_wait <= 0:
+            return
+        deadline = time.monotonic() + self.settings.ray_stop_wait
+        if not self.session.ray_running():
+            return
+        log.info(
+            "Ray still runs on this node: waiting up to %.0fs for it to stop before the final upload",
+            self.settings.ray_stop_wait,
+        )
+        while time.monotonic() < deadline and self.session.ray_running():
+            time.sleep(0.5)
 
     def _replacement(self) -> SessionDir | None:
         try:

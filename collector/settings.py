@@ -4,6 +4,7 @@ from its environment alone."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,11 @@ def _default_namespace() -> str:
 class CollectorSettings(Settings):
     command = "rayhistory collect"
 
-    session_dir: str = field(metadata={"help": "Ray's session directory, e.g. /tmp/ray/session_latest"})
     archive: str = field(metadata={"help": "archive URL: a directory, file://PATH or s3://bucket/prefix"})
+    session_dir: str = field(
+        default="/tmp/ray/session_latest",
+        metadata={"help": "Ray's session directory; the default is where Ray (and KubeRay's shared volume) puts it"},
+    )
     cluster: str = field(
         default="local",
         metadata={
@@ -33,8 +37,9 @@ class CollectorSettings(Settings):
     namespace: str = field(
         default_factory=_default_namespace,
         metadata={
-            "help": "Kubernetes namespace (default: $POD_NAMESPACE, the pod's namespace, else 'default')",
-            "env": "POD_NAMESPACE",
+            "help": "Kubernetes namespace (default: $POD_NAMESPACE, else KubeRay's $RAY_CLUSTER_NAMESPACE, else "
+            "the pod's namespace, else 'default')",
+            "env": ("POD_NAMESPACE", "RAY_CLUSTER_NAMESPACE"),
         },
     )
     interval: float = field(
@@ -46,6 +51,14 @@ class CollectorSettings(Settings):
         metadata={
             "help": "seconds allowed for the last upload after SIGTERM; keep it below the pod's "
             "terminationGracePeriodSeconds"
+        },
+    )
+    ray_stop_wait: float = field(
+        default=20.0,
+        metadata={
+            "help": "after SIGTERM, seconds to wait for Ray on this node to exit (its raylet socket closes) before "
+            "the final upload, so that Ray's last writes are in it when the collector is stopped together with Ray "
+            "(KubeRay's injection); a native sidecar, stopped after Ray, does not wait; 0: never wait"
         },
     )
     state_dir: str = field(
@@ -67,7 +80,9 @@ class CollectorSettings(Settings):
         metadata={
             "help": "port for Ray's HTTP event export (POST /v1/events; point "
             "RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR at it) and the collector's /metrics and "
-            "/healthz; 0 turns this server off"
+            "/healthz (default: $EVENTS_PORT, which KubeRay's collector injection sets to the port it points Ray "
+            "at, else 0: this server is off)",
+            "env": "EVENTS_PORT",
         },
     )
     http_host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP server binds"})
@@ -97,9 +112,17 @@ class CollectorSettings(Settings):
     sls_proxy: str = field(default="", metadata={"help": "HTTP proxy for SLS requests (optional)"})
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(
-        default=0.0,
+        default=-1.0,
         metadata={
-            "help": "seconds to wait for Ray to create the session directory (a sidecar may start before "
-            "Ray does); 0: fail at once"
+            "help": "seconds to wait for Ray to create the session directory (a sidecar starts before Ray "
+            "does); negative, the default: as long as it takes, except with --once (which fails at once); 0: fail "
+            "at once"
         },
     )
+
+    @property
+    def session_wait(self) -> float:
+        """Seconds to wait for the session directory (math.inf: until it appears)."""
+        if self.wait_for_session < 0:
+            return 0.0 if self.once else math.inf
+        return self.wait_for_session

@@ -1,45 +1,54 @@
-"""The `rayhistory` command: collect, serve, gc, demo and logs search."""
+"""The `rayhistory` command: collect, serve, gc, inject, demo and logs (search).
+
+Each subcommand's module is imported only to build its parser, and an image may hold only some of them: the
+collector's image has no pyarrow or DuckDB (Dockerfile.collector). A subcommand whose third-party dependencies are
+not installed still appears, and says which extra to install when run, instead of breaking every other command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from types import ModuleType
+
+OURS = ("archive", "collector", "historyserver", "rayhistory")
+# subcommand -> (module with add_arguments(parser) and run(args), help, the extra that brings its dependencies)
+SUBCOMMANDS = {
+    "collect": ("collector.cli", "archive one Ray session directory (runs as a sidecar)", "collector"),
+    "serve": ("historyserver.cli", "serve the history server over an archive", "server"),
+    "gc": ("historyserver.retention.cli", "delete archived sessions older than a given age (retention)", "server"),
+    "inject": ("rayhistory.inject", "add the collector sidecar to RayCluster/RayJob/RayService YAML", "inject"),
+    "demo": ("rayhistory.demo", "run a real local Ray cluster, archive it, stop it, and serve its history", "demo"),
+    # A client of a running server, standard library only: any install has it.
+    "logs": ("rayhistory.logs", "search archived logs through a running history server (logs search)", "collector"),
+}
+
+
+def _load(module: str) -> ModuleType | str:
+    """The subcommand's module, or the name of the missing third-party module that keeps it from loading."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if not missing or missing in OURS:
+            raise  # our own code is broken: not a missing extra
+        return missing
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayhistory", description="Keep and rebuild finished Ray clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from collector import cli as collect_cli
-
-    p = sub.add_parser("collect", help="archive one Ray session directory (runs as a sidecar)")
-    collect_cli.add_arguments(p)
-
-    p = sub.add_parser("serve", help="serve the history server over an archive")
-    from historyserver import cli as serve_cli
-
-    serve_cli.add_arguments(p)
-
-    p = sub.add_parser("gc", help="delete archived sessions older than a given age (retention)")
-    from historyserver.retention import cli as gc_cli
-
-    gc_cli.add_arguments(p)
-
-    p = sub.add_parser("demo", help="run a real local Ray cluster, archive it, stop it, and serve its history")
-    from rayhistory import demo
-
-    demo.add_arguments(p)
-
-    p = sub.add_parser("logs", help="the logs of archived sessions, through a running history server")
-    logs_sub = p.add_subparsers(dest="logs_command", required=True)
-    p = logs_sub.add_parser(
-        "search", help="search log lines and task errors, printed as grep prints (node/file:line: message)"
-    )
-    from rayhistory import logs_search
-
-    logs_search.add_arguments(p)
+    modules: dict[str, ModuleType | str] = {}
+    for name, (module, helptext, extra) in SUBCOMMANDS.items():
+        loaded = modules[name] = _load(module)
+        if isinstance(loaded, str):
+            p = sub.add_parser(name, help=f"{helptext} [not installed here: needs rayhistory[{extra}]]")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        else:
+            loaded.add_arguments(sub.add_parser(name, help=helptext))
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -50,15 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         # Their INFO lines ("Found credentials in environment variables") would bury our one-line errors.
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    if args.command == "collect":
-        return collect_cli.run(args)
-    if args.command == "serve":
-        return serve_cli.run(args)
-    if args.command == "gc":
-        return gc_cli.run(args)
-    if args.command == "logs":
-        return logs_search.run(args)
-    return demo.run(args)
+    loaded = modules[args.command]
+    if not isinstance(loaded, str):
+        try:
+            return int(loaded.run(args))
+        except ModuleNotFoundError as e:  # serve imports its web stack only when it starts
+            loaded = (e.name or "").split(".")[0]
+            if not loaded or loaded in OURS:
+                raise
+    print(
+        f"rayhistory {args.command}: not installed here ({loaded} is missing); "
+        f"pip install 'rayhistory[{SUBCOMMANDS[args.command][2]}]' (or use the image that has it)",
+        file=sys.stderr,
+    )
+    return 2
 
 
 if __name__ == "__main__":

@@ -144,8 +144,21 @@ def every_pod_template() -> Iterator[tuple[str, dict[str, Any], dict[str, Any], 
                 yield f"{where} {obj['kind']}/{obj['metadata']['name']} {part}", obj, template, docs
 
 
+def cluster_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec") or {}
+    return {"RayCluster": spec, "RayJob": spec.get("rayClusterSpec"), "RayService": spec.get("rayClusterConfig")}.get(
+        obj["kind"]
+    ) or {}
+
+
+def kuberay_injected(obj: dict[str, Any]) -> bool:
+    """KubeRay adds the collector itself (spec.historyServerOptions): its templates hold no collector."""
+    return obj["kind"] in RAY_KINDS and bool(cluster_spec(obj).get("historyServerOptions"))
+
+
 def ray_pod_templates() -> list[tuple[str, dict[str, Any], dict[str, Any], tuple[dict[str, Any], ...]]]:
-    return [t for t in every_pod_template() if t[1]["kind"] in RAY_KINDS]
+    """The Ray pod templates that carry the collector sidecar themselves (rayhistory inject's way)."""
+    return [t for t in every_pod_template() if t[1]["kind"] in RAY_KINDS and not kuberay_injected(t[1])]
 
 
 def _strip_hash(obj: Any, names: set[str]) -> Any:

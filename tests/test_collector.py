@@ -130,7 +130,7 @@ def _cli(*args, **kw):
 
 
 def test_cli_bad_session_dir_is_one_clear_line(tmp_path):
-    out = _cli("--session-dir", str(tmp_path / "nope"), "--archive", str(tmp_path / "a"))
+    out = _cli("--session-dir", str(tmp_path / "nope"), "--archive", str(tmp_path / "a"), "--wait-for-session", "0")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "does not exist" in out.stderr
 

@@ -153,6 +153,9 @@ def test_the_token_is_found_where_ray_looks_and_sent_as_a_bearer_token(tmp_path)
         # Ray's order: the environment variable wins over the files.
         assert find_token({"RAY_AUTH_TOKEN": "env"}, home) == "env"
         assert find_token({}, tmp_path / "empty") is None
+        # KubeRay's injection with Kubernetes token auth: its projected token file, before the others.
+        k8s = {"RAY_ENABLE_K8S_TOKEN_AUTH": "true", "RAY_AUTH_TOKEN": "env"}
+        assert find_token(k8s, tmp_path / "empty", k8s_token_file=token_file) == token
     finally:
         dashboard.close()
 

@@ -19,9 +19,11 @@ from tests.deploy_manifests import (
     RAY_KINDS,
     ROOT,
     _report,  # noqa: F401  (a fixture: prints which renderer and schemas ran)
+    cluster_spec,
     configmap,
     every_pod_template,
     example,
+    kuberay_injected,
     rendered,
 )
 
@@ -128,15 +130,23 @@ def test_images_are_the_versions_this_repository_pins() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()  # tomllib is 3.11+, the project supports 3.10
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     (ray_pin,) = set(re.findall(r'"ray==([^"]+)"', pyproject))
-    allowed = {f"rayhistory:{version}", f"rayproject/ray:{ray_pin}", OAUTH2_PROXY_IMAGE}
+    allowed = {
+        f"rayhistory-server:{version}",
+        f"rayhistory-collector:{version}",
+        f"rayproject/ray:{ray_pin}",
+        OAUTH2_PROXY_IMAGE,
+    }
     seen = set()
     for where, obj, template, _ in every_pod_template():
+        options = (cluster_spec(obj).get("historyServerOptions") or {}).get("collectorOptions")
+        if options:  # KubeRay's own injection runs this image
+            assert options["image"] in allowed, f"{where}: collectorOptions.image {options['image']}"
+            seen.add(options["image"])
         for container in template["spec"].get("initContainers", []) + template["spec"]["containers"]:
             assert container["image"] in allowed, f"{where}: image {container['image']} (expected one of {allowed})"
             seen.add(container["image"])
         if obj["kind"] in RAY_KINDS:
-            cluster = obj["spec"] if obj["kind"] == "RayCluster" else obj["spec"]["rayClusterSpec"]
-            assert cluster["rayVersion"] == ray_pin, where
+            assert cluster_spec(obj)["rayVersion"] == ray_pin, where
     assert seen == allowed
 
 
@@ -146,7 +156,13 @@ def test_images_are_the_versions_this_repository_pins() -> None:
 def test_examples_use_the_same_archive_settings_as_the_base_and_the_same_cluster() -> None:
     (base,) = [o for o in rendered("base") if o["kind"] == "ConfigMap"]
     for name in EXAMPLES:
-        assert configmap(example(name), "rayhistory-archive")["data"] == base["data"], name
+        docs = example(name)
+        injected = [cluster_spec(o)["historyServerOptions"] for o in docs if kuberay_injected(o)]
+        if not injected:
+            assert configmap(docs, "rayhistory-archive")["data"] == base["data"], name
+        for options in injected:  # KubeRay's injection takes literal env, no envFrom
+            env = {e["name"]: e.get("value") for e in options["collectorOptions"]["env"]}
+            assert {k: env.get(k) for k in base["data"]} == base["data"], name
     (cluster,) = [o for o in example("raycluster-with-collector.yaml") if o["kind"] == "RayCluster"]
     (job,) = [o for o in example("rayjob-with-collector.yaml") if o["kind"] == "RayJob"]
     assert job["spec"]["rayClusterSpec"] == cluster["spec"], "the RayJob's cluster drifted from the RayCluster example"

@@ -32,10 +32,10 @@ from tests.deploy_manifests import (
     _report,  # noqa: F401  (a fixture: prints which renderer and schemas ran)
     _strip_hash,
     every_object,
+    every_pod_template,
     example,
     kubectl_render,
     load_kustomization,
-    ray_pod_templates,
     rendered,
 )
 
@@ -256,7 +256,7 @@ def test_core_objects_and_ray_pod_templates_validate_strictly(version: str) -> N
     for where, obj in every_object():
         if obj["kind"] not in RAY_KINDS:
             problems[where] = core_errors(obj, version)
-    for where, _, template, _ in ray_pod_templates():
+    for where, _, template, _ in [t for t in every_pod_template() if t[1]["kind"] in RAY_KINDS]:
         wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "template"}, "template": template}
         problems[where + " (as a PodTemplate)"] = core_errors(wrapped, version)
     assert not {w: p for w, p in problems.items() if p}, json.dumps(problems, indent=1)

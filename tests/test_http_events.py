@@ -184,6 +184,40 @@ def test_protocol_edges(receiver):
     assert [json.loads(x)["n"] for x in read_lines(receiver.spool)] == [0, 1, 2]
 
 
+def _outward_address() -> str:
+    """This machine's address on its default route (no packet is sent): a peer that is not loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError as e:
+            pytest.fail(f"this machine has no non-loopback IPv4 address to test from: {e}", pytrace=False)
+        address = s.getsockname()[0]
+    assert not address.startswith("127."), f"the default route's address is loopback ({address})"
+    return address
+
+
+def test_events_from_another_host_are_refused_when_listening_on_the_pod_ip(tmp_path):
+    """Bound to 0.0.0.0 (so /metrics is scrapable), the receiver still takes events only from its own pod."""
+    spool = Spool(tmp_path / "spool")
+    source = HttpEventsSource(spool, host="0.0.0.0").start()
+    try:
+        port = source.address[1]
+        outside = _outward_address()
+        conn = http.client.HTTPConnection(outside, port, timeout=60)
+        conn.request("POST", "/v1/events", body=b"[{}]", headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 403 and "from this pod only" in answer["error"]["message"], answer
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/events", body=b"[{}]", headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert read_lines(spool) == [b"{}"]
+    finally:
+        source.stop()
+
+
 def test_concurrent_senders_lose_nothing(receiver):
     def send(worker: int) -> None:
         for i in range(25):

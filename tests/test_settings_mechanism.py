@@ -140,3 +140,27 @@ def test_rayhistory_collect_is_configured_from_the_environment_alone():
     )
     with pytest.raises(SettingsError, match=r"\$RAYHISTORY_INTERVAL: 'soon' is not a number"):
         cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_INTERVAL": "soon"})
+
+
+@pytest.mark.parametrize("subcommand", ["collect", "serve"])
+def test_every_flag_of_collect_and_serve_is_a_declared_setting_with_its_variable(subcommand):
+    """No flag of these commands bypasses the one mechanism: each parser action is a settings field, so each flag
+    has its RAYHISTORY_ variable (and the README row test_docs.py checks)."""
+    from collector import cli as collect_cli
+    from collector.settings import CollectorSettings
+    from historyserver import cli as serve_cli
+    from historyserver.settings import ServerSettings
+
+    cli, settings = {"collect": (collect_cli, CollectorSettings), "serve": (serve_cli, ServerSettings)}[subcommand]
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    flagged = {f.name for f in settings.fields() if settings.flag(f)}
+    assert dests == flagged
+    for f in settings.fields():
+        value = "7" if settings.kind(f) in ("int", "float") else "true" if settings.kind(f) == "bool" else None
+        if value is None or f.metadata.get("choices") or f.metadata.get("duration"):
+            continue
+        env = {"RAYHISTORY_ARCHIVE": "/tmp/a", settings.env_name(f): value}
+        loaded = getattr(settings.load(parser.parse_args([]), env), f.name)
+        assert loaded == (True if value == "true" else float(value)), f"{settings.env_name(f)} is not read"

@@ -54,13 +54,25 @@ class AuthenticationRequired(RuntimeError):
     """The dashboard answered 401 or 403: Ray's token authentication is on and the collector's token is wrong."""
 
 
-def find_token(environ: Mapping[str, str] | None = None, home: str | os.PathLike[str] | None = None) -> str | None:
-    """Ray's own lookup order (ray._raylet AuthenticationTokenLoader): RAY_AUTH_TOKEN, then the file named by
-    RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token."""
+# KubeRay's injection, with Kubernetes token authentication on, sets RAY_ENABLE_K8S_TOKEN_AUTH=true and mounts
+# the pod's projected ServiceAccount token here (KubeRay's utils.RayTokenMountPath; its own collector reads it).
+K8S_TOKEN_FILE = "/var/run/secrets/ray.io/serviceaccount/token"
+
+
+def find_token(
+    environ: Mapping[str, str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    k8s_token_file: str | os.PathLike[str] = K8S_TOKEN_FILE,
+) -> str | None:
+    """KubeRay's projected token when RAY_ENABLE_K8S_TOKEN_AUTH is true, else Ray's own lookup order
+    (ray._raylet AuthenticationTokenLoader): RAY_AUTH_TOKEN, then the file named by RAY_AUTH_TOKEN_PATH, then
+    ~/.ray/auth_token."""
     env = os.environ if environ is None else environ
-    if env.get("RAY_AUTH_TOKEN", "").strip():
+    k8s = env.get("RAY_ENABLE_K8S_TOKEN_AUTH", "").strip().lower() in ("1", "true", "yes")
+    if not k8s and env.get("RAY_AUTH_TOKEN", "").strip():
         return env["RAY_AUTH_TOKEN"].strip()
-    candidates = [Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser()] if env.get("RAY_AUTH_TOKEN_PATH") else []
+    candidates = [Path(k8s_token_file)] if k8s else []
+    candidates += [Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser()] if env.get("RAY_AUTH_TOKEN_PATH") else []
     candidates.append(Path(home if home is not None else Path.home()) / ".ray" / "auth_token")
     for path in candidates:
         try:

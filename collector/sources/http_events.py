@@ -11,10 +11,15 @@ forever); 400 a body that is empty, not UTF-8, not JSON, or not an array of obje
 413 a body above `max_body_bytes`; 415 a content type other than JSON whose body is not valid JSON either, or a
 Content-Encoding; 503 + Retry-After when the spool is full or cannot write. Error bodies are
 `{"error": {"code", "message"}}`.
+
+Events are accepted from a loopback address only (403 otherwise): the sender is the dashboard agent of this pod,
+which KubeRay and our manifests point at localhost, while the server may listen on the pod IP for /metrics and
+/healthz (a sidecar's scrape target). Anyone else on the pod network could otherwise write into the archive.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -201,6 +206,15 @@ def _kind(value) -> str:
     )
 
 
+def _loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
 class _Handler(BaseHTTPRequestHandler):
     source: HttpEventsSource
     protocol_version = "HTTP/1.1"  # keep-alive: the agent reuses its connection
@@ -231,6 +245,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no route {path}; Ray's events go to POST {source.path}")
             return
         source.stats.add(requests=1)
+        if not _loopback(self.client_address[0]):
+            self._discard_body()
+            source.stats.add(refused_requests=1, refused_bytes=self._claimed_length())
+            log.info("refused events from %s: not a loopback address", self.client_address[0])
+            self._error(
+                HTTPStatus.FORBIDDEN,
+                "Ray's events are accepted from this pod only: point "
+                f"RAY_DASHBOARD_AGGREGATOR_AGENT_EVENTS_EXPORT_ADDR at http://localhost:<port>{source.path}",
+            )
+            return
         try:
             body = self._read_body()
             if not source._slots.acquire(timeout=1.0):

@@ -69,6 +69,16 @@ class SessionDir:
     def node_ip(self) -> str | None:
         return self._grep(_NODE_IP_LOG, "raylet.out")
 
+    def ray_running(self) -> bool:
+        """Whether this node's raylet still accepts connections on its socket in the session directory."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            try:
+                s.connect(str(self.path / "sockets" / "raylet"))
+            except OSError:
+                return False
+        return True
+
     @staticmethod
     def hostname() -> str:
         return socket.gethostname()
