@@ -144,8 +144,8 @@ def sls(total_mb: int) -> list[tuple[str, float, float, int]]:
     sink, then in the same run the SDK's `put_logs` over LogLineParser's records (the straightforward design)."""
     from aliyun.log import LogClient, LogItem, PutLogsRequest
 
+    from archive.log_records import LogLineParser
     from collector.sinks.sls import SlsConfig, SlsSink, hash_key
-    from collector.sinks.sls.parse import LogLineParser
     from collector.sources.session_dir import LogFile
 
     root = Path(tempfile.mkdtemp(prefix="rh-bench-sls-"))

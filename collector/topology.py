@@ -120,7 +120,7 @@ def build(
             config_from_settings,
         )
 
-        config = config_from_settings(settings, state.spools / "sls-checkpoint.json")
+        config = config_from_settings(settings, state.spools / "sls-checkpoint.json", ref.session)
         sinks.append(SlsLogsSink(config, node.node_id, session.logs))
     sinks.append(
         ArchiveSink(store, ref.node(node.node_id), {s.name: s.folder for s in sources}, state.checkpoint, on_shipped)

@@ -1,4 +1,4 @@
-"""Ray's log lines parsed into SLS records (collector/sinks/sls/parse.py): every real sample format, C++
+"""Ray's log lines parsed into SLS records (archive/log_records.py): every real sample format, C++
 continuations and one byte at a time, markers across calls and from a checkpoint, bad bytes and huge lines."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from collector.sinks.sls.parse import LogLineParser, Markers
+from archive.log_records import LogLineParser, Markers
 
 NODE = "a5f98df87f117771c91ca093491ee5f891c9e432bfe62ac8566abb40"
 
@@ -114,3 +114,38 @@ def test_bad_bytes_ansi_and_a_10mb_line_never_crash_and_stay_bounded():
     assert parts[0].message.startswith("\\xff\\xfered") and parts[0].source == "x.cc:1" and parts[5].level == "INFO"
     assert sum(r.end - r.offset for r in parts) == len(line) + 1
     assert recs[-1].message == "after" and recs[-1].complete
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def test_every_record_knows_its_line_numbers_in_every_path_and_after_a_resume():
+    """`line` is the 1-based number of the line holding a record's first byte (what search hits and the archive's
+    log rows point at), `end_line` that of its end; markers, continuations, cut long lines and unterminated
+    tails all count as the file counts them."""
+    cases = {
+        "raylet.out": (
+            b"[2026-11-25 19:58:42,362 E 7013 7023] (raylet) node_manager.cc:1: worker died\n"
+            b"*** stack trace:\n    frame 1\n"
+            + b"[2026-11-25 19:58:43,001 I 7013 7013] (raylet) main.cc:2: "
+            + b"w" * 300
+            + b"\n"
+            b"  trailing\n" + b"[2026-11-25 19:58:43,002 I 7013 7013] (raylet) main.cc:3: unterminated"
+        ),
+        "worker-aa-ffffffff-42.out": b":job_id:02000000\nhello\n:task_name:f\n\n" + b"x" * 250 + b"\nbye",
+    }
+    for name, data in cases.items():
+        for chunk in (1, 7, len(data)):
+            p = LogLineParser(name, NODE, max_record_bytes=100)
+            recs = [r for i in range(0, len(data), chunk) for r in p.feed(data[i : i + chunk])] + p.flush()
+            for r in recs:
+                assert (r.line, r.end_line) == (_line_of(data, r.offset), _line_of(data, r.end)), (name, chunk, r)
+            assert any(r.part for r in recs)  # the long line was cut into parts on its own line
+        # resuming at each complete record's end with the line number a checkpoint keeps
+        whole = parse_all(name, data, max_record_bytes=100)
+        for r in whole:
+            if r.complete:
+                resumed = LogLineParser(name, NODE, offset=r.end, line=r.end_line, max_record_bytes=100)
+                rest = resumed.feed(data[r.end :]) + resumed.flush()
+                assert [(x.offset, x.line) for x in rest] == [(x.offset, x.line) for x in whole if x.offset >= r.end]

@@ -175,7 +175,7 @@ def test_a_10mb_line_goes_in_requests_under_10mb_and_order_holds_per_file(sls, t
     # MD5 space of its shard ranges; ours is the MD5 of node, NUL, file path (collector/sinks/sls.py documents it).
     assert {x.hash_key for x in raylet} == {hashlib.md5(NODE.encode() + b"\0raylet.out").hexdigest()}
     assert re.fullmatch(r"[0-9a-f]{32}", raylet[0].hash_key) and dash[0].hash_key != raylet[0].hash_key
-    assert raylet[0].contents["level"] == "WARNING" and raylet[0].tags["node"] == NODE
+    assert raylet[0].contents["level"] == "WARNING" and raylet[0].tags["node_id"] == NODE
     stats = sink.stats()
     assert stats.lines_sent == len(sls.items()) and stats.lag_bytes == 0 and stats.dropped == 0
 
@@ -372,7 +372,7 @@ def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_pat
     store = LocalStore(tmp_path / "archive")
     node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
     assert archive_logs.read_file(store, node, "raylet.out") == (session / "logs" / "raylet.out").read_bytes()
-    assert {x.tags["node"] for x in sls.items()} == {NODE_ID}
+    assert {x.tags["node_id"] for x in sls.items()} == {NODE_ID}
 
 
 def test_sls_without_credentials_is_one_clear_line(tmp_path):

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 from aliyun.log.proto import LogGroupRaw
 
+from archive.log_records import LogLineParser, Markers
 from collector.sinks.sls import records_columns
 from collector.sinks.sls.columns import ColumnChunk, parse_chunk, read_chunk
-from collector.sinks.sls.parse import LogLineParser, Markers
 from collector.sinks.sls.wire import Columns, encode_logs, group_tail, log_bytes
 from tests import needs
 

@@ -2,8 +2,8 @@
 
     client.py      the SDK's signed transport, one attempt per request (SlsError)
     wire.py        LogGroup protobuf, encoded column-wise (byte-identical to the SDK's)
-    parse.py       Ray's log line formats -> records (LogLineParser, the definition)
-    columns.py     the common case of parse.py, column-wise (Arrow), and records as columns
+    (archive/log_records.py: Ray's log line formats -> records, LogLineParser, the definition)
+    columns.py     the common case of LogLineParser, column-wise (Arrow; rules in archive/log_columns.py), and records as columns
     checkpoint.py  per file: generation, inode, acknowledged offset
     sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> SlsConfig:
+def config_from_settings(settings: CollectorSettings, checkpoint_path: Path, session: str = "") -> SlsConfig:
     """The SLS settings, with the credentials from the environment (RRSA or AccessKeys, archive/credentials.py);
     raises InvalidSettings naming what is missing."""
     missing = [f"--{k.replace('_', '-')}" for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
@@ -61,6 +61,9 @@ def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> 
         credentials=source,
         checkpoint_path=str(checkpoint_path),
         proxy=settings.sls_proxy or None,
+        cluster=settings.cluster,
+        namespace=settings.namespace,
+        session=session,
     )
 
 

@@ -1,5 +1,5 @@
 """The SLS sink's checkpoint: per log file, the generation, inode and acknowledged offset (with the marker lines'
-state there), so a killed collector resumes at the last acknowledged record. Versioned JSON, written atomically;
+state, the line number and the next `__pack_id__` counter there), so a killed collector resumes at the last acknowledged record. Versioned JSON, written atomically;
 unlike the archive's checkpoint it cannot be rebuilt from the destination, so an unusable one stops the collector
 with a hint instead of silently resending everything.
 """
@@ -13,11 +13,14 @@ from typing import Any
 from archive.atomic import write_atomic
 from collector.errors import CheckpointError
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# Version 1 had no line number nor pack counter: the sink counts the lines up to the offset and starts the counter
+# at 0 (context across that upgrade may interleave; nothing is resent).
+READABLE_VERSIONS = (1, 2)
 
 
 def load(path: str | Path) -> dict[str, dict[str, Any]]:
-    """path -> {path, generation, inode, offset, markers}; empty when there is no checkpoint yet."""
+    """path -> {path, generation, inode, offset, markers, line, pack}; empty when there is no checkpoint yet."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -28,7 +31,7 @@ def load(path: str | Path) -> dict[str, dict[str, Any]]:
             f"cannot read the SLS checkpoint {path}: {e}; delete it to send every file "
             "again from the start (readers drop repeats by __dedup__)"
         ) from e
-    if data.get("version") != CHECKPOINT_VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"SLS checkpoint {path} has version {data.get('version')!r}, this collector "
             f"writes {CHECKPOINT_VERSION}; delete it to resend from the start"

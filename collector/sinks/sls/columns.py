@@ -1,4 +1,4 @@
-"""The common case of parse.py (LogLineParser), column-wise: a chunk of whole lines that are each one record.
+"""The common case of LogLineParser (archive/log_records.py), column-wise: a chunk of whole lines that are each one record.
 
 LogLineParser is the definition of what a record is; it costs ~10 microseconds a line in Python. Most of Ray's
 log bytes are runs of single-line records (C++ and Python headers without tracebacks, raw output without marker
@@ -18,16 +18,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.sinks.sls.parse import LogLineParser, Markers, Record, file_facts
+from archive.log_columns import (
+    CPP_STRICT,
+    HEADER,
+    MARKER_KEYS,
+    PY_STRICT,
+    headed,
+    plain,
+)
+from archive.log_records import LogLineParser, Markers, Record, file_facts
 from collector.sinks.sls.wire import Columns
-
-_HEADER = r"^(?:\[\d{4}-\d{2}-\d{2} |\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t)"
-# LogLineParser's C++ and Python headers (parse.py), spelt strictly: the separator after the caller
-# with its space, no other ": " or " -- " before it, so that splitting at the first separator finds the message.
-_CPP_STRICT = r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [DIWEF] \d+ \d+\] (?:\([^)\s]+\) )?[^\s:]+:\d+: "
-_PY_STRICT = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}\t[A-Z]+ [^\s:]+:\d+ -- "
-_ANSI = r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]"
-_CPP_LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "FATAL"}
 
 
 @dataclass
@@ -38,7 +38,9 @@ class ColumnChunk:
     columns: Columns
     starts: np.ndarray  # file offset of each record
     ends: np.ndarray
+    lines: np.ndarray  # 1-based line number of each record (one line each: the next record's is at least +1)
     consumed: int
+    next_line: int  # the number of the line starting at `consumed`
     markers: Markers  # the marker state after the consumed bytes
 
     @property
@@ -58,9 +60,6 @@ class ColumnChunk:
         return out
 
 
-MARKER_KEYS = ("job_id", "task_name", "actor_name")
-
-
 def read_chunk(
     parser: LogLineParser, data: bytes, base: int, more: bool, max_record_bytes: int, dedup_prefix: str
 ) -> tuple[list[list[Record] | ColumnChunk], int]:
@@ -71,11 +70,13 @@ def read_chunk(
     parts: list[list[Record] | ColumnChunk] = []
     end = base + len(data)
     chunk = (
-        parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix) if parser.idle else None
+        parse_chunk(data, base, parser.file, parser.markers, max_record_bytes, dedup_prefix, parser.resume_line)
+        if parser.idle
+        else None
     )
     if chunk is not None:
         parts.append(chunk)
-        parser.skip_to(chunk.consumed)
+        parser.skip_to(chunk.consumed, chunk.next_line)
         parser.markers = chunk.markers
         if more:
             return parts, chunk.consumed
@@ -92,8 +93,10 @@ def read_chunk(
 
 
 def parse_chunk(
-    data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int, dedup_prefix: str
+    data: bytes, base: int, path: str, markers: Markers, max_record_bytes: int, dedup_prefix: str, line: int = 1
 ) -> ColumnChunk | None:
+    """The chunk `data` at file offset `base`, whose first byte starts line number `line`, column-wise; None when
+    LogLineParser must read it (see the module's docstring)."""
     cut = data.rfind(b"\n") + 1
     if not cut:
         return None
@@ -122,65 +125,40 @@ def parse_chunk(
     body = every.slice(0, n)
     starts = bounds[:n] + base
     ends = bounds[1 : n + 1] + base
+    numbers = np.arange(line, line + n, dtype=np.int64)
     consumed = base + int(bounds[n])
     if raw_output:
-        return _raw_output(body, starts, ends, consumed, component, pid, markers, ansi, dedup_prefix)
+        return _raw_output(body, starts, ends, numbers, consumed, component, pid, markers, ansi, dedup_prefix)
     cpp = lines[:1] == b"["
     # The whole header is checked by one match; its fields are then cut out by position and by the separators
     # the check guarantees (cheaper than RE2 submatch extraction, which costs more than everything else here).
-    if not pc.all(pc.match_substring_regex(every, _CPP_STRICT if cpp else _PY_STRICT)).as_py():
+    if not pc.all(pc.match_substring_regex(every, CPP_STRICT if cpp else PY_STRICT)).as_py():
         return None  # a continuation line, another format, or a rare spelling: LogLineParser decides
-    headed = _headed(body, cpp, component, pid, ansi)
-    if headed is None:
+    parsed = headed(body, cpp, component, pid, ansi)
+    if parsed is None:
         return None
-    seconds, nanos, text_cols, constants = headed
-    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
+    seconds, nanos, text_cols, constants = parsed
+    _positions(text_cols, dedup_prefix, starts, numbers)
     constants.update(markers.to_json())
-    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, markers)
+    return ColumnChunk(
+        Columns(seconds, nanos, text_cols, constants), starts, ends, numbers, consumed, line + n, markers
+    )
 
 
-def _dedup(prefix: str, starts: np.ndarray) -> pa.Array:
-    return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(pa.array(starts), pa.string()), "")
-
-
-def _headed(body: pa.Array, cpp: bool, component: str, pid: int | None, ansi: bool):
-    """(seconds, nanos, text columns, constants) of rows that all match _CPP_STRICT (cpp) or _PY_STRICT."""
-    seconds = _epoch_seconds(pc.utf8_slice_codeunits(body, 1, 20) if cpp else pc.utf8_slice_codeunits(body, 0, 19))
-    if seconds is None:
-        return None
-    ms = pc.utf8_slice_codeunits(body, 21, 24) if cpp else pc.utf8_slice_codeunits(body, 20, 23)
-    nanos = ms.cast(pa.uint32()).to_numpy().astype(np.uint32) * np.uint32(1_000_000)
-    head_msg = pc.split_pattern(body, ": " if cpp else " -- ", max_splits=1)
-    head, msg = pc.list_element(head_msg, 0), pc.list_element(head_msg, 1)
-    text_cols = {"message": _plain(msg) if ansi else msg}
-    constants: dict[str, str] = {}
-    if cpp:
-        # head: `[date time,ms L pid tid] (component) file:line` (the component is optional)
-        # (a trailing space makes a list of 4 or 5 words: list_element refuses an index past a list's end)
-        words = pc.split_pattern(pc.binary_join_element_wise(pc.utf8_slice_codeunits(head, 27, 1 << 30), "", " "), " ")
-        named = pc.equal(pc.list_value_length(words), 5)
-        comp = pc.list_element(words, 2)
-        text_cols["level"] = _map(pc.utf8_slice_codeunits(body, 25, 26), _CPP_LEVELS)
-        text_cols["component"] = pc.if_else(named, pc.utf8_slice_codeunits(comp, 1, -1), pa.scalar(component))
-        text_cols["caller"] = pc.if_else(named, pc.list_element(words, 3), comp)
-        # str(int(x)) in LogLineParser: the same text unless Ray zero-padded, which it does not
-        text_cols["pid"] = pc.list_element(words, 0)
-        text_cols["tid"] = pc.utf8_slice_codeunits(pc.list_element(words, 1), 0, -1)
-    else:
-        # head: `date time,ms<TAB>LEVEL file:line`
-        words = pc.split_pattern(pc.utf8_slice_codeunits(head, 24, 1 << 30), " ", max_splits=1)
-        text_cols["level"] = pc.list_element(words, 0)
-        text_cols["caller"] = pc.list_element(words, 1)
-        constants["component"] = component
-        if pid is not None:
-            constants["pid"] = str(pid)
-    return seconds, nanos, text_cols, constants
+def _positions(text_cols: dict[str, pa.Array], prefix: str, starts: np.ndarray, numbers: np.ndarray) -> None:
+    """Where each record is in its file: `__dedup__` (file id:offset, for readers dropping repeats), and the
+    `line` and `offset` that search hits point at."""
+    offsets = pc.cast(pa.array(starts), pa.string())
+    text_cols["__dedup__"] = pc.binary_join_element_wise(pa.scalar(prefix), offsets, "")
+    text_cols["line"] = pc.cast(pa.array(numbers), pa.string())
+    text_cols["offset"] = offsets
 
 
 def _raw_output(
     body: pa.Array,
     starts: np.ndarray,
     ends: np.ndarray,
+    numbers: np.ndarray,
     consumed: int,
     component: str,
     pid: int | None,
@@ -191,23 +169,24 @@ def _raw_output(
     """Worker and driver output: one record per line, except marker lines (`:task_name:f`, state for the lines
     after them) and lines shaped like a C++ or Python header (read as headers, as LogLineParser does)."""
     n = len(body)
+    next_line = int(numbers[-1]) + 1 if n else 1
     now = time.time_ns()
     seconds = np.full(n, now // 1_000_000_000, np.int64)
     nanos = np.full(n, now % 1_000_000_000, np.uint32)
-    text_cols: dict[str, pa.Array] = {"message": _plain(body) if ansi else body}
+    text_cols: dict[str, pa.Array] = {"message": plain(body) if ansi else body}
     constants: dict[str, str] = {}
-    headed = pc.match_substring_regex(body, _HEADER)
-    if pc.any(headed).as_py():
-        cpp_rows = pc.match_substring_regex(body, _CPP_STRICT)
-        py_rows = pc.match_substring_regex(body, _PY_STRICT)
-        if pc.any(pc.and_(headed, pc.invert(pc.or_(cpp_rows, py_rows)))).as_py():
+    has_header = pc.match_substring_regex(body, HEADER)
+    if pc.any(has_header).as_py():
+        cpp_rows = pc.match_substring_regex(body, CPP_STRICT)
+        py_rows = pc.match_substring_regex(body, PY_STRICT)
+        if pc.any(pc.and_(has_header, pc.invert(pc.or_(cpp_rows, py_rows)))).as_py():
             return None  # a header spelt loosely: LogLineParser's
         text_cols["component"] = pa.array(np.full(n, component, object), pa.string())
         text_cols["pid"] = pa.nulls(n, pa.string()) if pid is None else pa.array(np.full(n, str(pid), object))
         for rows, cpp in ((cpp_rows, True), (py_rows, False)):
             if not pc.any(rows).as_py():
                 continue
-            got = _headed(pc.filter(body, rows), cpp, component, pid, ansi)
+            got = headed(pc.filter(body, rows), cpp, component, pid, ansi)
             if got is None:
                 return None
             sub_seconds, sub_nanos, sub_cols, _ = got
@@ -231,7 +210,7 @@ def _raw_output(
                     constants[key] = getattr(markers, key)
                 continue
             value = pc.utf8_slice_codeunits(body, len(key) + 2, 1 << 30)
-            value = _plain(value) if ansi else value
+            value = plain(value) if ansi else value
             if pc.any(pc.and_(is_key, pc.equal(value, ""))).as_py():
                 return None  # an empty marker clears the state: LogLineParser's
             held = pc.fill_null_forward(pc.if_else(is_key, value, pa.scalar(None, pa.string())))
@@ -243,34 +222,11 @@ def _raw_output(
         mask = keep.to_numpy(zero_copy_only=False)
         text_cols = {k: pc.filter(v, keep) for k, v in text_cols.items()}
         seconds, nanos, starts, ends = seconds[mask], nanos[mask], starts[mask], ends[mask]
+        numbers = numbers[mask]
     else:
         constants.update(markers.to_json())
-    text_cols["__dedup__"] = _dedup(dedup_prefix, starts)
-    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, consumed, after)
-
-
-def _plain(text: pa.Array) -> pa.Array:
-    """Text without ANSI escape sequences (parse.py's _ANSI, in RE2)."""
-    return pc.replace_substring_regex(text, _ANSI, "")
-
-
-def _epoch_seconds(stamps: pa.Array) -> np.ndarray | None:
-    """Local-time `YYYY-mm-dd HH:MM:SS` stamps as epoch seconds (Ray writes the node's local time); mktime once
-    per distinct second, as LogLineParser does."""
-    distinct = pc.unique(stamps)
-    epochs = []
-    for s in distinct.to_pylist():
-        try:
-            epochs.append(int(time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S"))))
-        except ValueError:
-            return None
-    index = pc.index_in(stamps, value_set=distinct).to_numpy()
-    return np.asarray(epochs, np.int64)[index]
-
-
-def _map(col: pa.Array, mapping: dict[str, str]) -> pa.Array:
-    keys = pa.array(list(mapping))
-    return pa.array(list(mapping.values())).take(pc.index_in(col, value_set=keys))
+    _positions(text_cols, dedup_prefix, starts, numbers)
+    return ColumnChunk(Columns(seconds, nanos, text_cols, constants), starts, ends, numbers, consumed, next_line, after)
 
 
 __all__ = ["ColumnChunk", "parse_chunk", "read_chunk", "records_columns"]
@@ -283,6 +239,8 @@ def records_columns(records: list[Record], prefix: str) -> Columns:
     text = {
         "message": [r.message for r in records],
         "__dedup__": [f"{prefix}{r.offset}" for r in records],
+        "line": [str(r.line) for r in records],
+        "offset": [str(r.offset) for r in records],
         "level": [r.level for r in records],
         "component": [r.component for r in records],
         "caller": [r.source for r in records],

@@ -1,14 +1,16 @@
 """The SLS sink's engine: streams Ray's log lines, parsed into records, to an SLS logstore (PutLogs, lz4).
 
 Never holds up the caller: `offer()` only notes how far each file has grown. A reader thread reads the files from
-disk, parses them (parse.py) and puts batches on a bounded queue; a sender thread ships them in order.
+disk, parses them (archive/log_records.py) and puts batches on a bounded queue; a sender thread ships them in order.
 When SLS is slow the queue fills and the reader simply waits: the files on disk are the buffer, so nothing is
 dropped, and the sink catches up when SLS does. After each acknowledged batch the position per (file,
 generation) goes into a checkpoint (checkpoint.py), so a killed collector resumes there: delivery is at least
 once, and every item carries `__dedup__` (file id + byte offset) for readers to drop repeats.
 
 One PutLogs request holds one file's records and is routed by a hash key of (node, file), so SLS keeps each
-file's order on one shard. Its LogGroup is encoded column-wise (wire.py: byte-identical to what the SDK's
+file's order on one shard. Its tags say where the lines come from (cluster, namespace, session, node, file) and
+carry `__pack_id__` (archive/sls_schema.py): the file's prefix and a counter per LogGroup, kept in the checkpoint
+with the line number, so that SLS's context query returns a hit's neighbours in file order across restarts. Its LogGroup is encoded column-wise (wire.py: byte-identical to what the SDK's
 `put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport (client.py).
 Runs of single-line records are parsed column-wise too (columns.py); everything else goes through LogLineParser.
 """
@@ -29,11 +31,12 @@ from typing import Protocol
 import numpy as np
 from aliyun.log import LogClient
 
+from archive import sls_schema as schema
 from archive.credentials import Credentials, CredentialSource, StaticCredentials
+from archive.log_records import LogLineParser, Markers, Record, worker_id_of
 from collector.sinks.sls import checkpoint
 from collector.sinks.sls.client import SlsError, make_client
 from collector.sinks.sls.columns import ColumnChunk, read_chunk, records_columns
-from collector.sinks.sls.parse import LogLineParser, Markers, Record
 from collector.sinks.sls.wire import encode_logs, group_tail, log_bytes
 
 log = logging.getLogger("rayhistory.collector.sls")
@@ -54,6 +57,9 @@ class SlsConfig:
     proxy: str | None = None  # http://host:port; every request goes through it
     topic: str = "ray"
     source: str | None = None  # __source__; default: the node id
+    cluster: str = ""  # tags of every LogGroup (archive/sls_schema.py)
+    namespace: str = ""
+    session: str = ""
     max_batch_bytes: int = 4 << 20  # raw LogGroup bytes, well under the 10 MB request limit
     max_batch_items: int = SLS_MAX_ITEMS
     max_record_bytes: int = 1 << 20  # longer lines are sent in parts
@@ -83,6 +89,8 @@ class _Batch:
     log_bytes: int  # file bytes the records span
     ack_offset: int | None  # end of the last complete record, if any
     markers: dict[str, str]
+    ack_line: int  # the number of the line at ack_offset
+    pack: int  # this LogGroup's __pack_id__ counter
 
 
 @dataclass
@@ -95,6 +103,9 @@ class _Track:
     grew_at: float = field(default_factory=time.monotonic)
     acked: int = 0
     acked_markers: dict[str, str] = field(default_factory=dict)
+    acked_line: int = 1
+    pack: int = 0  # the next LogGroup's __pack_id__ counter
+    acked_pack: int = 0  # the counter after the last acknowledged batch (a resend reuses those after it)
 
 
 @dataclass
@@ -213,19 +224,48 @@ class SlsSink:
         track = self._tracks.get(path)
         if track is None:
             ck = self._checkpoint.get(path)
+            pack = ck.get("pack", 0) if ck else 0
             if ck and ck["inode"] == inode and size >= ck["offset"]:
                 gen, offset, markers = ck["generation"], ck["offset"], Markers.from_json(ck.get("markers"))
+                line = ck.get("line") or self._count_lines(path, offset)
             else:
-                gen, offset, markers = (ck["generation"] + 1 if ck else 0), 0, None
-            track = self._new_track(path, gen, inode, offset, markers)
+                gen, offset, markers, line = (ck["generation"] + 1 if ck else 0), 0, None, 1
+            track = self._new_track(path, gen, inode, offset, markers, line, pack)
         elif inode != track.inode or size < track.read_pos:
             log.info("log %s was replaced or truncated; sending it as generation %d", path, track.generation + 1)
-            track = self._new_track(path, track.generation + 1, inode, 0, None)
+            track = self._new_track(path, track.generation + 1, inode, 0, None, 1, track.pack)
         track.size = size
 
-    def _new_track(self, path: str, gen: int, inode: int, offset: int, markers: Markers | None) -> _Track:
-        parser = LogLineParser(path, self.node, offset, markers, self.config.max_record_bytes)
-        track = _Track(gen, inode, parser, offset, acked=offset, acked_markers=parser.markers.to_json())
+    def _count_lines(self, path: str, offset: int) -> int:
+        """The number of the line at `offset`, counted in the file (a checkpoint from before line numbers)."""
+        newlines = 0
+        try:
+            with open(self.logs_dir / path, "rb") as fh:
+                while offset > 0:
+                    data = fh.read(min(offset, 1 << 20))
+                    if not data:
+                        break
+                    newlines += data.count(b"\n")
+                    offset -= len(data)
+        except FileNotFoundError:
+            pass  # gone: nothing will be read from it
+        return newlines + 1
+
+    def _new_track(
+        self, path: str, gen: int, inode: int, offset: int, markers: Markers | None, line: int, pack: int
+    ) -> _Track:
+        parser = LogLineParser(path, self.node, offset, markers, self.config.max_record_bytes, line=line)
+        track = _Track(
+            gen,
+            inode,
+            parser,
+            offset,
+            acked=offset,
+            acked_markers=parser.markers.to_json(),
+            acked_line=line,
+            pack=pack,
+            acked_pack=pack,
+        )
         with self._lock:
             self._tracks[path] = track
         return track
@@ -280,11 +320,13 @@ class SlsSink:
             cols, starts, ends = part.columns, part.starts, part.ends
             complete = np.ones(len(starts), bool)
             markers_at = part.markers_at
+            end_lines = part.lines + 1  # one whole line each
         else:
             cols = records_columns(part, prefix)
             starts = np.fromiter((r.offset for r in part), np.int64, len(part))
             ends = np.fromiter((r.end for r in part), np.int64, len(part))
             complete = np.fromiter((r.complete for r in part), bool, len(part))
+            end_lines = np.fromiter((r.end_line for r in part), np.int64, len(part))
 
             def markers_at(i: int) -> dict[str, str]:
                 return Markers(part[i].job_id, part[i].task_name, part[i].actor_name).to_json()
@@ -309,7 +351,10 @@ class SlsSink:
                 int(spans[j - 1] - (spans[i - 1] if i else 0)),
                 int(ends[last]) if last is not None else None,
                 markers_at(last) if last is not None else {},
+                int(end_lines[last]) if last is not None else 0,
+                track.pack,
             )
+            track.pack += 1
             i = j
 
     def _enqueue(self, batch: _Batch) -> bool:
@@ -345,7 +390,7 @@ class SlsSink:
     def _deliver(self, batch: _Batch) -> bool:
         c = self.config
         key = hash_key(self.node, batch.path)
-        body = batch.logs + group_tail(c.topic, c.source or self.node, [("node", self.node), ("file", batch.path)])
+        body = batch.logs + group_tail(c.topic, c.source or self.node, self._tags(batch))
         delay = c.backoff_initial
         while not self._abort.is_set():
             self._throttle(key, len(batch.logs))
@@ -370,6 +415,20 @@ class SlsSink:
             return True
         return False
 
+    def _tags(self, batch: _Batch) -> list[tuple[str, str]]:
+        c = self.config
+        prefix = schema.pack_prefix(c.session, self.node, batch.path)
+        tags = [
+            (schema.TAG_PACK_ID, schema.pack_id(prefix, batch.pack)),
+            (schema.TAG_CLUSTER, c.cluster),
+            (schema.TAG_NAMESPACE, c.namespace),
+            (schema.TAG_SESSION, c.session),
+            (schema.TAG_NODE_ID, self.node),
+            (schema.TAG_FILE, batch.path),
+            (schema.TAG_WORKER_ID, worker_id_of(batch.path) or ""),
+        ]
+        return [(k, v) for k, v in tags if v]
+
     def _throttle(self, key: str, size: int) -> None:
         """Token bucket per hash key at the shard write limit (scaled down after quota errors)."""
         rate = self.config.shard_bytes_per_second * self._rate_factor
@@ -393,6 +452,8 @@ class SlsSink:
                 return
             track.acked = batch.ack_offset
             track.acked_markers = batch.markers
+            track.acked_line = batch.ack_line
+            track.acked_pack = batch.pack + 1
             self._checkpoint_dirty = True
 
     # --- checkpoint (checkpoint.py) ------------------------------------------------------------------------
@@ -410,6 +471,8 @@ class SlsSink:
                     "inode": t.inode,
                     "offset": t.acked,
                     "markers": t.acked_markers,
+                    "line": t.acked_line,
+                    "pack": t.acked_pack,
                 }
             self._checkpoint_dirty = False
         checkpoint.save(self.config.checkpoint_path, self.node, self.config.project, self.config.logstore, files)

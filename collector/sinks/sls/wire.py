@@ -29,10 +29,12 @@ import pyarrow.compute as pc
 if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
     pa.set_memory_pool(pa.system_memory_pool())
 
-# Content keys in the order the sink has always sent them (message and __dedup__ first).
+# Content keys in the order the sink sends them (message and __dedup__ first; archive/sls_schema.py names them).
 KEYS = (
     "message",
     "__dedup__",
+    "line",
+    "offset",
     "level",
     "component",
     "caller",

@@ -1,4 +1,5 @@
-"""Ray's log lines as structured records, parsed from a byte stream one file at a time.
+"""Ray's log lines as structured records, parsed from a byte stream one file at a time (the collector's SLS sink
+and compaction's log tables share these rules).
 
 Formats (reference section 1, samples in `ray-2.60/logs/log_line_samples.txt`):
 - C++ (raylet, gcs_server, python-core-*): `[2026-11-25 19:58:17,283 I 7013 7013] (raylet) main.cc:283: msg`,
@@ -7,6 +8,10 @@ Formats (reference section 1, samples in `ray-2.60/logs/log_line_samples.txt`):
   headers (tracebacks) continue the record.
 - Raw output (`worker-*.out/.err`, `job-driver-*.log`): one record per line, with the marker lines
   `:job_id:`, `:task_name:`, `:actor_name:` setting the job/task/actor of the lines after them.
+
+Every record carries the 1-based number of the line it starts on (`line`, counted from the file's start; a
+parser started mid-file is told the number of the line at its offset) and of the line at its end (`end_line`),
+so that a reader resuming at a record's end knows the number to continue from.
 
 A record never holds more than `max_record_bytes` of text: longer lines are cut into parts at fixed byte
 positions counted from the record's start, so a re-read from the same offset yields the same records.
@@ -29,14 +34,16 @@ _CPP_LEVELS = {b"D": "DEBUG", b"I": "INFO", b"W": "WARNING", b"E": "ERROR", b"F"
 
 _WORKER_FILE = re.compile(r"^worker-([0-9a-f]+)-([0-9a-f]{8})-(\d+)\.(?:out|err)$")
 _CORE_FILE = re.compile(r"^python-core-(worker|driver)-[0-9a-f]+_(\d+)\.log$")
+_CORE_WORKER_ID = re.compile(r"^python-core-worker-([0-9a-f]+)_\d+\.log$")
 _TRAILING_ID = re.compile(r"[-_](?:[0-9a-f]{8,}|\d+)$")
 _NIL_JOB = "ffffffff"
 
 
 @dataclass(slots=True)
 class Record:
-    """One log record. `offset`/`end` are its byte range in the file; `complete` is False for every part of a
-    cut record but the last (a resume may only start at the end of a complete record)."""
+    """One log record. `offset`/`end` are its byte range in the file, `line`/`end_line` the 1-based numbers of the
+    lines holding those offsets; `complete` is False for every part of a cut record but the last (a resume may
+    only start at the end of a complete record)."""
 
     file: str
     node: str
@@ -55,6 +62,8 @@ class Record:
     actor_name: str | None = None
     part: int = 0
     complete: bool = True
+    line: int = 1
+    end_line: int = 1
 
 
 @dataclass
@@ -76,6 +85,16 @@ class Markers:
     def from_json(cls, data: dict[str, str] | None) -> Markers:
         data = data or {}
         return cls(data.get("job_id"), data.get("task_name"), data.get("actor_name"))
+
+
+def worker_id_of(path: str) -> str | None:
+    """The worker id a worker's log file names (worker-<id>-<job>-<pid>.out/.err, python-core-worker-<id>_<pid>.log)."""
+    name = path.rsplit("/", 1)[-1]
+    m = _WORKER_FILE.match(name)
+    if m:
+        return m.group(1)
+    m = _CORE_WORKER_ID.match(name)
+    return m.group(1) if m else None
 
 
 def file_facts(path: str) -> tuple[str, int | None, str | None, bool]:
@@ -129,6 +148,7 @@ class LogLineParser:
         markers: Markers | None = None,
         max_record_bytes: int = 1 << 20,
         strip_ansi: bool = True,
+        line: int = 1,
     ) -> None:
         self.file = file
         self.node = node
@@ -140,6 +160,7 @@ class LogLineParser:
             self.markers.job_id = job
         self._buf = bytearray()  # an unfinished line (bounded: long lines are cut as they arrive)
         self._buf_start = offset  # file offset of _buf[0]
+        self._line_no = line  # the number of the line holding _buf_start
         self._long: Record | None = None  # the template of a physical line being emitted in parts
         self._pending: _Pending | None = None
         self._clock = _Clock()
@@ -152,15 +173,23 @@ class LogLineParser:
         return self._buf_start
 
     @property
+    def resume_line(self) -> int:
+        """The number of the line holding resume_offset."""
+        if self._pending is not None:
+            return self._pending.rec.line
+        return self._line_no
+
+    @property
     def idle(self) -> bool:
         """Nothing held: no partial line, no record awaiting continuations, no long line in parts."""
         return not self._buf and self._pending is None and self._long is None
 
-    def skip_to(self, offset: int) -> None:
-        """Continue at `offset` after the bytes before it were read elsewhere (columns.py); only
-        when idle, so no state refers to the skipped bytes."""
+    def skip_to(self, offset: int, line: int) -> None:
+        """Continue at `offset`, the start of line number `line`, after the bytes before it were read elsewhere
+        (log_columns.py's readers); only when idle, so no state refers to the skipped bytes."""
         assert self.idle, "skip_to while a record is held"
         self._buf_start = offset
+        self._line_no = line
 
     def release(self) -> int | None:
         """Drop what is held (a record awaiting continuations, a partial line) so that the caller reads those
@@ -168,10 +197,11 @@ class LogLineParser:
         emitted in parts, a state that re-reading cannot rebuild."""
         if self._long is not None:
             return None
-        offset = self.resume_offset
+        offset, line = self.resume_offset, self.resume_line
         self._pending = None
         self._buf.clear()
         self._buf_start = offset
+        self._line_no = line
         return offset
 
     def feed(self, data: bytes) -> list[Record]:
@@ -223,17 +253,24 @@ class LogLineParser:
                 rec, skip = head if head else (self._raw(start, start + cut), 0)
                 self._long = rec
             else:
-                rec, skip = _copy(self._long, start, start + cut, self._long.part + 1), 0
+                rec, skip = _copy(self._long, start, start + cut, self._long.part + 1, self._line_no, self._line_no), 0
                 self._long = rec
             rec.message = self._text(piece[skip:])
             rec.complete = False
             out.append(rec)
 
     def _line(self, line: bytes, start: int, out: list[Record]) -> None:
+        end_line = self._line_no + (line[-1:] == b"\n")
+        try:
+            self._one_line(line, start, out, end_line)
+        finally:
+            self._line_no = end_line
+
+    def _one_line(self, line: bytes, start: int, out: list[Record], end_line: int) -> None:
         end = start + len(line)
         body = line.rstrip(b"\r\n")
         if self._long is not None:  # the tail of a line emitted in parts
-            rec = _copy(self._long, start, end, self._long.part + 1)
+            rec = _copy(self._long, start, end, self._long.part + 1, self._line_no, end_line)
             rec.message = self._text(body)
             self._long = None
             out.append(rec)
@@ -249,11 +286,13 @@ class LogLineParser:
             p = self._pending
             p.data += line
             p.rec.end = end
+            p.rec.end_line = end_line
             if len(p.data) > self.max_record_bytes:
                 self._cut(p, out, keep_rest=True)
             return
         self._emit_pending(out)
         rec, skip = head if head else (self._raw(start, end), 0)
+        rec.end_line = end_line
         p = _Pending(rec, skip, bytearray(line))
         if self.raw_output or head is None:
             self._cut(p, out, keep_rest=False)
@@ -283,6 +322,8 @@ class LogLineParser:
                     job_id=mk.job_id,
                     task_name=mk.task_name,
                     actor_name=mk.actor_name,
+                    line=self._line_no,
+                    end_line=self._line_no,
                 ), m.end()
         elif body[:1].isdigit():
             m = _PY.match(body)
@@ -302,6 +343,8 @@ class LogLineParser:
                     job_id=mk.job_id,
                     task_name=mk.task_name,
                     actor_name=mk.actor_name,
+                    line=self._line_no,
+                    end_line=self._line_no,
                 ), m.end()
         return None
 
@@ -319,6 +362,8 @@ class LogLineParser:
             job_id=mk.job_id,
             task_name=mk.task_name,
             actor_name=mk.actor_name,
+            line=self._line_no,
+            end_line=self._line_no,
         )
 
     def _emit_pending(self, out: list[Record]) -> None:
@@ -332,11 +377,11 @@ class LogLineParser:
         rec, skip, data = p.rec, p.skip, bytes(p.data)
         while len(data) > cut:
             piece, data = data[:cut], data[cut:]
-            part = _copy(rec, rec.offset, rec.offset + cut, rec.part)
+            part = _copy(rec, rec.offset, rec.offset + cut, rec.part, rec.line, rec.line + piece.count(b"\n"))
             part.message = self._text(piece[skip:])
             part.complete = False
             out.append(part)
-            rec, skip = _copy(rec, part.end, rec.end, rec.part + 1), 0
+            rec, skip = _copy(rec, part.end, rec.end, rec.part + 1, part.end_line, rec.end_line), 0
         if keep_rest:
             self._pending = _Pending(rec, skip, bytearray(data))
             return
@@ -350,7 +395,7 @@ class LogLineParser:
         return text
 
 
-def _copy(rec: Record, offset: int, end: int, part: int) -> Record:
+def _copy(rec: Record, offset: int, end: int, part: int, line: int, end_line: int) -> Record:
     return Record(
         rec.file,
         rec.node,
@@ -369,4 +414,6 @@ def _copy(rec: Record, offset: int, end: int, part: int) -> Record:
         rec.actor_name,
         part,
         True,
+        line,
+        end_line,
     )
