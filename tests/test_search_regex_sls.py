@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from historyserver.search.errors import SearchRefused
 from historyserver.search.match import token_spans
-from historyserver.search.query import parse
+from historyserver.search.query import Phrase, Term, parse, walk
 from historyserver.search.regex import (
     compile_regex,
     literal_index_tokens,
@@ -18,6 +20,7 @@ from historyserver.search.regex import (
     to_sls_plan,
 )
 from historyserver.search.to_sls import MAX_CONDITIONS, SlsKeys, to_sls
+from tests.test_search_query import trees
 
 # -- regex ----------------------------------------------------------------------------------------------------
 
@@ -67,6 +70,7 @@ def test_grep_semantics_search_anywhere_case_sensitive_and_leftmost_longest():
         (r"\x41bc\p{Greek}de", ["bc", "de"]),
         ("^Start.*end$", ["start", "end"]),
         ("(?i)MiXed", ["mixed"]),
+        (r"\<word\>s", ["word", "s"]),  # GNU word anchors, not the characters < and >
     ],
 )
 def test_required_literals(pattern: str, literals: list[str]):
@@ -81,7 +85,9 @@ def test_literal_index_tokens_use_only_what_is_certain():
     assert literal_index_tokens("x: bad ") == {("bad", False)}
 
 
-_atoms = st.sampled_from(["a", "b", "e", "r", "o", "ab", "err", " ", ":", "/", ".", r"\.", "[ab]", "\\d", "\\bx"])
+_atoms = st.sampled_from(
+    ["a", "b", "e", "r", "o", "ab", "err", " ", ":", "/", ".", r"\.", "[ab]", "\\d", "\\bx", r"\<", r"\>"]
+)
 
 
 @st.composite
@@ -122,7 +128,7 @@ def test_duckdb_regexp_matches_agrees_with_google_re2(pattern: str, lines: list[
     r = compile_regex(pattern)
     got = duckdb.execute(
         "SELECT list(regexp_matches(l, ?) ORDER BY i) FROM (SELECT unnest(?) AS l, unnest(range(?)) AS i)",
-        [pattern, lines, len(lines)],
+        [r.re2, lines, len(lines)],
     ).fetchone()
     assert got is not None and got[0] == [r.search(line) for line in lines]
 
@@ -187,3 +193,19 @@ def test_default_keys_come_from_the_logstore_schema():
     assert keys.fields["node_id"] == "__tag__:node_id" and keys.fields["message"] == "message"
     assert "pid" in keys.numeric and "level" not in keys.numeric
     assert to_sls(parse(" ".join(f"w{i}" for i in range(MAX_CONDITIONS))), keys).count("message:") == MAX_CONDITIONS
+
+
+@settings(max_examples=300, deadline=None)
+@given(trees)
+def test_to_sls_is_well_formed_or_refused(tree):
+    """Every condition becomes one `key: value` (or `key = n`), quotes and parentheses balance, and what SLS cannot
+    express is refused, never sent half-translated."""
+    try:
+        text = to_sls(tree)
+    except SearchRefused as e:
+        assert "SLS" in str(e) or "number" in str(e)
+        return
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # drop quoted values: what is left is SLS syntax
+    assert unquoted.count("(") == unquoted.count(")") and '"' not in unquoted.replace('""', "")
+    leaves = sum(1 for n in walk(tree) if isinstance(n, (Term, Phrase)))
+    assert len(re.findall(r"(?:^|[ (])(?:__tag__:)?\w+(?:: | = )", unquoted)) == leaves
