@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from archive.layout import SessionRef
@@ -83,6 +84,20 @@ def session(tmp_path_factory) -> tuple[Path, object, dict]:
     counts = log_tables.build(store, nodes, tables, tmp / "stage", "200MB")
     assert counts["log_lines"] == planted.lines and planted.needles > 5
     return tables, planted, counts
+
+
+def test_nodes_parsed_in_processes_give_the_same_tables(session, monkeypatch):
+    tables, _, _ = session
+    tmp = tables.parent
+    monkeypatch.setattr(log_tables, "PARALLEL_MIN_BYTES", 0)
+    store = open_store(str(tmp / "archive"))
+    nodes = [REF.node(n) for n in store.list_dirs(REF.nodes_prefix)]
+    parallel = tmp / "parallel"
+    parallel.mkdir()
+    assert log_tables.build(store, nodes, parallel, tmp / "stage-p", "200MB")["log_lines"] > 0
+    for name in ("log_lines.parquet", "log_terms.parquet"):
+        assert pq.read_table(parallel / name).equals(pq.read_table(tables / name)), name
+    assert not list((tmp / "stage-p").glob("*.arrow"))  # staged blocks are deleted once written
 
 
 def ask(tables: Path, q: str, mode: str = "terms", limit: int = MAX_LIMIT, cursor=None, **filters):
