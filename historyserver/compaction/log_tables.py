@@ -2,7 +2,8 @@
 
 Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
 - log_lines: one row per physical line of every file under logs/ (log_lines.py says what a row holds), sorted by
-  (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows: a row group is a *block*, numbered from 0.
+  (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows (fewer at the end of a node: a block never
+  spans two nodes): a row group is a *block*, numbered from 0.
   Row-group min/max of node_id, file and time_ms let a reader skip blocks of other nodes, files and times.
 - log_terms: (token, block, lines): the lower-cased tokens (query.tokenize's rule) of each block's messages, with
   the number of the block's lines holding each, sorted by (token, block) so that the min/max of the token column
@@ -10,7 +11,8 @@ Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
   a single-term query's total is the sum of `lines`, without reading any line.
 
 Bounded memory: files are read segment by segment, one block is buffered, token pairs are written out as blocks
-complete, and the final sort of the pairs is DuckDB's within --compaction-memory (it spills to disk).
+complete, and the final sort of the pairs is DuckDB's within --compaction-memory (it spills to disk). Sessions
+over PARALLEL_MIN_BYTES parse nodes in PROCESSES child processes, each node staged on disk (_node_parts).
 """
 
 from __future__ import annotations
