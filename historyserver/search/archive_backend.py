@@ -410,7 +410,7 @@ def _log_hit(ref: SessionRef, row: tuple[Any, ...], query: Node, regex: Regex | 
 
 def log_view_url(session_id: str, node_id: str, file: str, line: int) -> str:
     query = urlencode({"node_id": node_id, "file": file, "line": line})
-    return f"/sessions/{quote(session_id)}/logs/view?{query}#L{line}"
+    return f"/sessions/{quote(session_id, safe='')}/logs/view?{query}#L{line}"
 
 
 # --- failed tasks', actors' and jobs' errors ----------------------------------------------------------------------
@@ -422,7 +422,7 @@ def _error_hits(
     f = req.filters
     if f.file:
         return []
-    sid = quote(ref.id)
+    sid = quote(ref.id, safe="")
     sources = {
         "task_error": (
             TASKS,
