@@ -195,3 +195,24 @@ def test_bad_requests_are_refused(session):
     with pytest.raises(SearchRefused, match="cursor"):
         ask(tables, "x", cursor="bm90IGEgY3Vyc29y")
     assert "capped" in " ".join(ask(tables, NEEDLE_TOKEN, limit=5000).warnings)
+
+
+def test_the_archive_answers_with_a_warning_when_sls_is_unreachable(session):
+    from historyserver.search.backends import Fallback
+    from historyserver.search.errors import SearchUnavailable
+
+    tables, _, _ = session
+
+    class Unreachable:
+        name = "sls"
+
+        def search(self, sessions, req):
+            raise SearchUnavailable("cannot reach cn-hangzhou.log.aliyuncs.com: connection refused")
+
+        histogram = context = search
+
+    archive = ArchiveBackend(lambda ref: tables)
+    req = SearchRequest(parse(NEEDLE_TOKEN), NEEDLE_TOKEN, "terms", None, SearchFilters(), 10, None)
+    answer = Fallback(Unreachable(), archive).search([REF], req)
+    assert answer.backend == "archive" and answer.total == archive.search([REF], req).total > 0
+    assert answer.warnings[0].startswith("SLS is unavailable (cannot reach cn-hangzhou")
