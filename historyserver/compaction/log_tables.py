@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -57,8 +58,9 @@ def searchable(path: str) -> bool:
 def build(
     store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Damage | None = None
 ) -> dict[str, int]:
-    """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. Unreadable segments are
-    noted in `damage` (the file's lines before them stay searchable)."""
+    """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. `tmp` is a folder of the
+    build's own, removed at the end. Unreadable segments are noted in `damage` (the file's lines before them stay
+    searchable)."""
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     pairs_path = tmp / "log_term_pairs.parquet"
@@ -92,7 +94,7 @@ def build(
         terms = con.execute(f"SELECT count(*) FROM read_parquet('{out / LOG_TERMS.file}')").fetchone()
     finally:
         con.close()
-        pairs_path.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
     log.info(
         "log tables: %d lines in %d blocks in %.1fs (+%.1fs sorting terms)",
         rows,
