@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -216,6 +217,9 @@ def _where(req: SearchRequest, session: str = "") -> _Where:
     """The line predicate (over log_lines' columns) and what narrows it; `session: name` compares with the
     session's name (a checked name: no quote in it)."""
     f = req.filters
+    for name, t in (("since", f.since), ("until", f.until)):
+        if t is not None and not (math.isfinite(t) and abs(t) <= 1e11):
+            raise SearchRefused(f"{name}={t!r} is not a time in epoch seconds")
     if f.since is not None and f.until is not None and f.since > f.until:
         raise SearchRefused(f"since ({f.since:g}) is after until ({f.until:g})")
     columns = {"pid": "CAST(pid AS VARCHAR)", "session": "'" + session.replace("'", "''") + "'"}
