@@ -225,3 +225,29 @@ def test_load_test_runs_and_fails_on_a_missed_target(tmp_path: Path, monkeypatch
     monkeypatch.setattr(load_test, "P99_PAGE_TARGET_S", 0.0)  # a target nothing meets: the run must say FAIL
     assert load_test.main(args) == 1
     assert "FAIL p99 of page routes" in capsys.readouterr().err
+
+
+def test_log_search_benchmark_passes_and_fails_on_its_targets(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The storage and build targets are the 1 GB run's business (docs/benchmarks.md): a 5 MB run is all overhead.
+    from benchmarks import log_search
+
+    monkeypatch.setattr(log_search, "STORAGE_TARGET", 10.0)
+    monkeypatch.setattr(log_search, "BUILD_TARGET_S_PER_GB", 1e6)
+    monkeypatch.setattr(log_search, "REGEX_RATIO_TARGET", 1e6)
+    args = ["--size", "5MB", "--sessions", "30", "--work", str(tmp_path / "w")]
+    assert log_search.main(args) == 0
+    assert "| peak RSS while searching |" in capsys.readouterr().out
+    monkeypatch.setattr(log_search, "SELECTIVE_TARGET_S", 0.0)
+    assert log_search.main(args) == 1
+    assert "FAIL selective term" in capsys.readouterr().err
+    # A search that counts wrong is no result, however fast.
+    real = log_search.ask
+    monkeypatch.setattr(log_search, "SELECTIVE_TARGET_S", 10.0)
+    monkeypatch.setattr(log_search, "ask", lambda *a, **k: _off_by_one(real(*a, **k)))
+    assert log_search.main(args) == 1
+    assert "the search counted" in capsys.readouterr().err
+
+
+def _off_by_one(answer):
+    answer.total += 1
+    return answer

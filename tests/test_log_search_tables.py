@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from archive.layout import SessionRef
@@ -14,6 +15,7 @@ from archive.storage import open_store
 from benchmarks.log_search_data import NEEDLE_TOKEN, write_session
 from historyserver.compaction import log_tables
 from historyserver.compaction.log_lines import FileLines
+from historyserver.search import archive_backend
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import MAX_LIMIT, SearchFilters, SearchRequest
 from historyserver.search.errors import SearchRefused
@@ -84,6 +86,20 @@ def session(tmp_path_factory) -> tuple[Path, object, dict]:
     return tables, planted, counts
 
 
+def test_nodes_parsed_in_processes_give_the_same_tables(session, monkeypatch):
+    tables, _, _ = session
+    tmp = tables.parent
+    monkeypatch.setattr(log_tables, "PARALLEL_MIN_BYTES", 0)
+    store = open_store(str(tmp / "archive"))
+    nodes = [REF.node(n) for n in store.list_dirs(REF.nodes_prefix)]
+    parallel = tmp / "parallel"
+    parallel.mkdir()
+    assert log_tables.build(store, nodes, parallel, tmp / "stage-p", "200MB")["log_lines"] > 0
+    for name in ("log_lines.parquet", "log_terms.parquet"):
+        assert pq.read_table(parallel / name).equals(pq.read_table(tables / name)), name
+    assert not list((tmp / "stage-p").glob("*.arrow"))  # staged blocks are deleted once written
+
+
 def ask(tables: Path, q: str, mode: str = "terms", limit: int = MAX_LIMIT, cursor=None, **filters):
     backend = ArchiveBackend(lambda ref: tables)
     node = MatchAll() if mode == "regex" else parse(q)
@@ -120,7 +136,10 @@ def every_line(session) -> list[dict]:
         "valueerror or " + NEEDLE_TOKEN,
     ],
 )
-def test_totals_and_hits_equal_the_reference(session, every_line, q):
+@pytest.mark.parametrize("materialize", [0, 64])  # candidate blocks read block by block, or once into a table
+def test_totals_and_hits_equal_the_reference(session, every_line, q, materialize, monkeypatch):
+    monkeypatch.setattr(archive_backend, "MATERIALIZE_BLOCKS", materialize)
+    monkeypatch.setattr(archive_backend, "FACET_SCAN_BLOCKS", 1)  # counts from the index wherever they can
     tables, _, _ = session
     node = parse(q)
     want = [r for r in every_line if matches(node, r)]
@@ -130,6 +149,8 @@ def test_totals_and_hits_equal_the_reference(session, every_line, q):
     assert got == [(r["node_id"], r["file"], r["line"]) for r in want][: len(got)]
     assert len(got) == min(len(want), MAX_LIMIT)
     assert sum(answer.facets["node_id"].values()) <= answer.total
+    if not any("facets count" in w for w in answer.warnings):
+        assert sum(answer.facets["node_id"].values()) == answer.total
 
 
 def test_filters_and_regex_equal_the_reference(session, every_line):
@@ -149,7 +170,9 @@ def test_filters_and_regex_equal_the_reference(session, every_line):
     assert ask(tables, "*", since=since).total == len(timed)
 
 
-def test_paging_returns_every_hit_once_in_order(session):
+@pytest.mark.parametrize("materialize", [0, 64])
+def test_paging_returns_every_hit_once_in_order(session, materialize, monkeypatch):
+    monkeypatch.setattr(archive_backend, "MATERIALIZE_BLOCKS", materialize)
     tables, _, _ = session
     whole = ask(tables, "valueerror")
     seen, cursor = [], None
@@ -172,3 +195,24 @@ def test_bad_requests_are_refused(session):
     with pytest.raises(SearchRefused, match="cursor"):
         ask(tables, "x", cursor="bm90IGEgY3Vyc29y")
     assert "capped" in " ".join(ask(tables, NEEDLE_TOKEN, limit=5000).warnings)
+
+
+def test_the_archive_answers_with_a_warning_when_sls_is_unreachable(session):
+    from historyserver.search.backends import Fallback
+    from historyserver.search.errors import SearchUnavailable
+
+    tables, _, _ = session
+
+    class Unreachable:
+        name = "sls"
+
+        def search(self, sessions, req):
+            raise SearchUnavailable("cannot reach cn-hangzhou.log.aliyuncs.com: connection refused")
+
+        histogram = context = search
+
+    archive = ArchiveBackend(lambda ref: tables)
+    req = SearchRequest(parse(NEEDLE_TOKEN), NEEDLE_TOKEN, "terms", None, SearchFilters(), 10, None)
+    answer = Fallback(Unreachable(), archive).search([REF], req)
+    assert answer.backend == "archive" and answer.total == archive.search([REF], req).total > 0
+    assert answer.warnings[0].startswith("SLS is unavailable (cannot reach cn-hangzhou")

@@ -2,7 +2,8 @@
 
 Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
 - log_lines: one row per physical line of every file under logs/ (log_lines.py says what a row holds), sorted by
-  (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows: a row group is a *block*, numbered from 0.
+  (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows (fewer at the end of a node: a block never
+  spans two nodes): a row group is a *block*, numbered from 0.
   Row-group min/max of node_id, file and time_ms let a reader skip blocks of other nodes, files and times.
 - log_terms: (token, block, lines): the lower-cased tokens (query.tokenize's rule) of each block's messages, with
   the number of the block's lines holding each, sorted by (token, block) so that the min/max of the token column
@@ -10,15 +11,18 @@ Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
   a single-term query's total is the sum of `lines`, without reading any line.
 
 Bounded memory: files are read segment by segment, one block is buffered, token pairs are written out as blocks
-complete, and the final sort of the pairs is DuckDB's within --compaction-memory (it spills to disk).
+complete, and the final sort of the pairs is DuckDB's within --compaction-memory (it spills to disk). Sessions
+over PARALLEL_MIN_BYTES parse nodes in PROCESSES child processes, each node staged on disk (_node_parts).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -54,8 +58,9 @@ def searchable(path: str) -> bool:
 def build(
     store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Damage | None = None
 ) -> dict[str, int]:
-    """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. Unreadable segments are
-    noted in `damage` (the file's lines before them stay searchable)."""
+    """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. `tmp` is a folder of the
+    build's own, removed at the end. Unreadable segments are noted in `damage` (the file's lines before them stay
+    searchable)."""
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     pairs_path = tmp / "log_term_pairs.parquet"
@@ -70,23 +75,15 @@ def build(
     )
     pairs = pq.ParquetWriter(pairs_path, _PAIRS, compression="zstd", compression_level=1)
     blocks = rows = 0
-    pending: list[Future[pa.Table]] = []
-    with (
-        ThreadPoolExecutor(max_workers=2) as pool,
-        writer,
-        pairs,
-    ):  # tokenizing runs beside parsing (Arrow frees the GIL)
-        for block in _blocks(_all_lines(store, nodes, damage)):
-            block = block.set_column(
-                block.schema.get_field_index("block"), "block", pa.array(np.full(block.num_rows, blocks, np.int32))
-            )
-            writer.write_table(block, row_group_size=BLOCK_ROWS)
-            pending.append(pool.submit(block_terms, block.column("message"), blocks))
-            blocks, rows = blocks + 1, rows + block.num_rows
-            while len(pending) > 2 or (pending and pending[0].done()):
-                pairs.write_table(pending.pop(0).result())
-        for fut in pending:
-            pairs.write_table(fut.result())
+    with writer, pairs:
+        for part in _node_parts(store, sorted(nodes, key=lambda n: n.node_id), tmp, damage):
+            first = blocks
+            for block, terms in part:
+                number = pa.array(np.full(block.num_rows, blocks, np.int32))
+                writer.write_table(block.set_column(_BLOCK, "block", number), row_group_size=BLOCK_ROWS)
+                shifted = pc.add(terms.column("block"), pa.scalar(first, pa.int32()))
+                pairs.write_table(terms.set_column(1, "block", shifted))
+                blocks, rows = blocks + 1, rows + block.num_rows
     parsed = time.monotonic() - started
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
     try:
@@ -97,7 +94,7 @@ def build(
         terms = con.execute(f"SELECT count(*) FROM read_parquet('{out / LOG_TERMS.file}')").fetchone()
     finally:
         con.close()
-        pairs_path.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
     log.info(
         "log tables: %d lines in %d blocks in %.1fs (+%.1fs sorting terms)",
         rows,
@@ -136,6 +133,85 @@ def block_terms(message: pa.ChunkedArray | pa.Array, block: int) -> pa.Table:
         },
         schema=_PAIRS,
     )
+
+
+PROCESSES = 2  # nodes parsed and tokenized at once, in processes of their own (the GIL serializes threads)
+PARALLEL_MIN_BYTES = 128 << 20  # archived (gzip) log bytes below which one process is faster than starting two
+_BLOCK = LOG_LINES.schema.get_field_index("block")
+Part = Iterator[tuple[pa.Table, pa.Table]]  # one node's blocks and their terms, blocks numbered from 0
+
+
+def _node_parts(store: Store, nodes: list[NodeRef], tmp: Path, damage: Damage | None) -> Iterator[Part]:
+    """Each node's blocks and terms, in node order. A block never spans two nodes, so nodes are independent: large
+    sessions parse them in PROCESSES processes, which stage each node's blocks as Arrow files under tmp (read back
+    memory-mapped, deleted once written)."""
+    gz = sum(seg.end - seg.start for node in nodes for segs in _listed(store, node).values() for seg in segs)
+    if PROCESSES < 2 or len(nodes) < 2 or gz < PARALLEL_MIN_BYTES:
+        for node in nodes:
+            yield _terms_of(_blocks(_all_lines(store, [node], damage)))
+        return
+    ctx = multiprocessing.get_context("spawn")  # the server has threads (DuckDB's, the routes'): no fork
+    with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
+        staged = [pool.submit(_stage_node, store.url, node, str(tmp)) for node in nodes]
+        for fut in staged:
+            lines_path, terms_path, notes = fut.result()
+            for where, error in notes:
+                if damage is not None:
+                    damage.note(where, error)
+            yield _read_staged(Path(lines_path), Path(terms_path))
+
+
+def _listed(store: Store, node: NodeRef) -> dict[str, list]:
+    return {p: archive_logs.covering(s) for p, s in archive_logs.list_segments(store, node).items() if searchable(p)}
+
+
+def _terms_of(blocks: Iterator[pa.Table]) -> Part:
+    for i, block in enumerate(blocks):
+        yield block, block_terms(block.column("message"), i)
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str]] = []
+
+    def note(self, where: str, error: str, count: int = 1) -> None:
+        self.notes.append((where, error))
+
+
+def _stage_node(url: str, node: NodeRef, tmp: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """In a child process: one node's blocks and terms written to Arrow IPC files."""
+    from archive.storage import open_store
+
+    store, notes = open_store(url), _Notes()
+    lines_path = Path(tmp) / f"{node.node_id}.lines.arrow"
+    terms_path = Path(tmp) / f"{node.node_id}.terms.arrow"
+    with (
+        pa.ipc.new_file(str(lines_path), LOG_LINES.schema) as lines,
+        pa.ipc.new_file(str(terms_path), _PAIRS) as terms,
+    ):
+        for block, pairs in _terms_of(_blocks(_all_lines(store, [node], notes))):  # type: ignore[arg-type]
+            lines.write_batch(_one_batch(block))
+            terms.write_batch(_one_batch(pairs))
+    return str(lines_path), str(terms_path), notes.notes
+
+
+def _one_batch(t: pa.Table) -> pa.RecordBatch:
+    """The table as exactly one batch (the reader pairs a node's blocks and terms batch by batch)."""
+    batches = t.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=t.schema)
+
+
+def _read_staged(lines_path: Path, terms_path: Path) -> Part:
+    try:
+        with pa.memory_map(str(lines_path)) as lm, pa.memory_map(str(terms_path)) as tm:
+            lines, terms = pa.ipc.open_file(lm), pa.ipc.open_file(tm)
+            assert lines.num_record_batches == terms.num_record_batches
+            for i in range(lines.num_record_batches):
+                block = pa.Table.from_batches([lines.get_batch(i)])
+                yield block, pa.Table.from_batches([terms.get_batch(i)])
+    finally:
+        lines_path.unlink(missing_ok=True)
+        terms_path.unlink(missing_ok=True)
 
 
 def _blocks(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:

@@ -4,6 +4,7 @@ Thin: parsing the request here, the work in historyserver/search (the backend se
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -24,6 +25,7 @@ router = APIRouter(prefix="/api/v1")
 DEFAULT_LIMIT = 100
 DEFAULT_BUCKETS = 60
 MAX_BUCKETS = 1000
+MAX_EPOCH_S = 1e11  # year ~5138: beyond it a time is a mistake (and overflows milliseconds in 64 bits)
 
 
 def _time(name: str, value: str | None) -> float | None:
@@ -31,9 +33,15 @@ def _time(name: str, value: str | None) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds) or abs(seconds) > MAX_EPOCH_S:
+            raise SearchRefused(
+                f"{name}={value!r} is not a time: give epoch seconds (0 to {MAX_EPOCH_S:.0e}) or ISO 8601"
+            )
+        return seconds
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -33,6 +33,7 @@ def log_view(
         "warnings": ctx.warnings,
         "first": ctx.lines[0].line if ctx.lines else line,
         "last": ctx.lines[-1].line if ctx.lines else line,
+        "more": bool(ctx.lines) and ctx.lines[-1].line >= line + WINDOW,  # else the file ends within the window
     }
 
 
