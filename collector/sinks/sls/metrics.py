@@ -6,7 +6,7 @@ Series keep exactly the labels the archive has: `instance`, `job` and `ray_io_cl
 `SessionName`. Requests hold at most `max_samples` samples, in file order, so each series' samples arrive in time
 order; a request resent after a crash repeats samples with the same timestamps and values, which a Prometheus
 store takes as no change. Delivery, retries and the checkpoint are shipper.py's: a spool file is released only once
-the MetricStore acknowledged all of it. Status 4xx other than 401, 403, 408 and 429 is final (remote write's rule):
+the MetricStore acknowledged all of it. Status 4xx other than 401, 403, 404, 408 and 429 is final (remote write's rule):
 that request is dropped and counted.
 """
 
@@ -23,7 +23,7 @@ from collector.sinks.sls.shipper import FileShipper, Refused, Request, Retry, Tr
 
 log = logging.getLogger("rayhistory.collector.sls")
 
-_RETRIED = {401, 403, 408, 429}  # credentials being rotated, quota, throttling: worth another try
+_RETRIED = {401, 403, 404, 408, 429}  # credentials rotated, store not yet created, quota: worth another try
 
 
 class SlsMetricsSink(FileShipper):
