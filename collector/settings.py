@@ -125,13 +125,11 @@ class CollectorSettings(Settings):
     SLS_OUTPUTS: ClassVar[tuple[str, ...]] = ("sls_logstore", "sls_events_logstore", "sls_metricstore")
 
     def check(self) -> None:
-        """SLS is on with an endpoint and a project, and then sends each output whose store is named."""
+        """SLS is on with an endpoint (store names alone leave it off: a manifest can name them and leave the
+        endpoint empty), and then sends each output whose store is named."""
         named = [f"--{k.replace('_', '-')}" for k in self.SLS_OUTPUTS if getattr(self, k)]
-        if named and not (self.sls_endpoint and self.sls_project):
-            raise SettingsError(
-                f"{', '.join(named)} given, but SLS needs --sls-endpoint and --sls-project too (or "
-                "$RAYHISTORY_SLS_ENDPOINT, $RAYHISTORY_SLS_PROJECT)"
-            )
+        if self.sls_endpoint and not self.sls_project:
+            raise SettingsError("--sls-endpoint is set but --sls-project is not (or $RAYHISTORY_SLS_PROJECT)")
         if self.sls_endpoint and not named:
             raise SettingsError(
                 "--sls-endpoint is set but nothing is sent to SLS: name --sls-logstore (log lines), "

@@ -179,10 +179,30 @@ def test_each_sls_output_is_switched_on_by_its_store_alone(tmp_path):
     base = dict(session_dir="s", archive="a", sls_endpoint="e", sls_project="p")
     for store in ("sls_logstore", "sls_events_logstore", "sls_metricstore"):
         CollectorSettings(**base, **{store: "x"})
-        with pytest.raises(SettingsError, match="--sls-endpoint and --sls-project"):
-            CollectorSettings(session_dir="s", archive="a", **{store: "x"})
+        CollectorSettings(session_dir="s", archive="a", **{store: "x"})  # no endpoint: SLS stays off
+        with pytest.raises(SettingsError, match="--sls-project"):
+            CollectorSettings(session_dir="s", archive="a", sls_endpoint="e", **{store: "x"})
     with pytest.raises(SettingsError, match="nothing is sent to SLS"):
         CollectorSettings(**base)
+
+
+def test_the_example_manifests_show_the_sls_settings_off_until_an_endpoint_is_given():
+    from collector.settings import CollectorSettings
+    from tests.deploy_manifests import collectors, ray_pod_templates, sample_env
+
+    for where, _, template, docs in ray_pod_templates():
+        (sidecar,) = collectors(template)
+        env = sample_env(sidecar, docs)
+        assert {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"} <= set(env), where
+        env = {**env, "RAYHISTORY_SESSION_DIR": "s", "RAYHISTORY_ARCHIVE": "a"}
+        off = CollectorSettings.load({}, env)
+        assert not off.sls_endpoint and off.sls_events_logstore and off.sls_metricstore, where
+        on = CollectorSettings.load({}, {**env, "RAYHISTORY_SLS_ENDPOINT": "e", "RAYHISTORY_SLS_PROJECT": "p"})
+        assert (on.sls_logstore, on.sls_events_logstore, on.sls_metricstore) == (
+            "ray-logs",
+            "ray-events",
+            "ray-metrics",
+        )
 
 
 @pytest.mark.parametrize(
