@@ -13,8 +13,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 
+_SMALL = [bytes((i,)) for i in range(128)]
+_KEYS: dict[str, bytes] = {}  # a Content's Key field, encoded once per key name
+
 
 def varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -31,12 +36,24 @@ def _pair(key: str, value: str) -> bytes:
     return _field(0x0A, key.encode()) + _field(0x12, value.encode("utf-8", "replace"))
 
 
+def _content(key: str, value: str) -> bytes:
+    """A Logs entry's Contents field (tag 2): Key = 1, Value = 2, with their lengths."""
+    k = _KEYS.get(key)
+    if k is None:
+        kb = key.encode()
+        k = _KEYS[key] = b"\x0a" + varint(len(kb)) + kb
+    v = value.encode("utf-8", "replace")
+    vlen = varint(len(v))
+    return b"".join((b"\x12", varint(len(k) + 1 + len(vlen) + len(v)), k, b"\x12", vlen, v))
+
+
 def log_entry(time_ns: int, contents: Iterable[tuple[str, str]]) -> bytes:
     """One `Logs` entry of a LogGroup (its tag and length included)."""
-    body = b"\x08" + varint(time_ns // 1_000_000_000)
-    body += b"".join(_field(0x12, _pair(k, v)) for k, v in contents)
-    body += b"\x25" + struct.pack("<I", time_ns % 1_000_000_000)
-    return _field(0x0A, body)
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    body = b"".join(
+        [b"\x08", varint(seconds), *[_content(k, v) for k, v in contents], b"\x25", struct.pack("<I", nanos)]
+    )
+    return b"\x0a" + varint(len(body)) + body
 
 
 def log_group(entries: Sequence[bytes], topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
