@@ -12,16 +12,39 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from collector.components import FileState, Listing
 from collector.errors import InvalidSettings
 from collector.settings import CollectorSettings
-from collector.sinks.sls.client import SlsError, _OneAttemptClient
-from collector.sinks.sls.columns import records_columns
-from collector.sinks.sls.sink import SlsConfig, SlsCounters, SlsSink, file_id, hash_key
 from collector.stats import ComponentStats
+
+if TYPE_CHECKING:
+    from collector.sinks.sls.sink import SlsConfig, SlsSink
+
+# Imported on first use (PEP 562): the SDK, pyarrow and numpy load only for the outputs that need them (the
+# events and metrics sinks live in this package too, and metrics alone need neither).
+_LAZY = {
+    "SlsError": "client",
+    "_OneAttemptClient": "client",
+    "records_columns": "columns",
+    "SlsConfig": "sink",
+    "SlsCounters": "sink",
+    "SlsSink": "sink",
+    "file_id": "sink",
+    "hash_key": "sink",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "SlsConfig",
@@ -55,6 +78,8 @@ def config_from_settings(settings: CollectorSettings, checkpoint_path: Path) -> 
             )
             + " is missing"
         )
+    from collector.sinks.sls.sink import SlsConfig
+
     return SlsConfig(
         endpoint=settings.sls_endpoint,
         project=settings.sls_project,
@@ -78,6 +103,8 @@ class SlsLogsSink:
 
     def open(self) -> None:
         if self.engine is None:
+            from collector.sinks.sls.sink import SlsSink
+
             self.engine = SlsSink(self.config, self.node_id, self.logs_dir)
 
     def offer(self, source: str, listing: Listing, final: bool) -> int:
