@@ -70,6 +70,7 @@ EVENT_KEYS: dict[str, str] = {  # key -> SLS index type
     "node_id": "text",
     "worker_id": "text",
     "placement_group_id": "text",
+    "placement_group_name": "text",
     "parent_task_id": "text",
     "pid": "long",
     "func_name": "text",

@@ -114,6 +114,19 @@ def test_both_paths_give_the_same_keys_ids_in_hex():
     assert sub["node_id"] == "92856556e566d03eb409f0bed9b8a7d70d81b923586f0d658dd38908"
 
 
+def test_placement_groups_where_ray_sends_them():
+    """Ray 2.60 defines placement group RayEvents but its GCS does not send them (tests/placement_group_events.py
+    writes them as the aggregator would): kept with their own event type, id in hex, name and state."""
+    from tests.placement_group_events import KEPT_PG, REMOVED_PG, _pg_events
+
+    rows = [f for _, f in (ray_events.from_http(e) for e in _pg_events())]
+    assert {f["event_type"] for f in rows} == {"PLACEMENT_GROUP"}
+    removed = [f for f in rows if f["placement_group_id"] == REMOVED_PG]
+    assert [f.get("state") for f in removed if "state" in f][-2:] == ["REMOVED", "CREATED"]
+    assert {f.get("placement_group_name") for f in rows if f["placement_group_id"] == KEPT_PG} >= {"pg_kept"}
+    assert all(set(f) <= set(schema.EVENT_KEYS) | {k for k in f if k.startswith("ts_")} for f in rows)
+
+
 def test_the_sink_sends_both_paths_once_each_with_tags_dedup_and_function_names(sls, tmp_path):
     logs, spool = tmp_path / "logs", tmp_path / "spool"
     (logs / "export_events").mkdir(parents=True)

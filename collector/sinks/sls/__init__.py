@@ -8,6 +8,16 @@
     sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
 
 `SlsLogsSink` is the topology's face of the engine (collector/topology.py); it takes only the `logs` source.
+
+The events and metrics outputs (issue 14), each its own sink on one shared engine:
+
+    shipper.py       whole lines of growing files, at least once: retries, backoff, checkpoint by inode
+    events.py        Ray's events (export files or HTTP spool) -> the events logstore, one log per event
+    ray_events.py    both event paths flattened to the same keys (archive/sls_schema.py)
+    loggroup.py      a LogGroup in plain Python (events are few; no pyarrow)
+    metrics.py       the metrics spool -> a MetricStore by Prometheus remote write
+    remote_write.py  WriteRequest protobuf by hand, snappy (cramjam), BasicAuth
+    outputs.py       which outputs the settings turn on
 """
 
 from __future__ import annotations

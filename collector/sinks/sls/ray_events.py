@@ -344,7 +344,7 @@ def _submission_job_lifecycle(p: dict[str, Any], out: dict[str, str], ts_ns: int
 def _placement_group(p: dict[str, Any], out: dict[str, str], ts_ns: int) -> None:
     out["placement_group_id"] = hex_id(p.get("placementGroupId"))
     _put(out, "job_id", hex_id(p.get("creatorJobId") or p.get("jobId")))
-    _put(out, "task_name", p.get("name"))
+    _put(out, "placement_group_name", p.get("name"))
     _states(out, _transitions(p, ts_ns))
     if "state" not in out:
         _put(out, "state", p.get("state"))
