@@ -268,3 +268,29 @@ def test_sls_init_command_is_reachable_from_the_cli(tmp_path):
         env=env,
     )
     assert out.returncode == 2 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in out.stderr
+
+
+def test_a_spool_file_on_a_reused_inode_is_a_new_file(sls, tmp_path):
+    """A spool deletes the files every sink holds; the next file may get the deleted one's inode."""
+    logs, spool = tmp_path / "logs", tmp_path / "spool"
+    logs.mkdir()
+    spool.mkdir()
+    lines = http_lines()[:6]
+    old = spool / "events-00000001.jsonl"
+    old.write_bytes(b"\n".join(lines[:3]) + b"\n")
+    sink = sink_for(sls, logs, spool, tmp_path)
+    sink.open()
+    sink.offer("ray_events", listing(spool), False)
+    assert sink.close(30)
+    inode = old.stat().st_ino
+    old.rename(spool / "events-00000002.jsonl")  # the same inode under the next name: as a reuse would look
+    (spool / "events-00000002.jsonl").write_bytes(b"\n".join(lines[3:]) + b"\n" * 40)  # longer than the first
+    assert (spool / "events-00000002.jsonl").stat().st_ino == inode
+    sink = sink_for(sls, logs, spool, tmp_path)
+    sink.open()
+    sink.offer("ray_events", listing(spool), False)
+    assert sink.close(30)
+    sent = [x.contents["event_id"] for x in sls.items("ray-events")]
+    assert len(sent) == len({x.contents["__dedup__"] for x in sls.items("ray-events")})
+    expected = [f["event_id"] for _, f in (r for r in (ray_events.from_http(json.loads(l)) for l in lines) if r)]
+    assert sent == expected

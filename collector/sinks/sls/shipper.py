@@ -86,6 +86,9 @@ class FileShipper:
 
     name = "sls"
     inputs: frozenset[str] | None = None
+    # Sources whose files Ray renames (rotation): a known inode under a new name is the same file. Spools never
+    # rename nor reuse names, so there a known inode under a new name is a new file on a reused inode.
+    renamed_sources = frozenset({"logs"})
 
     def __init__(
         self,
@@ -208,7 +211,8 @@ class FileShipper:
                 key = (source, f.inode)
                 seen.add(key)
                 track = self._tracks.get(key)
-                if track is None or f.size < track.offset:  # new, or truncated: a new file from offset 0
+                reused = track is not None and track.path != f.path and source not in self.renamed_sources
+                if track is None or f.size < track.offset or reused:  # new, truncated, or a reused inode
                     track = Track(source, f.path, f.inode, self._file_id(source, f.path, f.inode))
                     with self._lock:
                         self._tracks[key] = track
