@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from archive.settings import Settings
+from archive.settings import Settings, SettingsError
 
 
 def _default_namespace() -> str:
@@ -103,12 +104,29 @@ class CollectorSettings(Settings):
     sls_endpoint: str = field(
         default="",
         metadata={
-            "help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream log lines to; empty: "
-            "off. Credentials: RRSA (ALIBABA_CLOUD_ROLE_ARN, ...) or ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET"
+            "help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream logs, events and metrics "
+            "to (each one on when its logstore or MetricStore is given); empty: off. Credentials: RRSA "
+            "(ALIBABA_CLOUD_ROLE_ARN, ...) or ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET"
         },
     )
     sls_project: str = field(default="", metadata={"help": "SLS project"})
-    sls_logstore: str = field(default="", metadata={"help": "SLS logstore"})
+    sls_logstore: str = field(
+        default="", metadata={"help": "SLS logstore for the session's log lines; empty: log lines are not sent"}
+    )
+    sls_events_logstore: str = field(
+        default="",
+        metadata={
+            "help": "SLS logstore for Ray's task, actor, job, node and placement group events, one log per event "
+            "(e.g. ray-events); empty: events are not sent"
+        },
+    )
+    sls_metricstore: str = field(
+        default="",
+        metadata={
+            "help": "SLS MetricStore that every metrics scrape is also sent to, by Prometheus remote write; "
+            "empty: metrics are not sent"
+        },
+    )
     sls_proxy: str = field(default="", metadata={"help": "HTTP proxy for SLS requests (optional)"})
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(
@@ -126,3 +144,17 @@ class CollectorSettings(Settings):
         if self.wait_for_session < 0:
             return 0.0 if self.once else math.inf
         return self.wait_for_session
+
+    SLS_OUTPUTS: ClassVar[tuple[str, ...]] = ("sls_logstore", "sls_events_logstore", "sls_metricstore")
+
+    def check(self) -> None:
+        """SLS is on with an endpoint (store names alone leave it off: a manifest can name them and leave the
+        endpoint empty), and then sends each output whose store is named."""
+        named = [f"--{k.replace('_', '-')}" for k in self.SLS_OUTPUTS if getattr(self, k)]
+        if self.sls_endpoint and not self.sls_project:
+            raise SettingsError("--sls-endpoint is set but --sls-project is not (or $RAYHISTORY_SLS_PROJECT)")
+        if self.sls_endpoint and not named:
+            raise SettingsError(
+                "--sls-endpoint is set but nothing is sent to SLS: name --sls-logstore (log lines), "
+                "--sls-events-logstore (Ray's events) or --sls-metricstore (metrics), or unset the endpoint"
+            )

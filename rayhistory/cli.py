@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve, gc, inject, demo and logs (search).
+"""The `rayhistory` command: collect, serve, gc, inject, demo, logs (search) and sls (init).
 
 Each subcommand's module is imported only to build its parser, and an image may hold only some of them: the
 collector's image has no pyarrow or DuckDB (Dockerfile.collector). A subcommand whose third-party dependencies are
@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "gc": ("historyserver.retention.cli", "delete archived sessions older than a given age (retention)", "server"),
     "inject": ("rayhistory.inject", "add the collector sidecar to RayCluster/RayJob/RayService YAML", "inject"),
     "demo": ("rayhistory.demo", "run a real local Ray cluster, archive it, stop it, and serve its history", "demo"),
+    "sls": ("rayhistory.sls_init", "Alibaba SLS: `sls init` creates the logstores, MetricStore and indexes", "sls"),
     # A client of a running server, standard library only: any install has it.
     "logs": ("rayhistory.logs", "search archived logs through a running history server (logs search)", "collector"),
 }

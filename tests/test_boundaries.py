@@ -30,7 +30,8 @@ def test_archive_depends_on_neither():
 
 def test_collector_runtime_stays_small():
     """The sidecar needs only the standard library, boto3 for s3:// archives, prometheus-client for its metrics,
-    and, when it streams to SLS, Alibaba's SLS SDK with pyarrow and numpy (the column-wise LogGroup encoder)."""
+    and, when it streams to SLS, Alibaba's SLS SDK with pyarrow and numpy (the column-wise LogGroup encoder) and
+    cramjam (snappy, for Prometheus remote write into a MetricStore)."""
     import sys
 
     allowed = set(sys.stdlib_module_names) | {
@@ -42,5 +43,6 @@ def test_collector_runtime_stays_small():
         "aliyun",
         "pyarrow",
         "numpy",
+        "cramjam",
     }
     assert _imports("collector") | _imports("archive") <= allowed

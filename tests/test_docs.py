@@ -7,12 +7,13 @@ from pathlib import Path
 
 from collector.settings import CollectorSettings
 from historyserver.settings import ServerSettings
+from rayhistory.sls_init import SlsInitSettings
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme():
-    for settings in (CollectorSettings, ServerSettings):
+    for settings in (CollectorSettings, ServerSettings, SlsInitSettings):
         for f in dataclasses.fields(settings):
             flag = "--" + ("no-" if f.type == "bool" and f.default is True else "") + f.name.replace("_", "-")
             assert f"`{flag}`" in README, f"{settings.__name__}.{f.name} ({flag}) is not documented in README.md"
@@ -24,7 +25,7 @@ def test_every_setting_of_the_one_mechanism_is_in_the_readme():
     from archive.credentials import StsSettings
     from archive.storage.s3 import S3Settings
 
-    for settings in (CollectorSettings, ServerSettings, S3Settings, StsSettings):
+    for settings in (CollectorSettings, ServerSettings, S3Settings, StsSettings, SlsInitSettings):
         for f in settings.fields():
             flag = settings.flag(f)
             name = f"`{flag}`" if flag else f"`{settings.env_name(f)}`"

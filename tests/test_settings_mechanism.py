@@ -127,6 +127,8 @@ def test_rayhistory_collect_is_configured_from_the_environment_alone():
         "RAY_CLUSTER_NAME": "rc",
         "POD_NAMESPACE": "ns",
         "RAYHISTORY_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com",
+        "RAYHISTORY_SLS_PROJECT": "p",
+        "RAYHISTORY_SLS_METRICSTORE": "m",
     }
     s = cli.settings_from(parser.parse_args([]), env)
     assert (s.session_dir, s.archive, s.interval, s.once, s.cluster, s.namespace, s.sls_endpoint) == (
@@ -140,6 +142,9 @@ def test_rayhistory_collect_is_configured_from_the_environment_alone():
     )
     with pytest.raises(SettingsError, match=r"\$RAYHISTORY_INTERVAL: 'soon' is not a number"):
         cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_INTERVAL": "soon"})
+    assert s.sls_metricstore == "m" and not s.sls_logstore  # each SLS output on by its store alone
+    with pytest.raises(SettingsError, match="nothing is sent to SLS"):
+        cli.settings_from(parser.parse_args([]), {**env, "RAYHISTORY_SLS_METRICSTORE": ""})
 
 
 @pytest.mark.parametrize("subcommand", ["collect", "serve"])

@@ -15,6 +15,9 @@ network edge, written from the protocol (reference section 5) and checked agains
   signed with their secret, with the token in `x-acs-security-token` (a signed header, as the SDK's auth.py sends
   it); a missing or wrong token is 401 `SecurityTokenInvalid`, an expired one 401 `SecurityTokenExpired` (codes the
   SDK treats as authentication errors).
+- logstores, MetricStores and indexes (CreateLogStore, GetLogStore, CreateSubStore, Create/Update/GetIndex):
+  tests/servers/sls_resources.py; Prometheus remote write into a MetricStore (BasicAuth, snappy, protobuf):
+  tests/servers/sls_remote_write.py. PutLogs and GetLogs accept any logstore (tests need not create them).
 
 The SDK sends to `http://{project}.{endpoint}:{port}`, a name that does not resolve here; it only skips the project
 subdomain for a bare IPv4 endpoint, and then on port 80 which a test cannot bind. So the SDK is pointed at any
@@ -40,6 +43,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.block
+
+from tests.servers.sls_remote_write import RemoteWrite
+from tests.servers.sls_resources import Resources
 
 MAX_GET_LINES = 100
 MAX_PUT_BYTES = 10 << 20
@@ -179,6 +185,12 @@ class SlsServer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
     port: int = 0
+    security_token: str = ""  # STS: remote write's password is then `{secret}${token}`
+    resources: Resources = field(default_factory=Resources)
+    remote_write: RemoteWrite | None = None
+
+    def __post_init__(self) -> None:
+        self.remote_write = RemoteWrite(self.resources, self.access_key_id, self.access_key_secret, self.security_token)
 
     @property
     def proxy(self) -> str:
@@ -224,12 +236,19 @@ class SlsServer:
             return _error(404, "ProjectNotExist", f"host {host} is not <project>{suffix}")
         project = host[: -len(suffix)]
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path.startswith("/prometheus/"):  # BasicAuth, not the LOG signature (sls_remote_write.py)
+            assert self.remote_write is not None
+            return self.remote_write.handle(project, method, url.path, headers, body)
         denied = self._authenticate(method, url.path, params, headers, body)
         if denied:
             with self._lock:
                 self.refused.append(json.loads(denied[2])["errorCode"])
             return denied
         parts = url.path.strip("/").split("/")
+        with self._lock:
+            answer = self.resources.handle(project, method, parts, headers, body)
+        if answer is not None:
+            return answer
         if method == "POST" and len(parts) == 4 and parts[0] == "logstores" and parts[2] == "shards":
             return self._put_logs(project, parts[1], params.get("key"), headers, body)
         if method == "POST" and len(parts) == 3 and parts[0] == "logstores" and parts[2] == "logs":

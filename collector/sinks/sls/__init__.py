@@ -8,20 +8,53 @@
     sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
 
 `SlsLogsSink` is the topology's face of the engine (collector/topology.py); it takes only the `logs` source.
+
+The events and metrics outputs (issue 14), each its own sink on one shared engine:
+
+    shipper.py       whole lines of growing files, at least once: retries, backoff, checkpoint by inode
+    events.py        Ray's events (export files or HTTP spool) -> the events logstore, one log per event
+    ray_events.py    both event paths flattened to the same keys (archive/sls_schema.py)
+    loggroup.py      a LogGroup in plain Python (events are few; no pyarrow)
+    metrics.py       the metrics spool -> a MetricStore by Prometheus remote write
+    remote_write.py  WriteRequest protobuf by hand, snappy (cramjam), BasicAuth
+    outputs.py       which outputs the settings turn on
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from archive import credentials
 from collector.components import FileState, Listing
 from collector.errors import InvalidSettings
 from collector.settings import CollectorSettings
-from collector.sinks.sls.client import SlsError, _OneAttemptClient
-from collector.sinks.sls.columns import records_columns
-from collector.sinks.sls.sink import SlsConfig, SlsCounters, SlsSink, file_id, hash_key
 from collector.stats import ComponentStats
+
+if TYPE_CHECKING:
+    from collector.sinks.sls.sink import SlsConfig, SlsSink
+
+# Imported on first use (PEP 562): the SDK, pyarrow and numpy load only for the outputs that need them (the
+# events and metrics sinks live in this package too, and metrics alone need neither).
+_LAZY = {
+    "SlsError": "client",
+    "_OneAttemptClient": "client",
+    "records_columns": "columns",
+    "SlsConfig": "sink",
+    "SlsCounters": "sink",
+    "SlsSink": "sink",
+    "file_id": "sink",
+    "hash_key": "sink",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "SlsConfig",
@@ -52,6 +85,8 @@ def config_from_settings(settings: CollectorSettings, checkpoint_path: Path, ses
         )
     if missing:
         raise InvalidSettings("SLS is configured (--sls-endpoint) but " + ", ".join(missing) + " is missing")
+    from collector.sinks.sls.sink import SlsConfig
+
     return SlsConfig(
         endpoint=settings.sls_endpoint,
         project=settings.sls_project,
@@ -79,6 +114,8 @@ class SlsLogsSink:
 
     def open(self) -> None:
         if self.engine is None:
+            from collector.sinks.sls.sink import SlsSink
+
             self.engine = SlsSink(self.config, self.node_id, self.logs_dir)
 
     def offer(self, source: str, listing: Listing, final: bool) -> int:

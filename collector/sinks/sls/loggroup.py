@@ -1,0 +1,61 @@
+"""A LogGroup (PutLogs' protobuf, reference section 5) encoded in plain Python, for sinks whose items are few
+(events: a hundred a second) and which should not load pyarrow for it (wire.py does the log sink's volume).
+
+    LogGroup { repeated Log Logs = 1; optional string Topic = 3; optional string Source = 4;
+               repeated LogTag LogTags = 6; }
+    Log      { required uint32 Time = 1; repeated Content Contents = 2; optional fixed32 Time_ns = 4; }
+    Content, LogTag { required string Key = 1; required string Value = 2; }
+Fields in number order, as protobuf serializes them (tests/test_sls_events.py compares with the SDK's message).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+_SMALL = [bytes((i,)) for i in range(128)]
+_KEYS: dict[str, bytes] = {}  # a Content's Key field, encoded once per key name
+
+
+def varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, value: bytes) -> bytes:
+    return bytes([tag]) + varint(len(value)) + value
+
+
+def _pair(key: str, value: str) -> bytes:
+    return _field(0x0A, key.encode()) + _field(0x12, value.encode("utf-8", "replace"))
+
+
+def _content(key: str, value: str) -> bytes:
+    """A Logs entry's Contents field (tag 2): Key = 1, Value = 2, with their lengths."""
+    k = _KEYS.get(key)
+    if k is None:
+        kb = key.encode()
+        k = _KEYS[key] = b"\x0a" + varint(len(kb)) + kb
+    v = value.encode("utf-8", "replace")
+    vlen = varint(len(v))
+    return b"".join((b"\x12", varint(len(k) + 1 + len(vlen) + len(v)), k, b"\x12", vlen, v))
+
+
+def log_entry(time_ns: int, contents: Iterable[tuple[str, str]]) -> bytes:
+    """One `Logs` entry of a LogGroup (its tag and length included)."""
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    body = b"".join(
+        [b"\x08", varint(seconds), *[_content(k, v) for k, v in contents], b"\x25", struct.pack("<I", nanos)]
+    )
+    return b"\x0a" + varint(len(body)) + body
+
+
+def log_group(entries: Sequence[bytes], topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
+    out = b"".join(entries) + _field(0x1A, topic.encode()) + _field(0x22, source.encode())
+    return out + b"".join(_field(0x32, _pair(k, v)) for k, v in tags)
