@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.settings import Settings
+from archive.settings import Settings, sls_field
 
 
 def _default_namespace() -> str:
@@ -85,16 +85,10 @@ class CollectorSettings(Settings):
             "cluster status); 0: off"
         },
     )
-    sls_endpoint: str = field(
-        default="",
-        metadata={
-            "help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream log lines to; empty: "
-            "off. Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET"
-        },
-    )
-    sls_project: str = field(default="", metadata={"help": "SLS project"})
-    sls_logstore: str = field(default="", metadata={"help": "SLS logstore"})
-    sls_proxy: str = field(default="", metadata={"help": "HTTP proxy for SLS requests (optional)"})
+    sls_endpoint: str = sls_field("sls_endpoint", "to stream log lines to")
+    sls_project: str = sls_field("sls_project")
+    sls_logstore: str = sls_field("sls_logstore")
+    sls_proxy: str = sls_field("sls_proxy")
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(
         default=0.0,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.settings import Settings, SettingsError, parse_duration
+from archive.settings import Settings, SettingsError, parse_duration, sls_field
 
 
 @dataclass
@@ -176,6 +176,19 @@ class ServerSettings(Settings):
         metadata={
             "help": "DuckDB's memory while compacting one session (e.g. 600MB, 2GB); larger sessions spill "
             "to the cache directory"
+        },
+    )
+    sls_endpoint: str = sls_field(
+        "sls_endpoint", "whose logstore log search queries (the one the collectors stream to) instead of the archive"
+    )
+    sls_project: str = sls_field("sls_project")
+    sls_logstore: str = sls_field("sls_logstore")
+    sls_proxy: str = sls_field("sls_proxy")
+    sls_search_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds one SLS search may take, retries of an Incomplete answer included (then it answers "
+            "what it has, marked incomplete)"
         },
     )
 

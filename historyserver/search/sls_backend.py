@@ -1,0 +1,460 @@
+"""Log search on an SLS logstore (the one the collectors' SLS sink writes; archive/sls_schema.py names its keys).
+
+- search: GetLogs V2 pages of at most 100 rows (several per page of hits), oldest first; regex mode narrows with the
+  query's literal parts and filters with SLS SQL `regexp_like`, one SQL page. The first page also asks SQL for the
+  total and the facets (both need the index's doc_value: `rayhistory sls init`); later pages carry the total in
+  the cursor.
+- An `Incomplete` answer (SLS has not finished scanning) is asked again every RETRY_INTERVAL until the search's
+  deadline (--sls-search-timeout); still incomplete then, the answer says `complete: false`.
+- histogram: GetHistograms (terms) or an SQL GROUP BY on time (regex), re-binned into the buckets asked for.
+- context: the line's `__pack_id__`/`__pack_meta__` (`| with_pack_meta`), then GetContextLogs. Where SLS gives
+  no pack meta (undocumented for logs not sent by Logtail or the producer libraries), the lines around it by
+  their line numbers, which every log carries, and a warning saying so.
+
+Errors: 401/403 -> SearchAuthFailed (SLS's code and message); quota -> SearchQuotaExceeded; unreachable, 5xx, a
+missing project, logstore or index -> SearchUnavailable (the routes then answer from the archive, saying why).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from archive import sls_schema as schema
+from archive.layout import SessionRef
+from archive.settings import SettingsError
+from historyserver.search import sls_query as q
+from historyserver.search.backend import (
+    FACETS,
+    MAX_LIMIT,
+    ContextAnswer,
+    ContextLine,
+    Hit,
+    SearchAnswer,
+    SearchRequest,
+)
+from historyserver.search.errors import (
+    SearchAuthFailed,
+    SearchError,
+    SearchQuotaExceeded,
+    SearchRefused,
+    SearchUnavailable,
+)
+from historyserver.search.sls_client import MAX_LINES, Page, SlsReader, SlsRequestError, make_reader
+
+RETRY_INTERVAL = 0.5  # between asks of an Incomplete answer (the SDK's own interval)
+FACET_TOP = 20
+MAX_CONTEXT = 100  # lines per side, SLS's limit for GetContextLogs
+QUOTA_RETRY_AFTER = 10  # seconds a client is told to wait after SLS's quota answer
+EARLIEST = 0  # `from` when the search names no start: the logstore's TTL bounds what SLS holds
+FUTURE_SLACK = 3600  # `to` when it names no end: raw output lines are stamped when read, a little after "now"
+
+
+@dataclass
+class SlsSearchConfig:
+    endpoint: str
+    project: str
+    logstore: str
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None = None
+    proxy: str | None = None
+    timeout: float = 30.0  # one search, Incomplete retries included
+    request_timeout: float = 10.0  # one HTTP request
+
+
+def config_from_settings(settings: Any, environ: Mapping[str, str] | None = None) -> SlsSearchConfig | None:
+    """The server's SLS settings (ServerSettings), credentials from the environment as the collector's; None when
+    SLS is off. Raises SettingsError naming what is missing."""
+    if not settings.sls_endpoint:
+        return None
+    env = os.environ if environ is None else environ
+    missing = [f"--{k.replace('_', '-')}" for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
+    missing += [v for v in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET") if not env.get(v)]
+    if missing:
+        raise SettingsError(f"rayhistory serve: SLS search is on (--sls-endpoint) but {', '.join(missing)} is missing")
+    return SlsSearchConfig(
+        endpoint=settings.sls_endpoint,
+        project=settings.sls_project,
+        logstore=settings.sls_logstore,
+        access_key_id=env["ALIBABA_CLOUD_ACCESS_KEY_ID"],
+        access_key_secret=env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"],
+        security_token=env.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
+        proxy=settings.sls_proxy or None,
+        timeout=float(getattr(settings, "sls_search_timeout", 30.0)),
+    )
+
+
+def log_url(session_id: str, node_id: str, file: str, line: int) -> str:
+    """Our log view of the file at that line."""
+    query = urlencode({"node_id": node_id, "file": file, "line": line})
+    return f"/sessions/{quote(session_id, safe='')}/logs/view?{query}#L{line}"
+
+
+class SlsBackend:
+    name = "sls"
+
+    def __init__(
+        self,
+        config: SlsSearchConfig,
+        reader: SlsReader | None = None,
+        translate: Callable[[Any], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.reader = reader or make_reader(
+            config.endpoint,
+            config.access_key_id,
+            config.access_key_secret,
+            config.request_timeout,
+            config.proxy,
+            config.security_token,
+        )
+        self._translate = translate or _to_sls
+        self._clock, self._sleep = clock, sleep
+
+    # --- search ------------------------------------------------------------------------------------------
+    def search(self, sessions: Sequence[SessionRef], req: SearchRequest) -> SearchAnswer:
+        deadline = self._clock() + self.config.timeout
+        warnings: list[str] = []
+        limit = max(1, min(req.limit, MAX_LIMIT))
+        if req.limit > MAX_LIMIT:
+            warnings.append(f"limit capped at {MAX_LIMIT} hits per page")
+        cursor = _Cursor.decode(req.cursor) if req.cursor else _Cursor(0, self._to(req), None)
+        start = self._from(req)
+        search, widened = self._where(sessions, req)
+        if widened:
+            warnings.append(widened)
+        regex = self._regex(req)
+        complete = True
+        if regex is None:
+            rows: list[dict[str, Any]] = []
+            while len(rows) < limit:
+                want = min(MAX_LINES, limit - len(rows))
+                page = self._ask(
+                    lambda w=want, o=cursor.offset + len(rows): self.reader.get_logs_once(  # type: ignore[misc]
+                        self.config.project, self.config.logstore, start, cursor.to, search, w, o
+                    ),
+                    deadline,
+                )
+                rows += page.rows
+                complete &= page.complete
+                if len(page.rows) < want:
+                    break
+        else:
+            page = self._ask(
+                lambda: self._sql(start, cursor.to, q.page_sql(search, regex, cursor.offset, limit)), deadline
+            )
+            rows, complete = page.rows, page.complete
+        total, facets = cursor.total, {}
+        if req.cursor is None:
+            total, complete_total = self._total(start, cursor.to, search, regex, deadline, warnings)
+            complete &= complete_total
+            facets = self._facets(start, cursor.to, search, regex, deadline, warnings)
+        hits = [self._hit(row, req, regex) for row in rows]
+        more = len(rows) >= limit and (total is None or cursor.offset + len(rows) < total)
+        next_cursor = _Cursor(cursor.offset + len(rows), cursor.to, total).encode() if more else None
+        if not complete:
+            warnings.append("SLS had not finished searching when the time ran out: there may be more hits")
+        return SearchAnswer("sls", complete, total, hits, next_cursor, facets, warnings)
+
+    def _where(self, sessions: Sequence[SessionRef], req: SearchRequest) -> tuple[str, str | None]:
+        sc = q.scope(sessions)
+        query = self._translate(req.query)
+        return q.where([sc.text, *q.filters(req.filters), f"({query})" if query not in ("", "*") else ""]), sc.widened
+
+    @staticmethod
+    def _regex(req: SearchRequest) -> str | None:
+        if req.mode != "regex":
+            return None
+        if not req.regex:
+            raise SearchRefused("mode=regex needs a regular expression in q")
+        return req.regex
+
+    @staticmethod
+    def _from(req: SearchRequest) -> int:
+        since = req.filters.since
+        return int(math.floor(since)) if since is not None else EARLIEST
+
+    @staticmethod
+    def _to(req: SearchRequest) -> int:
+        until = req.filters.until
+        return int(math.ceil(until)) if until is not None else int(time.time()) + FUTURE_SLACK
+
+    def _total(
+        self, start: int, end: int, search: str, regex: str | None, deadline: float, warnings: list[str]
+    ) -> tuple[int | None, bool]:
+        try:
+            page = self._ask(lambda: self._sql(start, end, q.count_sql(search, regex)), deadline)
+        except SearchRefused as e:
+            warnings.append(f"no total: {e}")
+            return None, True
+        try:
+            return int(page.rows[0]["n"]), page.complete
+        except (IndexError, KeyError, TypeError, ValueError):
+            warnings.append("no total: SLS's count answer had no number")
+            return None, True
+
+    def _facets(
+        self, start: int, end: int, search: str, regex: str | None, deadline: float, warnings: list[str]
+    ) -> dict[str, dict[str, int]]:
+        facets: dict[str, dict[str, int]] = {}
+        for name in FACETS:
+            key = schema.FACET_KEYS[name]
+            try:
+                page = self._ask(
+                    lambda k=key: self._sql(start, end, q.facet_sql(search, k, regex, FACET_TOP)), deadline
+                )  # type: ignore[misc]
+            except SearchRefused as e:
+                warnings.append(f"no facets: {e} (facets need doc_value on the keys: `rayhistory sls init`)")
+                return {}
+            facets[name] = {str(r["value"]): int(r["n"]) for r in page.rows if r.get("value") not in (None, "", "null")}
+        return facets
+
+    def _sql(self, start: int, end: int, query: str) -> Page:
+        return self.reader.get_logs_once(self.config.project, self.config.logstore, start, end, query, MAX_LINES, 0)
+
+    # --- histogram -------------------------------------------------------------------------------------------
+    def histogram(self, sessions: Sequence[SessionRef], req: SearchRequest, buckets: int) -> list[tuple[float, int]]:
+        deadline = self._clock() + self.config.timeout
+        buckets = max(1, min(buckets, 1000))
+        search, _ = self._where(sessions, req)
+        regex = self._regex(req)
+        start, end = self._from(req), self._to(req)
+        if req.filters.since is None or req.filters.until is None:  # the chart spans the hits, not 1970..now
+            span = self._ask(lambda: self._sql(start, end, q.span_sql(search, regex)), deadline).rows
+            first, last = (span[0].get("first"), span[0].get("last")) if span else (None, None)
+            if first in (None, "", "null"):
+                return []
+            start = start if req.filters.since is not None else int(float(first))
+            end = end if req.filters.until is not None else int(float(last)) + 1
+        width = max(1, math.ceil((end - start) / buckets))
+        counts = [0] * buckets
+        if regex is None:
+            answer = self._ask_histogram(start, end, search, deadline)
+            for h in answer.get_histograms():
+                i = (int(h.get_from()) - start) // width
+                if 0 <= i < buckets:
+                    counts[i] += int(h.get_count())
+        else:
+            rows = self._ask(lambda: self._sql(start, end, q.histogram_sql(search, regex, start, width)), deadline).rows
+            for r in rows:
+                i = (int(float(r["t"])) - start) // width
+                if 0 <= i < buckets:
+                    counts[i] += int(r["n"])
+        return [(float(start + i * width), n) for i, n in enumerate(counts)]
+
+    def _ask_histogram(self, start: int, end: int, search: str, deadline: float):
+        while True:
+            try:
+                answer = self.reader.get_histograms_once(self.config.project, self.config.logstore, start, end, search)
+            except SlsRequestError as e:
+                raise self._error(e) from None
+            if answer.is_completed() or self._clock() + RETRY_INTERVAL >= deadline:
+                return answer
+            self._sleep(RETRY_INTERVAL)
+
+    # --- context ---------------------------------------------------------------------------------------------
+    def context(
+        self, session: SessionRef, node_id: str, file: str, line: int, before: int, after: int
+    ) -> ContextAnswer:
+        deadline = self._clock() + self.config.timeout
+        before, after = max(0, min(before, MAX_CONTEXT)), max(0, min(after, MAX_CONTEXT))
+        here = q.where(
+            [
+                q.scope([session]).text,
+                q.condition(schema.tag(schema.TAG_NODE_ID), node_id),
+                q.condition(schema.tag(schema.TAG_FILE), file),
+            ]
+        )
+        anchor = self._ask(
+            lambda: self.reader.get_logs_once(
+                self.config.project,
+                self.config.logstore,
+                EARLIEST,
+                int(time.time()) + FUTURE_SLACK,
+                f"{here} and {schema.KEY_LINE} = {int(line)} | with_pack_meta",
+                1,
+                0,
+            ),
+            deadline,
+        ).rows
+        answer = ContextAnswer(session.id, node_id, file, line, [])
+        if not anchor:
+            raise SearchRefused(f"line {line} of {file} on node {node_id} is not in SLS")
+        pack_id = anchor[0].get(schema.tag(schema.TAG_PACK_ID))
+        pack_meta = anchor[0].get(schema.ROW_PACK_META)
+        if pack_id and pack_meta:
+            try:
+                got = self.reader.get_context_once(
+                    self.config.project, self.config.logstore, pack_id, pack_meta, before, after
+                )
+            except SlsRequestError as e:
+                raise self._error(e) from None
+            rows = [dict(x.get_contents(), __time__=x.get_time()) for x in got.get_logs()]
+            rows = [r for r in rows if r.get(schema.tag(schema.TAG_FILE), file) == file]
+            if not got.is_completed():
+                answer.warnings.append("SLS had not finished the context query: lines may be missing")
+        else:
+            answer.warnings.append(
+                "SLS gave no __pack_meta__ for this line, so its context query cannot be used; these are the lines "
+                "around it by line number"
+            )
+            lo, hi = max(1, line - before), line + after
+            rows = self._ask(
+                lambda: self.reader.get_logs_once(
+                    self.config.project,
+                    self.config.logstore,
+                    EARLIEST,
+                    int(time.time()) + FUTURE_SLACK,
+                    f"{here} and {schema.KEY_LINE} in [{lo} {hi}]",
+                    min(MAX_LINES, hi - lo + 1),
+                    0,
+                ),
+                deadline,
+            ).rows
+        seen: set[int] = set()  # offsets: a line sent twice (at-least-once delivery) is shown once
+        for r in sorted(rows, key=lambda r: _int(r.get(schema.KEY_OFFSET)) or 0):
+            n, offset = _int(r.get(schema.KEY_LINE)), _int(r.get(schema.KEY_OFFSET))
+            if n is None or offset is None or offset in seen:
+                continue
+            seen.add(offset)
+            answer.lines.append(
+                ContextLine(
+                    n,
+                    offset,
+                    str(r.get(schema.KEY_MESSAGE, "")),
+                    _time(r),
+                    r.get(schema.KEY_LEVEL),
+                    r.get(schema.KEY_TASK_NAME),
+                    r.get(schema.KEY_ACTOR_NAME),
+                )
+            )
+        return answer
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+    def _ask(self, call: Callable[[], Page], deadline: float) -> Page:
+        """One answer, asked again while SLS says Incomplete and the deadline allows."""
+        while True:
+            try:
+                page = call()
+            except SlsRequestError as e:
+                raise self._error(e) from None
+            if page.complete or self._clock() + RETRY_INTERVAL >= deadline:
+                return page
+            self._sleep(RETRY_INTERVAL)
+
+    def _error(self, e: SlsRequestError) -> SearchError:
+        where = f"SLS project {self.config.project} at {self.config.endpoint}"
+        if e.status == 0:
+            return SearchUnavailable(f"{where} cannot be reached: {e.message}")
+        if e.status >= 500:
+            return SearchUnavailable(f"{where} answered {e.status} {e.code}: {e.message}")
+        if "quota" in e.code.lower() or e.status == 429:
+            return SearchQuotaExceeded(f"{where} refused for its quota ({e.code}): {e.message}", QUOTA_RETRY_AFTER)
+        if e.status in (401, 403):
+            return SearchAuthFailed(f"{where} refused our credentials ({e.code}): {e.message}", e.code)
+        if e.status == 404 or "index" in e.code.lower() or "index" in e.message.lower():
+            return SearchUnavailable(
+                f"{where} cannot search logstore {self.config.logstore} ({e.code}: {e.message}); "
+                "`rayhistory sls init` creates the logstore and the index the search needs"
+            )
+        return SearchRefused(f"{where} refused the search ({e.code}): {e.message}")
+
+    def _hit(self, row: Mapping[str, Any], req: SearchRequest, regex: str | None) -> Hit:
+        tags = {
+            t: str(row.get(schema.tag(t)) or "") for t in (schema.TAG_NAMESPACE, schema.TAG_CLUSTER, schema.TAG_SESSION)
+        }
+        try:
+            session = SessionRef(tags[schema.TAG_NAMESPACE], tags[schema.TAG_CLUSTER], tags[schema.TAG_SESSION]).id
+        except ValueError:
+            session = ""  # a line sent without our tags (another writer, an older collector)
+        node = row.get(schema.tag(schema.TAG_NODE_ID)) or None
+        file = row.get(schema.tag(schema.TAG_FILE)) or None
+        line = _int(row.get(schema.KEY_LINE))
+        message = str(row.get(schema.KEY_MESSAGE, ""))
+        return Hit(
+            kind="log",
+            session=session,
+            node_id=node,
+            file=file,
+            line=line,
+            offset=_int(row.get(schema.KEY_OFFSET)),
+            time=_time(row),
+            level=row.get(schema.KEY_LEVEL) or None,
+            job_id=row.get(schema.KEY_JOB_ID) or None,
+            message=message,
+            match=_ranges(req, regex, message),
+            url=log_url(session, node, file, line) if session and node and file and line else "",
+            task_name=row.get(schema.KEY_TASK_NAME) or None,
+            actor_name=row.get(schema.KEY_ACTOR_NAME) or None,
+            worker_id=row.get(schema.tag(schema.TAG_WORKER_ID)) or None,
+            pid=_int(row.get(schema.KEY_PID)),
+            component=row.get(schema.KEY_COMPONENT) or None,
+        )
+
+
+@dataclass
+class _Cursor:
+    """Where the next page starts; `to` pinned so that lines arriving meanwhile do not shift the pages."""
+
+    offset: int
+    to: int
+    total: int | None
+
+    def encode(self) -> str:
+        raw = json.dumps({"o": self.offset, "to": self.to, "t": self.total}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> _Cursor:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            cursor = cls(int(data["o"]), int(data["to"]), None if data["t"] is None else int(data["t"]))
+        except (binascii.Error, ValueError, KeyError, TypeError) as e:
+            raise SearchRefused(f"cursor {text!r} is not one this server gave ({e}); start again without it") from None
+        if cursor.offset < 0:
+            raise SearchRefused(f"cursor {text!r} is not one this server gave; start again without it")
+        return cursor
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v not in (None, "", "null") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _time(row: Mapping[str, Any]) -> float | None:
+    seconds = _int(row.get(schema.ROW_TIME))
+    if seconds is None:
+        return None
+    return seconds + (_int(row.get(schema.ROW_TIME_NS)) or 0) / 1e9
+
+
+def _ranges(req: SearchRequest, regex: str | None, message: str) -> list[tuple[int, int]]:
+    if regex is not None:
+        import re2  # google-re2: the pattern SLS matched with regexp_like, highlighted the same way
+
+        try:
+            return [m.span() for m in re2.finditer(regex, message) if m.end() > m.start()]
+        except re2.error:
+            return []
+    from historyserver.search.match import highlight
+
+    return highlight(req.query, message)
+
+
+def _to_sls(node: Any) -> str:
+    from historyserver.search.to_sls import to_sls
+
+    return to_sls(node, schema.SEARCH_KEYS)
