@@ -48,7 +48,11 @@ from historyserver.search.errors import (
     SearchRefused,
     SearchUnavailable,
 )
+from historyserver.search.match import highlight, matches
+from historyserver.search.query import Node
+from historyserver.search.regex import Regex, compile_regex, to_sls_plan
 from historyserver.search.sls_client import MAX_LINES, Page, SlsReader, SlsRequestError, make_reader
+from historyserver.search.to_sls import to_sls
 
 RETRY_INTERVAL = 0.5  # between asks of an Incomplete answer (the SDK's own interval)
 FACET_TOP = 20
@@ -106,9 +110,9 @@ class SlsBackend:
         self,
         config: SlsSearchConfig,
         reader: SlsReader | None = None,
-        translate: Callable[[Any], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.reader = reader or make_reader(
@@ -119,82 +123,91 @@ class SlsBackend:
             config.proxy,
             config.security_token,
         )
-        self._translate = translate or _to_sls
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._wallclock = clock, sleep, wallclock
 
     # --- search ------------------------------------------------------------------------------------------
     def search(self, sessions: Sequence[SessionRef], req: SearchRequest) -> SearchAnswer:
         deadline = self._clock() + self.config.timeout
-        warnings: list[str] = []
+        plan = self._plan(sessions, req)
+        warnings = list(plan.warnings)
         limit = max(1, min(req.limit, MAX_LIMIT))
         if req.limit > MAX_LIMIT:
             warnings.append(f"limit capped at {MAX_LIMIT} hits per page")
         cursor = _Cursor.decode(req.cursor) if req.cursor else _Cursor(0, self._to(req), None)
-        start = self._from(req)
-        search, widened = self._where(sessions, req)
-        if widened:
-            warnings.append(widened)
-        regex = self._regex(req)
-        complete = True
-        if regex is None:
-            rows: list[dict[str, Any]] = []
-            while len(rows) < limit:
-                want = min(MAX_LINES, limit - len(rows))
-                page = self._ask(
-                    lambda w=want, o=cursor.offset + len(rows): self.reader.get_logs_once(  # type: ignore[misc]
-                        self.config.project, self.config.logstore, start, cursor.to, search, w, o
-                    ),
-                    deadline,
-                )
-                rows += page.rows
-                complete &= page.complete
-                if len(page.rows) < want:
-                    break
-        else:
-            page = self._ask(
-                lambda: self._sql(start, cursor.to, q.page_sql(search, regex, cursor.offset, limit)), deadline
-            )
-            rows, complete = page.rows, page.complete
+        start, end = self._from(req), cursor.to
+        rows, read, complete, exhausted = self._rows(plan, start, end, cursor.offset, limit, deadline)
         total, facets = cursor.total, {}
         if req.cursor is None:
-            total, complete_total = self._total(start, cursor.to, search, regex, deadline, warnings)
+            total, complete_total = self._total(plan, start, end, deadline, warnings)
             complete &= complete_total
-            facets = self._facets(start, cursor.to, search, regex, deadline, warnings)
-        hits = [self._hit(row, req, regex) for row in rows]
-        more = len(rows) >= limit and (total is None or cursor.offset + len(rows) < total)
-        next_cursor = _Cursor(cursor.offset + len(rows), cursor.to, total).encode() if more else None
+            facets = self._facets(plan, start, end, deadline, warnings)
+        hits = [self._hit(row, req, plan) for row in rows]
+        next_cursor = None if exhausted else _Cursor(cursor.offset + read, end, total).encode()
         if not complete:
             warnings.append("SLS had not finished searching when the time ran out: there may be more hits")
         return SearchAnswer("sls", complete, total, hits, next_cursor, facets, warnings)
 
-    def _where(self, sessions: Sequence[SessionRef], req: SearchRequest) -> tuple[str, str | None]:
+    def _plan(self, sessions: Sequence[SessionRef], req: SearchRequest) -> _Plan:
         sc = q.scope(sessions)
-        query = self._translate(req.query)
-        return q.where([sc.text, *q.filters(req.filters), f"({query})" if query not in ("", "*") else ""]), sc.widened
-
-    @staticmethod
-    def _regex(req: SearchRequest) -> str | None:
+        warnings = [sc.widened] if sc.widened else []
+        narrow = to_sls(req.query)
+        scoped = [sc.text, *q.filters(req.filters)]
         if req.mode != "regex":
-            return None
+            return _Plan(q.where([*scoped, f"({narrow})" if narrow != "*" else ""]), None, None, req.query, warnings)
         if not req.regex:
             raise SearchRefused("mode=regex needs a regular expression in q")
-        return req.regex
+        regex = compile_regex(req.regex)
+        sls_plan = to_sls_plan(regex, narrow)
+        search = q.where([*scoped, f"({sls_plan.search})" if sls_plan.search != "*" else ""])
+        return _Plan(search, sls_plan.where, regex, req.query, warnings + list(sls_plan.warnings))
+
+    def _rows(
+        self, plan: _Plan, start: int, end: int, offset: int, limit: int, deadline: float
+    ) -> tuple[list[dict[str, Any]], int, bool, bool]:
+        """(rows that match, SLS rows read, complete, no more rows). SLS's index is looser than our meaning where
+        it splits a key's value into tokens, so each row is checked (match.matches, or RE2 for regex mode) and
+        paging counts SLS's rows."""
+        if plan.where is not None:
+            page = self._ask(
+                lambda: self._sql(start, end, q.page_sql(plan.search, plan.where or "", offset, limit)), deadline
+            )
+            kept = [r for r in page.rows if plan.keeps(r)]
+            return kept, len(page.rows), page.complete, len(page.rows) < limit
+        rows: list[dict[str, Any]] = []
+        read, complete, exhausted = 0, True, False
+        while len(rows) < limit and self._clock() < deadline:
+            want = min(MAX_LINES, limit - len(rows))
+            page = self._ask(
+                lambda w=want, o=offset + read: self.reader.get_logs_once(  # type: ignore[misc]
+                    self.config.project, self.config.logstore, start, end, plan.search, w, o
+                ),
+                deadline,
+            )
+            read += len(page.rows)
+            complete &= page.complete
+            rows += [r for r in page.rows if plan.keeps(r)]
+            if len(page.rows) < want:
+                exhausted = True
+                break
+        return rows, read, complete, exhausted
 
     @staticmethod
     def _from(req: SearchRequest) -> int:
         since = req.filters.since
         return int(math.floor(since)) if since is not None else EARLIEST
 
-    @staticmethod
-    def _to(req: SearchRequest) -> int:
+    def _to(self, req: SearchRequest) -> int:
         until = req.filters.until
-        return int(math.ceil(until)) if until is not None else int(time.time()) + FUTURE_SLACK
+        return int(math.ceil(until)) if until is not None else self._latest()
+
+    def _latest(self) -> int:
+        return int(self._wallclock()) + FUTURE_SLACK
 
     def _total(
-        self, start: int, end: int, search: str, regex: str | None, deadline: float, warnings: list[str]
+        self, plan: _Plan, start: int, end: int, deadline: float, warnings: list[str]
     ) -> tuple[int | None, bool]:
         try:
-            page = self._ask(lambda: self._sql(start, end, q.count_sql(search, regex)), deadline)
+            page = self._ask(lambda: self._sql(start, end, q.count_sql(plan.search, plan.where)), deadline)
         except SearchRefused as e:
             warnings.append(f"no total: {e}")
             return None, True
@@ -205,15 +218,13 @@ class SlsBackend:
             return None, True
 
     def _facets(
-        self, start: int, end: int, search: str, regex: str | None, deadline: float, warnings: list[str]
+        self, plan: _Plan, start: int, end: int, deadline: float, warnings: list[str]
     ) -> dict[str, dict[str, int]]:
         facets: dict[str, dict[str, int]] = {}
         for name in FACETS:
-            key = schema.FACET_KEYS[name]
+            sql = q.facet_sql(plan.search, schema.FACET_KEYS[name], plan.where, FACET_TOP)
             try:
-                page = self._ask(
-                    lambda k=key: self._sql(start, end, q.facet_sql(search, k, regex, FACET_TOP)), deadline
-                )  # type: ignore[misc]
+                page = self._ask(lambda s=sql: self._sql(start, end, s), deadline)  # type: ignore[misc]
             except SearchRefused as e:
                 warnings.append(f"no facets: {e} (facets need doc_value on the keys: `rayhistory sls init`)")
                 return {}
@@ -227,11 +238,11 @@ class SlsBackend:
     def histogram(self, sessions: Sequence[SessionRef], req: SearchRequest, buckets: int) -> list[tuple[float, int]]:
         deadline = self._clock() + self.config.timeout
         buckets = max(1, min(buckets, 1000))
-        search, _ = self._where(sessions, req)
-        regex = self._regex(req)
+        plan = self._plan(sessions, req)
+        search, where = plan.search, plan.where
         start, end = self._from(req), self._to(req)
         if req.filters.since is None or req.filters.until is None:  # the chart spans the hits, not 1970..now
-            span = self._ask(lambda: self._sql(start, end, q.span_sql(search, regex)), deadline).rows
+            span = self._ask(lambda: self._sql(start, end, q.span_sql(search, where)), deadline).rows
             first, last = (span[0].get("first"), span[0].get("last")) if span else (None, None)
             if first in (None, "", "null"):
                 return []
@@ -239,14 +250,15 @@ class SlsBackend:
             end = end if req.filters.until is not None else int(float(last)) + 1
         width = max(1, math.ceil((end - start) / buckets))
         counts = [0] * buckets
-        if regex is None:
+        if where is None:
             answer = self._ask_histogram(start, end, search, deadline)
             for h in answer.get_histograms():
                 i = (int(h.get_from()) - start) // width
                 if 0 <= i < buckets:
                     counts[i] += int(h.get_count())
         else:
-            rows = self._ask(lambda: self._sql(start, end, q.histogram_sql(search, regex, start, width)), deadline).rows
+            sql = q.histogram_sql(search, where, start, width)
+            rows = self._ask(lambda: self._sql(start, end, sql), deadline).rows
             for r in rows:
                 i = (int(float(r["t"])) - start) // width
                 if 0 <= i < buckets:
@@ -281,7 +293,7 @@ class SlsBackend:
                 self.config.project,
                 self.config.logstore,
                 EARLIEST,
-                int(time.time()) + FUTURE_SLACK,
+                self._latest(),
                 f"{here} and {schema.KEY_LINE} = {int(line)} | with_pack_meta",
                 1,
                 0,
@@ -315,7 +327,7 @@ class SlsBackend:
                     self.config.project,
                     self.config.logstore,
                     EARLIEST,
-                    int(time.time()) + FUTURE_SLACK,
+                    self._latest(),
                     f"{here} and {schema.KEY_LINE} in [{lo} {hi}]",
                     min(MAX_LINES, hi - lo + 1),
                     0,
@@ -370,7 +382,7 @@ class SlsBackend:
             )
         return SearchRefused(f"{where} refused the search ({e.code}): {e.message}")
 
-    def _hit(self, row: Mapping[str, Any], req: SearchRequest, regex: str | None) -> Hit:
+    def _hit(self, row: Mapping[str, Any], req: SearchRequest, plan: _Plan) -> Hit:
         tags = {
             t: str(row.get(schema.tag(t)) or "") for t in (schema.TAG_NAMESPACE, schema.TAG_CLUSTER, schema.TAG_SESSION)
         }
@@ -393,7 +405,7 @@ class SlsBackend:
             level=row.get(schema.KEY_LEVEL) or None,
             job_id=row.get(schema.KEY_JOB_ID) or None,
             message=message,
-            match=_ranges(req, regex, message),
+            match=plan.regex.highlight(message) if plan.regex else highlight(req.query, message),
             url=log_url(session, node, file, line) if session and node and file and line else "",
             task_name=row.get(schema.KEY_TASK_NAME) or None,
             actor_name=row.get(schema.KEY_ACTOR_NAME) or None,
@@ -401,6 +413,23 @@ class SlsBackend:
             pid=_int(row.get(schema.KEY_PID)),
             component=row.get(schema.KEY_COMPONENT) or None,
         )
+
+
+@dataclass
+class _Plan:
+    search: str  # the SLS search statement: scope, filters, the query (and regex mode's literals)
+    where: str | None  # regex mode: the SQL filter (regexp_like)
+    regex: Regex | None
+    query: Node
+    warnings: list[str]
+
+    def keeps(self, row: Mapping[str, Any]) -> bool:
+        """Whether a row SLS returned means a hit: our query on its fields (SLS may match a key's tokens where we
+        compare whole values), and RE2 in regex mode (SLS SQL's regexp_like is not RE2)."""
+        message = str(row.get(schema.KEY_MESSAGE, ""))
+        if self.regex is not None and not self.regex.search(message):
+            return False
+        return matches(self.query, {f: _field(row, k) for f, k in schema.SEARCH_KEYS.items()})
 
 
 @dataclass
@@ -427,6 +456,11 @@ class _Cursor:
         return cursor
 
 
+def _field(row: Mapping[str, Any], key: str) -> str | None:
+    v = row.get(key)
+    return None if v in (None, "", "null") else str(v)
+
+
 def _int(v: Any) -> int | None:
     try:
         return int(v) if v not in (None, "", "null") else None
@@ -439,22 +473,3 @@ def _time(row: Mapping[str, Any]) -> float | None:
     if seconds is None:
         return None
     return seconds + (_int(row.get(schema.ROW_TIME_NS)) or 0) / 1e9
-
-
-def _ranges(req: SearchRequest, regex: str | None, message: str) -> list[tuple[int, int]]:
-    if regex is not None:
-        import re2  # google-re2: the pattern SLS matched with regexp_like, highlighted the same way
-
-        try:
-            return [m.span() for m in re2.finditer(regex, message) if m.end() > m.start()]
-        except re2.error:
-            return []
-    from historyserver.search.match import highlight
-
-    return highlight(req.query, message)
-
-
-def _to_sls(node: Any) -> str:
-    from historyserver.search.to_sls import to_sls
-
-    return to_sls(node, schema.SEARCH_KEYS)

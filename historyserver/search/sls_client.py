@@ -96,7 +96,7 @@ class SlsReader(LogClient):
         return Page([dict(row) for row in data["data"]], answer.is_completed(), answer.get_processed_rows())
 
     def get_histograms_once(
-        self, project: str, logstore: str, from_time: int, to_time: int, query: str, topic: str | None = None
+        self, project: str, logstore: str, from_time: int, to_time: int, query: str, topic: str = ""
     ) -> GetHistogramsResponse:
         """GetHistograms (`GET /logstores/{ls}?type=histogram`): the request LogClient.get_histograms builds."""
         params: dict[str, Any] = {}

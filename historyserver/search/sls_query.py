@@ -108,43 +108,36 @@ def where(parts: Sequence[str]) -> str:
     return " and ".join(kept) if kept else "*"
 
 
-def sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def column(key: str) -> str:
     """A key as an SQL column: tags and keys with ':' need double quotes."""
     return '"' + key.replace('"', '""') + '"'
 
 
-def regex_condition(pattern: str) -> str:
-    return f"regexp_like({column(schema.KEY_MESSAGE)}, {sql_string(pattern)})"
-
-
-def sql(search: str, select: str, regex: str | None = None, tail: str = "") -> str:
-    """`search | SELECT ... [WHERE regexp_like(message, ...)] tail` (SLS SQL has no FROM)."""
-    clause = f" WHERE {regex_condition(regex)}" if regex else ""
+def sql(search: str, select: str, where: str | None = None, tail: str = "") -> str:
+    """`search | SELECT ... [WHERE where] tail` (SLS SQL has no FROM); `where` is regex mode's regexp_like
+    (regex.py's to_sls_plan)."""
+    clause = f" WHERE {where}" if where else ""
     return f"{search} | SELECT {select}{clause}{(' ' + tail) if tail else ''}"
 
 
-def count_sql(search: str, regex: str | None) -> str:
-    return sql(search, "count(*) AS n", regex)
+def count_sql(search: str, where: str | None) -> str:
+    return sql(search, "count(*) AS n", where)
 
 
-def facet_sql(search: str, key: str, regex: str | None, top: int) -> str:
-    return sql(search, f"{column(key)} AS value, count(*) AS n", regex, f"GROUP BY value ORDER BY n DESC LIMIT {top}")
+def facet_sql(search: str, key: str, where: str | None, top: int) -> str:
+    return sql(search, f"{column(key)} AS value, count(*) AS n", where, f"GROUP BY value ORDER BY n DESC LIMIT {top}")
 
 
-def span_sql(search: str, regex: str | None) -> str:
-    return sql(search, f"min({schema.ROW_TIME}) AS first, max({schema.ROW_TIME}) AS last", regex)
+def span_sql(search: str, where: str | None) -> str:
+    return sql(search, f"min({schema.ROW_TIME}) AS first, max({schema.ROW_TIME}) AS last", where)
 
 
-def page_sql(search: str, regex: str, offset: int, limit: int) -> str:
+def page_sql(search: str, where: str, offset: int, limit: int) -> str:
     select = ", ".join(column(c) for c in HIT_COLUMNS)
     order = f"ORDER BY {schema.ROW_TIME}, {column(schema.KEY_LINE)} LIMIT {offset}, {limit}"
-    return sql(search, select, regex, order)
+    return sql(search, select, where, order)
 
 
-def histogram_sql(search: str, regex: str, start: int, width: int) -> str:
+def histogram_sql(search: str, where: str, start: int, width: int) -> str:
     bucket = f"{start} + ({schema.ROW_TIME} - {start}) / {width} * {width}"
-    return sql(search, f"{bucket} AS t, count(*) AS n", regex, "GROUP BY t ORDER BY t LIMIT 10000")
+    return sql(search, f"{bucket} AS t, count(*) AS n", where, "GROUP BY t ORDER BY t LIMIT 10000")
