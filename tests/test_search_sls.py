@@ -324,3 +324,32 @@ def test_a_quota_answer_carries_retry_after(sls):
     with pytest.raises(SearchQuotaExceeded) as e:
         backend(sls).search([SESSION], request("boom"))
     assert e.value.status == 503 and e.value.retry_after > 0
+
+
+def test_the_server_reads_the_collectors_sls_settings_and_names_what_is_missing(tmp_path):
+    from archive.settings import SettingsError
+    from collector.settings import CollectorSettings
+    from historyserver.search.sls_backend import config_from_settings
+    from historyserver.settings import ServerSettings
+
+    shared = ("sls_endpoint", "sls_project", "sls_logstore", "sls_proxy")
+    collector = {f.name: f for f in CollectorSettings.fields()}
+    server = {f.name: f for f in ServerSettings.fields()}
+    assert all(CollectorSettings.env_name(collector[k]) == ServerSettings.env_name(server[k]) for k in shared)
+    env = {"RAYHISTORY_SLS_ENDPOINT": "cn-hangzhou.log.aliyuncs.com", "RAYHISTORY_SLS_PROJECT": "p"}
+    with pytest.raises(SettingsError, match="--sls-logstore"):
+        ServerSettings.load({"archive": str(tmp_path)}, env)
+    settings = ServerSettings.load({"archive": str(tmp_path)}, {**env, "RAYHISTORY_SLS_LOGSTORE": "ray-logs"})
+    assert config_from_settings(ServerSettings.load({"archive": str(tmp_path)}, {})) is None
+    with pytest.raises(SettingsError, match="ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        config_from_settings(settings, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "id"})
+    config = config_from_settings(
+        settings, {"ALIBABA_CLOUD_ACCESS_KEY_ID": "id", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}
+    )
+    assert config is not None
+    assert (config.endpoint, config.project, config.logstore, config.timeout) == (
+        "cn-hangzhou.log.aliyuncs.com",
+        "p",
+        "ray-logs",
+        30.0,
+    )
