@@ -212,7 +212,9 @@ class ServerSettings(Settings):
                 f"--kubernetes: {self.kubernetes!r} is not one of off, in-cluster, kubeconfig or kubeconfig:PATH"
             )
         if self.sls_endpoint and not (self.sls_project and self.sls_logstore):
-            raise SettingsError("--sls-endpoint is set: give --sls-project and --sls-logstore too (the logstore to search)")
+            raise SettingsError(
+                "--sls-endpoint is set: give --sls-project and --sls-logstore too (the logstore to search)"
+            )
         if self.sls_search_timeout <= 0:
             raise SettingsError(f"--sls-search-timeout must be positive, got {self.sls_search_timeout}")
         if self.queue_wait < 0:
