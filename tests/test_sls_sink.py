@@ -372,7 +372,10 @@ def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_pat
     store = LocalStore(tmp_path / "archive")
     node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
     assert archive_logs.read_file(store, node, "raylet.out") == (session / "logs" / "raylet.out").read_bytes()
-    assert {x.tags["node_id"] for x in sls.items()} == {NODE_ID}
+    # every LogGroup says where its lines come from, so that SLS search can be scoped like the archive's
+    assert {(x.tags["namespace"], x.tags["cluster"], x.tags["session"], x.tags["node_id"]) for x in sls.items()} == {
+        ("ns", "c", SESSION_NAME, NODE_ID)
+    }
 
 
 def test_sls_without_credentials_is_one_clear_line(tmp_path):
