@@ -202,18 +202,20 @@ class Settings:
             )
 
 
-# --- the SLS connection, declared once: the collector writes the logstore, the server searches it -------------
-SLS_CREDENTIALS = "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+# --- the SLS connection, declared once: the collector writes the logstores, the server searches them -----------
+SLS_CREDENTIALS = (
+    "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS)"
+)
 _SLS_HELP = {
     "sls_endpoint": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) {use}; empty: off. Credentials: "
     + SLS_CREDENTIALS,
     "sls_project": "SLS project",
-    "sls_logstore": "SLS logstore",
+    "sls_logstore": "SLS logstore {use}",
     "sls_proxy": "HTTP proxy for SLS requests (optional)",
 }
 
 
 def sls_field(name: str, use: str = "") -> Any:
-    """A `field()` for one of the SLS connection settings (sls_endpoint, sls_project, sls_logstore, sls_proxy),
-    the same flag and variable on both sides; `use` says what this side does with the endpoint."""
-    return dataclasses.field(default="", metadata={"help": _SLS_HELP[name].format(use=use)})
+    """A `field()` for one of the SLS connection settings (sls_endpoint, sls_project, sls_logstore, sls_proxy): the
+    same flag, variable, type and default on both sides; `use` says what this side does with it."""
+    return dataclasses.field(default="", metadata={"help": " ".join(_SLS_HELP[name].format(use=use).split())})

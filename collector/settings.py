@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from archive.settings import Settings, sls_field
+from archive.settings import Settings, SettingsError, sls_field
 
 
 def _default_namespace() -> str:
@@ -85,9 +86,25 @@ class CollectorSettings(Settings):
             "cluster status); 0: off"
         },
     )
-    sls_endpoint: str = sls_field("sls_endpoint", "to stream log lines to")
+    sls_endpoint: str = sls_field(
+        "sls_endpoint", "to stream logs, events and metrics to (each one on when its logstore or MetricStore is given)"
+    )
     sls_project: str = sls_field("sls_project")
-    sls_logstore: str = sls_field("sls_logstore")
+    sls_logstore: str = sls_field("sls_logstore", "for the session's log lines; empty: log lines are not sent")
+    sls_events_logstore: str = field(
+        default="",
+        metadata={
+            "help": "SLS logstore for Ray's task, actor, job, node and placement group events, one log per event "
+            "(e.g. ray-events); empty: events are not sent"
+        },
+    )
+    sls_metricstore: str = field(
+        default="",
+        metadata={
+            "help": "SLS MetricStore that every metrics scrape is also sent to, by Prometheus remote write; "
+            "empty: metrics are not sent"
+        },
+    )
     sls_proxy: str = sls_field("sls_proxy")
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(
@@ -97,3 +114,19 @@ class CollectorSettings(Settings):
             "Ray does); 0: fail at once"
         },
     )
+
+    SLS_OUTPUTS: ClassVar[tuple[str, ...]] = ("sls_logstore", "sls_events_logstore", "sls_metricstore")
+
+    def check(self) -> None:
+        """SLS is on with an endpoint and a project, and then sends each output whose store is named."""
+        named = [f"--{k.replace('_', '-')}" for k in self.SLS_OUTPUTS if getattr(self, k)]
+        if named and not (self.sls_endpoint and self.sls_project):
+            raise SettingsError(
+                f"{', '.join(named)} given, but SLS needs --sls-endpoint and --sls-project too (or "
+                "$RAYHISTORY_SLS_ENDPOINT, $RAYHISTORY_SLS_PROJECT)"
+            )
+        if self.sls_endpoint and not named:
+            raise SettingsError(
+                "--sls-endpoint is set but nothing is sent to SLS: name --sls-logstore (log lines), "
+                "--sls-events-logstore (Ray's events) or --sls-metricstore (metrics), or unset the endpoint"
+            )

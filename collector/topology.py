@@ -7,11 +7,12 @@ sink keeps its own checkpoint of how far it got. One cycle lists every source on
 each sink that takes that source; a file the source no longer appends to is released (deleted, for a spool)
 only once every sink that takes it holds it whole.
 
-    logs ───────┬──> sls      (only logs; its own threads, never in the archive's way)
+    logs ───────┬──> sls          log lines      ┐ each on when its SLS store is named;
+                ├──> sls_events   export events  │ their own threads, never in the archive's way
+    ray_events ─┼──> sls_events   HTTP events    │ (collector/sinks/sls/outputs.py)
+    metrics ────┼──> sls_metrics  remote write   ┘
     grafana ────┤
-    metrics ────┼──> archive  (byte-range segments, resumed from what the archive holds)
-    api ────────┤
-    ray_events ─┘
+    api ────────┴──> archive  (every source: byte-range segments, resumed from what the archive holds)
 """
 
 from __future__ import annotations
@@ -115,13 +116,10 @@ def build(
         sources.append(EventSpool(events, lambda: event_stats(event_counts())))
     sinks: list[Sink] = []
     if settings.sls_endpoint:
-        from collector.sinks.sls import (  # the SDK and pyarrow: only when used
-            SlsLogsSink,
-            config_from_settings,
-        )
+        from collector.sinks.sls import outputs  # the SDK (and pyarrow for log lines): only when used
 
-        config = config_from_settings(settings, state.spools / "sls-checkpoint.json", ref.session)
-        sinks.append(SlsLogsSink(config, node.node_id, session.logs))
+        folders = {s.name: s.folder for s in sources}
+        sinks += outputs.build(settings, ref, node.node_id, session.logs, folders, state.spools)
     sinks.append(
         ArchiveSink(store, ref.node(node.node_id), {s.name: s.folder for s in sources}, state.checkpoint, on_shipped)
     )

@@ -178,11 +178,9 @@ class ServerSettings(Settings):
             "to the cache directory"
         },
     )
-    sls_endpoint: str = sls_field(
-        "sls_endpoint", "whose logstore log search queries (the one the collectors stream to) instead of the archive"
-    )
+    sls_endpoint: str = sls_field("sls_endpoint", "whose logstore log search reads instead of the archive")
     sls_project: str = sls_field("sls_project")
-    sls_logstore: str = sls_field("sls_logstore")
+    sls_logstore: str = sls_field("sls_logstore", "to search (the one the collectors stream log lines to)")
     sls_proxy: str = sls_field("sls_proxy")
     sls_search_timeout: float = field(
         default=30.0,

@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve, gc and demo."""
+"""The `rayhistory` command: collect, serve, gc, demo and sls init."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gc_cli.add_arguments(p)
 
+    p = sub.add_parser("sls", help="Alibaba SLS: `sls init` creates the logstores, MetricStore and indexes")
+    from rayhistory import sls_init
+
+    sls_init.add_arguments(p)
+
     p = sub.add_parser("demo", help="run a real local Ray cluster, archive it, stop it, and serve its history")
     from rayhistory import demo
 
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_cli.run(args)
     if args.command == "gc":
         return gc_cli.run(args)
+    if args.command == "sls":
+        return sls_init.run(args)
     return demo.run(args)
 
 

@@ -16,6 +16,9 @@ network edge, written from the protocol (reference section 5) and checked agains
   the query parameters of the others) and the documented answer to give (rows, `Incomplete` progress, an error);
   once anything is scripted, a request matching no script is answered 400 `UnexpectedRequest` and kept in
   `unexpected`, so a test sees every request it did not foresee.
+- logstores, MetricStores and indexes (CreateLogStore, GetLogStore, CreateSubStore, Create/Update/GetIndex):
+  tests/servers/sls_resources.py; Prometheus remote write into a MetricStore (BasicAuth, snappy, protobuf):
+  tests/servers/sls_remote_write.py. PutLogs and GetLogs accept any logstore (tests need not create them).
 
 The SDK sends to `http://{project}.{endpoint}:{port}`, a name that does not resolve here; it only skips the project
 subdomain for a bare IPv4 endpoint, and then on port 80 which a test cannot bind. So the SDK is pointed at any
@@ -41,6 +44,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import lz4.block
+
+from tests.servers.sls_remote_write import RemoteWrite
+from tests.servers.sls_resources import Resources
 
 MAX_GET_LINES = 100
 MAX_PUT_BYTES = 10 << 20
@@ -338,6 +344,12 @@ class SlsServer(ScriptedSearch):
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
     port: int = 0
+    security_token: str = ""  # STS: remote write's password is then `{secret}${token}`
+    resources: Resources = field(default_factory=Resources)
+    remote_write: RemoteWrite | None = None
+
+    def __post_init__(self) -> None:
+        self.remote_write = RemoteWrite(self.resources, self.access_key_id, self.access_key_secret, self.security_token)
 
     @property
     def proxy(self) -> str:
@@ -383,20 +395,29 @@ class SlsServer(ScriptedSearch):
             return _error(404, "ProjectNotExist", f"host {host} is not <project>{suffix}")
         project = host[: -len(suffix)]
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path.startswith("/prometheus/"):  # BasicAuth, not the LOG signature (sls_remote_write.py)
+            assert self.remote_write is not None
+            return self.remote_write.handle(project, method, url.path, headers, body)
         denied = self._authenticate(method, url.path, params, headers, body)
         if denied:
             return denied
         parts = url.path.strip("/").split("/")
+        # GetHistograms and GetContextLogs share GetLogStore's path (`GET /logstores/{ls}`), told apart by `type`
+        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "histogram":
+            return self._scripted_get(project, parts[1], "histograms", params, headers)
+        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "context_log":
+            return self._scripted_get(project, parts[1], "context", params, headers)
+        with self._lock:
+            answer = self.resources.handle(project, method, parts, headers, body)
+        if answer is not None:
+            return answer
         if method == "POST" and len(parts) == 4 and parts[0] == "logstores" and parts[2] == "shards":
             return self._put_logs(project, parts[1], params.get("key"), headers, body)
         if method == "POST" and len(parts) == 3 and parts[0] == "logstores" and parts[2] == "logs":
             if self.scripts:
                 return self._scripted_get_logs(project, parts[1], headers, body)
             return self._get_logs(project, parts[1], headers, body)
-        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "histogram":
-            return self._scripted_get(project, parts[1], "histograms", params, headers)
-        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "context_log":
-            return self._scripted_get(project, parts[1], "context", params, headers)
+
         return _error(404, "NotImplemented", f"{method} {url.path} is not served by the SLS test server")
 
     def _authenticate(

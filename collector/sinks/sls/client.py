@@ -51,9 +51,15 @@ class _OneAttemptClient(LogClient):
 
 
 def make_client(
-    endpoint: str, access_key_id: str, access_key_secret: str, source: str, timeout: float, proxy: str | None = None
+    endpoint: str,
+    access_key_id: str,
+    access_key_secret: str,
+    source: str,
+    timeout: float,
+    proxy: str | None = None,
+    security_token: str = "",
 ) -> _OneAttemptClient:
-    client = _OneAttemptClient(endpoint, access_key_id, access_key_secret, source=source)
+    client = _OneAttemptClient(endpoint, access_key_id, access_key_secret, security_token or None, source=source)
     client.timeout = timeout
     if proxy:
         # The SDK sends to {project}.{endpoint}; its requests.Session is the one place a proxy can be given.
