@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 10  # 10: tasks follow more of Ray's rules (drivers, named actors' creation tasks, jobs' ends)
+COMPACTION_VERSION = 11  # 11: the log-search tables (log_lines, log_terms)
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -193,6 +193,36 @@ PLACEMENT_GROUPS = Table(
     6,
 )
 
+# One row per physical line of the session's logs/ files (events/ and export_events/ aside), sorted by
+# (node_id, file, line), in row groups ("blocks") of a fixed number of rows; time_ms is NULL on lines without a
+# timestamp of their own or of their record (raw worker output). head + message is the line (ANSI escapes removed).
+LOG_LINES = Table(
+    "log_lines",
+    pa.schema(
+        [
+            ("node_id", _S),
+            ("file", _S),
+            ("line", _I32),
+            ("offset", _I),
+            ("time_ms", _I),
+            ("level", _S),
+            ("job_id", _S),
+            ("worker_id", _S),
+            ("pid", _I),
+            ("component", _S),
+            ("task_name", _S),
+            ("actor_name", _S),
+            ("head", _S),
+            ("message", _S),
+            ("block", _I32),  # the row group's number (= row number // rows per block): the term index's unit
+        ]
+    ),
+    11,
+)
+# The term index of log_lines: (lower-case token, block = row group of log_lines, lines of the block holding it),
+# sorted by (token, block).
+LOG_TERMS = Table("log_terms", pa.schema([("token", _S), ("block", _I32), ("lines", _I32)]), 11)
+
 TABLES = (
     TASKS,
     PROFILE_EVENTS,
@@ -205,6 +235,8 @@ TABLES = (
     METRIC_SERIES,
     METRIC_SAMPLES,
     PLACEMENT_GROUPS,
+    LOG_LINES,
+    LOG_TERMS,
 )
 TABLE_NAMES = tuple(t.name for t in TABLES)
 _BY_NAME = {t.name: t for t in TABLES}

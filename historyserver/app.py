@@ -16,6 +16,7 @@ from historyserver.routes import (
     framework_errors,
     grafana,
     live_api,
+    log_view,
     pages,
     prometheus_api,
     ray_api,
@@ -23,6 +24,7 @@ from historyserver.routes import (
     ray_logs,
     ray_tasks,
     ray_ui,
+    search_api,
     sessions_api,
 )
 from historyserver.routes.errors import handle_history_error
@@ -41,8 +43,10 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     framework_errors.install(app)
     app.include_router(access.router)
     app.include_router(sessions_api.router)
+    app.include_router(search_api.router)
     app.include_router(live_api.router)
     app.include_router(pages.router)
+    app.include_router(log_view.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
     for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, grafana):
         app.include_router(module.router)

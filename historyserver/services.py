@@ -18,6 +18,7 @@ from historyserver.catalog import Catalog
 from historyserver.live.kube import LiveClusters, LiveSettings
 from historyserver.queries.metrics_store import MetricsCache
 from historyserver.queries.session_series import FailureCache, warehouse_tables
+from historyserver.search.log_index import IndexCache
 from historyserver.settings import ServerSettings
 from historyserver.warehouse import Warehouse
 
@@ -29,6 +30,7 @@ class Gates:
     queries: Gate
     large: Gate
     compactions: Gate
+    searches: Gate
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Services:
     gates: Gates
     metrics_cache: MetricsCache  # PromQL's series indexes and decoded samples, shared by requests
     session_failures: FailureCache  # the catalog-derived series' failure counts
+    log_indexes: IndexCache  # log search: each session's log-table statistics, read once
 
 
 def build(settings: ServerSettings, store: Store) -> Services:
@@ -51,6 +54,7 @@ def build(settings: ServerSettings, store: Store) -> Services:
         queries=Gate("PromQL queries", settings.max_concurrent_queries, wait, "max-concurrent-queries"),
         large=Gate("large answers", settings.max_concurrent_large, wait, "max-concurrent-large"),
         compactions=Gate("compactions", settings.max_concurrent_compactions, wait, "max-concurrent-compactions"),
+        searches=Gate("log searches", settings.max_concurrent_searches, wait, "max-concurrent-searches"),
     )
     warehouse = Warehouse(
         store,
@@ -70,6 +74,7 @@ def build(settings: ServerSettings, store: Store) -> Services:
         gates=gates,
         metrics_cache=MetricsCache(settings.metrics_cache_mb * 2**20),
         session_failures=FailureCache(warehouse_tables(warehouse)),
+        log_indexes=IndexCache(),
     )
 
 

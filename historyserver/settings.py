@@ -71,6 +71,13 @@ class ServerSettings(Settings):
             "help": "PromQL queries evaluated at once; others wait up to --queue-wait, then get 503 with Retry-After"
         },
     )
+    max_concurrent_searches: int = field(
+        default=2,
+        metadata={
+            "help": "log searches run at once (each reads up to the sessions' log tables); others wait up to "
+            "--queue-wait, then get 503 with Retry-After"
+        },
+    )
     max_concurrent_compactions: int = field(
         default=1,
         metadata={
@@ -196,6 +203,7 @@ class ServerSettings(Settings):
             "query_max_samples",
             "query_max_sessions",
             "max_concurrent_queries",
+            "max_concurrent_searches",
             "max_concurrent_compactions",
             "max_concurrent_large",
         ):

@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve, gc, demo and sls init."""
+"""The `rayhistory` command: collect, serve, gc, demo, sls init and logs search."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
 
     demo.add_arguments(p)
 
+    p = sub.add_parser("logs", help="the logs of archived sessions, through a running history server")
+    logs_sub = p.add_subparsers(dest="logs_command", required=True)
+    p = logs_sub.add_parser(
+        "search", help="search log lines and task errors, printed as grep prints (node/file:line: message)"
+    )
+    from rayhistory import logs_search
+
+    logs_search.add_arguments(p)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -54,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return gc_cli.run(args)
     if args.command == "sls":
         return sls_init.run(args)
+    if args.command == "logs":
+        return logs_search.run(args)
     return demo.run(args)
 
 

@@ -29,6 +29,8 @@ from archive.compacted import (
     CLUSTER_EVENTS,
     JOBS,
     LOG_FILES,
+    LOG_LINES,
+    LOG_TERMS,
     METRIC_SAMPLES,
     METRIC_SERIES,
     NODES,
@@ -42,7 +44,7 @@ from archive.compacted import (
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import api_snapshots
+from historyserver.compaction import api_snapshots, log_tables
 from historyserver.compaction.export_events import Folded
 from historyserver.compaction.ids import ms
 from historyserver.compaction.metrics import compact_metrics
@@ -267,6 +269,13 @@ def _log_files(inputs: Inputs) -> dict[str, int]:
     return _write(inputs, LOG_FILES, inputs.log_rows)
 
 
+def _log_search(inputs: Inputs) -> dict[str, int]:
+    nodes = [inputs.ref.node(n) for n in inputs.node_records]
+    return log_tables.build(
+        inputs.store, nodes, inputs.tmp, inputs.tmp / "log_stage", inputs.memory_limit, inputs.folded.damage
+    )
+
+
 def _cluster_events(inputs: Inputs) -> dict[str, int]:
     return _write(inputs, CLUSTER_EVENTS, sorted(inputs.event_rows, key=lambda r: r["timestamp"]))
 
@@ -296,6 +305,7 @@ BUILDERS = (
     Builder((NODES,), _nodes),
     Builder((LOG_FILES,), _log_files),
     Builder((CLUSTER_EVENTS,), _cluster_events),
+    Builder((LOG_LINES, LOG_TERMS), _log_search),
 )
 
 

@@ -33,7 +33,7 @@ _REPEAT = re.compile(r"\{\d+(,\d*)?\}")
 @dataclass(frozen=True)
 class Regex:
     pattern: str  # as the user gave it
-    re2: str  # what RE2 runs (DuckDB's regexp_matches, SLS): GNU's word anchors turned into \\b
+    re2: str  # what RE2 runs (DuckDB's regexp_matches, SLS): GNU's word anchors turned into \b
     compiled: Any  # re2._Regexp (the package publishes no type for it)
 
     def search(self, line: str) -> bool:

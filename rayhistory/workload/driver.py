@@ -1,5 +1,7 @@
 """The demo's driver: tasks (some failing), an actor, an actor that fails to start, a retried task."""
 
+import traceback
+
 import ray
 
 
@@ -12,7 +14,12 @@ def square(x):
 @ray.remote(max_retries=0)
 def flaky(i):
     if i % 2:
-        raise ValueError(f"intentional failure {i}")
+        try:
+            raise ValueError(f"intentional failure {i}")
+        except ValueError:
+            if i == 1:  # printed by the task too (log search finds it in its .err); failure 3 only Ray keeps
+                traceback.print_exc()
+            raise
     return i
 
 

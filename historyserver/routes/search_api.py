@@ -1,0 +1,233 @@
+"""Log search over HTTP (issue 11, README "Log search"): one session's logs, or every session the catalog keeps
+after the namespace/cluster/session and time filters; the hits-over-time histogram; the lines around a hit.
+Thin: parsing the request here, the work in historyserver/search (the backend search_backend picks)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from historyserver import services
+from historyserver.catalog import SessionEntry
+from historyserver.errors import TooLarge
+from historyserver.routes.deps import catalog, fast_json, session_entry
+from historyserver.search.backend import SearchFilters, SearchRequest
+from historyserver.search.backends import search_backend
+from historyserver.search.errors import SearchRefused
+from historyserver.search.query import MatchAll, QuerySyntaxError, parse
+
+router = APIRouter(prefix="/api/v1")
+
+DEFAULT_LIMIT = 100
+DEFAULT_BUCKETS = 60
+MAX_BUCKETS = 1000
+
+
+def _time(name: str, value: str | None) -> float | None:
+    """Epoch seconds, or ISO 8601 (UTC unless it says otherwise)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SearchRefused(
+            f"{name}={value!r} is not a time: give epoch seconds or ISO 8601 (2026-11-25T19:58:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _request(
+    q: str,
+    mode: str,
+    node_id: list[str],
+    file: list[str],
+    job_id: list[str],
+    level: list[str],
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+) -> SearchRequest:
+    if mode not in ("terms", "regex"):
+        raise SearchRefused(f"mode={mode!r}: use terms (the query language) or regex (an RE2 pattern)")
+    filters = SearchFilters(
+        node_id=tuple(node_id),
+        file=tuple(file),
+        job_id=tuple(job_id),
+        level=tuple(level),
+        since=_time("since", since),
+        until=_time("until", until),
+    )
+    if filters.since is not None and filters.until is not None and filters.since > filters.until:
+        raise SearchRefused(f"since ({since}) is after until ({until}): swap them")
+    if mode == "regex":
+        return SearchRequest(MatchAll(), q, "regex", q, filters, limit, cursor)
+    try:
+        node = parse(q)
+    except QuerySyntaxError as e:
+        raise SearchRefused(str(e), e.position, tuple(e.expected)) from None
+    return SearchRequest(node, q, "terms", None, filters, limit, cursor)
+
+
+def _sessions(
+    request: Request,
+    namespace: str | None,
+    cluster: str | None,
+    session: list[str],
+    since: float | None,
+    until: float | None,
+) -> list[SessionEntry]:
+    """The sessions a search across the archive reads, newest first: pruned by the catalog alone."""
+    kept = []
+    for e in catalog(request).sessions():
+        m = e.manifest
+        if namespace and m.namespace != namespace or cluster and m.cluster != cluster:
+            continue
+        if session and m.ref.id not in session and m.session_name not in session:
+            continue
+        start = (m.start_ms or 0) / 1000
+        end = e.end_ms / 1000 if e.end_ms else None
+        if until is not None and start >= until:
+            continue
+        if since is not None and end is not None and end < since:
+            continue
+        kept.append(e)
+    most = services.of(request).settings.query_max_sessions
+    if len(kept) > most:
+        raise TooLarge(
+            f"the search would read {len(kept)} sessions; at most {most} (--query-max-sessions): narrow it with "
+            "namespace=, cluster=, session= or since=/until="
+        )
+    return kept
+
+
+_Q = Query("", description="the query (terms mode: the query language; regex mode: an RE2 pattern, grep -E)")
+_MODE = Query("terms", description="terms or regex")
+
+
+@router.get("/sessions/{session_id}/logs/search")
+def search_session(
+    request: Request,
+    session_id: str,
+    q: str = _Q,
+    mode: Literal["terms", "regex"] = _MODE,
+    node_id: list[str] = Query([]),
+    file: list[str] = Query([]),
+    job_id: list[str] = Query([]),
+    level: list[str] = Query([]),
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Response:
+    req = _request(q, mode, node_id, file, job_id, level, since, until, limit, cursor)
+    entry = session_entry(request, session_id)
+    svc = services.of(request)
+    with svc.gates.searches.slot():
+        answer = search_backend(svc).search([entry.ref], req)
+    return fast_json(answer.to_json())
+
+
+@router.get("/logs/search")
+def search_sessions(
+    request: Request,
+    q: str = _Q,
+    mode: Literal["terms", "regex"] = _MODE,
+    namespace: str | None = None,
+    cluster: str | None = None,
+    session: list[str] = Query([]),
+    node_id: list[str] = Query([]),
+    file: list[str] = Query([]),
+    job_id: list[str] = Query([]),
+    level: list[str] = Query([]),
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Response:
+    req = _request(q, mode, node_id, file, job_id, level, since, until, limit, cursor)
+    entries = _sessions(request, namespace, cluster, session, req.filters.since, req.filters.until)
+    svc = services.of(request)
+    with svc.gates.searches.slot():
+        answer = search_backend(svc).search([e.ref for e in entries], req)
+    body = answer.to_json()
+    body["sessions"] = len(entries)
+    return fast_json(body)
+
+
+def _histogram(request: Request, entries: list[SessionEntry], req: SearchRequest, buckets: int) -> Response:
+    if not 1 <= buckets <= MAX_BUCKETS:
+        raise SearchRefused(f"buckets={buckets}: give 1 to {MAX_BUCKETS}")
+    svc = services.of(request)
+    backend = search_backend(svc)
+    with svc.gates.searches.slot():
+        counts = backend.histogram([e.ref for e in entries], req, buckets)
+    width = counts[1][0] - counts[0][0] if len(counts) > 1 else None
+    return fast_json(
+        {"backend": backend.name, "width": width, "buckets": [{"start": t, "count": n} for t, n in counts]}
+    )
+
+
+@router.get("/sessions/{session_id}/logs/search/histogram")
+def histogram_session(
+    request: Request,
+    session_id: str,
+    q: str = _Q,
+    mode: Literal["terms", "regex"] = _MODE,
+    node_id: list[str] = Query([]),
+    file: list[str] = Query([]),
+    job_id: list[str] = Query([]),
+    level: list[str] = Query([]),
+    since: str | None = None,
+    until: str | None = None,
+    buckets: int = DEFAULT_BUCKETS,
+) -> Response:
+    req = _request(q, mode, node_id, file, job_id, level, since, until, 1, None)
+    return _histogram(request, [session_entry(request, session_id)], req, buckets)
+
+
+@router.get("/logs/search/histogram")
+def histogram_sessions(
+    request: Request,
+    q: str = _Q,
+    mode: Literal["terms", "regex"] = _MODE,
+    namespace: str | None = None,
+    cluster: str | None = None,
+    session: list[str] = Query([]),
+    node_id: list[str] = Query([]),
+    file: list[str] = Query([]),
+    job_id: list[str] = Query([]),
+    level: list[str] = Query([]),
+    since: str | None = None,
+    until: str | None = None,
+    buckets: int = DEFAULT_BUCKETS,
+) -> Response:
+    req = _request(q, mode, node_id, file, job_id, level, since, until, 1, None)
+    entries = _sessions(request, namespace, cluster, session, req.filters.since, req.filters.until)
+    return _histogram(request, entries, req, buckets)
+
+
+@router.get("/sessions/{session_id}/logs/context")
+def context(
+    request: Request,
+    session_id: str,
+    node_id: str,
+    file: str,
+    line: int = Query(..., ge=1),
+    before: int = Query(10, ge=0),
+    after: int = Query(10, ge=0),
+) -> Response:
+    entry = session_entry(request, session_id)
+    svc = services.of(request)
+    with svc.gates.searches.slot():
+        answer = search_backend(svc).context(entry.ref, node_id, file, line, before, after)
+    return fast_json(answer.to_json())

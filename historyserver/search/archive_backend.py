@@ -1,0 +1,506 @@
+"""Log search over the archive's compacted log tables (compaction/log_tables.py), with DuckDB.
+
+For each session (in the order given): the blocks that can hold a match are those the filters' row-group
+statistics allow, narrowed by the term index when the query (or the regex's literals) requires message tokens.
+Totals are exact: a single-term query counts from the index where a block's every line passes the filters, every
+other count scans the candidate blocks. Hits come in table order (node, file, line) per session, after the
+session's matching task/actor/job errors; the cursor holds the position after the last hit returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import duckdb
+import pyarrow.parquet as pq
+
+from archive.compacted import ACTORS, JOBS, TASKS
+from archive.layout import SessionRef
+from historyserver.search.backend import (
+    FACETS,
+    MAX_LIMIT,
+    ContextAnswer,
+    ContextLine,
+    Hit,
+    SearchAnswer,
+    SearchFilters,
+    SearchRequest,
+)
+from historyserver.search.errors import SearchRefused
+from historyserver.search.log_index import IndexCache, LogIndex
+from historyserver.search.match import highlight
+from historyserver.search.query import MatchAll, Node, Term
+from historyserver.search.regex import Regex, compile_regex, required_index_tokens
+from historyserver.search.to_sql import required_tokens, to_sql
+
+QUERY_MEMORY = "512MB"  # DuckDB's memory for one search (it spills beyond)
+FACET_SCAN_BLOCKS = 48  # when a count came from the index, facets count the matches of at most this many blocks
+FACET_TOP = 20  # values per facet
+PAGE_STEPS = (2, 8, 32, 128)  # blocks read per step while filling a page (most pages fill in the first)
+MAX_CONTEXT = 200  # lines before and after, each
+ERROR_KINDS = ("task_error", "actor_error", "job_error")
+_HIT_COLUMNS = 'node_id, file, line, "offset", time_ms, level, job_id, worker_id, pid, component, task_name, actor_name, head, message, block'
+
+
+@dataclass
+class _Where:
+    sql: str
+    params: list[Any]
+    tokens: list[frozenset[tuple[str, bool]]] | None  # what the term index can narrow by; None: scan
+    single: bool  # one message term: its count per block is in the index
+    regex: Regex | None
+
+
+class ArchiveBackend:
+    name = "archive"
+
+    def __init__(self, tables_dir: Callable[[SessionRef], Path], cache: IndexCache | None = None) -> None:
+        """`tables_dir` gives a session's compacted tables directory (compacting it first if needed)."""
+        self.tables_dir = tables_dir
+        self.cache = cache or IndexCache()
+
+    # --- search -----------------------------------------------------------------------------------------
+    def search(self, sessions: Sequence[SessionRef], req: SearchRequest) -> SearchAnswer:
+        warnings: list[str] = []
+        limit = _limit(req.limit, warnings)
+        _where(req)  # refuses a bad request before any session is opened
+        cursor = _Cursor.decode(req.cursor)
+        hits: list[Hit] = []
+        total = 0
+        facets: dict[str, Counter[str]] = {f: Counter() for f in FACETS}
+        partial_facets = False
+        started = cursor is None
+        seen = cursor.seen if cursor else 0
+        last: _Cursor | None = None
+        con = _connect()
+        try:
+            for ref in sessions:
+                where = _where(req, ref.session)
+                index = self.cache.get(self.tables_dir(ref))
+                errors = _error_hits(con, index.dir, ref, req, where)
+                counted, partial = _count(con, index, req.filters, where, facets)
+                partial_facets |= partial
+                for h in errors:
+                    for name in FACETS:
+                        value = getattr(h, name)
+                        if value:
+                            facets[name][value] += 1
+                total += counted + len(errors)
+                if len(hits) >= limit:
+                    continue  # only counting now
+                if not started:
+                    assert cursor is not None
+                    if ref.id != cursor.session:
+                        continue
+                    started = True
+                    page_from = cursor
+                else:
+                    page_from = None
+                for i, h in enumerate(errors):
+                    if page_from and (page_from.kind != "error" or i <= page_from.error):
+                        continue
+                    if len(hits) < limit:
+                        hits.append(h)
+                        last = _Cursor(ref.id, "error", i, -1, "", "", 0, 0)
+                if len(hits) < limit:
+                    after = page_from if page_from and page_from.kind == "log" else None
+                    got = _page(con, index, ref, req.filters, where, after, limit - len(hits), req.query)
+                    for h, pos in got:
+                        hits.append(h)
+                        last = pos
+        finally:
+            con.close()
+        next_cursor = None
+        if last is not None and seen + len(hits) < total:
+            last.seen = seen + len(hits)
+            next_cursor = last.encode()
+        if partial_facets:
+            warnings.append(
+                f"facets count the matches of the first {FACET_SCAN_BLOCKS} blocks of {BLOCK_NAME} per session "
+                "(the total is exact); narrow the search for exact facets"
+            )
+        return SearchAnswer(
+            backend="archive",
+            complete=True,
+            total=total,
+            hits=hits,
+            next_cursor=next_cursor,
+            facets={k: dict(v.most_common(FACET_TOP)) for k, v in facets.items()},
+            warnings=warnings,
+        )
+
+    # --- histogram ----------------------------------------------------------------------------------------
+    def histogram(self, sessions: Sequence[SessionRef], req: SearchRequest, buckets: int) -> list[tuple[float, int]]:
+        _where(req)
+        buckets = max(1, min(buckets, 1000))
+        con = _connect()
+        try:
+            indexes = [self.cache.get(self.tables_dir(ref)) for ref in sessions]
+            lo, hi = _time_range(indexes, req.filters)
+            if lo is None or hi is None:
+                return []
+            width = max((hi - lo) / buckets, 0.001)
+            counts = [0] * buckets
+            for ref, index in zip(sessions, indexes):
+                where = _where(req, ref.session)
+                blocks = _candidates(con, index, req.filters, where)
+                if not blocks:
+                    continue
+                sql, params = _scan_sql(index, req.filters, where, list(blocks))
+                rows = con.execute(
+                    f"SELECT least(greatest(floor((time_ms / 1000.0 - ?) / ?), 0), {buckets - 1})::INT AS b, "
+                    f"count(*) FROM ({sql}) WHERE time_ms IS NOT NULL GROUP BY b",
+                    [lo, width, *params],
+                ).fetchall()
+                for b, n in rows:
+                    counts[int(b)] += int(n)
+            return [(lo + i * width, n) for i, n in enumerate(counts)]
+        finally:
+            con.close()
+
+    # --- context --------------------------------------------------------------------------------------------
+    def context(
+        self, session: SessionRef, node_id: str, file: str, line: int, before: int, after: int
+    ) -> ContextAnswer:
+        warnings = []
+        if before > MAX_CONTEXT or after > MAX_CONTEXT:
+            warnings.append(f"before and after are capped at {MAX_CONTEXT} lines each")
+        before, after = max(0, min(before, MAX_CONTEXT)), max(0, min(after, MAX_CONTEXT))
+        index = self.cache.get(self.tables_dir(session))
+        con = _connect()
+        try:
+            rows = con.execute(
+                f'SELECT line, "offset", head || message, time_ms, level, task_name, actor_name '
+                f"FROM read_parquet('{_q(index.lines)}') WHERE node_id = ? AND file = ? AND line BETWEEN ? AND ? "
+                "ORDER BY line",
+                [node_id, file, line - before, line + after],
+            ).fetchall()
+        finally:
+            con.close()
+        lines = [
+            ContextLine(int(n), int(o), text, None if t is None else t / 1000, lvl, task, actor)
+            for n, o, text, t, lvl, task, actor in rows
+        ]
+        return ContextAnswer(session.id, node_id, file, line, lines, warnings)
+
+
+BLOCK_NAME = "16,384 lines"
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(":memory:", config={"memory_limit": QUERY_MEMORY, "threads": 2})
+
+
+def _q(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _limit(limit: int, warnings: list[str]) -> int:
+    if limit < 1:
+        raise SearchRefused(f"limit must be at least 1, got {limit}")
+    if limit > MAX_LIMIT:
+        warnings.append(f"limit {limit} capped at {MAX_LIMIT} hits per page; follow next_cursor for more")
+        return MAX_LIMIT
+    return limit
+
+
+def _where(req: SearchRequest, session: str = "") -> _Where:
+    """The line predicate (over log_lines' columns) and what narrows it; `session: name` compares with the
+    session's name (a checked name: no quote in it)."""
+    f = req.filters
+    if f.since is not None and f.until is not None and f.since > f.until:
+        raise SearchRefused(f"since ({f.since:g}) is after until ({f.until:g})")
+    columns = {"pid": "CAST(pid AS VARCHAR)", "session": "'" + session.replace("'", "''") + "'"}
+    sql, params = to_sql(req.query, columns, lowered=("node_id", "job_id", "worker_id"))
+    tokens = required_tokens(req.query)
+    single = isinstance(req.query, Term) and req.query.field == "message" and not req.query.prefix
+    regex = None
+    if req.mode == "regex":
+        regex = compile_regex(req.regex or "")
+        sql = f"({sql}) AND regexp_matches(head || message, ?)"
+        params.append(regex.re2)
+        literal = required_index_tokens(regex.pattern)
+        if literal:
+            tokens = [alt | literal for alt in tokens] if tokens else [literal]
+        single = False
+    return _Where(sql, params, tokens, single, regex)
+
+
+def _filters_sql(f: SearchFilters) -> tuple[str, list[Any]]:
+    parts, params = [], []
+    for column, values in (("node_id", f.node_id), ("file", f.file), ("job_id", f.job_id)):
+        if values:
+            parts.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    if f.level:
+        parts.append(f"upper(level) IN ({', '.join('?' * len(f.level))})")
+        params.extend(v.upper() for v in f.level)
+    if f.since is not None:
+        parts.append("(time_ms IS NULL OR time_ms >= ?)")
+        params.append(int(f.since * 1000))
+    if f.until is not None:
+        parts.append("(time_ms IS NULL OR time_ms < ?)")
+        params.append(int(f.until * 1000))
+    return " AND ".join(parts) or "TRUE", params
+
+
+def _candidates(
+    con: duckdb.DuckDBPyConnection, index: LogIndex, f: SearchFilters, where: _Where
+) -> dict[int, int | None]:
+    """block -> the index's count of its matching lines when every line of the block passes the filters and the
+    query is one term; None when the block must be scanned."""
+    allowed = index.filtered_blocks(f)
+    if where.tokens is None:
+        return {b: None for b, _ in allowed}
+    by_token = index.token_blocks(con, where.tokens) or {}
+    out: dict[int, int | None] = {}
+    for b, whole in allowed:
+        if b in by_token:
+            out[b] = by_token[b] if (whole and where.single) else None
+    return out
+
+
+def _scan_sql(index: LogIndex, f: SearchFilters, where: _Where, blocks: list[int]) -> tuple[str, list[Any]]:
+    fsql, fparams = _filters_sql(f)
+    return (
+        f"SELECT {_HIT_COLUMNS} FROM read_parquet('{_q(index.lines)}') "
+        f"WHERE block IN ({', '.join(str(b) for b in blocks)}) AND {fsql} AND {where.sql}",
+        [*fparams, *where.params],
+    )
+
+
+def _count(
+    con: duckdb.DuckDBPyConnection,
+    index: LogIndex,
+    f: SearchFilters,
+    where: _Where,
+    facets: dict[str, Counter[str]],
+) -> tuple[int, bool]:
+    """The session's count of matching lines (exact), adding to facets; True when facets are partial."""
+    blocks = _candidates(con, index, f, where)
+    known = {b: n for b, n in blocks.items() if n is not None}
+    scan = sorted(b for b, n in blocks.items() if n is None)
+    total = sum(known.values())
+    partial = False
+    facet_blocks = scan
+    if known:
+        room = max(0, FACET_SCAN_BLOCKS - len(scan))
+        sample = sorted(known)[:room]
+        partial = len(sample) < len(known)
+        facet_blocks = sorted(scan + sample)
+    if facet_blocks:
+        sql, params = _scan_sql(index, f, where, facet_blocks)
+        rows = con.execute(
+            f"SELECT block IN ({', '.join(str(b) for b in scan) or 'NULL'}) AS scanned, node_id, file, level, "
+            f"job_id, count(*) FROM ({sql}) GROUP BY ALL",
+            params,
+        ).fetchall()
+        for scanned, node, file, level, job, n in rows:
+            if scanned:
+                total += n
+            for name, value in (("node_id", node), ("file", file), ("level", level), ("job_id", job)):
+                if value:
+                    facets[name][value] += n
+    return total, partial
+
+
+def _page(
+    con: duckdb.DuckDBPyConnection,
+    index: LogIndex,
+    ref: SessionRef,
+    f: SearchFilters,
+    where: _Where,
+    after: _Cursor | None,
+    want: int,
+    query: Node,
+) -> list[tuple[Hit, _Cursor]]:
+    blocks = sorted(_candidates(con, index, f, where))
+    if after is not None:
+        blocks = [b for b in blocks if b >= after.block]
+    out: list[tuple[Hit, _Cursor]] = []
+    step = iter(PAGE_STEPS)
+    pos = 0
+    while blocks[pos:] and len(out) < want:
+        n = next(step, PAGE_STEPS[-1])
+        chunk = blocks[pos : pos + n]
+        pos += n
+        sql, params = _scan_sql(index, f, where, chunk)
+        tail = ""
+        if after is not None:
+            tail = " WHERE (node_id, file, line) > (?, ?, ?)"
+            params = [*params, after.node_id, after.file, after.line]
+        rows = con.execute(
+            f"SELECT * FROM ({sql}){tail} ORDER BY block, node_id, file, line LIMIT {want - len(out)}", params
+        ).fetchall()
+        for row in rows:
+            hit = _log_hit(ref, row, query, where.regex)
+            out.append((hit, _Cursor(ref.id, "log", -1, int(row[14]), row[0], row[1], int(row[2]), 0)))
+    return out
+
+
+def _log_hit(ref: SessionRef, row: tuple[Any, ...], query: Node, regex: Regex | None) -> Hit:
+    node_id, file, line, offset, time_ms, level, job, worker, pid, comp, task, actor, head, message, _ = row
+    if regex is not None:
+        shift = len(head or "")
+        match = [(max(a - shift, 0), b - shift) for a, b in regex.highlight((head or "") + message) if b > shift]
+    else:
+        match = highlight(query, message) if not isinstance(query, MatchAll) else []
+    return Hit(
+        kind="log",
+        session=ref.id,
+        node_id=node_id,
+        file=file,
+        line=int(line),
+        offset=int(offset),
+        time=None if time_ms is None else time_ms / 1000,
+        level=level,
+        job_id=job,
+        message=message,
+        match=match,
+        url=log_view_url(ref.id, node_id, file, int(line)),
+        task_name=task,
+        actor_name=actor,
+        worker_id=worker,
+        pid=None if pid is None else int(pid),
+        component=comp,
+    )
+
+
+def log_view_url(session_id: str, node_id: str, file: str, line: int) -> str:
+    query = urlencode({"node_id": node_id, "file": file, "line": line})
+    return f"/sessions/{quote(session_id)}/logs/view?{query}#L{line}"
+
+
+# --- failed tasks', actors' and jobs' errors ----------------------------------------------------------------------
+def _error_hits(
+    con: duckdb.DuckDBPyConnection, tables: Path, ref: SessionRef, req: SearchRequest, where: _Where
+) -> list[Hit]:
+    """Errors Ray kept in its events rather than in a log: they match as lines whose message is the error, with
+    level ERROR, and no file (so a file filter leaves them out)."""
+    f = req.filters
+    if f.file:
+        return []
+    sid = quote(ref.id)
+    sources = {
+        "task_error": (
+            TASKS,
+            "SELECT task_id, name AS task_name, NULL AS actor_id, NULL AS actor_name, job_id, node_id, worker_id, "
+            "worker_pid AS pid, end_time_ms AS time_ms, json_extract_string(record, '$.error_message') AS message "
+            "FROM t WHERE state = 'FAILED'",
+        ),
+        "actor_error": (
+            ACTORS,
+            "SELECT NULL AS task_id, NULL AS task_name, actor_id, name AS actor_name, job_id, node_id, NULL AS worker_id, "
+            "pid, NULL AS time_ms, json_extract_string(record, '$.exitDetail') AS message FROM t "
+            "WHERE state = 'DEAD' AND json_extract_string(record, '$.exitDetail') NOT IN ('-', '')",
+        ),
+        "job_error": (
+            JOBS,
+            "SELECT NULL AS task_id, NULL AS task_name, NULL AS actor_id, NULL AS actor_name, job_id, "
+            "NULL AS node_id, NULL AS worker_id, NULL AS pid, NULL AS time_ms, "
+            "json_extract_string(record, '$.message') AS message FROM t WHERE status = 'FAILED'",
+        ),
+    }
+    fsql, fparams = _filters_sql(f)
+    hits: list[Hit] = []
+    for kind, (table, select) in sources.items():
+        path = tables / table.file
+        if not path.exists() or pq.ParquetFile(path).metadata.num_rows == 0:
+            continue
+        base = select.replace(" FROM t", f" FROM read_parquet('{_q(path)}')")
+        line_where = where.sql
+        params = [*fparams, *where.params]
+        if where.regex is not None:
+            line_where = line_where.replace("regexp_matches(head || message, ?)", "regexp_matches(message, ?)")
+        rows = con.execute(
+            "SELECT * FROM (SELECT *, 'ERROR' AS level, NULL::VARCHAR AS file, '' AS head, NULL::VARCHAR AS component "
+            f"FROM ({base})) WHERE message IS NOT NULL AND {fsql} AND {line_where} "
+            "ORDER BY time_ms NULLS LAST, task_id, actor_id, job_id",
+            params,
+        ).fetchall()
+        for task_id, task_name, actor_id, actor_name, job, node, worker, pid, time_ms, message, *_ in rows:
+            if kind == "task_error":
+                url = f"/sessions/{sid}/#/jobs/{job}/tasks/{task_id}"
+            elif kind == "actor_error":
+                url = f"/sessions/{sid}/#/actors/{actor_id}"
+            else:
+                url = f"/sessions/{sid}/#/jobs/{job}"
+            if where.regex is not None:
+                match = where.regex.highlight(message)
+            else:
+                match = highlight(req.query, message) if not isinstance(req.query, MatchAll) else []
+            hits.append(
+                Hit(
+                    kind=kind,
+                    session=ref.id,
+                    node_id=node,
+                    file=None,
+                    line=None,
+                    offset=None,
+                    time=None if time_ms is None else time_ms / 1000,
+                    level="ERROR",
+                    job_id=job,
+                    message=message,
+                    match=match,
+                    url=url,
+                    task_id=task_id,
+                    actor_id=actor_id,
+                    task_name=task_name,
+                    actor_name=actor_name,
+                    worker_id=worker,
+                    pid=None if pid is None else int(pid),
+                )
+            )
+    return hits
+
+
+def _time_range(indexes: list[LogIndex], f: SearchFilters) -> tuple[float | None, float | None]:
+    lo, hi = f.since, f.until
+    if lo is None or hi is None:
+        mins = [b.bounds["time_ms"][0] for i in indexes for b in i.blocks if b.bounds.get("time_ms", (None,))[0]]
+        maxs = [b.bounds["time_ms"][1] for i in indexes for b in i.blocks if b.bounds.get("time_ms", (None,))[0]]
+        if lo is None and mins:
+            lo = min(mins) / 1000  # type: ignore[operator]
+        if hi is None and maxs:
+            hi = max(maxs) / 1000 + 0.001  # type: ignore[operator]
+    return lo, hi
+
+
+# --- the cursor -------------------------------------------------------------------------------------------------
+@dataclass
+class _Cursor:
+    """Where the next page starts: after error `error` of the session, or after its line (node, file, line) in
+    block `block`. Opaque to clients (base64 JSON), stable while the session's tables are."""
+
+    session: str
+    kind: str  # "error" | "log"
+    error: int
+    block: int
+    node_id: str
+    file: str
+    line: int
+    seen: int  # hits returned before this page
+
+    def encode(self) -> str:
+        doc = [1, self.session, self.kind, self.error, self.block, self.node_id, self.file, self.line, self.seen]
+        return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str | None) -> _Cursor | None:
+        if not text:
+            return None
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            version, *fields = doc
+            if version != 1 or len(fields) != 8:
+                raise ValueError
+            return cls(*fields)
+        except (ValueError, TypeError):
+            raise SearchRefused("the cursor is not one this server gave: start again without it") from None
