@@ -25,6 +25,7 @@ from historyserver.routes import (
     ray_tasks,
     ray_ui,
     search_api,
+    search_pages,
     sessions_api,
 )
 from historyserver.routes.errors import handle_history_error
@@ -47,6 +48,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.include_router(live_api.router)
     app.include_router(pages.router)
     app.include_router(log_view.router)
+    app.include_router(search_pages.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
     for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, grafana):
         app.include_router(module.router)

@@ -44,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regex", action="store_true", help="QUERY is an RE2 regular expression (grep -E)")
     for name in ("node-id", "file", "job-id", "level"):
         parser.add_argument(f"--{name}", action="append", default=[], metavar="V", help=f"only lines of this {name}")
-    parser.add_argument("--since", metavar="T", help="only lines at or after T (epoch seconds or ISO 8601)")
-    parser.add_argument("--until", metavar="T", help="only lines before T (epoch seconds or ISO 8601)")
+    parser.add_argument(
+        "--since", metavar="T", help="only lines at or after T (epoch seconds, or ISO 8601 in UTC unless it says)"
+    )
+    parser.add_argument("--until", metavar="T", help="only lines before T (epoch seconds, or ISO 8601)")
     parser.add_argument("--limit", type=_positive, default=100, metavar="N", help="print at most N hits (default 100)")
     parser.add_argument("--json", action="store_true", help="print the hits as JSON lines, one object per hit")
     parser.add_argument(

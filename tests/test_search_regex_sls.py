@@ -67,6 +67,7 @@ def test_grep_semantics_search_anywhere_case_sensitive_and_leftmost_longest():
         (r"\x41bc\p{Greek}de", ["bc", "de"]),
         ("^Start.*end$", ["start", "end"]),
         ("(?i)MiXed", ["mixed"]),
+        (r"\<word\>s", ["word", "s"]),  # GNU word anchors, not the characters < and >
     ],
 )
 def test_required_literals(pattern: str, literals: list[str]):
@@ -81,7 +82,9 @@ def test_literal_index_tokens_use_only_what_is_certain():
     assert literal_index_tokens("x: bad ") == {("bad", False)}
 
 
-_atoms = st.sampled_from(["a", "b", "e", "r", "o", "ab", "err", " ", ":", "/", ".", r"\.", "[ab]", "\\d", "\\bx"])
+_atoms = st.sampled_from(
+    ["a", "b", "e", "r", "o", "ab", "err", " ", ":", "/", ".", r"\.", "[ab]", "\\d", "\\bx", r"\<", r"\>"]
+)
 
 
 @st.composite
@@ -122,7 +125,7 @@ def test_duckdb_regexp_matches_agrees_with_google_re2(pattern: str, lines: list[
     r = compile_regex(pattern)
     got = duckdb.execute(
         "SELECT list(regexp_matches(l, ?) ORDER BY i) FROM (SELECT unnest(?) AS l, unnest(range(?)) AS i)",
-        [pattern, lines, len(lines)],
+        [r.re2, lines, len(lines)],
     ).fetchone()
     assert got is not None and got[0] == [r.search(line) for line in lines]
 

@@ -14,6 +14,7 @@ from historyserver.live.kube import KubernetesUnavailable
 from historyserver.overview import session_overview
 from historyserver.routes.deps import catalog, session_entry
 from historyserver.routes.live_api import live_clusters, visible_rows
+from historyserver.search.links import search_url, text_query
 
 router = APIRouter()
 PAGES = Path(__file__).resolve().parent.parent / "pages"
@@ -40,7 +41,9 @@ templates.env.filters.update(
     ms_time=_ms_time,
     duration=_duration,
     gib=lambda b: f"{b / 2**30:.1f} GiB" if b else "",
+    text_query=text_query,
 )
+templates.env.globals.update(search_url=search_url)
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -116,7 +116,9 @@ def required_literals(pattern: str) -> list[str]:
             if i + 1 >= n:
                 return []
             e = pattern[i + 1]
-            if e.isascii() and not e.isalnum():  # an escaped punctuation character is itself
+            if (
+                e.isascii() and not e.isalnum() and e not in "<>"
+            ):  # escaped punctuation is itself (\< and \> are anchors)
                 lit, i = e, i + 2
             elif e == "Q":  # \Q...\E is literal text; it ends the run, as a quantifier may follow \E
                 end = pattern.find("\\E", i + 2)

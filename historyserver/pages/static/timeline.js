@@ -26,7 +26,7 @@
       return {
         id: r[col.task_id], attempt: r[col.attempt], name: r[col.name], state: r[col.state],
         start: r[col.start_ms], end: Math.max(r[col.end_ms], r[col.start_ms]), job: r[col.job_id],
-        unfinished: r[col.unfinished], lane: laneIndex.get(key),
+        unfinished: r[col.unfinished], lane: laneIndex.get(key), node: r[col.node_id], worker: r[col.worker_id],
       };
     });
     t0 = Math.min(...tasks.map((t) => t.start));
@@ -96,6 +96,19 @@
     link.href = "/sessions/" + session + "/#/jobs/" + t.job + "/tasks/" + t.id;
     link.textContent = "open in Ray's dashboard";
     meta.appendChild(link);
+    if (t.worker) {
+      // What its worker printed while the attempt ran: the search page, scoped by worker and time, shows every
+      // file (out, err, core worker log) with the lines in context.
+      const params = new URLSearchParams({
+        q: "worker_id: " + t.worker, node_id: t.node,
+        since: String(Math.floor(t.start / 1000)), until: String(Math.ceil(t.end / 1000) + 1),
+      });
+      const logs = document.createElement("a");
+      logs.id = "task-logs";
+      logs.href = "/sessions/" + session + "/search?" + params;
+      logs.textContent = "this task's logs";
+      meta.append(" \u00b7 ", logs);
+    }
     for (const suffix of ["out", "err"]) {
       const pre = document.getElementById("task-" + suffix);
       pre.textContent = "loading…";
