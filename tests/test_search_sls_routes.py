@@ -124,3 +124,25 @@ def test_the_archive_answers_when_sls_cannot_be_reached(archived, sls):
     )
     assert context.status_code == 200 and "unavailable" in context.json()["warnings"][0]
     assert [c["line"] for c in context.json()["lines"]] == [19, 20, 21]
+
+
+def test_serve_stops_at_start_without_the_sls_credentials(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "RAYHISTORY_"))}
+    env["PYTHONPATH"] = str(root)
+    flags = ["--sls-endpoint", "cn-hangzhou.log.aliyuncs.com", "--sls-project", "p", "--sls-logstore", "l"]
+    done = subprocess.run(
+        [sys.executable, "-m", "rayhistory.cli", "serve", "--archive", str(tmp_path), "--port", "0", *flags],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in done.stderr.strip().splitlines()[-1]

@@ -84,7 +84,7 @@ def config_from_settings(settings: Any, environ: Mapping[str, str] | None = None
     missing = [f"--{k.replace('_', '-')}" for k in ("sls_project", "sls_logstore") if not getattr(settings, k)]
     missing += [v for v in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET") if not env.get(v)]
     if missing:
-        raise SettingsError(f"rayhistory serve: SLS search is on (--sls-endpoint) but {', '.join(missing)} is missing")
+        raise SettingsError(f"SLS search is on (--sls-endpoint) but {', '.join(missing)} is missing")
     return SlsSearchConfig(
         endpoint=settings.sls_endpoint,
         project=settings.sls_project,
