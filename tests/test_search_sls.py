@@ -353,3 +353,40 @@ def test_the_server_reads_the_collectors_sls_settings_and_names_what_is_missing(
         "ray-logs",
         30.0,
     )
+
+
+def test_a_cursor_not_ours_is_refused(sls):
+    req = request("boom")
+    req.cursor = "not-a-cursor"
+    with pytest.raises(SearchRefused, match="cursor"):
+        backend(sls).search([SESSION], req)
+    assert sls.searches == []
+
+
+def test_the_total_comes_from_the_histogram_when_sql_is_refused(sls):
+    search = f'{SCOPE} and (message: "boom")'
+    sls.expect_logs(body(search), [row(0, "boom")])
+    sls.expect_logs(body(f"{search} | SELECT count(*) AS n"), status=400, error=("ParameterInvalid", "no analytics"))
+    params = {"topic": "", "from": str(SINCE), "to": str(UNTIL), "query": search, "accurate": "True"}
+    sls.expect_histograms({**params, "fromNs": "0", "toNs": "0", "type": "histogram"}, [(SINCE, UNTIL, 7)])
+    for key in ('"__tag__:node_id"', '"__tag__:file"', '"level"', '"job_id"'):
+        sql = f"{search} | SELECT {key} AS value, count(*) AS n GROUP BY value ORDER BY n DESC LIMIT 20"
+        sls.expect_logs(body(sql), [])
+    answer = backend(sls).search([SESSION], request("boom"))
+    assert sls.unexpected == [] and answer.total == 7
+    assert any("total from SLS's histogram" in w for w in answer.warnings)
+
+
+def test_the_regex_histogram_is_sql_grouped_by_time(sls):
+    search = f"{SCOPE} and (message: died*)"
+    where = """regexp_like("message", 'worker \\d+ died')"""
+    bucket = f"{SINCE} + (__time__ - {SINCE}) / 1200 * 1200"
+    sql = f"{search} | SELECT {bucket} AS t, count(*) AS n WHERE {where} GROUP BY t ORDER BY t LIMIT 10000"
+    sls.expect_logs(body(sql), [{"t": SINCE, "n": 4}, {"t": SINCE + 2400, "n": 2}], hasSQL=True)
+    req = SearchRequest(parse(""), "", "regex", r"worker \d+ died", request("").filters, 100, None)
+    assert backend(sls).histogram([SESSION], req, 3) == [
+        (float(SINCE), 4),
+        (float(SINCE + 1200), 0),
+        (float(SINCE + 2400), 2),
+    ]
+    assert sls.unexpected == []

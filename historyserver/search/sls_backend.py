@@ -22,10 +22,11 @@ import binascii
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from archive import sls_schema as schema
@@ -54,6 +55,7 @@ from historyserver.search.regex import Regex, compile_regex, to_sls_plan
 from historyserver.search.sls_client import MAX_LINES, Page, SlsReader, SlsRequestError, make_reader
 from historyserver.search.to_sls import to_sls
 
+_A = TypeVar("_A")
 RETRY_INTERVAL = 0.5  # between asks of an Incomplete answer (the SDK's own interval)
 FACET_TOP = 20
 MAX_CONTEXT = 100  # lines per side, SLS's limit for GetContextLogs
@@ -62,7 +64,7 @@ EARLIEST = 0  # `from` when the search names no start: the logstore's TTL bounds
 FUTURE_SLACK = 3600  # `to` when it names no end: raw output lines are stamped when read, a little after "now"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlsSearchConfig:
     endpoint: str
     project: str
@@ -95,6 +97,20 @@ def config_from_settings(settings: Any, environ: Mapping[str, str] | None = None
         proxy=settings.sls_proxy or None,
         timeout=float(getattr(settings, "sls_search_timeout", 30.0)),
     )
+
+
+_shared: dict[SlsSearchConfig, SlsBackend] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(config: SlsSearchConfig) -> SlsBackend:
+    """One backend per configuration for the server's life: its HTTP session keeps connections (and TLS) to SLS
+    open from one search to the next."""
+    with _shared_lock:
+        backend = _shared.get(config)
+        if backend is None:
+            backend = _shared[config] = SlsBackend(config)
+        return backend
 
 
 def log_url(session_id: str, node_id: str, file: str, line: int) -> str:
@@ -209,8 +225,18 @@ class SlsBackend:
         try:
             page = self._ask(lambda: self._sql(start, end, q.count_sql(plan.search, plan.where)), deadline)
         except SearchRefused as e:
-            warnings.append(f"no total: {e}")
-            return None, True
+            if plan.where is not None:  # regex mode: only SQL counts what regexp_like keeps
+                warnings.append(f"no total: {e}")
+                return None, True
+            # SQL refused (no analytics on the logstore): the histogram counts the same search's hits
+            answer = self._ask(
+                lambda: self.reader.get_histograms_once(
+                    self.config.project, self.config.logstore, start, end, plan.search
+                ),
+                deadline,
+            )
+            warnings.append(f"total from SLS's histogram (SQL refused: {e})")
+            return int(answer.get_total_count()), answer.is_completed()
         try:
             return int(page.rows[0]["n"]), page.complete
         except (IndexError, KeyError, TypeError, ValueError):
@@ -251,7 +277,10 @@ class SlsBackend:
         width = max(1, math.ceil((end - start) / buckets))
         counts = [0] * buckets
         if where is None:
-            answer = self._ask_histogram(start, end, search, deadline)
+            answer = self._ask(
+                lambda: self.reader.get_histograms_once(self.config.project, self.config.logstore, start, end, search),
+                deadline,
+            )
             for h in answer.get_histograms():
                 i = (int(h.get_from()) - start) // width
                 if 0 <= i < buckets:
@@ -264,16 +293,6 @@ class SlsBackend:
                 if 0 <= i < buckets:
                     counts[i] += int(r["n"])
         return [(float(start + i * width), n) for i, n in enumerate(counts)]
-
-    def _ask_histogram(self, start: int, end: int, search: str, deadline: float):
-        while True:
-            try:
-                answer = self.reader.get_histograms_once(self.config.project, self.config.logstore, start, end, search)
-            except SlsRequestError as e:
-                raise self._error(e) from None
-            if answer.is_completed() or self._clock() + RETRY_INTERVAL >= deadline:
-                return answer
-            self._sleep(RETRY_INTERVAL)
 
     # --- context ---------------------------------------------------------------------------------------------
     def context(
@@ -303,15 +322,18 @@ class SlsBackend:
         answer = ContextAnswer(session.id, node_id, file, line, [])
         if not anchor:
             raise SearchRefused(f"line {line} of {file} on node {node_id} is not in SLS")
-        pack_id = anchor[0].get(schema.tag(schema.TAG_PACK_ID))
+        # (SLS names it as a tag in rows; some answers give it bare)
+        pack_id = anchor[0].get(schema.tag(schema.TAG_PACK_ID)) or anchor[0].get(schema.TAG_PACK_ID)
         pack_meta = anchor[0].get(schema.ROW_PACK_META)
-        if pack_id and pack_meta:
-            try:
-                got = self.reader.get_context_once(
+        if not before and not after:  # GetContextLogs wants at least one line on a side
+            rows = anchor[:1]
+        elif pack_id and pack_meta:
+            got = self._ask(
+                lambda: self.reader.get_context_once(
                     self.config.project, self.config.logstore, pack_id, pack_meta, before, after
-                )
-            except SlsRequestError as e:
-                raise self._error(e) from None
+                ),
+                deadline,
+            )
             rows = [dict(x.get_contents(), __time__=x.get_time()) for x in got.get_logs()]
             rows = [r for r in rows if r.get(schema.tag(schema.TAG_FILE), file) == file]
             if not got.is_completed():
@@ -354,15 +376,17 @@ class SlsBackend:
         return answer
 
     # --- plumbing --------------------------------------------------------------------------------------------
-    def _ask(self, call: Callable[[], Page], deadline: float) -> Page:
-        """One answer, asked again while SLS says Incomplete and the deadline allows."""
+    def _ask(self, call: Callable[[], _A], deadline: float) -> _A:
+        """One answer (a Page, or the SDK's histogram or context answer), asked again while SLS says Incomplete and
+        the deadline allows."""
         while True:
             try:
-                page = call()
+                answer = call()
             except SlsRequestError as e:
                 raise self._error(e) from None
-            if page.complete or self._clock() + RETRY_INTERVAL >= deadline:
-                return page
+            done = answer.complete if isinstance(answer, Page) else answer.is_completed()
+            if done or self._clock() + RETRY_INTERVAL >= deadline:
+                return answer
             self._sleep(RETRY_INTERVAL)
 
     def _error(self, e: SlsRequestError) -> SearchError:
