@@ -17,9 +17,6 @@ missing project, logstore or index -> SearchUnavailable (the routes then answer 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import os
 import threading
@@ -27,18 +24,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
 
 from archive import sls_schema as schema
 from archive.layout import SessionRef
 from archive.settings import SettingsError
 from historyserver.search import sls_query as q
+from historyserver.search import sls_rows
 from historyserver.search.backend import (
     FACETS,
     MAX_LIMIT,
     ContextAnswer,
-    ContextLine,
-    Hit,
     SearchAnswer,
     SearchRequest,
 )
@@ -113,12 +108,6 @@ def shared(config: SlsSearchConfig) -> SlsBackend:
         return backend
 
 
-def log_url(session_id: str, node_id: str, file: str, line: int) -> str:
-    """Our log view of the file at that line."""
-    query = urlencode({"node_id": node_id, "file": file, "line": line})
-    return f"/sessions/{quote(session_id, safe='')}/logs/view?{query}#L{line}"
-
-
 class SlsBackend:
     name = "sls"
 
@@ -149,7 +138,7 @@ class SlsBackend:
         limit = max(1, min(req.limit, MAX_LIMIT))
         if req.limit > MAX_LIMIT:
             warnings.append(f"limit capped at {MAX_LIMIT} hits per page")
-        cursor = _Cursor.decode(req.cursor) if req.cursor else _Cursor(0, self._to(req), None)
+        cursor = sls_rows.Cursor.decode(req.cursor) if req.cursor else sls_rows.Cursor(0, self._to(req), None)
         start, end = self._from(req), cursor.to
         rows, read, complete, exhausted = self._rows(plan, start, end, cursor.offset, limit, deadline)
         total, facets = cursor.total, {}
@@ -157,8 +146,16 @@ class SlsBackend:
             total, complete_total = self._total(plan, start, end, deadline, warnings)
             complete &= complete_total
             facets = self._facets(plan, start, end, deadline, warnings)
-        hits = [self._hit(row, req, plan) for row in rows]
-        next_cursor = None if exhausted else _Cursor(cursor.offset + read, end, total).encode()
+        hits = [
+            sls_rows.hit(
+                row,
+                plan.regex.highlight(sls_rows.message(row))
+                if plan.regex
+                else highlight(req.query, sls_rows.message(row)),
+            )
+            for row in rows
+        ]
+        next_cursor = None if exhausted else sls_rows.Cursor(cursor.offset + read, end, total).encode()
         if not complete:
             warnings.append("SLS had not finished searching when the time ran out: there may be more hits")
         return SearchAnswer("sls", complete, total, hits, next_cursor, facets, warnings)
@@ -356,23 +353,7 @@ class SlsBackend:
                 ),
                 deadline,
             ).rows
-        seen: set[int] = set()  # offsets: a line sent twice (at-least-once delivery) is shown once
-        for r in sorted(rows, key=lambda r: _int(r.get(schema.KEY_OFFSET)) or 0):
-            n, offset = _int(r.get(schema.KEY_LINE)), _int(r.get(schema.KEY_OFFSET))
-            if n is None or offset is None or offset in seen:
-                continue
-            seen.add(offset)
-            answer.lines.append(
-                ContextLine(
-                    n,
-                    offset,
-                    str(r.get(schema.KEY_MESSAGE, "")),
-                    _time(r),
-                    r.get(schema.KEY_LEVEL),
-                    r.get(schema.KEY_TASK_NAME),
-                    r.get(schema.KEY_ACTOR_NAME),
-                )
-            )
+        answer.lines = sls_rows.context_lines(rows)
         return answer
 
     # --- plumbing --------------------------------------------------------------------------------------------
@@ -406,38 +387,6 @@ class SlsBackend:
             )
         return SearchRefused(f"{where} refused the search ({e.code}): {e.message}")
 
-    def _hit(self, row: Mapping[str, Any], req: SearchRequest, plan: _Plan) -> Hit:
-        tags = {
-            t: str(row.get(schema.tag(t)) or "") for t in (schema.TAG_NAMESPACE, schema.TAG_CLUSTER, schema.TAG_SESSION)
-        }
-        try:
-            session = SessionRef(tags[schema.TAG_NAMESPACE], tags[schema.TAG_CLUSTER], tags[schema.TAG_SESSION]).id
-        except ValueError:
-            session = ""  # a line sent without our tags (another writer, an older collector)
-        node = row.get(schema.tag(schema.TAG_NODE_ID)) or None
-        file = row.get(schema.tag(schema.TAG_FILE)) or None
-        line = _int(row.get(schema.KEY_LINE))
-        message = str(row.get(schema.KEY_MESSAGE, ""))
-        return Hit(
-            kind="log",
-            session=session,
-            node_id=node,
-            file=file,
-            line=line,
-            offset=_int(row.get(schema.KEY_OFFSET)),
-            time=_time(row),
-            level=row.get(schema.KEY_LEVEL) or None,
-            job_id=row.get(schema.KEY_JOB_ID) or None,
-            message=message,
-            match=plan.regex.highlight(message) if plan.regex else highlight(req.query, message),
-            url=log_url(session, node, file, line) if session and node and file and line else "",
-            task_name=row.get(schema.KEY_TASK_NAME) or None,
-            actor_name=row.get(schema.KEY_ACTOR_NAME) or None,
-            worker_id=row.get(schema.tag(schema.TAG_WORKER_ID)) or None,
-            pid=_int(row.get(schema.KEY_PID)),
-            component=row.get(schema.KEY_COMPONENT) or None,
-        )
-
 
 @dataclass
 class _Plan:
@@ -453,47 +402,4 @@ class _Plan:
         message = str(row.get(schema.KEY_MESSAGE, ""))
         if self.regex is not None and not self.regex.search(message):
             return False
-        return matches(self.query, {f: _field(row, k) for f, k in schema.SEARCH_KEYS.items()})
-
-
-@dataclass
-class _Cursor:
-    """Where the next page starts; `to` pinned so that lines arriving meanwhile do not shift the pages."""
-
-    offset: int
-    to: int
-    total: int | None
-
-    def encode(self) -> str:
-        raw = json.dumps({"o": self.offset, "to": self.to, "t": self.total}).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> _Cursor:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            cursor = cls(int(data["o"]), int(data["to"]), None if data["t"] is None else int(data["t"]))
-        except (binascii.Error, ValueError, KeyError, TypeError) as e:
-            raise SearchRefused(f"cursor {text!r} is not one this server gave ({e}); start again without it") from None
-        if cursor.offset < 0:
-            raise SearchRefused(f"cursor {text!r} is not one this server gave; start again without it")
-        return cursor
-
-
-def _field(row: Mapping[str, Any], key: str) -> str | None:
-    v = row.get(key)
-    return None if v in (None, "", "null") else str(v)
-
-
-def _int(v: Any) -> int | None:
-    try:
-        return int(v) if v not in (None, "", "null") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _time(row: Mapping[str, Any]) -> float | None:
-    seconds = _int(row.get(schema.ROW_TIME))
-    if seconds is None:
-        return None
-    return seconds + (_int(row.get(schema.ROW_TIME_NS)) or 0) / 1e9
+        return matches(self.query, {f: sls_rows.field(row, k) for f, k in schema.SEARCH_KEYS.items()})
