@@ -36,6 +36,11 @@ def test_overview_page_lists_jobs_and_failures(client, finished_cluster):
     for sid in finished_cluster.jobs:
         assert sid in html
     assert "ValueError" in html and "flaky" in html and "Damaged archive" not in html
+    # "search these errors" beside the ValueError group finds the failures (their task errors and printed lines).
+    link = next(a for a in html.split('class="search-errors" href="')[1:] if "q=valueerror" in a).split('"')[0]
+    assert link == f"/sessions/{finished_cluster.ref.id}/search?q=valueerror"
+    found = client.get(f"/api/v1/sessions/{finished_cluster.ref.id}/logs/search", params={"q": "valueerror"}).json()
+    assert any("intentional failure" in h["message"] for h in found["hits"]), found
 
 
 def test_timeline_data_per_job(client, finished_cluster):
@@ -80,5 +85,9 @@ def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, 
         page.mouse.click(box["x"] + found["x"], box["y"] + found["y"])
         wait_for_text(page, ["square(", "open in Ray's dashboard"])
         assert "square(" in page.inner_text("#task-out")
+        # "this task's logs": the search page, scoped to the task's worker and name, shows what it printed.
+        page.click("#task-logs")
+        page.wait_for_url("**/search?**")
+        wait_for_text(page, ["square(", "hits (archive"])
         page.wait_for_load_state("networkidle")
         assert not problems.all(), problems.all()

@@ -180,7 +180,7 @@ def _syntax_error(q: str, e: UnexpectedInput) -> QuerySyntaxError:
     else:
         allowed = set()
     expected = tuple(sorted({_EXPECTED_NAMES.get(a, a) for a in allowed}, key=_expected_rank))
-    found = "the end of the query" if pos >= len(q) else repr(q[pos])
+    found = "end of the query" if pos >= len(q) else repr(q[pos])
     message = f"unexpected {found}"
     if pos < len(q) and q[pos] == ":":
         message += ' (a colon follows a field name; to search for text containing ":", quote it)'

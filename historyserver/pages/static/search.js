@@ -156,7 +156,7 @@
       const fresh = el("div", "context");
       for (const line of ctx.lines) {
         const row = el("div", line.line === hit.line ? "at" : "");
-        row.append(el("span", "ln", String(line.line)));
+        row.append(el("span", "ln", String(line.line)), " ");
         row.append(line.line === hit.line ? highlighted(line.message, hit.match) : line.message);
         fresh.append(row);
       }
@@ -216,7 +216,8 @@
       width, height: 120, legend: { show: false }, cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
       axes: [{}, { size: 50 }],
-      series: [{}, { label: "hits", fill: "rgba(176,0,0,0.35)", stroke: "#b00", paths: uPlot.paths.bars({ size: [0.9] }) }],
+      series: [{}, { label: "hits", fill: "rgba(176,0,0,0.35)", stroke: "#b00", points: { show: false },
+                     paths: uPlot.paths.bars({ size: [0.9] }) }],
       hooks: {
         // Dragging across the chart narrows the search to that time range (kept in the URL, like every filter).
         setSelect: [(u) => {

@@ -97,12 +97,10 @@
     link.textContent = "open in Ray's dashboard";
     meta.appendChild(link);
     if (t.worker) {
-      // What its worker printed while the attempt ran: the search page, scoped by worker and time, shows every
-      // file (out, err, core worker log) with the lines in context.
-      const params = new URLSearchParams({
-        q: "worker_id: " + t.worker, node_id: t.node,
-        since: String(Math.floor(t.start / 1000)), until: String(Math.ceil(t.end / 1000) + 1),
-      });
+      // What its worker printed under this task's name (Ray's :task_name: marker lines), in every file of that
+      // worker, with context. Not by time: raw stdout/stderr lines carry none.
+      const quoted = '"' + t.name.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+      const params = new URLSearchParams({ q: "worker_id: " + t.worker + " task_name: " + quoted, node_id: t.node });
       const logs = document.createElement("a");
       logs.id = "task-logs";
       logs.href = "/sessions/" + session + "/search?" + params;
