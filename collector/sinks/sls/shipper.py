@@ -95,7 +95,7 @@ class FileShipper:
         chunk_bytes: int = 1 << 20,
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = 0.2,
     ) -> None:
         self.folders = folders
         self.checkpoint_path = Path(checkpoint_path)
