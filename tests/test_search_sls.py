@@ -390,3 +390,13 @@ def test_the_regex_histogram_is_sql_grouped_by_time(sls):
         (float(SINCE + 2400), 2),
     ]
     assert sls.unexpected == []
+
+
+def test_regex_pages_stop_where_sls_sql_stops(sls):
+    from historyserver.search.sls_rows import Cursor
+
+    req = SearchRequest(parse(""), "", "regex", r"worker \d+ died", request("").filters, 100, None)
+    req.cursor = Cursor(999_950, UNTIL, 2_000_000).encode()
+    with pytest.raises(SearchRefused, match="1,000,000"):
+        backend(sls).search([SESSION], req)
+    assert sls.searches == []

@@ -53,6 +53,7 @@ from historyserver.search.to_sls import to_sls
 _A = TypeVar("_A")
 RETRY_INTERVAL = 0.5  # between asks of an Incomplete answer (the SDK's own interval)
 FACET_TOP = 20
+MAX_SQL_ROWS = 1_000_000  # SLS SQL's `LIMIT offset, rows`: offset + rows at most this
 MAX_CONTEXT = 100  # lines per side, SLS's limit for GetContextLogs
 QUOTA_RETRY_AFTER = 10  # seconds a client is told to wait after SLS's quota answer
 EARLIEST = 0  # `from` when the search names no start: the logstore's TTL bounds what SLS holds
@@ -181,6 +182,10 @@ class SlsBackend:
         it splits a key's value into tokens, so each row is checked (match.matches, or RE2 for regex mode) and
         paging counts SLS's rows."""
         if plan.where is not None:
+            if offset + limit > MAX_SQL_ROWS:
+                raise SearchRefused(
+                    f"SLS SQL pages stop at row {MAX_SQL_ROWS:,} (its LIMIT); narrow the search, or search the archive"
+                )
             page = self._ask(
                 lambda: self._sql(start, end, q.page_sql(plan.search, plan.where or "", offset, limit)), deadline
             )
