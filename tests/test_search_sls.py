@@ -213,6 +213,7 @@ def test_incomplete_answers_are_asked_again_until_complete_or_the_deadline(sls):
     assert not answer.complete and [h.line for h in answer.hits] == [1]
     assert clock.now <= 2.0 and len(clock.sleeps) == 3
     assert any("had not finished" in w for w in answer.warnings)
+    assert answer.next_cursor is not None  # an incomplete short page is not the end: the next page goes on from it
 
 
 def test_the_histogram_rebins_slss_buckets(sls):

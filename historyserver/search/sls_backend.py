@@ -190,7 +190,7 @@ class SlsBackend:
                 lambda: self._sql(start, end, q.page_sql(plan.search, plan.where or "", offset, limit)), deadline
             )
             kept = [r for r in page.rows if plan.keeps(r)]
-            return kept, len(page.rows), page.complete, len(page.rows) < limit
+            return kept, len(page.rows), page.complete, page.complete and len(page.rows) < limit
         rows: list[dict[str, Any]] = []
         read, complete, exhausted = 0, True, False
         while len(rows) < limit and self._clock() < deadline:
@@ -204,8 +204,8 @@ class SlsBackend:
             read += len(page.rows)
             complete &= page.complete
             rows += [r for r in page.rows if plan.keeps(r)]
-            if len(page.rows) < want:
-                exhausted = True
+            if len(page.rows) < want:  # the end, unless SLS ran out of time (then the cursor goes on from here)
+                exhausted = page.complete
                 break
         return rows, read, complete, exhausted
 
