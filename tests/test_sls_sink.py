@@ -285,6 +285,10 @@ def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path)
     lines = {x.contents["message"]: x.contents for x in files[worker]}
     assert len(lines) == 3000
     assert lines["line 2999"]["task_name"] == "t29" and lines["line 2999"]["job_id"] == "01000000"
+    # line numbers survive the kill: every item, sent before or after it, names its own line in the file
+    for file, items in files.items():
+        data = (logs / file).read_bytes()
+        assert all(data.count(b"\n", 0, int(x.contents["offset"])) + 1 == int(x.contents["line"]) for x in items)
     print(f"\n{before} items before SIGKILL, {len(sls.items()) - (n + 3000)} repeats after the restart")
 
 
