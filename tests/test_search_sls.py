@@ -401,3 +401,20 @@ def test_regex_pages_stop_where_sls_sql_stops(sls):
     with pytest.raises(SearchRefused, match="1,000,000"):
         backend(sls).search([SESSION], req)
     assert sls.searches == []
+
+
+def test_what_the_deadline_leaves_no_time_for_is_left_out_and_said(sls):
+    search = f'{SCOPE} and (message: "boom")'
+    sls.expect_logs(body(search), [row(0, "boom")])
+    sls.expect_logs(body(f"{search} | SELECT count(*) AS n"), [{"n": 1}])
+
+    class Ticking(FakeClock):
+        def __call__(self) -> float:  # every look at the clock finds 0.4 s more gone (slow SLS answers)
+            self.now += 0.4
+            return self.now
+
+    clock = Ticking()
+    answer = backend(sls, clock, timeout=1.0).search([SESSION], request("boom"))
+    assert sls.unexpected == [] and all(s.used for s in sls.scripts)
+    assert answer.total == 1 and answer.facets == {} and len(answer.hits) == 1
+    assert any("facets left out" in w for w in answer.warnings)

@@ -224,6 +224,9 @@ class SlsBackend:
     def _total(
         self, plan: _Plan, start: int, end: int, deadline: float, warnings: list[str]
     ) -> tuple[int | None, bool]:
+        if self._clock() >= deadline:  # the hits took the search's time: they are answered without a total
+            warnings.append("no total: the search's time (--sls-search-timeout) ran out")
+            return None, False
         try:
             page = self._ask(lambda: self._sql(start, end, q.count_sql(plan.search, plan.where)), deadline)
         except SearchRefused as e:
@@ -250,6 +253,9 @@ class SlsBackend:
     ) -> dict[str, dict[str, int]]:
         facets: dict[str, dict[str, int]] = {}
         for name in FACETS:
+            if self._clock() >= deadline:
+                warnings.append("facets left out: the search's time (--sls-search-timeout) ran out")
+                return facets
             sql = q.facet_sql(plan.search, schema.FACET_KEYS[name], plan.where, FACET_TOP)
             try:
                 page = self._ask(lambda s=sql: self._sql(start, end, s), deadline)  # type: ignore[misc]
