@@ -112,10 +112,14 @@ def run(args: argparse.Namespace) -> int:
     from historyserver.settings import ServerSettings
 
     url = f"http://{args.host}:{args.port}/sessions/{ref.id}/"
+    # The exception the demo's failing task raised: printed by the task (its .err) and kept by Ray (its events).
+    search = f"http://{args.host}:{args.port}/api/v1/sessions/{ref.id}/logs/search?q=%22intentional+failure%22"
 
     def announce() -> None:
         step("history server ready. Ray has stopped; its history is at:")
         print(url, flush=True)
+        step("and the failing task's exception, searched in its logs and its errors:")
+        print(search, flush=True)
 
     # The rest of the server's settings from RAYHISTORY_ variables, as `rayhistory serve` reads them.
     settings = ServerSettings.load({"archive": args.archive, "host": args.host, "port": args.port})

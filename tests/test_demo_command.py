@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,18 @@ def test_demo_prints_a_url_that_lists_the_jobs_after_ray_stopped(tmp_path):
         assert statuses == [("DRIVER", "SUCCEEDED"), ("SUBMISSION", "FAILED"), ("SUBMISSION", "SUCCEEDED")]
         with urllib.request.urlopen(url + "overview", timeout=30) as r:
             assert b"demo_ok_" in r.read()
+        search = proc.stdout.readline().strip()  # printed right after the session's URL
+        assert search.startswith(f"http://127.0.0.1:{port}/api/v1/sessions/default~demo~session_")
+        with urllib.request.urlopen(search, timeout=60) as r:
+            hits = json.load(r)["hits"]
+        printed = [h for h in hits if h["kind"] == "log" and h["message"] == "ValueError: intentional failure 1"]
+        assert len(printed) == 1 and printed[0]["task_name"] == "flaky" and printed[0]["file"].endswith(".err")
+        kept = sorted(
+            re.findall(r"ValueError: intentional failure \d", h["message"])[0]
+            for h in hits
+            if h["kind"] == "task_error"
+        )
+        assert kept == ["ValueError: intentional failure 1", "ValueError: intentional failure 3"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

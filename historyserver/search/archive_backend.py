@@ -42,6 +42,7 @@ from historyserver.search.to_sql import required_tokens, to_sql
 
 QUERY_MEMORY = "512MB"  # DuckDB's memory for one search (it spills beyond)
 FACET_SCAN_BLOCKS = 48  # when a count came from the index, facets count the matches of at most this many blocks
+MATERIALIZE_BLOCKS = 64  # this few candidate blocks are read once for count, facets and page
 FACET_TOP = 20  # values per facet
 PAGE_STEPS = (2, 8, 32, 128)  # blocks read per step while filling a page (most pages fill in the first)
 MAX_CONTEXT = 200  # lines before and after, each
@@ -85,7 +86,7 @@ class ArchiveBackend:
                 where = _where(req, ref.session)
                 index = self.cache.get(self.tables_dir(ref))
                 errors = _error_hits(con, index.dir, ref, req, where)
-                counted, partial = _count(con, index, req.filters, where, facets)
+                counted, partial, matched = _count(con, index, req.filters, where, facets)
                 partial_facets |= partial
                 for h in errors:
                     for name in FACETS:
@@ -111,7 +112,7 @@ class ArchiveBackend:
                         last = _Cursor(ref.id, "error", i, -1, "", "", 0, 0)
                 if len(hits) < limit:
                     after = page_from if page_from and page_from.kind == "log" else None
-                    got = _page(con, index, ref, req.filters, where, after, limit - len(hits), req.query)
+                    got = _page(con, index, ref, req.filters, where, after, limit - len(hits), req.query, matched)
                     for h, pos in got:
                         hits.append(h)
                         last = pos
@@ -267,11 +268,12 @@ def _candidates(
     return out
 
 
-def _scan_sql(index: LogIndex, f: SearchFilters, where: _Where, blocks: list[int]) -> tuple[str, list[Any]]:
+def _scan_sql(index: LogIndex, f: SearchFilters, where: _Where, blocks: list[int] | None) -> tuple[str, list[Any]]:
+    """The matching lines of the blocks (None: of every block)."""
     fsql, fparams = _filters_sql(f)
+    among = "TRUE" if blocks is None else f"block IN ({', '.join(str(b) for b in blocks) or 'NULL'})"
     return (
-        f"SELECT {_HIT_COLUMNS} FROM read_parquet('{_q(index.lines)}') "
-        f"WHERE block IN ({', '.join(str(b) for b in blocks)}) AND {fsql} AND {where.sql}",
+        f"SELECT {_HIT_COLUMNS} FROM read_parquet('{_q(index.lines)}') WHERE {among} AND {fsql} AND {where.sql}",
         [*fparams, *where.params],
     )
 
@@ -282,9 +284,17 @@ def _count(
     f: SearchFilters,
     where: _Where,
     facets: dict[str, Counter[str]],
-) -> tuple[int, bool]:
-    """The session's count of matching lines (exact), adding to facets; True when facets are partial."""
+) -> tuple[int, bool, bool]:
+    """The session's count of matching lines (exact), adding to facets; (count, facets partial, matched).
+    A few candidate blocks are read once: their matching lines go to the temp table `matched`, which the page
+    reads too (`matched` True)."""
     blocks = _candidates(con, index, f, where)
+    if len(blocks) <= MATERIALIZE_BLOCKS:
+        sql, params = _scan_sql(index, f, where, sorted(blocks))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE matched AS {sql}", params)
+        rows = con.execute("SELECT TRUE, node_id, file, level, job_id, count(*) FROM matched GROUP BY ALL").fetchall()
+        _add_facets(rows, facets)
+        return sum(r[-1] for r in rows), False, True
     known = {b: n for b, n in blocks.items() if n is not None}
     scan = sorted(b for b, n in blocks.items() if n is None)
     total = sum(known.values())
@@ -296,19 +306,22 @@ def _count(
         partial = len(sample) < len(known)
         facet_blocks = sorted(scan + sample)
     if facet_blocks:
-        sql, params = _scan_sql(index, f, where, facet_blocks)
+        every = len(facet_blocks) == len(index.blocks)
+        sql, params = _scan_sql(index, f, where, None if every else facet_blocks)
+        scanned = "TRUE" if not known else f"block IN ({', '.join(str(b) for b in scan) or 'NULL'})"
         rows = con.execute(
-            f"SELECT block IN ({', '.join(str(b) for b in scan) or 'NULL'}) AS scanned, node_id, file, level, "
-            f"job_id, count(*) FROM ({sql}) GROUP BY ALL",
-            params,
+            f"SELECT {scanned} AS scanned, node_id, file, level, job_id, count(*) FROM ({sql}) GROUP BY ALL", params
         ).fetchall()
-        for scanned, node, file, level, job, n in rows:
-            if scanned:
-                total += n
-            for name, value in (("node_id", node), ("file", file), ("level", level), ("job_id", job)):
-                if value:
-                    facets[name][value] += n
-    return total, partial
+        total += sum(r[-1] for r in rows if r[0])
+        _add_facets(rows, facets)
+    return total, partial, False
+
+
+def _add_facets(rows: list[tuple[Any, ...]], facets: dict[str, Counter[str]]) -> None:
+    for _, node, file, level, job, n in rows:
+        for name, value in (("node_id", node), ("file", file), ("level", level), ("job_id", job)):
+            if value:
+                facets[name][value] += n
 
 
 def _page(
@@ -320,7 +333,12 @@ def _page(
     after: _Cursor | None,
     want: int,
     query: Node,
+    matched: bool,
 ) -> list[tuple[Hit, _Cursor]]:
+    """The next `want` hits of the session after `after`, in table order: from `matched` when _count made it, else
+    reading the candidate blocks a few at a time (a common term's page fills from the first ones)."""
+    if matched:
+        return _page_rows(con, ref, "SELECT * FROM matched", [], where, after, want, query)
     blocks = sorted(_candidates(con, index, f, where))
     if after is not None:
         blocks = [b for b in blocks if b >= after.block]
@@ -332,17 +350,34 @@ def _page(
         chunk = blocks[pos : pos + n]
         pos += n
         sql, params = _scan_sql(index, f, where, chunk)
-        tail = ""
-        if after is not None:
-            tail = " WHERE (node_id, file, line) > (?, ?, ?)"
-            params = [*params, after.node_id, after.file, after.line]
-        rows = con.execute(
-            f"SELECT * FROM ({sql}){tail} ORDER BY block, node_id, file, line LIMIT {want - len(out)}", params
-        ).fetchall()
-        for row in rows:
-            hit = _log_hit(ref, row, query, where.regex)
-            out.append((hit, _Cursor(ref.id, "log", -1, int(row[14]), row[0], row[1], int(row[2]), 0)))
+        out += _page_rows(con, ref, sql, params, where, after, want - len(out), query)
     return out
+
+
+def _page_rows(
+    con: duckdb.DuckDBPyConnection,
+    ref: SessionRef,
+    sql: str,
+    params: list[Any],
+    where: _Where,
+    after: _Cursor | None,
+    want: int,
+    query: Node,
+) -> list[tuple[Hit, _Cursor]]:
+    tail = ""
+    if after is not None:
+        tail = " WHERE (node_id, file, line) > (?, ?, ?)"
+        params = [*params, after.node_id, after.file, after.line]
+    rows = con.execute(
+        f"SELECT * FROM ({sql}){tail} ORDER BY block, node_id, file, line LIMIT {want}", params
+    ).fetchall()
+    return [
+        (
+            _log_hit(ref, row, query, where.regex),
+            _Cursor(ref.id, "log", -1, int(row[14]), row[0], row[1], int(row[2]), 0),
+        )
+        for row in rows
+    ]
 
 
 def _log_hit(ref: SessionRef, row: tuple[Any, ...], query: Node, regex: Regex | None) -> Hit:
