@@ -112,6 +112,13 @@ def test_search_in_chromium(archive, tmp_path):
         wait_for_text(page, ["ValueError: intentional failure in flaky"])
         page.screenshot(path=str(SHOTS / "search-log-view.png"), full_page=True)
 
+        # Across sessions: the cluster filter in the URL, each hit named by its session.
+        page.goto(f"{url}/search?cluster=searchc&q=flaky")
+        wait_for_text(page, ["3 of 3 hits in 1 session(s)"])
+        assert page.locator("#hits .hit-where a").first.inner_text().startswith(ref.id + "/")
+        assert page.eval_on_selector("select[name=cluster]", "s => s.value") == "searchc"
+        page.screenshot(path=str(SHOTS / "search-across.png"), full_page=True)
+
         # A query that does not parse: the message and a caret under the position.
         page.goto(f"{url}/sessions/{ref.id}/search?q=" + "(ValueError%20or")
         wait_for_text(page, ["at position 14", "Could not search"])

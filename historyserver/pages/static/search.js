@@ -208,7 +208,8 @@
     }
     const buckets = Array.isArray(data) ? data : data.buckets || [];
     const pairs = buckets.map((b) => Array.isArray(b) ? b : [b.start ?? b.time, b.count]);
-    if (!pairs.length || typeof uPlot === "undefined") return;
+    // No bucket with a hit: the hits carry no time (raw stdout/stderr lines), or there are none; no chart then.
+    if (!pairs.some((p) => p[1] > 0) || typeof uPlot === "undefined") return;
     box.hidden = false;
     const xs = pairs.map((p) => p[0]), ys = pairs.map((p) => p[1]);
     const width = box.clientWidth || 800;
@@ -255,7 +256,8 @@
       more.hidden = !nextCursor;
       const total = answer.total === null || answer.total === undefined ? "" : " of " + answer.total;
       const secs = ((performance.now() - started) / 1000).toFixed(2);
-      setStatus(shown + total + " hits (" + answer.backend + ", " + secs + " s)" +
+      const where = typeof answer.sessions === "number" ? " in " + answer.sessions + " session(s)" : "";
+      setStatus(shown + total + " hits" + where + " (" + answer.backend + ", " + secs + " s)" +
                 (answer.complete ? "" : " \u2014 partial: the backend had not finished"), answer.complete ? "" : "partial");
       status.dataset.state = "done";
     } catch (e) {
