@@ -206,3 +206,23 @@ class Settings:
                 f"`{cls.command} --help` lists the settings",
                 file=sys.stderr,
             )
+
+
+# --- the SLS connection, declared once: the collector writes the logstores, the server searches them -----------
+SLS_CREDENTIALS = (
+    "ACK's RRSA (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN, ALIBABA_CLOUD_OIDC_TOKEN_FILE), else "
+    "ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS)"
+)
+_SLS_HELP = {
+    "sls_endpoint": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) {use}; empty: off. Credentials: "
+    + SLS_CREDENTIALS,
+    "sls_project": "SLS project",
+    "sls_logstore": "SLS logstore {use}",
+    "sls_proxy": "HTTP proxy for SLS requests (optional)",
+}
+
+
+def sls_field(name: str, use: str = "") -> Any:
+    """A `field()` for one of the SLS connection settings (sls_endpoint, sls_project, sls_logstore, sls_proxy): the
+    same flag, variable, type and default on both sides; `use` says what this side does with it."""
+    return dataclasses.field(default="", metadata={"help": " ".join(_SLS_HELP[name].format(use=use).split())})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from archive.settings import Settings, SettingsError
+from archive.settings import Settings, SettingsError, sls_field
 
 
 def _default_namespace() -> str:
@@ -101,18 +101,11 @@ class CollectorSettings(Settings):
             "cluster status); 0: off"
         },
     )
-    sls_endpoint: str = field(
-        default="",
-        metadata={
-            "help": "Alibaba SLS endpoint (e.g. cn-hangzhou.log.aliyuncs.com) to stream logs, events and metrics "
-            "to (each one on when its logstore or MetricStore is given); empty: off. Credentials: RRSA "
-            "(ALIBABA_CLOUD_ROLE_ARN, ...) or ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET"
-        },
+    sls_endpoint: str = sls_field(
+        "sls_endpoint", "to stream logs, events and metrics to (each one on when its logstore or MetricStore is given)"
     )
-    sls_project: str = field(default="", metadata={"help": "SLS project"})
-    sls_logstore: str = field(
-        default="", metadata={"help": "SLS logstore for the session's log lines; empty: log lines are not sent"}
-    )
+    sls_project: str = sls_field("sls_project")
+    sls_logstore: str = sls_field("sls_logstore", "for the session's log lines; empty: log lines are not sent")
     sls_events_logstore: str = field(
         default="",
         metadata={
@@ -127,7 +120,7 @@ class CollectorSettings(Settings):
             "empty: metrics are not sent"
         },
     )
-    sls_proxy: str = field(default="", metadata={"help": "HTTP proxy for SLS requests (optional)"})
+    sls_proxy: str = sls_field("sls_proxy")
     once: bool = field(default=False, metadata={"help": "archive the session as it stands, mark it ended, and exit"})
     wait_for_session: float = field(
         default=-1.0,

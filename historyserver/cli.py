@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from(args)
+        check_sls(settings)
     except SettingsError as e:
         print(f"rayhistory serve: {e}", file=sys.stderr)
         return 2
@@ -45,6 +46,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     serve(settings, store)
     return 0
+
+
+def check_sls(settings: ServerSettings) -> None:
+    """With --sls-endpoint: the SDK and the credentials are there (SettingsError naming what is missing), so that a
+    wrong setup stops the start instead of failing every search."""
+    if not settings.sls_endpoint:
+        return
+    from historyserver.errors import SettingsError
+
+    try:
+        from historyserver.search import sls_backend
+    except ImportError as e:
+        raise SettingsError(
+            f"--sls-endpoint needs Alibaba's SLS SDK ({e}): pip install --no-deps aliyun-log-python-sdk==0.9.52"
+        ) from None
+    sls_backend.config_from_settings(settings)
 
 
 def serve(settings: ServerSettings, store, on_ready=None) -> None:

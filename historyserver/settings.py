@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archive.settings import Settings, SettingsError, parse_duration
+from archive.settings import Settings, SettingsError, parse_duration, sls_field
 
 
 @dataclass
@@ -185,6 +185,17 @@ class ServerSettings(Settings):
             "to the cache directory"
         },
     )
+    sls_endpoint: str = sls_field("sls_endpoint", "whose logstore log search reads instead of the archive")
+    sls_project: str = sls_field("sls_project")
+    sls_logstore: str = sls_field("sls_logstore", "to search (the one the collectors stream log lines to)")
+    sls_proxy: str = sls_field("sls_proxy")
+    sls_search_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds one SLS search may take, retries of an Incomplete answer included (then it answers "
+            "what it has, marked incomplete)"
+        },
+    )
 
     def check(self) -> None:
         for name in (
@@ -206,6 +217,12 @@ class ServerSettings(Settings):
             raise SettingsError(
                 f"--kubernetes: {self.kubernetes!r} is not one of off, in-cluster, kubeconfig or kubeconfig:PATH"
             )
+        if self.sls_endpoint and not (self.sls_project and self.sls_logstore):
+            raise SettingsError(
+                "--sls-endpoint is set: give --sls-project and --sls-logstore too (the logstore to search)"
+            )
+        if self.sls_search_timeout <= 0:
+            raise SettingsError(f"--sls-search-timeout must be positive, got {self.sls_search_timeout}")
         if self.queue_wait < 0:
             raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
         try:

@@ -24,7 +24,7 @@ from tests.servers.sls import SlsServer, running_sls
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ray-2.60"
 NODE = "a5f98df87f117771c91ca093491ee5f891c9e432bfe62ac8566abb40"
-TAGS = {"cluster": "c", "namespace": "ns", "session": "session_x", "node": NODE}
+TAGS = {"cluster": "c", "namespace": "ns", "session": "session_x", "node_id": NODE}
 
 
 def export_lines() -> list[bytes]:

@@ -55,8 +55,18 @@ def test_init_creates_everything_then_has_nothing_to_do(sls):
     for key in ("func_name", "state", "event_type", "task_id", "job_id", "error_type"):  # SQL needs doc_value
         assert events[key]["doc_value"] is True and events[key]["type"] == "text", key
     logs = r.indexes[("p", "ray-logs")]["keys"]
-    for key in ("level", "job_id", "worker_id", "component", "task_name", "actor_name", "__tag__:node", "__tag__:file"):
-        assert logs[key]["doc_value"] is True, key
+    for key in (
+        "level",
+        "job_id",
+        "component",
+        "task_name",
+        "actor_name",
+        "message",
+        "__tag__:node_id",
+        "__tag__:file",
+    ):
+        assert logs[key]["doc_value"] is True, key  # facets, totals and regex mode's SQL (log search)
+    assert logs["line"]["type"] == logs["offset"]["type"] == "long" and logs["__tag__:worker_id"]["doc_value"]
     assert logs["pid"]["type"] == "long" and r.indexes[("p", "ray-logs")]["line"]["token"] == schema.DEFAULT_TOKENS
     assert "prometheus/p/ray-metrics" in done.stdout  # where Grafana reads it
     calls = list(r.calls)

@@ -120,7 +120,7 @@ def test_events_in_sls_count_what_the_history_server_compacts(tmp_path, path):
     unnamed = [c for c in failed_tasks if not c.get("func_name")]
     assert failed["flaky"] >= 1 and not unnamed, unnamed
     # The other two outputs of the same collector.
-    assert logs and {x.tags["node"] for x in logs}
+    assert logs and {x.tags["node_id"] for x in logs}
     names = {dict(labels)["__name__"] for labels in series}
     assert "ray_node_cpu_count" in names or any(n.startswith("ray_") for n in names), sorted(names)[:20]
     assert all(dict(labels).get("ray_io_cluster") == "sls" for labels in series)

@@ -285,6 +285,10 @@ def test_sigkilled_sink_resumes_from_its_checkpoint_at_least_once(sls, tmp_path)
     lines = {x.contents["message"]: x.contents for x in files[worker]}
     assert len(lines) == 3000
     assert lines["line 2999"]["task_name"] == "t29" and lines["line 2999"]["job_id"] == "01000000"
+    # line numbers survive the kill: every item, sent before or after it, names its own line in the file
+    for file, items in files.items():
+        data = (logs / file).read_bytes()
+        assert all(data.count(b"\n", 0, int(x.contents["offset"])) + 1 == int(x.contents["line"]) for x in items)
     print(f"\n{before} items before SIGKILL, {len(sls.items()) - (n + 3000)} repeats after the restart")
 
 
@@ -372,7 +376,10 @@ def test_the_collector_streams_to_sls_and_the_archive_is_unaffected(sls, tmp_pat
     store = LocalStore(tmp_path / "archive")
     node = SessionRef("ns", "c", SESSION_NAME).node(NODE_ID)
     assert archive_logs.read_file(store, node, "raylet.out") == (session / "logs" / "raylet.out").read_bytes()
-    assert {x.tags["node_id"] for x in sls.items()} == {NODE_ID}
+    # every LogGroup says where its lines come from, so that SLS search can be scoped like the archive's
+    assert {(x.tags["namespace"], x.tags["cluster"], x.tags["session"], x.tags["node_id"]) for x in sls.items()} == {
+        ("ns", "c", SESSION_NAME, NODE_ID)
+    }
 
 
 def test_sls_without_credentials_is_one_clear_line(tmp_path):

@@ -27,7 +27,7 @@ def search_backend(services: Any) -> SearchBackend:
     config = sls_backend.config_from_settings(services.settings)
     if config is None:
         return archive
-    return Fallback(sls_backend.SlsBackend(config), archive)
+    return Fallback(sls_backend.shared(config), archive)
 
 
 def archive_backend(services: Any) -> ArchiveBackend:

@@ -15,6 +15,11 @@ network edge, written from the protocol (reference section 5) and checked agains
   signed with their secret, with the token in `x-acs-security-token` (a signed header, as the SDK's auth.py sends
   it); a missing or wrong token is 401 `SecurityTokenInvalid`, an expired one 401 `SecurityTokenExpired` (codes the
   SDK treats as authentication errors).
+- for log search (the section "search, scripted" below): GetLogs V2, GetHistograms and GetContextLogs answered from
+  a script. It does not evaluate SLS queries: a test says which exact request to expect (the JSON body of GetLogs,
+  the query parameters of the others) and the documented answer to give (rows, `Incomplete` progress, an error);
+  once anything is scripted, a request matching no script is answered 400 `UnexpectedRequest` and kept in
+  `unexpected`, so a test sees every request it did not foresee.
 - logstores, MetricStores and indexes (CreateLogStore, GetLogStore, CreateSubStore, Create/Update/GetIndex):
   tests/servers/sls_resources.py; Prometheus remote write into a MetricStore (BasicAuth, snappy, protobuf):
   tests/servers/sls_remote_write.py. PutLogs and GetLogs accept any logstore (tests need not create them).
@@ -172,8 +177,165 @@ class _Fault:
     remaining: int
 
 
+# --- search, scripted (issue 11): GetLogs V2, GetHistograms, GetContextLogs -------------------------------------
+# Shapes from the SDK's parsers (aliyun/log/getlogsresponse.py, gethistogramsresponse.py,
+# getcontextlogsresponse.py) and SLS's API reference: GetLogs V2 answers {"meta": {...,"progress"}, "data": [rows]}
+# (lz4 when asked by Accept-Encoding); GetHistograms a list of {from, to, count, progress} with the overall
+# progress in the x-log-progress header; GetContextLogs {progress, total_lines, back_lines, forward_lines, logs}.
 @dataclass
-class SlsServer:
+class Scripted:
+    kind: str  # "logs" | "histograms" | "context"
+    logstore: str
+    request: dict[str, Any]  # GetLogs: the exact JSON body; the others: the exact query parameters (as strings)
+    status: int
+    answer: Any  # the JSON answer (or {"errorCode", "errorMessage"} with an error status)
+    headers: dict[str, str]
+    used: bool = False
+
+
+def logs_answer(rows: list[dict[str, Any]], progress: str = "Complete", **meta: Any) -> dict[str, Any]:
+    """A GetLogs V2 answer: every value a string, as SLS gives them."""
+    data = [{k: str(v) for k, v in row.items()} for row in rows]
+    base = {
+        "progress": progress,
+        "count": len(data),
+        "processedRows": len(data),
+        "elapsedMillisecond": 1,
+        "hasSQL": False,
+        "whereQuery": "",
+        "aggQuery": "",
+        "keys": sorted({k for row in data for k in row}),
+        "cpuSec": 0.0,
+        "cpuCores": 0,
+    }
+    base.update(meta)
+    return {"meta": base, "data": data}
+
+
+class ScriptedSearch:
+    """SlsServer's scripted search: tests call expect_logs / expect_histograms / expect_context, then read
+    `searches` (every search request as received) and `unexpected` (those no script matched)."""
+
+    _lock: threading.Lock
+    scripts: list[Scripted]
+    searches: list[dict[str, Any]]
+    unexpected: list[dict[str, Any]]
+
+    def expect_logs(
+        self,
+        body: dict[str, Any],
+        rows: list[dict[str, Any]] | None = None,
+        progress: str = "Complete",
+        logstore: str = "ray-logs",
+        status: int = 200,
+        error: tuple[str, str] | None = None,
+        **meta: Any,
+    ) -> None:
+        """Answer the GetLogs V2 request whose JSON body is exactly `body` with these rows (or this error)."""
+        answer = (
+            {"errorCode": error[0], "errorMessage": error[1]} if error else logs_answer(rows or [], progress, **meta)
+        )
+        with self._lock:
+            self.scripts.append(Scripted("logs", logstore, body, status if error else 200, answer, {}))
+
+    def expect_histograms(
+        self,
+        params: dict[str, str],
+        buckets: list[tuple[int, int, int]] | None = None,
+        progress: str = "Complete",
+        logstore: str = "ray-logs",
+        status: int = 200,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        """Answer the GetHistograms request with exactly these query parameters: buckets of (from, to, count)."""
+        if error:
+            answer: Any = {"errorCode": error[0], "errorMessage": error[1]}
+            headers: dict[str, str] = {}
+        else:
+            answer = [{"from": a, "to": b, "count": n, "progress": progress} for a, b, n in buckets or []]
+            headers = {"x-log-progress": progress, "x-log-count": str(sum(n for _, _, n in buckets or []))}
+        with self._lock:
+            self.scripts.append(Scripted("histograms", logstore, params, status if error else 200, answer, headers))
+
+    def expect_context(
+        self,
+        params: dict[str, str],
+        logs: list[dict[str, Any]] | None = None,
+        back_lines: int = 0,
+        forward_lines: int = 0,
+        progress: str = "Complete",
+        logstore: str = "ray-logs",
+        status: int = 200,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        """Answer the GetContextLogs request with exactly these query parameters."""
+        if error:
+            answer: Any = {"errorCode": error[0], "errorMessage": error[1]}
+        else:
+            rows = [{k: str(v) for k, v in row.items()} for row in logs or []]
+            answer = {
+                "progress": progress,
+                "total_lines": len(rows),
+                "back_lines": back_lines,
+                "forward_lines": forward_lines,
+                "logs": rows,
+            }
+        with self._lock:
+            self.scripts.append(Scripted("context", logstore, params, status if error else 200, answer, {}))
+
+    def _take_script(self, kind: str, logstore: str, request: dict[str, Any]) -> Scripted | None:
+        with self._lock:
+            for script in self.scripts:
+                if (
+                    not script.used
+                    and script.kind == kind
+                    and script.logstore == logstore
+                    and script.request == request
+                ):
+                    script.used = True
+                    return script
+        return None
+
+    def _scripted_get_logs(
+        self, project: str, logstore: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if headers.get("content-type") != "application/json":
+            return _error(400, "InvalidContentType", "GetLogs V2 takes a JSON body (Content-Type: application/json)")
+        if headers.get("x-log-bodyrawsize") != str(len(body)):
+            return _error(400, "InvalidBodyRawSize", "x-log-bodyrawsize does not match the body")
+        try:
+            request = json.loads(body)
+        except ValueError as e:
+            return _error(400, "ParameterInvalid", f"bad GetLogs body: {e}")
+        return self._answer("logs", logstore, request, headers)
+
+    def _scripted_get(
+        self, project: str, logstore: str, kind: str, params: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        return self._answer(kind, logstore, params, headers)
+
+    def _answer(
+        self, kind: str, logstore: str, request: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        record = {"kind": kind, "logstore": logstore, "request": request, "accept": headers.get("accept-encoding", "")}
+        with self._lock:
+            self.searches.append(record)
+        script = self._take_script(kind, logstore, request)
+        if script is None:
+            with self._lock:
+                self.unexpected.append(record)
+            return _error(400, "UnexpectedRequest", f"the SLS test server was not told to expect {kind} {request}")
+        payload = json.dumps(script.answer).encode()
+        out = dict(script.headers)
+        if script.status == 200 and kind == "logs" and "lz4" in headers.get("accept-encoding", ""):
+            out["x-log-bodyrawsize"] = str(len(payload))
+            out["x-log-compresstype"] = "lz4"
+            payload = lz4.block.compress(payload, store_size=False)
+        return script.status, out, payload
+
+
+@dataclass
+class SlsServer(ScriptedSearch):
     access_key_id: str = "test-akid"
     access_key_secret: str = "test-secret"
     endpoint: str = "sls.test"  # the name clients are given; this server answers for {project}.{endpoint}
@@ -182,6 +344,9 @@ class SlsServer:
     requests: list[dict[str, Any]] = field(default_factory=list)  # PutLogs as received: sizes, hash key, status
     refused: list[str] = field(default_factory=list)  # error codes of requests refused before any API ran (401...)
     _faults: list[_Fault] = field(default_factory=list)
+    scripts: list[Scripted] = field(default_factory=list)  # search answers to give (expect_*)
+    searches: list[dict[str, Any]] = field(default_factory=list)  # search requests as received
+    unexpected: list[dict[str, Any]] = field(default_factory=list)  # those no script matched
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
     port: int = 0
@@ -245,6 +410,11 @@ class SlsServer:
                 self.refused.append(json.loads(denied[2])["errorCode"])
             return denied
         parts = url.path.strip("/").split("/")
+        # GetHistograms and GetContextLogs share GetLogStore's path (`GET /logstores/{ls}`), told apart by `type`
+        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "histogram":
+            return self._scripted_get(project, parts[1], "histograms", params, headers)
+        if method == "GET" and len(parts) == 2 and parts[0] == "logstores" and params.get("type") == "context_log":
+            return self._scripted_get(project, parts[1], "context", params, headers)
         with self._lock:
             answer = self.resources.handle(project, method, parts, headers, body)
         if answer is not None:
@@ -252,7 +422,10 @@ class SlsServer:
         if method == "POST" and len(parts) == 4 and parts[0] == "logstores" and parts[2] == "shards":
             return self._put_logs(project, parts[1], params.get("key"), headers, body)
         if method == "POST" and len(parts) == 3 and parts[0] == "logstores" and parts[2] == "logs":
+            if self.scripts:
+                return self._scripted_get_logs(project, parts[1], headers, body)
             return self._get_logs(project, parts[1], headers, body)
+
         return _error(404, "NotImplemented", f"{method} {url.path} is not served by the SLS test server")
 
     def _authenticate(
