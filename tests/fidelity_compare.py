@@ -1,0 +1,578 @@
+"""The fidelity harness's comparison: Ray's live answers against the archive's, field by field (issue 12).
+
+Every answer is first normalized into a tree whose lists of records are keyed by the record's id (tasks by
+`task_id#attempt`, actors, nodes, jobs, placement groups, events, lineage groups), so that a difference names
+the record and the field, and order never counts where Ray's order is not part of the answer (the archive sorts
+tasks by id; Ray lists them as its GCS holds them). The trees are flattened to `path -> leaf` and compared.
+
+What may differ is written down here, once, in three lists:
+- LIVE_ONLY: statistics only a running cluster can give (psutil readings, worker ports, in-flight counts) and
+  values whose precision the archive's sources do not carry. Ignored.
+- END_OF_LIFE (the rule for states non-terminal at death): a record whose live state was not terminal when the
+  live answers were recorded ended with the cluster. In the archive it either keeps that state and carries an
+  end (the session's end, with a note saying it never reported a final state), or has the terminal state Ray
+  recorded at shutdown, with an end not before the recording. Only the fields named there may differ, and only
+  for such records. A task Ray's GCS had already failed at its job's end (item 1) is terminal live: it must be
+  archived exactly as Ray shows it.
+- KNOWN_GAPS: differences this harness found that are not fixed yet. Each says what differs. The list should
+  only shrink; a gap that no longer shows is reported (`unused_rules`) so it gets deleted.
+Everything else must be equal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- the lists ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    routes: str  # regex over the route as Ray's UI requests it (no leading /), e.g. r"^logical/actors"
+    fields: str  # glob over the flattened path (`/`-separated, `*` matches across `/`)
+    why: str
+    events: str | None = None  # only on this event path ("files" or "http")
+
+    def matches(self, route: str, path: str, events: str | None = None) -> bool:
+        return (
+            (self.events is None or self.events == events)
+            and re.search(self.routes, route) is not None
+            and fnmatch.fnmatchcase(path, self.fields)
+        )
+
+
+_ACTOR = r"^(logical/actors|nodes/)"  # actor records, in the actor list and inside a node's detail
+_NODE_STATS = r"^nodes(\?view=summary|/)"  # the node summary's records and a node's detail
+
+LIVE_ONLY: tuple[Rule, ...] = (
+    # psutil readings of a live node and its processes, sampled by the dashboard agent: nothing archives them.
+    *(
+        Rule(_NODE_STATS, f, "psutil statistics of the live node (reference README, 3: live-only data)")
+        for f in (
+            "data/summary/*/agent*",
+            "data/summary/*/bootTime",
+            "data/summary/*/cgroupMem",
+            "data/summary/*/cmdline*",
+            "data/summary/*/cpu",
+            "data/summary/*/cpus*",
+            "data/summary/*/disk*",
+            "data/summary/*/gcs*",
+            "data/summary/*/hostMem*",
+            "data/summary/*/loadAvg*",
+            "data/summary/*/mem*",
+            "data/summary/*/network*",
+            "data/summary/*/now",
+            "data/summary/*/gpus*",
+            "data/summary/*/tpus*",
+            "data/summary/*/logicalResources*",
+            "data/detail/agent*",
+            "data/detail/bootTime",
+            "data/detail/cgroupMem",
+            "data/detail/cmdline*",
+            "data/detail/cpu",
+            "data/detail/cpus*",
+            "data/detail/disk*",
+            "data/detail/gcs*",
+            "data/detail/hostMem*",
+            "data/detail/loadAvg*",
+            "data/detail/mem*",
+            "data/detail/network*",
+            "data/detail/now",
+            "data/detail/gpus*",
+            "data/detail/tpus*",
+            "data/detail/logicalResources*",
+        )
+    ),  # fmt: skip
+    Rule(_NODE_STATS, "data/nodeLogicalResources*", "the raylets' current resource use, answered live by each raylet"),
+    Rule(_NODE_STATS, "*/cgroupMem*", "psutil statistics of the live node"),
+    Rule(_NODE_STATS, "*/shm", "psutil statistics of the live node"),
+    Rule(_NODE_STATS, "*raylet/stateSnapshot*", "the autoscaler's live view of the node's activity (idle time)"),
+    Rule(r"^nodes/", "data/detail/workers*", "the node's live worker processes (psutil and core worker stats)"),
+    Rule(_NODE_STATS, "*raylet/coreWorkersStats*", "live core workers' statistics (raylet GetNodeStats)"),
+    Rule(_NODE_STATS, "*raylet/numWorkers", "live worker count (raylet GetNodeStats)"),
+    Rule(
+        _NODE_STATS,
+        "*raylet/*Port",
+        "the raylet's, agent's and metrics ports: not in the node's export events or the archive",
+    ),
+    Rule(_NODE_STATS, "*raylet/objectStoreAvailableMemory", "the object store's current use (raylet GetNodeStats)"),
+    Rule(_NODE_STATS, "*raylet/objectStoreUsedMemory", "the object store's current use (raylet GetNodeStats)"),
+    Rule(_NODE_STATS, "*raylet/storeStats*", "the object store's current use (raylet GetNodeStats)"),
+    # An actor's live process: its worker's stats, object counts and address come from the core worker.
+    *(
+        Rule(_ACTOR, f"*actors/*/{f}", "live statistics of the actor's worker process (core worker stats)")
+        for f in (
+            "processStats*",
+            "mem*",
+            "numExecutedTasks",
+            "numInFlightArgPinningRequests",
+            "numInPlasma",
+            "numLocalObjects",
+            "numObjectRefsInScope",
+            "numOfFailedArgPinningRequests",
+            "numOwnedActors",
+            "numOwnedObjects",
+            "numPendingTasks",
+            "numRunningTasks",
+            "objectRefs*",
+            "objectsTotal",
+            "port",
+            "webuiDisplay*",
+            "gpus*",
+            "taskQueueLength",
+            "usedResources*",
+            "workerId",
+            "usedObjectStoreMemory",
+            "workerType",
+        )
+    ),  # fmt: skip
+    *(
+        Rule(r"^logical/actors/", f"data/detail/{f}", "live statistics of the actor's worker process")
+        for f in (
+            "processStats*",
+            "mem*",
+            "numExecutedTasks",
+            "numInFlightArgPinningRequests",
+            "numInPlasma",
+            "numLocalObjects",
+            "numObjectRefsInScope",
+            "numOfFailedArgPinningRequests",
+            "numOwnedActors",
+            "numOwnedObjects",
+            "numPendingTasks",
+            "numRunningTasks",
+            "objectRefs*",
+            "objectsTotal",
+            "port",
+            "webuiDisplay*",
+            "gpus*",
+            "taskQueueLength",
+            "usedResources*",
+            "workerId",
+            "usedObjectStoreMemory",
+            "workerType",
+        )
+    ),  # fmt: skip
+    Rule(_ACTOR, "*address/port", "the actor worker's port: export actor events carry no address"),
+    Rule(_ACTOR, "*address/workerId", "the actor's worker id: export actor events carry no address"),
+    Rule(_ACTOR, "*Time", "actor start/end: export actor events carry whole seconds; compared to the second"),
+    Rule(_ACTOR, "*timestamp", "actor timestamp: whole seconds in export actor events; compared to the second"),
+    # The autoscaler's status text is a snapshot: the archive serves the last one the collector took before the
+    # cluster died, which is later than the recording (and shows the nodes as they were then).
+    Rule(r"^api/cluster_status", "data/clusterStatus", "the archive's snapshot is the last before death"),
+)
+
+# Fields that may change when a record non-terminal at the recording ends with the cluster, by record kind.
+END_OF_LIFE: dict[str, tuple[str, ...]] = {
+    "task": ("state", "end_time_ms", "error_type", "error_message", "events*", "task_log_info/*_end"),
+    "actor": ("state", "endTime", "exitDetail", "deathCause*", "numRestarts*", "timestamp", "pid"),
+    "job": ("status", "end_time", "message", "error_type", "driver_exit_code", "driver_info*"),
+    "node": ("state", "end_time_ms", "state_message", "raylet/state", "raylet/endTimeMs", "raylet/stateMessage"),
+    "placement_group": ("state", "stats*"),
+}
+TERMINAL: dict[str, set[str]] = {
+    "task": {"FINISHED", "FAILED"},
+    "actor": {"DEAD"},
+    "job": {"SUCCEEDED", "FAILED", "STOPPED"},
+    "node": {"DEAD"},
+    "placement_group": {"REMOVED"},
+}
+# Where each kind sits: (route regex, glob of the record's path, state field, end field or None).
+RECORDS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    (r"^api/v0/tasks\?", "data/result/result/*", "task", "state", "end_time_ms"),
+    (r"^logical/actors$", "data/actors/*", "actor", "state", "endTime"),
+    (r"^nodes/", "data/detail/actors/*", "actor", "state", "endTime"),
+    (r"^logical/actors/", "data/detail", "actor", "state", "endTime"),
+    (r"^api/jobs/$", "*", "job", "status", "end_time"),
+    (r"^api/jobs/.", "", "job", "status", "end_time"),
+    (r"^api/v0/nodes", "data/result/result/*", "node", "state", None),  # the times are detail columns
+    (r"^nodes\?view=summary", "data/summary/*", "node", "raylet/state", "raylet/endTimeMs"),
+    (r"^nodes/", "data/detail", "node", "raylet/state", "raylet/endTimeMs"),
+    (r"^api/v0/placement_groups", "data/result/result/*", "placement_group", "state", None),
+)
+
+_TASKS = r"^api/v0/tasks\?"
+KNOWN_GAPS: tuple[Rule, ...] = (
+    Rule(r"^api/v0/cluster_metadata", "data/pythonVersion", "the cluster's Python version is not archived (null)"),
+    Rule(_ACTOR, "*actors/*/ipAddress", "an actor's ipAddress is left out (its node's address would give it)"),
+    Rule(r"^logical/actors/", "data/detail/ipAddress", "an actor's ipAddress is left out"),
+    Rule(_ACTOR, "*actors/*/language", "an actor's language is left out (export actor events do not carry it)"),
+    Rule(r"^logical/actors/", "data/detail/language", "an actor's language is left out"),
+    *(
+        Rule(_ACTOR, f"*{f}", "the archive adds export-event fields Ray's actor table does not show")
+        for f in ("isDetached", "placementGroupId", "rayNamespace")
+    ),
+    Rule(_TASKS, "*/runtime_env_info/uris*", "export files path: the archive adds runtime_env_info.uris"),
+    Rule(_TASKS, "*/runtime_env_info/runtime_env_config*", "HTTP path: runtime_env_config is missing"),
+    Rule(
+        _TASKS,
+        "*/task_log_info/std*_start",
+        "a task's log offsets start at 0 where Ray gives the offset of its slice of the worker's log",
+    ),
+    Rule(_TASKS, "*/profiling_data", "a task without profile events: Ray answers {}, the archive null"),
+    Rule(
+        r"^api/v0/logs\?",
+        "data/result/*/",
+        "folders of the log directory (jobs/, old/, nsight/, profiles/) are not listed as entries",
+    ),
+    *(
+        Rule(
+            route,
+            fields,
+            "HTTP path: a submission job still running when the cluster died is missing (no submission job "
+            "event arrives for it; the collector's snapshots of /api/jobs/ have it)",
+            "http",
+        )
+        for route, fields in ((r"^api/jobs/$", "raysubmit_*"), (r"^api/jobs/raysubmit_", "*"))
+    ),
+    Rule(
+        r"^nodes(\?view=summary|/)",
+        "*raylet/endTimeMs",
+        "HTTP path: a node whose death never reached the collector (the agent dies first at ray stop) has no end",
+        "http",
+    ),
+)
+
+
+# --- normalization ------------------------------------------------------------------------------------------------
+
+
+def _keyed(items: list, key) -> dict:
+    out: dict[str, Any] = {}
+    for item in items:
+        k = str(key(item))
+        while k in out:  # a duplicate is a difference of its own: keep both
+            k += "+"
+        out[k] = item
+    return out
+
+
+def _lineage(groups: list) -> dict:
+    return {
+        str(g.get("key")): {**g, "children": _lineage(g.get("children") or [])} for g in groups if isinstance(g, dict)
+    }
+
+
+def _profile(events: list) -> list:
+    """Profile events in a stable order (Ray lists them in arrival order, the archive by start)."""
+    return sorted(events, key=lambda e: (e.get("event_name") or "", e.get("start_time") or 0))
+
+
+def normalize(route: str, body: Any) -> Any:
+    """Ray's answer with its record lists keyed by id (see the module docstring)."""
+    if not isinstance(body, (dict, list)):
+        return body
+    if route.startswith("api/v0/tasks?"):
+        result = body["data"]["result"]
+        tasks = {}
+        for t in result.get("result") or []:
+            t = dict(t)
+            if isinstance(t.get("profiling_data"), dict) and t["profiling_data"].get("events") is not None:
+                t["profiling_data"] = {**t["profiling_data"], "events": _profile(t["profiling_data"]["events"])}
+            tasks[f"{t['task_id']}#{t.get('attempt_number')}"] = t
+        return {**body, "data": {**body["data"], "result": {**result, "result": tasks}}}
+    if route.startswith("api/v0/tasks/summarize") and "summary_by=lineage" in route:
+        cluster = body["data"]["result"]["result"]["node_id_to_summary"]["cluster"]
+        return {**body, "lineage": _lineage(cluster["summary"]), "data": {**body["data"], "result": None}}
+    if route == "api/jobs/":
+        return _keyed(body, lambda j: j.get("submission_id") or j.get("job_id"))
+    if route.startswith("api/v0/nodes") or route.startswith("api/v0/placement_groups"):
+        key = "node_id" if "nodes" in route else "placement_group_id"
+        result = body["data"]["result"]
+        return {
+            **body,
+            "data": {**body["data"], "result": {**result, "result": _keyed(result["result"], lambda r: r[key])}},
+        }
+    if route.startswith("nodes?view=summary"):
+        return {
+            **body,
+            "data": {**body["data"], "summary": _keyed(body["data"]["summary"], lambda n: n["raylet"]["nodeId"])},
+        }
+    if route.startswith("api/v0/logs?"):
+        result = body["data"]["result"]
+        return {
+            **body,
+            "data": {**body["data"], "result": {c: {f: True for f in files} for c, files in result.items()}},
+        }
+    if route == "events":
+        events = body["data"]["events"]
+        return {**body, "data": {"events": {j: _keyed(es, lambda e: e["eventId"]) for j, es in events.items()}}}
+    return body
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """`path -> leaf`; an empty dict or list is a leaf of its own (`{}` / `[]`)."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+        return out
+    if isinstance(tree, list) and tree:
+        out = {}
+        for i, v in enumerate(tree):
+            out.update(flatten(v, f"{prefix}/{i}" if prefix else str(i)))
+        return out
+    return {prefix: tree}
+
+
+# --- comparison ---------------------------------------------------------------------------------------------------
+
+MISSING = "<absent>"
+
+
+@dataclass(frozen=True)
+class Difference:
+    route: str
+    path: str
+    live: Any
+    archived: Any
+
+    def __str__(self) -> str:
+        return f"{self.route}: {self.path}: live {_short(self.live)} != archived {_short(self.archived)}"
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+@dataclass
+class Context:
+    """What the rules need to know about the run."""
+
+    recorded_ms: float  # when the live answers were taken
+    events: str | None = None  # the event path of the run ("files" or "http"), for path-specific rules
+    used: set[Rule] = field(default_factory=set)  # the rules that excused a difference, for unused_rules
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)) or isinstance(b, float) and isinstance(a, (int, float)):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return type(a) is type(b) and a == b if not isinstance(a, bool) and not isinstance(b, bool) else a is b
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _records(route: str, live: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:
+    """(record path, kind, state field, end field) of every record of `route`, found in the flattened live answer."""
+    out = []
+    for routes, glob, kind, state, end in RECORDS:
+        if not re.search(routes, route):
+            continue
+        for path in live:
+            if not path.endswith("/" + state) and path != state:
+                continue
+            record = path[: -len(state)].rstrip("/")
+            if fnmatch.fnmatchcase(record, glob) and record.count("/") == glob.count("/"):
+                out.append((record, kind, state, end))
+    return out
+
+
+def _end_of_life(
+    route: str, live: dict[str, Any], got: dict[str, Any], ctx: Context
+) -> tuple[list[Difference], set[str]]:
+    """Apply the END_OF_LIFE rule: (its own violations, the paths it excused)."""
+    problems, excused = [], set()
+    for record, kind, state_f, end_f in _records(route, live):
+
+        def join(f: str, record: str = record) -> str:
+            return f"{record}/{f}" if record else f
+
+        state = live[join(state_f)]
+        if state in TERMINAL[kind]:
+            continue
+        new = got.get(join(state_f), MISSING)
+        if end_f is not None:
+            # Kept or ended, it ended: not before the recording (when it was still going), and with an end.
+            end = _num(got.get(join(end_f)))
+            if not end or end < ctx.recorded_ms - 1000:
+                problems.append(Difference(route, join(end_f), live.get(join(end_f)), got.get(join(end_f), MISSING)))
+        if new != state and new not in TERMINAL[kind]:
+            problems.append(Difference(route, join(state_f), state, new))
+        for path in set(live) | set(got):
+            if path.startswith(record) and any(fnmatch.fnmatchcase(path, join(f)) for f in END_OF_LIFE[kind]):
+                excused.add(path)
+    return problems, excused
+
+
+def compare(route: str, live_body: Any, archived_body: Any, ctx: Context) -> list[Difference]:
+    """Every difference between Ray's live answer and the archive's that no rule allows."""
+    live = flatten(normalize(route, live_body))
+    got = flatten(normalize(route, archived_body))
+    problems, excused = _end_of_life(route, live, got, ctx)
+    for path in sorted(set(live) | set(got)):
+        a, b = live.get(path, MISSING), got.get(path, MISSING)
+        if path in excused or _same(a, b):
+            continue
+        if _time_to_the_second(route, path, a, b) or _job_end_stamp(route, path, a, b):
+            continue
+        if _worker_died_gap(route, path, live):
+            continue
+        if a is MISSING and _archived_only_allowed(route, path, b, ctx):
+            continue
+        problems.append(Difference(route, path, a, b))
+    kept = []
+    for d in problems:
+        rule = next((r for r in (*LIVE_ONLY, *KNOWN_GAPS) if r.matches(route, d.path, ctx.events)), None)
+        if rule is None:
+            kept.append(d)
+        else:
+            ctx.used.add(rule)
+    return kept
+
+
+# Ray's GCS fails a task whose worker died (GcsTaskManager::OnWorkerDead) with "Worker running the task (<id>)
+# died with exit_type: ..." at the worker's death; no event records it, and the archive applies the job-end rule
+# instead (KNOWN GAP): these fields of such a task differ.
+WORKER_DIED = re.compile(r"^Worker running the task \(")
+_WORKER_DIED_FIELDS = ("error_message", "error_type", "end_time_ms", "events/*/created_ms", "task_log_info/*_end")
+
+
+def _worker_died_gap(route: str, path: str, live: dict[str, Any]) -> bool:
+    if not re.search(_TASKS, route):
+        return False
+    m = re.match(r"(data/result/result/[^/]+)/(.*)", path)
+    if m is None or not WORKER_DIED.match(str(live.get(f"{m.group(1)}/error_message") or "")):
+        return False
+    return any(fnmatch.fnmatchcase(m.group(2), f) for f in _WORKER_DIED_FIELDS)
+
+
+# A task failed at its job's end ends at the job's end as the GCS's job table has it; the archive has the end from
+# the driver's export event, which Ray stamps on its own: 1 ms apart in the harness's runs.
+JOB_END_SLACK_MS = 2
+
+
+def _job_end_stamp(route: str, path: str, a: Any, b: Any) -> bool:
+    if not re.search(_TASKS, route) or not (path.endswith("/end_time_ms") or path.endswith("/created_ms")):
+        return False
+    x, y = _num(a), _num(b)
+    return x is not None and y is not None and abs(x - y) <= JOB_END_SLACK_MS
+
+
+def _time_to_the_second(route: str, path: str, a: Any, b: Any) -> bool:
+    """Actor times: export actor events carry seconds, so the archive has the live value truncated."""
+    if not re.search(_ACTOR, route) or not (path.endswith("Time") or path.endswith("timestamp")):
+        return False
+    x, y = _num(a), _num(b)
+    return x is not None and y is not None and x > 0 and int(x // 1000) == int(y // 1000)
+
+
+def _archived_only_allowed(route: str, path: str, value: Any, ctx: Context) -> bool:
+    """What the archive may have that the live answer could not yet: files and events from after the recording."""
+    if route.startswith("api/v0/logs?") and path.startswith("data/result/"):
+        return True  # a log file created after the recording (a worker started at shutdown, a rotated file)
+    if route == "events" and path.endswith("/timestamp"):
+        return (_num(value) or 0) * 1000 >= ctx.recorded_ms - 1000
+    return False
+
+
+def by_kind(found: list[Difference]) -> list[str]:
+    """Differences grouped by route and path with ids masked, most frequent first, one example each."""
+    groups: dict[str, list[Difference]] = {}
+    for d in found:
+        key = re.sub(r"[0-9a-f]{16,}(#\d+)?", "<id>", f"{d.route.split('?')[0]}: {d.path}")
+        groups.setdefault(key, []).append(d)
+    ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    return [
+        f"{len(ds):4d} x {key}  (e.g. live {_short(ds[0].live)}, archived {_short(ds[0].archived)})"
+        for key, ds in ranked
+    ]
+
+
+def unused_rules(ctx: Context) -> list[Rule]:
+    return [r for r in KNOWN_GAPS if r not in ctx.used]
+
+
+# --- metrics ------------------------------------------------------------------------------------------------------
+
+# Panels over sampled statistics (psutil readings each scraper samples at its own moment): their series must be
+# the same, their values may differ. Every other panel (task, actor, resource, node counts) must also agree in
+# value once the cluster has settled.
+SAMPLED_METRICS = re.compile(
+    r"ray_node_(cpu_utilization|mem_|disk_|network_|gpus_|gram_)|ray_component_|ray_node_cgroup_|ray_object_store_"
+)
+
+
+def panel_differences(expr: str, live: dict, archived: dict, settled_from_s: float, limit: int = 6) -> list[str]:
+    """Prometheus's `data` of a query_range against ours: the same series (label sets); and, unless the panel reads
+    sampled statistics, the same value strings at every step from `settled_from_s` on."""
+    a = {frozenset(s["metric"].items()): dict((float(t), v) for t, v in s["values"]) for s in live["result"]}
+    b = {frozenset(s["metric"].items()): dict((float(t), v) for t, v in s["values"]) for s in archived["result"]}
+    out = [f"series only in Prometheus: {dict(sorted(k))}" for k in a.keys() - b.keys()]
+    out += [f"series only in the archive: {dict(sorted(k))}" for k in b.keys() - a.keys()]
+    if not SAMPLED_METRICS.search(expr):
+        for k in a.keys() & b.keys():
+            steps = sorted(t for t in a[k].keys() | b[k].keys() if t >= settled_from_s)
+            bad = [(t, a[k].get(t), b[k].get(t)) for t in steps if a[k].get(t) != b[k].get(t)]
+            if bad:
+                out.append(f"{dict(sorted(k))}: {len(bad)} settled steps differ, e.g. (s, prometheus, ours) {bad[:3]}")
+    return out[:limit]
+
+
+# Series only Prometheus has: its own per-scrape bookkeeping beyond the three the collector records (`up`,
+# `scrape_duration_seconds`, `scrape_samples_scraped`), which no dashboard reads.
+PROMETHEUS_ONLY_SERIES = frozenset({"scrape_samples_post_metric_relabeling", "scrape_series_added"})
+
+
+# Known gaps in the archived series (see KNOWN_GAPS): `<counter or histogram>_created` series are dropped by the
+# compaction (Prometheus 2.42 stores them like any series), and the collector rewrites `le` values in Go's
+# canonical form ("1.073741824e+09") where Ray exposes, and Prometheus 2.42 keeps, "1073741824.0".
+SERIES_GAPS = "`_created` series dropped; `le` values rewritten in canonical form"
+
+
+def _series_key(s: dict) -> frozenset:
+    if "le" in s:
+        try:
+            return frozenset({**s, "le": repr(float(s["le"]))}.items())
+        except ValueError:
+            pass
+    return frozenset(s.items())
+
+
+def series_differences(live: Iterable[dict], archived: Iterable[dict], ignore_names: Iterable[str] = ()) -> list[str]:
+    """Prometheus's /api/v1/series against ours over the same window: the same label sets (but SERIES_GAPS)."""
+    drop = set(ignore_names)
+
+    def keep(s: dict) -> bool:
+        return s.get("__name__") not in drop and not s.get("__name__", "").endswith("_created")
+
+    a = {_series_key(s) for s in live if keep(s)}
+    b = {_series_key(s) for s in archived if keep(s)}
+    return [f"only in Prometheus: {dict(sorted(k))}" for k in a - b] + [
+        f"only in the archive: {dict(sorted(k))}" for k in b - a
+    ]
+
+
+# --- the session as a whole -----------------------------------------------------------------------------------------
+
+END_SLACK_MS = 2000  # Ray's last record and the harness's clock reading are taken by different processes
+
+
+def session_end_problems(end_ms: float | None, recorded_ms: float, stopped_ms: float) -> list[str]:
+    """An archived session's end (item 4): after the cluster was seen running, and no later than `stopped_ms`:
+    when Ray had stopped for `collect --once` (its end comes from what Ray wrote, not from the clock at
+    collection), when the collectors finished for live collectors."""
+    if end_ms is None:
+        return ["the session has no end"]
+    if end_ms < recorded_ms - END_SLACK_MS:
+        return [f"the session ends at {end_ms:.0f}, before it was seen running at {recorded_ms:.0f}"]
+    if end_ms > stopped_ms + END_SLACK_MS:
+        return [f"the session ends at {end_ms:.0f}, {(end_ms - stopped_ms) / 1000:.1f}s after Ray had stopped"]
+    return []
+
+
+def catalog_problems(entry: dict, live_nodes: list[dict]) -> list[str]:
+    """The catalog's entry for the session against Ray's live node list (item 6)."""
+    if entry.get("nodes") != len(live_nodes):
+        return [f"the catalog counts {entry.get('nodes')} nodes, Ray listed {len(live_nodes)}"]
+    return []
