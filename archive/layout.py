@@ -171,7 +171,8 @@ class NodeRef:
 
 @dataclass(frozen=True, order=True)
 class LogSegment:
-    """Bytes [start, end) of generation `epoch` of the file {source}/{path}."""
+    """Bytes [start, end) of generation `epoch` of the file {source}/{path}. The one empty range, [0, 0), is the
+    segment of a file that exists but is empty (Ray lists such files, so the archive must hold them)."""
 
     path: str
     epoch: int
@@ -181,7 +182,8 @@ class LogSegment:
 
     def __post_init__(self) -> None:
         check_log_path(self.path)
-        if not (0 <= self.start < self.end) or not (0 <= self.epoch <= 9999) or self.end >= 10**16:
+        empty = self.start == self.end == 0
+        if not (empty or 0 <= self.start < self.end) or not (0 <= self.epoch <= 9999) or self.end >= 10**16:
             raise InvalidName(f"invalid segment range {self.epoch}:{self.start}-{self.end} for {self.path}")
 
 

@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from archive.errors import StoreError
-from archive.layout import SessionRef
+from archive.errors import NotFound, StoreError
+from archive.layout import InvalidName, SessionRef
 from archive.manifest import ENDED, RUNNING, NodeRecord, SessionManifest, end_marker
 from archive.storage import Store
 from collector import topology
@@ -20,6 +20,7 @@ from collector.health import Health
 from collector.settings import CollectorSettings
 from collector.sinks.generations import ShipStats
 from collector.sources.http_events import HttpEventsSource
+from collector.sources.last_written import last_written_ms
 from collector.sources.session_dir import SessionDir
 from collector.spool import Spool
 
@@ -52,6 +53,7 @@ class Collector:
         self.topology: topology.Topology | None = None
         self._announced = False
         self._manifest_written = 0.0
+        self._other_nodes: dict[str, NodeRecord] = {}  # other nodes' records, as last read from the archive
 
     # --- start ---------------------------------------------------------------------------------------
     def _identify(self, deadline: float) -> NodeRecord:
@@ -239,7 +241,7 @@ class Collector:
                 log.warning(
                     "%s did not acknowledge everything before the deadline; its checkpoint resumes there", sink.name
                 )
-        end_ms = int(time.time() * 1000)
+        end_ms = self._end_ms()
         self.node.end_ms = end_ms
         node = self.ref.node(self.node.node_id)
         self.store.put(node.node_key, self.node.to_json())
@@ -248,6 +250,19 @@ class Collector:
             self._write_manifest(ENDED, end_ms)
             self.store.put(self.ref.ended_key, end_marker(end_ms, self.stop_reason))
         log.info("session %s archived; node marked ended (%s)", self.ref.id, self.stop_reason)
+
+    def _end_ms(self) -> int:
+        """When the session ended on this node (FORMAT.md, `end_ms`). A collector that ran beside Ray saw it stop:
+        its clock now, after the final flush, is no earlier than anything it archived. With --once the session may
+        have stopped days ago: its end is the newest time Ray wrote in its files."""
+        if not self.settings.once:
+            return int(time.time() * 1000)
+        start_ms = self.session.start_ms
+        written = last_written_ms(self.session.logs)
+        if written is None:
+            log.warning("no time stamp in %s; the session's end is taken as its start", self.session.logs)
+            return start_ms
+        return max(written, start_ms)
 
     def _write_manifest(self, status: str, end_ms: int | None = None) -> None:
         assert self.node is not None
@@ -260,13 +275,34 @@ class Collector:
             end_ms=end_ms,
             status=status,
             ended_by=self.stop_reason if status == ENDED else None,
-            nodes=[self.node],
+            nodes=[self.node, *self._registered_nodes(final=status == ENDED)],
             last_seen_ms=int(time.time() * 1000),
         )
         body = manifest.to_json()
         self.store.put(self.ref.manifest_key, body)
         self.store.put(self.ref.index_key, body)
         self._manifest_written = time.monotonic()
+
+    def _registered_nodes(self, final: bool) -> list[NodeRecord]:
+        """Every other node whose collector registered in this session (its folder under nodes/): readers count a
+        session's nodes from the manifest alone. A heartbeat reads only new nodes' records; the end reads them all
+        again (their collectors record when they ended)."""
+        assert self.node is not None
+        for node_id in self.store.list_dirs(self.ref.nodes_prefix):
+            if node_id == self.node.node_id or (node_id in self._other_nodes and not final):
+                continue
+            try:
+                key = self.ref.node(node_id).node_key
+            except InvalidName:
+                continue  # not a node's folder
+            try:
+                self._other_nodes[node_id] = NodeRecord.from_json(self.store.get(key))
+            except NotFound:  # its first upload is under way: node.json comes first, but a listing may race it
+                self._other_nodes[node_id] = NodeRecord(node_id=node_id)
+            except (ValueError, TypeError) as e:
+                log.warning("node record of %s is unreadable (%s); counting the node without it", node_id, e)
+                self._other_nodes[node_id] = NodeRecord(node_id=node_id)
+        return [self._other_nodes[n] for n in sorted(self._other_nodes)]
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: object) -> None:

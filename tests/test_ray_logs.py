@@ -199,10 +199,10 @@ def test_listing_groups_files_as_ray_does(served):
     )
     assert "events/" in groups["internal"] and "export_events/" in groups["internal"]
 
-    # The same entries Ray's agent lists (Path.glob over logs/), less the empty files (and folders holding only
-    # empty files) that the collector had nothing to ship from.
+    # The same entries Ray's agent lists (Path.glob over logs/), empty files included, less folders without a
+    # file anywhere below them (the archive holds files; a folder is known only as the parent of one).
     def shipped(p: Path) -> bool:
-        return any(f.is_file() and f.stat().st_size for f in [p, *p.rglob("*")])
+        return any(f.is_file() for f in [p, *p.rglob("*")])
 
     for glob in ["*", "*worker*", "events/*"]:
         listed = sorted(
@@ -214,6 +214,18 @@ def test_listing_groups_files_as_ray_does(served):
         assert listed == on_disk, glob
     only_workers = client.get(base, params={"node_id": node_id, "glob": "*worker*"}).json()["data"]["result"]
     assert set(only_workers) <= {"worker_out", "worker_err", "core_worker"}
+    # Ray leaves some files empty (raylet.err, monitor.out, quiet workers' .out/.err): listed, and served empty.
+    empty = sorted(str(p.relative_to(logs)) for p in logs.rglob("*") if p.is_file() and not p.stat().st_size)
+    assert "raylet.err" in empty and any(re.match(r"worker-.*\.(out|err)$", p) for p in empty), empty
+    listed = {
+        f
+        for files in client.get(base, params={"node_id": node_id, "glob": "**/*"}).json()["data"]["result"].values()
+        for f in files
+    }
+    for path in empty:
+        assert path in listed, path
+        served_file = _file(client, base, node_id=node_id, filename=path, lines=-1)
+        assert served_file.status_code == 200 and served_file.content == b"", path
 
 
 def test_listing_needs_a_known_node(served):

@@ -39,6 +39,7 @@ class Generation:
     inode: int | None  # None after a resume from the archive, until a file on disk is matched to it
     mtime_ns: int | None = None
     shipped_at: float = 0.0
+    stored: bool = False  # the archive holds a segment of it (for an empty file: its empty segment)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class ArchivedFolder:
         for path, segs in segments.list_segments(self.store, self.node, source=self.source).items():
             for epoch in sorted({s.epoch for s in segs}):
                 run = segments.covering(segs, epoch)
-                gen = Generation(path, epoch, run[-1].end if run else 0, None)
+                gen = Generation(path, epoch, run[-1].end if run else 0, None, stored=True)
                 if path in self.newest:
                     self._older[(path, self.newest[path].epoch)] = self.newest[path]
                 self.newest[path] = gen
@@ -144,16 +145,22 @@ class ArchivedFolder:
             self.renamed.pop(f.path, None)
         return gen
 
+    @property
+    def keeps_empty(self) -> bool:
+        """Ray's log listing shows files that exist but are empty (raylet.err, a quiet worker's .out); the other
+        sources are the collector's own spools, where an empty file says nothing."""
+        return self.source == "logs"
+
     def pending(self, f: LogFile, final: bool = False) -> bool:
         if self.is_snapshot(f.path):
             gen = self.newest.get(f.path)
             if gen is None:
-                return f.size > 0
+                return f.size > 0 or self.keeps_empty
             changed = f.size != gen.offset or f.mtime_ns != gen.mtime_ns or f.inode != gen.inode
             return changed and f.size > 0 and (final or time.monotonic() - gen.shipped_at >= self.snapshot_interval)
         gen = self.by_inode.get(f.inode)
         if gen is None:
-            return f.size > 0
+            return f.size > 0 or self.keeps_empty
         return f.size != gen.offset or (gen.path != f.path and self.renamed.get(f.path) != (gen.path, gen.epoch))
 
     def ship(self, f: LogFile) -> ShipStats:
@@ -162,6 +169,10 @@ class ArchivedFolder:
             return self._ship_snapshot(f)
         stats = ShipStats()
         gen = self.generation_for(f)
+        if f.size == 0 and not gen.stored and self.keeps_empty:
+            self._counted_put(self.node.segment_key(LogSegment(gen.path, gen.epoch, 0, 0, self.source)), b"")
+            gen.stored = True
+            return ShipStats(1, 1, 0)
         if f.size <= gen.offset:
             return stats
         try:
@@ -177,6 +188,7 @@ class ArchivedFolder:
                 seg = LogSegment(gen.path, gen.epoch, gen.offset, gen.offset + len(data), self.source)
                 self._counted_put(self.node.segment_key(seg), data)
                 gen.offset = seg.end
+                gen.stored = True
                 stats.segments += 1
                 stats.bytes += len(data)
         stats.files = 1 if stats.segments else 0
@@ -198,12 +210,12 @@ class ArchivedFolder:
             data = (self.base_dir / f.path).read_bytes()
         except FileNotFoundError:
             return ShipStats()
-        if not data:
-            return ShipStats()
         previous = self.newest.get(f.path)
+        if not data and (previous is not None or not self.keeps_empty):
+            return ShipStats()  # a dump being rewritten: its previous version stands until the next one
         epoch = 0 if previous is None else previous.epoch + (1 if previous.offset else 0)
         self._counted_put(self.node.segment_key(LogSegment(f.path, epoch, 0, len(data), self.source)), data)
-        gen = Generation(f.path, epoch, len(data), f.inode, f.mtime_ns, time.monotonic())
+        gen = Generation(f.path, epoch, len(data), f.inode, f.mtime_ns, time.monotonic(), stored=True)
         self.newest[f.path] = gen
         self.by_inode[f.inode] = gen
         return ShipStats(1, 1, len(data))
