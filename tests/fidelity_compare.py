@@ -348,6 +348,12 @@ class Context:
 
     recorded_ms: float  # when the live answers were taken
     events: str | None = None  # the event path of the run ("files" or "http"), for path-specific rules
+    # From the task lists (see `task_context`): names and ids of tasks not terminal at the recording (their
+    # summary counts may shift when they end with the cluster), ids of tasks with several attempts, and how many
+    # attempts Ray created after the recording (a retry of a task whose worker was killed at shutdown).
+    unfinished: set[str] = field(default_factory=set)
+    retried: set[str] = field(default_factory=set)
+    late: int = 0
     used: set[Rule] = field(default_factory=set)  # the rules that excused a difference, for unused_rules
 
 
@@ -418,6 +424,8 @@ def compare(route: str, live_body: Any, archived_body: Any, ctx: Context) -> lis
             continue
         if _time_to_the_second(route, path, a, b) or _job_end_stamp(route, path, a, b):
             continue
+        if _changed_at_death(route, path, a, b, ctx):
+            continue
         if _worker_died_gap(route, path, live):
             continue
         if a is MISSING and _archived_only_allowed(route, path, got, ctx):
@@ -462,16 +470,17 @@ def _job_end_stamp(route: str, path: str, a: Any, b: Any) -> bool:
 
 
 def _task_order(route: str, live_body: Any, archived_body: Any) -> list[Difference]:
-    """Ray's task list is sorted by task id, a task's attempts in the GCS's order (newest first): where both list
-    the same attempts, they list them in the same order."""
+    """Ray's task list is sorted by task id (a stable sort over the GCS's order, so a task's attempts come in the
+    order their events reached the GCS, which differs from run to run): the same task ids in the same order."""
     if not route.startswith("api/v0/tasks?"):
         return []
 
     def keys(body: Any) -> list[str]:
         try:
-            return [f"{t['task_id']}#{t.get('attempt_number')}" for t in body["data"]["result"]["result"]]
+            ids = [t["task_id"] for t in body["data"]["result"]["result"]]
         except (KeyError, TypeError):
             return []
+        return [x for i, x in enumerate(ids) if i == 0 or ids[i - 1] != x]
 
     a, b = keys(live_body), keys(archived_body)
     if sorted(a) != sorted(b) or a == b:
@@ -488,8 +497,50 @@ def _time_to_the_second(route: str, path: str, a: Any, b: Any) -> bool:
     return x is not None and y is not None and x > 0 and int(x // 1000) == int(y // 1000)
 
 
+_COUNTS = re.compile(
+    r"(^|/)(total|num_filtered|num_after_truncation|total_tasks|total_actor_tasks|total_actor_scheduled)$"
+)
+
+
+def _changed_at_death(route: str, path: str, a: Any, b: Any, ctx: Context) -> bool:
+    """What the END_OF_LIFE rule implies beyond single records: summary counts of tasks that were not finished at
+    the recording, totals grown by the attempts Ray created after it, and a retried task's lineage time stamp
+    (Ray's TaskSummaries keeps the attempt it lists last, in the GCS's order, which is not defined)."""
+    if not route.startswith("api/v0/tasks"):
+        return False
+    if _COUNTS.search(path):
+        x, y = _num(a), _num(b)
+        return x is not None and y is not None and 0 <= y - x <= ctx.late
+    parts = path.split("/")
+    if "state_counts" in parts and any(p in ctx.unfinished for p in parts):
+        return True
+    return "lineage" in parts and parts[-1] == "timestamp" and parts[-2] in ctx.retried
+
+
+def task_context(live_tasks: list[dict], archived_tasks: list[dict], recorded_ms: float) -> dict[str, Any]:
+    """Context fields from Ray's live task list and the archive's (both `data.result.result` of detail=1)."""
+    terminal = TERMINAL["task"]
+    unfinished = {t["task_id"] for t in live_tasks if t["state"] not in terminal}
+    unfinished |= {t.get("name") or "" for t in live_tasks if t["state"] not in terminal}
+    unfinished |= {t.get("func_or_class_name") or "" for t in live_tasks if t["state"] not in terminal}
+    attempts: dict[str, int] = {}
+    for t in (*live_tasks, *archived_tasks):
+        attempts[t["task_id"]] = max(attempts.get(t["task_id"], 0), t["attempt_number"] + 1)
+    seen = {(t["task_id"], t["attempt_number"]) for t in live_tasks}
+    late = [
+        t
+        for t in archived_tasks
+        if (t["task_id"], t["attempt_number"]) not in seen and (t.get("creation_time_ms") or 0) >= recorded_ms - 1000
+    ]
+    return {"unfinished": unfinished - {""}, "retried": {k for k, n in attempts.items() if n > 1}, "late": len(late)}
+
+
 def _archived_only_allowed(route: str, path: str, got: dict[str, Any], ctx: Context) -> bool:
-    """What the archive may have that the live answer could not yet: files and events from after the recording."""
+    """What the archive may have that the live answer could not yet: files, events and task attempts Ray wrote
+    after the recording."""
+    t = re.match(r"(data/result/result/[^/]+)/", path)
+    if route.startswith("api/v0/tasks?") and t:
+        return (_num(got.get(f"{t.group(1)}/creation_time_ms")) or 0) >= ctx.recorded_ms - 1000
     if route.startswith("api/v0/logs?") and path.startswith("data/result/"):
         return True  # a log file created after the recording (a worker started at shutdown, a rotated file)
     m = re.match(r"(data/events/[^/]+/[^/]+)/", path)

@@ -84,7 +84,11 @@ def test_the_workload_exercises_every_item(served):
 
 
 def test_every_route_answers_as_ray_did(served):
-    ctx = fc.Context(served.rec.recorded_s * 1000, served.rec.events)
+    route = "api/v0/tasks?detail=1&limit=10000"
+    tasks = [body["data"]["result"]["result"] for body in (served.rec.live[route], served.answers[route])]
+    ctx = fc.Context(
+        served.rec.recorded_s * 1000, served.rec.events, **fc.task_context(*tasks, served.rec.recorded_s * 1000)
+    )
     found = [d for route, live in served.rec.live.items() for d in fc.compare(route, live, served.answers[route], ctx)]
     assert not found, f"{len(found)} differences [{served.rec.events}], by kind:\n" + "\n".join(fc.by_kind(found))
 

@@ -113,8 +113,7 @@ class SessionDB:
         raw: bool = False,
         admit: Callable[[int], AbstractContextManager[Any]] = lambda rows: nullcontext(),
     ) -> Page:
-        """Ray's list_tasks, sorted by task id as Ray sorts them, a task's attempts newest first (Ray's sort is stable
-        over the GCS's order, which lists a retry before the attempt it retried). `raw`: the rows as their stored JSON text (to be
+        """Ray's list_tasks, sorted by task id as Ray sorts them. `raw`: the rows as their stored JSON text (to be
         spliced into an answer unparsed); `admit(rows)` is held while the page's records are read."""
         where, params = task_where(filters, exclude_driver)
         total, filtered = task_counts(
@@ -124,14 +123,14 @@ class SessionDB:
         # their records (tasks.parquet is sorted by task id in small row groups, so the second read is short).
         with admit(min(limit, filtered)):
             keys = self.query(
-                f"SELECT task_id, attempt_number FROM tasks WHERE {where} ORDER BY task_id, attempt_number DESC LIMIT ?",
+                f"SELECT task_id, attempt_number FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT ?",
                 params + [limit],
             )
             if not keys:
                 return Page(total, filtered, [])
             rows = self.query(
                 f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
-                "ORDER BY task_id, attempt_number DESC LIMIT ?",
+                "ORDER BY task_id, attempt_number LIMIT ?",
                 params + [keys[0][0], keys[-1][0], limit],
             )
             return Page(total, filtered, [r[0] for r in rows] if raw else [_loads(r[0]) for r in rows])

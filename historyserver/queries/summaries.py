@@ -95,7 +95,7 @@ def _by_lineage(db: SessionDB, filters: list[Filter]) -> tuple[dict[str, Any], i
         f"""
         SELECT task_id, coalesce(nullif(name, ''), func_or_class_name), type, state, creation_time_ms, actor_id,
                parent_task_id, func_or_class_name
-        FROM tasks WHERE {where} ORDER BY task_id, attempt_number DESC LIMIT {RAY_LIST_LIMIT}
+        FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT {RAY_LIST_LIMIT}
     """,
         params,
     )
@@ -118,9 +118,7 @@ class LineageTree:
     def __init__(self, tasks: list[tuple], actor_names: dict[str, str]) -> None:
         # Each row: task_id, name, type, state, creation_time_ms, actor_id, parent_task_id, func_or_class_name.
         self.tasks = tasks
-        # The task listed last names its node and stamps its time, as in Ray (tasks_by_id in
-        # TaskSummaries.to_summary_by_lineage): Ray lists a task's attempts newest first, so that is its first attempt.
-        self.by_id = {t[0]: t for t in tasks}
+        self.by_id = {t[0]: t for t in tasks}  # the last attempt of a task names its node, as in Ray
         self.creation_task = {t[5]: t[0] for t in tasks if t[2] == "ACTOR_CREATION_TASK"}
         self.actor_names = actor_names
         self.nodes: dict[str, _Node] = {}
