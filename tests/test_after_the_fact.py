@@ -120,18 +120,20 @@ _STAMP = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})[\t ]")
 
 
 def _processes_under(temp_dir: Path, collector_pid: int) -> list[int]:
-    """Processes whose command line names the cluster's temp dir: Ray's, and our collector (left out)."""
+    """Ray's processes of this cluster, but for our collector: those naming its temp dir in their command line or
+    holding a file open under it (workers retitle themselves `ray::...`, but keep their log files open)."""
+    mark = str(temp_dir)
     found = []
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in (collector_pid, os.getpid()):
+            continue
         try:
-            if (
-                proc.name.isdigit()
-                and int(proc.name) != collector_pid
-                and str(temp_dir).encode() in (proc / "cmdline").read_bytes()
+            if mark.encode() in (proc / "cmdline").read_bytes() or any(
+                os.readlink(fd).startswith(mark) for fd in (proc / "fd").iterdir()
             ):
                 found.append(int(proc.name))
         except OSError:
-            continue  # exited meanwhile
+            continue  # exited meanwhile, or not ours to look at
     return found
 
 
