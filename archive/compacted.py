@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 10  # 10: tasks follow more of Ray's rules (drivers, named actors' creation tasks, jobs' ends)
+COMPACTION_VERSION = 11  # 11: an actor's exitDetail keeps Ray's colour codes; 10: tasks follow more of Ray's rules
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -89,7 +89,7 @@ ACTORS = Table(
             ("record", _S),
         ]
     ),
-    2,
+    11,
 )
 JOBS = Table(
     "jobs",

@@ -300,19 +300,21 @@ def run(events: str, work: Path) -> Recorded:
         head.stop()
         worker.stop()
         stopped_s = time.time()
+        timings["ray_stop"] = time.monotonic() - t0 - sum(timings.values())
         for c in collectors:
             c.send_signal(signal.SIGTERM)
         codes = [c.wait(timeout=120) for c in collectors]
         if codes != [0, 0]:
             raise RayFailed(f"collectors exited with {codes}")
         collected_s = time.time()
+        timings["collectors_finish"] = time.monotonic() - t0 - sum(timings.values())
         # The whole session as Prometheus saw it, its end included: once every target failed a scrape, Prometheus has
         # written its staleness markers (the archive's compaction derives the same from the collectors' last blocks).
         wait_for("Prometheus to see every target down", lambda: _all_down(prometheus), 60)
         whole = (window[0], float(-(-int(time.time()) // STEP_S) * STEP_S), float(STEP_S))
         whole_panels = default_panels(head_session, head_session.name, whole[1] - whole[0])
         after = {c.id: prometheus.query_range(c.expr, *whole) for c in whole_panels}
-        timings["stop"] = time.monotonic() - t0 - sum(timings.values())
+        timings["prometheus_end"] = time.monotonic() - t0 - sum(timings.values())
         once = None
         if events == "files":  # the HTTP path's events never reach the session directory: nothing to archive later
             once = str(work / "once")
