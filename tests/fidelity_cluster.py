@@ -43,6 +43,7 @@ STEP_S = 5  # range queries' step
 DEFAULT_DASHBOARD = "rayDefaultDashboard"
 # The GCS fails a finished job's leftover tasks gcs_mark_task_failed_on_job_done_delay_ms (15 s) after its end.
 JOB_DONE_WAIT_S = 60
+AFTER_THE_FACT_S = 5  # `collect --once` runs at least this long after Ray stopped
 
 
 @dataclass
@@ -318,6 +319,9 @@ def run(events: str, work: Path) -> Recorded:
         once = None
         if events == "files":  # the HTTP path's events never reach the session directory: nothing to archive later
             once = str(work / "once")
+            # After the fact: late enough that an end taken from the collection clock (item 4) cannot pass for
+            # Ray's own, which the comparison allows END_SLACK_MS of. The delay is the point, not a synchronization.
+            wait_for("time to pass after Ray stopped", lambda: time.time() >= stopped_s + AFTER_THE_FACT_S, 30)
             for session_dir in (head_session, worker_session):
                 _collect_once(session_dir, once, head.env)
             timings["collect_once"] = time.monotonic() - t0 - sum(timings.values())
