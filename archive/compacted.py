@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 11  # 11: the log-search tables (log_lines, log_terms)
+COMPACTION_VERSION = 12  # 12: log-search tables (log_lines, log_terms), an actor's exitDetail keeps Ray's colours
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -89,7 +89,7 @@ ACTORS = Table(
             ("record", _S),
         ]
     ),
-    2,
+    11,
 )
 JOBS = Table(
     "jobs",

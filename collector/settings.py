@@ -91,8 +91,13 @@ class CollectorSettings(Settings):
         default=1 << 30,
         metadata={"help": "bound of the local spool of received events; above it Ray is answered 503 and retries"},
     )
+    # Ray's own Prometheus configuration (dashboard/modules/metrics/export/prometheus/prometheus.yml, the one its
+    # docs give for its service-discovery file) scrapes every 10 s. The archive must see what that Prometheus sees:
+    # Ray 2.60's agent serves a gauge series only for 2 x metrics_report_interval_ms (20 s) after its last report
+    # (open_telemetry_metric_recorder.py), and core workers report task counts when they change, so ray_tasks
+    # series come and go in windows that long, and which steps of a panel show them depends on the sampling.
     metrics_interval: float = field(
-        default=15.0, metadata={"help": "seconds between scrapes of the node's Prometheus endpoints; 0: off"}
+        default=10.0, metadata={"help": "seconds between scrapes of the node's Prometheus endpoints; 0: off"}
     )
     api_interval: float = field(
         default=30.0,

@@ -321,3 +321,18 @@ def test_scrapes_a_real_ray_node_and_counts_failures_once_it_stops(tmp_path):
     finally:
         ray.kill()
         shutil.rmtree(ray.temp_dir, ignore_errors=True)
+
+
+def test_the_default_interval_is_the_one_rays_prometheus_configuration_scrapes_at():
+    """Issue 12, item 7: the archive answers as the Prometheus Ray documents (its generated prometheus.yml, reading
+    the service-discovery file) only when it samples as often: Ray's agent serves a reported gauge for 20 s (2 x
+    metrics_report_interval_ms) and task counts are reported when they change, so ray_tasks series come and go."""
+    import ray
+    import yaml
+
+    from collector.settings import CollectorSettings
+
+    config = Path(ray.__file__).parent / "dashboard/modules/metrics/export/prometheus/prometheus.yml"
+    scrape = yaml.safe_load(config.read_text())["global"]["scrape_interval"]
+    assert scrape.endswith("s")
+    assert CollectorSettings.__dataclass_fields__["metrics_interval"].default == float(scrape[:-1])

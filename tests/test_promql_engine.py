@@ -274,9 +274,26 @@ def test_resolution_limit_and_bad_queries():
         e.range("x[5m]", 0, 60 * S, 15 * S)
 
 
-def test_value_formatting_matches_go():
-    vals = [1.0, 0.25, math.nan, math.inf, -math.inf, 1e20, 1.5e-7, -0.0]
-    expected = ["1", "0.25", "NaN", "+Inf", "-Inf", "100000000000000000000", "0.00000015", "-0"]
+def test_value_formatting_matches_prometheus():
+    # Prometheus 2.42 (util/jsonutil.MarshalValue) switches to Go's exponent form below 1e-6 and from 1e21; the
+    # fidelity harness saw a live Prometheus answer "1.0456627379830273e-07" for a Default-dashboard panel.
+    vals = [
+        1.0,
+        0.25,
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e20,
+        1.5e-7,
+        -0.0,
+        1e21,
+        -2.5e-9,
+        1e-6,
+        5e-5,
+        1.0456627379830273e-07,
+    ]
+    expected = ["1", "0.25", "NaN", "+Inf", "-Inf", "100000000000000000000", "1.5e-07", "-0", "1e+21", "-2.5e-09"]
+    expected += ["0.000001", "0.00005", "1.0456627379830273e-07"]
     assert [format_value(v) for v in vals] == expected
     assert format_values(np.array(vals)) == expected
 

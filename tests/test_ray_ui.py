@@ -159,6 +159,10 @@ def test_nodes_summary_and_detail_from_the_archive(ui, reference, finished_clust
     assert set(node["raylet"]) == set(ray_node["raylet"])
     raylet = node["raylet"]
     v0 = client.get(base + "api/v0/nodes").json()["data"]["result"]["result"][0]
+    # Ray's NodeState lists its time columns only with ?detail=1.
+    assert "start_time_ms" not in v0 and "end_time_ms" not in v0
+    v0_detail = client.get(base + "api/v0/nodes", params={"detail": 1}).json()["data"]["result"]["result"][0]
+    assert v0_detail["start_time_ms"] and v0_detail["end_time_ms"] >= v0_detail["start_time_ms"]
     assert raylet["nodeId"] == v0["node_id"] == rays_node_id(finished_cluster) and raylet["isHeadNode"] is True
     assert node["ip"] == v0["node_ip"] and node["hostname"]
     # It went down with the cluster: shown as it was during the session, with Ray's reason kept.

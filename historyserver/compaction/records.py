@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from historyserver.compaction.export_events import Folded
 from historyserver.compaction.ids import hex_id, ms
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TASK_SUMMARY_KEYS = (
     "task_id",
     "attempt_number",
@@ -26,10 +24,6 @@ TASK_SUMMARY_KEYS = (
     "error_type",
 )
 INTERNAL_NAMESPACE_PREFIX = "_ray_internal"
-
-
-def strip_ansi(text: str | None) -> str | None:
-    return _ANSI.sub("", text) if text else text
 
 
 def _floats(resources: dict[str, Any] | None) -> dict[str, float]:
@@ -72,7 +66,8 @@ def actor_record(a: dict[str, Any], nodes_ip: dict[str, str], session_end_ms: in
         "reprName": a.get("repr_name") or "",
         "labelSelector": a.get("label_selector") or {},
         "actorClass": a.get("class_name"),
-        "exitDetail": strip_ansi(death.get("error_message") or death.get("formatted_exception_string")) or "-",
+        # As Ray's actor table shows it, colour codes included (the fidelity harness compares with a live cluster).
+        "exitDetail": death.get("error_message") or death.get("formatted_exception_string") or "-",
         "requiredResources": _floats(a.get("required_resources")),
         "placementGroupId": hex_id(a.get("placement_group_id")),
         "isDetached": bool(a.get("is_detached")),

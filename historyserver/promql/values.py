@@ -205,7 +205,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 
 def format_value(v: float) -> str:
-    """Go's strconv.FormatFloat(v, 'f', -1, 64): shortest round-trip digits, never an exponent."""
+    """As Prometheus writes a sample value (util/jsonutil MarshalValue): Go's strconv.FormatFloat(v, 'e', -1, 64)
+    when 0 < |v| < 1e-6 or |v| >= 1e21, else FormatFloat(v, 'f', -1, 64); shortest round-trip digits either way.
+    Python's repr writes those two ranges in exponent form exactly as Go's 'e' does (`1.5e-07`, `1e+21`)."""
     if v != v:
         return "NaN"
     if v == math.inf:
@@ -213,6 +215,9 @@ def format_value(v: float) -> str:
     if v == -math.inf:
         return "-Inf"
     s = repr(float(v))
+    magnitude = abs(v)
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        return s
     if "e" in s:
         return np.format_float_positional(v, unique=True, trim="-")
     if s.endswith(".0"):

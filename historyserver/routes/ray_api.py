@@ -69,9 +69,15 @@ def list_tasks(
     return state_envelope(page.total, page.num_filtered, [{k: r[k] for k in SUMMARY_TASK_KEYS} for r in page.rows])
 
 
+# Ray's NodeState (ray/util/state/common.py) declares these as detail columns: listed only with ?detail=1.
+NODE_DETAIL_KEYS = ("start_time_ms", "end_time_ms")
+
+
 @router.get("/api/v0/nodes")
-def list_nodes(limit: int | None = None, db: SessionDB = Depends(session_db)) -> Response:
+def list_nodes(limit: int | None = None, detail: bool = False, db: SessionDB = Depends(session_db)) -> Response:
     nodes = db.nodes()
+    if not detail:
+        nodes = [{k: v for k, v in n.items() if k not in NODE_DETAIL_KEYS} for n in nodes]
     return state_envelope(len(nodes), len(nodes), nodes[: ray_limit(limit)])
 
 

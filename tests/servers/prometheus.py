@@ -4,7 +4,8 @@ its remote-write receiver, for tests that compare our PromQL engine with Prometh
 `Prometheus.backfill` turns an OpenMetrics file into TSDB blocks with `promtool tsdb create-blocks-from
 openmetrics` (timestamps in seconds, the file ends with `# EOF`, each series' samples in time order; HELP/TYPE may
 repeat, one scrape block after another, as the collector's spool files have them). `start` runs the server on
-those blocks: bound to 127.0.0.1 on a free port, no scrape targets, retention long enough that old test data is
+those blocks: bound to 127.0.0.1 on a free port, no scrape targets (or the caller's configuration: the fidelity
+harness has it scrape a live Ray through Ray's service-discovery file), retention long enough that old test data is
 never deleted, everything under one temporary directory. Readiness is polled on `/-/ready` until a deadline.
 
 OpenMetrics backfill cannot carry staleness markers, so the oracle loads its samples through the remote-write
@@ -72,9 +73,10 @@ class Prometheus:
         if r.returncode != 0:
             raise PrometheusError(f"promtool failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
 
-    def start(self, deadline_s: float = 60.0, remote_write: bool = False) -> None:
+    def start(self, deadline_s: float = 60.0, remote_write: bool = False, config_text: str | None = None) -> None:
+        """`config_text`: a prometheus.yml of the caller's (scrape configs), else one with no targets."""
         config = self.workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        config.write_text(config_text or "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
         log = open(self.workdir / "prometheus.log", "wb")
         for _ in range(3):  # another process may take the port between probing and binding it
             self.port = _free_port()
@@ -172,6 +174,9 @@ class Prometheus:
         return self._get(
             "/api/v1/query_range", {"query": expr, "start": _fmt(start_s), "end": _fmt(end_s), "step": _fmt(step_s)}
         )
+
+    def series(self, match: str, start_s: float, end_s: float) -> list[dict]:
+        return self._get("/api/v1/series", {"match[]": match, "start": _fmt(start_s), "end": _fmt(end_s)})  # type: ignore[return-value]
 
     def stop(self) -> None:
         if self.client is not None:
