@@ -21,7 +21,7 @@ from historyserver.compaction.publish import compact_closed, publish
 from historyserver.errors import ArchiveUnavailable
 from historyserver.fleet import on_ray
 from historyserver.fleet.progress import Progress
-from historyserver.fleet.selection import Selected, published, select, selected
+from historyserver.fleet.selection import Selected, nothing_hint, published, select, selected
 from historyserver.fleet.settings import CompactSettings
 
 OK, SOME_FAILED, UNUSABLE = 0, 1, 2
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"rayhistory compact: {e}", file=err)
         return UNUSABLE
     todo = [selected(e) for e, done in zip(entries, done_before) if not done]
+    if not entries and not running:
+        print(f"rayhistory compact: {nothing_hint(store, settings)}", file=err)
     print(
         f"rayhistory compact: {len(entries)} closed session(s) selected, {len(entries) - len(todo)} already "
         f"compacted, {running} running skipped; compacting {len(todo)} "

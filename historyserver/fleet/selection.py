@@ -38,6 +38,13 @@ def select(store: Store, settings: FleetSettings) -> tuple[list[SessionEntry], i
     return closed, len(picked) - len(closed)
 
 
+def nothing_hint(store: Store, settings: FleetSettings) -> str:
+    """Why a selection is empty, for stderr: a mistyped --archive or filter looks like an empty fleet."""
+    narrowed = [f"--{n} {getattr(settings, n)}" for n in ("namespace", "cluster", "since") if getattr(settings, n)]
+    where = f" matching {' '.join(narrowed)}" if narrowed else ""
+    return f"no sessions{where} in the archive at {store.url}; check --archive and the filters"
+
+
 def published(store: Store, entries: list[SessionEntry]) -> list[bool]:
     """Whether each session's tables of this COMPACTION_VERSION are in the archive (checked in parallel)."""
     with ThreadPoolExecutor(max_workers=16) as pool:

@@ -18,7 +18,7 @@ from archive.storage import open_store
 from historyserver.errors import ArchiveUnavailable
 from historyserver.fleet import on_ray, output
 from historyserver.fleet.progress import Progress
-from historyserver.fleet.selection import Selected, published, select, selected
+from historyserver.fleet.selection import Selected, nothing_hint, published, select, selected
 from historyserver.fleet.settings import SqlSettings
 from historyserver.fleet.sql_engine import answer, answer_table
 from historyserver.fleet.sql_plan import Combine, Plan, QueryError, aggregate_names, combine_for, plan
@@ -37,8 +37,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         settings = SqlSettings.load(given)
         query = plan(args.query)
-        store = open_store(settings.archive)
-        store.check()
+        store = open_store(settings.archive)  # no store.check(): it tests writing, and sql only reads
         entries, _ = select(store, settings)
         ready = published(store, entries)
     except (SettingsError, ArchiveError, ArchiveUnavailable) as e:
@@ -48,6 +47,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"rayhistory sql: {e}", file=err)
         return FAILED
     sessions = [selected(e) for e, ok in zip(entries, ready) if ok]
+    if not entries:
+        print(f"rayhistory sql: {nothing_hint(store, settings)}", file=err)
     missing = len(entries) - len(sessions)
     print(
         f"rayhistory sql: {len(sessions)} session(s)"
