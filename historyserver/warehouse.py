@@ -23,6 +23,7 @@ from archive.storage import Store
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import compact
+from historyserver.compaction.publish import compact_closed, publish
 from historyserver.compaction.tables import DEFAULT_MEMORY
 from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
 from historyserver.queries.session_db import SessionDB
@@ -111,13 +112,12 @@ class Warehouse:
                 return
             if self._download(entry, tables):
                 return
-            info = self._compact(entry, tables, entry.end_ms, patient)
+            self._compact(entry, tables, entry.end_ms, patient, closed=True)
             try:
                 self._unless_deleted(entry)  # else its empty tables would be kept, and written back as leftovers
             except SessionNotFound:
                 shutil.rmtree(tables, ignore_errors=True)
                 raise
-            _write_info(tables, {**info, "closed": True})
             self._upload(entry, tables)
         else:
             if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
@@ -125,12 +125,17 @@ class Warehouse:
             info = self._compact(entry, tables, None, patient)
             _write_info(tables, {**info, "closed": False})
 
-    def _compact(self, entry: SessionEntry, tables: Path, end_ms: int | None, patient: bool) -> dict:
+    def _compact(
+        self, entry: SessionEntry, tables: Path, end_ms: int | None, patient: bool, closed: bool = False
+    ) -> dict:
         with self.gate.slot(patient):
             start = time.monotonic()
             outcome = "failed"
             try:
-                info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory)
+                if closed:
+                    info = compact_closed(self.store, entry.ref, tables, end_ms, self.compaction_memory)
+                else:
+                    info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory)
                 outcome = "ok"
                 return info
             finally:
@@ -170,11 +175,8 @@ class Warehouse:
 
     def _upload(self, entry: SessionEntry, tables: Path) -> None:
         """Best effort: a read-only archive still serves, it only compacts on every server."""
-        key = entry.ref.compacted_key
         try:
-            for table in TABLES:
-                self.store.put(key(COMPACTION_VERSION, table.file), (tables / table.file).read_bytes())
-            self.store.put(key(COMPACTION_VERSION, INFO), (tables / INFO).read_bytes())  # last: it vouches for the rest
+            publish(self.store, entry.ref, tables)
         except StoreError as e:
             log.warning("could not write the compacted tables of %s back to the archive: %s", entry.ref.id, e)
 

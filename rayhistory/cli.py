@@ -1,4 +1,4 @@
-"""The `rayhistory` command: collect, serve, gc, inject, demo, logs (search) and sls (init).
+"""The `rayhistory` command: collect, serve, gc, compact, sql, inject, demo, logs (search) and sls (init).
 
 Each subcommand's module is imported only to build its parser, and an image may hold only some of them: the
 collector's image has no pyarrow or DuckDB (Dockerfile.collector). A subcommand whose third-party dependencies are
@@ -19,6 +19,12 @@ SUBCOMMANDS = {
     "collect": ("collector.cli", "archive one Ray session directory (runs as a sidecar)", "collector"),
     "serve": ("historyserver.cli", "serve the history server over an archive", "server"),
     "gc": ("historyserver.retention.cli", "delete archived sessions older than a given age (retention)", "server"),
+    "compact": (
+        "historyserver.fleet.compact",
+        "compact many archived sessions into the archive, here or as Ray tasks (--ray-address)",
+        "server",
+    ),
+    "sql": ("historyserver.fleet.sql", "SQL over the compacted tables of many sessions (DuckDB, or Ray)", "server"),
     "inject": ("rayhistory.inject", "add the collector sidecar to RayCluster/RayJob/RayService YAML", "inject"),
     "demo": ("rayhistory.demo", "run a real local Ray cluster, archive it, stop it, and serve its history", "demo"),
     "sls": ("rayhistory.sls_init", "Alibaba SLS: `sls init` creates the logstores, MetricStore and indexes", "sls"),

@@ -24,8 +24,17 @@ def test_every_setting_of_the_one_mechanism_is_in_the_readme():
     """Flags as flags; environment-only settings by their RAYHISTORY_ variable."""
     from archive.credentials import StsSettings
     from archive.storage.s3 import S3Settings
+    from historyserver.fleet.settings import CompactSettings, SqlSettings
 
-    for settings in (CollectorSettings, ServerSettings, S3Settings, StsSettings, SlsInitSettings):
+    for settings in (
+        CollectorSettings,
+        ServerSettings,
+        S3Settings,
+        StsSettings,
+        SlsInitSettings,
+        CompactSettings,
+        SqlSettings,
+    ):
         for f in settings.fields():
             flag = settings.flag(f)
             name = f"`{flag}`" if flag else f"`{settings.env_name(f)}`"
