@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 10  # 10: tasks follow more of Ray's rules (drivers, named actors' creation tasks, jobs' ends)
+COMPACTION_VERSION = 11  # 11: tasks keep the PENDING_NODE_ASSIGNMENT and SUBMITTED_TO_WORKER times (timeline phases)
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -52,11 +52,15 @@ TASKS = Table(
             ("creation_time_ms", _F),
             ("start_time_ms", _F),
             ("end_time_ms", _F),
+            # The first PENDING_NODE_ASSIGNMENT and SUBMITTED_TO_WORKER: with creation (waiting for arguments),
+            # start (RUNNING) and end they split an attempt into the phases the timeline draws.
+            ("pending_node_time_ms", _F),
+            ("submitted_time_ms", _F),
             ("unfinished", _B),
             ("record", _S),
         ]
     ),
-    10,
+    11,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
 PROFILE_EVENTS = Table(
     "profile_events",

@@ -1,0 +1,278 @@
+"""The timeline page's data at any zoom: per-lane density when zoomed out, the exact attempts when zoomed in.
+
+Every answer counts all attempts in the window (`total`) and stays under about 2 MB however large the session:
+- attempts: at most MAX_ATTEMPTS attempts overlap the window, so they are sent, each with the state times that
+  split it into phases (waiting for arguments, waiting for a node, on the worker, running);
+- density: otherwise, for each lane and colour key, how many attempts touch each of `buckets` equal slices of the
+  window, as runs (from bucket b on, the count is c, until the lane and key's next run). Runs are computed in
+  DuckDB from +1/-1 steps at each attempt's first and past-last bucket, so the work grows with the attempts and
+  never with their length; at most MAX_RUNS runs are sent (fewer buckets when a window would need more).
+An attempt spans its whole life: from its creation (or start, when Ray recorded no creation) to its end.
+Lanes are (node, worker) pairs, ordered by node then worker; beyond MAX_LANES workers, lanes are whole nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from historyserver.errors import BadRequest
+from historyserver.queries.session_db import NOT_DRIVER, SessionDB
+
+MAX_ATTEMPTS = 3000  # ~1 MB of attempts with their phases: the most one answer sends as single bars
+MAX_RUNS = 120_000  # ~1.6 MB of density runs (four short numbers each)
+MAX_LANES = 2000  # more workers than this (worker churn) and the lanes are nodes
+MAX_WIDTH = 4000
+MAX_KEYS = 12  # colour keys of a density answer by function or job: the most frequent, then "other"
+MAX_FACETS = 200  # functions offered as filters
+NAME_CHARS = 120  # a name longer than this is cut: it is drawn on a bar, never read in full there
+COLOR_BY = {"state": "state", "function": "coalesce(func_or_class_name, name, '')", "job": "coalesce(job_id, '')"}
+OTHER = "other"
+# What an attempt's phases are made of: each phase runs from its time to the next present one (then to the end).
+PHASES = (
+    ("waiting for arguments", "creation_time_ms"),
+    ("waiting for a node", "pending_node_time_ms"),
+    ("on the worker", "submitted_time_ms"),
+    ("running", "start_time_ms"),
+)
+ATTEMPT_COLUMNS = (
+    "task_id",
+    "attempt",
+    "name",
+    "function",
+    "state",
+    "unfinished",
+    "job_id",
+    "lane",
+    "pid",
+    "error_type",
+    "parent_task_id",
+    "actor_id",
+    "type",
+    *(f"{column.removesuffix('_time_ms')}_ms" for _, column in PHASES),
+    "end_ms",
+)
+_FROM = "coalesce(creation_time_ms, start_time_ms)"
+_TO = f"greatest(coalesce(end_time_ms, start_time_ms, creation_time_ms), {_FROM})"
+
+
+@dataclass(frozen=True)
+class ViewFilter:
+    """Which attempts the timeline shows: each list is "any of" (empty: all)."""
+
+    jobs: Sequence[str] = ()
+    functions: Sequence[str] = ()
+    states: Sequence[str] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        parts, params = [NOT_DRIVER, f"{_FROM} IS NOT NULL"], []
+        for column, values in (
+            ("lower(job_id)", [v.lower() for v in self.jobs]),
+            ("func_or_class_name", list(self.functions)),
+            ("state", [v.upper() for v in self.states]),
+        ):
+            if values:
+                parts.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        return " AND ".join(parts), params
+
+    def key(self) -> str:
+        return repr((sorted(self.jobs), sorted(self.functions), sorted(self.states)))
+
+
+def _lanes(db: SessionDB, f: ViewFilter) -> tuple[str, list[dict[str, Any]]]:
+    """The filtered attempts' lanes (memoized per filter): ("worker", lanes) or ("node", lanes)."""
+
+    def compute() -> tuple[str, list[dict[str, Any]]]:
+        where, params = f.where()
+        ips = dict(db.query("SELECT node_id, node_ip FROM nodes"))
+        rows = db.query(
+            f"""SELECT n, w, p FROM (SELECT coalesce(node_id, '') AS n, coalesce(worker_id, '') AS w,
+                max(worker_pid) AS p FROM tasks WHERE {where} GROUP BY ALL)
+                ORDER BY n = '', n, w = '', p, w LIMIT {MAX_LANES + 1}""",
+            params,
+        )
+        if len(rows) <= MAX_LANES:
+            return "worker", [{"node_id": n, "node_ip": ips.get(n), "worker_id": w, "pid": p} for n, w, p in rows]
+        nodes = db.query(
+            f"SELECT n FROM (SELECT DISTINCT coalesce(node_id, '') AS n FROM tasks WHERE {where}) ORDER BY n = '', n",
+            params,
+        )
+        return "node", [{"node_id": n, "node_ip": ips.get(n), "worker_id": "", "pid": None} for (n,) in nodes]
+
+    result: tuple[str, list[dict[str, Any]]] = db.memo("timeline-lanes " + f.key(), compute)
+    return result
+
+
+def _facets(db: SessionDB) -> dict[str, Any]:
+    def compute() -> dict[str, Any]:
+        base = f"FROM tasks WHERE {NOT_DRIVER}"
+        return {
+            "jobs": [r[0] for r in db.query(f"SELECT DISTINCT job_id {base} AND job_id IS NOT NULL ORDER BY 1")],
+            "functions": [
+                r[0]
+                for r in db.query(
+                    f"SELECT func_or_class_name {base} AND func_or_class_name IS NOT NULL "
+                    f"GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {MAX_FACETS}"
+                )
+            ],
+            "states": [r[0] for r in db.query(f"SELECT state {base} GROUP BY 1 ORDER BY count(*) DESC, 1")],
+        }
+
+    facets: dict[str, Any] = db.memo("timeline-facets", compute)
+    return facets
+
+
+def _extent(db: SessionDB, f: ViewFilter) -> tuple[float | None, float | None]:
+    def compute() -> tuple[float | None, float | None]:
+        where, params = f.where()
+        row = db.query(f"SELECT min({_FROM}), max({_TO}) FROM tasks WHERE {where}", params)[0]
+        return row[0], row[1]
+
+    extent: tuple[float | None, float | None] = db.memo("timeline-extent " + f.key(), compute)
+    return extent
+
+
+def timeline_view(
+    db: SessionDB,
+    f: ViewFilter,
+    start: float | None = None,
+    end: float | None = None,
+    width: int = 1000,
+    color_by: str = "state",
+) -> dict[str, Any]:
+    """The answer of GET /api/v1/sessions/{id}/timeline (times in epoch ms)."""
+    if color_by not in COLOR_BY:
+        raise BadRequest(f"color_by {color_by!r} is not known; use one of {', '.join(COLOR_BY)}")
+    if not 1 <= width <= MAX_WIDTH:
+        raise BadRequest(f"width must be between 1 and {MAX_WIDTH} (pixels), got {width}")
+    lo, hi = _extent(db, f)
+    if start is None:
+        start = lo if lo is not None else 0.0
+    if end is None:
+        end = max(hi if hi is not None else start + 1, start + 1)
+    if not end > start:
+        raise BadRequest(f"end ({end}) must be after start ({start}); both are epoch milliseconds")
+    rows, lanes = _lanes(db, f)
+    where, params = f.where()
+    window = f"{where} AND {_FROM} <= ? AND {_TO} >= ?"
+    wparams = params + [end, start]
+    total = db.query(f"SELECT count(*) FROM tasks WHERE {window}", wparams)[0][0]
+    answer: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "width": width,
+        "extent": {"start": lo, "end": hi},
+        "total": total,
+        "rows": rows,
+        "lanes": lanes,
+        "color_by": color_by,
+        "phases": [name for name, _ in PHASES],
+        "facets": _facets(db),
+        "limits": {"attempts": MAX_ATTEMPTS, "runs": MAX_RUNS, "lanes": MAX_LANES},
+    }
+    index = {(lane["node_id"], lane["worker_id"]): i for i, lane in enumerate(lanes)}
+    if total <= MAX_ATTEMPTS:
+        answer["mode"] = "attempts"
+        answer["columns"] = list(ATTEMPT_COLUMNS)
+        answer["attempts"] = _attempts(db, window, wparams, rows, index)
+    else:
+        answer["mode"] = "density"
+        answer["density"] = _density(db, window, wparams, rows, index, start, end, width, color_by, total)
+    return answer
+
+
+def _attempts(
+    db: SessionDB, window: str, params: list[Any], rows: str, index: dict[tuple[str, str], int]
+) -> list[list[Any]]:
+    worker = "''" if rows == "node" else "coalesce(worker_id, '')"
+    found = db.query(
+        f"""SELECT task_id, attempt_number, left(name, {NAME_CHARS}), left(func_or_class_name, {NAME_CHARS}), state,
+                   unfinished, job_id, coalesce(node_id, ''), {worker}, worker_pid, error_type, parent_task_id,
+                   actor_id, type, {", ".join(column for _, column in PHASES)}, {_TO}
+            FROM tasks WHERE {window} ORDER BY {_FROM}, task_id, attempt_number""",
+        params,
+    )
+    return [[*r[:7], index.get((r[7], r[8]), -1), *r[9:]] for r in found]
+
+
+def _density(
+    db: SessionDB,
+    window: str,
+    params: list[Any],
+    rows: str,
+    index: dict[tuple[str, str], int],
+    start: float,
+    end: float,
+    width: int,
+    color_by: str,
+    total: int,
+) -> dict[str, Any]:
+    worker = "''" if rows == "node" else "coalesce(worker_id, '')"
+    key = COLOR_BY[color_by]
+    top: list[str] | None = None
+    if color_by != "state":
+        top = [
+            r[0]
+            for r in db.query(
+                f"SELECT {key} FROM tasks WHERE {window} GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {MAX_KEYS - 1}",
+                params,
+            )
+        ]
+    buckets = width
+    found = _runs(db, window, params, worker, key, top, start, end, buckets)
+    if len(found) > MAX_RUNS:
+        # Each lane and key can change at most twice per attempt and once per bucket: this many buckets cannot
+        # give more than MAX_RUNS runs.
+        keys = len(top) + 1 if top is not None else max(1, len(_facets(db)["states"]))
+        buckets = max(1, min(width, MAX_RUNS // max(1, len(index) * keys)))
+        found = _runs(db, window, params, worker, key, top, start, end, buckets)
+    names = sorted({r[2] for r in found}, key=lambda k: (k == OTHER, k))
+    code = {name: i for i, name in enumerate(names)}
+    return {
+        "buckets": buckets,
+        "keys": names,
+        "lane": [index.get((r[0], r[1]), -1) for r in found],
+        "key": [code[r[2]] for r in found],
+        "bucket": [r[3] for r in found],
+        "count": [r[4] for r in found],
+    }
+
+
+def _runs(
+    db: SessionDB,
+    window: str,
+    params: list[Any],
+    worker: str,
+    key: str,
+    top: list[str] | None,
+    start: float,
+    end: float,
+    buckets: int,
+) -> list[tuple[Any, ...]]:
+    """(node, worker, key, bucket, count) runs, at most MAX_RUNS + 1 of them."""
+    scale = buckets / (end - start)
+    keyed, kparams = key, []
+    if top is not None:
+        keyed = (
+            f"CASE WHEN {key} IN ({', '.join('?' * len(top))}) THEN {key} ELSE '{OTHER}' END" if top else f"'{OTHER}'"
+        )
+        kparams = list(top)
+    return db.query(
+        f"""
+        WITH a AS (
+            SELECT coalesce(node_id, '') AS node, {worker} AS worker, {keyed} AS k,
+                   least(greatest(0, floor(({_FROM} - ?) * ?)), ? - 1)::BIGINT AS b0,
+                   floor(({_TO} - ?) * ?)::BIGINT + 1 AS b1
+            FROM tasks WHERE {window}),
+        steps AS (
+            SELECT node, worker, k, b, sum(d) AS d FROM (
+                SELECT node, worker, k, b0 AS b, 1 AS d FROM a
+                UNION ALL SELECT node, worker, k, b1, -1 FROM a WHERE b1 < ?)
+            GROUP BY ALL HAVING sum(d) <> 0)
+        SELECT node, worker, k, b, sum(d) OVER (PARTITION BY node, worker, k ORDER BY b) AS c FROM steps
+        ORDER BY node, worker, k, b LIMIT {MAX_RUNS + 1}
+        """,
+        kparams + [start, scale, buckets, start, scale] + params + [buckets],
+    )
