@@ -1,5 +1,6 @@
 """The timeline's level of detail on synthetic tables: exact attempts with their phases when few are in the window,
-per-lane density runs (checked against a brute-force count) when many are, the size bound and the filters."""
+per-lane density runs (checked against a brute-force count) when many are, the size bound and the filters; and
+Ray's Chrome trace without Ray's 10,000-task cap."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from archive.compacted import NODES, PROFILE_EVENTS, TABLES, TASKS
 from historyserver.errors import BadRequest
 from historyserver.queries import timeline_view as tv
-from historyserver.queries.session_db import SessionDB
+from historyserver.queries.session_db import RAY_LIST_LIMIT, SessionDB
+from historyserver.queries.timeline import chrome_trace_events
 
 T0 = 1_800_000_000_000.0
 
@@ -197,3 +199,26 @@ def test_bad_windows_are_refused_with_what_to_send(tmp_path, args, message):
     db = _db(tmp_path, [_task(1, T0, T0 + 1)])
     with pytest.raises(BadRequest, match=message):
         tv.timeline_view(db, tv.ViewFilter(), **args)
+
+
+def test_chrome_trace_holds_every_task_beyond_rays_list_limit(tmp_path):
+    n = RAY_LIST_LIMIT + 50
+    tasks = [_task(i, T0 + i, T0 + i + 1) for i in range(n)]
+    profile = [
+        {
+            "task_id": f"{i:08x}",
+            "attempt_number": 0,
+            "component_type": "worker",
+            "component_id": "w1",
+            "node_ip_address": "10.0.0.1",
+            "event_name": "task:execute",
+            "start_time": T0 + i,
+            "end_time": T0 + i + 1,
+            "extra_data": "",
+        }
+        for i in range(n)
+    ]
+    db = _db(tmp_path, tasks, profile)
+    # Ray's own trace stops at its list limit (RAY_LIST_LIMIT tasks); ours holds every task, in task-id order.
+    traced = [e["args"]["task_id"] for e in chrome_trace_events(db) if e["ph"] == "X"]
+    assert traced == [f"{i:08x}" for i in range(n)]
