@@ -345,6 +345,7 @@
     describe();
     canvas.dataset.total = String(body.total);
     canvas.dataset.ready = String(seq);
+    if (first && stats.firstDrawMs == null) stats.firstDrawMs = performance.now(); // since navigation started
   }
 
   function fillFacets() {
