@@ -62,6 +62,40 @@ TASKS = Table(
     ),
     11,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
+# The timeline's copy of the tasks (drivers left out), sorted by from_ms (an attempt's creation, or its start) in
+# small row groups, so that a time window reads only the groups it overlaps. lane numbers (node, worker) pairs in
+# the order the timeline draws them (node, then worker pid); node_rank numbers the nodes.
+TASK_TIMELINE = Table(
+    "task_timeline",
+    pa.schema(
+        [
+            ("from_ms", _F),
+            ("to_ms", _F),
+            ("lane", _I32),
+            ("node_rank", _I32),
+            ("task_id", _S),
+            ("attempt_number", _I32),
+            ("name", _S),
+            ("func_or_class_name", _S),
+            ("state", _S),
+            ("unfinished", _B),
+            ("job_id", _S),
+            ("node_id", _S),
+            ("worker_id", _S),
+            ("worker_pid", _I),
+            ("error_type", _S),
+            ("parent_task_id", _S),
+            ("actor_id", _S),
+            ("type", _S),
+            ("creation_time_ms", _F),
+            ("pending_node_time_ms", _F),
+            ("submitted_time_ms", _F),
+            ("start_time_ms", _F),
+            ("end_time_ms", _F),
+        ]
+    ),
+    11,
+)
 PROFILE_EVENTS = Table(
     "profile_events",
     pa.schema(
@@ -199,6 +233,7 @@ PLACEMENT_GROUPS = Table(
 
 TABLES = (
     TASKS,
+    TASK_TIMELINE,
     PROFILE_EVENTS,
     ACTORS,
     JOBS,

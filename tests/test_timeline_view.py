@@ -9,11 +9,13 @@ import math
 import random
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from archive.compacted import NODES, PROFILE_EVENTS, TABLES, TASKS
+from historyserver.compaction.task_timeline import build_task_timeline
 from historyserver.errors import BadRequest
 from historyserver.queries import timeline_view as tv
 from historyserver.queries.session_db import RAY_LIST_LIMIT, SessionDB
@@ -34,6 +36,7 @@ def _db(root: Path, tasks: list[dict], profile: list[dict] | None = None) -> Ses
     }
     for t in TABLES:
         pq.write_table(given.get(t.name, t.schema.empty_table()), root / t.file)
+    build_task_timeline(duckdb.connect(), root / TASKS.file, root)  # from the tasks, as compaction builds it
     (root / "info.json").write_text(json.dumps({"compaction_version": 0, "session_id": "synthetic"}))
     return SessionDB(root)
 

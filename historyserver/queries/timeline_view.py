@@ -9,6 +9,7 @@ Every answer counts all attempts in the window (`total`) and stays under about 2
   never with their length; at most MAX_RUNS runs are sent (fewer buckets when a window would need more).
 An attempt spans its whole life: from its creation (or start, when Ray recorded no creation) to its end.
 Lanes are (node, worker) pairs, ordered by node then worker; beyond MAX_LANES workers, lanes are whole nodes.
+Everything is read from the task_timeline table (sorted by time: a window reads only the row groups it overlaps).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from historyserver.errors import BadRequest
-from historyserver.queries.session_db import NOT_DRIVER, SessionDB
+from historyserver.queries.session_db import SessionDB
 
 MAX_ATTEMPTS = 3000  # ~1 MB of attempts with their phases: the most one answer sends as single bars
 MAX_RUNS = 120_000  # ~1.6 MB of density runs (four short numbers each)
@@ -53,8 +54,8 @@ ATTEMPT_COLUMNS = (
     *(f"{column.removesuffix('_time_ms')}_ms" for _, column in PHASES),
     "end_ms",
 )
-_FROM = "coalesce(creation_time_ms, start_time_ms)"
-_TO = f"greatest(coalesce(end_time_ms, start_time_ms, creation_time_ms), {_FROM})"
+_FROM, _TO = "from_ms", "to_ms"
+TABLE = "task_timeline"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ViewFilter:
     states: Sequence[str] = ()
 
     def where(self) -> tuple[str, list[Any]]:
-        parts, params = [NOT_DRIVER, f"{_FROM} IS NOT NULL"], []
+        parts, params = ["TRUE"], []
         for column, values in (
             ("lower(job_id)", [v.lower() for v in self.jobs]),
             ("func_or_class_name", list(self.functions)),
@@ -82,24 +83,27 @@ class ViewFilter:
 
 
 def _lanes(db: SessionDB, f: ViewFilter) -> tuple[str, list[dict[str, Any]]]:
-    """The filtered attempts' lanes (memoized per filter): ("worker", lanes) or ("node", lanes)."""
+    """The filtered attempts' lanes (memoized per filter): ("worker", lanes) or ("node", lanes); each lane has
+    its `id` in the table (lane or node_rank)."""
 
     def compute() -> tuple[str, list[dict[str, Any]]]:
         where, params = f.where()
         ips = dict(db.query("SELECT node_id, node_ip FROM nodes"))
         rows = db.query(
-            f"""SELECT n, w, p FROM (SELECT coalesce(node_id, '') AS n, coalesce(worker_id, '') AS w,
-                max(worker_pid) AS p FROM tasks WHERE {where} GROUP BY ALL)
-                ORDER BY n = '', n, w = '', p, w LIMIT {MAX_LANES + 1}""",
+            f"""SELECT lane, any_value(coalesce(node_id, '')), any_value(coalesce(worker_id, '')), max(worker_pid)
+                FROM {TABLE} WHERE {where} GROUP BY lane ORDER BY lane LIMIT {MAX_LANES + 1}""",
             params,
         )
         if len(rows) <= MAX_LANES:
-            return "worker", [{"node_id": n, "node_ip": ips.get(n), "worker_id": w, "pid": p} for n, w, p in rows]
+            return "worker", [
+                {"id": i, "node_id": n, "node_ip": ips.get(n), "worker_id": w, "pid": p} for i, n, w, p in rows
+            ]
         nodes = db.query(
-            f"SELECT n FROM (SELECT DISTINCT coalesce(node_id, '') AS n FROM tasks WHERE {where}) ORDER BY n = '', n",
+            f"""SELECT node_rank, any_value(coalesce(node_id, '')) FROM {TABLE} WHERE {where}
+                GROUP BY node_rank ORDER BY node_rank""",
             params,
         )
-        return "node", [{"node_id": n, "node_ip": ips.get(n), "worker_id": "", "pid": None} for (n,) in nodes]
+        return "node", [{"id": i, "node_id": n, "node_ip": ips.get(n), "worker_id": "", "pid": None} for i, n in nodes]
 
     result: tuple[str, list[dict[str, Any]]] = db.memo("timeline-lanes " + f.key(), compute)
     return result
@@ -107,7 +111,7 @@ def _lanes(db: SessionDB, f: ViewFilter) -> tuple[str, list[dict[str, Any]]]:
 
 def _facets(db: SessionDB) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
-        base = f"FROM tasks WHERE {NOT_DRIVER}"
+        base = f"FROM {TABLE} WHERE TRUE"
         return {
             "jobs": [r[0] for r in db.query(f"SELECT DISTINCT job_id {base} AND job_id IS NOT NULL ORDER BY 1")],
             "functions": [
@@ -127,7 +131,7 @@ def _facets(db: SessionDB) -> dict[str, Any]:
 def _extent(db: SessionDB, f: ViewFilter) -> tuple[float | None, float | None]:
     def compute() -> tuple[float | None, float | None]:
         where, params = f.where()
-        row = db.query(f"SELECT min({_FROM}), max({_TO}) FROM tasks WHERE {where}", params)[0]
+        row = db.query(f"SELECT min({_FROM}), max({_TO}) FROM {TABLE} WHERE {where}", params)[0]
         return row[0], row[1]
 
     extent: tuple[float | None, float | None] = db.memo("timeline-extent " + f.key(), compute)
@@ -158,7 +162,7 @@ def timeline_view(
     where, params = f.where()
     window = f"{where} AND {_FROM} <= ? AND {_TO} >= ?"
     wparams = params + [end, start]
-    total = db.query(f"SELECT count(*) FROM tasks WHERE {window}", wparams)[0][0]
+    total = db.query(f"SELECT count(*) FROM {TABLE} WHERE {window}", wparams)[0][0]
     answer: dict[str, Any] = {
         "start": start,
         "end": end,
@@ -172,7 +176,7 @@ def timeline_view(
         "facets": _facets(db),
         "limits": {"attempts": MAX_ATTEMPTS, "runs": MAX_RUNS, "lanes": MAX_LANES},
     }
-    index = {(lane["node_id"], lane["worker_id"]): i for i, lane in enumerate(lanes)}
+    index = {lane["id"]: i for i, lane in enumerate(lanes)}
     if total <= MAX_ATTEMPTS:
         answer["mode"] = "attempts"
         answer["columns"] = list(ATTEMPT_COLUMNS)
@@ -183,18 +187,16 @@ def timeline_view(
     return answer
 
 
-def _attempts(
-    db: SessionDB, window: str, params: list[Any], rows: str, index: dict[tuple[str, str], int]
-) -> list[list[Any]]:
-    worker = "''" if rows == "node" else "coalesce(worker_id, '')"
+def _attempts(db: SessionDB, window: str, params: list[Any], rows: str, index: dict[int, int]) -> list[list[Any]]:
+    lane = "node_rank" if rows == "node" else "lane"
     found = db.query(
         f"""SELECT task_id, attempt_number, left(name, {NAME_CHARS}), left(func_or_class_name, {NAME_CHARS}), state,
-                   unfinished, job_id, coalesce(node_id, ''), {worker}, worker_pid, error_type, parent_task_id,
-                   actor_id, type, {", ".join(column for _, column in PHASES)}, {_TO}
-            FROM tasks WHERE {window} ORDER BY {_FROM}, task_id, attempt_number""",
+                   unfinished, job_id, {lane}, worker_pid, error_type, parent_task_id, actor_id, type,
+                   {", ".join(column for _, column in PHASES)}, {_TO}
+            FROM {TABLE} WHERE {window} ORDER BY {_FROM}, task_id, attempt_number""",
         params,
     )
-    return [[*r[:7], index.get((r[7], r[8]), -1), *r[9:]] for r in found]
+    return [[*r[:7], index.get(r[7], -1), *r[8:]] for r in found]
 
 
 def _density(
@@ -202,41 +204,40 @@ def _density(
     window: str,
     params: list[Any],
     rows: str,
-    index: dict[tuple[str, str], int],
+    index: dict[int, int],
     start: float,
     end: float,
     width: int,
     color_by: str,
     total: int,
 ) -> dict[str, Any]:
-    worker = "''" if rows == "node" else "coalesce(worker_id, '')"
+    lane = "node_rank" if rows == "node" else "lane"
     key = COLOR_BY[color_by]
     top: list[str] | None = None
-    if color_by != "state":
+    if color_by == "state":
+        keys = max(1, len(_facets(db)["states"]))
+    else:
         top = [
             r[0]
             for r in db.query(
-                f"SELECT {key} FROM tasks WHERE {window} GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {MAX_KEYS - 1}",
+                f"SELECT {key} FROM {TABLE} WHERE {window} GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {MAX_KEYS - 1}",
                 params,
             )
         ]
-    buckets = width
-    found = _runs(db, window, params, worker, key, top, start, end, buckets)
-    if len(found) > MAX_RUNS:
-        # Each lane and key can change at most twice per attempt and once per bucket: this many buckets cannot
-        # give more than MAX_RUNS runs.
-        keys = len(top) + 1 if top is not None else max(1, len(_facets(db)["states"]))
-        buckets = max(1, min(width, MAX_RUNS // max(1, len(index) * keys)))
-        found = _runs(db, window, params, worker, key, top, start, end, buckets)
-    names = sorted({r[2] for r in found}, key=lambda k: (k == OTHER, k))
+        keys = len(top) + 1
+    # A lane and key's count changes at most twice per attempt and once per bucket: with few attempts every
+    # bucket can be sent; with many, only as many buckets as keep lanes x keys x buckets within MAX_RUNS.
+    buckets = width if 2 * total <= MAX_RUNS else max(1, min(width, MAX_RUNS // max(1, len(index) * keys)))
+    found = _runs(db, window, params, lane, key, top, start, end, buckets)
+    names = sorted({r[1] for r in found}, key=lambda k: (k == OTHER, k))
     code = {name: i for i, name in enumerate(names)}
     return {
         "buckets": buckets,
         "keys": names,
-        "lane": [index.get((r[0], r[1]), -1) for r in found],
-        "key": [code[r[2]] for r in found],
-        "bucket": [r[3] for r in found],
-        "count": [r[4] for r in found],
+        "lane": [index.get(r[0], -1) for r in found],
+        "key": [code[r[1]] for r in found],
+        "bucket": [r[2] for r in found],
+        "count": [r[3] for r in found],
     }
 
 
@@ -244,14 +245,14 @@ def _runs(
     db: SessionDB,
     window: str,
     params: list[Any],
-    worker: str,
+    lane: str,
     key: str,
     top: list[str] | None,
     start: float,
     end: float,
     buckets: int,
 ) -> list[tuple[Any, ...]]:
-    """(node, worker, key, bucket, count) runs, at most MAX_RUNS + 1 of them."""
+    """(lane, key, bucket, count) runs."""
     scale = buckets / (end - start)
     keyed, kparams = key, []
     if top is not None:
@@ -262,17 +263,16 @@ def _runs(
     return db.query(
         f"""
         WITH a AS (
-            SELECT coalesce(node_id, '') AS node, {worker} AS worker, {keyed} AS k,
+            SELECT {lane} AS lane, {keyed} AS k,
                    least(greatest(0, floor(({_FROM} - ?) * ?)), ? - 1)::BIGINT AS b0,
                    floor(({_TO} - ?) * ?)::BIGINT + 1 AS b1
-            FROM tasks WHERE {window}),
+            FROM {TABLE} WHERE {window}),
         steps AS (
-            SELECT node, worker, k, b, sum(d) AS d FROM (
-                SELECT node, worker, k, b0 AS b, 1 AS d FROM a
-                UNION ALL SELECT node, worker, k, b1, -1 FROM a WHERE b1 < ?)
+            SELECT lane, k, b, sum(d) AS d FROM (
+                SELECT lane, k, b0 AS b, 1 AS d FROM a
+                UNION ALL SELECT lane, k, b1, -1 FROM a WHERE b1 < ?)
             GROUP BY ALL HAVING sum(d) <> 0)
-        SELECT node, worker, k, b, sum(d) OVER (PARTITION BY node, worker, k ORDER BY b) AS c FROM steps
-        ORDER BY node, worker, k, b LIMIT {MAX_RUNS + 1}
+        SELECT lane, k, b, sum(d) OVER (PARTITION BY lane, k ORDER BY b) AS c FROM steps ORDER BY lane, k, b
         """,
         kparams + [start, scale, buckets, start, scale] + params + [buckets],
     )
