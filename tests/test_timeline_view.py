@@ -112,6 +112,8 @@ def _expand(view: dict) -> dict:
     for i, (lane, key, bucket, count) in enumerate(runs):
         nxt = runs[i + 1] if i + 1 < len(runs) else None
         stop = nxt[2] if nxt and nxt[:2] == (lane, key) else d["buckets"]
+        if d["encoding"] == "cells":
+            stop = bucket + 1
         for k in range(bucket, stop):
             if count:
                 counts[(lane, d["keys"][key], k)] = count
@@ -137,8 +139,12 @@ def test_zoomed_out_sends_density_runs_that_count_every_attempt(tmp_path):
     db = _db(tmp_path, tasks)
     view = tv.timeline_view(db, tv.ViewFilter(), T0, T0 + 60_000, 300)
     assert view["mode"] == "density" and view["total"] == len(tasks) and "attempts" not in view
-    assert view["density"]["buckets"] == 300
+    assert view["density"]["buckets"] == 300 and view["density"]["encoding"] == "runs"
     assert _expand(view) == _brute(tasks, T0, T0 + 60_000, 300, view["lanes"])
+    # Wide buckets (2 s) against the attempts: counted per bucket, the same counts.
+    wide = tv.timeline_view(db, tv.ViewFilter(), T0, T0 + 60_000, 30)
+    assert wide["density"]["encoding"] == "cells"
+    assert _expand(wide) == _brute(tasks, T0, T0 + 60_000, 30, wide["lanes"])
     # A window inside: only the attempts touching it, bucketed over the window.
     inner = tv.timeline_view(db, tv.ViewFilter(), T0 + 20_000, T0 + 26_000, 120)
     in_window = [t for t in tasks if t["creation_time_ms"] <= T0 + 26_000 and t["end_time_ms"] >= T0 + 20_000]

@@ -4,9 +4,10 @@ Every answer counts all attempts in the window (`total`) and stays under about 2
 - attempts: at most MAX_ATTEMPTS attempts overlap the window, so they are sent, each with the state times that
   split it into phases (waiting for arguments, waiting for a node, on the worker, running);
 - density: otherwise, for each lane and colour key, how many attempts touch each of `buckets` equal slices of the
-  window, as runs (from bucket b on, the count is c, until the lane and key's next run). Runs are computed in
-  DuckDB from +1/-1 steps at each attempt's first and past-last bucket, so the work grows with the attempts and
-  never with their length; at most MAX_RUNS runs are sent (fewer buckets when a window would need more).
+  window, as runs (from bucket b on, the count is c, until the lane and key's next run) or, when attempts are
+  short against a bucket, as cells (the count of bucket b alone). Runs are computed in DuckDB from +1/-1 steps
+  at each attempt's first and past-last bucket, so the work grows with the attempts and never with their
+  length; at most MAX_RUNS runs or cells are sent (fewer buckets when a window would need more).
 An attempt spans its whole life: from its creation (or start, when Ray recorded no creation) to its end.
 Lanes are (node, worker) pairs, ordered by node then worker; beyond MAX_LANES workers, lanes are whole nodes.
 Everything is read from the task_timeline table (sorted by time: a window reads only the row groups it overlaps).
@@ -23,6 +24,7 @@ from historyserver.queries.session_db import SessionDB
 
 MAX_ATTEMPTS = 3000  # ~1 MB of attempts with their phases: the most one answer sends as single bars
 MAX_RUNS = 120_000  # ~1.6 MB of density runs (four short numbers each)
+CELL_SPAN = 3  # attempts spanning this many buckets on average or fewer: density counted per bucket directly
 MAX_LANES = 2000  # more workers than this (worker churn) and the lanes are nodes
 MAX_WIDTH = 4000
 MAX_KEYS = 12  # colour keys of a density answer by function or job: the most frequent, then "other"
@@ -162,7 +164,7 @@ def timeline_view(
     where, params = f.where()
     window = f"{where} AND {_FROM} <= ? AND {_TO} >= ?"
     wparams = params + [end, start]
-    total = db.query(f"SELECT count(*) FROM {TABLE} WHERE {window}", wparams)[0][0]
+    total, mean_ms = db.query(f"SELECT count(*), avg({_TO} - {_FROM}) FROM {TABLE} WHERE {window}", wparams)[0]
     answer: dict[str, Any] = {
         "start": start,
         "end": end,
@@ -183,7 +185,7 @@ def timeline_view(
         answer["attempts"] = _attempts(db, window, wparams, rows, index)
     else:
         answer["mode"] = "density"
-        answer["density"] = _density(db, window, wparams, rows, index, start, end, width, color_by, total)
+        answer["density"] = _density(db, window, wparams, rows, index, start, end, width, color_by, total, mean_ms)
     return answer
 
 
@@ -210,6 +212,7 @@ def _density(
     width: int,
     color_by: str,
     total: int,
+    mean_ms: float,
 ) -> dict[str, Any]:
     lane = "node_rank" if rows == "node" else "lane"
     key = COLOR_BY[color_by]
@@ -228,17 +231,66 @@ def _density(
     # A lane and key's count changes at most twice per attempt and once per bucket: with few attempts every
     # bucket can be sent; with many, only as many buckets as keep lanes x keys x buckets within MAX_RUNS.
     buckets = width if 2 * total <= MAX_RUNS else max(1, min(width, MAX_RUNS // max(1, len(index) * keys)))
-    found = _runs(db, window, params, lane, key, top, start, end, buckets)
-    names = sorted({r[1] for r in found}, key=lambda k: (k == OTHER, k))
+    # Zoomed out, most attempts fall in one or two buckets: counting each (lane, key, bucket) directly is a hash
+    # aggregate over about `total` rows, where runs would need a sort. Zoomed in, attempts span many buckets,
+    # and runs cost what the attempts cost whatever their length.
+    cells = (mean_ms or 0) * buckets / (end - start) + 1 <= CELL_SPAN
+    found = (
+        _cells(db, window, params, lane, key, top, start, end, buckets)
+        if cells
+        else _runs(db, window, params, lane, key, top, start, end, buckets)
+    )
+    lanes_found, keys_found, bucket, count = found
+    names = sorted(set(keys_found), key=lambda k: (k == OTHER, k))
     code = {name: i for i, name in enumerate(names)}
     return {
+        "encoding": "cells" if cells else "runs",
         "buckets": buckets,
         "keys": names,
-        "lane": [index.get(r[0], -1) for r in found],
-        "key": [code[r[1]] for r in found],
-        "bucket": [r[2] for r in found],
-        "count": [r[3] for r in found],
+        "lane": [index.get(v, -1) for v in lanes_found],
+        "key": [code[k] for k in keys_found],
+        "bucket": bucket,
+        "count": count,
     }
+
+
+def _keyed(key: str, top: list[str] | None) -> tuple[str, list[Any]]:
+    if top is None:
+        return key, []
+    if not top:
+        return f"'{OTHER}'", []
+    return f"CASE WHEN {key} IN ({', '.join('?' * len(top))}) THEN {key} ELSE '{OTHER}' END", list(top)
+
+
+def _cells(
+    db: SessionDB,
+    window: str,
+    params: list[Any],
+    lane: str,
+    key: str,
+    top: list[str] | None,
+    start: float,
+    end: float,
+    buckets: int,
+) -> list[list[Any]]:
+    """The columns lane, key, bucket, count of every bucket with attempts in it."""
+    scale = buckets / (end - start)
+    keyed, kparams = _keyed(key, top)
+    return db.columns(
+        f"""
+        WITH a AS (
+            SELECT {lane} AS lane, {keyed} AS k, least(greatest(0, floor(({_FROM} - ?) * ?)), ? - 1)::BIGINT AS b0,
+                   least(floor(({_TO} - ?) * ?)::BIGINT + 1, ?) AS b1
+            FROM {TABLE} WHERE {window})
+        -- Each attempt's first bucket by a plain count; only the attempts that reach further are unnested.
+        SELECT lane, k, b, sum(c)::BIGINT AS c FROM (
+            SELECT lane, k, b0 AS b, count(*) AS c FROM a GROUP BY ALL
+            UNION ALL
+            SELECT lane, k, unnest(range(b0 + 1, b1)) AS b, 1 AS c FROM a WHERE b1 > b0 + 1)
+        GROUP BY ALL ORDER BY lane, k, b
+        """,
+        kparams + [start, scale, buckets, start, scale, buckets] + params,
+    )
 
 
 def _runs(
@@ -251,16 +303,11 @@ def _runs(
     start: float,
     end: float,
     buckets: int,
-) -> list[tuple[Any, ...]]:
-    """(lane, key, bucket, count) runs."""
+) -> list[list[Any]]:
+    """The columns lane, key, bucket, count of the runs."""
     scale = buckets / (end - start)
-    keyed, kparams = key, []
-    if top is not None:
-        keyed = (
-            f"CASE WHEN {key} IN ({', '.join('?' * len(top))}) THEN {key} ELSE '{OTHER}' END" if top else f"'{OTHER}'"
-        )
-        kparams = list(top)
-    return db.query(
+    keyed, kparams = _keyed(key, top)
+    return db.columns(
         f"""
         WITH a AS (
             SELECT {lane} AS lane, {keyed} AS k,

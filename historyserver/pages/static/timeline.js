@@ -169,7 +169,8 @@
     const perRow = new Map();
     for (let i = 0; i < d.count.length; i++) {
       const lane = d.lane[i], key = d.key[i];
-      const stop = i + 1 < d.count.length && d.lane[i + 1] === lane && d.key[i + 1] === key ? d.bucket[i + 1] : n;
+      const stop = d.encoding === "cells" ? d.bucket[i] + 1
+        : i + 1 < d.count.length && d.lane[i + 1] === lane && d.key[i + 1] === key ? d.bucket[i + 1] : n;
       if (!d.count[i] || lane < 0) continue;
       const row = laneRow[lane];
       if (!perRow.has(row)) perRow.set(row, new Map());
@@ -389,7 +390,8 @@
     const byKey = {};
     for (let i = 0; i < d.count.length; i++) {
       if (d.lane[i] < 0 || laneRow[d.lane[i]] !== row || d.bucket[i] > b) continue;
-      const next = i + 1 < d.count.length && d.lane[i + 1] === d.lane[i] && d.key[i + 1] === d.key[i] ? d.bucket[i + 1] : n;
+      const next = d.encoding === "cells" ? d.bucket[i] + 1
+        : i + 1 < d.count.length && d.lane[i + 1] === d.lane[i] && d.key[i + 1] === d.key[i] ? d.bucket[i + 1] : n;
       if (b < next && d.count[i]) byKey[d.keys[d.key[i]]] = (byKey[d.keys[d.key[i]]] || 0) + d.count[i];
     }
     const bucketMs = (data.end - data.start) / n;
