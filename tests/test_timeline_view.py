@@ -231,3 +231,16 @@ def test_chrome_trace_holds_every_task_beyond_rays_list_limit(tmp_path):
     # Ray's own trace stops at its list limit (RAY_LIST_LIMIT tasks); ours holds every task, in task-id order.
     traced = [e["args"]["task_id"] for e in chrome_trace_events(db) if e["ph"] == "X"]
     assert traced == [f"{i:08x}" for i in range(n)]
+
+
+def test_beyond_the_lane_limit_lanes_are_nodes(tmp_path, monkeypatch):
+    tasks = [_task(i, T0 + i * 10, T0 + i * 10 + 5, node=f"n{i % 2 + 1}", worker=f"w{i % 5}") for i in range(40)]
+    db = _db(tmp_path, tasks)
+    monkeypatch.setattr(tv, "MAX_LANES", 3)
+    view = tv.timeline_view(db, tv.ViewFilter())
+    assert view["rows"] == "node" and [lane["node_id"] for lane in view["lanes"]] == ["n1", "n2"]
+    lanes = [a[view["columns"].index("lane")] for a in view["attempts"]]
+    assert lanes == [i % 2 for i in range(40)]
+    monkeypatch.setattr(tv, "MAX_ATTEMPTS", 5)
+    dense = tv.timeline_view(db, tv.ViewFilter(), width=40)
+    assert set(dense["density"]["lane"]) == {0, 1}
