@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 12  # 12: log-search tables (log_lines, log_terms), an actor's exitDetail keeps Ray's colours
+COMPACTION_VERSION = (
+    13  # 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+)
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -52,12 +54,50 @@ TASKS = Table(
             ("creation_time_ms", _F),
             ("start_time_ms", _F),
             ("end_time_ms", _F),
+            # The first PENDING_NODE_ASSIGNMENT and SUBMITTED_TO_WORKER: with creation (waiting for arguments),
+            # start (RUNNING) and end they split an attempt into the phases the timeline draws.
+            ("pending_node_time_ms", _F),
+            ("submitted_time_ms", _F),
             ("unfinished", _B),
             ("record", _S),
         ]
     ),
-    10,
+    11,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
+# The timeline's copy of the tasks (drivers left out), sorted by from_ms (an attempt's creation, or its start) in
+# small row groups, so that a time window reads only the groups it overlaps. lane numbers (node, worker) pairs in
+# the order the timeline draws them (node, then worker pid); node_rank numbers the nodes.
+TASK_TIMELINE = Table(
+    "task_timeline",
+    pa.schema(
+        [
+            ("from_ms", _F),
+            ("to_ms", _F),
+            ("lane", _I32),
+            ("node_rank", _I32),
+            ("task_id", _S),
+            ("attempt_number", _I32),
+            ("name", _S),
+            ("func_or_class_name", _S),
+            ("state", _S),
+            ("unfinished", _B),
+            ("job_id", _S),
+            ("node_id", _S),
+            ("worker_id", _S),
+            ("worker_pid", _I),
+            ("error_type", _S),
+            ("parent_task_id", _S),
+            ("actor_id", _S),
+            ("type", _S),
+            ("creation_time_ms", _F),
+            ("pending_node_time_ms", _F),
+            ("submitted_time_ms", _F),
+            ("start_time_ms", _F),
+            ("end_time_ms", _F),
+        ]
+    ),
+    11,
+)
 PROFILE_EVENTS = Table(
     "profile_events",
     pa.schema(
@@ -225,6 +265,7 @@ LOG_TERMS = Table("log_terms", pa.schema([("token", _S), ("block", _I32), ("line
 
 TABLES = (
     TASKS,
+    TASK_TIMELINE,
     PROFILE_EVENTS,
     ACTORS,
     JOBS,

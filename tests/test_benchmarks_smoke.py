@@ -251,3 +251,29 @@ def test_log_search_benchmark_passes_and_fails_on_its_targets(tmp_path: Path, mo
 def _off_by_one(answer):
     answer.total += 1
     return answer
+
+
+def test_timeline_benchmark_runs_counts_the_trace_and_fails_on_a_missed_target(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import socket
+
+    from benchmarks import timeline
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--tasks", "5000", "--work", str(tmp_path / "tl"), "--port", str(port)]
+    # The mechanics, not the speed: targets every run meets, then one none meets.
+    monkeypatch.setattr(timeline, "FIRST_VIEW_S", 60.0)
+    monkeypatch.setattr(timeline, "STEP_S", 60.0)
+    monkeypatch.setattr(timeline, "RSS_MIB", 4096)
+    assert timeline.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| first view drawn (Chromium, from navigation start) |" in out and "| PASS |" in out
+    trace = next(line for line in out.splitlines() if line.startswith("| Ray's trace download: task events"))
+    counted, expected = trace.split("|")[2].strip().split(" of ")
+    assert counted == expected and int(expected.replace(",", "")) > 5000  # several profile events per task
+    monkeypatch.setattr(timeline, "STEP_S", 0.0)
+    assert timeline.main(args) == 1
+    assert "zoom/pan steps over HTTP" in capsys.readouterr().err

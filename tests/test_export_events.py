@@ -95,6 +95,11 @@ def test_failed_task_has_error_without_ansi_codes(compacted):
     ]
     assert boom["end_time_ms"] == 1795636996248.0
     assert boom["node_id"] == NODE_HEX
+    # The timeline's phases: the first PENDING_NODE_ASSIGNMENT and SUBMITTED_TO_WORKER are columns of their own.
+    phases = compacted.query(
+        "SELECT creation_time_ms, pending_node_time_ms, submitted_time_ms FROM tasks WHERE func_or_class_name = 'boom'"
+    )
+    assert phases == [(1795636996242.0, 1795636996242.0, 1795636996243.0)]
 
 
 def test_node_keeps_its_terminal_state(folded):

@@ -47,22 +47,37 @@ def test_timeline_data_per_job(client, finished_cluster):
     sid = finished_cluster.ref.id
     everything = client.get(f"/api/v1/sessions/{sid}/timeline").json()
     driver_job = next(j for j in client.get(f"/sessions/{sid}/api/jobs/").json() if j["type"] == "DRIVER")["job_id"]
-    one = client.get(f"/api/v1/sessions/{sid}/timeline", params={"job_id": driver_job}).json()
-    assert 0 < one["total"] < everything["total"]
-    col = {c: i for i, c in enumerate(one["columns"])}
-    names = {r[col["name"]] for r in one["rows"]}
-    assert {"square", "flaky"} <= names and "shout" not in names
-    assert all(r[col["start_ms"]] <= r[col["end_ms"]] for r in one["rows"])
+    one = client.get(f"/api/v1/sessions/{sid}/timeline", params={"job_id": driver_job, "width": 600}).json()
+    assert 0 < one["total"] < everything["total"] and one["mode"] == "attempts"
+    attempts = [dict(zip(one["columns"], a)) for a in one["attempts"]]
+    assert len(attempts) == one["total"]
+    assert {"square", "flaky"} <= {a["name"] for a in attempts} and "shout" not in {a["name"] for a in attempts}
+    # Real Ray records when each attempt was created, waited for a node, went to its worker, ran and ended.
+    square = next(a for a in attempts if a["name"] == "square")
+    stamps = [square[c] for c in ("creation_ms", "pending_node_ms", "submitted_ms", "start_ms", "end_ms")]
+    assert None not in stamps and stamps == sorted(stamps), stamps
+    assert one["lanes"][square["lane"]]["pid"] == square["pid"]
+    # Zoomed onto that one attempt: the total counts only what overlaps it.
+    zoomed = client.get(
+        f"/api/v1/sessions/{sid}/timeline",
+        params={"job_id": driver_job, "start": square["start_ms"], "end": square["end_ms"]},
+    ).json()
+    assert 1 <= zoomed["total"] < one["total"] or one["total"] == 1
+    assert square["task_id"] in {a[0] for a in zoomed["attempts"]}
+    bad = client.get(f"/api/v1/sessions/{sid}/timeline", params={"start": 10, "end": 5})
+    assert bad.status_code == 400 and "must be after start" in bad.json()["error"]["message"]
     assert client.get(f"/sessions/{sid}/timeline", params={"job_id": driver_job}).status_code == 200
     assert client.get("/assets/timeline.js").status_code == 200
 
 
-def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, tmp_path):
-    """Real Chromium: the canvas draws every attempt of the job, and clicking a bar shows that task's output."""
+def test_timeline_page_tooltip_legend_zoom_to_a_task_and_its_logs(finished_cluster, tmp_path):
+    """Real Chromium on the real dead cluster: every attempt of the job drawn, a legend naming the states and phases
+    on screen, a tooltip with the task's facts, a click that shows its stdout and links its row in Ray's UI, and
+    a zoom onto that single task that fetches only its window."""
     from archive.storage import open_store
     from historyserver.app import create_app
     from historyserver.settings import ServerSettings
-    from tests.browser import browser, page_watch, served, wait_for_text
+    from tests.browser import browser, page_watch, poll, served, wait_for_text
 
     app = create_app(
         ServerSettings(archive=finished_cluster.local_archive, cache_dir=str(tmp_path), catalog_ttl=0),
@@ -73,18 +88,43 @@ def test_timeline_page_draws_the_tasks_and_opens_a_tasks_logs(finished_cluster, 
         jobs = app.state.services.warehouse.db(app.state.services.catalog.get(sid)).jobs()
         driver_job = next(j["job_id"] for j in jobs if j["type"] == "DRIVER")
         page.goto(f"{url}/sessions/{sid}/timeline?job_id={driver_job}")
-        wait_for_text(page, ["task attempts on"])
+        page.wait_for_function("document.getElementById('timeline').dataset.ready")
         data = page.evaluate(f"fetch('/api/v1/sessions/{sid}/timeline?job_id={driver_job}').then(r => r.json())")
-        assert int(page.get_attribute("#timeline", "data-tasks-drawn")) == data["shown"] > 0
-        # Click the middle of the first `square` bar: the page must show its stdout, "square(N)".
-        col = {c: i for i, c in enumerate(data["columns"])}
+        attempts = [dict(zip(data["columns"], a)) for a in data["attempts"]]
+        state = page.evaluate("window.__rayhistoryTimeline.state()")
+        assert state["mode"] == "attempts" and state["total"] == data["total"] == len(attempts) == state["drawn"]
+        assert f"{data['total']} task attempts in view" in page.inner_text("#status")
+        legend = page.inner_text("#legend")
+        for words in {a["state"] for a in attempts} | {"waiting for a node", "on the worker", "thick: running"}:
+            assert words in legend, (words, legend)
+
+        square = next(a for a in attempts if a["name"] == "square")
         box = page.locator("#timeline").bounding_box()
-        squares = [r for r in data["rows"] if r[col["name"]] == "square"]
-        assert squares
-        found = page.evaluate("id => window.__rayhistoryTimeline.locate(id)", squares[0][col["task_id"]])
-        page.mouse.click(box["x"] + found["x"], box["y"] + found["y"])
+        at = page.evaluate("id => window.__rayhistoryTimeline.locate(id)", square["task_id"])
+        page.mouse.move(box["x"] + at["x"], box["y"] + at["y"])
+        page.wait_for_selector("#tooltip:not([hidden])")
+        tip = page.inner_text("#tooltip")
+        for fact in ("square", "state: FINISHED", square["task_id"], f"pid {square['pid']}", "duration", "running"):
+            assert fact in tip, (fact, tip)
+        page.mouse.click(box["x"] + at["x"], box["y"] + at["y"])
         wait_for_text(page, ["square(", "open in Ray's dashboard"])
         assert "square(" in page.inner_text("#task-out")
+        link = page.get_attribute("#task-meta a", "href")
+        assert link == f"/sessions/{sid}/#/jobs/{square['job_id']}/tasks/{square['task_id']}"
+
+        # Zoom onto that task: the next answer covers its window only, and its bar fills most of the plot.
+        page.click("#zoom-task")
+        view = page.evaluate("window.__rayhistoryTimeline.view()")
+        assert view["from"] <= square["creation_ms"] and view["to"] >= square["end_ms"]
+        zoomed = poll(
+            lambda: (s := page.evaluate("window.__rayhistoryTimeline.state()"))["start"] == view["from"] and s,
+            10,
+            "the zoomed window's answer",
+        )
+        assert 1 <= zoomed["total"] <= state["total"] and zoomed["end"] == view["to"]
+        at = page.evaluate("id => window.__rayhistoryTimeline.locate(id)", square["task_id"])
+        assert at["width"] > 0.8 * at["plot"], at
+
         # "this task's logs": the search page, scoped to the task's worker and name, shows what it printed.
         page.click("#task-logs")
         page.wait_for_url("**/search?**")

@@ -37,6 +37,7 @@ from archive.compacted import (
     PLACEMENT_GROUPS,
     PROFILE_EVENTS,
     TABLES,
+    TASK_TIMELINE,
     TASKS,
     WORKERS,
     Table,
@@ -50,6 +51,7 @@ from historyserver.compaction.ids import ms
 from historyserver.compaction.metrics import compact_metrics
 from historyserver.compaction.placement_groups import placement_group_rows
 from historyserver.compaction.records import actor_record, job_records, node_record
+from historyserver.compaction.task_timeline import build_task_timeline
 from historyserver.compaction.tasks_sql import fold_tasks
 from historyserver.compaction.workers import build_workers
 
@@ -169,6 +171,11 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
         )
     shutil.rmtree(inputs.tmp / "stage", ignore_errors=True)
     return {"tasks": counts["tasks"], "failed_tasks": counts["failed_tasks"]}
+
+
+def _task_timeline(inputs: Inputs) -> dict[str, int]:
+    build_task_timeline(inputs.con, inputs.tmp / TASKS.file, inputs.tmp)
+    return {}
 
 
 def _workers(inputs: Inputs) -> dict[str, int]:
@@ -299,6 +306,7 @@ BUILDERS = (
     Builder((METRIC_SERIES, METRIC_SAMPLES), _metrics),
     Builder((PLACEMENT_GROUPS,), _placement_groups),
     Builder((TASKS, PROFILE_EVENTS), _tasks),
+    Builder((TASK_TIMELINE,), _task_timeline, reads=(TASKS,)),
     Builder((WORKERS,), _workers, reads=(TASKS,)),
     Builder((ACTORS,), _actors),
     Builder((JOBS,), _jobs),

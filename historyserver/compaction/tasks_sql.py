@@ -176,7 +176,9 @@ def _fold(
                         arg_max(s.code, s.ns::HUGEINT * 100 + s.code)) AS state_code,
                (coalesce(min(s.ns) FILTER (WHERE s.code = 1), min(s.ns)) // 1000000)::DOUBLE AS creation_ms,
                (min(s.ns) FILTER (WHERE s.code = 8) // 1000000)::DOUBLE AS start_ms,
-               (max(s.ns) FILTER (WHERE s.code IN (11, 12)) // 1000000)::DOUBLE AS end_ms
+               (max(s.ns) FILTER (WHERE s.code IN (11, 12)) // 1000000)::DOUBLE AS end_ms,
+               (min(s.ns) FILTER (WHERE s.code = 2) // 1000000)::DOUBLE AS pending_node_ms,
+               (min(s.ns) FILTER (WHERE s.code = 5) // 1000000)::DOUBLE AS submitted_ms
         FROM t_states s JOIN t_state_names n USING (code)
         GROUP BY ALL
     """)
@@ -250,6 +252,7 @@ def _fold(
                p.component_type, {_hex("p.component_id")} AS component_id, p.node_ip,
                p.events AS profile_events,
                t.creation_ms AS creation_time_ms, t.start_ms AS start_time_ms,
+               t.pending_node_ms AS pending_node_time_ms, t.submitted_ms AS submitted_time_ms,
                coalesce(t.end_ms, j.end_ms,
                         CASE WHEN coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') THEN {end} END) AS end_time_ms,
                t.end_ms IS NULL AND j.end_ms IS NULL AND {end} IS NOT NULL
@@ -273,7 +276,7 @@ def _fold(
         COPY (
             SELECT r.task_id, r.attempt_number, r.name, r.state, r.job_id, r.actor_id, r.type, r.func_or_class_name,
                    r.parent_task_id, r.node_id, r.worker_id, r.worker_pid, r.error_type, r.creation_time_ms,
-                   r.start_time_ms, r.end_time_ms, r.unfinished,
+                   r.start_time_ms, r.end_time_ms, r.pending_node_time_ms, r.submitted_time_ms, r.unfinished,
                    to_json({{
                        task_id: r.task_id, attempt_number: r.attempt_number, name: r.name, state: r.state,
                        job_id: r.job_id, actor_id: r.actor_id, type: r.type, func_or_class_name: r.func_or_class_name,

@@ -6,8 +6,6 @@ from typing import Any
 
 from historyserver.queries.session_db import SessionDB
 
-MAX_TIMELINE_TASKS = 200_000  # beyond this the browser cannot draw usefully; the page says it was cut
-
 
 def task_counts(db: SessionDB) -> dict[str, int]:
     rows = db.query("SELECT state, count(*) FROM tasks WHERE type <> 'DRIVER_TASK' GROUP BY state ORDER BY 2 DESC")
@@ -51,34 +49,3 @@ def failed_task_groups(db: SessionDB, limit: int = 20) -> list[dict[str, Any]]:
         }
         for et, exc, n, funcs, example, task, job in rows
     ]
-
-
-def timeline(db: SessionDB, job_id: str | None) -> dict[str, Any]:
-    """Task attempts as columns (compact for the browser): one bar per attempt, placed by node and worker."""
-    where, params = (
-        ("WHERE type <> 'DRIVER_TASK' AND job_id = ?", [job_id]) if job_id else ("WHERE type <> 'DRIVER_TASK'", [])
-    )
-    total = db.query(f"SELECT count(*) FROM tasks {where}", params)[0][0]
-    rows = db.query(
-        f"""
-        SELECT task_id, attempt_number, name, state, coalesce(node_id, ''), coalesce(worker_id, ''),
-               coalesce(start_time_ms, creation_time_ms), coalesce(end_time_ms, start_time_ms, creation_time_ms),
-               job_id, unfinished
-        FROM tasks {where} AND coalesce(start_time_ms, creation_time_ms) IS NOT NULL
-        ORDER BY node_id, worker_id, 7 LIMIT ?
-        """,
-        params + [MAX_TIMELINE_TASKS],
-    )
-    columns = [
-        "task_id",
-        "attempt",
-        "name",
-        "state",
-        "node_id",
-        "worker_id",
-        "start_ms",
-        "end_ms",
-        "job_id",
-        "unfinished",
-    ]
-    return {"total": total, "shown": len(rows), "columns": columns, "rows": [list(r) for r in rows]}

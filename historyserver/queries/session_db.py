@@ -95,6 +95,19 @@ class SessionDB:
         finally:
             cur.close()
 
+    def columns(self, sql: str, params: list[Any] | None = None) -> list[list[Any]]:
+        """The columns of a query's answer as lists (numbers read in bulk, not row by row as tuples)."""
+        cur = self._con.cursor()
+        try:
+            found = cur.execute(sql, params or []).fetchnumpy()
+            return [found[name].tolist() for name in found]
+        except duckdb.OutOfMemoryException as e:
+            raise TooLarge(
+                f"this request needs more than the {QUERY_MEMORY} one session's queries may use; narrow it"
+            ) from e
+        finally:
+            cur.close()
+
     def stream(self, sql: str, params: list[Any] | None = None, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """The rows of a query, fetched `batch` at a time: a large answer is never held whole."""
         cur = self._con.cursor()

@@ -1,9 +1,14 @@
 """Ray's task timeline (`api/v0/tasks/timeline`): a Chrome trace built from the tasks' profile events.
 
 Follows Ray 2.60's chrome_tracing_dump (ray/_private/profiling.py) over the tasks Ray's state API would list for
-it (driver tasks excluded, sorted by task id, at most 10,000, optionally one job's): one complete event ("X") per
-profile event, ts/dur in microseconds, pid numbering the nodes and tid the workers in order of first appearance,
-then the metadata events ("M") that name them.
+it (driver tasks excluded, sorted by task id, optionally one job's): one complete event ("X") per profile event,
+ts/dur in microseconds, pid numbering the nodes and tid the workers in order of first appearance, then the
+metadata events ("M") that name them.
+
+A deliberate difference: Ray lists at most 10,000 tasks (RAY_MAX_LIMIT_FROM_API_SERVER) and silently traces only
+those, so a large session's trace misses most of it. Ours holds every task: it is streamed from DuckDB in batches
+and written in pieces, so its size costs time, never memory. The first 10,000 tasks give the same events, pids and
+tids as Ray's (both number in task-id order); the rest follow in the same order.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from historyserver.queries.session_db import NOT_DRIVER, RAY_LIST_LIMIT, SessionDB
+from historyserver.queries.session_db import NOT_DRIVER, SessionDB
 
 # Ray's _default_color_mapping: trace viewer colour names by event name; anything else is "generic_work".
 COLORS = {
@@ -77,8 +82,7 @@ def chrome_trace_events(db: SessionDB, job_id: str | None = None) -> Iterator[di
     rows = db.stream(
         f"""
         WITH listed AS (
-            SELECT task_id, attempt_number, job_id, func_or_class_name, actor_id FROM tasks
-            WHERE {where} ORDER BY task_id, attempt_number LIMIT {RAY_LIST_LIMIT})
+            SELECT task_id, attempt_number, job_id, func_or_class_name, actor_id FROM tasks WHERE {where})
         SELECT l.task_id, l.job_id, l.attempt_number, l.func_or_class_name, l.actor_id,
                p.component_type, p.component_id, p.node_ip_address, p.event_name, p.start_time, p.end_time,
                p.extra_data

@@ -8,8 +8,7 @@ from fastapi.responses import Response
 from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
-from historyserver.queries import dashboards
-from historyserver.queries import overview as overview_queries
+from historyserver.queries import dashboards, timeline_view
 from historyserver.routes.deps import catalog, fast_json, large_answer, session_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -62,12 +61,25 @@ def get_overview(request: Request, session_id: str) -> dict:
 
 
 @router.get("/sessions/{session_id}/timeline")
-def get_timeline(request: Request, session_id: str, job_id: str | None = None) -> Response:
-    """Task attempts of the session (or of one job) as compact columns, for the timeline page."""
+def get_timeline(
+    request: Request,
+    session_id: str,
+    start: float | None = Query(None, description="window start (epoch ms; default: the first attempt's creation)"),
+    end: float | None = Query(None, description="window end (epoch ms; default: the last attempt's end)"),
+    width: int = Query(1000, description="pixels the window is drawn on: density has at most this many buckets"),
+    job_id: list[str] = Query(default=[], description="only these jobs (repeatable)"),
+    function: list[str] = Query(default=[], description="only these functions or classes (repeatable)"),
+    state: list[str] = Query(default=[], description="only attempts in these states (repeatable)"),
+    color_by: str = Query("state", description="density keys: state, function or job"),
+) -> Response:
+    """The task attempts of a time window: their count, and per-lane density or (zoomed in) the attempts."""
     entry = session_entry(request, session_id)
     db = services.of(request).warehouse.db(entry)
     with large_answer(request):
-        return fast_json(overview_queries.timeline(db, job_id))
+        view = timeline_view.timeline_view(
+            db, timeline_view.ViewFilter(job_id, function, state), start, end, width, color_by
+        )
+        return fast_json(view)
 
 
 @router.get("/sessions/{session_id}/dashboards")
