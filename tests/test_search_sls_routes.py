@@ -124,6 +124,8 @@ def test_the_archive_answers_when_sls_cannot_be_reached(archived, sls):
     )
     assert context.status_code == 200 and "unavailable" in context.json()["warnings"][0]
     assert [c["line"] for c in context.json()["lines"]] == [19, 20, 21]
+    histogram = app.get(f"/api/v1/sessions/{ref.id}/logs/search/histogram", params={"q": "ValueError"})
+    assert histogram.status_code == 200 and histogram.json()["backend"] == "archive"  # who counted, not who was asked
 
 
 def test_serve_stops_at_start_without_the_sls_credentials(tmp_path):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from historyserver import services
+from historyserver.errors import BadRequest
 from historyserver.routes.deps import session_entry
 from historyserver.routes.pages import templates
 from historyserver.search.backends import search_backend
@@ -19,9 +20,11 @@ router = APIRouter()
 
 @router.get("/sessions/{session_id}/logs/view", response_class=HTMLResponse)
 def log_view_page(
-    request: Request, session_id: str, node_id: str, file: str, line: int = Query(1, ge=1)
+    request: Request, session_id: str, node_id: str | None = None, file: str | None = None, line: int = Query(1, ge=1)
 ) -> HTMLResponse:
-    entry = session_entry(request, session_id)
+    entry = session_entry(request, session_id)  # first: an invisible session answers as an unknown one
+    if not node_id or not file:
+        raise BadRequest("give node_id and file: the view shows one archived file (search hits link here)")
     svc = services.of(request)
     with svc.gates.searches.slot():
         tables = Path(svc.warehouse.db(entry).dir)

@@ -228,13 +228,21 @@ def histogram_sessions(
 def context(
     request: Request,
     session_id: str,
-    node_id: str,
-    file: str,
-    line: int = Query(..., ge=1),
+    # Required, but checked after the session is: an invisible session answers as an unknown one, whatever else
+    # is wrong with the request (tests/test_access_matrix.py).
+    node_id: str | None = None,
+    file: str | None = None,
+    line: int | None = None,
     before: int = Query(10, ge=0),
     after: int = Query(10, ge=0),
 ) -> Response:
     entry = session_entry(request, session_id)
+    missing = [name for name, value in (("node_id", node_id), ("file", file), ("line", line)) if value is None]
+    if missing:
+        raise SearchRefused(f"give {', '.join(missing)}: the context is the lines around one line of one file")
+    if line is not None and line < 1:
+        raise SearchRefused(f"line={line}: lines count from 1")
+    assert node_id is not None and file is not None and line is not None
     svc = services.of(request)
     with svc.gates.searches.slot():
         answer = search_backend(svc).context(entry.ref, node_id, file, line, before, after)

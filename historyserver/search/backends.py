@@ -63,6 +63,7 @@ class Fallback:
             return self.primary.histogram(sessions, req, buckets)
         except SearchUnavailable as e:
             self._warning(e)
+        self.name = self.fallback.name  # one Fallback per request: the answer names who counted
         return self.fallback.histogram(sessions, req, buckets)
 
     def context(
