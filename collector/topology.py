@@ -146,11 +146,11 @@ def _api(settings: CollectorSettings, session: SessionDir, folder: Path, pulling
     if not pulling or settings.api_interval <= 0:
         return PulledSpool(api_snapshots.SOURCE, folder)
     from collector.sources.dashboard_api import (
+        DashboardAddress,
         DashboardApiPoller,
-        dashboard_url_from_session,
     )
 
-    poller = DashboardApiPoller(folder, dashboard_url_from_session(session), interval=settings.api_interval)
+    poller = DashboardApiPoller(folder, DashboardAddress(session), interval=settings.api_interval)
     return PulledSpool(
         api_snapshots.SOURCE, folder, poller.run, poller.poll_once, poller.close, lambda: poll_stats(poller.stats)
     )

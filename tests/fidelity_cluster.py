@@ -234,14 +234,17 @@ def run(events: str, work: Path) -> Recorded:
         cleanup.callback(prometheus.stop)
         cleanup.callback(lambda: [c.kill() for c in collectors if c.poll() is None])
 
+        # Each collector starts before its node, as a sidecar does, on Ray's session_latest link: its event
+        # receiver holds its port before Ray's processes pick their random ones (a port free_port() found free
+        # was once taken by Ray before the collector bound it).
+        collectors.append(_collector(head.temp_dir / "session_latest", archive, head.env, head_port))
         head_session = head.start()
         start_s = time.time()
         ref = SessionRef(NAMESPACE, CLUSTER, head_session.name)
-        collectors.append(_collector(head_session, archive, head.env, head_port))
         prometheus.start(config_text=_prometheus_config(head_session))
         head.wait_ready()
+        collectors.append(_collector(worker.temp_dir / "session_latest", archive, worker.env, worker_port))
         worker_session = worker.start()
-        collectors.append(_collector(worker_session, archive, worker.env, worker_port))
         wait_for("the collectors to register", lambda: open_store(archive).exists(ref.index_key), 120, collectors[0])
         wait_for(
             "both nodes alive",

@@ -174,6 +174,21 @@ def test_the_dashboard_address_is_read_from_the_session(tmp_path):
     assert dashboard_url_from_session(SessionDir(session)) == "http://127.0.0.1:8265"
 
 
+def test_a_sidecar_that_started_first_finds_the_dashboard_once_it_logs_its_address(tmp_path):
+    from collector.sources.dashboard_api import DashboardAddress
+
+    session = make_session(tmp_path)
+    address = DashboardAddress(SessionDir(session))
+    assert address() == "http://127.0.0.1:8265"  # not logged yet: Ray's default, and the log is read again
+    (session / "logs" / "dashboard.log").write_text(
+        "2026-11-25 21:59:11,546\tINFO http_server_head.py:492 -- Dashboard head http address: 127.0.0.1:41234\n"
+    )
+    assert address() == "http://127.0.0.1:41234"
+    poller = DashboardApiPoller(tmp_path / "spool", address, interval=60, timeout=0.2, routes=("/api/version",))
+    poller.poll_once()
+    assert poller.url == "http://127.0.0.1:41234"
+
+
 def test_polls_a_real_head_through_a_workload_and_its_shutdown(tmp_path):
     ray = LocalRayCluster()
     ray.env["AUTOSCALER_METRIC_PORT"] = str(free_port())

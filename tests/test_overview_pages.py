@@ -99,6 +99,18 @@ def test_timeline_page_tooltip_legend_zoom_to_a_task_and_its_logs(finished_clust
             assert words in legend, (words, legend)
 
         square = next(a for a in attempts if a["name"] == "square")
+        # Zoomed out, a 1 ms task shares its pixels with its lane's neighbours: hover it in its own window.
+        pad = max((square["end_ms"] - square["creation_ms"]) * 0.05, 0.5)
+        page.evaluate(
+            "([a, b]) => window.__rayhistoryTimeline.zoomTo(a, b)",
+            [square["creation_ms"] - pad, square["end_ms"] + pad],
+        )
+        window = page.evaluate("window.__rayhistoryTimeline.view()")
+        poll(
+            lambda: page.evaluate("window.__rayhistoryTimeline.state()")["start"] == window["from"],
+            10,
+            "the task's window answered",
+        )
         box = page.locator("#timeline").bounding_box()
         at = page.evaluate("id => window.__rayhistoryTimeline.locate(id)", square["task_id"])
         page.mouse.move(box["x"] + at["x"], box["y"] + at["y"])

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,17 +86,34 @@ def find_token(
 
 def dashboard_url_from_session(session: SessionDir, default_port: int = 8265) -> str:
     """The head's dashboard as its log names it ("Dashboard head http address: HOST:PORT"), else Ray's default."""
-    host, port = "127.0.0.1", str(default_port)
+    return _logged_dashboard_url(session) or f"http://127.0.0.1:{default_port}"
+
+
+def _logged_dashboard_url(session: SessionDir) -> str | None:
     try:
         with open(session.logs / "dashboard.log", "rb") as f:
             found = _DASHBOARD_ADDRESS_LOG.findall(f.read(8 << 20))
     except OSError:
         found = []
-    if found:  # the last one: a restarted dashboard logs its address again
-        logged_host, port = (g.decode() for g in found[-1])
-        if logged_host not in ("0.0.0.0", "::", "[::]"):
-            host = logged_host
+    if not found:
+        return None
+    logged_host, port = (g.decode() for g in found[-1])  # the last one: a restarted dashboard logs it again
+    host = "127.0.0.1" if logged_host in ("0.0.0.0", "::", "[::]") else logged_host
     return f"http://{host}:{port}"
+
+
+class DashboardAddress:
+    """The head's dashboard URL, asked at every poll: a sidecar starts before Ray's dashboard has logged its
+    address, so until it has, Ray's default port is tried and the log is read again next time."""
+
+    def __init__(self, session: SessionDir, default_port: int = 8265) -> None:
+        self.session, self.default_port = session, default_port
+        self._logged: str | None = None
+
+    def __call__(self) -> str:
+        if self._logged is None:
+            self._logged = _logged_dashboard_url(self.session)
+        return self._logged or f"http://127.0.0.1:{self.default_port}"
 
 
 @dataclass
@@ -117,7 +134,7 @@ class DashboardApiPoller:
     def __init__(
         self,
         spool_dir: str | os.PathLike[str],
-        dashboard_url: str,
+        dashboard_url: str | Callable[[], str],  # a callable is asked at every poll (DashboardAddress)
         interval: float = 30.0,
         timeout: float = 20.0,
         routes: tuple[str, ...] = ROUTES,
@@ -126,7 +143,8 @@ class DashboardApiPoller:
         home: str | os.PathLike[str] | None = None,
         max_file_bytes: int = 32 << 20,
     ) -> None:
-        self.url = dashboard_url.rstrip("/")
+        self._address = dashboard_url if callable(dashboard_url) else (lambda: str(dashboard_url))
+        self.url = self._address().rstrip("/")
         self.interval = interval
         self.timeout = timeout
         self.routes = routes
@@ -144,6 +162,7 @@ class DashboardApiPoller:
     def poll_once(self) -> PollStats:
         """Snapshot every route once; failures are counted and logged, never raised."""
         with self._lock:
+            self.url = self._address().rstrip("/")
             before = dataclasses.replace(self.stats)
             lines = []
             token = self.token()
