@@ -13,6 +13,7 @@ from historyserver import services
 from historyserver.errors import HistoryError
 from historyserver.routes import (
     access,
+    clusters,
     framework_errors,
     grafana,
     live_api,
@@ -44,6 +45,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.include_router(access.router)
     app.include_router(sessions_api.router)
     app.include_router(live_api.router)
+    app.include_router(clusters.router)
     app.include_router(pages.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
     for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, grafana):
