@@ -3,7 +3,8 @@
 Bounded: GET, HEAD and POST only (the UI's API calls; no websockets), request bodies up to MAX_BODY bytes, a
 connect and a per-read timeout, and answers streamed in chunks (never held whole) up to MAX_ANSWER bytes. Only the
 headers the UI's requests and answers need cross it: the user's cookies and credentials for this server never reach
-Ray, and Ray's cookies never reach the browser. Ray's own token, when the cluster uses one, is sent as the
+Ray, and Ray's cookies never reach the browser. The headers by which Ray recognises a browser do cross it, so Ray
+still refuses a browser's POST (its guard against cross-site requests) while an API client's POST passes. Ray's own token, when the cluster uses one, is sent as the
 `X-Ray-Authorization: Bearer` header that Ray's dashboard accepts from proxies (ray/_private/authentication).
 """
 
@@ -29,6 +30,15 @@ REQUEST_HEADERS = (
     "if-modified-since",
     "if-none-match",
     "range",
+    # What Ray's dashboard tells browsers by (dashboard/optional_utils.py is_browser_request): it refuses them
+    # anything but GET and HEAD against CSRF and DNS rebinding, and must keep doing so behind this proxy.
+    "origin",
+    "referer",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "user-agent",
 )
 ANSWER_HEADERS = (
     "accept-ranges",
