@@ -6,9 +6,8 @@ Not timed: the numbers are the benchmark's business (python -m benchmarks.open_s
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
