@@ -137,3 +137,16 @@ def test_a_head_that_stopped_answering_is_a_502_naming_the_dashboard(tmp_path, c
         with _client(tmp_path, live) as c:
             r = c.get(f"{LIVE}/api/jobs/", follow_redirects=False)
     assert r.status_code == 502 and "127.0.0.1:9" in json.dumps(r.json())
+
+
+def test_rays_ui_in_chromium_through_the_server_with_no_login_asked(client):
+    from tests.browser import browser, page_watch, served, wait_for_text
+
+    c, ray, token, kube = client
+    with served(c.app) as base, browser() as b, page_watch(b) as (page, problems):
+        page.goto(f"{base}{LIVE}/#/cluster")
+        wait_for_text(page, ["NODES", "ALIVE"], timeout=60)  # the head node, from the live cluster
+        page.screenshot(path=f"/tmp/live_dashboard_{'token' if token else 'disabled'}.png", full_page=True)
+        assert "token" not in page.inner_text("body").lower()  # Ray's login dialog asks for a token
+        refused = [p for p in problems.requests if p.endswith(("-> 401", "-> 403"))]
+        assert refused == [], problems.all()
