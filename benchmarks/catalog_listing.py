@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = len(manifests)
     manifests = {k for k in manifests if k.endswith("/manifest.json")}
     problems = answer_problems(args.sessions, sessions, after, rows, manifests)
+    cluster_page, cluster_problems = time_cluster_page(store, url)
+    problems += cluster_problems
 
     print(f"\n{args.sessions} sessions, {args.segments_per_session} segments each, archive {url}\n")
     print("| operation | rayhistory | naive full listing (no index) |")
@@ -85,7 +87,52 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| listing again (warm, nothing changed) | {warm * 1000:.0f} ms | {naive:.2f} s |")
     print(f"| listing after one new session | {new * 1000:.0f} ms | {naive:.2f} s |")
     print(f"| filtered page (namespace, 100 rows) | {page * 1000:.0f} ms | n/a |")
+    verdict = "ok" if cluster_page < CLUSTER_PAGE_TARGET else "FAIL"
+    print(
+        f"| cluster page, {CLUSTER_SESSIONS} past sessions (HTML, median of 5) | {cluster_page * 1000:.0f} ms "
+        f"| target < {CLUSTER_PAGE_TARGET * 1000:.0f} ms: {verdict} |"
+    )
     return exit_status(problems, "benchmarks.catalog_listing")
+
+
+CLUSTER_SESSIONS = 100
+CLUSTER_PAGE_TARGET = 0.300  # issue 15: the cluster page of a cluster with 100 past sessions, in under 300 ms
+
+
+def time_cluster_page(store, url: str) -> tuple[float, list[str]]:
+    """The cluster page (/clusters/{ns}/{name}) of a cluster with 100 past sessions among all the others, served
+    by the app in-process (Kubernetes off: the archive's part, which grows with the sessions)."""
+    from fastapi.testclient import TestClient
+
+    from historyserver.app import create_app
+    from historyserver.settings import ServerSettings
+
+    for i in range(CLUSTER_SESSIONS):
+        m = SessionManifest(
+            namespace="bench",
+            cluster="big",
+            session_name=f"session_2026-06-01_00-00-00_{i:06d}_{9000 + i}",
+            status=ENDED,
+            start_ms=1_790_000_000_000 + i * 60_000,
+            end_ms=1_790_000_000_000 + i * 60_000 + 30_000,
+        )
+        store.put(m.ref.manifest_key, m.to_json())
+        store.put(m.ref.index_key, m.to_json())
+    settings = ServerSettings(archive=url, cache_dir=tempfile.mkdtemp(prefix="rh-bench-cache-"), compact_on_end=False)
+    with TestClient(create_app(settings, store)) as client:
+        first = client.get("/clusters/bench/big")  # the first listing of the catalog, then served from memory
+        times = []
+        for _ in range(5):
+            took, page = timed(lambda: client.get("/clusters/bench/big"))
+            times.append(took)
+    rows = page.text.count('<tr><td><a href="/sessions/')
+    problems = []
+    if first.status_code != 200 or page.status_code != 200 or rows != CLUSTER_SESSIONS:
+        problems.append(f"the cluster page answered {page.status_code} with {rows} sessions, not {CLUSTER_SESSIONS}")
+    median = sorted(times)[len(times) // 2]
+    if median >= CLUSTER_PAGE_TARGET:
+        problems.append(f"the cluster page took {median * 1000:.0f} ms, the target is {CLUSTER_PAGE_TARGET * 1000:.0f}")
+    return median, problems
 
 
 def answer_problems(n: int, cold: list, after: list, page: list, naive_manifests: set[str]) -> list[str]:

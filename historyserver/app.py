@@ -13,6 +13,7 @@ from historyserver import services
 from historyserver.errors import HistoryError
 from historyserver.routes import (
     access,
+    clusters,
     framework_errors,
     grafana,
     live_api,
@@ -48,6 +49,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.include_router(sessions_api.router)
     app.include_router(search_api.router)
     app.include_router(live_api.router)
+    app.include_router(clusters.router)
     app.include_router(pages.router)
     app.include_router(log_view.router)
     app.include_router(search_pages.router)

@@ -288,6 +288,21 @@ def test_the_live_list_shows_only_the_users_namespace(client, user):
     assert "dev-sandbox" not in page.text  # team-c's live cluster
 
 
+def test_cluster_pages_the_merged_list_and_the_live_dashboard_follow_the_users_namespaces(client, user):
+    own = ok(client.get(f"/api/v1/clusters/{user.own.namespace}/{user.own.cluster}"))
+    assert own["live"]["state"] == "ready" and [s["id"] for s in own["sessions"]] == [user.own.id]
+    assert client.get(f"/clusters/{user.own.namespace}/{user.own.cluster}").status_code == 200
+    for path in ("/api/v1/clusters/{ns}/{c}", "/clusters/{ns}/{c}", "/clusters/{ns}/{c}/live/api/jobs/"):
+        other = client.get(path.format(ns=user.other.namespace, c=user.other.cluster), follow_redirects=False)
+        unknown = client.get(path.format(ns=user.other.namespace, c="no-such-cluster"), follow_redirects=False)
+        assert other.status_code == unknown.status_code == 404, path  # not a redirect to the other's session
+        assert other.json()["error"]["message"].replace(user.other.cluster, "C") == unknown.json()["error"][
+            "message"
+        ].replace("no-such-cluster", "C")
+    rows = ok(client.get("/api/v1/clusters", params={"limit": 1000}))["rows"]
+    assert rows and {r["namespace"] for r in rows} == {user.own.namespace}
+
+
 def test_a_user_without_namespaces_sees_an_empty_archive(app):
     with TestClient(app) as c:
         token = "carol-7e1d3b5a9c0f2e46"

@@ -7,6 +7,7 @@ Not timed: the numbers are the benchmark's business (python -m benchmarks.open_s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,9 @@ def test_collector_benchmark_exits_non_zero_when_the_archive_loses_a_segment(mon
 def test_catalog_benchmark_passes_and_checks_what_it_listed(tmp_path: Path, monkeypatch, capsys) -> None:
     args = ["--sessions", "30", "--segments-per-session", "1", "--archive", str(tmp_path / "a")]
     assert catalog_listing.main(args) == 0
+    assert re.search(
+        r"\| cluster page, 100 past sessions .*\| \d+ ms \| target < 300 ms: ok \|", capsys.readouterr().out
+    )
     # A listing that loses sessions is no result, however fast.
     from historyserver.catalog import Catalog
 

@@ -33,6 +33,8 @@ LEAST_PRIVILEGE = {
         "resources": ["subjectaccessreviews"],
         "verbs": ["create"],
     },
+    # Ray's token of a RayCluster with token auth, for the live dashboard proxy: get only, never list or watch.
+    "rayhistory-ray-token-reader": {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 }
 
 

@@ -47,6 +47,8 @@ def test_kustomizations_render_and_the_loader_agrees_with_kubectl(name: str) -> 
     assert kinds == [
         "ClusterRole",
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "ConfigMap",

@@ -114,6 +114,8 @@ class LiveClusters:
         self.settings = settings
         self._lock = threading.Lock()
         self._api: Any = None
+        self._client: Any = None  # the ApiClient under _api, shared by other APIs (Secrets, for Ray's tokens)
+        self._raw: dict[tuple[str, str], dict[str, Any]] = {}  # the last listing's RayCluster objects
         self._host = "the Kubernetes API server"
         self._cached: tuple[float, list[LiveRow] | KubernetesUnavailable] | None = None
 
@@ -148,11 +150,25 @@ class LiveClusters:
                 f"{self._host} serves none of rayclusters, rayjobs, rayservices in {GROUP}/{VERSION}: "
                 "install KubeRay's CRDs (v1.0 or later)"
             )
+        self._raw = {(_meta(o, "namespace"), _meta(o, "name")): o for o in objects["RayCluster"] or []}
         clusters = [_cluster_row(o, self.settings.dashboard_url_template) for o in objects["RayCluster"] or []]
         by_name = {(r.namespace, r.name): r for r in clusters}
         jobs = [_job_row(o, by_name) for o in objects["RayJob"] or []]
         services = [_service_row(o, by_name) for o in objects["RayService"] or []]
         return clusters + jobs + services
+
+    def cluster(self, namespace: str, name: str) -> tuple[LiveRow, dict[str, Any]] | None:
+        """One live RayCluster (its row and the object KubeRay keeps), from the cached listing; None when absent."""
+        rows = self.list()
+        with self._lock:
+            raw = self._raw.get((namespace, name))
+        row = next((r for r in rows if r.kind == "RayCluster" and (r.namespace, r.name) == (namespace, name)), None)
+        return (row, raw) if row is not None and raw is not None else None
+
+    def api_client(self) -> tuple[Any, str]:
+        """The ApiClient the listings use, and the API server's address (for other reads: a cluster's Secret)."""
+        self._connect()
+        return self._client, self._host
 
     def _list_kind(self, plural: str) -> list[dict[str, Any]] | None:
         """The objects of one kind, or None when the API server does not serve it (an older KubeRay)."""
@@ -184,6 +200,7 @@ class LiveClusters:
         from kubernetes import client
 
         api, self._host = api_client(self.settings)
+        self._client = api
         self._api = client.CustomObjectsApi(api)
         return self._api
 

@@ -10,10 +10,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from historyserver import services
-from historyserver.live.kube import KubernetesUnavailable
+from historyserver.errors import BadRequest
+from historyserver.live.listing import Filters
 from historyserver.overview import session_overview
-from historyserver.routes.deps import catalog, session_entry
-from historyserver.routes.live_api import live_clusters, visible_rows
+from historyserver.routes.deps import session_entry
 from historyserver.search.links import search_url, text_query
 
 router = APIRouter()
@@ -47,23 +47,43 @@ templates.env.globals.update(search_url=search_url)
 
 
 @router.get("/", response_class=HTMLResponse)
-def sessions_page(request: Request) -> HTMLResponse:
-    sessions = [e.summary("") for e in catalog(request).sessions()]
-    live, live_error = [], None
-    clusters = live_clusters(request)
-    if clusters.enabled:
-        try:
-            live = [r.to_dict() for r in visible_rows(request, clusters, "")]
-        except KubernetesUnavailable as e:  # the archive still answers: say what is wrong, show the rest
-            live_error = str(e)
+def sessions_page(
+    request: Request,
+    namespace: str | None = None,
+    cluster: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> HTMLResponse:
+    """Live clusters and archived sessions in one table; the form's empty fields mean "any"."""
+    from historyserver.routes.clusters import listing
+
+    filters = Filters(namespace or None, cluster or None, status or None, _day_ms(since), _day_ms(until), limit, offset)
     context = {
-        "sessions": sessions,
+        "page": listing(request, filters),
+        "f": {
+            "namespace": namespace or "",
+            "cluster": cluster or "",
+            "status": status or "",
+            "since": since or "",
+            "until": until or "",
+        },
         "archive": services.of(request).store.url,
-        "live_enabled": clusters.enabled,
-        "live": live,
-        "live_error": live_error,
     }
     return templates.TemplateResponse(request, "sessions.html", context)
+
+
+def _day_ms(value: str | None) -> int | None:
+    """A form's date (YYYY-MM-DD, UTC) or datetime as epoch ms."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise BadRequest(f"{value!r} is not a date; give YYYY-MM-DD or YYYY-MM-DDTHH:MM") from e
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
 @router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)

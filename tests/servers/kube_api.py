@@ -10,6 +10,9 @@ the history server and the official client use, the way kube-apiserver does:
 - discovery (/api, /api/v1, /apis, /apis/{group}, /apis/{group}/{version}), built from the CRDs it is given;
 - GET and LIST of the CRDs' served versions, cluster-wide and per namespace, in the exact list shape
   (apiVersion, kind `XList`, metadata.resourceVersion, items with the metadata the API server fills in);
+- GET of core v1 Secrets (`secrets`: {(namespace, name): {key: bytes}}), in the Secret shape with base64 data; a
+  404 NotFound Status for an unknown one, 403 in a forbidden namespace; secrets are never listed (the server has
+  only `get` on them);
 - 403 Forbidden Status for the namespaces it is told to forbid, as RBAC answers; a token denied any namespace holds
   no ClusterRole, so cluster-wide lists are refused then too.
 - POST /apis/authorization.k8s.io/v1/subjectaccessreviews, answered from the AccessRules a test gives as the RBAC
@@ -116,6 +119,7 @@ class KubeAPI:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query) in the order received
     access_rules: list[AccessRule] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)  # SubjectAccessReview bodies, as received
+    secrets: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict)
     may_review: bool = True
     resource_version: int = 48213
     _httpd: _Server | None = None
@@ -220,9 +224,18 @@ class KubeAPI:
                         "kind": "Namespace",
                         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                         "shortNames": ["ns"],
-                    }
+                    },
+                    {
+                        "name": "secrets",
+                        "singularName": "secret",
+                        "namespaced": True,
+                        "kind": "Secret",
+                        "verbs": VERBS,
+                    },
                 ],
             }
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 6 and parts[4] == "secrets":
+            return self._secret(parts[3], parts[5])
         if parts == ["apis"]:
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
         if parts[:1] == ["apis"] and len(parts) == 2:
@@ -317,6 +330,32 @@ class KubeAPI:
             "metadata": {"creationTimestamp": None},
             "spec": spec,
             "status": status_part,
+        }
+
+    def _secret(self, namespace: str, name: str) -> tuple[int, Any]:
+        if namespace in self.forbidden_namespaces:
+            return 403, status_object(
+                403,
+                "Forbidden",
+                f'secrets "{name}" is forbidden: User "{USER}" cannot get resource "secrets" in API group "" in the '
+                f'namespace "{namespace}"',
+                {"name": name, "kind": "secrets"},
+            )
+        data = self.secrets.get((namespace, name))
+        if data is None:
+            return 404, status_object(404, "NotFound", f'secrets "{name}" not found', {"name": name, "kind": "secrets"})
+        return 200, {
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"secret/{namespace}/{name}")),
+                "resourceVersion": str(self.resource_version),
+                "creationTimestamp": "2026-11-25T20:00:00Z",
+            },
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            "type": "Opaque",
         }
 
     def _groups(self) -> list[dict[str, Any]]:
