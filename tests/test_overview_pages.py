@@ -125,11 +125,16 @@ def test_timeline_page_tooltip_legend_zoom_to_a_task_and_its_logs(finished_clust
         assert link == f"/sessions/{sid}/#/jobs/{square['job_id']}/tasks/{square['task_id']}"
 
         # Zoom onto that task: the next answer covers its window only, and its bar fills most of the plot.
+        answered = page.evaluate("window.__rayhistoryTimeline.stats.requests.length")
         page.click("#zoom-task")
         view = page.evaluate("window.__rayhistoryTimeline.view()")
         assert view["from"] <= square["creation_ms"] and view["to"] >= square["end_ms"]
         zoomed = poll(
-            lambda: (s := page.evaluate("window.__rayhistoryTimeline.state()"))["start"] == view["from"] and s,
+            lambda: (
+                page.evaluate("window.__rayhistoryTimeline.stats.requests.length") > answered
+                and (s := page.evaluate("window.__rayhistoryTimeline.state()"))["start"] == view["from"]
+                and s
+            ),
             10,
             "the zoomed window's answer",
         )
