@@ -28,12 +28,13 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _field(tag: int, value: bytes) -> bytes:
+def delimited(tag: int, value: bytes) -> bytes:
+    """A length-delimited protobuf field: its key byte, the varint length, the bytes (SLS LogGroups, remote write)."""
     return bytes([tag]) + varint(len(value)) + value
 
 
 def _pair(key: str, value: str) -> bytes:
-    return _field(0x0A, key.encode()) + _field(0x12, value.encode("utf-8", "replace"))
+    return delimited(0x0A, key.encode()) + delimited(0x12, value.encode("utf-8", "replace"))
 
 
 def _content(key: str, value: str) -> bytes:
@@ -57,5 +58,5 @@ def log_entry(time_ns: int, contents: Iterable[tuple[str, str]]) -> bytes:
 
 
 def log_group(entries: Sequence[bytes], topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
-    out = b"".join(entries) + _field(0x1A, topic.encode()) + _field(0x22, source.encode())
-    return out + b"".join(_field(0x32, _pair(k, v)) for k, v in tags)
+    out = b"".join(entries) + delimited(0x1A, topic.encode()) + delimited(0x22, source.encode())
+    return out + b"".join(delimited(0x32, _pair(k, v)) for k, v in tags)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import cramjam
 
 from archive.credentials import CredentialSource
+from collector.sinks.sls.loggroup import delimited, varint
 
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _UNESCAPE = re.compile(r"\\(.)")
@@ -38,19 +39,6 @@ HEADERS = {
 
 class BadLine(ValueError):
     pass
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: int, value: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(value)) + value
 
 
 def _unescape(value: str) -> str:
@@ -71,7 +59,7 @@ def series_labels(series: str) -> bytes:
         pairs += [(k, _unescape(v)) for k, v in _LABEL.findall(series[brace + 1 : -1])]
     out = bytearray()
     for k, v in sorted(pairs):
-        out += _field(0x0A, _field(0x0A, k.encode()) + _field(0x12, v.encode()))
+        out += delimited(0x0A, delimited(0x0A, k.encode()) + delimited(0x12, v.encode()))
     return bytes(out)
 
 
@@ -114,8 +102,8 @@ class Encoder:
             if len(self._heads) >= self.cache_size:
                 self._heads.clear()
             head = self._heads[series] = series_labels(series)
-        sample = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms & 0xFFFFFFFFFFFFFFFF)
-        return _field(0x0A, head + _field(0x12, sample))
+        sample = b"\x09" + struct.pack("<d", value) + b"\x10" + varint(ts_ms & 0xFFFFFFFFFFFFFFFF)
+        return delimited(0x0A, head + delimited(0x12, sample))
 
 
 def compress(write_request: bytes) -> bytes:

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector.sinks.sls.loggroup import delimited, varint
+
 # The sidecar's memory: Arrow's default pool (mimalloc) keeps freed chunks for reuse, ~35 MiB more RSS in the
 # steady 1 MB/s benchmark than the system allocator, and no faster here. Pyarrow serves only this sink in the
 # collector's process; an explicit ARROW_DEFAULT_MEMORY_POOL still wins.
@@ -47,22 +49,9 @@ KEYS = (
 )
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: int, value: bytes) -> bytes:
-    return bytes([tag]) + varint(len(value)) + value
-
-
 def pair(key: str, value: str | bytes) -> bytes:
     """A Content or LogTag body: Key = 1, Value = 2."""
-    return _field(0x0A, key.encode()) + _field(0x12, value if isinstance(value, bytes) else value.encode())
+    return delimited(0x0A, key.encode()) + delimited(0x12, value if isinstance(value, bytes) else value.encode())
 
 
 def varints(values: np.ndarray, valid: pa.Array | None = None) -> pa.BinaryArray:
@@ -131,7 +120,7 @@ def encode_logs(cols: Columns) -> pa.BinaryArray:
             values = cols.text[key].cast(pa.binary())
             valid = values.is_valid() if values.null_count else None
             lengths = _lengths(values)
-            key_field = _field(0x0A, key.encode()) + b"\x12"
+            key_field = delimited(0x0A, key.encode()) + b"\x12"
             inner = len(key_field) + varint_sizes(lengths) + lengths
             prefix = _join(
                 pa.scalar(b"\x12", pa.binary()),
@@ -143,7 +132,7 @@ def encode_logs(cols: Columns) -> pa.BinaryArray:
             content = 1 + varint_sizes(inner) + inner
             size = size + (np.where(valid.to_numpy(zero_copy_only=False), content, 0) if valid is not None else content)
         elif key in cols.constants:
-            const = _field(0x12, pair(key, cols.constants[key]))
+            const = delimited(0x12, pair(key, cols.constants[key]))
             pieces.append(pa.scalar(const, pa.binary()))
             size = size + len(const)
     nanos = cols.nanos.astype("<u4").tobytes()
@@ -171,8 +160,8 @@ def log_bytes(logs: pa.BinaryArray, start: int, stop: int) -> memoryview:
 
 def group_tail(topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
     """The LogGroup fields after its Logs: Topic, Source and LogTags."""
-    out = _field(0x1A, topic.encode()) + _field(0x22, source.encode())
-    return out + b"".join(_field(0x32, pair(k, v)) for k, v in tags)
+    out = delimited(0x1A, topic.encode()) + delimited(0x22, source.encode())
+    return out + b"".join(delimited(0x32, pair(k, v)) for k, v in tags)
 
 
 __all__ = ["Columns", "encode_logs", "log_bytes", "group_tail", "pair", "varint", "varints", "KEYS"]
