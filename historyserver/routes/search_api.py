@@ -5,10 +5,11 @@ Thin: parsing the request here, the work in historyserver/search (the backend se
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from historyserver import services
@@ -53,48 +54,70 @@ def _time(name: str, value: str | None) -> float | None:
     return when.timestamp()
 
 
-def _request(
-    q: str,
-    mode: str,
-    node_id: list[str],
-    file: list[str],
-    job_id: list[str],
-    level: list[str],
-    since: str | None,
-    until: str | None,
-    limit: int,
-    cursor: str | None,
-) -> SearchRequest:
-    if mode not in ("terms", "regex"):
-        raise SearchRefused(f"mode={mode!r}: use terms (the query language) or regex (an RE2 pattern)")
-    filters = SearchFilters(
-        node_id=tuple(node_id),
-        file=tuple(file),
-        job_id=tuple(job_id),
-        level=tuple(level),
-        since=_time("since", since),
-        until=_time("until", until),
-    )
-    if filters.since is not None and filters.until is not None and filters.since > filters.until:
-        raise SearchRefused(f"since ({since}) is after until ({until}): swap them")
-    if mode == "regex":
-        return SearchRequest(MatchAll(), q, "regex", q, filters, limit, cursor)
-    try:
-        node = parse(q)
-    except QuerySyntaxError as e:
-        raise SearchRefused(str(e), e.position, tuple(e.expected)) from None
-    return SearchRequest(node, q, "terms", None, filters, limit, cursor)
+@dataclass(frozen=True)
+class _Params:
+    """The parameters every search route shares: the query and the filters of the lines."""
+
+    q: str
+    mode: str
+    node_id: list[str]
+    file: list[str]
+    job_id: list[str]
+    level: list[str]
+    since: str | None
+    until: str | None
+
+    def request(self, limit: int, cursor: str | None) -> SearchRequest:
+        if self.mode not in ("terms", "regex"):
+            raise SearchRefused(f"mode={self.mode!r}: use terms (the query language) or regex (an RE2 pattern)")
+        filters = SearchFilters(
+            node_id=tuple(self.node_id),
+            file=tuple(self.file),
+            job_id=tuple(self.job_id),
+            level=tuple(self.level),
+            since=_time("since", self.since),
+            until=_time("until", self.until),
+        )
+        if filters.since is not None and filters.until is not None and filters.since > filters.until:
+            raise SearchRefused(f"since ({self.since}) is after until ({self.until}): swap them")
+        if self.mode == "regex":
+            return SearchRequest(MatchAll(), self.q, "regex", self.q, filters, limit, cursor)
+        try:
+            node = parse(self.q)
+        except QuerySyntaxError as e:
+            raise SearchRefused(str(e), e.position, tuple(e.expected)) from None
+        return SearchRequest(node, self.q, "terms", None, filters, limit, cursor)
 
 
-def _sessions(
-    request: Request,
-    namespace: str | None,
-    cluster: str | None,
-    session: list[str],
-    since: float | None,
-    until: float | None,
-) -> list[SessionEntry]:
+def _params(
+    q: str = Query("", description="the query (terms mode: the query language; regex mode: an RE2 pattern, grep -E)"),
+    mode: Literal["terms", "regex"] = Query("terms", description="terms or regex"),
+    node_id: list[str] = Query([]),
+    file: list[str] = Query([]),
+    job_id: list[str] = Query([]),
+    level: list[str] = Query([]),
+    since: str | None = None,
+    until: str | None = None,
+) -> _Params:
+    return _Params(q, mode, node_id, file, job_id, level, since, until)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Which sessions a search across the archive reads, before any time filter."""
+
+    namespace: str | None
+    cluster: str | None
+    session: list[str]
+
+
+def _scope(namespace: str | None = None, cluster: str | None = None, session: list[str] = Query([])) -> _Scope:
+    return _Scope(namespace, cluster, session)
+
+
+def _sessions(request: Request, scope: _Scope, since: float | None, until: float | None) -> list[SessionEntry]:
     """The sessions a search across the archive reads, newest first: pruned by the catalog alone."""
+    namespace, cluster, session = scope.namespace, scope.cluster, scope.session
     kept = []
     for e in catalog(request).sessions():
         m = e.manifest
@@ -118,26 +141,15 @@ def _sessions(
     return kept
 
 
-_Q = Query("", description="the query (terms mode: the query language; regex mode: an RE2 pattern, grep -E)")
-_MODE = Query("terms", description="terms or regex")
-
-
 @router.get("/sessions/{session_id}/logs/search")
 def search_session(
     request: Request,
     session_id: str,
-    q: str = _Q,
-    mode: Literal["terms", "regex"] = _MODE,
-    node_id: list[str] = Query([]),
-    file: list[str] = Query([]),
-    job_id: list[str] = Query([]),
-    level: list[str] = Query([]),
-    since: str | None = None,
-    until: str | None = None,
+    params: _Params = Depends(_params),
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> Response:
-    req = _request(q, mode, node_id, file, job_id, level, since, until, limit, cursor)
+    req = params.request(limit, cursor)
     entry = session_entry(request, session_id)
     svc = services.of(request)
     with svc.gates.searches.slot():
@@ -148,22 +160,13 @@ def search_session(
 @router.get("/logs/search")
 def search_sessions(
     request: Request,
-    q: str = _Q,
-    mode: Literal["terms", "regex"] = _MODE,
-    namespace: str | None = None,
-    cluster: str | None = None,
-    session: list[str] = Query([]),
-    node_id: list[str] = Query([]),
-    file: list[str] = Query([]),
-    job_id: list[str] = Query([]),
-    level: list[str] = Query([]),
-    since: str | None = None,
-    until: str | None = None,
+    params: _Params = Depends(_params),
+    scope: _Scope = Depends(_scope),
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> Response:
-    req = _request(q, mode, node_id, file, job_id, level, since, until, limit, cursor)
-    entries = _sessions(request, namespace, cluster, session, req.filters.since, req.filters.until)
+    req = params.request(limit, cursor)
+    entries = _sessions(request, scope, req.filters.since, req.filters.until)
     svc = services.of(request)
     with svc.gates.searches.slot():
         answer = search_backend(svc).search([e.ref for e in entries], req)
@@ -189,38 +192,22 @@ def _histogram(request: Request, entries: list[SessionEntry], req: SearchRequest
 def histogram_session(
     request: Request,
     session_id: str,
-    q: str = _Q,
-    mode: Literal["terms", "regex"] = _MODE,
-    node_id: list[str] = Query([]),
-    file: list[str] = Query([]),
-    job_id: list[str] = Query([]),
-    level: list[str] = Query([]),
-    since: str | None = None,
-    until: str | None = None,
+    params: _Params = Depends(_params),
     buckets: int = DEFAULT_BUCKETS,
 ) -> Response:
-    req = _request(q, mode, node_id, file, job_id, level, since, until, 1, None)
+    req = params.request(1, None)
     return _histogram(request, [session_entry(request, session_id)], req, buckets)
 
 
 @router.get("/logs/search/histogram")
 def histogram_sessions(
     request: Request,
-    q: str = _Q,
-    mode: Literal["terms", "regex"] = _MODE,
-    namespace: str | None = None,
-    cluster: str | None = None,
-    session: list[str] = Query([]),
-    node_id: list[str] = Query([]),
-    file: list[str] = Query([]),
-    job_id: list[str] = Query([]),
-    level: list[str] = Query([]),
-    since: str | None = None,
-    until: str | None = None,
+    params: _Params = Depends(_params),
+    scope: _Scope = Depends(_scope),
     buckets: int = DEFAULT_BUCKETS,
 ) -> Response:
-    req = _request(q, mode, node_id, file, job_id, level, since, until, 1, None)
-    entries = _sessions(request, namespace, cluster, session, req.filters.since, req.filters.until)
+    req = params.request(1, None)
+    entries = _sessions(request, scope, req.filters.since, req.filters.until)
     return _histogram(request, entries, req, buckets)
 
 
