@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
-from historyserver.queries import dashboards, timeline_view
+from historyserver.queries import critical_path, dashboards, timeline_view
 from historyserver.routes.deps import catalog, fast_json, large_answer, session_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -80,6 +80,20 @@ def get_timeline(
             db, timeline_view.ViewFilter(job_id, function, state), start, end, width, color_by
         )
         return fast_json(view)
+
+
+@router.get("/sessions/{session_id}/timeline/critical_path")
+def get_critical_path(
+    request: Request,
+    session_id: str,
+    job_id: str | None = Query(None, description="the job (default: the job whose task attempt ended last)"),
+) -> Response:
+    """The chain of task attempts that decided when the job finished, each with its wait and run
+    (historyserver/queries/critical_path.py defines it)."""
+    entry = session_entry(request, session_id)
+    db = services.of(request).warehouse.db(entry)
+    with large_answer(request):
+        return fast_json(critical_path.critical_path(db, job_id))
 
 
 @router.get("/sessions/{session_id}/dashboards")
