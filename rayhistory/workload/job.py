@@ -12,10 +12,30 @@ def shout(word):
     return word.upper()
 
 
+# Three functions rather than one with .options(name=...): Ray's export events record no task name, only the
+# function's.
 @ray.remote
-def stage(previous, seconds):
+def stage_a(seconds):
     time.sleep(seconds)
-    return (previous or 0) + 1
+    return 1
+
+
+@ray.remote
+def stage_b(previous, seconds):
+    time.sleep(seconds)
+    return previous + 1
+
+
+@ray.remote
+def stage_c(previous, seconds):
+    time.sleep(seconds)
+    return previous + 1
+
+
+@ray.remote
+def noise_long(seconds):
+    time.sleep(seconds)
+    return seconds
 
 
 @ray.remote
@@ -27,10 +47,8 @@ def noise(seconds):
 ray.init()
 print(ray.get([shout.remote(w) for w in ["ray", "history", "keeps", "this"]]))
 # stage_a -> stage_b -> stage_c through object refs: b and c are submitted at once and wait for their argument.
-chain = stage.options(name="stage_a").remote(None, 1.0)
-chain = stage.options(name="stage_b").remote(chain, 1.0)
-chain = stage.options(name="stage_c").remote(chain, 1.0)
-busy = [noise.options(name="noise_long").remote(1.5)] + [noise.remote(0.2) for _ in range(2)]
+chain = stage_c.remote(stage_b.remote(stage_a.remote(1.0), 1.0), 1.0)
+busy = [noise_long.remote(1.5)] + [noise.remote(0.2) for _ in range(2)]
 print("chain:", ray.get(chain), "noise:", ray.get(busy))
 # Ray's workers flush task events about every second; give them one before the job ends and they are stopped.
 time.sleep(2)

@@ -26,7 +26,7 @@
   const stats = { draws: 0, lastDrawMs: 0, maxDrawMs: 0, requests: [] };
   const filters = { job: canvas.dataset.job || "", function: "", state: "" };
   let colorBy = "state", search = "";
-  let overlay = null, laneIndex = new Map();       // drawn over the bars, whatever the mode (timeline_path.js: the critical path)
+  let overlay = null, keep = null, laneIndex = new Map();       // drawn over the bars, whatever the mode (timeline_path.js: the critical path)
 
   function css(name, fallback) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
@@ -218,7 +218,8 @@
       if (a.to < view.from || a.from > view.to || a.lane < 0) continue;
       const row = laneRow[a.lane], y = AXIS + row * ROW + 2, h = ROW - 4;
       const hit = matches(a);
-      ctx.globalAlpha = searching && !hit ? 0.25 : 1;
+      const dim = (searching && !hit) || (keep && !keep.has(a.task_id + ":" + a.attempt));
+      ctx.globalAlpha = dim ? 0.25 : 1;
       const color = keyColor(attemptKey(a));
       for (const p of phases(a)) {
         const px0 = Math.max(x(p.from), GUTTER), px1 = Math.min(Math.max(x(p.to), px0 + 1), width);
@@ -564,7 +565,8 @@
     },
     view() { return view && { ...view }; },
     zoomTo,
-    setOverlay(fn) { overlay = fn; draw(); },
+    // fn draws over the bars; keep ("task_id:attempt" strings), when given, are drawn bright and the rest dimmed.
+    setOverlay(fn, keys) { overlay = fn; keep = fn && keys ? keys : null; draw(); },
     x(t) { return x(t); },
     laneY(lane, nodeRank) { return data ? laneY(lane, nodeRank) : null; },
     state() {

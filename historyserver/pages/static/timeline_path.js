@@ -90,7 +90,7 @@
       if (!r.ok) throw new Error(answer.error ? answer.error.message : r.statusText);
       path = answer;
       render();
-      T.setOverlay(drawPath);
+      T.setOverlay(drawPath, new Set(answer.steps.map((s) => s.task_id + ":" + s.attempt)));
       panel.dataset.ready = String(mine);
     } catch (e) {
       if (mine !== seq) return;
