@@ -22,7 +22,10 @@ TABLE = "task_timeline"
 WHOLE = "whole attempt"
 # (name, its duration from the table's columns): each phase ends at the next time Ray recorded.
 PHASES = (
-    ("waiting for arguments", "coalesce(pending_node_time_ms, submitted_time_ms, start_time_ms, to_ms) - creation_time_ms"),
+    (
+        "waiting for arguments",
+        "coalesce(pending_node_time_ms, submitted_time_ms, start_time_ms, to_ms) - creation_time_ms",
+    ),
     ("waiting for a node", "coalesce(submitted_time_ms, start_time_ms, to_ms) - pending_node_time_ms"),
     ("on the worker", "coalesce(start_time_ms, to_ms) - submitted_time_ms"),
     ("running", "to_ms - start_time_ms"),
@@ -102,8 +105,7 @@ def compare(
         return stats["phases"][WHOLE]["total_ms"] if stats else 0.0
 
     rows = [
-        {"function": f, "a": sa.get(f), "b": sb.get(f), "delta_ms": total(sb.get(f)) - total(sa.get(f))}
-        for f in names
+        {"function": f, "a": sa.get(f), "b": sb.get(f), "delta_ms": total(sb.get(f)) - total(sa.get(f))} for f in names
     ]
     rows.sort(key=lambda r: (-abs(r["delta_ms"]), r["function"]))
     common = sorted(set(job_entrypoints(a)) & set(job_entrypoints(b)))
@@ -113,7 +115,12 @@ def compare(
         "entrypoint": entrypoint,
         "common_entrypoints": common,
         "phases": [name for name, _ in PHASES],
-        "all": {"function": ALL, "a": sa.get(ALL), "b": sb.get(ALL), "delta_ms": total(sb.get(ALL)) - total(sa.get(ALL))},
+        "all": {
+            "function": ALL,
+            "a": sa.get(ALL),
+            "b": sb.get(ALL),
+            "delta_ms": total(sb.get(ALL)) - total(sa.get(ALL)),
+        },
         "functions": rows,
         "limits": {"functions": MAX_FUNCTIONS},
     }

@@ -121,7 +121,9 @@ def timeline_page(request: Request, session_id: str, job_id: str | None = None) 
 
 
 @router.get("/compare", response_class=HTMLResponse)
-def compare_page(request: Request, a: str | None = None, b: str | None = None, entrypoint: str | None = None) -> HTMLResponse:
+def compare_page(
+    request: Request, a: str | None = None, b: str | None = None, entrypoint: str | None = None
+) -> HTMLResponse:
     """Two sessions side by side (the same dict as GET /api/v1/compare)."""
     from historyserver.routes.sessions_api import compare_sessions
 

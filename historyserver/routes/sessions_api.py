@@ -99,7 +99,9 @@ def get_critical_path(
 def compare_sessions(request: Request, a: str | None, b: str | None, entrypoint: str | None) -> dict:
     """The dict GET /api/v1/compare answers and the /compare page renders."""
     if not a or not b:
-        raise BadRequest("give two sessions to compare: ?a=<session id>&b=<session id> (GET /api/v1/sessions lists them)")
+        raise BadRequest(
+            "give two sessions to compare: ?a=<session id>&b=<session id> (GET /api/v1/sessions lists them)"
+        )
     base = str(request.base_url).rstrip("/")
     entries = [session_entry(request, sid) for sid in (a, b)]
     dbs = [services.of(request).warehouse.db(e) for e in entries]
