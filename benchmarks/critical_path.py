@@ -105,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             problems.append(f"job {job}: critical path took {path['seconds'] * 1000:.0f} ms (target <= {PATH_S} s)")
         if path["attempts"] != base["attempts"]:
-            problems.append(f"job {job}: the path read {path['attempts']} attempts, the scan counted {base['attempts']}")
+            problems.append(
+                f"job {job}: the path read {path['attempts']} attempts, the scan counted {base['attempts']}"
+            )
     print(
         f"`.venv/bin/python -m benchmarks.critical_path --tasks {args.tasks}` ({info['tasks']:,} task attempts, "
         f"{len(jobs)} jobs with tasks)\n"
     )
-    print("| job | attempts | critical path (cold) | target | pass/fail | steps (via) | peak RSS | baseline: one scan |")
+    print(
+        "| job | attempts | critical path (cold) | target | pass/fail | steps (via) | peak RSS | baseline: one scan |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for job, path, base, ok in rows:
         vias = ", ".join(f"{v} {path['via'].count(v)}" for v in sorted(set(path["via"])))
