@@ -173,13 +173,16 @@ def _describe(
 ) -> list[dict[str, Any]]:
     """Each step with its task's facts (read for the path's tasks only) and its wait and run."""
     wanted = sorted({int(t[i]) for i, _, _ in walk})
+    created = sorted({float(c[i]) for i, _, _ in walk})
     facts: dict[tuple[int, int], tuple[Any, ...]] = {}
     if wanted:
+        # By creation time first: the table is sorted by it, so only the row groups holding the steps are read.
         for row in db.query(
             f"""SELECT hash(task_id), attempt_number, task_id, name, func_or_class_name, state, unfinished, node_id,
                        worker_id, worker_pid, lane, node_rank, parent_task_id, actor_id, error_type
-                FROM {TABLE} WHERE lower(job_id) = lower(?) AND hash(task_id) IN (SELECT unnest(?::UBIGINT[]))""",
-            [job, wanted],
+                FROM {TABLE} WHERE from_ms IN (SELECT unnest(?::DOUBLE[])) AND lower(job_id) = lower(?)
+                                   AND hash(task_id) IN (SELECT unnest(?::UBIGINT[]))""",
+            [created, job, wanted],
         ):
             facts[(int(row[0]), int(row[1]))] = row[2:]
     steps = []
