@@ -281,3 +281,15 @@ def test_timeline_benchmark_runs_counts_the_trace_and_fails_on_a_missed_target(
     monkeypatch.setattr(timeline, "STEP_S", 0.0)
     assert timeline.main(args) == 1
     assert "zoom/pan steps over HTTP" in capsys.readouterr().err
+
+
+def test_critical_path_benchmark_passes_and_fails_on_its_target(tmp_path: Path, monkeypatch, capsys) -> None:
+    from benchmarks import critical_path
+
+    args = ["--tasks", "3000", "--work", str(tmp_path / "cp")]
+    assert critical_path.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("| PASS |") == 4 and "| 01000000 |" in out  # one row per job with tasks
+    monkeypatch.setattr(critical_path, "PATH_S", 0.0)
+    assert critical_path.main(args) == 1
+    assert "critical path took" in capsys.readouterr().err

@@ -108,6 +108,18 @@ class SessionDB:
         finally:
             cur.close()
 
+    def arrays(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+        """The columns of a query's answer as numpy arrays, by name (for numeric work over many rows)."""
+        cur = self._con.cursor()
+        try:
+            return dict(cur.execute(sql, params or []).fetchnumpy())
+        except duckdb.OutOfMemoryException as e:
+            raise TooLarge(
+                f"this request needs more than the {QUERY_MEMORY} one session's queries may use; narrow it"
+            ) from e
+        finally:
+            cur.close()
+
     def stream(self, sql: str, params: list[Any] | None = None, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """The rows of a query, fetched `batch` at a time: a large answer is never held whole."""
         cur = self._con.cursor()

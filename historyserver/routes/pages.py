@@ -37,9 +37,27 @@ def _duration(ms: float | None) -> str:
     return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
+def _span(ms: float | None) -> str:
+    """A duration as people read it, below a second too: 0.4 ms, 850 ms, 12.4 s, 3m 05s."""
+    if ms is None:
+        return ""
+    a = abs(ms)
+    sign = "-" if ms < 0 else ""
+    if a == 0:
+        return "0 ms"
+    if a < 1:
+        return f"{sign}{a:.2f} ms"
+    if a < 1000:
+        return f"{sign}{a:.0f} ms"
+    if a < 60_000:
+        return f"{sign}{a / 1000:.2f} s" if a < 10_000 else f"{sign}{a / 1000:.1f} s"
+    return sign + _duration(a)
+
+
 templates.env.filters.update(
     ms_time=_ms_time,
     duration=_duration,
+    span=_span,
     gib=lambda b: f"{b / 2**30:.1f} GiB" if b else "",
     text_query=text_query,
 )
@@ -100,3 +118,14 @@ def timeline_page(request: Request, session_id: str, job_id: str | None = None) 
     jobs = [j["job_id"] for j in db.jobs() if j["job_id"]]
     context = {"s": entry.summary(""), "job_id": job_id, "jobs": jobs}
     return templates.TemplateResponse(request, "timeline.html", context)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request, a: str | None = None, b: str | None = None, entrypoint: str | None = None
+) -> HTMLResponse:
+    """Two sessions side by side (the same dict as GET /api/v1/compare)."""
+    from historyserver.routes.sessions_api import compare_sessions
+
+    context = {"c": compare_sessions(request, a, b, entrypoint)}
+    return templates.TemplateResponse(request, "compare.html", context)

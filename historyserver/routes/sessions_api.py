@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
-from historyserver.queries import dashboards, timeline_view
+from historyserver.queries import compare, critical_path, dashboards, timeline_view
 from historyserver.routes.deps import catalog, fast_json, large_answer, session_entry
 
 router = APIRouter(prefix="/api/v1")
@@ -80,6 +80,44 @@ def get_timeline(
             db, timeline_view.ViewFilter(job_id, function, state), start, end, width, color_by
         )
         return fast_json(view)
+
+
+@router.get("/sessions/{session_id}/timeline/critical_path")
+def get_critical_path(
+    request: Request,
+    session_id: str,
+    job_id: str | None = Query(None, description="the job (default: the job whose task attempt ended last)"),
+) -> Response:
+    """The chain of task attempts that decided when the job finished, each with its wait and run
+    (historyserver/queries/critical_path.py defines it)."""
+    entry = session_entry(request, session_id)
+    db = services.of(request).warehouse.db(entry)
+    with large_answer(request):
+        return fast_json(critical_path.critical_path(db, job_id))
+
+
+def compare_sessions(request: Request, a: str | None, b: str | None, entrypoint: str | None) -> dict:
+    """The dict GET /api/v1/compare answers and the /compare page renders."""
+    if not a or not b:
+        raise BadRequest(
+            "give two sessions to compare: ?a=<session id>&b=<session id> (GET /api/v1/sessions lists them)"
+        )
+    base = str(request.base_url).rstrip("/")
+    entries = [session_entry(request, sid) for sid in (a, b)]
+    dbs = [services.of(request).warehouse.db(e) for e in entries]
+    with large_answer(request):
+        return compare.compare(dbs[0], dbs[1], entries[0].summary(base), entries[1].summary(base), entrypoint or None)
+
+
+@router.get("/compare")
+def get_compare(
+    request: Request,
+    a: str | None = Query(None, description="the first session (the baseline, e.g. last night's)"),
+    b: str | None = Query(None, description="the second session (e.g. tonight's)"),
+    entrypoint: str | None = Query(None, description="only the jobs of this entrypoint, in both sessions"),
+) -> Response:
+    """Duration per function and per phase in two sessions, side by side, biggest differences first."""
+    return fast_json(compare_sessions(request, a, b, entrypoint))
 
 
 @router.get("/sessions/{session_id}/dashboards")

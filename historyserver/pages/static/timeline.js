@@ -26,6 +26,7 @@
   const stats = { draws: 0, lastDrawMs: 0, maxDrawMs: 0, requests: [] };
   const filters = { job: canvas.dataset.job || "", function: "", state: "" };
   let colorBy = "state", search = "";
+  let overlay = null, keep = null, laneIndex = new Map();       // drawn over the bars, whatever the mode (timeline_path.js: the critical path)
 
   function css(name, fallback) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
@@ -54,6 +55,7 @@
   // Rows: each node, then (unless folded) its workers; laneRow maps a lane of the answer to its row.
   function layoutRows() {
     rows = []; laneRow = [];
+    laneIndex = new Map(data.lanes.map((l, i) => [l.id, i]));
     const byNode = new Map();
     data.lanes.forEach((lane, i) => {
       if (!byNode.has(lane.node_id)) byNode.set(lane.node_id, []);
@@ -216,7 +218,8 @@
       if (a.to < view.from || a.from > view.to || a.lane < 0) continue;
       const row = laneRow[a.lane], y = AXIS + row * ROW + 2, h = ROW - 4;
       const hit = matches(a);
-      ctx.globalAlpha = searching && !hit ? 0.25 : 1;
+      const dim = (searching && !hit) || (keep && !keep.has(a.task_id + ":" + a.attempt));
+      ctx.globalAlpha = dim ? 0.25 : 1;
       const color = keyColor(attemptKey(a));
       for (const p of phases(a)) {
         const px0 = Math.max(x(p.from), GUTTER), px1 = Math.min(Math.max(x(p.to), px0 + 1), width);
@@ -254,6 +257,7 @@
     ctx.save();
     ctx.beginPath(); ctx.rect(GUTTER, AXIS, width - GUTTER, height - AXIS); ctx.clip();
     if (data.mode === "density") drawDensity(); else drawAttempts(width);
+    if (overlay) overlay({ ctx, x, width, laneY, ROW, view });
     ctx.restore();
     const took = performance.now() - began;
     stats.draws++; stats.lastDrawMs = took; stats.maxDrawMs = Math.max(stats.maxDrawMs, took);
@@ -360,6 +364,14 @@
     };
     put("f-function", data.facets.functions, filters.function);
     put("f-state", data.facets.states, filters.state);
+  }
+
+  // The top of the row a lane of the table is drawn in (steps carry their lane and node rank), or null when the
+  // filters leave that lane out.
+  function laneY(lane, nodeRank) {
+    const id = data.rows === "node" ? nodeRank : lane;
+    const i = laneIndex.get(id);
+    return i == null || laneRow[i] == null ? null : AXIS + laneRow[i] * ROW;
   }
 
   function rowAt(py) { const r = Math.floor((py - AXIS) / ROW); return r >= 0 && r < rows.length ? r : -1; }
@@ -553,6 +565,10 @@
     },
     view() { return view && { ...view }; },
     zoomTo,
+    // fn draws over the bars; keep ("task_id:attempt" strings), when given, are drawn bright and the rest dimmed.
+    setOverlay(fn, keys) { overlay = fn; keep = fn && keys ? keys : null; draw(); },
+    x(t) { return x(t); },
+    laneY(lane, nodeRank) { return data ? laneY(lane, nodeRank) : null; },
     state() {
       return data && { mode: data.mode, total: data.total, start: data.start, end: data.end, seq,
         drawn: Number(canvas.dataset.tasksDrawn) };
