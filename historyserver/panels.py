@@ -5,7 +5,7 @@ Only what Ray 2.60's generated dashboards use, read the way Grafana reads it:
 - the panel's targets with template variables and macros replaced as Grafana's Prometheus datasource does
   (`var-<name>` URL values first, then the variable's selection, "All" as its allValue or its options);
 - the query step: Grafana's `$__interval` for the panel's range (range / max data points, rounded to a "nice"
-  interval, at least the datasource's scrape interval);
+  interval; at least 1 s, see MIN_STEP_MS);
 - the legacy `graph` panel's unit, y-axis min/max, stacking, fill, bars, series overrides and legend options, and
   the `stat` / `gauge` / `piechart` panels' unit, min/max, thresholds and reducer.
 The time range is always the session's life (a dead session's Ray UI asks `now-1h`, which would show nothing).
@@ -21,6 +21,10 @@ from typing import Any
 # of `$__interval` and the base of `$__rate_interval`, as in a Grafana reading the archive.
 SCRAPE_INTERVAL_MS = 15_000
 MAX_DATA_POINTS = 1_000  # about the pixel width of a full-width panel, which is what Grafana uses
+# The step's lower bound. Grafana would use the scrape interval (15 s), which draws a session of a minute as four
+# dots; the archive holds every sample the collector scraped (every 2 s in the demo), so a short dead session is
+# drawn at 1 s steps. `$__rate_interval` still counts from the 15 s scrape interval, as Grafana's would.
+MIN_STEP_MS = 1_000
 PANEL_TYPES = ("graph", "timeseries", "stat", "gauge", "bargauge", "piechart")
 
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]")
@@ -75,7 +79,7 @@ def round_interval(ms: float) -> int:
 
 
 def interval_ms(range_ms: int, max_points: int = MAX_DATA_POINTS) -> int:
-    return max(round_interval(range_ms / max_points), SCRAPE_INTERVAL_MS)
+    return max(round_interval(range_ms / max_points), MIN_STEP_MS)
 
 
 def duration(ms: int) -> str:
