@@ -21,6 +21,7 @@ from historyserver import panels, services
 from historyserver.catalog import SessionEntry
 from historyserver.errors import BadRequest, EntityNotFound
 from historyserver.queries import dashboards
+from historyserver.routes import live_prometheus
 from historyserver.routes.deps import SESSION_PREFIX, session_entry
 from historyserver.routes.pages import templates
 
@@ -88,13 +89,14 @@ def dashboard_or_redirect(session_id: str, rest: str, request: Request) -> Respo
     if not settings.grafana_url:
         return _draw(request, entry, rest)
     start, end = session_range_ms(entry)
+    live = live_prometheus.live_url(request, entry) is not None  # a running session, and a live Prometheus
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("from", "to", "var-datasource")]
     if not any(k == "var-SessionName" for k, _ in params):
         params.append(("var-SessionName", entry.manifest.session_name))
     params += [
         ("from", str(start)),
         ("to", "now" if end is None else str(end)),
-        ("var-datasource", settings.grafana_datasource),
+        ("var-datasource", settings.grafana_live_datasource if live else settings.grafana_datasource),
     ]
     return RedirectResponse(f"{settings.grafana_url.rstrip('/')}/{rest}?{urlencode(params)}", status_code=307)
 
@@ -125,12 +127,16 @@ def _draw(request: Request, entry: SessionEntry, rest: str) -> Response:
         spec = panels.render_context(board, url_vars, start, end_ms, panel_id)
     except panels.PanelNotFound as e:
         raise EntityNotFound(str(e)) from None
+    live = live_prometheus.live_url(request, entry)
     context = {
         "spec": spec,
+        "live": live is not None,
+        "refresh": q.get("refresh", ""),
         "solo": solo,
         "kiosk": "kiosk" in q,
         "theme": "dark" if q.get("theme") == "dark" else "light",
-        "api": f"{request.scope.get('root_path', '')}/sessions/{entry.ref.id}/prometheus/api/v1",
+        # A running session's charts read the live Prometheus when there is one; any other, the archive.
+        "api": live or f"{request.scope.get('root_path', '')}/sessions/{entry.ref.id}/prometheus/api/v1",
         "session": entry.summary(""),
         "running": end is None,
     }

@@ -9,9 +9,18 @@
   const API = root.dataset.api;
   const fmt = window.RayhistoryUnits.format;
   const START_S = spec.startMs / 1000;
-  const END_S = spec.endMs / 1000;
   const STEP_S = spec.stepMs / 1000;
-  const NPOINTS = Math.floor((END_S - START_S) / STEP_S) + 1;
+  // A running session with a live Prometheus (the server says so): its charts run to "now" and are asked again
+  // every `refresh` (Ray's Metrics tab asks 5s; the Overview's cards give none, then every 15 s).
+  const LIVE = root.dataset.live === "true";
+  const REFRESH_S = durationS(root.dataset.refresh) || 15;
+  const MAX_POINTS = 11000; // the query API's limit per series: past it, reload to get a coarser step
+  let END_S = spec.endMs / 1000;
+  let NPOINTS = Math.floor((END_S - START_S) / STEP_S) + 1;
+  function durationS(text) {
+    const m = /^(\d+)(s|m|h|d)$/.exec(text || "");
+    return m ? Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2]] : 0;
+  }
   const TZ = new URLSearchParams(location.search).get("timezone");
   // Grafana's classic palette, which its legacy graph panel (Ray's panels) assigns in series order.
   const PALETTE = ["#7EB26D", "#EAB839", "#6ED0E0", "#EF843C", "#E24D42", "#1F78C1", "#BA43A9", "#705DA0",
@@ -248,13 +257,17 @@
 
   function fit(el, plot) {
     const body = el.querySelector(".panel-body");
+    if (el.plot) el.plot.destroy(); // a live panel drawn again: let the previous chart and its observer go
+    if (el.observer) el.observer.disconnect();
+    el.plot = plot;
     const resize = () => {
       const legend = body.querySelector(".legend-box");
       const h = body.clientHeight - (legend ? Math.min(legend.scrollHeight, body.clientHeight * 0.45) : 0);
       plot.setSize({ width: Math.max(body.clientWidth, 100), height: Math.max(h - 4, 60) });
     };
     resize();
-    new ResizeObserver(resize).observe(body);
+    el.observer = new ResizeObserver(resize);
+    el.observer.observe(body);
   }
 
   // -- stat, gauge, pie chart: one reduced value per series (Ray's use `lastNotNull`) -----------------------------
@@ -325,6 +338,13 @@
     el.dataset.queries = JSON.stringify(panel.targets.map((t) => t.query));
     const h = document.createElement("h2");
     h.textContent = panel.title;
+    if (LIVE) {
+      const badge = document.createElement("span");
+      badge.className = "live-badge";
+      badge.textContent = "live";
+      badge.title = "read from the cluster's live Prometheus, refreshed as it runs";
+      h.append(badge);
+    }
     if (panel.description) h.title = panel.description;
     const body = document.createElement("div");
     body.className = "panel-body";
@@ -341,8 +361,8 @@
     p.textContent = text;
     body.append(p);
   }
-  async function load(el, panel) {
-    if (el.dataset.state !== "waiting") return;
+  async function load(el, panel, again = false) {
+    if (el.dataset.state !== "waiting" && !again) return;
     el.dataset.state = "loading";
     if (!panel.supported) return message(el, "unsupported", `This ${panel.type} panel is not drawn here.`);
     if (!panel.targets.length) return message(el, "empty", "No queries");
@@ -369,8 +389,20 @@
     return el;
   }
 
+  const shown = []; // [element, panel] of every panel on the page, for the live refresh
+  if (LIVE) setInterval(refresh, REFRESH_S * 1000);
+  // Ask every panel already loaded again, up to now (panels of closed rows wait until opened, as before).
+  function refresh() {
+    if (shown.some(([el]) => el.dataset.state === "loading")) return; // the last round is still answering
+    END_S = Math.ceil(Date.now() / 1000 / STEP_S) * STEP_S;
+    NPOINTS = Math.floor((END_S - START_S) / STEP_S) + 1;
+    if (NPOINTS > MAX_POINTS) { location.reload(); return; } // the server picks a coarser step for the longer life
+    for (const [el, panel] of shown) if (el.dataset.state !== "waiting") load(el, panel, true);
+  }
+
   if (spec.panel) {
     const el = box(spec.panel, root);
+    shown.push([el, spec.panel]);
     load(el, spec.panel);
     return;
   }
@@ -381,6 +413,7 @@
     grid.className = "grid";
     const top = Math.min(...row.panels.map((p) => p.gridPos.y), Infinity);
     const els = row.panels.map((p) => [placed(p, grid, Number.isFinite(top) ? top : 0), p]);
+    shown.push(...els);
     const show = () => { grid.hidden = false; for (const [el, p] of els) load(el, p); };
     if (row.title) {
       const h = document.createElement("button");
