@@ -139,6 +139,15 @@ def test_the_live_panel_draws_in_chromium_with_a_live_marker(live, tmp_path):
         page.wait_for_function(f"() => ({count})() > {first}", timeout=30_000)
         page.wait_for_function("() => document.querySelector('.panel').dataset.state === 'drawn'", timeout=30_000)
         page.screenshot(path=str(tmp_path / "live-panel.png"))
+        # Our own session page's charts: the same live source and marker (the CPU chart has only live data).
+        page.goto(f"{url}/sessions/{ref.id}/overview")
+        page.wait_for_function(
+            "() => { const c = document.querySelector('#chart-cpu'); return c && c.dataset.state === 'drawn'; }",
+            timeout=60_000,
+        )
+        assert page.locator(".chart-note .live-badge").is_visible()
+        assert int(page.get_attribute("#chart-cpu", "data-series") or 0) >= 1
+        page.screenshot(path=str(tmp_path / "live-overview.png"), full_page=True)
         assert not any("/sessions/" in u and "/prometheus/api/v1" in u and "/live/" not in u for u in asked), asked
         assert not problems.all(), problems.all()
 
@@ -152,5 +161,7 @@ def test_once_the_session_ends_its_panels_read_the_archive(live):
     client = TestClient(app)
     html, _ = page_spec(client, ref, 41)
     assert f'data-api="/sessions/{ref.id}/prometheus/api/v1"' in html and 'data-live="false"' in html
+    overview = client.get(f"/sessions/{ref.id}/overview").text
+    assert f'data-api="/sessions/{ref.id}/prometheus/api/v1" data-live="false"' in overview
     r = client.post(f"/sessions/{ref.id}/live/prometheus/api/v1/query", data={"query": "vector(1)"})
     assert r.status_code == 404 and "the session is ended" in r.json()["error"]
