@@ -139,6 +139,20 @@ def test_the_live_panel_draws_in_chromium_with_a_live_marker(live, tmp_path):
         page.wait_for_function(f"() => ({count})() > {first}", timeout=30_000)
         page.wait_for_function("() => document.querySelector('.panel').dataset.state === 'drawn'", timeout=30_000)
         page.screenshot(path=str(tmp_path / "live-panel.png"))
+        # Ray's own Overview of the running session, served from the archive: its two embedded panels are live.
+        page.goto(f"{url}/sessions/{ref.id}/#/overview")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('iframe')].filter(f => f.src.includes('/grafana/d-solo/')).length == 2",
+            timeout=60_000,
+        )
+        for handle in page.query_selector_all("iframe"):
+            frame = handle.content_frame()
+            frame.wait_for_function(
+                "() => { const p = document.querySelector('.panel'); return p && p.dataset.state === 'drawn'; }",
+                timeout=60_000,
+            )
+            assert frame.locator(".panel h2 .live-badge").is_visible()
+        page.screenshot(path=str(tmp_path / "live-ray-overview.png"))
         # Our own session page's charts: the same live source and marker (the CPU chart has only live data).
         page.goto(f"{url}/sessions/{ref.id}/overview")
         page.wait_for_function(
