@@ -17,6 +17,7 @@ from historyserver.routes import (
     framework_errors,
     grafana,
     live_api,
+    live_prometheus,
     log_view,
     pages,
     prometheus_api,
@@ -54,7 +55,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.include_router(log_view.router)
     app.include_router(search_pages.router)
     app.mount("/assets", StaticFiles(directory=pages.STATIC_DIR), name="assets")
-    for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, grafana):
+    for module in (ray_api, ray_tasks, ray_logs, ray_cluster, prometheus_api, live_prometheus, grafana):
         app.include_router(module.router)
     app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/
     return app

@@ -44,6 +44,20 @@ class ServerSettings(Settings):
         default="Rayhistory archive",
         metadata={"help": "name of that datasource in Grafana"},
     )
+    prometheus_url: str = field(
+        default="",
+        metadata={
+            "help": "the live clusters' Prometheus (e.g. http://prometheus:9090, or ACK managed Prometheus's HTTP "
+            "API URL): a running session's charts read it, marked live, instead of the archive (empty: off)"
+        },
+    )
+    grafana_live_datasource: str = field(
+        default="Prometheus",
+        metadata={
+            "help": "with --grafana-url and --prometheus-url: name of the live Prometheus's datasource in Grafana, "
+            "which a running session's panels use (Ray's own default name)"
+        },
+    )
     query_max_samples: int = field(
         default=50_000_000,
         metadata={
@@ -223,6 +237,10 @@ class ServerSettings(Settings):
             )
         if self.sls_search_timeout <= 0:
             raise SettingsError(f"--sls-search-timeout must be positive, got {self.sls_search_timeout}")
+        if self.prometheus_url and not re.match(r"https?://[^/\s]+", self.prometheus_url):
+            raise SettingsError(
+                f"--prometheus-url: {self.prometheus_url!r} is not an http(s) URL; give e.g. http://prometheus:9090"
+            )
         if self.queue_wait < 0:
             raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
         try:

@@ -13,6 +13,7 @@ from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.live.listing import Filters
 from historyserver.overview import session_overview
+from historyserver.routes import live_prometheus
 from historyserver.routes.deps import session_entry
 from historyserver.search.links import search_url, text_query
 
@@ -107,7 +108,11 @@ def _day_ms(value: str | None) -> int | None:
 @router.get("/sessions/{session_id}/overview", response_class=HTMLResponse)
 def overview_page(request: Request, session_id: str) -> HTMLResponse:
     entry = session_entry(request, session_id)
-    context = {"o": session_overview(entry, services.of(request).warehouse.db(entry))}
+    context = {
+        "o": session_overview(entry, services.of(request).warehouse.db(entry)),
+        # A running session's charts read the live Prometheus when there is one (--prometheus-url), else the archive.
+        "live_api": live_prometheus.live_url(request, entry),
+    }
     return templates.TemplateResponse(request, "session.html", context)
 
 

@@ -226,8 +226,9 @@
       const results = await Promise.all(chart.targets.map((t) => queryRange(t.expr)));
       const t = table(chart, results);
       if (!t.labels.length) {
-        message(el, "empty", "No metrics archived for this session: no " + chart.metric +
-                             " series between its start and end.");
+        message(el, "empty", root.dataset.live === "true"
+          ? "No " + chart.metric + " series in the live Prometheus for this session yet."
+          : "No metrics archived for this session: no " + chart.metric + " series between its start and end.");
         return;
       }
       plots.push([el, draw(el, chart, t)]);
