@@ -21,6 +21,10 @@ the history server and the official client use, the way kube-apiserver does:
   (`may_review`). Each body received is kept in `reviews`. It is stricter than kube-apiserver on one point: an
   unknown field is a 400 (the real one, by default, drops it with a warning), so a test sees exactly what was sent.
 It ignores `limit` (the API allows a server to answer the whole list) and refuses watch with a 400 Status.
+
+This module is the server (TLS socket, HTTP, authentication, routing) and its import surface for the tests; the
+answers live beside it: kube_api_discovery.py, kube_api_objects.py (CRD objects and Secrets), kube_api_reviews.py
+(SubjectAccessReviews and AccessRule), kube_api_status.py (Status bodies) and kube_api_tls.py (certificates).
 """
 
 from __future__ import annotations
@@ -32,11 +36,9 @@ import socket
 import ssl
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -44,70 +46,33 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.servers import kube_api_discovery as discovery
+from tests.servers import kube_api_objects as objects
+from tests.servers.kube_api_discovery import VERBS, VERSION_INFO
+from tests.servers.kube_api_reviews import REVIEW_PATH, AccessRule, review
+from tests.servers.kube_api_status import USER, not_found, status_object
+from tests.servers.kube_api_tls import certificates
+
+# What tests import from here, wherever it is defined.
+__all__ = [
+    "HOST",
+    "USER",
+    "VERBS",
+    "VERSION_INFO",
+    "AccessRule",
+    "KubeAPI",
+    "closed_port",
+    "load_crds",
+    "silent_listener",
+    "status_object",
+]
+
 HOST = "127.0.0.1"
-USER = "system:serviceaccount:ray-system:rayhistory"
-VERSION_INFO = {
-    "major": "1",
-    "minor": "34",
-    "gitVersion": "v1.34.1",
-    "gitCommit": "0" * 40,
-    "gitTreeState": "clean",
-    "buildDate": "2026-09-09T12:00:00Z",
-    "goVersion": "go1.24.6",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
-VERBS = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
 
 
 def load_crds(directory: Path) -> list[dict[str, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are megabytes of YAML
     return [yaml.load(p.read_text(), Loader=loader) for p in sorted(Path(directory).glob("*.yaml"))]
-
-
-def status_object(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Kubernetes' Status, the body of every error it answers."""
-    doc: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-    }
-    if details is not None:
-        doc["details"] = details
-    doc["code"] = code
-    return doc
-
-
-@dataclass(frozen=True)
-class AccessRule:
-    """A binding, as RBAC would hold it: `kind` User or Group `name` may use `verbs` on `resource` in `api_group`
-    in `namespace` ("*": every namespace, a ClusterRoleBinding). `allow=False` is an explicit denial."""
-
-    kind: str
-    name: str
-    namespace: str
-    verbs: tuple[str, ...] = ("get", "list", "watch")
-    api_group: str = "ray.io"
-    resource: str = "rayclusters"
-    allow: bool = True
-
-
-REVIEW_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
-REVIEW_SPEC_KEYS = {"user", "groups", "uid", "extra", "resourceAttributes", "nonResourceAttributes"}
-RESOURCE_ATTRIBUTE_KEYS = {
-    "namespace",
-    "verb",
-    "group",
-    "version",
-    "resource",
-    "subresource",
-    "name",
-    "fieldSelector",
-    "labelSelector",
-}
 
 
 @dataclass
@@ -137,7 +102,7 @@ class KubeAPI:
 
     def start(self) -> KubeAPI:
         self._dir = tempfile.TemporaryDirectory(prefix="kube-api-")
-        self.ca_pem, cert, key = _certificates(Path(self._dir.name))
+        self.ca_pem, cert, key = certificates(Path(self._dir.name), HOST)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         httpd = _Server((HOST, 0), _handler(self))
@@ -191,58 +156,33 @@ class KubeAPI:
         (directory / "namespace").write_text(namespace)
         return {"KUBERNETES_SERVICE_HOST": HOST, "KUBERNETES_SERVICE_PORT": str(self.port)}
 
-    # -- the API --------------------------------------------------------------------------------------------------
+    # -- the API: authentication and routing; the answers are built in the kube_api_* modules ----------------------
 
-    def _resources(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """(crd, version) for every served version of every CRD."""
-        return [(c, v) for c in self.crds for v in c["spec"]["versions"] if v.get("served")]
+    def _authenticated(self, authorization: str | None) -> bool:
+        # The scheme is case-insensitive, as the real bearer-token authenticator's.
+        scheme, _, token = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), self.token.encode())
 
     def answer(self, path: str, query: dict[str, list[str]], authorization: str | None) -> tuple[int, Any]:
         if path in ("/healthz", "/livez", "/readyz"):
             return 200, "ok"
         if path == "/version":
             return 200, VERSION_INFO
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.token.encode()):
+        if not self._authenticated(authorization):
             return 401, status_object(401, "Unauthorized", "Unauthorized")
         parts = [p for p in path.split("/") if p]
         if parts == ["api"]:
-            return 200, {
-                "kind": "APIVersions",
-                "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{HOST}:{self.port}"}],
-            }
+            return 200, discovery.core_versions(f"{HOST}:{self.port}")
         if parts == ["api", "v1"]:
-            return 200, {
-                "kind": "APIResourceList",
-                "groupVersion": "v1",
-                "resources": [
-                    {
-                        "name": "namespaces",
-                        "singularName": "namespace",
-                        "namespaced": False,
-                        "kind": "Namespace",
-                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                        "shortNames": ["ns"],
-                    },
-                    {
-                        "name": "secrets",
-                        "singularName": "secret",
-                        "namespaced": True,
-                        "kind": "Secret",
-                        "verbs": VERBS,
-                    },
-                ],
-            }
+            return 200, discovery.core_resources()
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 6 and parts[4] == "secrets":
-            return self._secret(parts[3], parts[5])
+            return objects.secret(self, parts[3], parts[5])
         if parts == ["apis"]:
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": discovery.groups(self.crds)}
         if parts[:1] == ["apis"] and len(parts) == 2:
-            group = next((g for g in self._groups() if g["name"] == parts[1]), None)
-            return (200, {"kind": "APIGroup", "apiVersion": "v1", **group}) if group else _not_found()
+            return discovery.group(self.crds, parts[1])
         if parts[:1] == ["apis"] and len(parts) == 3:
-            return self._resource_list(parts[1], parts[2])
+            return discovery.resource_list(self.crds, parts[1], parts[2])
         if parts[:1] == ["apis"] and len(parts) >= 4:
             if query.get("watch", ["false"])[0] in ("true", "1"):
                 return 400, status_object(400, "BadRequest", "this test server does not implement watch")
@@ -251,12 +191,11 @@ class KubeAPI:
             if rest[0] == "namespaces" and len(rest) >= 3:
                 namespace, rest = rest[1], rest[2:]
             if len(rest) in (1, 2):
-                return self._read(group, version, rest[0], namespace, rest[1] if len(rest) == 2 else None)
-        return _not_found()
+                return objects.read(self, group, version, rest[0], namespace, rest[1] if len(rest) == 2 else None)
+        return not_found()
 
     def create(self, path: str, body: bytes, content_type: str, authorization: str | None) -> tuple[int, Any]:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.token.encode()):
+        if not self._authenticated(authorization):
             return 401, status_object(401, "Unauthorized", "Unauthorized")
         if path != REVIEW_PATH:
             return 405, status_object(
@@ -266,206 +205,7 @@ class KubeAPI:
                 "requested resource (this test server creates only subjectaccessreviews)",
                 {},
             )
-        # kube-apiserver reads a body without Content-Type as its first serializer's, JSON.
-        if content_type.split(";")[0].strip() not in ("", "application/json"):
-            return 415, status_object(
-                415,
-                "UnsupportedMediaType",
-                "the body of the request was in an unknown format - accepted media types include: application/json",
-                {},
-            )
-        try:
-            review = json.loads(body)
-        except ValueError as e:
-            return 400, status_object(400, "BadRequest", f"the request body is not JSON: {e}")
-        self.reviews.append(review)
-        if not self.may_review:
-            return 403, status_object(
-                403,
-                "Forbidden",
-                (
-                    f'subjectaccessreviews.authorization.k8s.io is forbidden: User "{USER}" cannot create resource '
-                    '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope'
-                ),
-                {"group": "authorization.k8s.io", "kind": "subjectaccessreviews"},
-            )
-        problem = _review_problem(review)
-        if problem:
-            status = 422 if problem.startswith("spec") else 400
-            return status, status_object(status, "Invalid" if status == 422 else "BadRequest", problem)
-        spec = review["spec"]
-        attributes = spec["resourceAttributes"]
-        subjects = {("User", spec.get("user") or "")} | {("Group", g) for g in spec.get("groups") or []}
-        matching = [
-            r
-            for r in self.access_rules
-            if (r.kind, r.name) in subjects
-            and r.namespace in ("*", attributes.get("namespace", ""))
-            and attributes.get("verb") in r.verbs
-            and attributes.get("group", "") == r.api_group
-            and attributes.get("resource") == r.resource
-        ]
-        status_part: dict[str, Any] = {"allowed": False}
-        denial = next((r for r in matching if not r.allow), None)
-        grant = next((r for r in matching if r.allow), None)
-        if denial is not None:
-            status_part = {
-                "allowed": False,
-                "denied": True,
-                "reason": f'denied by policy for {denial.kind} "{denial.name}"',
-            }
-        elif grant is not None:
-            binding = (
-                f'ClusterRoleBinding "{grant.name}-ray-viewer"'
-                if grant.namespace == "*"
-                else f'RoleBinding "{grant.name}-ray-viewer/{grant.namespace}"'
-            )
-            status_part = {
-                "allowed": True,
-                "reason": f'RBAC: allowed by {binding} of ClusterRole "ray-viewer" to {grant.kind} "{grant.name}"',
-            }
-        return 201, {
-            "kind": "SubjectAccessReview",
-            "apiVersion": "authorization.k8s.io/v1",
-            "metadata": {"creationTimestamp": None},
-            "spec": spec,
-            "status": status_part,
-        }
-
-    def _secret(self, namespace: str, name: str) -> tuple[int, Any]:
-        if namespace in self.forbidden_namespaces:
-            return 403, status_object(
-                403,
-                "Forbidden",
-                f'secrets "{name}" is forbidden: User "{USER}" cannot get resource "secrets" in API group "" in the '
-                f'namespace "{namespace}"',
-                {"name": name, "kind": "secrets"},
-            )
-        data = self.secrets.get((namespace, name))
-        if data is None:
-            return 404, status_object(404, "NotFound", f'secrets "{name}" not found', {"name": name, "kind": "secrets"})
-        return 200, {
-            "kind": "Secret",
-            "apiVersion": "v1",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"secret/{namespace}/{name}")),
-                "resourceVersion": str(self.resource_version),
-                "creationTimestamp": "2026-11-25T20:00:00Z",
-            },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-            "type": "Opaque",
-        }
-
-    def _groups(self) -> list[dict[str, Any]]:
-        groups: dict[str, dict[str, Any]] = {}
-        for crd, version in self._resources():
-            group = crd["spec"]["group"]
-            entry = groups.setdefault(group, {"name": group, "versions": []})
-            gv = {"groupVersion": f"{group}/{version['name']}", "version": version["name"]}
-            if gv not in entry["versions"]:
-                entry["versions"].append(gv)
-            if version.get("storage"):
-                entry["preferredVersion"] = gv
-        return list(groups.values())
-
-    def _resource_list(self, group: str, version: str) -> tuple[int, Any]:
-        resources = []
-        for crd, v in self._resources():
-            if crd["spec"]["group"] != group or v["name"] != version:
-                continue
-            names, namespaced = crd["spec"]["names"], crd["spec"]["scope"] == "Namespaced"
-            resources.append(
-                {
-                    "name": names["plural"],
-                    "singularName": names["singular"],
-                    "namespaced": namespaced,
-                    "kind": names["kind"],
-                    "verbs": VERBS,
-                    "shortNames": names.get("shortNames", []),
-                    "categories": names.get("categories", []),
-                    "storageVersionHash": base64.b64encode(names["plural"].encode()[:8]).decode(),
-                }
-            )
-            if "status" in (v.get("subresources") or {}):
-                resources.append(
-                    {
-                        "name": f"{names['plural']}/status",
-                        "singularName": "",
-                        "namespaced": namespaced,
-                        "kind": names["kind"],
-                        "verbs": ["get", "patch", "update"],
-                    }
-                )
-        if not resources:
-            return _not_found()
-        return 200, {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}",
-            "resources": resources,
-        }
-
-    def _read(self, group: str, version: str, plural: str, namespace: str | None, name: str | None):
-        crd = next(
-            (
-                c
-                for c, v in self._resources()
-                if c["spec"]["group"] == group and v["name"] == version and c["spec"]["names"]["plural"] == plural
-            ),
-            None,
-        )
-        if crd is None:
-            return _not_found()
-        verb = "get" if name else "list"
-        if namespace in self.forbidden_namespaces or (namespace is None and self.forbidden_namespaces):
-            scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-            subject = f'{plural}.{group} "{name}"' if name else f"{plural}.{group}"
-            details = {"name": name, "group": group, "kind": plural} if name else {"group": group, "kind": plural}
-            return 403, status_object(
-                403,
-                "Forbidden",
-                (
-                    f'{subject} is forbidden: User "{USER}" cannot {verb} resource "{plural}" in API group "{group}" '
-                    f"{scope}"
-                ),
-                details,
-            )
-        kind = crd["spec"]["names"]["kind"]
-        items = [
-            self._served(o)
-            for o in self.objects
-            if o.get("kind") == kind
-            and o.get("apiVersion") == f"{group}/{version}"
-            and (namespace is None or o["metadata"].get("namespace") == namespace)
-        ]
-        if name is not None:
-            found = [o for o in items if o["metadata"]["name"] == name]
-            if not found:
-                return 404, status_object(
-                    404,
-                    "NotFound",
-                    f'{plural}.{group} "{name}" not found',
-                    {"name": name, "group": group, "kind": plural},
-                )
-            return 200, found[0]
-        return 200, {
-            "apiVersion": f"{group}/{version}",
-            "items": items,
-            "kind": crd["spec"]["names"]["listKind"],
-            "metadata": {"continue": "", "resourceVersion": str(self.resource_version)},
-        }
-
-    def _served(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """The object as the API server returns it: with the metadata it fills in on create."""
-        served = json.loads(json.dumps(obj))
-        meta = served["metadata"]
-        meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"{meta.get('namespace')}/{meta['name']}")))
-        meta.setdefault("resourceVersion", str(self.resource_version - 1 - self.objects.index(obj)))
-        meta.setdefault("generation", 1)
-        meta.setdefault("creationTimestamp", "2026-11-25T20:00:00Z")
-        return served
+        return review(self, body, content_type)
 
 
 class _Server(ThreadingHTTPServer):
@@ -477,41 +217,6 @@ class _Server(ThreadingHTTPServer):
         # A client that refuses our certificate or hangs up is what some tests do; anything else is a bug here.
         if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
-
-
-def _review_problem(review: Any) -> str | None:
-    """What kube-apiserver would refuse in a SubjectAccessReview (and unknown fields, which it would drop)."""
-    if not isinstance(review, dict):
-        return "the body is not an object"
-    unknown = set(review) - {"apiVersion", "kind", "metadata", "spec"}
-    if unknown:
-        return f"unknown fields {sorted(unknown)} in SubjectAccessReview"
-    if (review.get("apiVersion"), review.get("kind")) != ("authorization.k8s.io/v1", "SubjectAccessReview"):
-        return (
-            f"the object is {review.get('kind')!r} of {review.get('apiVersion')!r}, not SubjectAccessReview of "
-            "authorization.k8s.io/v1"
-        )
-    spec = review.get("spec")
-    if not isinstance(spec, dict):
-        return "spec: Required value"
-    unknown = set(spec) - REVIEW_SPEC_KEYS
-    if unknown:
-        return f"unknown fields {sorted(unknown)} in SubjectAccessReview.spec"
-    if ("resourceAttributes" in spec) == ("nonResourceAttributes" in spec):
-        return (
-            "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes "
-            "must be specified"
-        )
-    if not spec.get("user") and not spec.get("groups"):
-        return 'spec.user: Invalid value: "": at least one of user or group must be specified'
-    attributes = spec.get("resourceAttributes")
-    if isinstance(attributes, dict) and set(attributes) - RESOURCE_ATTRIBUTE_KEYS:
-        return f"unknown fields {sorted(set(attributes) - RESOURCE_ATTRIBUTE_KEYS)} in spec.resourceAttributes"
-    return None
-
-
-def _not_found() -> tuple[int, Any]:
-    return 404, status_object(404, "NotFound", "the server could not find the requested resource", {})
 
 
 def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
@@ -563,76 +268,6 @@ def _handler(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-def _certificates(directory: Path) -> tuple[bytes, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, certificate file, key file)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.now(timezone.utc)
-
-    def builder(subject: str, issuer: str, public_key: Any) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        builder("kubernetes", "kubernetes", ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        builder("kube-apiserver", "kubernetes", key.public_key())
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.IPAddress(ipaddress.ip_address(HOST)),
-                    x509.DNSName("localhost"),
-                    x509.DNSName("kubernetes.default.svc"),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_pem, cert_file, key_file
 
 
 @contextmanager
