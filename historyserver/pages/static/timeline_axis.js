@@ -39,7 +39,6 @@
   function relative(ms, step) {
     if (ms === 0) return "0";
     if (step < S) return "+" + (ms / S).toFixed(step < 10 ? 3 : step < 100 ? 2 : 1) + " s";
-    if (step < M) return "+" + duration(ms);
     return "+" + duration(ms);
   }
 
