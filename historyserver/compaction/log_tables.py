@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive import logs as archive_logs
-from archive.compacted import LOG_LINES, LOG_TERMS
+from archive.compacted import LOG_LINES, LOG_STAMP, LOG_TERMS, STAMP_FORMAT
 from archive.layout import NodeRef
 from archive.storage import Store
 from historyserver.compaction.export_events import Damage
@@ -45,8 +45,14 @@ BLOCK_ROWS = 16384  # rows of a block (= a Parquet row group of log_lines)
 SKIPPED_DIRS = ("events/", "export_events/")  # Ray's structured event files: not log lines (their own tables)
 _TO_SPACE = np.arange(256, dtype=np.uint8)
 _TO_SPACE[[ord(c) for c in DELIMITERS]] = ord(" ")
-_DICTIONARY = ["node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"]
-_DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "offset", "time_ms", "block")}
+_DICTIONARY = [
+    *("node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"),
+    *("start", "gap", "zone"),  # a handful of values per block: dictionary indices, run-length coded
+]
+_DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "time_ms", "block")}
+_TERM_ENCODING = {"token": "DELTA_BYTE_ARRAY", "block": "DELTA_BINARY_PACKED", "lines": "DELTA_BINARY_PACKED"}
+PAGE_BYTES = 16 << 20  # a block's column in one page: zstd sees the whole block (1 MB pages: 4% larger)
+TERM_ROW_GROUP = 65536
 _PAIRS = LOG_TERMS.schema  # unsorted pairs are staged in the table's own schema
 ZSTD_LEVEL = 6
 
@@ -71,6 +77,7 @@ def build(
         compression_level=ZSTD_LEVEL,
         use_dictionary=_DICTIONARY,
         column_encoding=_DELTA,
+        data_page_size=PAGE_BYTES,
         write_statistics=True,
     )
     pairs = pq.ParquetWriter(pairs_path, _PAIRS, compression="zstd", compression_level=1)
@@ -86,12 +93,24 @@ def build(
                 blocks, rows = blocks + 1, rows + block.num_rows
     parsed = time.monotonic() - started
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
+    term_rows = 0
     try:
-        con.execute(
-            f"COPY (SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block) "
-            f"TO '{out / LOG_TERMS.file}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)"
-        )
-        terms = con.execute(f"SELECT count(*) FROM read_parquet('{out / LOG_TERMS.file}')").fetchone()
+        # DuckDB sorts (spilling within memory_limit); pyarrow writes, for the encodings DuckDB's writer lacks.
+        sorted_pairs = con.execute(
+            f"SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block"
+        ).to_arrow_reader(TERM_ROW_GROUP)
+        with pq.ParquetWriter(
+            out / LOG_TERMS.file,
+            LOG_TERMS.schema,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=False,
+            column_encoding=_TERM_ENCODING,
+            write_statistics=True,
+        ) as writer:
+            for batch in sorted_pairs:
+                writer.write_batch(batch.cast(LOG_TERMS.schema), row_group_size=TERM_ROW_GROUP)
+                term_rows += batch.num_rows
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
@@ -102,7 +121,7 @@ def build(
         parsed,
         time.monotonic() - started - parsed,
     )
-    return {LOG_LINES.name: rows, LOG_TERMS.name: int(terms[0]) if terms else 0}
+    return {LOG_LINES.name: rows, LOG_TERMS.name: term_rows}
 
 
 def block_terms(message: pa.ChunkedArray | pa.Array, block: int) -> pa.Table:
@@ -231,10 +250,68 @@ def _blocks(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _stored(t: pa.Table) -> pa.Table:
-    """SCHEMA's rows in the stored layout: time as integer milliseconds (delta-encoded), contiguous buffers."""
-    ms = pc.round(pc.multiply(t.column("time"), 1000.0)).cast(pa.int64())
-    out = t.drop_columns(["time"]).add_column(4, "time_ms", ms).append_column("block", pa.nulls(t.num_rows, pa.int32()))
+    """SCHEMA's rows in the stored layout (archive/compacted.py LOG_LINES): time as integer milliseconds, offsets
+    as each file run's start plus per-line gaps, time stamps elided from heads where time_ms writes them back."""
+    ms = pc.round(pc.multiply(t.column("time"), 1000.0)).cast(pa.int64()).combine_chunks()
+    head, zone = _elided(t.column("head").combine_chunks(), ms)
+    start, gap = _gaps(t, head)
+    out = t.drop_columns(["time", "offset", "head"])
+    for name, col in (("time_ms", ms), ("zone", zone), ("head", head), ("start", start), ("gap", gap)):
+        out = out.append_column(name, col)
+    out = out.append_column("block", pa.nulls(t.num_rows, pa.int32()))
     return out.select(LOG_LINES.schema.names).cast(LOG_LINES.schema).combine_chunks()
+
+
+def _elided(head: pa.Array, ms: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Heads whose `YYYY-mm-dd HH:MM:SS,mmm` stamp (at 0, or at 1 after C++'s `[`) is what LOG_HEAD_SQL writes from
+    time_ms and a zone: the stamp becomes LOG_STAMP. Checked row by row; any other head stays as written."""
+    n = len(head)
+    none = pa.nulls(n, pa.int32())
+    if n == 0:
+        return head, none
+    cpp = pc.starts_with(head, "[")
+    text = pc.if_else(cpp, pc.utf8_slice_codeunits(head, 1, 24), pc.utf8_slice_codeunits(head, 0, 23))
+    written = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format=STAMP_FORMAT, unit="s", error_is_null=True)
+    ok = pc.and_(pc.is_valid(written), pc.is_valid(ms)).to_numpy(zero_copy_only=False)
+    if not ok.any():
+        return head, none
+    ms_i = pc.fill_null(ms, 0).to_numpy()
+    zone = pc.fill_null(written.cast(pa.int64()), 0).to_numpy() - ms_i // 1000
+    ok &= (ms_i >= 0) & (np.abs(zone) < 86400)
+    again = pc.binary_join_element_wise(
+        pc.strftime(pa.array((ms_i // 1000 + zone).astype("datetime64[s]")), format=STAMP_FORMAT),
+        pc.utf8_lpad(pa.array(ms_i % 1000).cast(pa.string()), 3, "0"),
+        ",",
+    )
+    ok &= pc.fill_null(pc.equal(again, text), False).to_numpy(zero_copy_only=False)
+    ok &= ~pc.match_substring(head, LOG_STAMP).to_numpy(zero_copy_only=False)
+    cut = pc.binary_join_element_wise(
+        pc.if_else(cpp, "[" + LOG_STAMP, LOG_STAMP),
+        pc.if_else(cpp, pc.utf8_slice_codeunits(head, 24, 1 << 30), pc.utf8_slice_codeunits(head, 23, 1 << 30)),
+        "",
+    )
+    mask = pa.array(ok)
+    return pc.if_else(mask, cut, head), pc.if_else(mask, pa.array(zone.astype(np.int32)), none)
+
+
+def _gaps(t: pa.Table, head: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Per row: the offset of its file's first line in this block, and its bytes in the file beyond the stored
+    head and message (NULL on a file's last line in the block: the next line's offset is not here)."""
+    n = t.num_rows
+    offset = t.column("offset").to_numpy()
+    file = t.column("file").combine_chunks()
+    new = np.ones(n, bool)
+    if n > 1:
+        new[1:] = pc.not_equal(file.slice(1), file.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    first = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    start = offset[first]
+    stored = pc.add(pc.binary_length(head), pc.binary_length(t.column("message").combine_chunks())).to_numpy()
+    gap = np.zeros(n, np.int64)
+    last = np.ones(n, bool)
+    if n > 1:
+        gap[:-1] = offset[1:] - offset[:-1] - stored[:-1]
+        last[:-1] = new[1:]
+    return pa.array(start), pa.array(gap.astype(np.int32), mask=last)
 
 
 def _all_lines(store: Store, nodes: list[NodeRef], damage: Damage | None) -> Iterator[pa.Table]:
