@@ -5,6 +5,8 @@ Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
   (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows (fewer at the end of a node: a block never
   spans two nodes): a row group is a *block*, numbered from 0.
   Row-group min/max of node_id, file and time_ms let a reader skip blocks of other nodes, files and times.
+  Stored small (measured on benchmarks/log_search_data.py): header time stamps are written back from time_ms
+  (_stored), each column of a block is one zstd page (PAGE_BYTES), log_terms' sorted tokens are prefix-coded.
 - log_terms: (token, block, lines): the lower-cased tokens (query.tokenize's rule) of each block's messages, with
   the number of the block's lines holding each, sorted by (token, block) so that the min/max of the token column
   lets a lookup read one row group. A query's required tokens (to_sql.required_tokens) give the candidate blocks;
@@ -47,14 +49,14 @@ _TO_SPACE = np.arange(256, dtype=np.uint8)
 _TO_SPACE[[ord(c) for c in DELIMITERS]] = ord(" ")
 _DICTIONARY = [
     *("node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"),
-    *("start", "gap", "zone"),  # a handful of values per block: dictionary indices, run-length coded
+    "zone",  # one value per block or so: dictionary indices, run-length coded
 ]
-_DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "time_ms", "block")}
-_TERM_ENCODING = {"token": "DELTA_BYTE_ARRAY", "block": "DELTA_BINARY_PACKED", "lines": "DELTA_BINARY_PACKED"}
+_DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "offset", "time_ms", "block")}
+_TERM_ENCODING = {"token": "DELTA_BYTE_ARRAY", "block": "DELTA_BINARY_PACKED"}  # lines: dictionary (mostly 1)
 PAGE_BYTES = 16 << 20  # a block's column in one page: zstd sees the whole block (1 MB pages: 4% larger)
 TERM_ROW_GROUP = 65536
 _PAIRS = LOG_TERMS.schema  # unsorted pairs are staged in the table's own schema
-ZSTD_LEVEL = 6
+ZSTD_LEVEL = 6  # 8: 6% smaller messages for 15% more time, which the build's budget does not have
 
 
 def searchable(path: str) -> bool:
@@ -104,7 +106,7 @@ def build(
             LOG_TERMS.schema,
             compression="zstd",
             compression_level=ZSTD_LEVEL,
-            use_dictionary=False,
+            use_dictionary=["lines"],
             column_encoding=_TERM_ENCODING,
             write_statistics=True,
         ) as writer:
@@ -250,13 +252,12 @@ def _blocks(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _stored(t: pa.Table) -> pa.Table:
-    """SCHEMA's rows in the stored layout (archive/compacted.py LOG_LINES): time as integer milliseconds, offsets
-    as each file run's start plus per-line gaps, time stamps elided from heads where time_ms writes them back."""
+    """SCHEMA's rows in the stored layout (archive/compacted.py LOG_LINES): time as integer milliseconds (delta
+    coded), time stamps elided from heads where time_ms writes them back, contiguous buffers."""
     ms = pc.round(pc.multiply(t.column("time"), 1000.0)).cast(pa.int64()).combine_chunks()
     head, zone = _elided(t.column("head").combine_chunks(), ms)
-    start, gap = _gaps(t, head)
-    out = t.drop_columns(["time", "offset", "head"])
-    for name, col in (("time_ms", ms), ("zone", zone), ("head", head), ("start", start), ("gap", gap)):
+    out = t.drop_columns(["time", "head"])
+    for name, col in (("time_ms", ms), ("zone", zone), ("head", head)):
         out = out.append_column(name, col)
     out = out.append_column("block", pa.nulls(t.num_rows, pa.int32()))
     return out.select(LOG_LINES.schema.names).cast(LOG_LINES.schema).combine_chunks()
@@ -292,26 +293,6 @@ def _elided(head: pa.Array, ms: pa.Array) -> tuple[pa.Array, pa.Array]:
     )
     mask = pa.array(ok)
     return pc.if_else(mask, cut, head), pc.if_else(mask, pa.array(zone.astype(np.int32)), none)
-
-
-def _gaps(t: pa.Table, head: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Per row: the offset of its file's first line in this block, and its bytes in the file beyond the stored
-    head and message (NULL on a file's last line in the block: the next line's offset is not here)."""
-    n = t.num_rows
-    offset = t.column("offset").to_numpy()
-    file = t.column("file").combine_chunks()
-    new = np.ones(n, bool)
-    if n > 1:
-        new[1:] = pc.not_equal(file.slice(1), file.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-    first = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    start = offset[first]
-    stored = pc.add(pc.binary_length(head), pc.binary_length(t.column("message").combine_chunks())).to_numpy()
-    gap = np.zeros(n, np.int64)
-    last = np.ones(n, bool)
-    if n > 1:
-        gap[:-1] = offset[1:] - offset[:-1] - stored[:-1]
-        last[:-1] = new[1:]
-    return pa.array(start), pa.array(gap.astype(np.int32), mask=last)
 
 
 def _all_lines(store: Store, nodes: list[NodeRef], damage: Damage | None) -> Iterator[pa.Table]:

@@ -36,7 +36,7 @@ from historyserver.search.backend import (
 )
 from historyserver.search.errors import SearchRefused
 from historyserver.search.log_index import IndexCache, LogIndex
-from historyserver.search.log_rows import HEAD, LINE, around, offsets
+from historyserver.search.log_rows import HEAD, LINE, around
 from historyserver.search.match import highlight
 from historyserver.search.query import MatchAll, Node, Term
 from historyserver.search.regex import Regex, compile_regex, required_index_tokens
@@ -50,7 +50,7 @@ PAGE_STEPS = (2, 8, 32, 128)  # blocks read per step while filling a page (most 
 MAX_CONTEXT = 200  # lines before and after, each
 ERROR_KINDS = ("task_error", "actor_error", "job_error")
 _HIT_COLUMNS = (
-    "node_id, file, line, time_ms, level, job_id, worker_id, pid, component, task_name, actor_name, "
+    'node_id, file, line, "offset", time_ms, level, job_id, worker_id, pid, component, task_name, actor_name, '
     f"{HEAD} AS head, message, block"
 )
 _REGEX_SQL = f"regexp_matches({LINE}, ?)"
@@ -342,7 +342,7 @@ def _page(
     """The next `want` hits of the session after `after`, in table order: from `matched` when _count made it, else
     reading the candidate blocks a few at a time (a common term's page fills from the first ones)."""
     if matched:
-        return _page_rows(con, index.lines, ref, "SELECT * FROM matched", [], where, after, want, query)
+        return _page_rows(con, ref, "SELECT * FROM matched", [], where, after, want, query)
     blocks = sorted(_candidates(con, index, f, where))
     if after is not None:
         blocks = [b for b in blocks if b >= after.block]
@@ -354,13 +354,12 @@ def _page(
         chunk = blocks[pos : pos + n]
         pos += n
         sql, params = _scan_sql(index, f, where, chunk)
-        out += _page_rows(con, index.lines, ref, sql, params, where, after, want - len(out), query)
+        out += _page_rows(con, ref, sql, params, where, after, want - len(out), query)
     return out
 
 
 def _page_rows(
     con: duckdb.DuckDBPyConnection,
-    lines: Path,
     ref: SessionRef,
     sql: str,
     params: list[Any],
@@ -376,18 +375,17 @@ def _page_rows(
     rows = con.execute(
         f"SELECT * FROM ({sql}){tail} ORDER BY block, node_id, file, line LIMIT {want}", params
     ).fetchall()
-    where_at = offsets(con, lines, ((int(r[13]), r[1], int(r[2])) for r in rows))
     return [
         (
-            _log_hit(ref, row, where_at[(int(row[13]), row[1], int(row[2]))], query, where.regex),
-            _Cursor(ref.id, "log", -1, int(row[13]), row[0], row[1], int(row[2]), 0),
+            _log_hit(ref, row, query, where.regex),
+            _Cursor(ref.id, "log", -1, int(row[14]), row[0], row[1], int(row[2]), 0),
         )
         for row in rows
     ]
 
 
-def _log_hit(ref: SessionRef, row: tuple[Any, ...], offset: int, query: Node, regex: Regex | None) -> Hit:
-    node_id, file, line, time_ms, level, job, worker, pid, comp, task, actor, head, message, _ = row
+def _log_hit(ref: SessionRef, row: tuple[Any, ...], query: Node, regex: Regex | None) -> Hit:
+    node_id, file, line, offset, time_ms, level, job, worker, pid, comp, task, actor, head, message, _ = row
     if regex is not None:
         shift = len(head or "")
         match = [(max(a - shift, 0), b - shift) for a, b in regex.highlight((head or "") + message) if b > shift]
