@@ -268,3 +268,27 @@ def test_stamps_in_another_time_zone_and_odd_heads_come_back_as_written(tmp_path
         time.tzset()
     assert [(g[3], g[4]) for g in got] == [(r["offset"], r["head"] + r["message"]) for r in rows.to_pylist()]
     assert stored.column("zone").to_pylist()[0] == 19800 and stored.column("head")[0].as_py().startswith("[\x01 I")
+
+
+def test_a_refresh_with_no_new_log_segment_reuses_the_log_tables(tmp_path, monkeypatch):
+    """A running session is compacted again at every refresh: its logs are parsed again only when a segment
+    was added (the new lines are then found), never when nothing changed."""
+    from benchmarks.synthetic_render import SegmentWriter
+    from historyserver.compaction.build import compact
+
+    store = open_store(str(tmp_path / "archive"))
+    write_session(store, REF, 300_000, seed=3, nodes=2, workers=2)
+    out = tmp_path / "tables"
+    compact(store, REF, out, None)
+    first = (out / "log_lines.parquet").read_bytes()
+    parsed = []
+    real = log_tables._node_parts
+    monkeypatch.setattr(log_tables, "_node_parts", lambda *a: parsed.append(a) or real(*a))
+    compact(store, REF, out, None)
+    assert parsed == [] and (out / "log_lines.parquet").read_bytes() == first
+    assert ask(out, "worker").total > 0
+    writer = SegmentWriter(store, REF.node(store.list_dirs(REF.nodes_prefix)[0]), "fresh.log", 1 << 20)
+    writer.write(b"a line with brandnewtoken in it\n")
+    writer.close()
+    compact(store, REF, out, None)
+    assert len(parsed) == 1 and ask(out, "brandnewtoken").total == 1

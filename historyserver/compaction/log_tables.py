@@ -19,13 +19,16 @@ over PARALLEL_MIN_BYTES parse nodes in PROCESSES child processes, each node stag
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -63,12 +66,82 @@ def searchable(path: str) -> bool:
     return not path.startswith(SKIPPED_DIRS)
 
 
+INPUTS_FILE = "log_inputs.json"  # beside the tables in the local cache (not published): what they were built from
+
+
 def build(
-    store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Damage | None = None
+    store: Store,
+    nodes: list[NodeRef],
+    out: Path,
+    tmp: Path,
+    memory_limit: str,
+    damage: Damage | None = None,
+    previous: Path | None = None,
 ) -> dict[str, int]:
     """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. `tmp` is a folder of the
     build's own, removed at the end. Unreadable segments are noted in `damage` (the file's lines before them stay
-    searchable)."""
+    searchable). When `previous` (the session's last build, e.g. a running session's before this refresh) was built
+    from the same segments, its tables are reused instead of parsing every log again."""
+    inputs = _fingerprint(store, nodes)
+    reused = _reuse(previous, out, inputs, damage)
+    if reused is not None:
+        log.info("log tables: reused (no log segment changed since the last build)")
+        return reused
+    notes = _Recording(damage)
+    counts = _build(store, nodes, out, tmp, memory_limit, notes)
+    (out / INPUTS_FILE).write_text(json.dumps({"inputs": inputs, "counts": counts, "notes": notes.notes}))
+    return counts
+
+
+def _fingerprint(store: Store, nodes: list[NodeRef]) -> list:
+    """Every searchable file's gapless run of segments, node by node: equal lists give equal tables."""
+    return [
+        [
+            node.node_id,
+            [[p, [[s.epoch, s.start, s.end] for s in run]] for p, run in sorted(_listed(store, node).items())],
+        ]
+        for node in sorted(nodes, key=lambda n: n.node_id)
+    ]
+
+
+def _reuse(previous: Path | None, out: Path, inputs: list, damage: Damage | None) -> dict[str, int] | None:
+    if previous is None or previous.resolve() == out.resolve():
+        return None
+    try:
+        doc = json.loads((previous / INPUTS_FILE).read_text())
+        if doc["inputs"] != json.loads(json.dumps(inputs)):
+            return None
+        for table in (LOG_LINES, LOG_TERMS):
+            _link_or_copy(previous / table.file, out / table.file)
+    except (OSError, ValueError, KeyError):
+        return None
+    (out / INPUTS_FILE).write_text(json.dumps(doc))
+    for where, error in doc["notes"]:
+        if damage is not None:
+            damage.note(where, error)
+    return {str(k): int(v) for k, v in doc["counts"].items()}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # the previous build's directory is replaced, not rewritten: sharing its file is safe
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+class _Recording:
+    """Forwards damage notes and keeps them, so that a reused build reports the same damage."""
+
+    def __init__(self, damage: Damage | None) -> None:
+        self.damage, self.notes = damage, []  # type: ignore[var-annotated]
+
+    def note(self, where: str, error: str, count: int = 1) -> None:
+        self.notes.append((where, error))
+        if self.damage is not None:
+            self.damage.note(where, error, count)
+
+
+def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Any) -> dict[str, int]:
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     pairs_path = tmp / "log_term_pairs.parquet"
