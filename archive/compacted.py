@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-COMPACTION_VERSION = (
-    13  # 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
-)
+COMPACTION_VERSION = 14  # 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 
@@ -235,7 +233,9 @@ PLACEMENT_GROUPS = Table(
 
 # One row per physical line of the session's logs/ files (events/ and export_events/ aside), sorted by
 # (node_id, file, line), in row groups ("blocks") of a fixed number of rows; time_ms is NULL on lines without a
-# timestamp of their own or of their record (raw worker output). head + message is the line (ANSI escapes removed).
+# timestamp of their own or of their record (raw worker output). LOG_HEAD_SQL + message is the line (ANSI escapes
+# removed): a header's time stamp, when writing it from time_ms gives back the same text, is not stored twice but
+# is the one character LOG_STAMP in `head` (`zone`: the seconds its clock is ahead of UTC; NULL: head as written).
 LOG_LINES = Table(
     "log_lines",
     pa.schema(
@@ -245,6 +245,7 @@ LOG_LINES = Table(
             ("line", _I32),
             ("offset", _I),
             ("time_ms", _I),
+            ("zone", _I32),
             ("level", _S),
             ("job_id", _S),
             ("worker_id", _S),
@@ -257,11 +258,17 @@ LOG_LINES = Table(
             ("block", _I32),  # the row group's number (= row number // rows per block): the term index's unit
         ]
     ),
-    11,
+    14,
+)
+LOG_STAMP = "\x01"
+STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # then ",mmm": Ray's C++ and Python headers alike
+LOG_HEAD_SQL = (
+    f"CASE WHEN zone IS NULL THEN head ELSE replace(head, chr({ord(LOG_STAMP)}), "
+    f"strftime(epoch_ms(time_ms + zone * 1000), '{STAMP_FORMAT},%g')) END"
 )
 # The term index of log_lines: (lower-case token, block = row group of log_lines, lines of the block holding it),
-# sorted by (token, block).
-LOG_TERMS = Table("log_terms", pa.schema([("token", _S), ("block", _I32), ("lines", _I32)]), 11)
+# sorted by (token, block); tokens prefix-coded (DELTA_BYTE_ARRAY), blocks delta-coded (a third smaller than before).
+LOG_TERMS = Table("log_terms", pa.schema([("token", _S), ("block", _I32), ("lines", _I32)]), 14)
 
 TABLES = (
     TASKS,

@@ -5,16 +5,20 @@ every query's total and hits equal what the reference matcher (search/match.py) 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from archive.compacted import LOG_HEAD_SQL
 from archive.layout import SessionRef
 from archive.storage import open_store
 from benchmarks.log_search_data import NEEDLE_TOKEN, write_session
 from historyserver.compaction import log_tables
-from historyserver.compaction.log_lines import FileLines
+from historyserver.compaction.log_lines import SCHEMA, FileLines
 from historyserver.search import archive_backend
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import MAX_LIMIT, SearchFilters, SearchRequest
@@ -216,3 +220,75 @@ def test_the_archive_answers_with_a_warning_when_sls_is_unreachable(session):
     answer = Fallback(Unreachable(), archive).search([REF], req)
     assert answer.backend == "archive" and answer.total == archive.search([REF], req).total > 0
     assert answer.warnings[0].startswith("SLS is unavailable (cannot reach cn-hangzhou")
+
+
+def read_back(con, path: Path) -> list[tuple]:
+    """(node, file, line, offset, line text) of every stored row, as the backend reads them (archive/compacted.py's
+    LOG_HEAD_SQL writes the stamps back)."""
+    return con.execute(
+        f'SELECT node_id, file, line, "offset", ({LOG_HEAD_SQL}) || message FROM read_parquet(?) '
+        "ORDER BY node_id, file, line",
+        [str(path)],
+    ).fetchall()
+
+
+def test_stamps_are_derived_and_give_back_every_line(session, every_line):
+    tables, _, _ = session
+    path = tables / "log_lines.parquet"
+    con = duckdb.connect()
+    got = read_back(con, path)
+    want = [(r["node_id"], r["file"], r["line"], r["offset"], r["head"] + r["message"]) for r in every_line]
+    assert got == sorted(want)
+    headed, elided = con.execute(
+        "SELECT count(*) FILTER (head <> ''), count(*) FILTER (zone IS NOT NULL AND contains(head, chr(1))) "
+        "FROM read_parquet(?)",
+        [str(path)],
+    ).fetchone()
+    assert elided == headed > 0  # every header's stamp is written back from time_ms, none stored
+
+
+def test_stamps_in_another_time_zone_and_odd_heads_come_back_as_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30: the written stamp is not UTC
+    time.tzset()
+    try:
+        data = (
+            b"[2026-11-25 19:58:17,283 I 7013 7014] (raylet) main.cc:283: one\n"
+            b"continued\r\n"
+            b"[2026-11-25 19:58:17,999 W 7013 7014] (raylet) main.cc:1: \x1b[31mred\x1b[0m\n"
+            b"2026-03-29 01:30:00,005\tINFO utils.py:9 -- py\n"
+            b"[2026-11-25 19:58:18,000 E 7013 7014] \xff bad utf-8\n"
+            b"tail without newline"
+        )
+        rows = pa.Table.from_pylist(rows_of("raylet.out", data, 3), schema=SCHEMA)
+        stored = log_tables._stored(rows)
+        pq.write_table(stored, tmp_path / "t.parquet")
+        got = read_back(duckdb.connect(), tmp_path / "t.parquet")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert [(g[3], g[4]) for g in got] == [(r["offset"], r["head"] + r["message"]) for r in rows.to_pylist()]
+    assert stored.column("zone").to_pylist()[0] == 19800 and stored.column("head")[0].as_py().startswith("[\x01 I")
+
+
+def test_a_refresh_with_no_new_log_segment_reuses_the_log_tables(tmp_path, monkeypatch):
+    """A running session is compacted again at every refresh: its logs are parsed again only when a segment
+    was added (the new lines are then found), never when nothing changed."""
+    from benchmarks.synthetic_render import SegmentWriter
+    from historyserver.compaction.build import compact
+
+    store = open_store(str(tmp_path / "archive"))
+    write_session(store, REF, 300_000, seed=3, nodes=2, workers=2)
+    out = tmp_path / "tables"
+    compact(store, REF, out, None)
+    first = (out / "log_lines.parquet").read_bytes()
+    parsed = []
+    real = log_tables._node_parts
+    monkeypatch.setattr(log_tables, "_node_parts", lambda *a: parsed.append(a) or real(*a))
+    compact(store, REF, out, None)
+    assert parsed == [] and (out / "log_lines.parquet").read_bytes() == first
+    assert ask(out, "worker").total > 0
+    writer = SegmentWriter(store, REF.node(store.list_dirs(REF.nodes_prefix)[0]), "fresh.log", 1 << 20)
+    writer.write(b"a line with brandnewtoken in it\n")
+    writer.close()
+    compact(store, REF, out, None)
+    assert len(parsed) == 1 and ask(out, "brandnewtoken").total == 1

@@ -102,7 +102,7 @@ def compact(
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
-    inputs = Inputs(store, ref, tmp, session_end_ms, memory_limit)
+    inputs = Inputs(store, ref, tmp, session_end_ms, memory_limit, previous=out_dir if out_dir.is_dir() else None)
     try:
         _read(inputs)
         log.info("%s: read the archive in %.1fs", ref.id, time.monotonic() - started)

@@ -5,6 +5,8 @@ Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
   (node_id, file, line). Each Parquet row group holds BLOCK_ROWS rows (fewer at the end of a node: a block never
   spans two nodes): a row group is a *block*, numbered from 0.
   Row-group min/max of node_id, file and time_ms let a reader skip blocks of other nodes, files and times.
+  Stored small (measured on benchmarks/log_search_data.py): header time stamps are written back from time_ms
+  (_stored), each column of a block is one zstd page (PAGE_BYTES), log_terms' sorted tokens are prefix-coded.
 - log_terms: (token, block, lines): the lower-cased tokens (query.tokenize's rule) of each block's messages, with
   the number of the block's lines holding each, sorted by (token, block) so that the min/max of the token column
   lets a lookup read one row group. A query's required tokens (to_sql.required_tokens) give the candidate blocks;
@@ -17,13 +19,16 @@ over PARALLEL_MIN_BYTES parse nodes in PROCESSES child processes, each node stag
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -32,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive import logs as archive_logs
-from archive.compacted import LOG_LINES, LOG_TERMS
+from archive.compacted import LOG_LINES, LOG_STAMP, LOG_TERMS, STAMP_FORMAT
 from archive.layout import NodeRef
 from archive.storage import Store
 from historyserver.compaction.export_events import Damage
@@ -45,22 +50,98 @@ BLOCK_ROWS = 16384  # rows of a block (= a Parquet row group of log_lines)
 SKIPPED_DIRS = ("events/", "export_events/")  # Ray's structured event files: not log lines (their own tables)
 _TO_SPACE = np.arange(256, dtype=np.uint8)
 _TO_SPACE[[ord(c) for c in DELIMITERS]] = ord(" ")
-_DICTIONARY = ["node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"]
+_DICTIONARY = [
+    *("node_id", "file", "level", "job_id", "worker_id", "component", "task_name", "actor_name", "pid"),
+    "zone",  # one value per block or so: dictionary indices, run-length coded
+]
 _DELTA = {c: "DELTA_BINARY_PACKED" for c in ("line", "offset", "time_ms", "block")}
+_TERM_ENCODING = {"token": "DELTA_BYTE_ARRAY", "block": "DELTA_BINARY_PACKED"}  # lines: dictionary (mostly 1)
+PAGE_BYTES = 16 << 20  # a block's column in one page: zstd sees the whole block (1 MB pages: 4% larger)
+TERM_ROW_GROUP = 65536
 _PAIRS = LOG_TERMS.schema  # unsorted pairs are staged in the table's own schema
-ZSTD_LEVEL = 6
+ZSTD_LEVEL = 6  # 8: 6% smaller messages for 15% more time, which the build's budget does not have
 
 
 def searchable(path: str) -> bool:
     return not path.startswith(SKIPPED_DIRS)
 
 
+INPUTS_FILE = "log_inputs.json"  # beside the tables in the local cache (not published): what they were built from
+
+
 def build(
-    store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Damage | None = None
+    store: Store,
+    nodes: list[NodeRef],
+    out: Path,
+    tmp: Path,
+    memory_limit: str,
+    damage: Damage | None = None,
+    previous: Path | None = None,
 ) -> dict[str, int]:
     """Write out/log_lines.parquet and out/log_terms.parquet; returns their row counts. `tmp` is a folder of the
     build's own, removed at the end. Unreadable segments are noted in `damage` (the file's lines before them stay
-    searchable)."""
+    searchable). When `previous` (the session's last build, e.g. a running session's before this refresh) was built
+    from the same segments, its tables are reused instead of parsing every log again."""
+    inputs = _fingerprint(store, nodes)
+    reused = _reuse(previous, out, inputs, damage)
+    if reused is not None:
+        log.info("log tables: reused (no log segment changed since the last build)")
+        return reused
+    notes = _Recording(damage)
+    counts = _build(store, nodes, out, tmp, memory_limit, notes)
+    (out / INPUTS_FILE).write_text(json.dumps({"inputs": inputs, "counts": counts, "notes": notes.notes}))
+    return counts
+
+
+def _fingerprint(store: Store, nodes: list[NodeRef]) -> list:
+    """Every searchable file's gapless run of segments, node by node: equal lists give equal tables."""
+    return [
+        [
+            node.node_id,
+            [[p, [[s.epoch, s.start, s.end] for s in run]] for p, run in sorted(_listed(store, node).items())],
+        ]
+        for node in sorted(nodes, key=lambda n: n.node_id)
+    ]
+
+
+def _reuse(previous: Path | None, out: Path, inputs: list, damage: Damage | None) -> dict[str, int] | None:
+    if previous is None or previous.resolve() == out.resolve():
+        return None
+    try:
+        doc = json.loads((previous / INPUTS_FILE).read_text())
+        if doc["inputs"] != json.loads(json.dumps(inputs)):
+            return None
+        for table in (LOG_LINES, LOG_TERMS):
+            _link_or_copy(previous / table.file, out / table.file)
+    except (OSError, ValueError, KeyError):
+        return None
+    (out / INPUTS_FILE).write_text(json.dumps(doc))
+    for where, error in doc["notes"]:
+        if damage is not None:
+            damage.note(where, error)
+    return {str(k): int(v) for k, v in doc["counts"].items()}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # the previous build's directory is replaced, not rewritten: sharing its file is safe
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+class _Recording:
+    """Forwards damage notes and keeps them, so that a reused build reports the same damage."""
+
+    def __init__(self, damage: Damage | None) -> None:
+        self.damage, self.notes = damage, []  # type: ignore[var-annotated]
+
+    def note(self, where: str, error: str, count: int = 1) -> None:
+        self.notes.append((where, error))
+        if self.damage is not None:
+            self.damage.note(where, error, count)
+
+
+def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Any) -> dict[str, int]:
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
     pairs_path = tmp / "log_term_pairs.parquet"
@@ -71,6 +152,7 @@ def build(
         compression_level=ZSTD_LEVEL,
         use_dictionary=_DICTIONARY,
         column_encoding=_DELTA,
+        data_page_size=PAGE_BYTES,
         write_statistics=True,
     )
     pairs = pq.ParquetWriter(pairs_path, _PAIRS, compression="zstd", compression_level=1)
@@ -86,12 +168,24 @@ def build(
                 blocks, rows = blocks + 1, rows + block.num_rows
     parsed = time.monotonic() - started
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
+    term_rows = 0
     try:
-        con.execute(
-            f"COPY (SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block) "
-            f"TO '{out / LOG_TERMS.file}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)"
-        )
-        terms = con.execute(f"SELECT count(*) FROM read_parquet('{out / LOG_TERMS.file}')").fetchone()
+        # DuckDB sorts (spilling within memory_limit); pyarrow writes, for the encodings DuckDB's writer lacks.
+        sorted_pairs = con.execute(
+            f"SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block"
+        ).to_arrow_reader(TERM_ROW_GROUP)
+        with pq.ParquetWriter(
+            out / LOG_TERMS.file,
+            LOG_TERMS.schema,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=["lines"],
+            column_encoding=_TERM_ENCODING,
+            write_statistics=True,
+        ) as writer:
+            for batch in sorted_pairs:
+                writer.write_batch(batch.cast(LOG_TERMS.schema), row_group_size=TERM_ROW_GROUP)
+                term_rows += batch.num_rows
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
@@ -102,7 +196,7 @@ def build(
         parsed,
         time.monotonic() - started - parsed,
     )
-    return {LOG_LINES.name: rows, LOG_TERMS.name: int(terms[0]) if terms else 0}
+    return {LOG_LINES.name: rows, LOG_TERMS.name: term_rows}
 
 
 def block_terms(message: pa.ChunkedArray | pa.Array, block: int) -> pa.Table:
@@ -231,10 +325,47 @@ def _blocks(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 def _stored(t: pa.Table) -> pa.Table:
-    """SCHEMA's rows in the stored layout: time as integer milliseconds (delta-encoded), contiguous buffers."""
-    ms = pc.round(pc.multiply(t.column("time"), 1000.0)).cast(pa.int64())
-    out = t.drop_columns(["time"]).add_column(4, "time_ms", ms).append_column("block", pa.nulls(t.num_rows, pa.int32()))
+    """SCHEMA's rows in the stored layout (archive/compacted.py LOG_LINES): time as integer milliseconds (delta
+    coded), time stamps elided from heads where time_ms writes them back, contiguous buffers."""
+    ms = pc.round(pc.multiply(t.column("time"), 1000.0)).cast(pa.int64()).combine_chunks()
+    head, zone = _elided(t.column("head").combine_chunks(), ms)
+    out = t.drop_columns(["time", "head"])
+    for name, col in (("time_ms", ms), ("zone", zone), ("head", head)):
+        out = out.append_column(name, col)
+    out = out.append_column("block", pa.nulls(t.num_rows, pa.int32()))
     return out.select(LOG_LINES.schema.names).cast(LOG_LINES.schema).combine_chunks()
+
+
+def _elided(head: pa.Array, ms: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Heads whose `YYYY-mm-dd HH:MM:SS,mmm` stamp (at 0, or at 1 after C++'s `[`) is what LOG_HEAD_SQL writes from
+    time_ms and a zone: the stamp becomes LOG_STAMP. Checked row by row; any other head stays as written."""
+    n = len(head)
+    none = pa.nulls(n, pa.int32())
+    if n == 0:
+        return head, none
+    cpp = pc.starts_with(head, "[")
+    text = pc.if_else(cpp, pc.utf8_slice_codeunits(head, 1, 24), pc.utf8_slice_codeunits(head, 0, 23))
+    written = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format=STAMP_FORMAT, unit="s", error_is_null=True)
+    ok = pc.and_(pc.is_valid(written), pc.is_valid(ms)).to_numpy(zero_copy_only=False)
+    if not ok.any():
+        return head, none
+    ms_i = pc.fill_null(ms, 0).to_numpy()
+    zone = pc.fill_null(written.cast(pa.int64()), 0).to_numpy() - ms_i // 1000
+    ok &= (ms_i >= 0) & (np.abs(zone) < 86400)
+    again = pc.binary_join_element_wise(
+        pc.strftime(pa.array((ms_i // 1000 + zone).astype("datetime64[s]")), format=STAMP_FORMAT),
+        pc.utf8_lpad(pa.array(ms_i % 1000).cast(pa.string()), 3, "0"),
+        ",",
+    )
+    ok &= pc.fill_null(pc.equal(again, text), False).to_numpy(zero_copy_only=False)
+    ok &= ~pc.match_substring(head, LOG_STAMP).to_numpy(zero_copy_only=False)
+    cut = pc.binary_join_element_wise(
+        pc.if_else(cpp, "[" + LOG_STAMP, LOG_STAMP),
+        pc.if_else(cpp, pc.utf8_slice_codeunits(head, 24, 1 << 30), pc.utf8_slice_codeunits(head, 23, 1 << 30)),
+        "",
+    )
+    mask = pa.array(ok)
+    return pc.if_else(mask, cut, head), pc.if_else(mask, pa.array(zone.astype(np.int32)), none)
 
 
 def _all_lines(store: Store, nodes: list[NodeRef], damage: Damage | None) -> Iterator[pa.Table]:

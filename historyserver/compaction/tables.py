@@ -71,6 +71,9 @@ class Inputs:
     tmp: Path  # the build directory: tables are written here, staged files under tmp / "stage"
     session_end_ms: int | None
     memory_limit: str = DEFAULT_MEMORY  # DuckDB's while compacting (--compaction-memory)
+    previous: Path | None = (
+        None  # the session's last build (being replaced): its log tables are reused if no log changed
+    )
     folded: Folded = field(default_factory=Folded)
     node_records: dict[str, NodeRecord] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -279,7 +282,13 @@ def _log_files(inputs: Inputs) -> dict[str, int]:
 def _log_search(inputs: Inputs) -> dict[str, int]:
     nodes = [inputs.ref.node(n) for n in inputs.node_records]
     return log_tables.build(
-        inputs.store, nodes, inputs.tmp, inputs.tmp / "log_stage", inputs.memory_limit, inputs.folded.damage
+        inputs.store,
+        nodes,
+        inputs.tmp,
+        inputs.tmp / "log_stage",
+        inputs.memory_limit,
+        inputs.folded.damage,
+        previous=inputs.previous,
     )
 
 

@@ -36,6 +36,7 @@ from historyserver.search.backend import (
 )
 from historyserver.search.errors import SearchRefused
 from historyserver.search.log_index import IndexCache, LogIndex
+from historyserver.search.log_rows import HEAD, LINE, around
 from historyserver.search.match import highlight
 from historyserver.search.query import MatchAll, Node, Term
 from historyserver.search.regex import Regex, compile_regex, required_index_tokens
@@ -48,7 +49,11 @@ FACET_TOP = 20  # values per facet
 PAGE_STEPS = (2, 8, 32, 128)  # blocks read per step while filling a page (most pages fill in the first)
 MAX_CONTEXT = 200  # lines before and after, each
 ERROR_KINDS = ("task_error", "actor_error", "job_error")
-_HIT_COLUMNS = 'node_id, file, line, "offset", time_ms, level, job_id, worker_id, pid, component, task_name, actor_name, head, message, block'
+_HIT_COLUMNS = (
+    'node_id, file, line, "offset", time_ms, level, job_id, worker_id, pid, component, task_name, actor_name, '
+    f"{HEAD} AS head, message, block"
+)
+_REGEX_SQL = f"regexp_matches({LINE}, ?)"
 
 
 @dataclass
@@ -178,12 +183,7 @@ class ArchiveBackend:
         index = self.cache.get(self.tables_dir(session))
         con = _connect()
         try:
-            rows = con.execute(
-                f'SELECT line, "offset", head || message, time_ms, level, task_name, actor_name '
-                f"FROM read_parquet('{_q(index.lines)}') WHERE node_id = ? AND file = ? AND line BETWEEN ? AND ? "
-                "ORDER BY line",
-                [node_id, file, line - before, line + after],
-            ).fetchall()
+            rows = around(con, index.lines, node_id, file, line - before, line + after)
         finally:
             con.close()
         lines = [
@@ -229,7 +229,7 @@ def _where(req: SearchRequest, session: str = "") -> _Where:
     regex = None
     if req.mode == "regex":
         regex = compile_regex(req.regex or "")
-        sql = f"({sql}) AND regexp_matches(head || message, ?)"
+        sql = f"({sql}) AND {_REGEX_SQL}"
         params.append(regex.re2)
         literal = required_index_tokens(regex.pattern)
         if literal:
@@ -457,7 +457,7 @@ def _error_hits(
         line_where = where.sql
         params = [*fparams, *where.params]
         if where.regex is not None:
-            line_where = line_where.replace("regexp_matches(head || message, ?)", "regexp_matches(message, ?)")
+            line_where = line_where.replace(_REGEX_SQL, "regexp_matches(message, ?)")
         rows = con.execute(
             "SELECT * FROM (SELECT *, 'ERROR' AS level, NULL::VARCHAR AS file, '' AS head, NULL::VARCHAR AS component "
             f"FROM ({base})) WHERE message IS NOT NULL AND {fsql} AND {line_where} "
