@@ -18,7 +18,7 @@ from .values import RangeVector, Scalar, String, Value, Vector, drop_name, merge
 class Shared:
     """State shared by an evaluation and its subquery evaluations."""
 
-    fetch_cache: dict[ranges.FetchKey, ranges.Fetched] = field(default_factory=dict)
+    counted: set[ranges.FetchKey] = field(default_factory=set)  # selector reads counted against the budget
     budget: Budget = field(default_factory=lambda: QueryLimits().budget())
 
 

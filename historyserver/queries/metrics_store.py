@@ -5,8 +5,11 @@ Each session contributes `metric_series.parquet` (series_id, name, labels MAP) a
 wanting an answer in milliseconds, so nothing is re-read per call:
 - a session's series are read once into an index (every label as a column of codes into its distinct values,
   as Prometheus's postings): a selector's matchers are evaluated once per distinct value, then as one numpy gather;
-- the samples file is read by row groups, decoded once into numpy arrays kept in a byte-bounded LRU cache shared
-  by every session; a series' samples are slices of them (its rows are contiguous: the file is sorted).
+- the samples file is read by row groups into numpy arrays; a series' samples are slices of them (its rows are
+  contiguous: the file is sorted). The engine takes a selector's series one at a time (select_stream), so a few row
+  groups are decoded at once, however many series the selector matches; decoded groups stay in a byte-bounded LRU
+  shared by every session, small by default: the Parquet file stays in the OS page cache, and decoding it again
+  (~3 ms a row group) is cheaper than holding 16 bytes a sample in the server (issue 16).
 Both are keyed by the files' identity (inode, size, mtime), so a session whose tables are rebuilt (a running one)
 is read afresh.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +36,10 @@ from historyserver.promql.model import Matcher, RawSeries
 from historyserver.promql.re2 import regex_full_matches
 
 NAME = "__name__"
-# Decoded samples kept in memory, all sessions together (16 bytes a sample): a day of 50 nodes is ~350 MB.
-CACHE_BYTES = 1024 * 2**20  # the default of --metrics-cache-mb; the app sets its own (set_cache_budget)
-READ_GROUPS = 16  # row groups decoded per read
+# Decoded samples kept in memory, all sessions together (16 bytes a sample, ~2 MB a row group of DuckDB's 122,880
+# rows): a day of 50 nodes would be ~350 MB, so only the recently read groups are kept.
+CACHE_BYTES = 32 * 2**20  # the default of --metrics-cache-mb; the app passes its own
+READ_GROUPS = 4  # row groups decoded per read (pyarrow decodes them on its threads), what a stream holds at once
 MAX_INDEXES = 256  # sessions whose series index stays loaded (a few hundred bytes a series)
 
 SERIES_FILE = METRIC_SERIES.file
@@ -98,6 +102,23 @@ class MetricsStore:
                 else:  # the same label set in two sessions: one series, as Prometheus would store it
                     have.ts, have.values = _merge(have.ts, have.values, ts, values)
         return list(out.values())
+
+    def select_stream(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> Iterator[RawSeries]:
+        """select's series one at a time, reading their row groups as they are reached: the selector's samples are
+        never all in memory. Several sessions (a series may be in two) are merged as select merges them."""
+        if len(self._indexes) != 1 or self._indexes[0].duplicates:
+            yield from self.select(matchers, start_ms, end_ms)
+            return
+        index = self._indexes[0]
+        (rows,) = self._matching([matchers])
+        if not len(rows):
+            return
+        self.queries += 1
+        if not index.may_overlap(start_ms, end_ms):
+            return
+        for row, ts, values in index.stream(rows, start_ms, end_ms):
+            if len(ts):
+                yield RawSeries(dict(index.labels[row]), ts, values)
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
         names: set[str] = set()
@@ -177,6 +198,8 @@ class SessionIndex:
                 columns.setdefault(k, []).append((row, code))
         n = len(names)
         self.n = n
+        # Two rows with one label set (they differ only in a label stored empty) are one series: select merges them.
+        self.duplicates = len({frozenset(lb.items()) for lb in self.labels}) != n
         self.columns: dict[str, _LabelColumn] = {}
         for k, cells in columns.items():
             arr = np.zeros(n, dtype=np.int32)
@@ -333,6 +356,49 @@ class SessionIndex:
             hi = int(np.searchsorted(ts, end_ms, side="right"))
             out.append((ts[lo:hi], vals[lo:hi]))
         return out
+
+    def stream(self, rows: np.ndarray, start_ms: int, end_ms: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(row, ts, values) of each row (ascending) with start_ms <= ts <= end_ms, holding at most READ_GROUPS
+        decoded row groups (those of the rows at hand and the next ones) besides the shared cache."""
+        if self._order is not None:  # an unsorted file is one cache entry anyway
+            yield from zip(rows.tolist(), *zip(*self.samples(rows, start_ms, end_ms)))
+            return
+        start = self._group_start
+        first, last = self.first[rows], self.last[rows]
+        nonempty = last > first
+        g_first = np.searchsorted(start, first[nonempty], side="right") - 1
+        g_last = np.searchsorted(start, last[nonempty] - 1, side="right") - 1
+        needed = sorted({g for a, b in zip(g_first.tolist(), g_last.tolist()) for g in range(a, b + 1)})
+        held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for row, a, b in zip(rows.tolist(), first.tolist(), last.tolist()):
+            if a >= b:
+                yield row, np.empty(0, np.int64), np.empty(0, np.float64)
+                continue
+            ga = int(np.searchsorted(start, a, side="right") - 1)
+            gb = int(np.searchsorted(start, b - 1, side="right") - 1)
+            if any(g not in held for g in range(ga, gb + 1)):
+                held = {g: v for g, v in held.items() if g >= ga}  # rows ascend: earlier groups are done
+                at = needed.index(ga)
+                ahead = [g for g in needed[at : at + max(READ_GROUPS, gb - ga + 1)] if g not in held]
+                held.update(self._groups(ahead))
+            if ga == gb:
+                ts, vals = held[ga][0][a - start[ga] : b - start[ga]], held[ga][1][a - start[ga] : b - start[ga]]
+            else:
+                ts = np.concatenate(
+                    [
+                        held[g][0][max(a, start[g]) - start[g] : min(b, start[g + 1]) - start[g]]
+                        for g in range(ga, gb + 1)
+                    ]
+                )
+                vals = np.concatenate(
+                    [
+                        held[g][1][max(a, start[g]) - start[g] : min(b, start[g + 1]) - start[g]]
+                        for g in range(ga, gb + 1)
+                    ]
+                )
+            lo = int(np.searchsorted(ts, start_ms, side="left"))
+            hi = int(np.searchsorted(ts, end_ms, side="right"))
+            yield row, ts[lo:hi], vals[lo:hi]
 
     def has_samples(self, rows: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
         return np.array([len(ts) > 0 for ts, _ in self.samples(rows, start_ms, end_ms)], dtype=bool)
