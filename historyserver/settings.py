@@ -175,7 +175,7 @@ class ServerSettings(Settings):
         metadata={"help": "the live Ray dashboard link of a RayCluster, from its head service, namespace and port"},
     )
     metrics_cache_mb: int = field(
-        default=32,
+        default=4,
         metadata={
             "help": "MiB of decoded metric samples kept for PromQL queries (an LRU shared by all sessions; a day of "
             "50 nodes decodes to ~350 MiB, re-read from the Parquet files at ~3 ms a row group when not kept)"
