@@ -13,7 +13,7 @@ scrapes, workers that join late or leave early, series that come and go). The sa
   schema (series numbered in sorted (name, labels) order, samples sorted by series then time, written by DuckDB as
   the compaction writes them), next to the session's other tables built by the real compaction, in the Warehouse's
   cache, for a session registered in an archive (manifest and index entry); the history server runs in its own
-  process (uvicorn on 127.0.0.1, as `rayhistory serve` runs it) and reads them as it reads any compacted session;
+  process (`rayhistory serve` with its defaults, on 127.0.0.1) and reads them as it reads any compacted session;
 - Prometheus: one OpenMetrics file backfilled with `promtool tsdb create-blocks-from openmetrics` (blocks of up to
   24 h, as a Prometheus that has held the data for a day would have compacted them), then Prometheus started on it.
 
@@ -61,15 +61,6 @@ def dashboard_requests(step_ms: int, range_ms: int) -> list[tuple[str, str, bool
 # --- the servers --------------------------------------------------------------------------------------------------
 
 
-def child_serve(archive: str, cache_dir: str, port: int) -> None:
-    from archive.storage import open_store
-    from historyserver.cli import serve
-    from historyserver.settings import ServerSettings
-
-    settings = ServerSettings(archive=archive, cache_dir=cache_dir, port=port, compact_on_end=False, grafana_url="")
-    serve(settings, open_store(archive))
-
-
 def start_ours(work: Path, session_id: str):
     import httpx
 
@@ -77,17 +68,13 @@ def start_ours(work: Path, session_id: str):
 
     port = _free_port()
     log = open(work / "historyserver.log", "wb")
+    # The server as users start it (`rayhistory serve`, with its defaults): the command line sets up the process
+    # (process_memory.py) before it imports anything. No RAYHISTORY_ variable of this shell leaks into it.
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.promql_dashboard",
-            "--child-serve",
-            str(work / "archive"),
-            str(work / "cache"),
-            str(port),
-        ],
+        [sys.executable, "-m", "rayhistory.cli", "serve", "--archive", str(work / "archive")]
+        + ["--cache-dir", str(work / "cache"), "--port", str(port), "--no-compact-on-end"],
         cwd=Path(__file__).resolve().parent.parent,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAYHISTORY_")},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -217,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", help="keep the generated data here (reused when the parameters match)")
-    p.add_argument("--child-serve", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child_serve:
-        child_serve(args.child_serve[0], args.child_serve[1], int(args.child_serve[2]))
-        return 0
     from tests.servers.prometheus import Prometheus
 
     range_ms = int(args.hours * HOUR_MS)
