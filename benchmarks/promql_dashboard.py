@@ -1,5 +1,6 @@
 """Ray's Default Grafana dashboard over a day of a 50-node session: every panel through our Prometheus API, side by
-side with a real Prometheus 2.42 holding the same samples, in one run (issue 5; target: at most 2x Prometheus).
+side with a real Prometheus 2.42 holding the same samples, in one run (targets: at most 2x Prometheus's time, issue 5;
+a peak RSS of the server process no higher than Prometheus's, issue 16).
 
 Reproduce (from the repository root):
 
@@ -46,6 +47,7 @@ from tests import oracle_data as od
 DASHBOARD = "default_grafana_dashboard.json"
 DEFAULT_WIDTH_PX = 1440
 RATIO_TARGET = 2.0
+RSS_TARGET = 1.0  # our peak RSS over Prometheus's, in the same run (issue 16)
 REL_TOL = 1e-6
 
 
@@ -174,7 +176,13 @@ def table(
         f"{'PASS' if ratio <= RATIO_TARGET else 'FAIL'} ({ratio:.2f}x) |"
     )
     fmt = lambda v: "n/a" if v is None else f"{v:,.0f} MiB"  # noqa: E731
-    lines.append(f"| peak RSS of the server process | {fmt(rss['ours'])} | {fmt(rss['prom'])} | |")
+    ours_rss, prom_rss = rss["ours"], rss["prom"]
+    rss_ratio = ours_rss / prom_rss if ours_rss and prom_rss else None
+    lines.append(
+        f"| peak RSS of the server process | {fmt(ours_rss)} | {fmt(prom_rss)} | "
+        f"{'n/a' if rss_ratio is None else f'{rss_ratio:.2f}x'} |"
+    )
+    lines.append(f"| target: peak RSS <= {RSS_TARGET:g}x Prometheus's | | | {rss_verdict(rss)} |")
     lines.append(f"| answers equal to Prometheus's | {agree}/{len(requests)} | | |")
     lines += [
         "",
@@ -190,6 +198,13 @@ def table(
             f"{warm_o[i][0] / warm_p[i][0]:.1f}x |"
         )
     return "\n".join(lines)
+
+
+def rss_verdict(rss: dict[str, float | None]) -> str:
+    ours, prom = rss["ours"], rss["prom"]
+    if not ours or not prom:
+        return "FAIL (not measured)"
+    return f"{'PASS' if ours <= RSS_TARGET * prom else 'FAIL'} ({ours / prom:.2f}x)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = [f"answer differs from Prometheus's: {n}" for n in notes]
     if ratio > RATIO_TARGET:
         problems.append(f"FAIL: the warm pass took {ratio:.2f}x Prometheus's time (target <= {RATIO_TARGET:g}x)")
+    verdict = rss_verdict(rss)
+    if verdict.startswith("FAIL"):
+        problems.append(f"FAIL: the server's peak RSS against Prometheus's: {verdict} (target <= {RSS_TARGET:g}x)")
     return exit_status(problems, "benchmarks.promql_dashboard")
 
 
