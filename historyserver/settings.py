@@ -178,7 +178,7 @@ class ServerSettings(Settings):
         default=4,
         metadata={
             "help": "MiB of decoded metric samples kept for PromQL queries (an LRU shared by all sessions; a day of "
-            "50 nodes decodes to ~350 MiB, re-read from the Parquet files at ~3 ms a row group when not kept)"
+            "50 nodes decodes to ~350 MiB, decoded again from the Parquet files when not kept)"
         },
     )
     compaction_memory: str = field(

@@ -9,7 +9,7 @@ wanting an answer in milliseconds, so nothing is re-read per call:
   contiguous: the file is sorted). The engine takes a selector's series one at a time (select_stream), so a few row
   groups are decoded at once, however many series the selector matches; decoded groups stay in a byte-bounded LRU
   shared by every session, small by default: the Parquet file stays in the OS page cache, and decoding it again
-  (~3 ms a row group) is cheaper than holding 16 bytes a sample in the server (issue 16).
+  (a few ms a row group) is cheaper than holding 16 bytes a sample in the server (issue 16).
 Both are keyed by the files' identity (inode, size, mtime), so a session whose tables are rebuilt (a running one)
 is read afresh.
 
