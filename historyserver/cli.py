@@ -68,6 +68,9 @@ def serve(settings: ServerSettings, store, on_ready=None) -> None:
     import uvicorn
 
     from historyserver.app import create_app
+    from historyserver.process_memory import tune
+
+    tune()  # before the app's threads start allocating
 
     app = create_app(settings, store)  # refuses (AccessConfigError) what check_exposure refuses
     server = uvicorn.Server(server_config(app, settings))

@@ -45,6 +45,10 @@ def _load(module: str) -> ModuleType | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "serve" in (sys.argv[1:] if argv is None else argv)[:2]:  # `serve` or `-v serve`: before pyarrow loads
+        from historyserver.process_memory import before_imports
+
+        before_imports()
     parser = argparse.ArgumentParser(prog="rayhistory", description="Keep and rebuild finished Ray clusters.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -90,7 +90,7 @@ def test_compactions_and_the_metrics_cache_are_reported(archive, tmp_path):
     assert value(got, "rayhistory_server_compaction_seconds_total") > 0
     assert value(got, "rayhistory_server_open_sessions") == 2
     assert value(got, "rayhistory_server_metrics_cache_bytes") > 0
-    assert value(got, "rayhistory_server_metrics_cache_budget_bytes") == 1024 * 2**20
+    assert value(got, "rayhistory_server_metrics_cache_budget_bytes") == 4 * 2**20
     assert value(got, "rayhistory_server_metrics_cache_lookups_total", result="hit") > 0  # the second query
     assert value(got, "rayhistory_server_metrics_cache_lookups_total", result="miss") > 0
 

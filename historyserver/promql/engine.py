@@ -54,12 +54,12 @@ class Engine:
         self.limits = limits or QueryLimits()
         self.timeout_s = timeout_s  # the request's own `timeout`, if shorter than the server's
 
-    def _shared(self) -> Shared:
-        return Shared(budget=self.limits.budget(self.timeout_s))
+    def _shared(self, node: pp.Expr) -> Shared:
+        return Shared(budget=self.limits.budget(self.timeout_s), query=str(node))
 
     def instant(self, expr: str, time_ms: int) -> QueryResult:
         node = parse(expr)
-        ev = Evaluator(self.store, time_ms, time_ms, 0, self.lookback_ms, time_ms, time_ms, self._shared())
+        ev = Evaluator(self.store, time_ms, time_ms, 0, self.lookback_ms, time_ms, time_ms, self._shared(node))
         val = ev.eval(node)
         if isinstance(val, Scalar):
             return QueryResult("scalar", (time_ms, float(val.vals[0])))
@@ -105,7 +105,7 @@ class Engine:
         kind = _static_type(node)
         if kind:
             raise BadData(f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector')
-        ev = Evaluator(self.store, start_ms, end_ms, step_ms, self.lookback_ms, start_ms, end_ms, self._shared())
+        ev = Evaluator(self.store, start_ms, end_ms, step_ms, self.lookback_ms, start_ms, end_ms, self._shared(node))
         val = ev.eval(node)
         if isinstance(val, (RangeVector, String)):
             raise BadData(

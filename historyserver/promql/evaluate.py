@@ -18,7 +18,15 @@ from .values import RangeVector, Scalar, String, Value, Vector, drop_name, merge
 class Shared:
     """State shared by an evaluation and its subquery evaluations."""
 
-    fetch_cache: dict[ranges.FetchKey, ranges.Fetched] = field(default_factory=dict)
+    counted: set[ranges.FetchKey] = field(default_factory=set)  # selector reads counted against the budget
+    query: str = ""  # the whole expression as promql_parser prints it (Engine sets it)
+
+    def repeated(self, key: str) -> bool:
+        """Whether a sub-expression's text occurs twice in the query (a/(a+b)): only those values are kept for the
+        rest of the evaluation, the others are freed once their parent has used them. A printed expression contains
+        its children's printed text, so a repeated node is never missed (a false match only keeps a value)."""
+        return not self.query or self.query.count(key) >= 2
+
     budget: Budget = field(default_factory=lambda: QueryLimits().budget())
 
 
@@ -62,7 +70,8 @@ class Evaluator:
             budget.check_time()
             hit = self._eval(node)
             budget.add(_samples(hit))
-            self._memo[key] = hit
+            if self.shared.repeated(key):
+                self._memo[key] = hit
         return hit
 
     def _eval(self, node: pp.Expr) -> Value:

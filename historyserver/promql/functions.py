@@ -14,7 +14,7 @@ from . import range_functions as rf
 from .errors import BadData, ExecutionError
 from .histogram import histogram_quantile
 from .model import BoolArray, FloatArray
-from .ranges import instant_selector
+from .ranges import instant_selector, matrix_series
 from .re2 import regex_full_matches
 from .values import (
     NAME,
@@ -227,7 +227,9 @@ def _timestamp(ev: Evaluator, arg: pp.Expr) -> Vector:
 
 
 def _range_call(ev: Evaluator, name: str, args: list[pp.Expr]) -> Vector:
-    rv = ev.eval_range(args[0] if name != "quantile_over_time" else args[1])
+    arg = _unparen(args[0] if name != "quantile_over_time" else args[1])
+    # A selector's series are read one at a time and reduced to their steps (only a subquery is held whole).
+    parts = matrix_series(ev, arg) if isinstance(arg, pp.MatrixSelector) else [ev.eval_range(arg)]
     fn: rf.RangeFunction
     if name == "predict_linear":
         secs = ev.eval_scalar(args[1])
@@ -246,16 +248,17 @@ def _range_call(ev: Evaluator, name: str, args: list[pp.Expr]) -> Vector:
         fn = rf.RANGE_FUNCTIONS[name]
     keep_name = name == "last_over_time"
     labels, rows, masks = [], [], []
-    for i, s in enumerate(rv.series):
-        res = fn(rv, i)
-        if res is None:
-            continue
-        value, ok = res
-        if not ok.any():
-            continue
-        labels.append(s.labels if keep_name else drop_name(s.labels))
-        rows.append(np.where(ok, value, 0.0))
-        masks.append(ok)
+    for rv in parts:
+        for i, s in enumerate(rv.series):
+            res = fn(rv, i)
+            if res is None:
+                continue
+            value, ok = res
+            if not ok.any():
+                continue
+            labels.append(s.labels if keep_name else drop_name(s.labels))
+            rows.append(np.where(ok, value, 0.0))
+            masks.append(ok)
     if not labels:
         return Vector.empty(ev.steps)
     return merge_rows_check_all(Vector(labels, np.vstack(rows), np.vstack(masks)))

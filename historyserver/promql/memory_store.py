@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -46,6 +47,9 @@ class MemoryStore:
             if hi > lo:
                 out.append(RawSeries(dict(s.labels), ts[lo:hi], np.asarray(s.values, dtype=np.float64)[lo:hi]))
         return out
+
+    def select_stream(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> Iterator[RawSeries]:
+        return iter(self.select(matchers, start_ms, end_ms))
 
     def _matching(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[RawSeries]:
         sets = match_sets or [[]]

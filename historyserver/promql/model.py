@@ -6,6 +6,7 @@ float seconds). Label sets are plain dicts that include `__name__` for selected 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -49,11 +50,16 @@ class RawSeries:
 
 
 class SeriesStore(Protocol):
-    """What the engine needs from storage. Implementations: queries/metrics_store.py (DuckDB over one or many
-    sessions' metric_series/metric_samples Parquet) and an in-memory one for tests."""
+    """What the engine needs from storage. Implementations: queries/metrics_store.py (one or many sessions'
+    metric_series/metric_samples Parquet) and an in-memory one for tests."""
 
     def select(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
         """Every series matching all matchers, with its samples whose timestamps lie in [start_ms, end_ms]."""
+        ...
+
+    def select_stream(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> Iterator[RawSeries]:
+        """select's series, yielded as they are read: the engine reduces each to its steps before the next, so
+        a store may hold only the samples at hand (the engine's memory then does not grow with the selector)."""
         ...
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:

@@ -11,6 +11,7 @@ searchsorted over the whole step grid. Prometheus 2.42 semantics (we compare aga
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 
 import numpy as np
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
-# The per-query cache of selected samples (evaluate.Shared): (matchers, start ms, end ms) -> (labels, ts, values).
+# A selector's read (evaluate.Shared counts each once): (matchers, start ms, end ms); one series as read.
 FetchKey: TypeAlias = tuple[tuple[Matcher, ...], int, int]
-Fetched: TypeAlias = list[tuple[Labels, IntArray, FloatArray]]
+Fetched: TypeAlias = tuple[Labels, IntArray, FloatArray]
 
 
 def duration_ms(td: _dt.timedelta | None) -> int:
@@ -63,25 +64,23 @@ def _ref_times(ev: Evaluator, offset_td: _dt.timedelta | None, at: pp.AtModifier
     return base - duration_ms(offset_td)
 
 
-def fetch(ev: Evaluator, vs: pp.VectorSelector, start_ms: int, end_ms: int) -> Fetched:
-    """(labels, ts, values) of every matching series in [start_ms, end_ms], read once per query and span."""
+def fetch(ev: Evaluator, vs: pp.VectorSelector, start_ms: int, end_ms: int) -> Iterator[Fetched]:
+    """(labels, ts, values) of each matching series in [start_ms, end_ms], one at a time: the callers reduce a
+    series to its steps before reading the next, so a selector's samples are never all in memory (issue 16). The
+    samples count against --query-max-samples once per selector and span, however often a query reads them."""
     matchers = selector_matchers(vs)
     key = (tuple(matchers), int(start_ms), int(end_ms))
-    hit = ev.shared.fetch_cache.get(key)
-    if hit is None:
-        hit = []
-        loaded = 0
-        for raw in ev.store.select(matchers, int(start_ms), int(end_ms)):
-            ts = np.asarray(raw.ts, dtype=np.int64)
-            vals = np.asarray(raw.values, dtype=np.float64)
-            if len(ts):
-                hit.append((labels_from_dict(raw.labels), ts, vals))
-                loaded += len(ts)
-        budget = ev.shared.budget
-        budget.add(loaded)
+    budget = ev.shared.budget
+    count = key not in ev.shared.counted
+    ev.shared.counted.add(key)
+    for raw in ev.store.select_stream(matchers, int(start_ms), int(end_ms)):
+        ts = np.asarray(raw.ts, dtype=np.int64)
+        if not len(ts):
+            continue
+        if count:
+            budget.add(len(ts))
         budget.check_time()
-        ev.shared.fetch_cache[key] = hit
-    return hit
+        yield labels_from_dict(raw.labels), ts, np.asarray(raw.values, dtype=np.float64)
 
 
 @overload
@@ -121,17 +120,22 @@ def instant_selector(
 
 
 def matrix_selector(ev: Evaluator, ms: pp.MatrixSelector) -> RangeVector:
+    """The whole range vector (what absent_over_time and an instant query's `x[5m]` need)."""
+    rng, ends = duration_ms(ms.range), _ref_times(ev, ms.vector_selector.offset, ms.vector_selector.at)
+    return RangeVector([s.series[0] for s in matrix_series(ev, ms)], rng, ends, selector=ms.vector_selector)
+
+
+def matrix_series(ev: Evaluator, ms: pp.MatrixSelector) -> Iterator[RangeVector]:
+    """The range vector of a selector one series at a time (rate() & co. compute series by series)."""
     vs = ms.vector_selector
     rng = duration_ms(ms.range)
     ends = _ref_times(ev, vs.offset, vs.at)
-    out = []
     for lbls, ts, vals in fetch(ev, vs, int(ends.min()) - rng, int(ends.max())):
         stale = is_stale(vals)
         if stale.any():
             ts, vals = ts[~stale], vals[~stale]
         if len(ts):
-            out.append(RangeSeries(lbls, ts, vals))
-    return RangeVector(out, rng, ends, selector=vs)
+            yield RangeVector([RangeSeries(lbls, ts, vals)], rng, ends, selector=vs)
 
 
 def subquery(ev: Evaluator, sq: pp.SubqueryExpr) -> RangeVector:

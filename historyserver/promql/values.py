@@ -17,6 +17,7 @@ import json
 import math
 import operator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -308,14 +309,20 @@ class QueryResult:
 
     def to_json_text(self) -> str:
         """json.dumps(self.to_json()) with compact separators, several times faster for large matrices."""
+        return "".join(self.to_json_chunks())
+
+    def to_json_chunks(self) -> Iterator[str]:
+        """to_json_text in pieces, a matrix series each: an answer of a few MB is encoded piece by piece instead of
+        being copied whole at every step (str, envelope, bytes)."""
         if self.result_type != "matrix" or not self.result:
-            return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+            yield json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+            return
         all_ts, times = self._matrix_times()
         prefixes = np.array(["[" + json.dumps(t) + ',"' for t in times.tolist()], dtype=object)
-        parts = []
-        for lbls, ts, vals in self.result:
+        yield '{"resultType":"matrix","result":['
+        for i, (lbls, ts, vals) in enumerate(self.result):
             pre = prefixes[np.searchsorted(all_ts, ts)].tolist()
             body = '"],'.join(map(operator.add, pre, format_values(vals)))
             metric = json.dumps(dict(lbls), separators=(",", ":"), ensure_ascii=False)
-            parts.append('{"metric":' + metric + ',"values":[' + body + '"]]}')
-        return '{"resultType":"matrix","result":[' + ",".join(parts) + "]}"
+            yield ("," if i else "") + '{"metric":' + metric + ',"values":[' + body + '"]]}'
+        yield "]}"

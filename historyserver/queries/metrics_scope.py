@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from historyserver.catalog import STALE_AFTER_MS, UNFINISHED, SessionEntry
@@ -123,6 +123,12 @@ class ArchiveStore:
         if store is not None:
             out += store.select(matchers, start_ms, end_ms)
         return out
+
+    def select_stream(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> Iterator[RawSeries]:
+        yield from self.virtual.select(matchers, start_ms, end_ms)
+        store = self._store(self.sessions_for([matchers], start_ms, end_ms))
+        if store is not None:
+            yield from store.select_stream(matchers, start_ms, end_ms)
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
         names = set(self.virtual.label_names(match_sets, start_ms, end_ms))

@@ -5,8 +5,11 @@ Each session contributes `metric_series.parquet` (series_id, name, labels MAP) a
 wanting an answer in milliseconds, so nothing is re-read per call:
 - a session's series are read once into an index (every label as a column of codes into its distinct values,
   as Prometheus's postings): a selector's matchers are evaluated once per distinct value, then as one numpy gather;
-- the samples file is read by row groups, decoded once into numpy arrays kept in a byte-bounded LRU cache shared
-  by every session; a series' samples are slices of them (its rows are contiguous: the file is sorted).
+- the samples file is read by row groups into numpy arrays; a series' samples are slices of them (its rows are
+  contiguous: the file is sorted). The engine takes a selector's series one at a time (select_stream), so a few row
+  groups are decoded at once, however many series the selector matches; decoded groups stay in a byte-bounded LRU
+  shared by every session, small by default: the Parquet file stays in the OS page cache, and decoding it again
+  (a few ms a row group) is cheaper than holding 16 bytes a sample in the server (issue 16).
 Both are keyed by the files' identity (inode, size, mtime), so a session whose tables are rebuilt (a running one)
 is read afresh.
 
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive.compacted import METRIC_SAMPLES, METRIC_SERIES
@@ -33,9 +37,10 @@ from historyserver.promql.model import Matcher, RawSeries
 from historyserver.promql.re2 import regex_full_matches
 
 NAME = "__name__"
-# Decoded samples kept in memory, all sessions together (16 bytes a sample): a day of 50 nodes is ~350 MB.
-CACHE_BYTES = 1024 * 2**20  # the default of --metrics-cache-mb; the app sets its own (set_cache_budget)
-READ_GROUPS = 16  # row groups decoded per read
+# Decoded samples kept in memory, all sessions together (16 bytes a sample, ~2 MB a row group of DuckDB's 122,880
+# rows): a day of 50 nodes would be ~350 MB, so only the recently read groups are kept.
+CACHE_BYTES = 4 * 2**20  # the default of --metrics-cache-mb; the app passes its own
+READ_GROUPS = 1  # row groups decoded per read (~2 MB each, decoded), what a stream holds at once besides the cache
 MAX_INDEXES = 256  # sessions whose series index stays loaded (a few hundred bytes a series)
 
 SERIES_FILE = METRIC_SERIES.file
@@ -90,7 +95,7 @@ class MetricsStore:
             for row, (ts, values) in zip(rows.tolist(), index.samples(rows, start_ms, end_ms)):
                 if not len(ts):
                     continue
-                labels = dict(index.labels[row])
+                labels = index.labels(row)
                 ident = frozenset(labels.items())
                 have = out.get(ident)
                 if have is None:
@@ -98,6 +103,23 @@ class MetricsStore:
                 else:  # the same label set in two sessions: one series, as Prometheus would store it
                     have.ts, have.values = _merge(have.ts, have.values, ts, values)
         return list(out.values())
+
+    def select_stream(self, matchers: list[Matcher], start_ms: int, end_ms: int) -> Iterator[RawSeries]:
+        """select's series one at a time, reading their row groups as they are reached: the selector's samples are
+        never all in memory. Several sessions (a series may be in two) are merged as select merges them."""
+        if len(self._indexes) != 1 or self._indexes[0].duplicates:
+            yield from self.select(matchers, start_ms, end_ms)
+            return
+        index = self._indexes[0]
+        (rows,) = self._matching([matchers])
+        if not len(rows):
+            return
+        self.queries += 1
+        if not index.may_overlap(start_ms, end_ms):
+            return
+        for row, ts, values in index.stream(rows, start_ms, end_ms):
+            if len(ts):
+                yield RawSeries(index.labels(row), ts, values)
 
     def label_names(self, match_sets: list[list[Matcher]], start_ms: int, end_ms: int) -> list[str]:
         names: set[str] = set()
@@ -138,7 +160,7 @@ class MetricsStore:
                     self.queries += 1
                     checked = True
                 rows = rows[index.has_samples(rows, start_ms, end_ms)]
-            out += [dict(index.labels[r]) for r in rows.tolist()]
+            out += [index.labels(r) for r in rows.tolist()]
         return out
 
 
@@ -162,27 +184,41 @@ class SessionIndex:
         self._cache = groups
         table = pq.read_table(series_path)
         ids = np.asarray(table.column("series_id").to_numpy(), dtype=np.int64)
-        names = table.column("name").to_pylist()
-        pairs = table.column("labels").to_pylist()
-        self.labels: list[dict[str, str]] = []
-        codes: dict[str, dict[str, int]] = {}
-        columns: dict[str, list[tuple[int, int]]] = {}
-        for row, (name, kv) in enumerate(zip(names, pairs)):
-            labels = {k: v for k, v in (kv or []) if v}
-            labels[NAME] = name
-            self.labels.append(labels)
-            for k, v in labels.items():
-                known = codes.setdefault(k, {"": 0})
-                code = known.setdefault(v, len(known))
-                columns.setdefault(k, []).append((row, code))
-        n = len(names)
-        self.n = n
+        n = self.n = table.num_rows
+        # Every (label, value) pair of every series as codes into the distinct names and values, by Arrow's
+        # dictionary encoding: a Python object per pair (85,000 for a day of 50 nodes) would leave the heap
+        # fragmented (~30 MiB more RSS, measured) after the index is built.
+        maps = table.column("labels").combine_chunks()
+        name = pc.dictionary_encode(table.column("name").combine_chunks())
+        del table
+        keys = pc.dictionary_encode(maps.keys)
+        items = pc.dictionary_encode(pc.fill_null(maps.items, ""))
+        self._keys: list[str] = keys.dictionary.to_pylist() + [NAME]
+        self._values: list[str] = items.dictionary.to_pylist()
+        entry_row = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.asarray(maps.offsets.to_numpy(), np.int64)))
+        kc = np.asarray(keys.indices.to_numpy(), np.int64)
+        vc = np.asarray(items.indices.to_numpy(), np.int64)
+        stored = np.array([v != "" for v in self._values], dtype=bool)  # a label stored empty is no label
+        if len(vc):
+            entry_row, kc, vc = entry_row[stored[vc]], kc[stored[vc]], vc[stored[vc]]
+        entry_row = np.concatenate((entry_row, np.arange(n, dtype=np.int64)))
+        kc = np.concatenate((kc, np.full(n, len(self._keys) - 1, np.int64)))
+        vc = np.concatenate((vc, np.asarray(name.indices.to_numpy(), np.int64) + len(self._values)))
+        self._values += name.dictionary.to_pylist()
+        order = np.lexsort((kc, entry_row))
+        self._kc, self._vc = kc[order].astype(np.int32), vc[order].astype(np.int32)
+        self._row_start = np.searchsorted(entry_row[order], np.arange(n + 1, dtype=np.int64))
+        # Two rows with one label set (they differ only in a label stored empty) are one series: select merges them.
+        pairs = (self._kc.astype(np.int64) << 32) | self._vc
+        bounds = self._row_start.tolist()
+        self.duplicates = len({pairs[a:b].tobytes() for a, b in zip(bounds, bounds[1:])}) != n
         self.columns: dict[str, _LabelColumn] = {}
-        for k, cells in columns.items():
+        for k in np.unique(kc).tolist():
+            sel = kc == k
+            distinct, code = np.unique(vc[sel], return_inverse=True)
             arr = np.zeros(n, dtype=np.int32)
-            rows, cs = zip(*cells)
-            arr[list(rows)] = cs
-            self.columns[k] = _LabelColumn(list(codes[k]), arr)
+            arr[entry_row[sel]] = code + 1
+            self.columns[self._keys[k]] = _LabelColumn([""] + [self._values[v] for v in distinct.tolist()], arr)
         self._absent = _LabelColumn([""], np.zeros(n, dtype=np.int32))
         self._path = samples_path
         self._file = pq.ParquetFile(samples_path)
@@ -227,6 +263,11 @@ class SessionIndex:
         pos = np.minimum(pos, max(len(uniq) - 1, 0))
         self.first = np.where(found, starts[pos] if len(uniq) else 0, 0).astype(np.int64)
         self.last = np.where(found, ends[pos] if len(uniq) else 0, 0).astype(np.int64)
+
+    def labels(self, row: int) -> dict[str, str]:
+        """The label set (with __name__) of a row of the series table."""
+        a, b = int(self._row_start[row]), int(self._row_start[row + 1])
+        return {self._keys[k]: self._values[v] for k, v in zip(self._kc[a:b].tolist(), self._vc[a:b].tolist())}
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -333,6 +374,49 @@ class SessionIndex:
             hi = int(np.searchsorted(ts, end_ms, side="right"))
             out.append((ts[lo:hi], vals[lo:hi]))
         return out
+
+    def stream(self, rows: np.ndarray, start_ms: int, end_ms: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(row, ts, values) of each row (ascending) with start_ms <= ts <= end_ms, holding at most READ_GROUPS
+        decoded row groups (those of the rows at hand and the next ones) besides the shared cache."""
+        if self._order is not None:  # an unsorted file is one cache entry anyway
+            yield from zip(rows.tolist(), *zip(*self.samples(rows, start_ms, end_ms)))
+            return
+        start = self._group_start
+        first, last = self.first[rows], self.last[rows]
+        nonempty = last > first
+        g_first = np.searchsorted(start, first[nonempty], side="right") - 1
+        g_last = np.searchsorted(start, last[nonempty] - 1, side="right") - 1
+        needed = sorted({g for a, b in zip(g_first.tolist(), g_last.tolist()) for g in range(a, b + 1)})
+        held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for row, a, b in zip(rows.tolist(), first.tolist(), last.tolist()):
+            if a >= b:
+                yield row, np.empty(0, np.int64), np.empty(0, np.float64)
+                continue
+            ga = int(np.searchsorted(start, a, side="right") - 1)
+            gb = int(np.searchsorted(start, b - 1, side="right") - 1)
+            if any(g not in held for g in range(ga, gb + 1)):
+                held = {g: v for g, v in held.items() if g >= ga}  # rows ascend: earlier groups are done
+                at = needed.index(ga)
+                ahead = [g for g in needed[at : at + max(READ_GROUPS, gb - ga + 1)] if g not in held]
+                held.update(self._groups(ahead))
+            if ga == gb:
+                ts, vals = held[ga][0][a - start[ga] : b - start[ga]], held[ga][1][a - start[ga] : b - start[ga]]
+            else:
+                ts = np.concatenate(
+                    [
+                        held[g][0][max(a, start[g]) - start[g] : min(b, start[g + 1]) - start[g]]
+                        for g in range(ga, gb + 1)
+                    ]
+                )
+                vals = np.concatenate(
+                    [
+                        held[g][1][max(a, start[g]) - start[g] : min(b, start[g + 1]) - start[g]]
+                        for g in range(ga, gb + 1)
+                    ]
+                )
+            lo = int(np.searchsorted(ts, start_ms, side="left"))
+            hi = int(np.searchsorted(ts, end_ms, side="right"))
+            yield row, ts[lo:hi], vals[lo:hi]
 
     def has_samples(self, rows: np.ndarray, start_ms: int, end_ms: int) -> np.ndarray:
         return np.array([len(ts) > 0 for ts, _ in self.samples(rows, start_ms, end_ms)], dtype=bool)
