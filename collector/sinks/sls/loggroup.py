@@ -1,5 +1,5 @@
-"""A LogGroup (PutLogs' protobuf, reference section 5) encoded in plain Python, for sinks whose items are few
-(events: a hundred a second) and which should not load pyarrow for it (wire.py does the log sink's volume).
+"""A LogGroup (PutLogs' protobuf, reference section 5) encoded in plain Python from (key, value) pairs, for the
+events sink (the log sink's records have their own encoder, wire.py, on these field helpers).
 
     LogGroup { repeated Log Logs = 1; optional string Topic = 3; optional string Source = 4;
                repeated LogTag LogTags = 6; }
