@@ -67,7 +67,10 @@ def test_the_request_is_the_sdks_own(monkeypatch, token):
     headers (Host, Content-MD5, x-log-*, the STS token, the signature), same lz4 body."""
     monkeypatch.setattr(AuthV1, "_getGMT", staticmethod(lambda: DATE))
     source = StaticCredentials(Credentials("akid", "secret", token))
-    items = [(1_764_100_000_123_456_789, [("message", "héllo ✓"), ("level", "INFO")]), (1_764_100_001_000_000_005, [("message", "x" * 300)])]
+    items = [
+        (1_764_100_000_123_456_789, [("message", "héllo ✓"), ("level", "INFO")]),
+        (1_764_100_001_000_000_005, [("message", "x" * 300)]),
+    ]
     tags = [("__tag__:node", "n1"), ("__pack_id__", "ABC-1")]
     key = "0123456789abcdef0123456789abcdef"
     with recording_proxy() as (proxy, seen):

@@ -313,8 +313,9 @@ class SlsSink:
         c = self.config
         entries, ends, complete = part.entries, part.ends, part.complete
         i, n = 0, part.count
+        whole = n <= c.max_batch_items and sum(map(len, entries)) <= c.max_batch_bytes  # the usual case: one batch
         while i < n:
-            j, size = i, 0
+            j, size = (n, 0) if whole else (i, 0)
             while j < n and j - i < c.max_batch_items and (j == i or size + len(entries[j]) <= c.max_batch_bytes):
                 size += len(entries[j])
                 j += 1
