@@ -189,12 +189,8 @@ class PutLogsClient:
 
 
 def _tls() -> ssl.SSLContext:
-    """The trust store requests would use (certifi's, when installed), else the system's."""
-    try:
-        import certifi
-    except ImportError:
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=certifi.where())
+    """The system's trust store, as remote write's (the images' base has ca-certificates)."""
+    return ssl.create_default_context()
 
 
 def make_client(
