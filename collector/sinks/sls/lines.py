@@ -24,6 +24,7 @@ _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # log_records._
 _DIGITS = frozenset(b"0123456789")
 _NANOS = struct.Struct("<I")
 _CLOCK_KEPT = 4096
+_MILLIS = {b"%03d" % ms: b"\x25" + _NANOS.pack(ms * 1_000_000) for ms in range(1000)}  # a header's ,mmm -> Time_ns
 _HEADS = 4096  # values (and entries) shorter than this take their length prefix from a table
 
 
@@ -77,6 +78,13 @@ def from_records(records: list[Record], prefix: str, encoder: Encoder) -> Encode
     )
 
 
+def _known(second: bytes | None, millis: bytes | None, tail: bytes | None) -> tuple[bytes, bytes, bytes] | None:
+    """Time, Time_ns and the fields' contents of a header whose parts were all read before (else None)."""
+    if second and millis is not None and tail is not None:
+        return second, millis, tail
+    return None
+
+
 class LineReader:
     """One file's fast path; keeps the encoded contents that repeat (its component and pid, the marker state)."""
 
@@ -87,7 +95,7 @@ class LineReader:
         self._state: tuple[Markers, dict[str, str], bytes, bytes] | None = None
         self._heads = (_MESSAGE_HEAD, _DEDUP_HEAD, _LINE_HEAD, _OFFSET_HEAD)
         self._tails: dict[bytes, bytes] = {}  # a header's fields -> its encoded contents after the offset
-        self._stamps: dict[bytes, tuple[bytes, bytes]] = {}  # a header's time -> Time, Time_ns
+        self._seconds: dict[bytes, bytes] = {}  # a header's `YYYY-mm-dd HH:MM:SS` -> its Time field (b"": unreadable)
 
     def read(self, data: bytes, base: int, more: bool, prefix: str) -> tuple[list[Encoded], int]:
         """The records of the file bytes `data` (at offset `base`), by the fast path where it can and by the parser
@@ -142,15 +150,13 @@ class LineReader:
             )
         return state[1], state[2], state[3]
 
-    def _stamp(self, when: bytes, now_time: bytes, now_nanos: bytes) -> tuple[bytes, bytes]:
-        """A header's Time and Time_ns fields from its `YYYY-mm-dd HH:MM:SS,mmm`; now's when its time cannot be
-        read (LogLineParser's time None)."""
-        epoch = self._epoch(when[:19])
-        if epoch is None:
-            return now_time, now_nanos
-        if len(self._stamps) >= _CLOCK_KEPT:
-            self._stamps.clear()
-        got = self._stamps[when] = (b"\x08" + varint(epoch), b"\x25" + _NANOS.pack(int(when[20:]) * 1_000_000))
+    def _second(self, second: bytes) -> bytes:
+        """A header's Time field from its `YYYY-mm-dd HH:MM:SS` (local time, mktime once per distinct second, as
+        LogLineParser's clock); b"" when it cannot be read."""
+        epoch = self._epoch(second)
+        if len(self._seconds) >= _CLOCK_KEPT:
+            self._seconds.clear()
+        got = self._seconds[second] = b"" if epoch is None else b"\x08" + varint(epoch)
         return got
 
     def _tail(self, fixed: bytes, head: re.Match[bytes]) -> bytes:
@@ -223,7 +229,7 @@ class LineReader:
         now_time = b"\x08" + varint(now // 1_000_000_000)
         now_nanos = b"\x25" + _NANOS.pack(now % 1_000_000_000)
         marks, constants, marked = self._constants()
-        heads, tails, stamps = self._heads, self._tails, self._stamps
+        heads, tails, seconds = self._heads, self._tails, self._seconds
         message_head, dedup_head, line_head, offset_head = heads
         prefix_b = prefix.encode()
         if len(prefix_b) > 100:
@@ -233,11 +239,19 @@ class LineReader:
         for line in lines:
             end = pos + len(line) + 1
             first = line[:1]
-            head = None
+            # A header is a fixed-width time, then fields that repeat line after line (level, pid, tid, component,
+            # caller) up to the first separator. A time and such a run already read and checked by the regex are
+            # keys of what was encoded for them: a line made of two known keys is that header without the regex
+            # (the regex's match of a line depends only on those bytes).
+            known = None
             if first == b"[":
-                head = _CPP.match(line)
+                sep = line.find(b": ", 24) + 2
+                if sep > 1 and line[20] == 44:  # the comma before the milliseconds
+                    known = _known(seconds.get(line[1:20]), _MILLIS.get(line[21:24]), tails.get(line[24:sep]))
             elif first.isdigit():
-                head = _PY.match(line)
+                sep = line.find(b" -- ", 23) + 4
+                if sep > 3 and line[19] == 44:
+                    known = _known(seconds.get(line[:19]), _MILLIS.get(line[20:23]), tails.get(line[23:sep]))
             elif first == b":" and raw_output:
                 m = _MARKER.match(line)
                 if m:  # state, not a record
@@ -248,21 +262,31 @@ class LineReader:
                     marks, constants, marked = self._constants()
                     pos, number = end, number + 1
                     continue
-            if head is None:
-                if not raw_output:
-                    return None  # a continuation line, another format, or a rare spelling: LogLineParser decides
-                message, stamp, nanos, tail = line, now_time, now_nanos, constants
+            if known is not None:
+                message, (stamp, nanos, tail) = line[sep:], known
+                tail += marked
             else:
-                # Both headers have a fixed-width time, then the fields that repeat line after line: those two
-                # slices are the keys of what was encoded for them before (the regex already checked the shape).
-                cut_at = head.end()
-                message = line[cut_at:]
+                head = None
                 if first == b"[":
-                    when, fixed = line[1:24], line[24:cut_at]
+                    head = _CPP.match(line)
+                elif first.isdigit():
+                    head = _PY.match(line)
+                if head is None:
+                    if not raw_output:
+                        return None  # a continuation line, another format, or a rare spelling: LogLineParser's
+                    message, stamp, nanos, tail = line, now_time, now_nanos, constants
                 else:
-                    when, fixed = line[:23], line[23:cut_at]
-                stamp, nanos = stamps.get(when) or self._stamp(when, now_time, now_nanos)
-                tail = (tails.get(fixed) or self._tail(fixed, head)) + marked
+                    cut_at = head.end()
+                    message = line[cut_at:]
+                    if first == b"[":
+                        when, fixed = line[1:24], line[24:cut_at]
+                    else:
+                        when, fixed = line[:23], line[23:cut_at]
+                    stamp = seconds.get(when[:19]) or self._second(when[:19])
+                    nanos = _MILLIS[when[20:]]
+                    if not stamp:  # an unreadable time: stamped now, as LogLineParser's time None
+                        stamp, nanos = now_time, now_nanos
+                    tail = (tails.get(fixed) or self._tail(fixed, head)) + marked
             if b"\x1b" in message:
                 message = _ANSI.sub(b"", message)
             offset = b"%d" % pos
