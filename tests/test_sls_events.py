@@ -17,8 +17,8 @@ from archive import sls_schema as schema
 from archive.credentials import Credentials, StaticCredentials
 from collector.components import Listing
 from collector.sinks.sls import loggroup, ray_events
-from collector.sinks.sls.transport import make_client
 from collector.sinks.sls.events import SlsEventsSink
+from collector.sinks.sls.transport import make_client
 from collector.sources.session_dir import LogFile
 from tests.servers.sls import SlsServer, running_sls
 
