@@ -60,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_sls_installed(settings: CollectorSettings) -> None:
-    """SLS needs the sls extra (pyarrow, numpy, lz4 and the SDK), which the small collector image leaves out."""
+    """SLS needs the sls extra (lz4 for PutLogs, cramjam for remote write), which the small collector image leaves
+    out."""
     if not settings.sls_endpoint:
         return
     try:
-        import collector.sinks.sls  # noqa: F401
+        import collector.sinks.sls.remote_write  # noqa: F401
+        import collector.sinks.sls.transport  # noqa: F401
     except ModuleNotFoundError as e:
         raise InvalidSettings(
             f"--sls-endpoint is set but {e.name} is not installed: use the collector image built with "

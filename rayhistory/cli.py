@@ -1,7 +1,7 @@
 """The `rayhistory` command: collect, serve, gc, compact, sql, inject, demo, logs (search) and sls (init).
 
-Each subcommand's module is imported only to build its parser, and an image may hold only some of them: the
-collector's image has no pyarrow or DuckDB (Dockerfile.collector). A subcommand whose third-party dependencies are
+Only the chosen subcommand's module is imported (every one for `rayhistory --help`), and an image may hold only
+some of them: the collector's image has no pyarrow or DuckDB (Dockerfile.collector). A subcommand whose third-party dependencies are
 not installed still appears, and says which extra to install when run, instead of breaking every other command.
 """
 
@@ -44,6 +44,17 @@ def _load(module: str) -> ModuleType | str:
         return missing
 
 
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand the arguments name (the first word after the global options), if any: only its module is
+    loaded. None (e.g. `rayhistory --help`): every module is, to say which are installed here."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in SUBCOMMANDS else None
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     if "serve" in (sys.argv[1:] if argv is None else argv)[:2]:  # `serve` or `-v serve`: before pyarrow loads
         from historyserver.process_memory import before_imports
@@ -53,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
     modules: dict[str, ModuleType | str] = {}
+    chosen = _chosen(sys.argv[1:] if argv is None else argv)
     for name, (module, helptext, extra) in SUBCOMMANDS.items():
+        if chosen is not None and name != chosen:
+            # Not run, so not imported: `collect` in a full install would otherwise load the server's DuckDB and
+            # pyarrow (about 50 MiB of a sidecar's memory) only to describe `compact` and `gc`.
+            sub.add_parser(name, help=helptext).add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         loaded = modules[name] = _load(module)
         if isinstance(loaded, str):
             p = sub.add_parser(name, help=f"{helptext} [not installed here: needs rayhistory[{extra}]]")

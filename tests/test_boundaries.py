@@ -30,8 +30,9 @@ def test_archive_depends_on_neither():
 
 def test_collector_runtime_stays_small():
     """The sidecar needs only the standard library, boto3 for s3:// archives, prometheus-client for its metrics,
-    and, when it streams to SLS, Alibaba's SLS SDK with pyarrow and numpy (the column-wise LogGroup encoder) and
-    cramjam (snappy, for Prometheus remote write into a MetricStore)."""
+    and, when it streams to SLS, lz4 (PutLogs' bodies), cramjam (snappy, for Prometheus remote write into a
+    MetricStore) and Alibaba's SLS SDK (`sls init`). pyarrow and numpy: archive's compacted-table modules, which
+    the server uses (the collector's path imports neither: tests/test_images.py has them absent)."""
     import sys
 
     allowed = set(sys.stdlib_module_names) | {
@@ -44,5 +45,6 @@ def test_collector_runtime_stays_small():
         "pyarrow",
         "numpy",
         "cramjam",
+        "lz4",
     }
     assert _imports("collector") | _imports("archive") <= allowed

@@ -17,8 +17,8 @@ from archive import sls_schema as schema
 from archive.credentials import Credentials, StaticCredentials
 from collector.components import Listing
 from collector.sinks.sls import loggroup, ray_events
-from collector.sinks.sls.client import make_client
 from collector.sinks.sls.events import SlsEventsSink
+from collector.sinks.sls.transport import make_client
 from collector.sources.session_dir import LogFile
 from tests.servers.sls import SlsServer, running_sls
 
@@ -53,7 +53,7 @@ def listing(folder: Path) -> Listing:
 
 def sink_for(server: SlsServer, logs: Path, spool: Path, tmp_path: Path) -> SlsEventsSink:
     keys = StaticCredentials(Credentials(server.access_key_id, server.access_key_secret))
-    client = make_client(server.endpoint, keys, NODE, 10, server.proxy)
+    client = make_client(server.endpoint, keys, 10, server.proxy)  # the collector's PutLogs, without the SDK
     return SlsEventsSink(
         client,
         "rayhistory",

@@ -196,11 +196,14 @@ def test_sls_answering_500_then_recovering_loses_nothing_without_the_sdk_retry_l
     assert sink.stats().retries == 4 and sink.stats().errors == 4
     # GetLogs through the SDK: what was sent, at most 100 rows a page, with its tags and dedup key
     now = int(time.time()) + 3600 * 24 * 400  # the sample lines are stamped 2026-11-25 in local time
-    page = sink.client.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, query="client 2999", line=500))
+    reader = _OneAttemptClient(sls.endpoint, sls.access_key_id, sls.access_key_secret, source="n1")
+    reader._session.proxies = {"http": sls.proxy}
+    reader._session.trust_env = False
+    page = reader.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, query="client 2999", line=500))
     rows = [x.get_contents() for x in page.get_logs()]
     assert len(rows) == 1 and rows[0]["__tag__:file"] == "raylet.out" and rows[0]["caller"] == "store.cc:366"
     assert rows[0]["__dedup__"].endswith(f":{len(b''.join(CPP % i for i in range(2999)))}")
-    page = sink.client.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, line=100, offset=2950))
+    page = reader.get_logs(GetLogsRequest("rayhistory", "ray-logs", 0, now, line=100, offset=2950))
     assert [x.get_contents()["message"] for x in page.get_logs()] == [
         f"Disconnecting client {i}" for i in range(2950, 3000)
     ]

@@ -1,18 +1,15 @@
-"""The SLS sink's fast paths against their definitions: the column-wise LogGroup encoder against the SDK's own
-protobuf message, and the column-wise line parser against LogLineParser, on Ray's real line formats."""
+"""The SLS sink's fast paths against their definitions: the LogGroup encoder against the SDK's own protobuf
+message, and the one-pass line reader (lines.py) against LogLineParser, on Ray's real line formats."""
 
 from __future__ import annotations
 
 import random
 
-import numpy as np
-import pyarrow as pa
 from aliyun.log.proto import LogGroupRaw
 
-from archive.log_records import LogLineParser, Markers
-from collector.sinks.sls import records_columns
-from collector.sinks.sls.columns import ColumnChunk, parse_chunk, read_chunk
-from collector.sinks.sls.wire import Columns, encode_logs, group_tail, log_bytes
+from archive.log_records import LogLineParser, Record
+from collector.sinks.sls.lines import LineReader
+from collector.sinks.sls.wire import Encoder, group_tail
 from tests import needs
 
 SAMPLES = needs.REFERENCE / "logs" / "log_line_samples.txt"
@@ -42,38 +39,50 @@ def test_the_encoder_writes_exactly_the_sdks_message():
     levels = ["INFO", None, "ERROR", "WARNING", None, "DEBUG", "INFO"]
     seconds = [0, 127, 128, 1_700_000_000, 2**32 - 1, 5, 16384]
     nanos = [rng.randrange(10**9) for _ in messages]
-    cols = Columns(
-        np.array(seconds),
-        np.array(nanos, np.uint32),
-        {"message": pa.array(messages), "__dedup__": pa.array([f"f:{i}" for i in range(7)]), "level": pa.array(levels)},
-        {"component": "raylet", "pid": "12"},
-    )
-    logs = encode_logs(cols)
+    offsets = [0, 127, 128, 16383, 16384, 2**31, 2**40]
+    records = [
+        Record(
+            "raylet.out",
+            "n",
+            offsets[i],
+            offsets[i] + 10,
+            messages[i],
+            "cpp",
+            time_ns=seconds[i] * 10**9 + nanos[i],
+            level=levels[i],
+            component="raylet",
+            pid=12,
+            job_id="01000000" if i % 2 else None,
+            part=i % 3,
+            complete=i != 4,
+            line=i + 1,
+        )
+        for i in range(7)
+    ]
+    entries = Encoder().entries(records, "f:")
     tags = [("node", "n1"), ("file", "logs/raylet.out")]
-    expected = sdk_bytes(
-        [
-            (
-                seconds[i],
-                nanos[i],
-                [
-                    (k, v)
-                    for k, v in (
-                        ("message", messages[i]),
-                        ("__dedup__", f"f:{i}"),
-                        ("level", levels[i]),
-                        ("component", "raylet"),
-                        ("pid", "12"),
-                    )
-                    if v is not None
-                ],
-            )
-            for i in range(7)
-        ],
-        tags,
+
+    def contents(i: int) -> list[tuple[str, str]]:
+        r = records[i]
+        pairs = (
+            ("message", r.message),
+            ("__dedup__", f"f:{r.offset}"),
+            ("line", str(r.line)),
+            ("offset", str(r.offset)),
+            ("level", r.level),
+            ("component", "raylet"),
+            ("pid", "12"),
+            ("job_id", r.job_id),
+            ("part", str(r.part) if r.part or not r.complete else None),
+        )
+        return [(k, v) for k, v in pairs if v is not None]
+
+    expected = sdk_bytes([(seconds[i], nanos[i], contents(i)) for i in range(7)], tags)
+    assert b"".join(entries) + group_tail("ray", "node-1", tags) == expected
+    # any run of entries is a LogGroup's Logs on its own
+    assert b"".join(entries[2:5]) + group_tail("ray", "node-1", []) == sdk_bytes(
+        [(seconds[i], nanos[i], contents(i)) for i in range(2, 5)], []
     )
-    assert bytes(log_bytes(logs, 0, 7)) + group_tail("ray", "node-1", tags) == expected
-    # any run of rows is a slice of the same bytes
-    assert bytes(log_bytes(logs, 2, 5)) == b"".join(logs[i].as_py() for i in range(2, 5))
 
 
 def _reference_lines() -> list[bytes]:
@@ -85,31 +94,34 @@ def _reference_lines() -> list[bytes]:
 
 
 def _both_ways(name: str, data: bytes, chunk: int = 4096) -> tuple[bytes, bytes, int]:
-    """The encoded items of data, by LogLineParser alone and by the sink's mix of both paths (fed in chunks,
-    with the same hand-over the sink does); and how many records the column path produced."""
+    """The encoded items of data, by LogLineParser alone and by the sink's reader (fed in chunks, with the same
+    hand-over the sink does); and how many records the fast path produced."""
     slow = LogLineParser(name, "n")
-    records = slow.feed(data) + slow.flush()
-    expected = encode_logs(records_columns(records, "fid:"))
+    expected = Encoder().entries(slow.feed(data) + slow.flush(), "fid:")
 
-    parser = LogLineParser(name, "n")
-    parts, fast, pos = [], 0, 0
+    reader = LineReader(LogLineParser(name, "n"), Encoder())
+    fast_chunk = reader.chunk
+    fast = 0
+
+    def counted(*args):  # the fast path's records, counted
+        nonlocal fast
+        got = fast_chunk(*args)
+        fast += got[0].count if got is not None else 0
+        return got
+
+    reader.chunk = counted  # type: ignore[method-assign]
+    entries, pos = [], 0
     while pos < len(data):  # the sink's loop (SlsSink._read_file), without the file
         piece = data[pos : pos + chunk]
-        got, pos = read_chunk(parser, piece, pos, pos + len(piece) < len(data), 1 << 20, "fid:")
-        for part in got:
-            if isinstance(part, ColumnChunk):
-                fast += part.count
-                parts.append(encode_logs(part.columns))
-            else:
-                parts.append(encode_logs(records_columns(part, "fid:")))
-    recs = parser.flush()
-    if recs:
-        parts.append(encode_logs(records_columns(recs, "fid:")))
-    mixed = b"".join(bytes(log_bytes(p, 0, len(p))) for p in parts)
-    return bytes(log_bytes(expected, 0, len(expected))), mixed, fast
+        got, pos = reader.read(piece, pos, pos + len(piece) < len(data), "fid:")
+        entries += [e for part in got for e in part.entries]
+    flushed = reader.flush("fid:")
+    if flushed is not None:
+        entries += flushed.entries
+    return b"".join(expected), b"".join(entries), fast
 
 
-def test_the_column_path_yields_what_loglineparser_yields_on_mixed_input():
+def test_the_fast_path_yields_what_loglineparser_yields_on_mixed_input():
     rng = random.Random(11)
     header_lines = [CPP_NAMED % i for i in range(300)] + [CPP_BARE % (i % 1000, i) for i in range(300)]
     rng.shuffle(header_lines)
@@ -126,7 +138,7 @@ def test_the_column_path_yields_what_loglineparser_yields_on_mixed_input():
     slow, mixed, fast = _both_ways("dashboard.log", py)
     assert mixed == slow and fast > 400, fast
 
-    # a record longer than a chunk stays with LogLineParser; the column path resumes after it
+    # a record longer than a chunk stays with LogLineParser; the fast path resumes after it
     long = (
         b"".join(PY % (i, i) for i in range(50))
         + (PY % (1, 1)).rstrip()
@@ -158,7 +170,7 @@ def _without_raw_times(encoded: bytes) -> list:
     ]
 
 
-def test_the_column_path_on_raw_output_with_colours():
+def test_the_fast_path_on_raw_output_with_colours():
     worker = "worker-" + "b" * 56 + "-01000000-4242.out"
     lines = [
         b"plain %d\n",
@@ -182,12 +194,13 @@ def test_the_column_path_on_raw_output_with_colours():
     slow, mixed, fast = _both_ways(worker, b":job_id:01000000\n:actor_name:A\n" + tasks)
     assert _contents(mixed) == _contents(slow) and fast == 900
     assert ("task_name", b"t128") in _contents(mixed)[-1] and ("job_id", b"01000000") in _contents(mixed)[-1]
-    # an empty marker clears the state: left to LogLineParser
+    # an empty marker clears the state
     slow, mixed, fast = _both_ways(worker, b":task_name:x\na\n:task_name:\nb\n")
-    assert _contents(mixed) == _contents(slow) and fast == 0
+    assert _contents(mixed) == _contents(slow) and fast == 2
+    assert ("task_name", b"x") in _contents(mixed)[0] and all(k != "task_name" for k, _ in _contents(mixed)[1])
 
 
-def test_the_column_path_on_rays_real_lines():
+def test_the_fast_path_on_rays_real_lines():
     lines = _reference_lines()
     assert len(lines) > 20, f"{SAMPLES} holds {len(lines)} lines of Ray's"
     for name, keep in (
@@ -198,12 +211,26 @@ def test_the_column_path_on_rays_real_lines():
         slow, mixed, fast = _both_ways(name, data, chunk=64 << 10)
         assert mixed == slow, name
         assert fast > 0.9 * data.count(b"\n"), (name, fast)
+    # every kind at once in a worker's output (the collector benchmarks' mix): headers, markers, colours, JSON
+    rng = random.Random(3)
+    data = b"".join(rng.choice(lines) for _ in range(5000))
+    slow, mixed, fast = _both_ways("worker-" + "c" * 56 + "-01000000-77.out", data, chunk=32 << 10)
+    assert _without_raw_times(mixed) == _without_raw_times(slow)
+    assert fast == len(_contents(slow)) > 4000
 
 
-def test_the_column_path_declines_what_it_does_not_know():
-    markers = Markers()
-    for data in (b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3):
-        assert parse_chunk(data, 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 1 << 20, "f:") is None
-    assert (
-        parse_chunk(b"x" * 100 + b"\n" + b"y\n", 0, "worker-" + "a" * 56 + "-01000000-1.out", markers, 50, "f:") is None
-    )
+def test_the_fast_path_declines_what_it_does_not_know():
+    worker = "worker-" + "a" * 56 + "-01000000-1.out"
+    for data in (b"windows line\r\n" * 3, b"\xff\xfe not utf-8\n" * 3, b"x" * 100 + b"\n" + b"y\n"):
+        reader = LineReader(LogLineParser(worker, "n", max_record_bytes=64), Encoder())
+        assert reader.chunk(data, 0, "f:") is None
+        # ... and LogLineParser reads it, to the records it gives on its own
+        slow = LogLineParser(worker, "n", max_record_bytes=64)
+        got, _ = reader.read(data, 0, False, "f:")
+        flushed = reader.flush("f:")
+        entries = [e for g in got for e in g.entries] + (flushed.entries if flushed else [])
+        expected = Encoder().entries(slow.feed(data) + slow.flush(), "f:")
+        assert _contents(b"".join(entries)) == _contents(b"".join(expected)) and len(entries) >= 2
+    # a continuation line in a component's log is LogLineParser's
+    reader = LineReader(LogLineParser("raylet.out", "n"), Encoder())
+    assert reader.chunk(CPP_NAMED % 1 + b"  more\n" + CPP_NAMED % 2, 0, "f:") is None

@@ -1,9 +1,10 @@
 """The SLS sink: the session's log lines, parsed into records, streamed to an Alibaba Cloud SLS logstore.
 
-    client.py      the SDK's signed transport, one attempt per request (SlsError)
-    wire.py        LogGroup protobuf, encoded column-wise (byte-identical to the SDK's)
+    transport.py   PutLogs over the standard library, signed as the SDK signs it, one attempt per request (SlsError)
+    client.py      the SDK's client, one attempt per request (`rayhistory sls init`, tests)
+    wire.py        records -> LogGroup entries (byte-identical to the SDK's message)
     (archive/log_records.py: Ray's log line formats -> records, LogLineParser, the definition)
-    columns.py     the common case of LogLineParser, column-wise (Arrow; rules in archive/log_columns.py), and records as columns
+    lines.py       the common case of LogLineParser, parsed and encoded in one pass
     checkpoint.py  per file: generation, inode, acknowledged offset
     sink.py        the engine: a reader and a sender thread, backpressure, rate limit, retries
 
@@ -14,10 +15,12 @@ The events and metrics outputs (issue 14), each its own sink on one shared engin
     shipper.py       whole lines of growing files, at least once: retries, backoff, checkpoint by inode
     events.py        Ray's events (export files or HTTP spool) -> the events logstore, one log per event
     ray_events.py    both event paths flattened to the same keys (archive/sls_schema.py)
-    loggroup.py      a LogGroup in plain Python (events are few; no pyarrow)
+    loggroup.py      a LogGroup from (key, value) pairs, and the protobuf field encoder every sink shares
     metrics.py       the metrics spool -> a MetricStore by Prometheus remote write
     remote_write.py  WriteRequest protobuf by hand, snappy (cramjam), BasicAuth
     outputs.py       which outputs the settings turn on
+
+The collector's SLS path imports no SDK, pyarrow or numpy (a sidecar's memory: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,12 +38,11 @@ from collector.stats import ComponentStats
 if TYPE_CHECKING:
     from collector.sinks.sls.sink import SlsConfig, SlsSink
 
-# Imported on first use (PEP 562): the SDK, pyarrow and numpy load only for the outputs that need them (the
-# events and metrics sinks live in this package too, and metrics alone need neither).
+# Imported on first use (PEP 562): the SDK loads only for what uses it (sls init, tests), the engine only for log
+# lines.
 _LAZY = {
-    "SlsError": "client",
+    "SlsError": "transport",
     "_OneAttemptClient": "client",
-    "records_columns": "columns",
     "SlsConfig": "sink",
     "SlsCounters": "sink",
     "SlsSink": "sink",
@@ -65,7 +67,6 @@ __all__ = [
     "_OneAttemptClient",
     "file_id",
     "hash_key",
-    "records_columns",
     "config_from_settings",
 ]
 

@@ -1,4 +1,5 @@
-"""The SLS client: the SDK's signed transport, one attempt per request, for LogGroups already serialized (wire.py).
+"""The SLS SDK's client, one attempt per request: for `rayhistory sls init` and tests, which use the SDK's other
+calls. The collector's sinks send PutLogs through transport.py, which makes the same request without the SDK.
 
 The SDK's own retry loop (10 x 1 s, reference section 5) is cut short: every failed attempt comes back to the
 sink as SlsError, which retries with exponential backoff and slows down on quota errors (403).
@@ -10,18 +11,7 @@ from aliyun.log import LogClient, LogException
 from aliyun.log.compress import Compressor, CompressType
 
 from archive.credentials import CredentialsError, CredentialSource, sls_provider
-
-
-class SlsError(RuntimeError):
-    """SLS refused a request or could not be reached (one attempt; the sink retries)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"SLS answered {status} {code}: {message}")
-        self.status, self.code = status, code
-
-    @property
-    def is_quota(self) -> bool:
-        return self.status == 403 and "Quota" in self.code
+from collector.sinks.sls.transport import SlsError
 
 
 class _OneAttemptClient(LogClient):

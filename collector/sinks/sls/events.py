@@ -5,7 +5,7 @@ logs/ (source `logs`, only `export_events/`) or the spool of its HTTP event expo
 Each line becomes one log whose contents are the event flattened by ray_events.py, plus `__dedup__` (the file's id
 and the line's byte offset: a line sent twice, after a crash, has the same key), stamped with the event's own time
 and tagged with cluster, namespace, session and node (archive/sls_schema.py). Delivery, retries and the checkpoint
-are shipper.py's; requests are PutLogs through the SDK's signed transport (client.py), one LogGroup per file chunk.
+are shipper.py's; requests are PutLogs, signed as the SDK signs them (transport.py), one LogGroup per file chunk.
 The archive keeps every event as Ray wrote it and stays the system of record; this is a searchable copy.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from archive import sls_schema as schema
 from collector.sinks.sls import loggroup, ray_events
-from collector.sinks.sls.client import SlsError
 from collector.sinks.sls.shipper import FileShipper, Refused, Request, Retry, Track
+from collector.sinks.sls.transport import SlsError
 
 log = logging.getLogger("rayhistory.collector.sls")
 
@@ -38,7 +38,7 @@ class SlsEventsSink(FileShipper):
 
     def __init__(
         self,
-        client: Any,  # collector.sinks.sls.client._OneAttemptClient (or anything with put_log_group)
+        client: Any,  # transport.PutLogsClient (or anything with put_log_group, e.g. client._OneAttemptClient)
         project: str,
         logstore: str,
         tags: dict[str, str],  # cluster, namespace, session, node

@@ -1,5 +1,5 @@
-"""A LogGroup (PutLogs' protobuf, reference section 5) encoded in plain Python, for sinks whose items are few
-(events: a hundred a second) and which should not load pyarrow for it (wire.py does the log sink's volume).
+"""A LogGroup (PutLogs' protobuf, reference section 5) encoded in plain Python from (key, value) pairs, for the
+events sink (the log sink's records have their own encoder, wire.py, on these field helpers).
 
     LogGroup { repeated Log Logs = 1; optional string Topic = 3; optional string Source = 4;
                repeated LogTag LogTags = 6; }
@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 _SMALL = [bytes((i,)) for i in range(128)]
 _KEYS: dict[str, bytes] = {}  # a Content's Key field, encoded once per key name
+_HEADS: dict[str, list[bytes]] = {}
 
 
 def varint(n: int) -> bytes:
@@ -39,13 +40,22 @@ def _pair(key: str, value: str) -> bytes:
 
 def _content(key: str, value: str) -> bytes:
     """A Logs entry's Contents field (tag 2): Key = 1, Value = 2, with their lengths."""
-    k = _KEYS.get(key)
-    if k is None:
-        kb = key.encode()
-        k = _KEYS[key] = b"\x0a" + varint(len(kb)) + kb
     v = value.encode("utf-8", "replace")
+    heads = _HEADS.get(key) or _heads(key)
+    if len(v) < 128:  # most values: everything before them comes from a table
+        return heads[len(v)] + v
+    k = _KEYS[key]
     vlen = varint(len(v))
     return b"".join((b"\x12", varint(len(k) + 1 + len(vlen) + len(v)), k, b"\x12", vlen, v))
+
+
+def _heads(key: str) -> list[bytes]:
+    """What precedes a value of 0..127 bytes in a Contents field of this key (tag, length, key field, value tag and
+    length), kept per key name."""
+    kb = key.encode()
+    k = _KEYS[key] = b"\x0a" + varint(len(kb)) + kb
+    heads = _HEADS[key] = [b"\x12" + varint(len(k) + 2 + n) + k + b"\x12" + _SMALL[n] for n in range(128)]
+    return heads
 
 
 def log_entry(time_ns: int, contents: Iterable[tuple[str, str]]) -> bytes:

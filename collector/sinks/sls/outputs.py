@@ -57,15 +57,15 @@ def build(
         schema.TAG_NODE: node_id,
     }
     if settings.sls_logstore:
-        from collector.sinks.sls import SlsLogsSink, config_from_settings  # pyarrow: only when log lines are sent
+        from collector.sinks.sls import SlsLogsSink, config_from_settings
 
         config = config_from_settings(settings, state / CHECKPOINTS["logs"], ref.session)
         sinks.append(SlsLogsSink(config, node_id, logs_dir))
     if settings.sls_events_logstore:
-        from collector.sinks.sls.client import make_client
         from collector.sinks.sls.events import SlsEventsSink
+        from collector.sinks.sls.transport import make_client
 
-        client = make_client(settings.sls_endpoint, creds, node_id, 30.0, settings.sls_proxy or None)
+        client = make_client(settings.sls_endpoint, creds, 30.0, settings.sls_proxy or None)
         sinks.append(
             SlsEventsSink(
                 client,

@@ -10,9 +10,10 @@ once, and every item carries `__dedup__` (file id + byte offset) for readers to 
 One PutLogs request holds one file's records and is routed by a hash key of (node, file), so SLS keeps each
 file's order on one shard. Its tags say where the lines come from (cluster, namespace, session, node, file) and
 carry `__pack_id__` (archive/sls_schema.py): the file's prefix and a counter per LogGroup, kept in the checkpoint
-with the line number, so that SLS's context query returns a hit's neighbours in file order across restarts. Its LogGroup is encoded column-wise (wire.py: byte-identical to what the SDK's
-`put_logs` serializes, at a fraction of the cost) and sent through the SDK client's signed transport (client.py).
-Runs of single-line records are parsed column-wise too (columns.py); everything else goes through LogLineParser.
+with the line number, so that SLS's context query returns a hit's neighbours in file order across restarts.
+Runs of single-line records are parsed and encoded in one pass (lines.py), everything else goes through
+LogLineParser and wire.py; either way the LogGroup is byte-identical to what the SDK's `put_logs` serializes, and
+it is sent signed as the SDK signs it (transport.py).
 """
 
 from __future__ import annotations
@@ -26,18 +27,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
-from aliyun.log import LogClient
+from typing import Any, Protocol
 
 from archive import sls_schema as schema
 from archive.credentials import Credentials, CredentialSource, StaticCredentials
-from archive.log_records import LogLineParser, Markers, Record, worker_id_of
+from archive.log_records import LogLineParser, Markers, worker_id_of
 from collector.sinks.sls import checkpoint
-from collector.sinks.sls.client import SlsError, make_client
-from collector.sinks.sls.columns import ColumnChunk, read_chunk, records_columns
-from collector.sinks.sls.wire import encode_logs, group_tail, log_bytes
+from collector.sinks.sls.lines import Encoded, LineReader
+from collector.sinks.sls.transport import SlsError, make_client
+from collector.sinks.sls.wire import Encoder, group_tail
 
 log = logging.getLogger("rayhistory.collector.sls")
 
@@ -97,7 +95,7 @@ class _Batch:
 class _Track:
     generation: int
     inode: int
-    parser: LogLineParser
+    reader: LineReader
     read_pos: int
     size: int = 0
     grew_at: float = field(default_factory=time.monotonic)
@@ -132,13 +130,12 @@ def hash_key(node: str, path: str) -> str:
 
 
 class SlsSink:
-    def __init__(
-        self, config: SlsConfig, node: str, logs_dir: str | os.PathLike[str], client: LogClient | None = None
-    ) -> None:
+    def __init__(self, config: SlsConfig, node: str, logs_dir: str | os.PathLike[str], client: Any = None) -> None:
         self.config = config
         self.node = node
         self.logs_dir = Path(logs_dir)
-        self.client = client or self._make_client()
+        self.client = client or self._make_client()  # anything with put_log_group (transport.PutLogsClient)
+        self._encoder = Encoder()  # its cache of repeated contents serves every file (the reader thread's)
         self.counters = SlsCounters()
         self._tracks: dict[str, _Track] = {}
         self._offers: dict[str, tuple[int, int]] = {}
@@ -162,10 +159,10 @@ class SlsSink:
         for t in self._threads:
             t.start()
 
-    def _make_client(self) -> LogClient:
+    def _make_client(self) -> Any:
         c = self.config
         source = c.credentials or StaticCredentials(Credentials(c.access_key_id, c.access_key_secret))
-        return make_client(c.endpoint, source, c.source or self.node, c.request_timeout, c.proxy)
+        return make_client(c.endpoint, source, c.request_timeout, c.proxy)
 
     # --- the caller's side: never blocks ---------------------------------------------------------------
     def offer(self, files: Iterable[SizedFile]) -> None:
@@ -258,7 +255,7 @@ class SlsSink:
         track = _Track(
             gen,
             inode,
-            parser,
+            LineReader(parser, self._encoder),
             offset,
             acked=offset,
             acked_markers=parser.markers.to_json(),
@@ -273,7 +270,7 @@ class SlsSink:
     def _read_file(self, path: str, track: _Track, final: bool) -> bool:
         """Read what is new in one file and queue it as batches; True if anything moved."""
         c = self.config
-        parts: list[list[Record] | ColumnChunk] = []
+        parts: list[Encoded] = []
         pending = 0
         moved = False
         prefix = f"{file_id(self.node, path, track.generation)}:"
@@ -289,11 +286,9 @@ class SlsSink:
                         track.read_pos += len(data)
                         self.counters.bytes_read += len(data)
                         moved = True
-                        got, resume = read_chunk(
-                            track.parser, data, base, track.read_pos < track.size, c.max_record_bytes, prefix
-                        )
+                        got, resume = track.reader.read(data, base, track.read_pos < track.size, prefix)
                         parts += got
-                        pending += sum(p.count if isinstance(p, ColumnChunk) else len(p) for p in got)
+                        pending += sum(p.count for p in got)
                         if resume != track.read_pos:  # bytes handed back: read them again with the next chunk
                             self.counters.bytes_read -= track.read_pos - resume
                             track.read_pos = resume
@@ -303,55 +298,42 @@ class SlsSink:
         if moved:
             track.grew_at = time.monotonic()
         if track.read_pos >= track.size and (final or time.monotonic() - track.grew_at >= c.idle_flush_seconds):
-            records = track.parser.flush()
-            if records:
-                parts.append(records)
+            flushed = track.reader.flush(prefix)
+            if flushed is not None:
+                parts.append(flushed)
         for part in parts:
-            self.counters.records += part.count if isinstance(part, ColumnChunk) else len(part)
+            self.counters.records += part.count
             for batch in self._batches(path, track, part, prefix):
                 if not self._enqueue(batch):
                     return moved
         return moved or bool(parts)
 
-    def _batches(self, path: str, track: _Track, part: list[Record] | ColumnChunk, prefix: str) -> Iterable[_Batch]:
+    def _batches(self, path: str, track: _Track, part: Encoded, prefix: str) -> Iterable[_Batch]:
         """Split one part into PutLogs batches under the item and byte limits."""
         c = self.config
-        if isinstance(part, ColumnChunk):
-            cols, starts, ends = part.columns, part.starts, part.ends
-            complete = np.ones(len(starts), bool)
-            markers_at = part.markers_at
-            end_lines = part.lines + 1  # one whole line each
-        else:
-            cols = records_columns(part, prefix)
-            starts = np.fromiter((r.offset for r in part), np.int64, len(part))
-            ends = np.fromiter((r.end for r in part), np.int64, len(part))
-            complete = np.fromiter((r.complete for r in part), bool, len(part))
-            end_lines = np.fromiter((r.end_line for r in part), np.int64, len(part))
-
-            def markers_at(i: int) -> dict[str, str]:
-                return Markers(part[i].job_id, part[i].task_name, part[i].actor_name).to_json()
-
-        logs = encode_logs(cols)
-        offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset :].astype(
-            np.int64
-        )
-        spans = np.cumsum(ends - starts)
-        i, n = 0, len(starts)
+        entries, ends, complete = part.entries, part.ends, part.complete
+        i, n = 0, part.count
+        whole = n <= c.max_batch_items and sum(map(len, entries)) <= c.max_batch_bytes  # the usual case: one batch
         while i < n:
-            j = int(np.searchsorted(offsets, offsets[i] + c.max_batch_bytes, side="right")) - 1
-            j = min(max(j, i + 1), i + c.max_batch_items, n)
-            done = np.flatnonzero(complete[i:j])
-            last = i + int(done[-1]) if len(done) else None
+            j, size = (n, 0) if whole else (i, 0)
+            while j < n and j - i < c.max_batch_items and (j == i or size + len(entries[j]) <= c.max_batch_bytes):
+                size += len(entries[j])
+                j += 1
+            last = j - 1
+            if complete is not None:
+                while last >= i and not complete[last]:
+                    last -= 1
+            acked = last >= i
             yield _Batch(
                 path,
                 track.generation,
                 prefix[:-1],
-                bytes(log_bytes(logs, i, j)),
+                b"".join(entries[i:j]),
                 j - i,
-                int(spans[j - 1] - (spans[i - 1] if i else 0)),
-                int(ends[last]) if last is not None else None,
-                markers_at(last) if last is not None else {},
-                int(end_lines[last]) if last is not None else 0,
+                ends[j - 1] - (ends[i - 1] if i else part.start),
+                ends[last] if acked else None,
+                part.markers[last] if acked else {},
+                part.end_lines[last] if acked else 0,
                 track.pack,
             )
             track.pack += 1

@@ -1,10 +1,9 @@
-"""SLS's LogGroup (protobuf, proto2) encoded column-wise with pyarrow: the bytes the SDK's `put_logs` would send.
+"""The log sink's records as `Logs` entries of SLS's LogGroup (protobuf, proto2): the bytes the SDK's `put_logs`
+would serialize for the same items (tests/test_sls_wire.py checks this against the SDK's generated message).
 
-Why not the SDK's own serialization: `put_logs` builds one protobuf object per item and per content, about
-11 microseconds a line, which caps a core near 4 MB/s of Ray's short log lines (the target is 40). Here every
-field of every item is one Arrow column and an item is one `binary_join_element_wise` of them, in C++; the output
-is byte-for-byte what `LogGroupRaw.SerializeToString()` gives for the same items (tests/test_sls_wire.py checks
-this against the SDK's generated message), and is sent through the SDK's signed transport (client.py).
+Plain Python, no pyarrow: at a sidecar's rates (1 MB/s is ~8,000 lines a second) what costs is the line parser
+(archive/log_records.py), not this; the contents that repeat from record to record (component, level, caller, pid,
+the marker state) are encoded once and reused, so a record costs about its message, its position and two lengths.
 
 The message (aliyun/log/log_logs_raw.proto; fields serialized in number order, as protobuf does):
     LogGroup { repeated Log Logs = 1; optional string Topic = 3; optional string Source = 4;
@@ -15,21 +14,12 @@ The message (aliyun/log/log_logs_raw.proto; fields serialized in number order, a
 
 from __future__ import annotations
 
-import os
+import struct
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from archive.log_records import Record
 from collector.sinks.sls.loggroup import delimited, varint
-
-# The sidecar's memory: Arrow's default pool (mimalloc) keeps freed chunks for reuse, ~35 MiB more RSS in the
-# steady 1 MB/s benchmark than the system allocator, and no faster here. Pyarrow serves only this sink in the
-# collector's process; an explicit ARROW_DEFAULT_MEMORY_POOL still wins.
-if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-    pa.set_memory_pool(pa.system_memory_pool())
 
 # Content keys in the order the sink sends them (message and __dedup__ first; archive/sls_schema.py names them).
 KEYS = (
@@ -47,6 +37,15 @@ KEYS = (
     "actor_name",
     "part",
 )
+KEY_FIELD = {k: delimited(0x0A, k.encode()) + b"\x12" for k in KEYS}  # Key = 1 and Value's tag
+_CACHED = 8192  # distinct (key, value) contents kept encoded; cleared when full (callers and pids are bounded)
+_NANOS = struct.Struct("<I")
+
+
+def content(key_field: bytes, value: bytes) -> bytes:
+    """A Log's Contents field (tag 2) from its key field (`KEY_FIELD`) and value."""
+    vlen = varint(len(value))
+    return b"\x12" + varint(len(key_field) + len(vlen) + len(value)) + key_field + vlen + value
 
 
 def pair(key: str, value: str | bytes) -> bytes:
@@ -54,108 +53,64 @@ def pair(key: str, value: str | bytes) -> bytes:
     return delimited(0x0A, key.encode()) + delimited(0x12, value if isinstance(value, bytes) else value.encode())
 
 
-def varints(values: np.ndarray, valid: pa.Array | None = None) -> pa.BinaryArray:
-    """The varint encoding of each value (a length or a uint32 time) as a binary column; null where `valid`
-    (a boolean array) is false."""
-    n = values.astype(np.uint64)
-    rows = len(n)
-    validity = None
-    if valid is not None and valid.false_count:
-        validity = pa.array(valid.to_numpy(zero_copy_only=False), pa.bool_()).buffers()[1]
-    if not rows or int(n.max()) < 0x80:  # the common case: one byte each
-        offsets = np.arange(rows + 1, dtype=np.int32)
-        return pa.BinaryArray.from_buffers(
-            pa.binary(), rows, [validity, pa.py_buffer(offsets), pa.py_buffer(n.astype(np.uint8).tobytes())]
-        )
-    size = 1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + (n >= 1 << 28)
-    table = np.empty((rows, 5), np.uint8)
-    for k in range(5):
-        byte = ((n >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        table[:, k] = np.where(size > k + 1, byte | 0x80, byte)
-    keep = np.arange(5)[None, :] < size[:, None]
-    offsets = np.zeros(rows + 1, np.int32)
-    np.cumsum(size, out=offsets[1:])
-    return pa.BinaryArray.from_buffers(
-        pa.binary(), rows, [validity, pa.py_buffer(offsets), pa.py_buffer(table[keep].tobytes())]
-    )
+class Encoder:
+    """Records -> `Logs` entries (each with its tag and length), contents in KEYS order, absent ones left out."""
 
+    def __init__(self) -> None:
+        self._contents: dict[tuple[str, str], bytes] = {}
+        self._second = -1
+        self._time = b""
 
-def varint_sizes(values: np.ndarray) -> np.ndarray:
-    n = values.astype(np.uint64)
-    return (1 + (n >= 1 << 7) + (n >= 1 << 14) + (n >= 1 << 21) + (n >= 1 << 28)).astype(np.int64)
+    def cached(self, key: str, value: str) -> bytes:
+        got = self._contents.get((key, value))
+        if got is None:
+            if len(self._contents) >= _CACHED:
+                self._contents.clear()
+            got = self._contents[(key, value)] = content(KEY_FIELD[key], value.encode())
+        return got
 
-
-def _lengths(col: pa.Array) -> np.ndarray:
-    return pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _join(*cols) -> pa.Array:
-    """Row-wise concatenation; a null piece makes the row null."""
-    return pc.binary_join_element_wise(*cols, pa.scalar(b"", pa.binary()))
-
-
-@dataclass
-class Columns:
-    """One value per item; None for a key the items don't carry. Text columns are string or binary arrays
-    (nulls allowed: that item lacks the content); `constants` are contents equal for every item."""
-
-    seconds: np.ndarray  # int64 epoch seconds
-    nanos: np.ndarray  # uint32 nanosecond part
-    text: dict[str, pa.Array]
-    constants: dict[str, str]
-
-
-def encode_logs(cols: Columns) -> pa.BinaryArray:
-    """Every item as a `Logs` entry of a LogGroup (tag, length, Log message), in a binary column whose data
-    buffer holds them back to back: a batch of rows i..j is one zero-copy slice of it.
-
-    Lengths are computed with numpy and every piece is a column or a constant, so each Log is built by one
-    row-wise join: [0x0a, len(Log), 0x08, Time, (0x12, len(Content), Key field, 0x12, len(Value)), Value, ...,
-    0x25, Time_ns]; an absent content has a null prefix and value, which the join leaves out."""
-    n = len(cols.seconds)
-    pieces: list = [pa.scalar(b"\x08", pa.binary()), varints(cols.seconds)]
-    size = 1 + varint_sizes(cols.seconds) + 5  # Time and Time_ns
-    for key in KEYS:
-        if key in cols.text:
-            values = cols.text[key].cast(pa.binary())
-            valid = values.is_valid() if values.null_count else None
-            lengths = _lengths(values)
-            key_field = delimited(0x0A, key.encode()) + b"\x12"
-            inner = len(key_field) + varint_sizes(lengths) + lengths
-            prefix = _join(
-                pa.scalar(b"\x12", pa.binary()),
-                varints(inner, valid),
-                pa.scalar(key_field, pa.binary()),
-                varints(lengths),
-            )
-            pieces += [prefix, values]
-            content = 1 + varint_sizes(inner) + inner
-            size = size + (np.where(valid.to_numpy(zero_copy_only=False), content, 0) if valid is not None else content)
-        elif key in cols.constants:
-            const = delimited(0x12, pair(key, cols.constants[key]))
-            pieces.append(pa.scalar(const, pa.binary()))
-            size = size + len(const)
-    nanos = cols.nanos.astype("<u4").tobytes()
-    pieces += [
-        pa.scalar(b"\x25", pa.binary()),
-        pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(nanos)]).cast(pa.binary()),
-    ]
-    logs = pc.binary_join_element_wise(
-        pa.scalar(b"\x0a", pa.binary()),
-        varints(np.asarray(size)),
-        *pieces,
-        pa.scalar(b"", pa.binary()),
-        null_handling="replace",
-        null_replacement=b"",
-    )
-    return logs.combine_chunks() if isinstance(logs, pa.ChunkedArray) else logs
-
-
-def log_bytes(logs: pa.BinaryArray, start: int, stop: int) -> memoryview:
-    """Rows start..stop of encode_logs' output as one contiguous byte range (no copy)."""
-    offsets = np.frombuffer(logs.buffers()[1], np.int32, len(logs) + 1 + logs.offset)[logs.offset :]
-    data = logs.buffers()[2]
-    return memoryview(data)[offsets[start] : offsets[stop]]
+    def entries(self, records: Sequence[Record], prefix: str) -> list[bytes]:
+        """One entry per record; `prefix` (the file's id and a colon) starts each `__dedup__`. A record without a
+        time (raw output) is stamped now."""
+        now = time.time_ns()
+        cached = self.cached
+        k_message, k_dedup, k_line, k_offset = (KEY_FIELD[k] for k in KEYS[:4])
+        out = []
+        for r in records:
+            t = r.time_ns if r.time_ns is not None else now
+            second, nanos = divmod(t, 1_000_000_000)
+            if second != self._second:
+                self._second, self._time = second, b"\x08" + varint(second)
+            offset = str(r.offset)
+            parts = [
+                self._time,
+                content(k_message, r.message.encode()),
+                content(k_dedup, (prefix + offset).encode()),
+                content(k_line, str(r.line).encode()),
+                content(k_offset, offset.encode()),
+            ]
+            if r.level is not None:
+                parts.append(cached("level", r.level))
+            if r.component is not None:
+                parts.append(cached("component", r.component))
+            if r.source is not None:
+                parts.append(cached("caller", r.source))
+            if r.pid is not None:
+                parts.append(cached("pid", str(r.pid)))
+            if r.tid is not None:
+                parts.append(cached("tid", str(r.tid)))
+            if r.job_id is not None:
+                parts.append(cached("job_id", r.job_id))
+            if r.task_name is not None:
+                parts.append(cached("task_name", r.task_name))
+            if r.actor_name is not None:
+                parts.append(cached("actor_name", r.actor_name))
+            if r.part or not r.complete:
+                parts.append(cached("part", str(r.part)))
+            parts.append(b"\x25" + _NANOS.pack(nanos))
+            body = b"".join(parts)
+            out.append(b"\x0a" + varint(len(body)) + body)
+        return out
 
 
 def group_tail(topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
@@ -164,4 +119,4 @@ def group_tail(topic: str, source: str, tags: Sequence[tuple[str, str]]) -> byte
     return out + b"".join(delimited(0x32, pair(k, v)) for k, v in tags)
 
 
-__all__ = ["Columns", "encode_logs", "log_bytes", "group_tail", "pair", "varint", "varints", "KEYS"]
+__all__ = ["Encoder", "KEYS", "content", "group_tail", "pair", "varint"]
