@@ -23,14 +23,15 @@ import re
 import time
 from dataclasses import dataclass
 
-_CPP = re.compile(
+# Public: the SLS sink's one-pass reader (collector/sinks/sls/lines.py) matches with these same patterns.
+CPP_HEADER = re.compile(
     rb"^\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ([DIWEF]) (\d+) (\d+)\] (?:\(([^)\s]+)\) )?"
     rb"([^\s:]+:\d+): ?"
 )
-_PY = re.compile(rb"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\t([A-Z]+) ([^\s:]+:\d+) -- ?")
-_MARKER = re.compile(rb"^:(job_id|task_name|actor_name):(.*)$")
+PY_HEADER = re.compile(rb"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})\t([A-Z]+) ([^\s:]+:\d+) -- ?")
+MARKER_LINE = re.compile(rb"^:(job_id|task_name|actor_name):(.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_CPP_LEVELS = {b"D": "DEBUG", b"I": "INFO", b"W": "WARNING", b"E": "ERROR", b"F": "FATAL"}
+CPP_LEVELS = {b"D": "DEBUG", b"I": "INFO", b"W": "WARNING", b"E": "ERROR", b"F": "FATAL"}
 
 _WORKER_FILE = re.compile(r"^worker-([0-9a-f]+)-([0-9a-f]{8})-(\d+)\.(?:out|err)$")
 _CORE_FILE = re.compile(r"^python-core-(worker|driver)-[0-9a-f]+_(\d+)\.log$")
@@ -276,7 +277,7 @@ class LogLineParser:
             out.append(rec)
             return
         if self.raw_output:
-            m = _MARKER.match(body)
+            m = MARKER_LINE.match(body)
             if m:
                 self._emit_pending(out)
                 setattr(self.markers, m.group(1).decode(), self._text(m.group(2)) or None)
@@ -304,7 +305,7 @@ class LogLineParser:
     def _header(self, body: bytes, start: int, end: int) -> tuple[Record, int] | None:
         mk = self.markers
         if body[:1] == b"[":
-            m = _CPP.match(body)
+            m = CPP_HEADER.match(body)
             if m:
                 return Record(
                     self.file,
@@ -314,7 +315,7 @@ class LogLineParser:
                     "",
                     "cpp",
                     time_ns=self._clock.ns(m.group(1), m.group(2)),
-                    level=_CPP_LEVELS[m.group(3)],
+                    level=CPP_LEVELS[m.group(3)],
                     component=(m.group(6).decode() if m.group(6) else self.component),
                     source=m.group(7).decode(),
                     pid=int(m.group(4)),
@@ -326,7 +327,7 @@ class LogLineParser:
                     end_line=self._line_no,
                 ), m.end()
         elif body[:1].isdigit():
-            m = _PY.match(body)
+            m = PY_HEADER.match(body)
             if m:
                 return Record(
                     self.file,

@@ -17,7 +17,16 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from archive.log_records import _CPP, _CPP_LEVELS, _MARKER, _PY, LogLineParser, Markers, Record, file_facts
+from archive.log_records import (
+    CPP_HEADER,
+    CPP_LEVELS,
+    MARKER_LINE,
+    PY_HEADER,
+    LogLineParser,
+    Markers,
+    Record,
+    file_facts,
+)
 from collector.sinks.sls.wire import KEY_FIELD, Encoder, varint
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # log_records._ANSI; on valid UTF-8 the same
@@ -165,9 +174,9 @@ class LineReader:
         cached = self.encoder.cached
         pid: str | None
         tid: str | None
-        if head.re is _CPP:
+        if head.re is CPP_HEADER:
             letter, pid_b, tid_b, tag, caller = head.group(3, 4, 5, 6, 7)
-            level, component = _CPP_LEVELS[letter], tag.decode() if tag else self.component
+            level, component = CPP_LEVELS[letter], tag.decode() if tag else self.component
             pid, tid = str(int(pid_b)), str(int(tid_b))
         else:
             level_b, caller = head.group(3, 4)
@@ -220,7 +229,7 @@ class LineReader:
             if len(lines) < 2:
                 return None  # the single line would be held back anyway
             last = lines.pop()  # the last header line may still get continuation lines: held back
-            if (_CPP if last[:1] == b"[" else _PY).match(last) is None:
+            if (CPP_HEADER if last[:1] == b"[" else PY_HEADER).match(last) is None:
                 return None  # a continuation: the record before it is not whole
         out = Encoded(start=base)
         entries, ends, end_lines, markers = out.entries, out.ends, out.end_lines, out.markers
@@ -253,7 +262,7 @@ class LineReader:
                 if sep > 3 and line[19] == 44:
                     known = _known(seconds.get(line[:19]), _MILLIS.get(line[20:23]), tails.get(line[23:sep]))
             elif first == b":" and raw_output:
-                m = _MARKER.match(line)
+                m = MARKER_LINE.match(line)
                 if m:  # state, not a record
                     value = m.group(2)
                     if b"\x1b" in value:
@@ -268,9 +277,9 @@ class LineReader:
             else:
                 head = None
                 if first == b"[":
-                    head = _CPP.match(line)
+                    head = CPP_HEADER.match(line)
                 elif first.isdigit():
-                    head = _PY.match(line)
+                    head = PY_HEADER.match(line)
                 if head is None:
                     if not raw_output:
                         return None  # a continuation line, another format, or a rare spelling: LogLineParser's
