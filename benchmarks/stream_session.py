@@ -10,6 +10,7 @@ stays bounded by the largest piece.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from archive import logs as archive_logs
@@ -53,8 +54,12 @@ class Streamer:
         for node in self.nodes:
             for key in (node.node_key, node.files_key):
                 self._copy(key)
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """The head's collector rewrites its manifest while it runs (last_seen_ms: it is alive)."""
         manifest = SessionManifest.from_json(self.src.get(self.ref.manifest_key))
-        running = replace(manifest, status="running", end_ms=None, ended_by=None)
+        running = replace(manifest, status="running", end_ms=None, ended_by=None, last_seen_ms=int(time.time() * 1000))
         self.dst.put(self.ref.manifest_key, running.to_json())
         self.dst.put(self.ref.index_key, running.to_json())
 
@@ -79,6 +84,7 @@ class Streamer:
             self.last[f] = seg
             total += len(data)
         self.written = i
+        self.heartbeat()
         return total
 
     def rewrite_last(self) -> int:

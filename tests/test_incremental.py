@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
+from fastapi.testclient import TestClient
 
-from archive.compacted import TABLES
+from archive.compacted import COMPACTION_VERSION, TABLES
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.manifest import SessionManifest
@@ -19,10 +21,12 @@ from archive.storage import open_store
 from archive.storage.local import LocalStore
 from benchmarks.stream_session import Streamer
 from benchmarks.synthetic_session import generate
+from historyserver.app import create_app
 from historyserver.compaction import checkpoint
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
+from historyserver.settings import ServerSettings
 
 
 def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
@@ -193,3 +197,42 @@ def test_checkpoint_drops_what_no_commit_listed(tmp_path):
     cp.active = "active-000009.parquet"
     with pytest.raises(FileNotFoundError, match="active-000009"):
         checkpoint.commit(state, cp)  # a checkpoint never lists a part that is not there
+
+
+# --- the server: folds while the session runs, and builds its tables from the folds at the end ------------------
+
+
+def _wait(condition, what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_server_folds_running_sessions_across_restarts(synthetic, tmp_path):
+    src, ref, end_ms, one_shot, info = synthetic
+    archive = tmp_path / "archive"
+    stream = Streamer(src, LocalStore(archive), ref, batches=4)
+    stream.start()
+    settings = ServerSettings(
+        archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, fold_interval=0.05
+    )
+    state = tmp_path / "cache" / f"incremental-c{COMPACTION_VERSION}" / ref.id
+    for _ in range(2):  # two lifetimes of the server: the second resumes from the first's checkpoint
+        with TestClient(create_app(settings, open_store(str(archive)))) as client:
+            warehouse = client.app.state.services.warehouse
+            for _ in range(2):
+                stream.write_batch()
+                seen = warehouse.stats.folds
+                _wait(lambda w=warehouse, n=seen: w.stats.folds >= n + 2, "a fold started after the batch was written")
+    assert sum(p.rows for p in checkpoint.load(state).final) > info["tasks"] // 2
+    stream.end()
+    with TestClient(create_app(settings, open_store(str(archive)))) as client:
+        page = client.get(f"/sessions/{ref.id}/api/v0/tasks?limit=100")
+        assert page.status_code == 200, page.text
+        assert page.json()["data"]["result"]["total"] == info["tasks"] - info["driver_tasks"]
+    tables = tmp_path / "cache" / f"compacted-c{COMPACTION_VERSION}" / ref.id
+    built = json.loads((tables / "info.json").read_text())
+    assert built["closed"] and built["incremental"]["last_folds"] >= 1  # built from the folds, not from scratch
+    assert not state.exists()  # the folds are in the tables now
+    assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
