@@ -236,3 +236,28 @@ def test_server_folds_running_sessions_across_restarts(synthetic, tmp_path):
     assert built["closed"] and built["incremental"]["last_folds"] >= 1  # built from the folds, not from scratch
     assert not state.exists()  # the folds are in the tables now
     assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
+
+
+def test_http_event_spools_fold_to_the_one_shot_tables(reference, tmp_path):
+    """Ray's HTTP path (ray_events/ spools, real Ray 2.60 samples): cut mid-line into three uploads, each folded."""
+    samples = reference / "ray_events_http"
+    events = [e["event"] for e in json.loads((samples / "one_task_all_events.json").read_text())["events"]]
+    events += list(json.loads((samples / "one_event_per_type.json").read_text())["events"].values())
+    spool = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    store = LocalStore(tmp_path / "archive")
+    ref = SessionRef("default", "http", "session_2026-11-25_19-58-10_578535_6555")
+    node = ref.node(NODE)
+    cuts = [0, len(spool) // 3 + 7, 2 * len(spool) // 3 - 5, len(spool)]
+    state = tmp_path / "state"
+    for start, end in zip(cuts, cuts[1:]):
+        store.put(
+            node.segment_key(LogSegment("events-0001.jsonl", 0, start, end, "ray_events")), encode(spool[start:end])
+        )
+        Folder(store, ref, state).fold_all()
+    assert checkpoint.load(state).http_events  # the non-task events were kept for the end's folds
+    end_ms = 1795637100000
+    compact_folded(Folder(store, ref, state), tmp_path / "folded", end_ms)
+    compact_closed(store, ref, tmp_path / "one-shot", end_ms)
+    differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
+    assert differences["tasks"][0] >= 2 and differences["actors"][0] >= 1 and differences["nodes"][0] >= 1
+    assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}

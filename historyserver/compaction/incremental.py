@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compactio
 log = logging.getLogger("rayhistory.compaction")
 
 BATCH_BYTES = 64 << 20  # event bytes one fold reads at most: its memory grows with it
+FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
 MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
 TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
 _KEY = "(task_id, attempt_number)"
@@ -102,7 +104,7 @@ class Folder:
         damage = Damage(cp.bad_lines, list(cp.damage_examples))
         staged, http, log_rows, records = self._read_new(cp, work, damage)
         worker_logs = worker_log_paths(log_rows, records)
-        con = duckdb_for_compaction(work, self.memory_limit)
+        con = duckdb_for_compaction(work, _smaller(FOLD_MEMORY, self.memory_limit))
         try:
             new_events = self._fold_sql(con, cp, work, staged, worker_logs)
         finally:
@@ -447,6 +449,21 @@ class Folder:
         return {"tasks": tasks, "failed_tasks": failed, "task_lines": cp.task_lines, "task_events": cp.task_events}
 
 
+def _smaller(a: str, b: str) -> str:
+    """The smaller of two sizes as --compaction-memory spells them (600MB, 2GB, 1GiB)."""
+    return a if _bytes(a) <= _bytes(b) else b
+
+
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _bytes(size: str) -> float:
+    number = re.match(r"\s*([\d.]+)\s*([A-Za-z]*)", size)
+    if not number:
+        raise ValueError(f"not a size: {size!r}")
+    return float(number.group(1)) * _UNITS.get(number.group(2).upper() or "B", 1)
+
+
 def _changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
     """The workers whose log paths differ from those their final rows were rendered with."""
     return [k for k, v in cp.worker_logs.items() if list(worker_logs.get(tuple(k.split("/")), (None, None))) != v]
@@ -488,9 +505,8 @@ def listing_rows(store: Store, node: NodeRef, listed: dict[str, list]) -> list[d
         if gen and path not in listed:
             rows.append(build._log_row(node.node_id, path, gen))
     for path, segs in listed.items():
-        rows.append(
-            build._log_row(node.node_id, path, [s for s in segs if s.epoch == max(x.epoch for x in segs)], len(segs))
-        )
+        newest = max(x.epoch for x in segs)
+        rows.append(build._log_row(node.node_id, path, [s for s in segs if s.epoch == newest], len(segs)))
     return rows
 
 
