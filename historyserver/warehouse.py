@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from archive.compacted import COMPACTION_VERSION, TABLES
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
@@ -168,8 +170,14 @@ class Warehouse:
             outcome = "failed"
             try:
                 folder = self.folder(entry)
+                info = None
                 if self.fold_running and (folder.started() or not closed):
-                    info = compact_folded(folder, tables, end_ms)
+                    try:
+                        info = compact_folded(folder, tables, end_ms)
+                    except duckdb.Error as e:  # the folds cannot finish (memory): the one-shot build can
+                        log.warning("building %s from its folds failed, building it whole: %s", entry.ref.id, e)
+                        shutil.rmtree(folder.dir, ignore_errors=True)
+                if info is not None:
                     if closed:
                         info = {**info, "closed": True}
                         _write_info(tables, info)

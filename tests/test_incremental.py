@@ -22,7 +22,7 @@ from archive.storage.local import LocalStore
 from benchmarks.stream_session import Streamer
 from benchmarks.synthetic_session import generate
 from historyserver.app import create_app
-from historyserver.compaction import checkpoint
+from historyserver.compaction import checkpoint, incremental
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
@@ -61,6 +61,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     stream = Streamer(src, dst, ref, batches=6)
     stream.start()
     state = tmp_path / "state"
+    monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
     folds = crashed = 0
     real_commit = checkpoint.commit
     for i in range(stream.batches):
@@ -82,6 +83,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     cp = checkpoint.load(state)
     assert crashed and folds > stream.batches  # some batches took several folds (the byte budget)
     assert cp.final and sum(p.rows for p in cp.final) > info["tasks"] // 2  # most attempts were final before the end
+    assert any(p.tasks.startswith("tasks-m") for p in cp.final) and len(cp.final) <= 5
     stream.end()
     built = compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
     assert built["counts"]["tasks"] == info["tasks"]

@@ -355,24 +355,24 @@ class Folder:
         return len(hit)
 
     def _merge(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, count: int) -> None:
-        """Merge the `count` newest final parts into one, so that the end unites few files."""
-        old, cp.final = cp.final[-count:], cp.final[:-count]
+        """Merge the `count` newest final parts into one, so that the end unites few files. Streamed, not sorted
+        (the end sorts the union): a sort of wide records would need far more than a fold's memory. A merge that
+        fails anyway leaves the parts as they were: the fold itself is not lost."""
+        old = cp.final[-count:]
         d, seq = self.dir, cp.seq
         part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
-        _copy(
-            con,
-            f"SELECT * FROM read_parquet({_listed([d / p.tasks for p in old])}) ORDER BY task_id, attempt_number",
-            d / part.tasks,
-        )
-        _copy(
-            con,
-            f"SELECT * FROM read_parquet({_listed([d / p.profile for p in old])}) ORDER BY task_id, "
-            "attempt_number, start_time",
-            d / part.profile,
-        )
-        _copy(con, f"SELECT * FROM read_parquet({_listed([d / p.events for p in old])})", d / part.events)
+        try:
+            for name, files in (
+                (part.tasks, [p.tasks for p in old]),
+                (part.profile, [p.profile for p in old]),
+                (part.events, [p.events for p in old]),
+            ):
+                _copy(con, f"SELECT * FROM read_parquet({_listed([d / f for f in files])})", d / name)
+        except duckdb.Error as e:
+            log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
+            return
         part.rows = sum(p.rows for p in old)
-        cp.final.append(part)
+        cp.final = cp.final[:-count] + [part]
 
     # --- the end -------------------------------------------------------------------------------------------------
 
@@ -424,8 +424,7 @@ class Folder:
         tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
         _render(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs, register=False)
         finals = [d / p.tasks for p in cp.final]
-        con.execute("SET preserve_insertion_order = true")
-        try:
+        try:  # ORDER BY keeps the order without preserve_insertion_order, which would cost memory
             _copy(
                 con,
                 f"SELECT * FROM read_parquet({_listed(finals + [work / TASKS.file])}) ANTI JOIN t_out "
@@ -441,8 +440,7 @@ class Folder:
                 out_dir / PROFILE_EVENTS.file,
             )
         finally:
-            con.execute("SET preserve_insertion_order = false")
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
         tasks, failed = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE state = 'FAILED') FROM read_parquet({_sql(out_dir / TASKS.file)})"
         ).fetchone()
