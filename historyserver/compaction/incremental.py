@@ -361,6 +361,7 @@ class Folder:
         old = cp.final[-count:]
         d, seq = self.dir, cp.seq
         part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
+        con.execute("SET threads = 1")  # one row group in flight, not one per thread: wide records
         try:
             for name, files in (
                 (part.tasks, [p.tasks for p in old]),
@@ -371,6 +372,8 @@ class Folder:
         except duckdb.Error as e:
             log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
             return
+        finally:
+            con.execute("RESET threads")
         part.rows = sum(p.rows for p in old)
         cp.final = cp.final[:-count] + [part]
 
