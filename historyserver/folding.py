@@ -44,7 +44,7 @@ class LiveFolder:
             except Exception:
                 log.exception("folding %s failed", entry.ref.id)
                 continue
-            if result is not None and result.bytes >= self.warehouse.folder(entry).batch_bytes:
+            if result is not None and result.behind:
                 behind = True
         return behind
 

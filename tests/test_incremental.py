@@ -263,3 +263,28 @@ def test_http_event_spools_fold_to_the_one_shot_tables(reference, tmp_path):
     differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
     assert differences["tasks"][0] >= 2 and differences["actors"][0] >= 1 and differences["nodes"][0] >= 1
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
+
+
+def test_a_fold_out_of_memory_is_retried_on_a_smaller_batch(synthetic, tmp_path, monkeypatch):
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst = LocalStore(tmp_path / "archive")
+    stream = Streamer(src, dst, ref, batches=2)
+    stream.start()
+    stream.write_batch()
+    real = Folder._fold_sql
+    sizes = []
+
+    def tight(self, con, cp, work, staged, worker_logs):  # a fold of more than 1 MB does not fit
+        sizes.append(self.batch_bytes)
+        if sum(p.stat().st_size for p in staged) > 1_000_000:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: (test)")
+        return real(self, con, cp, work, staged, worker_logs)
+
+    monkeypatch.setattr(incremental, "MIN_BATCH_BYTES", 100_000)
+    monkeypatch.setattr(Folder, "_fold_sql", tight)
+    Folder(dst, ref, tmp_path / "state", batch_bytes=4_000_000).fold_all()
+    assert sizes[0] == 4_000_000 and min(sizes) <= 1_000_000
+    monkeypatch.setattr(Folder, "_fold_sql", real)
+    stream.end()
+    compact_folded(Folder(dst, ref, tmp_path / "state"), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}

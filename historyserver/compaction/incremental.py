@@ -40,7 +40,8 @@ from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compactio
 
 log = logging.getLogger("rayhistory.compaction")
 
-BATCH_BYTES = 64 << 20  # event bytes one fold reads at most: its memory grows with it
+BATCH_BYTES = 16 << 20  # event bytes one fold reads at most: its memory grows with it
+MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, down to this
 FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
 MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
 TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
@@ -62,6 +63,7 @@ class FoldResult:
     final_rows: int  # attempts in final parts after the fold
     active_events: int
     seconds: float
+    behind: bool = False  # the batch was full: more is archived already
 
 
 class Folder:
@@ -88,13 +90,24 @@ class Folder:
         while True:
             result = self.fold()
             done.append(result)
-            if result.bytes < self.batch_bytes:
+            if not result.behind:
                 return done
 
     # --- one fold ------------------------------------------------------------------------------------------------
 
     def fold(self) -> FoldResult:
-        """Fold the next batch of archived task events and commit it (checkpoint.py)."""
+        """Fold the next batch of archived task events and commit it (checkpoint.py). A batch that does not fit
+        in the fold's memory is retried on half as many bytes (nothing was committed)."""
+        while True:
+            try:
+                return self._fold()
+            except duckdb.OutOfMemoryException:
+                if self.batch_bytes // 2 < MIN_BATCH_BYTES:
+                    raise
+                self.batch_bytes //= 2
+                log.warning("%s: a fold ran out of memory; retrying on %d bytes", self.ref.id, self.batch_bytes)
+
+    def _fold(self) -> FoldResult:
         started = time.monotonic()
         cp = checkpoint.load(self.dir)
         work = self.dir / ".work"
@@ -124,6 +137,7 @@ class Folder:
             final_rows=sum(p.rows for p in cp.final),
             active_events=self._active_rows,
             seconds=round(time.monotonic() - started, 3),
+            behind=self._last_read >= self.batch_bytes,
         )
         log.debug(
             "%s: fold %d read %d bytes (%d staged) in %.2fs", self.ref.id, cp.seq, result.bytes, read, result.seconds
