@@ -329,6 +329,9 @@ class Folder:
         if not hit:
             return 0
         kept = []
+        # Parts are rewritten streamed (not sorted: the end sorts the union) on one thread: a merged part's wide
+        # records would not fit a fold's memory otherwise.
+        con.execute("SET threads = 1")
         for part in cp.final:
             if part.tasks not in hit:
                 kept.append(part)
@@ -338,7 +341,7 @@ class Folder:
                 INSERT INTO t_reopened SELECT e.* FROM read_parquet({_sql(d / part.events)}) e
                 SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
             """)
-            base = part.tasks.removeprefix("tasks-").removesuffix(".parquet")
+            base = part.tasks.removeprefix("tasks-").removesuffix(".parquet").split("-")[0]
             new = FinalPart(
                 f"tasks-{base}-{seq:06d}.parquet",
                 f"profile-{base}-{seq:06d}.parquet",
@@ -347,14 +350,12 @@ class Folder:
             )
             _copy(
                 con,
-                f"SELECT * FROM read_parquet({_sql(d / part.tasks)}) ANTI JOIN t_out USING {_KEY} "
-                "ORDER BY task_id, attempt_number",
+                f"SELECT * FROM read_parquet({_sql(d / part.tasks)}) ANTI JOIN t_out USING {_KEY}",
                 d / new.tasks,
             )
             _copy(
                 con,
-                f"SELECT * FROM read_parquet({_sql(d / part.profile)}) ANTI JOIN t_out USING {_KEY} "
-                "ORDER BY task_id, attempt_number, start_time",
+                f"SELECT * FROM read_parquet({_sql(d / part.profile)}) ANTI JOIN t_out USING {_KEY}",
                 d / new.profile,
             )
             _copy(
@@ -365,6 +366,7 @@ class Folder:
             )
             new.rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql(d / new.tasks)})").fetchone()[0]
             kept.append(new)
+        con.execute("RESET threads")
         cp.final = kept
         return len(hit)
 
