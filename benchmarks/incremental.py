@@ -60,6 +60,7 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
     time (written to `control` by the streamer); without, it opens the ended session at once (the baseline)."""
     from fastapi.testclient import TestClient
 
+    from archive.compacted import INFO_FILE
     from archive.storage import open_store
     from benchmarks.replay_baseline import peak_rss_mib
     from historyserver.app import create_app
@@ -90,7 +91,7 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                     raise SystemExit(f"GET {url} answered {r.status_code}: {r.text[:300]}")
                 time.sleep(0.05)
         waited = time.time() - ended_at
-        built = json.loads((warehouse.root / session_id / "info.json").read_text())
+        built = json.loads((warehouse.root / session_id / INFO_FILE).read_text())
     print(
         json.dumps(
             {

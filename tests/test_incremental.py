@@ -288,3 +288,16 @@ def test_a_fold_out_of_memory_is_retried_on_a_smaller_batch(synthetic, tmp_path,
     stream.end()
     compact_folded(Folder(dst, ref, tmp_path / "state"), tmp_path / "tables", end_ms)
     assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+def test_incremental_benchmark_fails_on_a_missed_target_or_a_differing_answer():
+    from benchmarks import incremental as bench
+
+    answers = {name: 7 for name in bench._routes("x")}
+    good = {"wait_s": 2.0, "rss_mib": 500.0, "answers": answers, "folds": 3, "fold_seconds": 1.0}
+    base = {**good, "wait_s": 12.0}
+    assert bench.problems(good, base) == []
+    assert "PASS" in bench.table({"tasks": 10}, 2, 4.0, good, base)
+    assert bench.problems({**good, "wait_s": 6.0}, base) and bench.problems({**good, "rss_mib": 2000.0}, base)
+    assert bench.problems({**good, "answers": {**answers, "summarize": 6}}, base)
+    assert bench.problems({"error": "exit code 1"}, base) == ["folded: exit code 1"]

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from archive import logs as archive_logs
-from archive.compacted import PROFILE_EVENTS, TASKS
+from archive.compacted import PROFILE_EVENTS, TABLE_SUFFIX, TASKS
 from archive.layout import NodeRef, SessionRef
 from archive.storage import Store
 from historyserver.compaction import build, checkpoint, ray_events, tables, tasks_sql
@@ -341,7 +341,7 @@ class Folder:
                 INSERT INTO t_reopened SELECT e.* FROM read_parquet({_sql(d / part.events)}) e
                 SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
             """)
-            base = part.tasks.removeprefix("tasks-").removesuffix(".parquet").split("-")[0]
+            base = part.tasks.removeprefix("tasks-").removesuffix(TABLE_SUFFIX).split("-")[0]
             new = FinalPart(
                 f"tasks-{base}-{seq:06d}.parquet",
                 f"profile-{base}-{seq:06d}.parquet",
