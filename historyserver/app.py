@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -11,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from archive.storage import Store
 from historyserver import services
 from historyserver.errors import HistoryError
+from historyserver.folding import LiveFolder
 from historyserver.routes import (
     access,
     clusters,
@@ -36,8 +39,20 @@ from historyserver.settings import ServerSettings
 
 
 def create_app(settings: ServerSettings, store: Store) -> FastAPI:
-    app = FastAPI(title="Ray history server", docs_url="/api/docs", openapi_url="/api/openapi.json")
-    app.state.services = svc = services.build(settings, store)  # everything routes use, typed, built once
+    svc = services.build(settings, store)  # everything routes use, typed, built once
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Running sessions are folded while the server serves (not in tests that never start the app).
+        folder = LiveFolder(svc.catalog, svc.warehouse, settings.fold_interval) if settings.fold_running else None
+        if folder:
+            folder.start()
+        yield
+        if folder:
+            folder.stop()
+
+    app = FastAPI(title="Ray history server", docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan)
+    app.state.services = svc
     # Who asks and what they may see, resolved once per request before any route.
     app.add_middleware(access.AccessMiddleware, config=svc.access, metrics=svc.access_metrics)
     app.add_middleware(RequestTimer, metrics=svc.server_metrics)  # outermost: refusals at the edge count too

@@ -64,6 +64,7 @@ def build(settings: ServerSettings, store: Store) -> Services:
         running_refresh=settings.running_refresh,
         gate=gates.compactions,
         compaction_memory=settings.compaction_memory,
+        fold_running=settings.fold_running,
     )
     access_metrics = AccessMetrics()
     svc = Services(

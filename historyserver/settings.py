@@ -32,6 +32,16 @@ class ServerSettings(Settings):
     running_refresh: float = field(
         default=10.0, metadata={"help": "seconds before a still-running session's tables are rebuilt"}
     )
+    fold_running: bool = field(
+        default=True,
+        metadata={
+            "help": "fold a running session's task events as its collectors archive them, batch by batch, so "
+            "that its tables are complete soon after it ends whatever its size"
+        },
+    )
+    fold_interval: float = field(
+        default=5.0, metadata={"help": "seconds between two folds of each running session's newly archived events"}
+    )
     grafana_url: str = field(
         default="",
         metadata={
@@ -238,6 +248,8 @@ class ServerSettings(Settings):
             raise SettingsError(
                 "--sls-endpoint is set: give --sls-project and --sls-logstore too (the logstore to search)"
             )
+        if self.fold_interval <= 0:
+            raise SettingsError(f"--fold-interval must be positive, got {self.fold_interval}")
         if self.sls_search_timeout <= 0:
             raise SettingsError(f"--sls-search-timeout must be positive, got {self.sls_search_timeout}")
         if self.prometheus_url and not re.match(r"https?://[^/\s]+", self.prometheus_url):

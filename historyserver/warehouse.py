@@ -3,6 +3,8 @@
 A closed session (ended, or unfinished because its collector vanished) is compacted once: the tables are
 written back to the archive (FORMAT.md, `compacted/`) so that no other server compacts it again. A running
 session is rebuilt locally at most every `running_refresh` seconds and never written back.
+With `fold_running`, a running session's task events are folded as they are archived (compaction/incremental.py,
+driven by folding.py): its tables, while it runs and once it ends, are built from the folds instead of from scratch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from archive.compacted import COMPACTION_VERSION, TABLES
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
@@ -23,6 +27,8 @@ from archive.storage import Store
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction.build import compact
+from historyserver.compaction.incremental import Folder, FoldResult
+from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed, publish
 from historyserver.compaction.tables import DEFAULT_MEMORY
 from historyserver.errors import ArchiveUnavailable, Overloaded, SessionNotFound
@@ -38,6 +44,8 @@ class CompactionStats:
     compactions: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     compaction_seconds: float = 0.0
     downloads: int = 0
+    folds: int = 0
+    fold_seconds: float = 0.0
 
 
 class Warehouse:
@@ -48,6 +56,7 @@ class Warehouse:
         running_refresh: float = 10.0,
         gate: Gate | None = None,
         compaction_memory: str = DEFAULT_MEMORY,
+        fold_running: bool = False,
     ) -> None:
         self.store = store
         self.compaction_memory = compaction_memory
@@ -55,6 +64,8 @@ class Warehouse:
         self.root = Path(cache_dir) / f"compacted-c{COMPACTION_VERSION}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.running_refresh = running_refresh
+        self.fold_running = fold_running
+        self.fold_root = Path(cache_dir) / f"incremental-c{COMPACTION_VERSION}"
         self._lock = threading.Lock()
         self._session_locks: dict[str, threading.Lock] = {}
         self._open: dict[str, tuple[SessionDB, float, bool]] = {}
@@ -99,6 +110,32 @@ class Warehouse:
         finally:
             lock.release()
 
+    def folder(self, entry: SessionEntry) -> Folder:
+        return Folder(self.store, entry.ref, self.fold_root / entry.ref.id, self.compaction_memory)
+
+    def fold(self, entry: SessionEntry) -> FoldResult | None:
+        """Fold the next batch of a running session's archived task events (None: the session is busy, being
+        compacted or folded by another thread, or closed; the next round folds it)."""
+        if entry.closed:
+            return None
+        with self._lock:
+            lock = self._session_locks.setdefault(entry.ref.id, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            with self.gate.slot(True):
+                started = time.monotonic()
+                try:
+                    return self.folder(entry).fold()
+                except StoreError as e:
+                    raise ArchiveUnavailable(str(e)) from e
+                finally:
+                    with self._lock:
+                        self.stats.folds += 1
+                        self.stats.fold_seconds += time.monotonic() - started
+        finally:
+            lock.release()
+
     def _still_good(self, cached: tuple[SessionDB, float, bool], entry: SessionEntry) -> bool:
         _, opened, closed = cached
         if closed:
@@ -132,7 +169,20 @@ class Warehouse:
             start = time.monotonic()
             outcome = "failed"
             try:
-                if closed:
+                folder = self.folder(entry)
+                info = None
+                if self.fold_running and (folder.started() or not closed):
+                    try:
+                        info = compact_folded(folder, tables, end_ms)
+                    except duckdb.Error as e:  # the folds cannot finish (memory): the one-shot build can
+                        log.warning("building %s from its folds failed, building it whole: %s", entry.ref.id, e)
+                        shutil.rmtree(folder.dir, ignore_errors=True)
+                if info is not None:
+                    if closed:
+                        info = {**info, "closed": True}
+                        _write_info(tables, info)
+                        shutil.rmtree(folder.dir, ignore_errors=True)  # the tables hold it all now
+                elif closed:
                     info = compact_closed(self.store, entry.ref, tables, end_ms, self.compaction_memory)
                 else:
                     info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory)

@@ -1,0 +1,532 @@
+"""Task attempts folded while the session lives, batch by batch of newly archived event bytes, so that its end
+leaves little to do (issue 16, goal 1).
+
+Each fold reads the bytes archived since the checkpoint (checkpoint.py) from every node's EXPORT_TASK files and
+ray_events/ spools, at most `batch_bytes` of them, and folds them with the one-shot build's own SQL
+(tasks_sql._fold) together with the earlier events of the attempts they touch:
+- an attempt that reached FINISHED or FAILED goes to an immutable *final* part: its tasks and profile_events rows
+  as the one-shot build renders them, and its raw events;
+- any other attempt keeps its raw events in the *active* part, rewritten per fold and rendered only at the end,
+  when the session's end, its jobs' ends and its actors' names are known.
+A final row depends on nothing the end can change, with two exceptions the folder tracks: an actor's creation
+task takes the actor's name (so those attempts stay active), and a task whose events name no log file takes its
+worker's (the worker_logs a final row was rendered with are recorded; if the listing later differs, the rows of
+that worker are refolded). An event that arrives for an attempt already final refolds it the same way.
+At the end, `tasks_tables` folds the active part and writes tasks/profile_events as the union of the parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from archive import logs as archive_logs
+from archive.compacted import PROFILE_EVENTS, TABLE_SUFFIX, TASKS
+from archive.layout import NodeRef, SessionRef
+from archive.storage import Store
+from historyserver.compaction import build, checkpoint, ray_events, tables, tasks_sql
+from historyserver.compaction.checkpoint import Checkpoint, FinalPart
+from historyserver.compaction.export_events import Damage
+from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compaction
+
+log = logging.getLogger("rayhistory.compaction")
+
+BATCH_BYTES = 16 << 20  # event bytes one fold reads at most: its memory grows with it
+MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, down to this
+FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
+MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
+TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
+_KEY = "(task_id, attempt_number)"
+
+
+def _sql(path: Path) -> str:
+    return tasks_sql._sql_path(path)
+
+
+def _listed(paths: list[Path]) -> str:
+    return "[" + ", ".join(_sql(p) for p in paths) + "]"
+
+
+@dataclass
+class FoldResult:
+    bytes: int
+    events: int
+    final_rows: int  # attempts in final parts after the fold
+    active_events: int
+    seconds: float
+    behind: bool = False  # the batch was full: more is archived already
+
+
+class Folder:
+    """One session's incremental task fold, its state in `state_dir` (a local, throw-away cache like the tables)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ref: SessionRef,
+        state_dir: Path,
+        memory_limit: str = DEFAULT_MEMORY,
+        batch_bytes: int = BATCH_BYTES,
+    ) -> None:
+        self.store, self.ref, self.dir = store, ref, Path(state_dir)
+        self.memory_limit, self.batch_bytes = memory_limit, batch_bytes
+        self._last_read = self._active_rows = 0
+
+    def started(self) -> bool:
+        return (self.dir / checkpoint.FILE).exists()
+
+    def fold_all(self) -> list[FoldResult]:
+        """Fold batches until nothing new is archived."""
+        done = []
+        while True:
+            result = self.fold()
+            done.append(result)
+            if not result.behind:
+                return done
+
+    # --- one fold ------------------------------------------------------------------------------------------------
+
+    def fold(self) -> FoldResult:
+        """Fold the next batch of archived task events and commit it (checkpoint.py). A batch that does not fit
+        in the fold's memory is retried on half as many bytes (nothing was committed)."""
+        while True:
+            try:
+                return self._fold()
+            except duckdb.OutOfMemoryException:
+                if self.batch_bytes // 2 < MIN_BATCH_BYTES:
+                    raise
+                self.batch_bytes //= 2
+                log.warning("%s: a fold ran out of memory; retrying on %d bytes", self.ref.id, self.batch_bytes)
+
+    def _fold(self) -> FoldResult:
+        started = time.monotonic()
+        cp = checkpoint.load(self.dir)
+        work = self.dir / ".work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        cp.seq += 1
+        damage = Damage(cp.bad_lines, list(cp.damage_examples))
+        staged, http, log_rows, records = self._read_new(cp, work, damage)
+        worker_logs = worker_log_paths(log_rows, records)
+        con = duckdb_for_compaction(work, _smaller(FOLD_MEMORY, self.memory_limit))
+        try:
+            new_events = self._fold_sql(con, cp, work, staged, worker_logs)
+        finally:
+            con.close()
+        if http:
+            name = f"http-{cp.seq:06d}.jsonl"
+            (self.dir / name).write_text("".join(json.dumps(e) + "\n" for e in http))
+            cp.http_events.append(name)
+        cp.task_events += new_events
+        cp.bad_lines, cp.damage_examples = damage.bad_lines, damage.examples
+        read = sum(p.stat().st_size for p in staged)
+        checkpoint.commit(self.dir, cp)
+        shutil.rmtree(work, ignore_errors=True)
+        result = FoldResult(
+            bytes=self._last_read,
+            events=new_events,
+            final_rows=sum(p.rows for p in cp.final),
+            active_events=self._active_rows,
+            seconds=round(time.monotonic() - started, 3),
+            behind=self._last_read >= self.batch_bytes,
+        )
+        log.debug(
+            "%s: fold %d read %d bytes (%d staged) in %.2fs", self.ref.id, cp.seq, result.bytes, read, result.seconds
+        )
+        return result
+
+    def _read_new(
+        self, cp: Checkpoint, work: Path, damage: Damage
+    ) -> tuple[list[Path], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """The batch: new complete lines of the task files staged under work/, the non-task RayEvents, and the
+        listing of every node's logs (for the workers' log files)."""
+        budget = self.batch_bytes
+        staged: list[Path] = []
+        http: list[dict[str, Any]] = []
+        log_rows: list[dict[str, Any]] = []
+        records: dict[str, Any] = {}
+        for node_id in self.store.list_dirs(self.ref.nodes_prefix):
+            node = self.ref.node(node_id)
+            records[node_id] = build._read_node_record(self.store, self.ref, node_id)
+            listed = archive_logs.list_segments(self.store, node)
+            log_rows += listing_rows(self.store, node, listed)
+            for path, segs in listed.items():
+                if not path.startswith(TASK_FILE_PREFIX) or budget <= 0:
+                    continue
+                data, used = self._new_bytes(cp, node, "logs", path, segs, budget, damage)
+                budget -= used
+                if data:
+                    out = work / f"t{len(staged):05d}.json"
+                    out.write_bytes(data)
+                    cp.task_lines += data.count(b"\n")
+                    staged.append(out)
+            for path, segs in archive_logs.list_segments(self.store, node, source="ray_events").items():
+                if budget <= 0:
+                    break
+                data, used = self._new_bytes(cp, node, "ray_events", path, segs, budget, damage)
+                budget -= used
+                if data:
+                    out = work / f"t{len(staged):05d}.json"
+                    where = f"{node_id[:12]}:ray_events/{path}"
+                    cp.task_lines += ray_events.normalize_spool(data.splitlines(), where, damage, out, http)
+                    staged.append(out)
+        self._last_read = self.batch_bytes - budget
+        return staged, http, log_rows, records
+
+    def _new_bytes(
+        self, cp: Checkpoint, node: NodeRef, source: str, path: str, segs: list, budget: int, damage: Damage
+    ) -> tuple[bytes, int]:
+        """The complete lines archived after the file's cursors (every generation, oldest first), at most about
+        `budget` bytes; advances the cursors. An old generation's cut-off last line counts as a line, as in the
+        one-shot build (build._stage); the newest generation's waits for its newline."""
+        key = f"{node.node_id}/{source}/{path}"
+        newest = max(s.epoch for s in segs)
+        out: list[bytes] = []
+        used = 0
+        for epoch in sorted({s.epoch for s in segs}):
+            run = archive_logs.covering(segs, epoch)
+            offset = cp.cursor(key, epoch)
+            if not run or run[-1].end <= offset:
+                continue
+            chunks, pos, whole = [], offset, True
+            for seg in run:
+                if seg.end <= offset:
+                    continue
+                if used >= budget and any(b"\n" in c for c in chunks):  # a whole line at least: progress
+                    whole = False
+                    break
+                try:
+                    data = archive_logs.read_segment(self.store, node, seg)
+                except archive_logs.CorruptSegment as e:
+                    damage.note(f"{node.node_id[:12]}:{path}", str(e))
+                    whole = False
+                    break
+                piece = data[offset - seg.start :] if seg.start < offset else data
+                chunks.append(piece)
+                used += len(piece)
+                pos = seg.end
+            data = b"".join(chunks)
+            if whole and epoch != newest:
+                if data and not data.endswith(b"\n"):
+                    data += b"\n"
+                consumed = pos
+            else:
+                cut = data.rfind(b"\n") + 1
+                data, consumed = data[:cut], offset + cut
+            if consumed > offset:
+                cp.cursors.setdefault(key, {})[str(epoch)] = consumed
+                out.append(data)
+            if not whole:
+                break
+        return b"".join(out), used
+
+    def _fold_sql(
+        self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, work: Path, staged: list[Path], worker_logs: dict
+    ) -> int:
+        """Fold the staged events with the earlier events of the attempts they touch; write the fold's parts."""
+        d, seq = self.dir, cp.seq
+        con.execute(tasks_sql._EMPTY_EVENTS)
+        con.execute("ALTER TABLE t_ev RENAME TO t_new")
+        if staged:
+            con.execute(f"INSERT INTO t_new {tasks_sql._events_select(staged)}")
+        new_events = con.execute("SELECT count(*) FROM t_new").fetchone()[0]
+        con.execute(
+            f"CREATE TEMP TABLE t_keys AS SELECT DISTINCT tid, attempt, {tasks_sql._hex('tid')} AS hex FROM t_new"
+        )
+        # The workers whose log files changed since final rows were rendered with them: refold those rows.
+        changed = _changed_workers(cp, worker_logs)
+        reopened = self._reopen(con, cp, work, changed)
+        active = [d / cp.active] if cp.active else []
+        if active:
+            con.execute(f"CREATE TEMP TABLE t_active AS SELECT * FROM read_parquet({_listed(active)})")
+        else:
+            con.execute("CREATE TEMP TABLE t_active AS SELECT * FROM t_new LIMIT 0")
+        con.execute("""
+            CREATE TEMP TABLE t_touched AS
+            SELECT * FROM t_new
+            UNION ALL SELECT * FROM t_reopened
+            UNION ALL SELECT a.* FROM t_active a SEMI JOIN t_keys k ON a.tid = k.tid AND a.attempt = k.attempt
+        """)
+        con.execute("""
+            CREATE TEMP TABLE t_rest AS
+            SELECT a.* FROM t_active a ANTI JOIN t_keys k ON a.tid = k.tid AND a.attempt = k.attempt
+        """)
+        con.execute("CREATE TEMP TABLE t_ev AS SELECT * FROM t_touched")
+        _render(con, work, None, {}, {}, worker_logs)
+        # Final: a final state, and nothing the end can change (actor names: creation tasks stay active).
+        con.execute(f"""
+            CREATE TEMP TABLE t_final AS SELECT task_id, attempt_number, node_id, worker_id
+            FROM read_parquet({_sql(work / TASKS.file)})
+            WHERE end_time_ms IS NOT NULL AND type IS DISTINCT FROM 'ACTOR_CREATION_TASK' AND task_id IS NOT NULL
+        """)
+        rows = con.execute("SELECT count(*) FROM t_final").fetchone()[0]
+        if rows:
+            part = FinalPart(
+                f"tasks-{seq:06d}.parquet", f"profile-{seq:06d}.parquet", f"events-{seq:06d}.parquet", rows
+            )
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_sql(work / TASKS.file)}) SEMI JOIN t_final USING {_KEY} "
+                "ORDER BY task_id, attempt_number",
+                d / part.tasks,
+            )
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_sql(work / PROFILE_EVENTS.file)}) SEMI JOIN t_final "
+                f"USING {_KEY} ORDER BY task_id, attempt_number, start_time",
+                d / part.profile,
+            )
+            _copy(
+                con,
+                f"SELECT * FROM t_touched t SEMI JOIN t_final f ON f.task_id = {tasks_sql._hex('t.tid')} "
+                "AND f.attempt_number = t.attempt",
+                d / part.events,
+            )
+            cp.final.append(part)
+            for n, w in con.execute("SELECT DISTINCT node_id, worker_id FROM t_final").fetchall():
+                cp.worker_logs[f"{n}/{w}"] = list(worker_logs.get((n, w), (None, None)))
+        cp.active = f"active-{seq:06d}.parquet"
+        _copy(
+            con,
+            f"""SELECT * FROM t_rest UNION ALL
+                       SELECT * FROM t_touched t ANTI JOIN t_final f ON f.task_id = {tasks_sql._hex("t.tid")}
+                           AND f.attempt_number = t.attempt""",
+            d / cp.active,
+        )
+        self._active_rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql(d / cp.active)})").fetchone()[0]
+        del reopened
+        if len(cp.final) > MAX_FINAL_PARTS:
+            self._merge(con, cp, MAX_FINAL_PARTS // 2)
+        return int(new_events)
+
+    def _reopen(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, work: Path, workers: list[str]) -> int:
+        """Take out of the final parts the attempts named by t_keys (a late event) or run by `workers`: their raw
+        events go to t_reopened, and each part holding one is rewritten without them."""
+        con.execute("CREATE OR REPLACE TEMP TABLE t_workers (node_id VARCHAR, worker_id VARCHAR)")
+        if workers:
+            con.executemany("INSERT INTO t_workers VALUES (?, ?)", [w.split("/") for w in workers])
+        con.execute("CREATE OR REPLACE TEMP TABLE t_reopened AS SELECT * FROM t_new LIMIT 0")
+        if not cp.final:
+            return 0
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE t_out AS
+            SELECT f.task_id, f.attempt_number, f.filename FROM read_parquet(
+                {_listed([self.dir / p.tasks for p in cp.final])}, filename = true) f
+            WHERE EXISTS (SELECT 1 FROM t_keys k WHERE k.hex = f.task_id AND k.attempt = f.attempt_number)
+               OR EXISTS (SELECT 1 FROM t_workers w WHERE w.node_id IS NOT DISTINCT FROM f.node_id
+                          AND w.worker_id IS NOT DISTINCT FROM f.worker_id)
+        """)
+        hit = {Path(r[0]).name for r in con.execute("SELECT DISTINCT filename FROM t_out").fetchall()}
+        if not hit:
+            return 0
+        kept = []
+        # Parts are rewritten streamed (not sorted: the end sorts the union) on one thread: a merged part's wide
+        # records would not fit a fold's memory otherwise.
+        con.execute("SET threads = 1")
+        for part in cp.final:
+            if part.tasks not in hit:
+                kept.append(part)
+                continue
+            d, seq = self.dir, cp.seq
+            con.execute(f"""
+                INSERT INTO t_reopened SELECT e.* FROM read_parquet({_sql(d / part.events)}) e
+                SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
+            """)
+            base = part.tasks.removeprefix("tasks-").removesuffix(TABLE_SUFFIX).split("-")[0]
+            new = FinalPart(
+                f"tasks-{base}-{seq:06d}.parquet",
+                f"profile-{base}-{seq:06d}.parquet",
+                f"events-{base}-{seq:06d}.parquet",
+                0,
+            )
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_sql(d / part.tasks)}) ANTI JOIN t_out USING {_KEY}",
+                d / new.tasks,
+            )
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_sql(d / part.profile)}) ANTI JOIN t_out USING {_KEY}",
+                d / new.profile,
+            )
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_sql(d / part.events)}) e ANTI JOIN t_out o "
+                f"ON o.task_id = {tasks_sql._hex('e.tid')} AND o.attempt_number = e.attempt",
+                d / new.events,
+            )
+            new.rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql(d / new.tasks)})").fetchone()[0]
+            kept.append(new)
+        con.execute("RESET threads")
+        cp.final = kept
+        return len(hit)
+
+    def _merge(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, count: int) -> None:
+        """Merge the `count` newest final parts into one, so that the end unites few files. Streamed, not sorted
+        (the end sorts the union): a sort of wide records would need far more than a fold's memory. A merge that
+        fails anyway leaves the parts as they were: the fold itself is not lost."""
+        old = cp.final[-count:]
+        d, seq = self.dir, cp.seq
+        part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
+        con.execute("SET threads = 1")  # one row group in flight, not one per thread: wide records
+        try:
+            for name, files in (
+                (part.tasks, [p.tasks for p in old]),
+                (part.profile, [p.profile for p in old]),
+                (part.events, [p.events for p in old]),
+            ):
+                _copy(con, f"SELECT * FROM read_parquet({_listed([d / f for f in files])})", d / name)
+        except duckdb.Error as e:
+            log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
+            return
+        finally:
+            con.execute("RESET threads")
+        part.rows = sum(p.rows for p in old)
+        cp.final = cp.final[:-count] + [part]
+
+    # --- the end -------------------------------------------------------------------------------------------------
+
+    def damage(self) -> Damage:
+        cp = checkpoint.load(self.dir)
+        return Damage(cp.bad_lines, list(cp.damage_examples))
+
+    def http_events(self) -> list[dict[str, Any]]:
+        cp = checkpoint.load(self.dir)
+        return [json.loads(line) for name in cp.http_events for line in (self.dir / name).read_text().splitlines()]
+
+    def tasks_tables(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        out_dir: Path,
+        session_end_ms: int | None,
+        job_ends_ms: dict[str, int],
+        actor_names: dict[str, str],
+        worker_logs: dict[tuple[str, str], tuple[str | None, str | None]],
+    ) -> dict[str, int]:
+        """Write tasks and profile_events into out_dir, as fold_tasks would from all the events: the active part
+        (with any final attempt of a worker whose log files changed) folded now, united with the final parts."""
+        cp = checkpoint.load(self.dir)
+        work = out_dir / "incremental"
+        work.mkdir(parents=True, exist_ok=True)
+        d = self.dir
+        changed = _changed_workers(cp, worker_logs)
+        con.execute(tasks_sql._EMPTY_EVENTS)
+        con.execute("ALTER TABLE t_ev RENAME TO t_new")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE t_keys AS SELECT tid, attempt, {tasks_sql._hex('tid')} AS hex FROM t_new"
+        )
+        con.execute("CREATE OR REPLACE TEMP TABLE t_out (task_id VARCHAR, attempt_number INTEGER)")
+        con.execute("CREATE OR REPLACE TEMP TABLE t_reopened AS SELECT * FROM t_new LIMIT 0")
+        if changed and cp.final:
+            con.execute("CREATE OR REPLACE TEMP TABLE t_workers (node_id VARCHAR, worker_id VARCHAR)")
+            con.executemany("INSERT INTO t_workers VALUES (?, ?)", [w.split("/") for w in changed])
+            con.execute(f"""
+                INSERT INTO t_out SELECT task_id, attempt_number FROM read_parquet({_listed([d / p.tasks for p in cp.final])}) f
+                SEMI JOIN t_workers w ON w.node_id IS NOT DISTINCT FROM f.node_id AND w.worker_id IS NOT DISTINCT FROM f.worker_id
+            """)
+            con.execute(f"""
+                INSERT INTO t_reopened SELECT e.* FROM read_parquet({_listed([d / p.events for p in cp.final])}) e
+                SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
+            """)
+        active = f"SELECT * FROM read_parquet({_sql(d / cp.active)})" if cp.active else "SELECT * FROM t_new"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {active} UNION ALL SELECT * FROM t_reopened")
+        con.execute("DROP TABLE t_new")
+        tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
+        _render(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs, register=False)
+        finals = [d / p.tasks for p in cp.final]
+        try:  # ORDER BY keeps the order without preserve_insertion_order, which would cost memory
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_listed(finals + [work / TASKS.file])}) ANTI JOIN t_out "
+                f"USING {_KEY} ORDER BY task_id, attempt_number",
+                out_dir / TASKS.file,
+            )
+            profiles = [d / p.profile for p in cp.final] + [work / PROFILE_EVENTS.file]
+            _copy(
+                con,
+                f"SELECT * FROM read_parquet({_listed(profiles)}) p ANTI JOIN t_out o "
+                f"ON o.task_id = p.task_id AND o.attempt_number = p.attempt_number "
+                "ORDER BY task_id, attempt_number, start_time",
+                out_dir / PROFILE_EVENTS.file,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        tasks, failed = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE state = 'FAILED') FROM read_parquet({_sql(out_dir / TASKS.file)})"
+        ).fetchone()
+        return {"tasks": tasks, "failed_tasks": failed, "task_lines": cp.task_lines, "task_events": cp.task_events}
+
+
+def _smaller(a: str, b: str) -> str:
+    """The smaller of two sizes as --compaction-memory spells them (600MB, 2GB, 1GiB)."""
+    return a if _bytes(a) <= _bytes(b) else b
+
+
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _bytes(size: str) -> float:
+    number = re.match(r"\s*([\d.]+)\s*([A-Za-z]*)", size)
+    if not number:
+        raise ValueError(f"not a size: {size!r}")
+    return float(number.group(1)) * _UNITS.get(number.group(2).upper() or "B", 1)
+
+
+def _changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
+    """The workers whose log paths differ from those their final rows were rendered with."""
+    return [k for k, v in cp.worker_logs.items() if list(worker_logs.get(tuple(k.split("/")), (None, None))) != v]
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
+    con.execute(
+        f"COPY ({select}) TO {_sql(out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {tasks_sql.ROW_GROUP_ROWS})"
+    )
+
+
+def _render(
+    con: duckdb.DuckDBPyConnection,
+    work: Path,
+    session_end_ms: int | None,
+    job_ends_ms: dict[str, int],
+    actor_names: dict[str, str],
+    worker_logs: dict[tuple[str, str], tuple[str | None, str | None]],
+    register: bool = True,
+) -> None:
+    """tasks_sql's fold of t_ev into work/tasks.parquet and work/profile_events.parquet (it drops t_ev)."""
+    if register:
+        tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
+    con.register(
+        "worker_logs",
+        pa.Table.from_pylist(
+            [{"node_id": n, "worker_id": w, "out_file": o, "err_file": e} for (n, w), (o, e) in worker_logs.items()],
+            schema=pa.schema([(c, pa.string()) for c in ("node_id", "worker_id", "out_file", "err_file")]),
+        ),
+    )
+    tasks_sql._fold(con, work / TASKS.file, work / PROFILE_EVENTS.file, session_end_ms)
+
+
+def listing_rows(store: Store, node: NodeRef, listed: dict[str, list]) -> list[dict[str, Any]]:
+    """The node's log_files rows, as the one-shot build lists them (build._read_logs)."""
+    rows = []
+    for path, (archived_path, epoch) in archive_logs.read_renames(store, node).items():
+        gen = [s for s in listed.get(archived_path, []) if s.epoch == epoch]
+        if gen and path not in listed:
+            rows.append(build._log_row(node.node_id, path, gen))
+    for path, segs in listed.items():
+        newest = max(x.epoch for x in segs)
+        rows.append(build._log_row(node.node_id, path, [s for s in segs if s.epoch == newest], len(segs)))
+    return rows
+
+
+def worker_log_paths(log_rows: list[dict[str, Any]], records: dict[str, Any]) -> dict:
+    """(node, worker) -> its .out and .err paths, as the tasks builder resolves them (tables._worker_logs)."""
+    return tables._worker_logs(log_rows, records)

@@ -1,0 +1,55 @@
+"""The background folder: every `--fold-interval` seconds, each running session's newly archived task events are
+folded (Warehouse.fold, compaction/incremental.py), so that its end leaves only the last batch to fold.
+
+One thread, one session at a time: a fold holds a compaction slot, and its memory is bounded by the batch.
+A session whose fold filled its batch is folded again without waiting: it has a backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from historyserver.catalog import Catalog
+from historyserver.errors import HistoryError
+from historyserver.warehouse import Warehouse
+
+log = logging.getLogger("rayhistory.folding")
+
+
+class LiveFolder:
+    def __init__(self, catalog: Catalog, warehouse: Warehouse, interval: float) -> None:
+        self.catalog, self.warehouse, self.interval = catalog, warehouse, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-folder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def fold_round(self) -> bool:
+        """Fold each running session once; True if one of them has more waiting (its batch was full)."""
+        behind = False
+        for entry in self.catalog.sessions():
+            if entry.closed or self._stop.is_set():
+                continue
+            try:
+                result = self.warehouse.fold(entry)
+            except HistoryError as e:  # the archive is down: the next round tries again
+                log.warning("folding %s failed: %s", entry.ref.id, e)
+                continue
+            except Exception:
+                log.exception("folding %s failed", entry.ref.id)
+                continue
+            if result is not None and result.behind:
+                behind = True
+        return behind
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            behind = self.fold_round()
+            if not behind:
+                self._stop.wait(self.interval)

@@ -1,0 +1,303 @@
+"""The incremental fold (historyserver/compaction/incremental.py): a session folded batch by batch while it is
+archived, across restarts of the server (a new Folder per fold, a fold that dies before its commit) and of the
+collector (segments shipped again, the rest cut at other offsets), ends with exactly the one-shot build's tables."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from fastapi.testclient import TestClient
+
+from archive.compacted import COMPACTION_VERSION, TABLES
+from archive.layout import LogSegment, SessionRef
+from archive.logs import encode
+from archive.manifest import SessionManifest
+from archive.storage import open_store
+from archive.storage.local import LocalStore
+from benchmarks.stream_session import Streamer
+from benchmarks.synthetic_session import generate
+from historyserver.app import create_app
+from historyserver.compaction import checkpoint, incremental
+from historyserver.compaction.incremental import Folder
+from historyserver.compaction.incremental_build import compact_folded
+from historyserver.compaction.publish import compact_closed
+from historyserver.settings import ServerSettings
+
+
+def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
+    """Per table: (rows of a, rows only in a, rows only in b); log_files' segment counts depend on how the
+    collector cut the files, not on the fold, so they are left out."""
+    con = duckdb.connect()
+    found = {}
+    for t in TABLES:
+        skip = "EXCLUDE (segments)" if t.name == "log_files" else ""
+        x, y = (f"SELECT * {skip} FROM read_parquet('{d / t.file}')" for d in (a, b))
+        rows = con.execute(f"SELECT count(*) FROM read_parquet('{a / t.file}')").fetchone()[0]
+        only_a = con.execute(f"SELECT count(*) FROM ({x} EXCEPT ALL {y})").fetchone()[0]
+        only_b = con.execute(f"SELECT count(*) FROM ({y} EXCEPT ALL {x})").fetchone()[0]
+        found[t.name] = (rows, only_a, only_b)
+    return found
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    info = generate(str(root / "src"), 2000, log=lambda m: None, segment_mb=0.25)
+    store = open_store(str(root / "src"))
+    ref = SessionRef.from_id(info["session_id"])
+    end_ms = SessionManifest.from_json(store.get(ref.manifest_key)).end_ms
+    compact_closed(store, ref, root / "one-shot", end_ms)
+    return store, ref, end_ms, root / "one-shot", info
+
+
+def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monkeypatch):
+    src, ref, end_ms, one_shot, info = synthetic
+    dst = LocalStore(tmp_path / "archive")
+    stream = Streamer(src, dst, ref, batches=6)
+    stream.start()
+    state = tmp_path / "state"
+    monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
+    folds = crashed = 0
+    real_commit = checkpoint.commit
+    for i in range(stream.batches):
+        stream.write_batch()
+        if i == 2:
+            assert stream.rewrite_last() > 0  # the collector restarted and shipped its last ranges again
+        if i == 3:  # the server dies in a fold after writing its parts, before committing them
+
+            def dying(state_dir, cp):
+                raise OSError("killed")
+
+            monkeypatch.setattr(checkpoint, "commit", dying)
+            with pytest.raises(OSError):
+                Folder(dst, ref, state, batch_bytes=200_000).fold()
+            monkeypatch.setattr(checkpoint, "commit", real_commit)
+            crashed += 1
+        # A new Folder per batch: a restarted server, which knows only the checkpoint.
+        folds += len(Folder(dst, ref, state, batch_bytes=200_000).fold_all())
+    cp = checkpoint.load(state)
+    assert crashed and folds > stream.batches  # some batches took several folds (the byte budget)
+    assert cp.final and sum(p.rows for p in cp.final) > info["tasks"] // 2  # most attempts were final before the end
+    assert any(p.tasks.startswith("tasks-m") for p in cp.final) and len(cp.final) <= 5
+    stream.end()
+    built = compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    assert built["counts"]["tasks"] == info["tasks"]
+    differences = _differences(one_shot, tmp_path / "tables")
+    assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
+    assert differences["tasks"][0] == info["tasks"] and differences["profile_events"][0] > 0
+
+
+def test_a_collector_restart_that_cuts_the_rest_elsewhere_changes_nothing(synthetic, tmp_path):
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst = LocalStore(tmp_path / "archive")
+    first = Streamer(src, dst, ref, batches=4)
+    first.start()
+    first.write_batch()
+    first.write_batch()
+    Folder(dst, ref, tmp_path / "state").fold_all()
+    # The restarted collector resumes each file at the end of its archived run (FORMAT.md) with other cut
+    # points: 2/4 of every file is archived, which is 3/6 of it; the rest comes in sixths.
+    again = Streamer(src, dst, ref, batches=6)
+    again.written = 3
+    again.write_batch()
+    Folder(dst, ref, tmp_path / "state").fold_all()
+    again.end()
+    compact_folded(Folder(dst, ref, tmp_path / "state"), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+# --- constructed events: late events and log files that appear after a task was final --------------------------
+
+NODE = "ab" * 28
+WORKER = "cd" * 28
+JOB = "01000000"
+TASK_A = "aa" * 8 + "f" * 32 + JOB
+TASK_B = "bb" * 8 + "f" * 32 + JOB
+NS = 1_000_000
+T0 = 1795637001000
+
+
+def _b64(hex_id: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_id)).decode()
+
+
+def _task(task_hex: str, ts: int, **data) -> bytes:
+    event = {"task_id": _b64(task_hex), "attempt_number": 0, "job_id": _b64(JOB), **data}
+    return json.dumps({"source_type": "EXPORT_TASK", "timestamp": ts, "event_data": event}).encode() + b"\n"
+
+
+def _states(*codes_ms: tuple[int, int], **extra) -> dict:
+    return {"state_updates": {"state_ts_ns": {str(c): str(ms * NS) for c, ms in codes_ms}, **extra}}
+
+
+class _File:
+    """One archived export file, appended to as a collector ships it (a segment per append)."""
+
+    def __init__(self, store: LocalStore, ref: SessionRef, path: str) -> None:
+        self.store, self.node, self.path, self.size = store, ref.node(NODE), path, 0
+
+    def append(self, data: bytes) -> None:
+        seg = LogSegment(self.path, 0, self.size, self.size + len(data))
+        self.store.put(self.node.segment_key(seg), encode(data))
+        self.size += len(data)
+
+
+def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
+    store = LocalStore(tmp_path / "archive")
+    ref = SessionRef("default", "late", "session_2026-11-25_19-58-10_123456_1")
+    owner = _File(store, ref, "export_events/event_EXPORT_TASK_100.log")
+    worker = _File(store, ref, "export_events/event_EXPORT_TASK_200.log")
+    info = {"task_info": {"type": "NORMAL_TASK", "func_or_class_name": "f", "language": "PYTHON"}}
+    log_info = {"task_log_info": {"stdout_file": "", "stderr_file": "", "stdout_start": 0, "stdout_end": 10}}
+    owner.append(_task(TASK_A, T0 // 1000, **info) + _task(TASK_A, T0 // 1000, **_states((1, T0), (11, T0 + 5))))
+    worker.append(
+        _task(TASK_A, T0 // 1000, **_states((8, T0 + 1), node_id=_b64(NODE), worker_id=_b64(WORKER), **log_info))
+        + b'{"source_type": "EXPORT_TASK", "timestamp": 1'  # a line cut by the collector: waits for its end
+    )
+    state = tmp_path / "state"
+    Folder(store, ref, state).fold_all()
+    cp = checkpoint.load(state)
+    assert [p.rows for p in cp.final] == [1] and cp.worker_logs == {f"{NODE}/{WORKER}": [None, None]}
+
+    # The rest of the cut line (a profile event of A, after A was final), task B, and A's worker's log file.
+    profile = {"component_type": "worker", "component_id": _b64(WORKER), "node_ip_address": "192.0.2.1"}
+    profile["events"] = [{"event_name": "task:execute", "start_time": str(T0 * NS), "end_time": str((T0 + 4) * NS)}]
+    rest = _task(TASK_A, T0 // 1000 + 1, profile_events=profile).split(b'"timestamp": 1', 1)[1]
+    worker.append(rest + _task(TASK_B, T0 // 1000 + 2, **info))
+    out = LogSegment(f"worker-{WORKER}-{JOB}-4242.out", 0, 0, 3)
+    store.put(ref.node(NODE).segment_key(out), encode(b"hi\n"))
+    Folder(store, ref, state).fold_all()
+    cp = checkpoint.load(state)
+    assert sum(p.rows for p in cp.final) == 1  # A refolded once, not twice; B is not final (no state yet)
+    assert cp.worker_logs[f"{NODE}/{WORKER}"][0] == f"worker-{WORKER}-{JOB}-4242.out"
+
+    end_ms = T0 + 60_000
+    compact_folded(Folder(store, ref, state), tmp_path / "folded", end_ms)
+    compact_closed(store, ref, tmp_path / "one-shot", end_ms)
+    differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
+    assert differences["tasks"] == (2, 0, 0) and differences["profile_events"] == (1, 0, 0)
+    assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
+    record = duckdb.sql(f"SELECT record FROM '{tmp_path / 'folded' / 'tasks.parquet'}' WHERE name = 'f'").fetchall()
+    stdout = {json.loads(r[0])["task_log_info"]["stdout_file"] for r in record if json.loads(r[0])["task_log_info"]}
+    assert stdout == {f"worker-{WORKER}-{JOB}-4242.out"}
+
+
+def test_checkpoint_drops_what_no_commit_listed(tmp_path):
+    state = tmp_path / "state"
+    cp = checkpoint.load(state)
+    (state / "active-000001.parquet").write_bytes(b"x")
+    cp.active, cp.seq = "active-000001.parquet", 1
+    checkpoint.commit(state, cp)
+    (state / "tasks-000002.parquet").write_bytes(b"left by a fold that died before its commit")
+    assert checkpoint.load(state).active == "active-000001.parquet"
+    assert sorted(p.name for p in state.iterdir()) == ["active-000001.parquet", checkpoint.FILE]
+    cp.active = "active-000009.parquet"
+    with pytest.raises(FileNotFoundError, match="active-000009"):
+        checkpoint.commit(state, cp)  # a checkpoint never lists a part that is not there
+
+
+# --- the server: folds while the session runs, and builds its tables from the folds at the end ------------------
+
+
+def _wait(condition, what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_server_folds_running_sessions_across_restarts(synthetic, tmp_path):
+    src, ref, end_ms, one_shot, info = synthetic
+    archive = tmp_path / "archive"
+    stream = Streamer(src, LocalStore(archive), ref, batches=4)
+    stream.start()
+    settings = ServerSettings(
+        archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, fold_interval=0.05
+    )
+    state = tmp_path / "cache" / f"incremental-c{COMPACTION_VERSION}" / ref.id
+    for _ in range(2):  # two lifetimes of the server: the second resumes from the first's checkpoint
+        with TestClient(create_app(settings, open_store(str(archive)))) as client:
+            warehouse = client.app.state.services.warehouse
+            for _ in range(2):
+                stream.write_batch()
+                seen = warehouse.stats.folds
+                _wait(lambda w=warehouse, n=seen: w.stats.folds >= n + 2, "a fold started after the batch was written")
+    assert sum(p.rows for p in checkpoint.load(state).final) > info["tasks"] // 2
+    stream.end()
+    with TestClient(create_app(settings, open_store(str(archive)))) as client:
+        page = client.get(f"/sessions/{ref.id}/api/v0/tasks?limit=100")
+        assert page.status_code == 200, page.text
+        assert page.json()["data"]["result"]["total"] == info["tasks"] - info["driver_tasks"]
+    tables = tmp_path / "cache" / f"compacted-c{COMPACTION_VERSION}" / ref.id
+    built = json.loads((tables / "info.json").read_text())
+    assert built["closed"] and built["incremental"]["last_folds"] >= 1  # built from the folds, not from scratch
+    assert not state.exists()  # the folds are in the tables now
+    assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
+
+
+def test_http_event_spools_fold_to_the_one_shot_tables(reference, tmp_path):
+    """Ray's HTTP path (ray_events/ spools, real Ray 2.60 samples): cut mid-line into three uploads, each folded."""
+    samples = reference / "ray_events_http"
+    events = [e["event"] for e in json.loads((samples / "one_task_all_events.json").read_text())["events"]]
+    events += list(json.loads((samples / "one_event_per_type.json").read_text())["events"].values())
+    spool = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    store = LocalStore(tmp_path / "archive")
+    ref = SessionRef("default", "http", "session_2026-11-25_19-58-10_578535_6555")
+    node = ref.node(NODE)
+    cuts = [0, len(spool) // 3 + 7, 2 * len(spool) // 3 - 5, len(spool)]
+    state = tmp_path / "state"
+    for start, end in zip(cuts, cuts[1:]):
+        store.put(
+            node.segment_key(LogSegment("events-0001.jsonl", 0, start, end, "ray_events")), encode(spool[start:end])
+        )
+        Folder(store, ref, state).fold_all()
+    assert checkpoint.load(state).http_events  # the non-task events were kept for the end's folds
+    end_ms = 1795637100000
+    compact_folded(Folder(store, ref, state), tmp_path / "folded", end_ms)
+    compact_closed(store, ref, tmp_path / "one-shot", end_ms)
+    differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
+    assert differences["tasks"][0] >= 2 and differences["actors"][0] >= 1 and differences["nodes"][0] >= 1
+    assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
+
+
+def test_a_fold_out_of_memory_is_retried_on_a_smaller_batch(synthetic, tmp_path, monkeypatch):
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst = LocalStore(tmp_path / "archive")
+    stream = Streamer(src, dst, ref, batches=2)
+    stream.start()
+    stream.write_batch()
+    real = Folder._fold_sql
+    sizes = []
+
+    def tight(self, con, cp, work, staged, worker_logs):  # a fold of more than 1 MB does not fit
+        sizes.append(self.batch_bytes)
+        if sum(p.stat().st_size for p in staged) > 1_000_000:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: (test)")
+        return real(self, con, cp, work, staged, worker_logs)
+
+    monkeypatch.setattr(incremental, "MIN_BATCH_BYTES", 100_000)
+    monkeypatch.setattr(Folder, "_fold_sql", tight)
+    Folder(dst, ref, tmp_path / "state", batch_bytes=4_000_000).fold_all()
+    assert sizes[0] == 4_000_000 and min(sizes) <= 1_000_000
+    monkeypatch.setattr(Folder, "_fold_sql", real)
+    stream.end()
+    compact_folded(Folder(dst, ref, tmp_path / "state"), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+def test_incremental_benchmark_fails_on_a_missed_target_or_a_differing_answer():
+    from benchmarks import incremental as bench
+
+    answers = {name: 7 for name in bench._routes("x")}
+    good = {"wait_s": 2.0, "rss_mib": 500.0, "answers": answers, "folds": 3, "fold_seconds": 1.0}
+    base = {**good, "wait_s": 12.0}
+    assert bench.problems(good, base) == []
+    assert "PASS" in bench.table({"tasks": 10}, 2, 4.0, good, base)
+    assert bench.problems({**good, "wait_s": 6.0}, base) and bench.problems({**good, "rss_mib": 2000.0}, base)
+    assert bench.problems({**good, "answers": {**answers, "summarize": 6}}, base)
+    assert bench.problems({"error": "exit code 1"}, base) == ["folded: exit code 1"]
