@@ -12,7 +12,7 @@ A final row depends on nothing the end can change, with two exceptions the folde
 task takes the actor's name (so those attempts stay active), and a task whose events name no log file takes its
 worker's (the worker_logs a final row was rendered with are recorded; if the listing later differs, the rows of
 that worker are refolded). An event that arrives for an attempt already final refolds it the same way.
-At the end, `tasks_tables` folds the active part and writes tasks/profile_events as the union of the parts.
+At the end, incremental_build.py folds the active part and writes tasks/profile_events as the union of the parts.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, 
 FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
 MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
 TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
-_KEY = "(task_id, attempt_number)"
+TASK_KEY = "(task_id, attempt_number)"
 
 
-def _sql(path: Path) -> str:
+def quoted(path: Path) -> str:
     return tasks_sql._sql_path(path)
 
 
-def _listed(paths: list[Path]) -> str:
-    return "[" + ", ".join(_sql(p) for p in paths) + "]"
+def listed(paths: list[Path]) -> str:
+    return "[" + ", ".join(quoted(p) for p in paths) + "]"
 
 
 @dataclass
@@ -243,11 +243,11 @@ class Folder:
             f"CREATE TEMP TABLE t_keys AS SELECT DISTINCT tid, attempt, {tasks_sql._hex('tid')} AS hex FROM t_new"
         )
         # The workers whose log files changed since final rows were rendered with them: refold those rows.
-        changed = _changed_workers(cp, worker_logs)
+        changed = changed_workers(cp, worker_logs)
         reopened = self._reopen(con, cp, work, changed)
         active = [d / cp.active] if cp.active else []
         if active:
-            con.execute(f"CREATE TEMP TABLE t_active AS SELECT * FROM read_parquet({_listed(active)})")
+            con.execute(f"CREATE TEMP TABLE t_active AS SELECT * FROM read_parquet({listed(active)})")
         else:
             con.execute("CREATE TEMP TABLE t_active AS SELECT * FROM t_new LIMIT 0")
         con.execute("""
@@ -261,11 +261,11 @@ class Folder:
             SELECT a.* FROM t_active a ANTI JOIN t_keys k ON a.tid = k.tid AND a.attempt = k.attempt
         """)
         con.execute("CREATE TEMP TABLE t_ev AS SELECT * FROM t_touched")
-        _render(con, work, None, {}, {}, worker_logs)
+        render_tasks(con, work, None, {}, {}, worker_logs)
         # Final: a final state, and nothing the end can change (actor names: creation tasks stay active).
         con.execute(f"""
             CREATE TEMP TABLE t_final AS SELECT task_id, attempt_number, node_id, worker_id
-            FROM read_parquet({_sql(work / TASKS.file)})
+            FROM read_parquet({quoted(work / TASKS.file)})
             WHERE end_time_ms IS NOT NULL AND type IS DISTINCT FROM 'ACTOR_CREATION_TASK' AND task_id IS NOT NULL
         """)
         rows = con.execute("SELECT count(*) FROM t_final").fetchone()[0]
@@ -273,19 +273,19 @@ class Folder:
             part = FinalPart(
                 f"tasks-{seq:06d}.parquet", f"profile-{seq:06d}.parquet", f"events-{seq:06d}.parquet", rows
             )
-            _copy(
+            copy_parquet(
                 con,
-                f"SELECT * FROM read_parquet({_sql(work / TASKS.file)}) SEMI JOIN t_final USING {_KEY} "
+                f"SELECT * FROM read_parquet({quoted(work / TASKS.file)}) SEMI JOIN t_final USING {TASK_KEY} "
                 "ORDER BY task_id, attempt_number",
                 d / part.tasks,
             )
-            _copy(
+            copy_parquet(
                 con,
-                f"SELECT * FROM read_parquet({_sql(work / PROFILE_EVENTS.file)}) SEMI JOIN t_final "
-                f"USING {_KEY} ORDER BY task_id, attempt_number, start_time",
+                f"SELECT * FROM read_parquet({quoted(work / PROFILE_EVENTS.file)}) SEMI JOIN t_final "
+                f"USING {TASK_KEY} ORDER BY task_id, attempt_number, start_time",
                 d / part.profile,
             )
-            _copy(
+            copy_parquet(
                 con,
                 f"SELECT * FROM t_touched t SEMI JOIN t_final f ON f.task_id = {tasks_sql._hex('t.tid')} "
                 "AND f.attempt_number = t.attempt",
@@ -295,14 +295,14 @@ class Folder:
             for n, w in con.execute("SELECT DISTINCT node_id, worker_id FROM t_final").fetchall():
                 cp.worker_logs[f"{n}/{w}"] = list(worker_logs.get((n, w), (None, None)))
         cp.active = f"active-{seq:06d}.parquet"
-        _copy(
+        copy_parquet(
             con,
             f"""SELECT * FROM t_rest UNION ALL
                        SELECT * FROM t_touched t ANTI JOIN t_final f ON f.task_id = {tasks_sql._hex("t.tid")}
                            AND f.attempt_number = t.attempt""",
             d / cp.active,
         )
-        self._active_rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql(d / cp.active)})").fetchone()[0]
+        self._active_rows = con.execute(f"SELECT count(*) FROM read_parquet({quoted(d / cp.active)})").fetchone()[0]
         del reopened
         if len(cp.final) > MAX_FINAL_PARTS:
             self._merge(con, cp, MAX_FINAL_PARTS // 2)
@@ -320,7 +320,7 @@ class Folder:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE t_out AS
             SELECT f.task_id, f.attempt_number, f.filename FROM read_parquet(
-                {_listed([self.dir / p.tasks for p in cp.final])}, filename = true) f
+                {listed([self.dir / p.tasks for p in cp.final])}, filename = true) f
             WHERE EXISTS (SELECT 1 FROM t_keys k WHERE k.hex = f.task_id AND k.attempt = f.attempt_number)
                OR EXISTS (SELECT 1 FROM t_workers w WHERE w.node_id IS NOT DISTINCT FROM f.node_id
                           AND w.worker_id IS NOT DISTINCT FROM f.worker_id)
@@ -338,7 +338,7 @@ class Folder:
                 continue
             d, seq = self.dir, cp.seq
             con.execute(f"""
-                INSERT INTO t_reopened SELECT e.* FROM read_parquet({_sql(d / part.events)}) e
+                INSERT INTO t_reopened SELECT e.* FROM read_parquet({quoted(d / part.events)}) e
                 SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
             """)
             base = part.tasks.removeprefix("tasks-").removesuffix(TABLE_SUFFIX).split("-")[0]
@@ -348,23 +348,23 @@ class Folder:
                 f"events-{base}-{seq:06d}.parquet",
                 0,
             )
-            _copy(
+            copy_parquet(
                 con,
-                f"SELECT * FROM read_parquet({_sql(d / part.tasks)}) ANTI JOIN t_out USING {_KEY}",
+                f"SELECT * FROM read_parquet({quoted(d / part.tasks)}) ANTI JOIN t_out USING {TASK_KEY}",
                 d / new.tasks,
             )
-            _copy(
+            copy_parquet(
                 con,
-                f"SELECT * FROM read_parquet({_sql(d / part.profile)}) ANTI JOIN t_out USING {_KEY}",
+                f"SELECT * FROM read_parquet({quoted(d / part.profile)}) ANTI JOIN t_out USING {TASK_KEY}",
                 d / new.profile,
             )
-            _copy(
+            copy_parquet(
                 con,
-                f"SELECT * FROM read_parquet({_sql(d / part.events)}) e ANTI JOIN t_out o "
+                f"SELECT * FROM read_parquet({quoted(d / part.events)}) e ANTI JOIN t_out o "
                 f"ON o.task_id = {tasks_sql._hex('e.tid')} AND o.attempt_number = e.attempt",
                 d / new.events,
             )
-            new.rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql(d / new.tasks)})").fetchone()[0]
+            new.rows = con.execute(f"SELECT count(*) FROM read_parquet({quoted(d / new.tasks)})").fetchone()[0]
             kept.append(new)
         con.execute("RESET threads")
         cp.final = kept
@@ -384,7 +384,7 @@ class Folder:
                 (part.profile, [p.profile for p in old]),
                 (part.events, [p.events for p in old]),
             ):
-                _copy(con, f"SELECT * FROM read_parquet({_listed([d / f for f in files])})", d / name)
+                copy_parquet(con, f"SELECT * FROM read_parquet({listed([d / f for f in files])})", d / name)
         except duckdb.Error as e:
             log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
             return
@@ -403,68 +403,6 @@ class Folder:
         cp = checkpoint.load(self.dir)
         return [json.loads(line) for name in cp.http_events for line in (self.dir / name).read_text().splitlines()]
 
-    def tasks_tables(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        out_dir: Path,
-        session_end_ms: int | None,
-        job_ends_ms: dict[str, int],
-        actor_names: dict[str, str],
-        worker_logs: dict[tuple[str, str], tuple[str | None, str | None]],
-    ) -> dict[str, int]:
-        """Write tasks and profile_events into out_dir, as fold_tasks would from all the events: the active part
-        (with any final attempt of a worker whose log files changed) folded now, united with the final parts."""
-        cp = checkpoint.load(self.dir)
-        work = out_dir / "incremental"
-        work.mkdir(parents=True, exist_ok=True)
-        d = self.dir
-        changed = _changed_workers(cp, worker_logs)
-        con.execute(tasks_sql._EMPTY_EVENTS)
-        con.execute("ALTER TABLE t_ev RENAME TO t_new")
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE t_keys AS SELECT tid, attempt, {tasks_sql._hex('tid')} AS hex FROM t_new"
-        )
-        con.execute("CREATE OR REPLACE TEMP TABLE t_out (task_id VARCHAR, attempt_number INTEGER)")
-        con.execute("CREATE OR REPLACE TEMP TABLE t_reopened AS SELECT * FROM t_new LIMIT 0")
-        if changed and cp.final:
-            con.execute("CREATE OR REPLACE TEMP TABLE t_workers (node_id VARCHAR, worker_id VARCHAR)")
-            con.executemany("INSERT INTO t_workers VALUES (?, ?)", [w.split("/") for w in changed])
-            con.execute(f"""
-                INSERT INTO t_out SELECT task_id, attempt_number FROM read_parquet({_listed([d / p.tasks for p in cp.final])}) f
-                SEMI JOIN t_workers w ON w.node_id IS NOT DISTINCT FROM f.node_id AND w.worker_id IS NOT DISTINCT FROM f.worker_id
-            """)
-            con.execute(f"""
-                INSERT INTO t_reopened SELECT e.* FROM read_parquet({_listed([d / p.events for p in cp.final])}) e
-                SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
-            """)
-        active = f"SELECT * FROM read_parquet({_sql(d / cp.active)})" if cp.active else "SELECT * FROM t_new"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {active} UNION ALL SELECT * FROM t_reopened")
-        con.execute("DROP TABLE t_new")
-        tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
-        _render(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs, register=False)
-        finals = [d / p.tasks for p in cp.final]
-        try:  # ORDER BY keeps the order without preserve_insertion_order, which would cost memory
-            _copy(
-                con,
-                f"SELECT * FROM read_parquet({_listed(finals + [work / TASKS.file])}) ANTI JOIN t_out "
-                f"USING {_KEY} ORDER BY task_id, attempt_number",
-                out_dir / TASKS.file,
-            )
-            profiles = [d / p.profile for p in cp.final] + [work / PROFILE_EVENTS.file]
-            _copy(
-                con,
-                f"SELECT * FROM read_parquet({_listed(profiles)}) p ANTI JOIN t_out o "
-                f"ON o.task_id = p.task_id AND o.attempt_number = p.attempt_number "
-                "ORDER BY task_id, attempt_number, start_time",
-                out_dir / PROFILE_EVENTS.file,
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        tasks, failed = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE state = 'FAILED') FROM read_parquet({_sql(out_dir / TASKS.file)})"
-        ).fetchone()
-        return {"tasks": tasks, "failed_tasks": failed, "task_lines": cp.task_lines, "task_events": cp.task_events}
-
 
 def _smaller(a: str, b: str) -> str:
     """The smaller of two sizes as --compaction-memory spells them (600MB, 2GB, 1GiB)."""
@@ -481,18 +419,18 @@ def _bytes(size: str) -> float:
     return float(number.group(1)) * _UNITS.get(number.group(2).upper() or "B", 1)
 
 
-def _changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
+def changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
     """The workers whose log paths differ from those their final rows were rendered with."""
     return [k for k, v in cp.worker_logs.items() if list(worker_logs.get(tuple(k.split("/")), (None, None))) != v]
 
 
-def _copy(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
+def copy_parquet(con: duckdb.DuckDBPyConnection, select: str, out: Path) -> None:
     con.execute(
-        f"COPY ({select}) TO {_sql(out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {tasks_sql.ROW_GROUP_ROWS})"
+        f"COPY ({select}) TO {quoted(out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {tasks_sql.ROW_GROUP_ROWS})"
     )
 
 
-def _render(
+def render_tasks(
     con: duckdb.DuckDBPyConnection,
     work: Path,
     session_end_ms: int | None,

@@ -18,16 +18,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
-from archive.compacted import COMPACTION_VERSION, INFO_FILE, TASKS
+from archive.compacted import COMPACTION_VERSION, INFO_FILE, PROFILE_EVENTS, TASKS
 from archive.layout import NodeRef
-from historyserver.compaction import build, ray_events
+from historyserver.compaction import build, checkpoint, ray_events, tasks_sql
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
 from historyserver.compaction.ids import ms
-from historyserver.compaction.incremental import TASK_FILE_PREFIX, Folder
+from historyserver.compaction.incremental import (
+    TASK_FILE_PREFIX,
+    TASK_KEY,
+    Folder,
+    changed_workers,
+    copy_parquet,
+    listed,
+    quoted,
+    render_tasks,
+)
 from historyserver.compaction.tables import BUILDERS, Builder, Inputs, _worker_logs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
@@ -49,7 +60,7 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
             job_ends = {j: ms(x.get("end_time")) or 0 for j, x in inp.folded.driver_jobs.items() if x.get("is_dead")}
             actor_names = {a["actor_id"]: a.get("name") or "" for a in inp.folded.actors.values()}
             worker_logs = _worker_logs(inp.log_rows, inp.node_records)
-            counts.update(folder.tasks_tables(inp.con, inp.tmp, session_end_ms, job_ends, actor_names, worker_logs))
+            counts.update(_tasks_tables(folder, inp.con, inp.tmp, session_end_ms, job_ends, actor_names, worker_logs))
             if counts["task_lines"] > counts["task_events"]:
                 unread = counts["task_lines"] - counts["task_events"]
                 inp.folded.damage.note(f"{TASK_FILE_PREFIX}_*", f"{unread} unreadable task event line(s)", unread)
@@ -127,3 +138,66 @@ def _read_logs(inputs: Inputs, node: NodeRef) -> None:
 
 
 __all__ = ["compact_folded"]
+
+
+def _tasks_tables(
+    folder: Folder,
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    session_end_ms: int | None,
+    job_ends_ms: dict[str, int],
+    actor_names: dict[str, str],
+    worker_logs: dict[tuple[str, str], tuple[str | None, str | None]],
+) -> dict[str, int]:
+    """Write tasks and profile_events into out_dir, as fold_tasks would from all the events: the active part
+    (with any final attempt of a worker whose log files changed) folded now, united with the final parts."""
+    cp = checkpoint.load(folder.dir)
+    work = out_dir / "incremental"
+    work.mkdir(parents=True, exist_ok=True)
+    d = folder.dir
+    changed = changed_workers(cp, worker_logs)
+    con.execute(tasks_sql._EMPTY_EVENTS)
+    con.execute("ALTER TABLE t_ev RENAME TO t_new")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE t_keys AS SELECT tid, attempt, {tasks_sql._hex('tid')} AS hex FROM t_new"
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE t_out (task_id VARCHAR, attempt_number INTEGER)")
+    con.execute("CREATE OR REPLACE TEMP TABLE t_reopened AS SELECT * FROM t_new LIMIT 0")
+    if changed and cp.final:
+        con.execute("CREATE OR REPLACE TEMP TABLE t_workers (node_id VARCHAR, worker_id VARCHAR)")
+        con.executemany("INSERT INTO t_workers VALUES (?, ?)", [w.split("/") for w in changed])
+        con.execute(f"""
+            INSERT INTO t_out SELECT task_id, attempt_number FROM read_parquet({listed([d / p.tasks for p in cp.final])}) f
+            SEMI JOIN t_workers w ON w.node_id IS NOT DISTINCT FROM f.node_id AND w.worker_id IS NOT DISTINCT FROM f.worker_id
+        """)
+        con.execute(f"""
+            INSERT INTO t_reopened SELECT e.* FROM read_parquet({listed([d / p.events for p in cp.final])}) e
+            SEMI JOIN t_out o ON o.task_id = {tasks_sql._hex("e.tid")} AND o.attempt_number = e.attempt
+        """)
+    active = f"SELECT * FROM read_parquet({quoted(d / cp.active)})" if cp.active else "SELECT * FROM t_new"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {active} UNION ALL SELECT * FROM t_reopened")
+    con.execute("DROP TABLE t_new")
+    tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
+    render_tasks(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs, register=False)
+    finals = [d / p.tasks for p in cp.final]
+    try:  # ORDER BY keeps the order without preserve_insertion_order, which would cost memory
+        copy_parquet(
+            con,
+            f"SELECT * FROM read_parquet({listed(finals + [work / TASKS.file])}) ANTI JOIN t_out "
+            f"USING {TASK_KEY} ORDER BY task_id, attempt_number",
+            out_dir / TASKS.file,
+        )
+        profiles = [d / p.profile for p in cp.final] + [work / PROFILE_EVENTS.file]
+        copy_parquet(
+            con,
+            f"SELECT * FROM read_parquet({listed(profiles)}) p ANTI JOIN t_out o "
+            f"ON o.task_id = p.task_id AND o.attempt_number = p.attempt_number "
+            "ORDER BY task_id, attempt_number, start_time",
+            out_dir / PROFILE_EVENTS.file,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tasks, failed = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE state = 'FAILED') FROM read_parquet({quoted(out_dir / TASKS.file)})"
+    ).fetchone()
+    return {"tasks": tasks, "failed_tasks": failed, "task_lines": cp.task_lines, "task_events": cp.task_events}
