@@ -222,6 +222,7 @@ def test_range_partitioned_fold_gives_the_same_tables(reference, tmp_path, compa
     assert ids == sorted(ids)
     prof = "SELECT * FROM profile_events"
     assert db.query(prof) == compacted.query(prof + " ORDER BY task_id, attempt_number, start_time")
+    assert not (tmp_path / "tables" / "ranges").exists()  # the ranges' working files are not left with the tables
 
 
 # --- rules Ray's GCS and state API apply on top of the events (issue 12) ------------------------------------------

@@ -8,6 +8,7 @@ events), so rows are merged by (task_id, attempt_number); the newest non-empty v
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -135,6 +136,7 @@ def fold_tasks(
             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         )
     con.execute("SET preserve_insertion_order = false")
+    shutil.rmtree(staged, ignore_errors=True)  # not a table: it would stay in the local cache beside them
     return counts
 
 
