@@ -6,50 +6,20 @@ timing."""
 from __future__ import annotations
 
 import io
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from archive.storage import open_store
-from archive.storage.local import LocalStore
-from collector.service import Collector
-from collector.settings import CollectorSettings
-from collector.sources.session_dir import SessionDir
-from historyserver import warehouse
 from historyserver.app import create_app
 from historyserver.settings import ServerSettings
 from rayhistory import logs_search
 from tests.browser import served
-from tests.fake_session import make_session
-from tests.search_session import NAMESPACE, archived_session
+from tests.search_session import NAMESPACE, archived_session, held_compaction, second_session
 
-OTHER_CLUSTER = "searchd"
 ACROSS = {"q": "flaky", "namespace": NAMESPACE}
 TIMED = {"q": "setting", "namespace": NAMESPACE}  # raylet.out's first line, with a time, in both sessions
-
-
-def second_session(tmp: Path, archive_url: str) -> str:
-    """The same logs collected as another cluster's session into the same archive: its id."""
-    from tests.search_session import ERR, FILLER, WORKER_ERR
-
-    session = make_session(tmp / "other")
-    (session / "logs" / WORKER_ERR).write_text("\n".join(FILLER[:15] + ERR + FILLER[15:]) + "\n")
-    store = LocalStore(tmp / "archive")
-    settings = CollectorSettings(
-        session_dir=str(session), archive=archive_url, cluster=OTHER_CLUSTER, namespace=NAMESPACE, once=True
-    )
-    Collector(settings, store, SessionDir(session)).run()
-    (entry,) = [e for e in _catalog(archive_url).sessions() if e.manifest.cluster == OTHER_CLUSTER]
-    return entry.ref.id
-
-
-def _catalog(archive_url: str):
-    from historyserver.catalog import Catalog
-
-    return Catalog(open_store(archive_url), ttl=0)
 
 
 @pytest.fixture
@@ -60,19 +30,8 @@ def archive(tmp_path):
 
 @pytest.fixture
 def held(monkeypatch):
-    """Closed-session compaction waits for `release`; `started` is set when one begins."""
-    started, release = threading.Event(), threading.Event()
-    real = warehouse.compact_closed
-
-    def compact_closed(*args, **kwargs):
-        started.set()
-        if not release.wait(60):
-            raise TimeoutError("the test never released the compaction")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(warehouse, "compact_closed", compact_closed)
-    yield started, release
-    release.set()
+    with held_compaction(monkeypatch) as events:
+        yield events
 
 
 def poll(ask, until, seconds: float = 60):
