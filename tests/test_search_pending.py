@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from archive.storage import open_store
+from historyserver import warehouse
 from historyserver.app import create_app
 from historyserver.settings import ServerSettings
 from rayhistory import logs_search
@@ -118,3 +119,25 @@ def test_the_cli_prints_the_pending_warning_to_stderr(archive, held):
         release.set()
         svc = app.state.services
         assert poll(svc.compactor.queued, lambda q: not q) == []
+
+
+def test_a_failed_background_compaction_is_said_and_tried_again(archive, monkeypatch):
+    tmp, url, _, fresh = archive
+    tries = []
+
+    def broken(*args, **kwargs):
+        tries.append(1)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(warehouse, "compact_closed", broken)
+    app = create_app(ServerSettings(archive=url, cache_dir=str(tmp / "cache"), catalog_ttl=0), open_store(url))
+    svc = app.state.services
+    with TestClient(app) as c:
+        first = c.get("/api/v1/logs/search", params=ACROSS).json()
+        assert first["pending_sessions"] == 2 and "2 sessions are still being indexed" in first["warnings"][0]
+        assert poll(svc.compactor.queued, lambda q: not q) == [] and len(tries) == 2
+        again = c.get("/api/v1/logs/search", params=ACROSS).json()
+        assert again["complete"] is False and again["pending_sessions"] == 2
+        said = [w for w in again["warnings"] if "failed" in w]
+        assert len(said) == 2 and any(fresh in w and "no space left on device" in w for w in said)
+        assert poll(svc.compactor.queued, lambda q: not q) == [] and len(tries) == 4  # tried again

@@ -21,6 +21,7 @@ class BackgroundCompactor:
         self.warehouse = warehouse
         self._lock = threading.Lock()
         self._queued: set[str] = set()
+        self._errors: dict[str, str] = {}  # the last failure of each session, until it compacts
         self._executor: ThreadPoolExecutor | None = None  # started on first use: most servers never need it
 
     def submit(self, entry: SessionEntry) -> bool:
@@ -39,11 +40,23 @@ class BackgroundCompactor:
         with self._lock:
             return sorted(self._queued)
 
+    def error(self, session_id: str) -> str | None:
+        """Why the session's last background compaction failed (None: it did not, or it has not run)."""
+        with self._lock:
+            return self._errors.get(session_id)
+
     def _run(self, entry: SessionEntry) -> None:
+        sid = entry.ref.id
+        error = None
         try:
             self.warehouse.db(entry, patient=True)
-        except Exception:  # a visitor's request retries it and reports the error in its API's shape
-            log.exception("background compaction of %s failed", entry.ref.id)
+        except Exception as e:  # a visitor's request retries it and reports the error in its API's shape
+            log.exception("background compaction of %s failed", sid)
+            error = f"{type(e).__name__}: {e}"
         finally:
             with self._lock:
-                self._queued.discard(entry.ref.id)
+                self._queued.discard(sid)
+                if error:
+                    self._errors[sid] = error
+                else:
+                    self._errors.pop(sid, None)

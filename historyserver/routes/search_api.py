@@ -187,13 +187,13 @@ def _histogram(
         counts = backend.histogram([e.ref for e in entries], req, buckets)
     width = counts[1][0] - counts[0][0] if len(counts) > 1 else None
     pending = archive.pending
-    waiting = pending.warning() if pending else None
+    waiting = pending.warnings() if pending else []
     return fast_json(
         {
             "backend": backend.name,
             "complete": not waiting,
             "pending_sessions": len(pending.refs) if pending else 0,
-            "warnings": [waiting] if waiting else [],
+            "warnings": waiting,
             "width": width,
             "buckets": [{"start": t, "count": n} for t, n in counts],
         }

@@ -147,9 +147,8 @@ class ArchiveBackend:
                 f"facets count the matches of the first {FACET_SCAN_BLOCKS} blocks of {BLOCK_NAME} per session "
                 "(the total is exact); narrow the search for exact facets"
             )
-        waiting = self.pending.warning() if self.pending else None
-        if waiting:
-            warnings.insert(0, waiting)
+        waiting = self.pending.warnings() if self.pending else []
+        warnings[:0] = waiting
         return SearchAnswer(
             backend="archive",
             complete=not waiting,

@@ -44,6 +44,7 @@ def archive_backend(services: Any, across: bool = False) -> ArchiveBackend:
         pending = Pending(
             lambda ref: services.warehouse.ready(services.catalog.get(ref.id)),
             lambda ref: services.compactor.submit(services.catalog.get(ref.id)),
+            lambda ref: services.compactor.error(ref.id),
         )
     return ArchiveBackend(tables_dir, services.log_indexes, pending)
 

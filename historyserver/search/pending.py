@@ -15,8 +15,14 @@ NAMED = 3  # sessions named in the warning; the count says how many more
 class Pending:
     """Decides, per session of one request, whether it is searched now or left for the background compactor."""
 
-    def __init__(self, ready: Callable[[SessionRef], bool], queue: Callable[[SessionRef], object]) -> None:
-        self._ready, self._queue = ready, queue
+    def __init__(
+        self,
+        ready: Callable[[SessionRef], bool],
+        queue: Callable[[SessionRef], object],
+        error: Callable[[SessionRef], str | None] = lambda ref: None,
+    ) -> None:
+        """`error`: why the session's last background compaction failed, if it did."""
+        self._ready, self._queue, self._error = ready, queue, error
         self.refs: list[SessionRef] = []
 
     def skip(self, ref: SessionRef) -> bool:
@@ -27,12 +33,20 @@ class Pending:
         self.refs.append(ref)
         return True
 
-    def warning(self) -> str | None:
+    def warnings(self) -> list[str]:
+        """The answer's warnings about the sessions left out: how many and which, then any that failed before."""
         if not self.refs:
-            return None
+            return []
         n = len(self.refs)
         names = ", ".join(r.id for r in self.refs[:NAMED]) + (f" and {n - NAMED} more" if n > NAMED else "")
-        return (
+        out = [
             f"{n} session{'s are' if n > 1 else ' is'} still being indexed ({names}): "
             f"{'their' if n > 1 else 'its'} hits are not in this answer yet; ask again in a few seconds"
-        )
+        ]
+        failed = [(r.id, e) for r in self.refs if (e := self._error(r))]
+        for sid, error in failed[:NAMED]:
+            out.append(
+                f"the last compaction of {sid} failed ({error}); it is tried again now, and opening the session "
+                "shows the error in full"
+            )
+        return out
