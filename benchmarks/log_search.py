@@ -126,9 +126,10 @@ def run_query(tables: Path, q: str, mode: str = "terms", runs: int = 3, **filter
     return first, statistics.median(warm), answer
 
 
-def sessions_case(work: Path, n: int, seed: int, problems: list[str]) -> tuple[float, float, int, int]:
+def sessions_case(work: Path, n: int, seed: int, problems: list[str]) -> tuple[float, float, int, int, float, float]:
     """n sessions over 50 days and 20 clusters in one archive; two in cluster-0 on the searched day have logs.
-    Returns (seconds of the cross-session search, grep over those two sessions' bytes, sessions kept, hits)."""
+    Returns (seconds of the cross-session search, grep over those two sessions' bytes, sessions kept, hits,
+    seconds of the first answer while those two are not compacted, seconds until the answer was complete)."""
     from fastapi.testclient import TestClient
 
     from historyserver.app import create_app
@@ -159,17 +160,37 @@ def sessions_case(work: Path, n: int, seed: int, problems: list[str]) -> tuple[f
     settings = ServerSettings(archive=str(root / "archive"), cache_dir=str(root / "cache"), catalog_ttl=3600)
     client = TestClient(create_app(settings, store))
     params = {"q": NEEDLE_TOKEN, "cluster": "cluster-0", "since": day0, "until": day0 + 86400, "limit": 100}
-    first = client.get("/api/v1/logs/search", params=params)  # compacts the two sessions once
-    if first.status_code != 200:
-        problems.append(f"the cross-session search answered {first.status_code}: {first.text[:300]}")
-        return float("nan"), float("nan"), 0, 0
+    # The first search hands the two never-compacted sessions to the background compactor and answers at once
+    # (search/pending.py): timed, with the time until complete (what compacting inline would have made the user
+    # wait) as its baseline. Asked again until complete, as the page does; then the timed search reads built tables.
+    t0 = time.perf_counter()
+    waited = float("nan")
+    deadline = time.monotonic() + 600
+    while True:
+        first = client.get("/api/v1/logs/search", params=params)
+        if first.status_code != 200:
+            problems.append(f"the cross-session search answered {first.status_code}: {first.text[:300]}")
+            return float("nan"), float("nan"), 0, 0, float("nan"), float("nan")
+        if waited != waited:  # the first answer
+            waited = time.perf_counter() - t0
+            if first.json()["pending_sessions"] != 2:
+                problems.append(f"the first cross-session search left {first.json()['pending_sessions']} sessions, 2")
+        if first.json()["complete"]:
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"the cross-session search was still incomplete after 600 s: {first.json()['warnings']}")
+            return float("nan"), float("nan"), 0, 0, float("nan"), float("nan")
+        time.sleep(0.2)  # polling the background compactor, not a timing
+    indexed = time.perf_counter() - t0
     seconds, answer = timed(lambda: client.get("/api/v1/logs/search", params=params).json())
+    if not answer["complete"]:
+        problems.append(f"the timed cross-session search was incomplete: {answer['warnings']}")
     g = sum(grep_count(token_regex(NEEDLE_TOKEN), root / f"plain-{k}", True)[0] for k in range(2))
     if answer["sessions"] != 2:
         problems.append(f"the catalog kept {answer['sessions']} sessions for cluster-0 on one day, 2 have logs there")
     if answer["total"] != 2 * planted:
         problems.append(f"the cross-session search counted {answer['total']} lines, {2 * planted} were planted")
-    return seconds, g, answer["sessions"], answer["total"]
+    return seconds, g, answer["sessions"], answer["total"], waited, indexed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     check("regex", a.total, g_rx[1])
     rss = peak_rss_mb()
 
-    many_s, many_grep, kept, many_hits = sessions_case(work, args.sessions, args.seed, problems)
+    many_s, many_grep, kept, many_hits, pending_s, indexed_s = sessions_case(work, args.sessions, args.seed, problems)
 
     print(
         f"\n{planted.bytes / 1e6:,.0f} MB of logs, {planted.lines:,} lines, {planted.files} files on 8 nodes; "
@@ -275,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         f"grep over the kept sessions {many_grep:.3f} s",
         f"<= {SESSIONS_TARGET_S:g} s",
         many_s <= SESSIONS_TARGET_S,
+    )
+    row(
+        f"{args.sessions:,} sessions, first answer while {kept} are still being indexed",
+        f"{pending_s:.3f} s",
+        f"complete (compacting inline) {indexed_s:.1f} s",
+        f"<= {SESSIONS_TARGET_S:g} s",
+        pending_s <= SESSIONS_TARGET_S,
     )
     row("peak RSS while searching", f"{rss:,.0f} MB", "n/a", f"<= {RSS_TARGET_MB:,.0f} MB", rss <= RSS_TARGET_MB)
     return exit_status(problems, "benchmarks.log_search")

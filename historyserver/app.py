@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -57,8 +55,7 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     app.add_middleware(access.AccessMiddleware, config=svc.access, metrics=svc.access_metrics)
     app.add_middleware(RequestTimer, metrics=svc.server_metrics)  # outermost: refusals at the edge count too
     if settings.compact_on_end:
-        compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compactor")  # one at a time: memory
-        svc.catalog.on_closed.append(lambda entry: compactor.submit(_compact_quietly, svc, entry))
+        svc.catalog.on_closed.append(svc.compactor.submit)
     app.add_exception_handler(HistoryError, handle_history_error)
     framework_errors.install(app)
     app.include_router(access.router)
@@ -74,10 +71,3 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         app.include_router(module.router)
     app.include_router(ray_ui.router)  # last: it serves Ray's web UI files under /sessions/{id}/
     return app
-
-
-def _compact_quietly(svc: services.Services, entry) -> None:
-    try:
-        svc.warehouse.db(entry, patient=True)
-    except Exception:  # a visitor's request retries it and reports the error in its API's shape
-        logging.getLogger("rayhistory.warehouse").exception("background compaction of %s failed", entry.ref.id)

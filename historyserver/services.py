@@ -15,6 +15,7 @@ from historyserver.access.config import AccessConfig
 from historyserver.access.metrics import AccessMetrics
 from historyserver.admission import Gate
 from historyserver.catalog import Catalog
+from historyserver.compaction.background import BackgroundCompactor
 from historyserver.live.kube import LiveClusters, LiveSettings
 from historyserver.queries.metrics_store import MetricsCache
 from historyserver.queries.session_series import FailureCache, warehouse_tables
@@ -43,6 +44,7 @@ class Services:
     server_metrics: ServerMetrics  # requests, compactions, caches, refusals, in the same registry
     catalog: Catalog
     warehouse: Warehouse
+    compactor: BackgroundCompactor  # the one background compactor (--compact-on-end, searches across sessions)
     live: LiveClusters
     gates: Gates
     metrics_cache: MetricsCache  # PromQL's series indexes and decoded samples, shared by requests
@@ -75,6 +77,7 @@ def build(settings: ServerSettings, store: Store) -> Services:
         server_metrics=ServerMetrics(access_metrics.registry),
         catalog=Catalog(store, ttl=settings.catalog_ttl),
         warehouse=warehouse,
+        compactor=BackgroundCompactor(warehouse),
         live=LiveClusters(LiveSettings.from_settings(settings)),
         gates=gates,
         metrics_cache=MetricsCache(settings.metrics_cache_mb * 2**20),

@@ -136,6 +136,23 @@ class Warehouse:
         finally:
             lock.release()
 
+    def ready(self, entry: SessionEntry) -> bool:
+        """Whether db() would answer without compacting: this server holds the session's tables (closed, or fresh
+        enough while it runs), or the archive holds them at the current COMPACTION_VERSION (a download, not a
+        compaction). Cheap: one small read at most; a store that cannot answer counts as not ready."""
+        cached = self._open.get(entry.ref.id)
+        if cached and self._still_good(cached, entry):
+            return True
+        local = _read_info(self.root / entry.ref.id)
+        if not entry.closed:
+            return bool(local) and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000
+        if local and local.get("closed"):
+            return True
+        try:
+            return self.store.exists(entry.ref.compacted_key(COMPACTION_VERSION, INFO))
+        except StoreError:
+            return False
+
     def _still_good(self, cached: tuple[SessionDB, float, bool], entry: SessionEntry) -> bool:
         _, opened, closed = cached
         if closed:

@@ -3,6 +3,9 @@ traceback), collected by the real collector into a local archive: what the searc
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from archive.layout import SessionRef
@@ -48,4 +51,43 @@ def archived_session(tmp_path: Path) -> tuple[str, SessionRef]:
     return store.url, SessionRef(NAMESPACE, CLUSTER, SESSION_NAME)
 
 
-__all__ = ["NODE_ID", "WORKER_ERR", "archived_session"]
+def second_session(tmp_path: Path, archive_url: str, cluster: str = "searchd") -> str:
+    """The worker's output collected again, as another cluster's session in the same archive (not compacted):
+    its id."""
+    from archive.storage import open_store
+    from historyserver.catalog import Catalog
+
+    session = make_session(tmp_path / cluster)
+    (session / "logs" / WORKER_ERR).write_text("\n".join(FILLER[:15] + ERR + FILLER[15:]) + "\n")
+    store = open_store(archive_url)
+    settings = CollectorSettings(
+        session_dir=str(session), archive=archive_url, cluster=cluster, namespace=NAMESPACE, once=True
+    )
+    Collector(settings, store, SessionDir(session)).run()
+    (entry,) = [e for e in Catalog(store, ttl=0).sessions() if e.manifest.cluster == cluster]
+    return entry.ref.id
+
+
+@contextmanager
+def held_compaction(monkeypatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(started, release): closed-session compaction waits for `release`; `started` is set when one begins. A
+    hook, so that a test knows an answer came without compacting, instead of guessing from timings."""
+    from historyserver import warehouse
+
+    started, release = threading.Event(), threading.Event()
+    real = warehouse.compact_closed
+
+    def compact_closed(*args, **kwargs):
+        started.set()
+        if not release.wait(60):
+            raise TimeoutError("the test never released the compaction")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "compact_closed", compact_closed)
+    try:
+        yield started, release
+    finally:
+        release.set()
+
+
+__all__ = ["NODE_ID", "WORKER_ERR", "archived_session", "held_compaction", "second_session"]

@@ -16,7 +16,7 @@ from historyserver.search.links import search_url, text_query
 from historyserver.settings import ServerSettings
 from tests.browser import browser, page_watch, served, wait_for_text
 from tests.helpers import client_for
-from tests.search_session import NODE_ID, WORKER_ERR, archived_session
+from tests.search_session import NAMESPACE, NODE_ID, WORKER_ERR, archived_session, held_compaction, second_session
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def _overview_with_a_failure() -> dict:
 SHOTS = Path(os.environ.get("RAYHISTORY_TEST_SCREENSHOTS", "/tmp/rayhistory-screenshots"))
 
 
-def test_search_in_chromium(archive, tmp_path):
+def test_search_in_chromium(archive, tmp_path, monkeypatch):
     archive_url, ref = archive
     app = create_app(
         ServerSettings(archive=archive_url, cache_dir=str(tmp_path), catalog_ttl=0), open_store(archive_url)
@@ -118,6 +118,19 @@ def test_search_in_chromium(archive, tmp_path):
         assert page.locator("#hits .hit-where a").first.inner_text().startswith(ref.id + "/")
         assert page.eval_on_selector("select[name=cluster]", "s => s.value") == "searchc"
         page.screenshot(path=str(SHOTS / "search-across.png"), full_page=True)
+
+        # Across sessions, one not compacted yet: its compaction is held, so the page shows the compacted
+        # session's hits and the warning; released, the page asks again by itself until both sessions answer.
+        with held_compaction(monkeypatch) as (started, release):
+            fresh = second_session(tmp_path, archive_url)
+            page.goto(f"{url}/search?namespace={NAMESPACE}&q=flaky")
+            wait_for_text(page, ["3 of 3 hits in 2 session(s)", "1 session(s) still being indexed", "asking again"])
+            assert f"1 session is still being indexed ({fresh})" in page.inner_text("#search-warnings")
+            assert started.wait(30) and not release.is_set()
+            page.screenshot(path=str(SHOTS / "search-pending.png"), full_page=True)
+            release.set()
+            wait_for_text(page, ["6 of 6 hits in 2 session(s)"])
+            assert "indexed" not in page.inner_text("#search-warnings") + page.inner_text("#search-status")
 
         # A query that does not parse: the message and a caret under the position.
         page.goto(f"{url}/sessions/{ref.id}/search?q=" + "(ValueError%20or")

@@ -89,6 +89,35 @@ def test_sls_answers_the_api(archived, sls):
     assert answer["facets"]["level"] == {"x": 1}
 
 
+def test_sls_searches_across_sessions_that_are_not_compacted(archived, sls):
+    """SLS reads none of our tables: the across-sessions rule (search/pending.py) leaves nothing out and queues
+    nothing; the archive, answering when SLS cannot be reached, does."""
+    _, _, ref = archived
+    app = client(archived, sls.proxy)
+    svc = app.app.state.services  # type: ignore[attr-defined]
+    since = (svc.catalog.get(ref.id).manifest.start_ms or 0) // 1000 - 60  # the catalog keeps the session
+    until = since + 3600
+    search = f'{scope(ref)} and (message: "boom")'
+    sls.expect_logs(body(search, start=since, end=until), [])
+    sls.expect_logs(body(f"{search} | SELECT count(*) AS n", start=since, end=until), [{"n": 0}])
+    for key in ('"__tag__:node_id"', '"__tag__:file"', '"level"', '"job_id"'):
+        sql = f"{search} | SELECT {key} AS value, count(*) AS n GROUP BY value ORDER BY n DESC LIMIT 20"
+        sls.expect_logs(body(sql, start=since, end=until), [])
+    params = {"q": "boom", "cluster": ref.cluster, "since": since, "until": until}
+    got = app.get("/api/v1/logs/search", params=params)
+    assert got.status_code == 200, (got.text, sls.unexpected)
+    answer = got.json()
+    assert sls.unexpected == []
+    assert (answer["backend"], answer["complete"], answer["pending_sessions"]) == ("sls", True, 0)
+    assert svc.compactor.queued() == [] and not svc.warehouse.ready(svc.catalog.get(ref.id))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = client(archived, f"http://127.0.0.1:{s.getsockname()[1]}")
+    fallback = dead.get("/api/v1/logs/search", params=params).json()
+    assert (fallback["backend"], fallback["complete"], fallback["pending_sessions"]) == ("archive", False, 1)
+    assert "unavailable" in fallback["warnings"][0] and "still being indexed" in fallback["warnings"][1]
+
+
 def test_sls_refusals_in_our_error_shape(archived, sls):
     _, _, ref = archived
     search = f'{scope(ref)} and (message: "boom")'

@@ -17,7 +17,7 @@ from historyserver.catalog import SessionEntry
 from historyserver.errors import TooLarge
 from historyserver.routes.deps import catalog, fast_json, session_entry
 from historyserver.search.backend import SearchFilters, SearchRequest
-from historyserver.search.backends import search_backend
+from historyserver.search.backends import archive_backend, search_backend
 from historyserver.search.errors import SearchRefused
 from historyserver.search.query import MatchAll, QuerySyntaxError, parse
 
@@ -169,22 +169,34 @@ def search_sessions(
     entries = _sessions(request, scope, req.filters.since, req.filters.until)
     svc = services.of(request)
     with svc.gates.searches.slot():
-        answer = search_backend(svc).search([e.ref for e in entries], req)
+        answer = search_backend(svc, across=True).search([e.ref for e in entries], req)
     body = answer.to_json()
     body["sessions"] = len(entries)
     return fast_json(body)
 
 
-def _histogram(request: Request, entries: list[SessionEntry], req: SearchRequest, buckets: int) -> Response:
+def _histogram(
+    request: Request, entries: list[SessionEntry], req: SearchRequest, buckets: int, across: bool = False
+) -> Response:
     if not 1 <= buckets <= MAX_BUCKETS:
         raise SearchRefused(f"buckets={buckets}: give 1 to {MAX_BUCKETS}")
     svc = services.of(request)
-    backend = search_backend(svc)
+    archive = archive_backend(svc, across)
+    backend = search_backend(svc, across, archive)
     with svc.gates.searches.slot():
         counts = backend.histogram([e.ref for e in entries], req, buckets)
     width = counts[1][0] - counts[0][0] if len(counts) > 1 else None
+    pending = archive.pending
+    waiting = pending.warnings() if pending else []
     return fast_json(
-        {"backend": backend.name, "width": width, "buckets": [{"start": t, "count": n} for t, n in counts]}
+        {
+            "backend": backend.name,
+            "complete": not waiting,
+            "pending_sessions": len(pending.refs) if pending else 0,
+            "warnings": waiting,
+            "width": width,
+            "buckets": [{"start": t, "count": n} for t, n in counts],
+        }
     )
 
 
@@ -208,7 +220,7 @@ def histogram_sessions(
 ) -> Response:
     req = params.request(1, None)
     entries = _sessions(request, scope, req.filters.since, req.filters.until)
-    return _histogram(request, entries, req, buckets)
+    return _histogram(request, entries, req, buckets, across=True)
 
 
 @router.get("/sessions/{session_id}/logs/context")

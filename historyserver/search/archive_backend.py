@@ -38,6 +38,7 @@ from historyserver.search.errors import SearchRefused
 from historyserver.search.log_index import IndexCache, LogIndex
 from historyserver.search.log_rows import HEAD, LINE, around
 from historyserver.search.match import highlight
+from historyserver.search.pending import Pending
 from historyserver.search.query import MatchAll, Node, Term
 from historyserver.search.regex import Regex, compile_regex, required_index_tokens
 from historyserver.search.to_sql import required_tokens, to_sql
@@ -68,10 +69,22 @@ class _Where:
 class ArchiveBackend:
     name = "archive"
 
-    def __init__(self, tables_dir: Callable[[SessionRef], Path], cache: IndexCache | None = None) -> None:
-        """`tables_dir` gives a session's compacted tables directory (compacting it first if needed)."""
+    def __init__(
+        self,
+        tables_dir: Callable[[SessionRef], Path],
+        cache: IndexCache | None = None,
+        pending: Pending | None = None,
+    ) -> None:
+        """`tables_dir` gives a session's compacted tables directory (compacting it first if needed); with
+        `pending` (searches across sessions), sessions whose tables are not built yet are left out instead."""
         self.tables_dir = tables_dir
         self.cache = cache or IndexCache()
+        self.pending = pending
+
+    def _ready(self, sessions: Sequence[SessionRef]) -> list[SessionRef]:
+        if self.pending is None:
+            return list(sessions)
+        return [ref for ref in sessions if not self.pending.skip(ref)]
 
     # --- search -----------------------------------------------------------------------------------------
     def search(self, sessions: Sequence[SessionRef], req: SearchRequest) -> SearchAnswer:
@@ -86,6 +99,7 @@ class ArchiveBackend:
         started = cursor is None
         seen = cursor.seen if cursor else 0
         last: _Cursor | None = None
+        sessions = self._ready(sessions)
         con = _connect()
         try:
             for ref in sessions:
@@ -133,20 +147,24 @@ class ArchiveBackend:
                 f"facets count the matches of the first {FACET_SCAN_BLOCKS} blocks of {BLOCK_NAME} per session "
                 "(the total is exact); narrow the search for exact facets"
             )
+        waiting = self.pending.warnings() if self.pending else []
+        warnings[:0] = waiting
         return SearchAnswer(
             backend="archive",
-            complete=True,
+            complete=not waiting,
             total=total,
             hits=hits,
             next_cursor=next_cursor,
             facets={k: dict(v.most_common(FACET_TOP)) for k, v in facets.items()},
             warnings=warnings,
+            pending_sessions=len(self.pending.refs) if self.pending else 0,
         )
 
     # --- histogram ----------------------------------------------------------------------------------------
     def histogram(self, sessions: Sequence[SessionRef], req: SearchRequest, buckets: int) -> list[tuple[float, int]]:
         _where(req)
         buckets = max(1, min(buckets, 1000))
+        sessions = self._ready(sessions)
         con = _connect()
         try:
             indexes = [self.cache.get(self.tables_dir(ref)) for ref in sessions]

@@ -77,11 +77,13 @@ class SearchAnswer:
     next_cursor: str | None
     facets: dict[str, dict[str, int]]  # FACETS -> value -> count (top values)
     warnings: list[str] = field(default_factory=list)
+    pending_sessions: int = 0  # sessions left out because their tables are still being built (search/pending.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "complete": self.complete,
+            "pending_sessions": self.pending_sessions,
             "total": self.total,
             "hits": [h.to_json() for h in self.hits],
             "next_cursor": self.next_cursor,

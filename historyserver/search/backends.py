@@ -13,13 +13,17 @@ from archive.layout import SessionRef
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import ContextAnswer, SearchAnswer, SearchBackend, SearchRequest
 from historyserver.search.errors import SearchUnavailable
+from historyserver.search.pending import Pending
 
 log = logging.getLogger("rayhistory.search")
 
 
-def search_backend(services: Any) -> SearchBackend:
-    """The backend for this server's settings (`services`: historyserver.services.Services)."""
-    archive = archive_backend(services)
+def search_backend(services: Any, across: bool = False, archive: ArchiveBackend | None = None) -> SearchBackend:
+    """The backend for this server's settings (`services`: historyserver.services.Services). `across`: a search
+    across sessions, where the archive leaves out (and queues) sessions not compacted yet (search/pending.py);
+    SLS reads none of our tables, so it searches every session either way. `archive`: the one to use (a route
+    that reads its `pending` afterwards)."""
+    archive = archive or archive_backend(services, across)
     if not getattr(services.settings, "sls_endpoint", None):
         return archive
     from historyserver.search import sls_backend  # the SDK only when SLS is on
@@ -30,12 +34,19 @@ def search_backend(services: Any) -> SearchBackend:
     return Fallback(sls_backend.shared(config), archive)
 
 
-def archive_backend(services: Any) -> ArchiveBackend:
+def archive_backend(services: Any, across: bool = False) -> ArchiveBackend:
     def tables_dir(ref: SessionRef) -> Path:
         # Routes pick the sessions through the request's view of the catalog (access applies there).
         return Path(services.warehouse.db(services.catalog.get(ref.id)).dir)
 
-    return ArchiveBackend(tables_dir, services.log_indexes)
+    pending = None
+    if across:
+        pending = Pending(
+            lambda ref: services.warehouse.ready(services.catalog.get(ref.id)),
+            lambda ref: services.compactor.submit(services.catalog.get(ref.id)),
+            lambda ref: services.compactor.error(ref.id),
+        )
+    return ArchiveBackend(tables_dir, services.log_indexes, pending)
 
 
 class Fallback:

@@ -8,9 +8,9 @@
   const hitsList = document.getElementById("hits");
   const more = document.getElementById("more");
   const API = form.dataset.api;
-  const PAGE = 100, MAX_RETRIES = 8;
+  const PAGE = 100, MAX_RETRIES = 12; // about 70 s of asking again (retryDelay)
   const FACET_NAMES = { node_id: "node", file: "file", level: "level", job_id: "job" };
-  let shown = 0, nextCursor = null, started = 0;
+  let shown = 0, nextCursor = null, started = 0, generation = 0;
 
   // `/` focuses the query box, as on many sites with search; not while typing in a field.
   document.addEventListener("keydown", (ev) => {
@@ -210,6 +210,7 @@
     const pairs = buckets.map((b) => Array.isArray(b) ? b : [b.start ?? b.time, b.count]);
     // No bucket with a hit: the hits carry no time (raw stdout/stderr lines), or there are none; no chart then.
     if (!pairs.some((p) => p[1] > 0) || typeof uPlot === "undefined") return;
+    box.replaceChildren(); // drawn again when a partial answer completes
     box.hidden = false;
     const xs = pairs.map((p) => p[0]), ys = pairs.map((p) => p[1]);
     const width = box.clientWidth || 800;
@@ -233,22 +234,25 @@
     box.dataset.state = "drawn";
   }
 
-  async function page(cursor, attempt) {
-    const params = apiParams({ limit: PAGE });
-    if (cursor) params.set("cursor", cursor);
-    setStatus(attempt ? "Still searching (the backend's answer is partial)\u2026" : "Searching\u2026", "busy");
-    const answer = await getJSON(API + "?" + params);
-    // A partial answer (SLS still scanning, a session not compacted yet): ask again a few times, then show it.
-    if (!answer.complete && !cursor && (attempt || 0) < MAX_RETRIES && !answer.hits.length) {
-      await new Promise((ok) => setTimeout(ok, 500 * 2 ** Math.min(attempt || 0, 3)));
-      return page(cursor, (attempt || 0) + 1);
-    }
-    return answer;
+  // A partial answer (SLS still scanning, sessions whose tables are still being built): shown as it is, then asked
+  // again with backoff (0.5 s doubling to 8 s) until complete, at most MAX_RETRIES times, unless the reader paged on.
+  function retryDelay(attempt) { return 500 * 2 ** Math.min(attempt, 4); }
+
+  function partialText(answer, attempt) {
+    const why = answer.pending_sessions > 0
+      ? answer.pending_sessions + " session(s) still being indexed"
+      : "the backend had not finished";
+    if (attempt >= MAX_RETRIES) return " \u2014 partial: " + why + "; reload the page to ask again";
+    return " \u2014 partial: " + why + "; asking again in " + (retryDelay(attempt) / 1000) + " s";
   }
 
-  async function search(cursor) {
+  async function search(cursor, attempt) {
+    attempt = attempt || 0;
     try {
-      const answer = await page(cursor, 0);
+      const params = apiParams({ limit: PAGE });
+      if (cursor) params.set("cursor", cursor);
+      if (!attempt) setStatus("Searching\u2026", "busy");
+      const answer = await getJSON(API + "?" + params);
       if (!cursor) { hitsList.replaceChildren(); shown = 0; renderFacets(answer.facets); renderWarnings(answer.warnings); }
       for (const hit of answer.hits) hitsList.append(renderHit(hit));
       shown += answer.hits.length;
@@ -258,15 +262,23 @@
       const secs = ((performance.now() - started) / 1000).toFixed(2);
       const where = typeof answer.sessions === "number" ? " in " + answer.sessions + " session(s)" : "";
       setStatus(shown + total + " hits" + where + " (" + answer.backend + ", " + secs + " s)" +
-                (answer.complete ? "" : " \u2014 partial: the backend had not finished"), answer.complete ? "" : "partial");
-      status.dataset.state = "done";
+                (answer.complete ? "" : partialText(answer, attempt)), answer.complete ? "" : "partial");
+      status.dataset.state = answer.complete || attempt >= MAX_RETRIES ? "done" : "partial";
+      if (!answer.complete && !cursor && attempt < MAX_RETRIES) {
+        const asked = generation;
+        setTimeout(() => {
+          if (asked !== generation) return; // the reader asked for more pages meanwhile: keep what they see
+          search(null, attempt + 1);
+          chart();
+        }, retryDelay(attempt));
+      }
     } catch (e) {
       showError(e);
       status.dataset.state = "error";
     }
   }
 
-  more.addEventListener("click", () => { started = performance.now(); search(nextCursor); });
+  more.addEventListener("click", () => { generation += 1; started = performance.now(); search(nextCursor); });
 
   const initial = stateParams();
   initial.delete("mode");
