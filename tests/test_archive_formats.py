@@ -200,12 +200,14 @@ def test_compaction_writes_every_registered_table_in_its_schema(tmp_path):
     """The builders write exactly the registry's files, in the registry's columns. DuckDB writes the tasks table
     with its own types for two columns (read back as the registry's by every reader)."""
     from archive.storage.local import LocalStore
+    from historyserver.compaction import log_tables
     from historyserver.compaction.build import compact
 
     ref = SessionRef("default", "c", "session_2026-01-01_00-00-00_000000_1")
     info = compact(LocalStore(tmp_path / "archive"), ref, tmp_path / "t", 1_000)
+    # Plus the log builder's note of what its tables were built from: local only, publish() sends TABLES and info.
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == sorted(
-        [t.file for t in compacted.TABLES] + [compacted.INFO_FILE]
+        [t.file for t in compacted.TABLES] + [compacted.INFO_FILE, log_tables.INPUTS_FILE]
     )
     assert info["compaction_version"] == compacted.COMPACTION_VERSION
     duckdb_types = {("tasks", "attempt_number"): pa.int32(), ("tasks", "record"): "extension<arrow.json>"}
