@@ -36,7 +36,7 @@ class ServerSettings(Settings):
         default=True,
         metadata={
             "help": "fold a running session's task events as its collectors archive them, batch by batch, so "
-            "that its tables are complete soon after it ends whatever its size"
+            "that less is left to build when it ends"
         },
     )
     fold_interval: float = field(
