@@ -65,6 +65,41 @@ def test_metrics_blocks_round_trip():
         assert got[3:] == [(s.name, s.labels, s.value, ts / 1000) for f in fams for s in f.samples]
 
 
+def _generate_latest(metrics: list[Metric]) -> bytes:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    class Families:
+        def collect(self) -> list[Metric]:
+            return metrics
+
+    return generate_latest(Families())[: -len(metrics_blocks.EOF)]
+
+
+@pytest.mark.parametrize(
+    "name, label, value, unit, fast",
+    [
+        ("ray_tasks", "State", 'a "quoted"\\ \n value', "", True),  # escaped values take the fast writer too
+        ("ray_tasks", "State", "plain", "seconds", True),
+        ("ray:tasks", "State", "v", "", False),  # a colon: prometheus_client escapes the name
+        ("ray_tasks", "__reserved", "v", "", False),
+        ("ray_tasks", "caf\u00e9", "v", "", False),
+        ("2xx", "le", "v", "", False),
+    ],
+)
+def test_metrics_blocks_render_writes_what_prometheus_client_writes(name, label, value, unit, fast):
+    """The collector's own writer of a block (it renders every scrape) is byte for byte prometheus_client's:
+    names that need escaping are handed to prometheus_client."""
+    m = Metric(name, 'help with "quotes" \\ and\nnewline', "counter", unit)
+    m.samples = [
+        Sample(f"{name}_total", {label: value, "a": "1"}, 3.0, "1700000000.123"),  # type: ignore[arg-type]
+        Sample(f"{name}_total", {}, float("inf"), None),
+        Sample(f"{name}_created", {label: "x"}, 1e21, 1700000000.5),  # type: ignore[arg-type]
+    ]
+    metrics = [*metrics_blocks.scrape_header({"instance": "h:1"}, 1_000_123, 1, 0.5, 3), m, *_families(1_000_000)]
+    assert metrics_blocks.render(metrics) == _generate_latest(metrics)
+    assert (metrics_blocks._render_plain(metrics) is not None) == fast
+
+
 def test_metrics_blocks_read_by_the_history_servers_fast_path():
     """The compaction's column-wise reader finds the same blocks and samples the format's writer wrote."""
     from historyserver.compaction.openmetrics import SeriesTable, parse_file

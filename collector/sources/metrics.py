@@ -56,6 +56,7 @@ from archive.metrics_blocks import (
     split_scrapes,  # noqa: F401  (named in the docstring above)
 )
 from archive.metrics_blocks import timestamp as _ts
+from collector.sources import exposition
 from collector.sources.session_dir import SessionDir
 from collector.spool import AppendOnlySpool
 
@@ -151,7 +152,8 @@ def to_openmetrics(text: str, target_labels: dict[str, str], ts_ms: int) -> tupl
     seen: set[tuple] = set()
     count = 0
     stamp = _ts(ts_ms)
-    for family in text_string_to_metric_families(text):
+    plain = exposition.parse(text)  # most scrapes; prometheus_client reads the rest
+    for family in plain if plain is not None else text_string_to_metric_families(text):
         typ = "unknown" if family.type == "untyped" else family.type
         metric = merged.get(family.name)
         if metric is None:

@@ -48,12 +48,22 @@ def hex_id(value: Any) -> str:
     """base64 of a binary id -> lowercase hex ('' for none); a value already in hex is kept."""
     if not value or not isinstance(value, str):
         return ""
-    if len(value) == 56 and all(c in "0123456789abcdef" for c in value):
+    return _hex(value)
+
+
+_NODE_HEX = re.compile(r"[0-9a-f]{56}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+# An event names the same job, node, worker and task ids as the events around it: decode each once.
+@functools.lru_cache(maxsize=4096)
+def _hex(value: str) -> str:
+    if len(value) == 56 and _NODE_HEX.fullmatch(value):
         return value  # a node id the export files already write in hex (no Ray id is 42 bytes, its base64 length)
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        return value.lower() if all(c in "0123456789abcdefABCDEF" for c in value) else value
+        return value.lower() if _HEX.fullmatch(value) else value
     return raw.hex()
 
 
