@@ -31,7 +31,7 @@ from historyserver.compaction import api_snapshots, ray_events
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
-from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, Inputs, info_counts
+from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, Builder, Inputs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -108,34 +108,44 @@ def compact(
         log.info("%s: read the archive in %.1fs", ref.id, time.monotonic() - started)
         results = [(builder, builder.build(inputs)) for builder in BUILDERS]
         inputs.close()
-        info = {
-            "compaction_version": COMPACTION_VERSION,
-            "session_id": ref.id,
-            "built_at_ms": int(time.time() * 1000),
-            "seconds": round(time.monotonic() - started, 3),
-            "counts": info_counts(results),
-            "damage": asdict(inputs.folded.damage),
-            # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
-            "cluster_status": {
-                r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
-                for r in CLUSTER_STATUS_ROUTES
-                if r in inputs.api_latest
-            },
-            "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
-        }
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}-{time.monotonic_ns()}")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        info = build_info(inputs, started, results)
+        write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("compacted %s in %.2fs: %s", ref.id, info["seconds"], info["counts"])
     return info
+
+
+def build_info(inputs: Inputs, started: float, results: list[tuple[Builder, dict[str, int]]]) -> dict[str, Any]:
+    """The INFO_FILE of a build (archive/FORMAT.md `compacted/`): what was built, from what, and how long it took."""
+    return {
+        "compaction_version": COMPACTION_VERSION,
+        "session_id": inputs.ref.id,
+        "built_at_ms": int(time.time() * 1000),
+        "seconds": round(time.monotonic() - started, 3),
+        "counts": info_counts(results),
+        "damage": asdict(inputs.folded.damage),
+        # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
+        "cluster_status": {
+            r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
+            for r in CLUSTER_STATUS_ROUTES
+            if r in inputs.api_latest
+        },
+        "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
+    }
+
+
+def write_into_place(tmp: Path, out_dir: Path, info: dict[str, Any]) -> None:
+    """Write info into the built folder, then rename it to out_dir: readers see the old tables or the new, whole."""
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}-{time.monotonic_ns()}")
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read(inputs: Inputs) -> None:

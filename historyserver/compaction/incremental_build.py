@@ -8,21 +8,17 @@ so the tables are the same files, and the same info.json.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from archive import logs as archive_logs
-from archive.api_snapshots import CLUSTER_STATUS_ROUTES
-from archive.compacted import COMPACTION_VERSION, INFO_FILE, PROFILE_EVENTS, TASKS
+from archive.compacted import PROFILE_EVENTS, TASKS
 from archive.layout import NodeRef
 from historyserver.compaction import build, checkpoint, ray_events, tasks_sql
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
@@ -39,7 +35,7 @@ from historyserver.compaction.incremental import (
     quoted,
     render_tasks,
 )
-from historyserver.compaction.tables import BUILDERS, Builder, Inputs, _worker_logs, info_counts
+from historyserver.compaction.tables import BUILDERS, Builder, Inputs, _worker_logs
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -69,29 +65,9 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
         builders = [Builder(b.tables, tasks, b.reads) if TASKS in b.tables else b for b in BUILDERS]
         results = [(b, b.build(inputs)) for b in builders]
         inputs.close()
-        info = {
-            "compaction_version": COMPACTION_VERSION,
-            "session_id": folder.ref.id,
-            "built_at_ms": int(time.time() * 1000),
-            "seconds": round(time.monotonic() - started, 3),
-            "counts": info_counts(results),
-            "damage": asdict(inputs.folded.damage),
-            "cluster_status": {
-                r: {"time_ms": inputs.api_latest[r].time_ms, "body": inputs.api_latest[r].body}
-                for r in CLUSTER_STATUS_ROUTES
-                if r in inputs.api_latest
-            },
-            "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
-            "incremental": {"last_folds": len(folds), "fold_seconds": round(folded_s, 3)},
-        }
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}-{time.monotonic_ns()}")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        info = build.build_info(inputs, started, results)
+        info["incremental"] = {"last_folds": len(folds), "fold_seconds": round(folded_s, 3)}
+        build.write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
         shutil.rmtree(tmp, ignore_errors=True)
