@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,10 +83,12 @@ class SessionDB:
             self._memo[key] = compute()  # a race computes it twice, with the same result
         return self._memo[key]
 
-    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        cur = self._con.cursor()  # one cursor per call: requests run on several threads
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One cursor per call (requests run on several threads), its query bounded by QUERY_MEMORY."""
+        cur = self._con.cursor()
         try:
-            return cur.execute(sql, params or []).fetchall()
+            yield cur
         except duckdb.OutOfMemoryException as e:
             raise TooLarge(
                 f"this request needs more than the {QUERY_MEMORY} one session's queries may use; "
@@ -95,30 +97,20 @@ class SessionDB:
         finally:
             cur.close()
 
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._cursor() as cur:
+            return cur.execute(sql, params or []).fetchall()
+
     def columns(self, sql: str, params: list[Any] | None = None) -> list[list[Any]]:
         """The columns of a query's answer as lists (numbers read in bulk, not row by row as tuples)."""
-        cur = self._con.cursor()
-        try:
+        with self._cursor() as cur:
             found = cur.execute(sql, params or []).fetchnumpy()
             return [found[name].tolist() for name in found]
-        except duckdb.OutOfMemoryException as e:
-            raise TooLarge(
-                f"this request needs more than the {QUERY_MEMORY} one session's queries may use; narrow it"
-            ) from e
-        finally:
-            cur.close()
 
     def arrays(self, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
         """The columns of a query's answer as numpy arrays, by name (for numeric work over many rows)."""
-        cur = self._con.cursor()
-        try:
+        with self._cursor() as cur:
             return dict(cur.execute(sql, params or []).fetchnumpy())
-        except duckdb.OutOfMemoryException as e:
-            raise TooLarge(
-                f"this request needs more than the {QUERY_MEMORY} one session's queries may use; narrow it"
-            ) from e
-        finally:
-            cur.close()
 
     def stream(self, sql: str, params: list[Any] | None = None, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
         """The rows of a query, fetched `batch` at a time: a large answer is never held whole."""
