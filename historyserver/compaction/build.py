@@ -156,7 +156,13 @@ def _read(inputs: Inputs) -> None:
         _read_logs(inputs, node)
         _read_ray_events(inputs, node)
         _read_api(inputs, node)
+    fold_read(inputs)
+
+
+def fold_read(inputs: Inputs) -> None:
+    """What the reading pass gathered, folded: the HTTP path's non-task events, then the job table's times."""
     ray_events.fold_ray_events(inputs.http_events, inputs.folded)
+    api_snapshots.apply_job_table_times(inputs.api_latest, inputs.folded.driver_jobs)
 
 
 def _read_logs(inputs: Inputs, node: NodeRef) -> None:

@@ -20,7 +20,7 @@ import duckdb
 from archive import logs as archive_logs
 from archive.compacted import PROFILE_EVENTS, TASKS
 from archive.layout import NodeRef
-from historyserver.compaction import build, checkpoint, ray_events, tasks_sql
+from historyserver.compaction import build, checkpoint, tasks_sql
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
@@ -85,7 +85,7 @@ def _read(inputs: Inputs, folder: Folder) -> None:
         _read_logs(inputs, node)
         build._read_api(inputs, node)
     inputs.http_events = folder.http_events()
-    ray_events.fold_ray_events(inputs.http_events, inputs.folded)
+    build.fold_read(inputs)
 
 
 def _read_logs(inputs: Inputs, node: NodeRef) -> None:
