@@ -38,6 +38,9 @@ from tests.servers.prometheus import Prometheus
 CLUSTER = "fidelity"
 NAMESPACE = "default"
 WORKLOAD = Path(__file__).with_name("fidelity_workload.py")
+# The metrics agent drops a count series two report intervals (20 s) after it was last reported, one interval (10 s)
+# late at most; and a scrape (2 s) to see it gone.
+COUNTS_STILL_S = 32
 SCRAPE_S = 2  # Prometheus's scrape interval and the collector's --metrics-interval: the same, as in production
 STEP_S = 5  # range queries' step
 DEFAULT_DASHBOARD = "rayDefaultDashboard"
@@ -279,6 +282,14 @@ def run(events: str, work: Path) -> Recorded:
         # The metrics agent keeps a gauge series for two report intervals (20 s) after its last report
         # (open_telemetry_metric_recorder.py): the finished driver's task and actor series linger that long.
         wait_for("the finished driver's series to leave Prometheus", lambda: _gone(prometheus, driver_job), 90)
+        # The same linger holds for the running job's counts that fell to 0 (its actor's creation and its one call):
+        # while one may still leave, a step can fall between the two scrapers' views of it leaving. Settled is when
+        # no task or actor count series came or went for longer than that linger.
+        wait_for(
+            f"no task or actor count series to come or go for {COUNTS_STILL_S} s",
+            _Unchanged(lambda: _counts(prometheus), COUNTS_STILL_S),
+            COUNTS_STILL_S + 90,
+        )
         settled_s = time.time()
         # Both scrapers scrape the settled cluster twice before the recording, so the window's last steps agree.
         wait_for("two scrapes of the settled cluster", lambda: _scraped_since(prometheus, settled_s) >= 3, 60)
@@ -336,6 +347,27 @@ def run(events: str, work: Path) -> Recorded:
 
 def _gone(prometheus: Prometheus, job_id: str) -> bool:
     return not prometheus.query(f'count({{JobId="{job_id}", job="ray"}})', time.time())["result"]
+
+
+def _counts(prometheus: Prometheus) -> frozenset:
+    """Every task and actor count series Prometheus has now (their label sets: the values of the job supervisor's
+    periodic pings keep changing, what matters is a series coming or going)."""
+    found = prometheus.query('ray_tasks{job="ray"} or ray_actors{job="ray"}', time.time())["result"]
+    return frozenset(frozenset(s["metric"].items()) for s in found)
+
+
+class _Unchanged:
+    """A check that holds once `read()` has answered the same for `for_s` seconds (polled by wait_for)."""
+
+    def __init__(self, read, for_s: float) -> None:
+        self.read, self.for_s = read, for_s
+        self.last, self.since = None, time.monotonic()
+
+    def __call__(self) -> bool:
+        now, value = time.monotonic(), self.read()
+        if value != self.last:
+            self.last, self.since = value, now
+        return now - self.since >= self.for_s
 
 
 def _all_down(prometheus: Prometheus) -> bool:
