@@ -159,7 +159,10 @@ def test_metrics_tabs_ray_data_dashboard_shows_all_its_panels(site, finished_clu
     b, _, base = site
     with page_watch(b) as (page, problems):
         page.goto(base + "#/metrics")
-        grafana_frames(page, 1, "rayDefaultDashboard")
+        # The Default dashboard first draws in view: switching tabs while its frame still loads would abort that
+        # load (net::ERR_ABORTED), a failure the test itself caused, not one of the page.
+        [default] = grafana_frames(page, 1, "rayDefaultDashboard")
+        default.wait_for_function(SETTLED, timeout=120_000)
         page.get_by_role("tab", name="Ray Data").click()
         [frame] = grafana_frames(page, 1, "rayDataDashboard")
         panels = frame_panels(frame, expand=True)
