@@ -14,27 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from archive.ray_states import TASK_STATUS
 from historyserver.compaction.ids import hex_id
 
 log = logging.getLogger("rayhistory.compaction")
 
-# ray.rpc.TaskStatus (proto_event_schemas.txt)
-TASK_STATUS = {
-    0: "NIL",
-    1: "PENDING_ARGS_AVAIL",
-    2: "PENDING_NODE_ASSIGNMENT",
-    3: "PENDING_OBJ_STORE_MEM_AVAIL",
-    4: "PENDING_ARGS_FETCH",
-    5: "SUBMITTED_TO_WORKER",
-    6: "PENDING_ACTOR_TASK_ARGS_FETCH",
-    7: "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY",
-    8: "RUNNING",
-    9: "RUNNING_IN_RAY_GET",
-    10: "RUNNING_IN_RAY_WAIT",
-    11: "FINISHED",
-    12: "FAILED",
-    13: "GETTING_AND_PINNING_ARGS",
-}
 SUBMISSION_RANK = {"PENDING": 0, "RUNNING": 1, "STOPPED": 2, "SUCCEEDED": 2, "FAILED": 2}
 
 

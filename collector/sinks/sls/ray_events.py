@@ -22,23 +22,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-# ray.rpc.TaskStatus (reference ray-2.60/proto_event_schemas.txt); the export files key task states by these codes.
-TASK_STATUS = {
-    0: "NIL",
-    1: "PENDING_ARGS_AVAIL",
-    2: "PENDING_NODE_ASSIGNMENT",
-    3: "PENDING_OBJ_STORE_MEM_AVAIL",
-    4: "PENDING_ARGS_FETCH",
-    5: "SUBMITTED_TO_WORKER",
-    6: "PENDING_ACTOR_TASK_ARGS_FETCH",
-    7: "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY",
-    8: "RUNNING",
-    9: "RUNNING_IN_RAY_GET",
-    10: "RUNNING_IN_RAY_WAIT",
-    11: "FINISHED",
-    12: "FAILED",
-    13: "GETTING_AND_PINNING_ARGS",
-}
+from archive.ray_states import TASK_STATUS
+
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)$")
 
 Record = tuple[int, dict[str, str]]  # (event time in epoch ns, flat fields)
