@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from archive import logs as segments
@@ -217,6 +218,12 @@ def test_catalog_benchmark_passes_and_checks_what_it_listed(tmp_path: Path, monk
         catalog_listing.main(["--sessions", "30", "--segments-per-session", "1", "--archive", str(tmp_path / "b")]) == 1
     )
     assert "the first listing found 29 sessions, 30 were written" in capsys.readouterr().err
+
+
+def test_catalog_benchmark_removes_the_archive_it_made(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its temporary archive and cache go
+    assert catalog_listing.main(["--sessions", "20", "--segments-per-session", "1"]) == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_load_test_runs_and_fails_on_a_missed_target(tmp_path: Path, monkeypatch, capsys) -> None:
