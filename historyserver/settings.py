@@ -61,6 +61,14 @@ class ServerSettings(Settings):
             "API URL): a running session's charts read it, marked live, instead of the archive (empty: off)"
         },
     )
+    prometheus_authorization_file: str = field(
+        default="",
+        metadata={
+            "help": "with --prometheus-url: a file holding the Authorization header sent to it (e.g. `Bearer "
+            "<token>`; ACK managed Prometheus V1: its token; V2: `Basic <base64 of AccessKeyID:AccessKeySecret>`), "
+            "read again at every query, so a mounted Secret can rotate (empty: none)"
+        },
+    )
     grafana_live_datasource: str = field(
         default="Prometheus",
         metadata={
@@ -256,6 +264,14 @@ class ServerSettings(Settings):
             raise SettingsError(
                 f"--prometheus-url: {self.prometheus_url!r} is not an http(s) URL; give e.g. http://prometheus:9090"
             )
+        if self.prometheus_authorization_file:
+            if not self.prometheus_url:
+                raise SettingsError(
+                    "--prometheus-authorization-file is set: give --prometheus-url too (where to send it)"
+                )
+            from historyserver.live.prometheus import read_authorization
+
+            read_authorization(self.prometheus_authorization_file, SettingsError)
         if self.queue_wait < 0:
             raise SettingsError(f"--queue-wait must not be negative, got {self.queue_wait}")
         try:

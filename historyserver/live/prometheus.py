@@ -106,16 +106,52 @@ def _selectors(node: Any, pp: Any) -> list[Any]:
     return [vs for child in children if child is not None for vs in _selectors(child, pp)]
 
 
-def ask(base_url: str, endpoint: str, params: list[tuple[str, str]], timeout_s: float) -> Answer:
-    """POST one query to the live Prometheus and read its answer, at most MAX_ANSWER bytes."""
+class PrometheusRefused(HistoryError):
+    """The live Prometheus refused this server's credentials (answered 502: the fault is upstream of the user)."""
+
+    status = 502
+
+
+def read_authorization(path: str, error: type[Exception] = PrometheusUnreachable) -> str:
+    """The Authorization header value held in `path` (`--prometheus-authorization-file`), surrounding space
+    stripped; `error` names the file and what is wrong with it."""
+    try:
+        value = open(path, encoding="utf-8").read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"--prometheus-authorization-file {path!r} cannot be read ({type(e).__name__}: {e})") from None
+    if not value or "\n" in value or "\r" in value:
+        raise error(
+            f"--prometheus-authorization-file {path!r} must hold one line, the Authorization header's value "
+            "(e.g. `Bearer <token>`)"
+        )
+    return value
+
+
+def refused(status: int, authorization_file: str) -> PrometheusRefused:
+    how = (
+        f"the credentials in --prometheus-authorization-file {authorization_file!r} were refused; renew them"
+        if authorization_file
+        else "it asks for credentials: put its Authorization header in a file and give --prometheus-authorization-file"
+    )
+    return PrometheusRefused(f"the live Prometheus answered HTTP {status}: {how}")
+
+
+def ask(
+    base_url: str, endpoint: str, params: list[tuple[str, str]], timeout_s: float, authorization_file: str = ""
+) -> Answer:
+    """POST one query to the live Prometheus and read its answer, at most MAX_ANSWER bytes. A 401 or 403 (the
+    credentials) is raised as PrometheusRefused; any other answer is returned as it came."""
     if endpoint not in ENDPOINTS:
         raise BadData(f"live charts send only {', '.join(ENDPOINTS)}, not {endpoint}")
+    headers = {"Authorization": read_authorization(authorization_file)} if authorization_file else {}
     url = base_url.rstrip("/") + "/api/v1" + endpoint
     # A little longer than the query's own timeout, so that Prometheus's timeout error is the one that arrives.
     timeout = httpx.Timeout(timeout_s + 5, connect=CONNECT_TIMEOUT)
     try:
         with httpx.Client(timeout=timeout, trust_env=False) as client:
-            with client.stream("POST", url, data=dict(params)) as answer:
+            with client.stream("POST", url, data=dict(params), headers=headers) as answer:
+                if answer.status_code in (401, 403):
+                    raise refused(answer.status_code, authorization_file)
                 body = bytearray()
                 for chunk in answer.iter_bytes():
                     body += chunk

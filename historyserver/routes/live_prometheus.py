@@ -45,7 +45,9 @@ def _answer(request: Request, session_id: str, endpoint: str, p: Params) -> Resp
     params = live_prometheus.forwarded_params(endpoint, p, int(time.time() * 1000), settings.query_timeout_s)
     live_prometheus.check_session_only(p.get("query"), entry.manifest.session_name, entry.manifest.cluster)
     with services.of(request).gates.queries.slot():
-        got = live_prometheus.ask(settings.prometheus_url, endpoint, params, settings.query_timeout_s)
+        got = live_prometheus.ask(
+            settings.prometheus_url, endpoint, params, settings.query_timeout_s, settings.prometheus_authorization_file
+        )
     if not got.content_type.startswith("application/json"):
         return error(502, "unavailable", f"the live Prometheus answered HTTP {got.status} without its JSON envelope")
     return Response(got.body, status_code=got.status, media_type="application/json")

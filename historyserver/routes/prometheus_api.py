@@ -106,6 +106,8 @@ def history_error(exc: HistoryError) -> Response:
         return error(404, "not_found", str(exc))
     if isinstance(exc, (ArchiveUnavailable, Overloaded)) or exc.status == 503:  # also the Kubernetes API (--authz)
         return error(503, "unavailable", str(exc), getattr(exc, "retry_after", None))
+    if exc.status == 502:  # a server behind this one failed us (the live Prometheus refused our credentials)
+        return error(502, "unavailable", str(exc))
     if isinstance(exc, TooLarge):
         return error(422, "execution", str(exc))
     if exc.status == 400:

@@ -56,6 +56,7 @@ class Prometheus:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.client: httpx.Client | None = None
+        self.auth: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -73,10 +74,29 @@ class Prometheus:
         if r.returncode != 0:
             raise PrometheusError(f"promtool failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
 
-    def start(self, deadline_s: float = 60.0, remote_write: bool = False, config_text: str | None = None) -> None:
-        """`config_text`: a prometheus.yml of the caller's (scrape configs), else one with no targets."""
+    def start(
+        self,
+        deadline_s: float = 60.0,
+        remote_write: bool = False,
+        config_text: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+    ) -> None:
+        """`config_text`: a prometheus.yml of the caller's (scrape configs), else one with no targets.
+        `basic_auth`: (user, password) every request must carry (Prometheus's --web.config.file)."""
         config = self.workdir / "prometheus.yml"
         config.write_text(config_text or "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+        self.auth = basic_auth
+        web = []
+        if basic_auth:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # bcrypt, which Prometheus's web config requires (glibc's libxcrypt has it)
+
+            hashed = crypt.crypt(basic_auth[1], crypt.mksalt(crypt.METHOD_BLOWFISH))
+            (self.workdir / "web.yml").write_text(f"basic_auth_users:\n  {basic_auth[0]}: '{hashed}'\n")
+            web = [f"--web.config.file={self.workdir / 'web.yml'}"]
         log = open(self.workdir / "prometheus.log", "wb")
         for _ in range(3):  # another process may take the port between probing and binding it
             self.port = _free_port()
@@ -90,13 +110,14 @@ class Prometheus:
                     "--query.lookback-delta=5m",
                     "--log.level=warn",
                     *(["--web.enable-remote-write-receiver"] if remote_write else []),
+                    *web,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
             if self._wait_ready(deadline_s):
-                self.client = httpx.Client(base_url=self.url, timeout=60.0)
+                self.client = httpx.Client(base_url=self.url, timeout=60.0, auth=self.auth)
                 return
             self.stop()
         raise PrometheusError(f"Prometheus did not become ready; log: {self._log_tail()}")
@@ -108,7 +129,7 @@ class Prometheus:
             if self.proc is None or self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2.0).status_code == 200:
+                if httpx.get(f"{self.url}/-/ready", timeout=2.0, auth=self.auth).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass
