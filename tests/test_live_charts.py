@@ -161,6 +161,14 @@ def test_the_live_panel_draws_in_chromium_with_a_live_marker(live, tmp_path):
         )
         assert page.locator(".chart-note .live-badge").is_visible()
         assert int(page.get_attribute("#chart-cpu", "data-series") or 0) >= 1
+        # They follow the running session: every 15 s each is asked again up to the new now, and still draws.
+        assert "refreshed every 15 s" in page.inner_text(".chart-note")
+        end = float(page.get_attribute("#chart-cpu", "data-end") or 0)
+        page.wait_for_function(
+            f"() => {{ const c = document.querySelector('#chart-cpu'); return Number(c.dataset.end) > {end} "
+            "&& c.dataset.state === 'drawn'; }",
+            timeout=60_000,
+        )
         page.screenshot(path=str(tmp_path / "live-overview.png"), full_page=True)
         assert not any("/sessions/" in u and "/prometheus/api/v1" in u and "/live/" not in u for u in asked), asked
         assert not problems.all(), problems.all()

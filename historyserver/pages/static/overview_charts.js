@@ -8,7 +8,8 @@
   if (!root) return;
   const API = root.dataset.api;
   const START_MS = Number(root.dataset.start);
-  const END_MS = root.dataset.end ? Number(root.dataset.end) : Date.now(); // a running session: up to now
+  const LIVE = root.dataset.live === "true";
+  const REFRESH_S = 15; // a running session's charts follow it: queried again up to now, as Ray's panels refresh
   const TARGET_POINTS = 600;
   const HEIGHT = 220;
 
@@ -95,10 +96,15 @@
   }
 
   // -- queries --------------------------------------------------------------------------------------------------
-  const stepS = Math.max(1, Math.ceil((END_MS - START_MS) / 1000 / TARGET_POINTS));
   const startS = START_MS / 1000;
-  const endS = Math.max(END_MS / 1000, startS);
-  const npoints = Math.floor((endS - startS) / stepS) + 1;
+  let stepS, endS, npoints; // the time grid: from the session's start to its end, or to now while it runs
+  function frame() {
+    const endMs = root.dataset.end ? Number(root.dataset.end) : Date.now();
+    stepS = Math.max(1, Math.ceil((endMs - START_MS) / 1000 / TARGET_POINTS));
+    endS = Math.max(endMs / 1000, startS);
+    npoints = Math.floor((endS - startS) / stepS) + 1;
+  }
+  frame();
 
   async function queryRange(expr) {
     const body = new URLSearchParams({ query: interpolate(expr), start: String(startS), end: String(endS),
@@ -219,20 +225,29 @@
     return plot;
   }
 
-  const plots = [];
-  async function load(chart) {
-    const el = box(chart);
+  const plots = new Map(); // chart element -> its uPlot
+  async function load(chart, el) {
     try {
       const results = await Promise.all(chart.targets.map((t) => queryRange(t.expr)));
       const t = table(chart, results);
-      if (!t.labels.length) {
-        message(el, "empty", root.dataset.live === "true"
+      const plot = plots.get(el);
+      if (plot && plot.series.length === t.labels.length + 1 &&
+          t.labels.every((label, i) => plot.series[i + 1].label === label)) {
+        plot.setData(t.data); // the same series, more points: no redraw from scratch
+      } else if (!t.labels.length) {
+        if (plot) plot.destroy();
+        plots.delete(el);
+        message(el, "empty", LIVE
           ? "No " + chart.metric + " series in the live Prometheus for this session yet."
           : "No metrics archived for this session: no " + chart.metric + " series between its start and end.");
-        return;
+      } else {
+        if (plot) plot.destroy();
+        plots.set(el, draw(el, chart, t));
       }
-      plots.push([el, draw(el, chart, t)]);
+      el.dataset.end = String(endS); // up to when the chart reads (tests and readers of the page)
     } catch (e) {
+      if (plots.has(el)) plots.get(el).destroy();
+      plots.delete(el);
       message(el, "error", "Could not load this chart: " + e.message);
     }
   }
@@ -246,6 +261,14 @@
     return;
   }
   const note = document.getElementById("charts-range");
-  if (note) note.textContent = `; one point every ${stepS} s`;
-  CHARTS.forEach(load);
+  const shown = CHARTS.map((chart) => [chart, box(chart)]);
+  function loadAll() {
+    if (note) note.textContent = `; one point every ${stepS} s` + (LIVE ? `, refreshed every ${REFRESH_S} s` : "");
+    return Promise.all(shown.map(([chart, el]) => load(chart, el)));
+  }
+  loadAll();
+  if (LIVE) {
+    const again = () => { frame(); loadAll().then(() => setTimeout(again, REFRESH_S * 1000)); };
+    setTimeout(again, REFRESH_S * 1000); // the next round once this one answered: never two at once
+  }
 })();
