@@ -263,7 +263,7 @@ def _operations() -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as empty:
         app = create_app(ServerSettings(archive=empty, cache_dir=empty, compact_on_end=False), open_store(empty))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FastAPI's note on HEAD and GET sharing an operationId
+            warnings.simplefilter("error")  # FastAPI warns of two operations sharing an operationId: none may
             paths = app.openapi()["paths"]
     return [(method.upper(), path) for path, ops in paths.items() for method in ops]
 

@@ -78,13 +78,15 @@ def list_clusters(
     return listing(request, Filters(namespace, cluster, status, since, until, limit, offset))
 
 
-@router.api_route("/clusters/{namespace}/{name}/live", methods=list(METHODS))
 def live_root(namespace: str, name: str) -> RedirectResponse:
     # Ray's index.html loads ./static/...: without the slash it would resolve outside the prefix.
     return RedirectResponse(f"{cluster_path(namespace, name)}/live/", status_code=308)
 
 
-@router.api_route("/clusters/{namespace}/{name}/live/{path:path}", methods=list(METHODS))
+for _method in METHODS:  # one route per method: each its own operationId in the OpenAPI schema
+    router.add_api_route("/clusters/{namespace}/{name}/live", live_root, methods=[_method])
+
+
 async def live_dashboard(request: Request, namespace: str, name: str, path: str) -> Response:
     from starlette.concurrency import run_in_threadpool
 
@@ -120,6 +122,10 @@ async def live_dashboard(request: Request, namespace: str, name: str, path: str)
         f"{cluster_path(namespace, name)}/live",
     )
     return StreamingResponse(upstream.body, status_code=upstream.status, headers=upstream.headers)
+
+
+for _method in METHODS:
+    router.add_api_route("/clusters/{namespace}/{name}/live/{path:path}", live_dashboard, methods=[_method])
 
 
 def _tokens(request: Request) -> RayTokens:

@@ -69,10 +69,11 @@ def _handler(endpoint: str):
 
 
 for _endpoint in live_prometheus.ENDPOINTS:
-    router.add_api_route(
-        _endpoint,
-        _handler(_endpoint),
-        methods=["GET", "POST"],
-        tags=["prometheus"],
-        summary=f"{_endpoint} of a running session, from the live Prometheus (--prometheus-url)",
-    )
+    for _method in ("GET", "POST"):  # one route per method: each its own operationId in the OpenAPI schema
+        router.add_api_route(
+            _endpoint,
+            _handler(_endpoint),
+            methods=[_method],
+            tags=["prometheus"],
+            summary=f"{_method} {_endpoint} of a running session, from the live Prometheus (--prometheus-url)",
+        )

@@ -168,11 +168,14 @@ def events(
     return ray_ok({"jobId": job_id, "events": by_job.get(job_id, [])}, "Job events fetched.")
 
 
-@router.api_route("/api/v0/platform_events", methods=["GET", "HEAD"])
 def platform_events(session_id: str, request: Request) -> Response:
     session_entry(request, session_id)
     # Ray answers 404 when no platform (Kubernetes) event provider runs; the UI then hides platform events.
     return _not_found("platform events are not archived")
+
+
+for _method in ("GET", "HEAD"):  # one route per method: each its own operationId in the OpenAPI schema
+    router.add_api_route("/api/v0/platform_events", platform_events, methods=[_method])
 
 
 @router.get("/api/serve/applications/")
