@@ -135,3 +135,33 @@ def test_a_running_session_whose_prometheus_is_down_says_which_setting(running, 
         assert "--prometheus-url" in r.json()["error"]
         r = c.post(url, data={"query": 'up{SessionName="session_2026-01-01_00-00-00_000001_1"}'})
         assert r.status_code == 400 and "pins neither" in r.json()["error"]
+
+
+def test_a_pin_by_cluster_name_alone_is_reported():
+    assert live.check_session_only('ray_tasks{ray_io_cluster="e2e"}', NAME, "e2e") is True
+    assert live.check_session_only(f'ray_tasks{{SessionName="{NAME}"}}', NAME, "e2e") is False
+    assert live.check_session_only(f'ray_tasks{{SessionName="{NAME}", ray_io_cluster="e2e"}}', NAME, "e2e") is False
+
+
+def test_a_cluster_name_shared_across_namespaces_is_not_a_pin(tmp_path):
+    """KubeRay's ray_io_cluster has no namespace: with a cluster "gamma" in team-a and in team-b, a query about
+    team-a's session pinned only by that name would read team-b's series too."""
+    now = int(time.time() * 1000)
+    ours, other = (
+        FakeSession(ns, "gamma", f"session_2026-12-06_00-00-00_00000{i}_1", now - 600_000, None, last_seen_ms=now)
+        for i, ns in ((1, "team-a"), (2, "team-b"))
+    )
+    root = tmp_path / "archive"
+    write_session(LocalStore(root), ours)
+    url = f"/sessions/{ours.id}/live/prometheus/api/v1/query"
+    by_name = {"query": 'sum(ray_serve_num_http_requests_total{ray_io_cluster=~"gamma"})'}
+    by_session = {"query": f'up{{SessionName="{ours.name}"}}'}
+    # Alone with its name, the pin holds: the query goes on (nothing listens on port 9: 503).
+    with make_client(root, tmp_path / "c1", prometheus_url="http://127.0.0.1:9") as c:
+        assert c.post(url, data=by_name).status_code == 503
+    write_session(LocalStore(root), other)
+    with make_client(root, tmp_path / "c2", prometheus_url="http://127.0.0.1:9") as c:
+        r = c.post(url, data=by_name)
+        assert r.status_code == 400 and r.json()["errorType"] == "bad_data", r.text
+        assert 'only by ray_io_cluster="gamma"' in r.json()["error"] and "team-b" not in r.json()["error"]
+        assert c.post(url, data=by_session).status_code == 503  # pinned to the session: still asked

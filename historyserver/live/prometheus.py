@@ -3,7 +3,9 @@
 Only what the panels send (instant and range queries), and only about that session: every series selector of the
 query must pin `SessionName` to the session's name or `ray_io_cluster` to its cluster (every query of Ray's Default,
 Data, Train and Serve dashboards does), so a user who may see one session cannot read another cluster's series
-through it. (The Data LLM dashboard's vLLM series carry neither label: those panels are refused live.) Bounded like our own Prometheus API: at most 11,000 points per
+through it. (The Data LLM dashboard's vLLM series carry neither label: those panels are refused live.) KubeRay's
+`ray_io_cluster` is the cluster's name without its namespace, so a query pinned by it alone is refused when the
+archive knows a cluster of that name in another namespace. Bounded like our own Prometheus API: at most 11,000 points per
 series, the server's `--query-timeout` (sent to Prometheus as `timeout`, which it enforces, and as our own read
 deadline), one of the `--max-concurrent-queries` slots while it runs, and an answer of at most MAX_ANSWER bytes,
 read in chunks and refused whole beyond that. Prometheus's own answers, errors included, pass through as it sent
@@ -60,9 +62,10 @@ def _s(ms: int) -> str:
     return f"{ms / 1000:.3f}"
 
 
-def check_session_only(query: str, session_name: str, cluster: str) -> None:
+def check_session_only(query: str, session_name: str, cluster: str) -> bool:
     """Refuse a query with a series selector pinned neither to this session (`SessionName`, as the Default, Data
-    and Train dashboards pin theirs) nor to its cluster (`ray_io_cluster`, as the Serve dashboards do)."""
+    and Train dashboards pin theirs) nor to its cluster (`ray_io_cluster`, as the Serve dashboards do). True when
+    some selector is pinned by the cluster's name alone, which KubeRay's monitors give without its namespace."""
     import promql_parser as pp
 
     from historyserver.promql.parser import parse
@@ -72,15 +75,31 @@ def check_session_only(query: str, session_name: str, cluster: str) -> None:
         tree = parse(query)
     except BadData as e:
         raise BadData(f'invalid parameter "query": {e}') from None
+    by_cluster_only = False
     for vs in _selectors(tree, pp):
-        if not any(
-            str(m.op) in ("MatchOp.Equal", "MatchOp.Re") and m.value in allowed.get(m.name, ())
+        pins = {
+            m.name
             for m in vs.matchers.matchers
-        ):
+            if str(m.op) in ("MatchOp.Equal", "MatchOp.Re") and m.value in allowed.get(m.name, ())
+        }
+        by_cluster_only |= pins == {"ray_io_cluster"}
+        if not pins:
             raise BadData(
                 f'invalid parameter "query": the selector {vs} pins neither SessionName to "{session_name}" nor '
                 f'ray_io_cluster to "{cluster}"; a running session\'s live charts answer only queries about it'
             )
+    return by_cluster_only
+
+
+def check_cluster_name_unique(cluster: str, namespace: str, namespaces_of_name: set[str]) -> None:
+    """A selector pinned by `ray_io_cluster` alone reads every cluster of that name: refused when the archive knows
+    one of that name in another namespace (which is not named: the user may not see it)."""
+    if namespaces_of_name - {namespace}:
+        raise BadData(
+            f'invalid parameter "query": it is pinned to this session only by ray_io_cluster="{cluster}", and a '
+            f"cluster of that name runs in another namespace too (KubeRay's label does not carry the namespace); "
+            "pin SessionName, or read the session's archive at its /prometheus/api/v1/"
+        )
 
 
 def _literals(value: str) -> tuple[str, ...]:

@@ -43,7 +43,13 @@ def _answer(request: Request, session_id: str, endpoint: str, p: Params) -> Resp
             f"/sessions/{session_id}/prometheus/api/v1/"
         )
     params = live_prometheus.forwarded_params(endpoint, p, int(time.time() * 1000), settings.query_timeout_s)
-    live_prometheus.check_session_only(p.get("query"), entry.manifest.session_name, entry.manifest.cluster)
+    m = entry.manifest
+    if live_prometheus.check_session_only(p.get("query"), m.session_name, m.cluster):
+        # Every session the archive knows, not only those this user may see: the other cluster is the one at risk.
+        known = {
+            e.manifest.namespace for e in services.of(request).catalog.sessions() if e.manifest.cluster == m.cluster
+        }
+        live_prometheus.check_cluster_name_unique(m.cluster, m.namespace, known)
     with services.of(request).gates.queries.slot():
         got = live_prometheus.ask(
             settings.prometheus_url, endpoint, params, settings.query_timeout_s, settings.prometheus_authorization_file
