@@ -41,6 +41,32 @@ class Rule:
 ACTOR_ROUTES = r"^(logical/actors|nodes/)"  # actor records, in the actor list and inside a node's detail
 NODE_STAT_ROUTES = r"^nodes(\?view=summary|/)"  # the node summary's records and a node's detail
 
+# An actor's live worker process, as Ray's actor list and an actor's detail show it (core worker stats).
+ACTOR_WORKER_STATS = (
+    "processStats*",
+    "mem*",
+    "numExecutedTasks",
+    "numInFlightArgPinningRequests",
+    "numInPlasma",
+    "numLocalObjects",
+    "numObjectRefsInScope",
+    "numOfFailedArgPinningRequests",
+    "numOwnedActors",
+    "numOwnedObjects",
+    "numPendingTasks",
+    "numRunningTasks",
+    "objectRefs*",
+    "objectsTotal",
+    "port",
+    "webuiDisplay*",
+    "gpus*",
+    "taskQueueLength",
+    "usedResources*",
+    "workerId",
+    "usedObjectStoreMemory",
+    "workerType",
+)  # fmt: skip
+
 LIVE_ONLY: tuple[Rule, ...] = (
     # psutil readings of a live node and its processes, sampled by the dashboard agent: nothing archives them.
     *(
@@ -104,58 +130,12 @@ LIVE_ONLY: tuple[Rule, ...] = (
     # An actor's live process: its worker's stats, object counts and address come from the core worker.
     *(
         Rule(ACTOR_ROUTES, f"*actors/*/{f}", "live statistics of the actor's worker process (core worker stats)")
-        for f in (
-            "processStats*",
-            "mem*",
-            "numExecutedTasks",
-            "numInFlightArgPinningRequests",
-            "numInPlasma",
-            "numLocalObjects",
-            "numObjectRefsInScope",
-            "numOfFailedArgPinningRequests",
-            "numOwnedActors",
-            "numOwnedObjects",
-            "numPendingTasks",
-            "numRunningTasks",
-            "objectRefs*",
-            "objectsTotal",
-            "port",
-            "webuiDisplay*",
-            "gpus*",
-            "taskQueueLength",
-            "usedResources*",
-            "workerId",
-            "usedObjectStoreMemory",
-            "workerType",
-        )
-    ),  # fmt: skip
+        for f in ACTOR_WORKER_STATS
+    ),
     *(
         Rule(r"^logical/actors/", f"data/detail/{f}", "live statistics of the actor's worker process")
-        for f in (
-            "processStats*",
-            "mem*",
-            "numExecutedTasks",
-            "numInFlightArgPinningRequests",
-            "numInPlasma",
-            "numLocalObjects",
-            "numObjectRefsInScope",
-            "numOfFailedArgPinningRequests",
-            "numOwnedActors",
-            "numOwnedObjects",
-            "numPendingTasks",
-            "numRunningTasks",
-            "objectRefs*",
-            "objectsTotal",
-            "port",
-            "webuiDisplay*",
-            "gpus*",
-            "taskQueueLength",
-            "usedResources*",
-            "workerId",
-            "usedObjectStoreMemory",
-            "workerType",
-        )
-    ),  # fmt: skip
+        for f in ACTOR_WORKER_STATS
+    ),
     Rule(ACTOR_ROUTES, "*address/port", "the actor worker's port: export actor events carry no address"),
     Rule(ACTOR_ROUTES, "*address/workerId", "the actor's worker id: export actor events carry no address"),
     Rule(ACTOR_ROUTES, "*Time", "actor start/end: export actor events carry whole seconds; compared to the second"),
