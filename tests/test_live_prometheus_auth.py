@@ -80,6 +80,7 @@ def test_the_authorization_file_is_checked_at_start(tmp_path):
         ({"prometheus_authorization_file": str(empty)}, "give --prometheus-url too"),
         ({"prometheus_url": "http://p:9090", "prometheus_authorization_file": str(tmp_path / "no")}, "cannot be read"),
         ({"prometheus_url": "http://p:9090", "prometheus_authorization_file": str(empty)}, "must hold one line"),
+        ({"prometheus_url": "http://p:9090", "prometheus_authorization_file": "/dev/zero"}, "more than 16 KiB"),
     ):
         with pytest.raises(SettingsError, match=message):
             ServerSettings(archive=str(tmp_path), **settings).check()

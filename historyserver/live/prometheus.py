@@ -26,6 +26,7 @@ from historyserver.routes.prometheus_params import Params, check_timeout, range_
 
 MAX_ANSWER = 64 * 2**20  # a panel's matrix of a long session is a few MB; a runaway query is not
 CONNECT_TIMEOUT = 5.0
+MAX_AUTHORIZATION = 16 * 1024  # a header's value: tokens are a few KB at most (JWTs included)
 ENDPOINTS = ("/query", "/query_range")
 
 
@@ -135,9 +136,15 @@ def read_authorization(path: str, error: type[Exception] = PrometheusUnreachable
     """The Authorization header value held in `path` (`--prometheus-authorization-file`), surrounding space
     stripped; `error` names the file and what is wrong with it."""
     try:
-        value = open(path, encoding="utf-8").read().strip()
+        with open(path, encoding="utf-8") as f:
+            value = f.read(MAX_AUTHORIZATION + 1).strip()
     except (OSError, UnicodeDecodeError) as e:
         raise error(f"--prometheus-authorization-file {path!r} cannot be read ({type(e).__name__}: {e})") from None
+    if len(value) > MAX_AUTHORIZATION:
+        raise error(
+            f"--prometheus-authorization-file {path!r} holds more than {MAX_AUTHORIZATION // 1024} KiB; it must hold "
+            "one line, the Authorization header's value"
+        )
     if not value or "\n" in value or "\r" in value:
         raise error(
             f"--prometheus-authorization-file {path!r} must hold one line, the Authorization header's value "
