@@ -38,6 +38,12 @@ def catalog(request: Request) -> CatalogView:
     return services.of(request).catalog.visible(seen.allows, seen.decide_all)
 
 
+def namespaces_named(request: Request, cluster: str) -> set[str]:
+    """Every namespace the archive knows a cluster named `cluster` in, beyond what the request may see: for checks
+    that protect the other namespaces (live charts pinned by a cluster name alone). Never shown to the user."""
+    return {e.manifest.namespace for e in services.of(request).catalog.sessions() if e.manifest.cluster == cluster}
+
+
 def session_entry(request: Request, session_id: str) -> SessionEntry:
     return catalog(request).get(session_id)
 

@@ -18,7 +18,7 @@ from historyserver.catalog import RUNNING, SessionEntry
 from historyserver.errors import EntityNotFound, HistoryError
 from historyserver.live import prometheus as live_prometheus
 from historyserver.promql.errors import PromQLError
-from historyserver.routes.deps import session_entry
+from historyserver.routes.deps import namespaces_named, session_entry
 from historyserver.routes.prometheus_api import error, history_error
 from historyserver.routes.prometheus_params import Params
 
@@ -45,11 +45,8 @@ def _answer(request: Request, session_id: str, endpoint: str, p: Params) -> Resp
     params = live_prometheus.forwarded_params(endpoint, p, int(time.time() * 1000), settings.query_timeout_s)
     m = entry.manifest
     if live_prometheus.check_session_only(p.get("query"), m.session_name, m.cluster):
-        # Every session the archive knows, not only those this user may see: the other cluster is the one at risk.
-        known = {
-            e.manifest.namespace for e in services.of(request).catalog.sessions() if e.manifest.cluster == m.cluster
-        }
-        live_prometheus.check_cluster_name_unique(m.cluster, m.namespace, known)
+        # Every namespace the archive knows, not only those this user may see: the other cluster is the one at risk.
+        live_prometheus.check_cluster_name_unique(m.cluster, m.namespace, namespaces_named(request, m.cluster))
     with services.of(request).gates.queries.slot():
         got = live_prometheus.ask(
             settings.prometheus_url, endpoint, params, settings.query_timeout_s, settings.prometheus_authorization_file
