@@ -26,6 +26,7 @@ from archive.errors import NotFound, StoreError
 from archive.storage import Store
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
+from historyserver.compaction import incremental
 from historyserver.compaction.build import compact
 from historyserver.compaction.incremental import Folder, FoldResult
 from historyserver.compaction.incremental_build import compact_folded
@@ -188,6 +189,13 @@ class Warehouse:
             try:
                 folder = self.folder(entry)
                 info = None
+                if closed and folder.started() and folder.backlog_bytes() > incremental.END_BACKLOG_BYTES:
+                    log.info(
+                        "building %s whole: its folds are more than %d bytes behind",
+                        entry.ref.id,
+                        incremental.END_BACKLOG_BYTES,
+                    )
+                    shutil.rmtree(folder.dir, ignore_errors=True)
                 if self.fold_running and (folder.started() or not closed):
                     try:
                         info = compact_folded(folder, tables, end_ms)

@@ -301,3 +301,47 @@ def test_incremental_benchmark_fails_on_a_missed_target_or_a_differing_answer():
     assert bench.problems({**good, "wait_s": 6.0}, base) and bench.problems({**good, "rss_mib": 2000.0}, base)
     assert bench.problems({**good, "answers": {**answers, "summarize": 6}}, base)
     assert bench.problems({"error": "exit code 1"}, base) == ["folded: exit code 1"]
+
+
+def test_the_backlog_counts_what_the_folds_have_not_read(synthetic, tmp_path):
+    src, ref, _, _, _ = synthetic
+    dst = LocalStore(tmp_path / "archive")
+    stream = Streamer(src, dst, ref, batches=2)
+    stream.start()
+    stream.write_batch()
+    folder = Folder(dst, ref, tmp_path / "state", batch_bytes=200_000)
+    before = folder.backlog_bytes()
+    assert before > 200_000
+    folder.fold()
+    assert 0 < folder.backlog_bytes() <= before - 200_000 + 65_536  # a fold ends at a line's end past its budget
+    folder.fold_all()
+    tails = folder.backlog_bytes()  # each file cut mid-line: its last line waits for its newline
+    assert 0 < tails < 200_000
+    stream.write_batch()  # the rest: every file whole
+    assert folder.backlog_bytes() > tails
+    folder.fold_all()
+    assert folder.backlog_bytes() == 0
+
+
+def test_a_session_that_outran_its_folds_is_built_whole_at_its_end(synthetic, tmp_path, monkeypatch):
+    src, ref, end_ms, one_shot, info = synthetic
+    archive = tmp_path / "archive"
+    stream = Streamer(src, LocalStore(archive), ref, batches=4)
+    stream.start()
+    stream.write_batch()
+    state = tmp_path / "cache" / f"incremental-c{COMPACTION_VERSION}" / ref.id
+    Folder(LocalStore(archive), ref, state).fold_all()  # folded while it ran, then three quarters arrive at once
+    for _ in range(3):
+        stream.write_batch()
+    stream.end()
+    monkeypatch.setattr(incremental, "END_BACKLOG_BYTES", 1000)
+    settings = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0)
+    with TestClient(create_app(settings, open_store(str(archive)))) as client:
+        page = client.get(f"/sessions/{ref.id}/api/v0/tasks?limit=100")
+        assert page.status_code == 200, page.text
+        assert page.json()["data"]["result"]["total"] == info["tasks"] - info["driver_tasks"]
+    tables = tmp_path / "cache" / f"compacted-c{COMPACTION_VERSION}" / ref.id
+    built = json.loads((tables / "info.json").read_text())
+    assert built["closed"] and "incremental" not in built  # built whole, not from the folds
+    assert not state.exists()
+    assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}

@@ -42,6 +42,10 @@ log = logging.getLogger("rayhistory.compaction")
 
 BATCH_BYTES = 16 << 20  # event bytes one fold reads at most: its memory grows with it
 MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, down to this
+# At a session's end, a backlog larger than this is not folded: folding runs at about a third of the one-shot
+# build's pace (16 MB folds of ~3 s against ~16 MB/s), so a session that outran its folds is built whole
+# (benchmarks/incremental.py at 1M tasks: 829 s folding the rest, 132 s building whole).
+END_BACKLOG_BYTES = 4 * BATCH_BYTES
 FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
 MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
 TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
@@ -83,6 +87,25 @@ class Folder:
 
     def started(self) -> bool:
         return (self.dir / checkpoint.FILE).exists()
+
+    def backlog_bytes(self) -> int:
+        """Archived task-event bytes not folded yet: every task file's and ray_events spool's run past its cursor."""
+        cp = checkpoint.load(self.dir)
+        total = 0
+        for node_id in self.store.list_dirs(self.ref.nodes_prefix):
+            node = self.ref.node(node_id)
+            listed = archive_logs.list_segments(self.store, node)
+            sources = (
+                ("logs", {p: s for p, s in listed.items() if p.startswith(TASK_FILE_PREFIX)}),
+                ("ray_events", archive_logs.list_segments(self.store, node, source="ray_events")),
+            )
+            for source, files in sources:
+                for path, segs in files.items():
+                    for epoch in {s.epoch for s in segs}:
+                        run = archive_logs.covering(segs, epoch)
+                        if run:
+                            total += max(0, run[-1].end - cp.cursor(f"{node_id}/{source}/{path}", epoch))
+        return total
 
     def fold_all(self) -> list[FoldResult]:
         """Fold batches until nothing new is archived."""
