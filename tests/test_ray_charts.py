@@ -69,6 +69,21 @@ def frame_panels(frame, expand: bool = False) -> dict[str, dict]:
     return frame.evaluate(PANELS)
 
 
+def settled_panels(page, uid: str, expand: bool = False) -> dict[str, dict]:
+    """frame_panels of the dashboard `uid`'s frame. Ray's UI may set the iframe's src again once it has drawn (a
+    re-render), which replaces the frame's document under the test: then the new document is read instead."""
+    from playwright.sync_api import Error
+
+    for attempt in range(3):
+        [frame] = grafana_frames(page, 1, uid)
+        try:
+            return frame_panels(frame, expand)
+        except Error as e:
+            if "context" not in str(e) or attempt == 2:  # only a replaced document is read again
+                raise
+    raise AssertionError("unreachable")
+
+
 def grafana_frames(page, count: int, uid: str = "") -> list:
     page.wait_for_function(
         "([n, uid]) => [...document.querySelectorAll('iframe')].filter(f => f.src.includes('/grafana/d')"
@@ -130,11 +145,12 @@ def test_metrics_tab_draws_every_panel_with_data(site, finished_cluster, tmp_pat
     expected_empty = set(NO_DATA_DEFAULT)
     with page_watch(b) as (page, problems):
         page.goto(base + "#/metrics")
-        [frame] = grafana_frames(page, 1)
+        grafana_frames(page, 1)
         src = page.get_attribute("iframe", "src")
         assert "/grafana/d/rayDefaultDashboard/" in src and "kiosk=1" in src and "from=now-5m" in src, src
-        panels = frame_panels(frame, expand=True)
+        panels = settled_panels(page, "rayDefaultDashboard", expand=True)
         shot(page, tmp_path, "metrics-default")
+        [frame] = grafana_frames(page, 1, "rayDefaultDashboard")
         frame.locator("main").screenshot(path=str(Path(SHOTS or tmp_path) / "metrics-default-full.png"))
         drawn = {int(k) for k, p in panels.items() if p["state"] == "drawn" and p["series"] >= 1}
         print(f"rayDefaultDashboard: {len(drawn)} panels drawn of {len(panels)}")
@@ -164,8 +180,7 @@ def test_metrics_tabs_ray_data_dashboard_shows_all_its_panels(site, finished_clu
         [default] = grafana_frames(page, 1, "rayDefaultDashboard")
         default.wait_for_function(SETTLED, timeout=120_000)
         page.get_by_role("tab", name="Ray Data").click()
-        [frame] = grafana_frames(page, 1, "rayDataDashboard")
-        panels = frame_panels(frame, expand=True)
+        panels = settled_panels(page, "rayDataDashboard", expand=True)
         shot(page, tmp_path, "metrics-data")
         assert {int(k) for k in panels} == dashboard_panels(finished_cluster, "data_grafana_dashboard.json")
         drawn = sorted((int(k), p["title"]) for k, p in panels.items() if p["state"] == "drawn")
