@@ -70,6 +70,27 @@ def test_timeline_data_per_job(client, finished_cluster):
     assert client.get("/assets/timeline.js").status_code == 200
 
 
+def _attempt_under_pointer(aimed: dict, attempts: list[dict], tip: str) -> dict:
+    """The attempt the tooltip names, when the pointer aimed at `aimed`'s running bar: `aimed` itself, or another
+    `square` attempt whose running bar covers the same instant on the same row. Ray's times are whole
+    milliseconds, so two ~1 ms tasks run back to back on one lane are drawn on the same pixels."""
+    named = [a for a in attempts if a["task_id"] in tip]
+    assert len(named) == 1, ("the tooltip names one attempt", tip)
+    shown = named[0]
+    if shown["task_id"] == aimed["task_id"]:
+        return aimed
+
+    def running(a: dict) -> tuple[float, float]:
+        begin = a["start_ms"] if a["start_ms"] is not None else a["creation_ms"]
+        return begin, a["end_ms"]
+
+    (a0, a1), (s0, s1) = running(aimed), running(shown)
+    instant = (a0 + a1) / 2
+    assert shown["lane"] == aimed["lane"] and s0 - 1 <= instant <= s1 + 1, ("not under the pointer", shown, aimed)
+    assert shown["name"] == "square", shown
+    return shown
+
+
 def test_timeline_page_tooltip_legend_zoom_to_a_task_and_its_logs(finished_cluster, tmp_path):
     """Real Chromium on the real dead cluster: every attempt of the job drawn, a legend naming the states and phases
     on screen, a tooltip with the task's facts, a click that shows its stdout and links its row in Ray's UI, and
@@ -116,6 +137,7 @@ def test_timeline_page_tooltip_legend_zoom_to_a_task_and_its_logs(finished_clust
         page.mouse.move(box["x"] + at["x"], box["y"] + at["y"])
         page.wait_for_selector("#tooltip:not([hidden])")
         tip = page.inner_text("#tooltip")
+        square = _attempt_under_pointer(square, attempts, tip)
         for fact in ("square", "state: FINISHED", square["task_id"], f"pid {square['pid']}", "duration", "running"):
             assert fact in tip, (fact, tip)
         page.mouse.click(box["x"] + at["x"], box["y"] + at["y"])
