@@ -9,6 +9,7 @@ events), so rows are merged by (task_id, attempt_number); the newest non-empty v
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -29,7 +30,8 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-PARTITION_BYTES = 96 << 20  # events folded at once: what a fold needs in memory grows with it
+PARTITION_BYTES = 48 << 20  # events of one range: what its fold needs in memory grows with it (RANGE_WORKERS at once)
+RANGE_WORKERS = 2  # ranges folded at once (the machines we run on have a few cores)
 ROW_GROUP_ROWS = 16384  # small groups: a page of tasks reads a few groups, not the whole record column
 UNFINISHED_NOTE = "Unfinished: the cluster ended while this task was {state}; it never reported a final state."
 # Ray's GCS, when a driver exits: GcsTaskManager::OnJobFinished -> GcsTaskManagerStorage::MarkTasksFailedOnJobEnds
@@ -46,20 +48,31 @@ JOB_DONE_DELAY_MS = 15_000
 DRIVER_TASK_PREFIX = "f" * 40
 
 
-# The parts of an EXPORT_TASK event the fold reads, typed so that each line is parsed once, by read_json.
+# The parts of an EXPORT_TASK event the fold reads, typed so that each line is parsed once, by read_json: task_info
+# and task_log_info as structs of the fields used (read_json renders a non-string value given a VARCHAR field as
+# its JSON text, as json_extract_string would), so that no row's JSON is parsed again for each field.
+_TASK_INFO = (
+    "STRUCT(name VARCHAR, func_or_class_name VARCHAR, actor_id VARCHAR, type VARCHAR, parent_task_id VARCHAR, "
+    "language VARCHAR, required_resources JSON, runtime_env_info JSON, placement_group_id VARCHAR, "
+    "call_site VARCHAR, label_selector JSON)"
+)
+_LOG_INFO = (
+    "STRUCT(stdout_file VARCHAR, stderr_file VARCHAR, stdout_start VARCHAR, stdout_end VARCHAR, "
+    "stderr_start VARCHAR, stderr_end VARCHAR)"
+)
+_PROFILE = "STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, extra_data VARCHAR)[]"
 _EVENT_TYPE = (
-    "STRUCT(task_id VARCHAR, attempt_number INTEGER, job_id VARCHAR, task_info JSON, "
+    f"STRUCT(task_id VARCHAR, attempt_number INTEGER, job_id VARCHAR, task_info {_TASK_INFO}, "
     "state_updates STRUCT(state_ts_ns MAP(VARCHAR, BIGINT), node_id VARCHAR, worker_id VARCHAR, worker_pid BIGINT, "
-    "error_info JSON, task_log_info JSON, is_debugger_paused BOOLEAN), "
+    f"error_info JSON, task_log_info {_LOG_INFO}, is_debugger_paused BOOLEAN), "
     "profile_events STRUCT(component_type VARCHAR, component_id VARCHAR, node_ip_address VARCHAR, "
-    "events STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, extra_data VARCHAR)[]))"
+    f"events {_PROFILE}))"
 )
 _EMPTY_EVENTS = (
-    "CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info JSON, "
+    f"CREATE OR REPLACE TEMP TABLE t_ev (tid VARCHAR, attempt INTEGER, job VARCHAR, info {_TASK_INFO}, "
     "states MAP(VARCHAR, BIGINT), node VARCHAR, worker VARCHAR, pid BIGINT, error_info JSON, "
-    "log_info JSON, debugger_paused BOOLEAN, component_type VARCHAR, component_id VARCHAR, "
-    "node_ip VARCHAR, profile STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, "
-    "extra_data VARCHAR)[], ts BIGINT)"
+    f"log_info {_LOG_INFO}, debugger_paused BOOLEAN, component_type VARCHAR, component_id VARCHAR, "
+    f"node_ip VARCHAR, profile {_PROFILE}, ts BIGINT)"
 )
 
 
@@ -105,6 +118,8 @@ def fold_tasks(
     _register(con, session_end_ms, job_ends_ms or {}, actor_names or {})
     total = sum(p.stat().st_size for p in task_files)
     ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
+    if ranges > 1:
+        ranges = min(256, -(-ranges // RANGE_WORKERS) * RANGE_WORKERS)  # no range left to fold alone at the end
     if ranges == 1:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE t_ev AS {_events_select(task_files)}" if task_files else _EMPTY_EVENTS
@@ -116,21 +131,30 @@ def fold_tasks(
               FROM ({_events_select(task_files)}))
         TO {_sql_path(staged)} (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true)
     """)
+    parts = [p for p in range(ranges) if any((staged / f"part={p}").glob("*.parquet"))]
+    task_parts = [staged / f"tasks-{p:03d}.parquet" for p in parts]
+    profile_parts = [staged / f"profile-{p:03d}.parquet" for p in parts]
+
+    def fold_range(i: int) -> dict[str, int]:
+        # Its own cursor (its own temp tables): a range has too few rows for DuckDB to spread one query over
+        # both cores, so ranges are folded side by side instead, within the connection's one memory limit.
+        cur = con.cursor()
+        try:
+            files = sorted((staged / f"part={parts[i]}").glob("*.parquet"))
+            listed = "[" + ", ".join(_sql_path(p) for p in files) + "]"
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS SELECT * EXCLUDE (part) FROM read_parquet({listed})")
+            return _fold(cur, task_parts[i], profile_parts[i], session_end_ms)
+        finally:
+            cur.close()
+
     counts = {"tasks": 0, "failed_tasks": 0, "task_events": 0}
-    task_parts, profile_parts = [], []
-    for part in range(ranges):
-        files = sorted((staged / f"part={part}").glob("*.parquet"))
-        if not files:
-            continue
-        listed = "[" + ", ".join(_sql_path(p) for p in files) + "]"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS SELECT * EXCLUDE (part) FROM read_parquet({listed})")
-        task_parts.append(staged / f"tasks-{part:03d}.parquet")
-        profile_parts.append(staged / f"profile-{part:03d}.parquet")
-        for k, v in _fold(con, task_parts[-1], profile_parts[-1], session_end_ms).items():
-            counts[k] += v
+    with ThreadPoolExecutor(max_workers=RANGE_WORKERS) as pool:
+        for folded in pool.map(fold_range, range(len(parts))):
+            for k, v in folded.items():
+                counts[k] += v
     con.execute("SET preserve_insertion_order = true")  # concatenate the sorted ranges in order
-    for parts, table in ((task_parts, TASKS), (profile_parts, PROFILE_EVENTS)):
-        listed = "[" + ", ".join(_sql_path(p) for p in parts) + "]"
+    for outputs, table in ((task_parts, TASKS), (profile_parts, PROFILE_EVENTS)):
+        listed = "[" + ", ".join(_sql_path(p) for p in outputs) + "]"
         con.execute(
             f"COPY (SELECT * FROM read_parquet({listed})) TO {_sql_path(out_dir / table.file)} "
             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
@@ -149,13 +173,16 @@ def _register(
         for job, end in job_ends_ms.items()
         if end and (session_end_ms is None or end + JOB_DONE_DELAY_MS <= session_end_ms)
     }
-    con.execute("CREATE OR REPLACE TEMP TABLE t_job_ends (job_id VARCHAR, end_ms DOUBLE)")
+    con.execute("CREATE OR REPLACE TABLE t_job_ends (job_id VARCHAR, end_ms DOUBLE)")
     if marked:
         con.executemany("INSERT INTO t_job_ends VALUES (?, ?)", [[j, float(e)] for j, e in marked.items()])
-    con.execute("CREATE OR REPLACE TEMP TABLE t_actor_names (actor_id VARCHAR, name VARCHAR)")
+    con.execute("CREATE OR REPLACE TABLE t_actor_names (actor_id VARCHAR, name VARCHAR)")
     named = [[a, n] for a, n in actor_names.items() if a and n]
     if named:
         con.executemany("INSERT INTO t_actor_names VALUES (?, ?)", named)
+    con.execute(f"CREATE OR REPLACE TABLE t_state_names AS SELECT * FROM (VALUES {_STATES}) s(code, name)")
+    # The caller's worker_logs is registered on its connection only: copied where the range folds' cursors see it.
+    con.execute("CREATE OR REPLACE TABLE t_worker_logs AS SELECT * FROM worker_logs")
 
 
 def _fold(
@@ -163,7 +190,6 @@ def _fold(
 ) -> dict[str, int]:
     """Fold the events in t_ev into the two tables."""
     end = "NULL::DOUBLE" if session_end_ms is None else f"{float(session_end_ms)}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE t_state_names AS SELECT * FROM (VALUES {_STATES}) s(code, name)")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_states AS
         SELECT tid, attempt, TRY_CAST(e.key AS INTEGER) AS code, min(e.value) AS ns
@@ -173,7 +199,10 @@ def _fold(
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_timeline AS
         SELECT tid, attempt,
-               list({'state': n.name, 'created_ms': (s.ns // 1000000)::DOUBLE} ORDER BY s.ns, s.code) AS events,
+               -- list_sort of (ns, code, ...) structs: the order of list(... ORDER BY s.ns, s.code), without the
+               -- per-group sort that made it the fold's slowest aggregate.
+               list_transform(list_sort(list({'ns': s.ns, 'code': s.code, 'state': n.name})),
+                              x -> {'state': x.state, 'created_ms': (x.ns // 1000000)::DOUBLE}) AS events,
                coalesce(arg_max(s.code, s.ns) FILTER (WHERE s.code IN (11, 12)),
                         arg_max(s.code, s.ns::HUGEINT * 100 + s.code)) AS state_code,
                (coalesce(min(s.ns) FILTER (WHERE s.code = 1), min(s.ns)) // 1000000)::DOUBLE AS creation_ms,
@@ -214,40 +243,42 @@ def _fold(
         CREATE OR REPLACE TEMP TABLE t_prof_meta AS
         SELECT tid, attempt, any_value(component_type) AS component_type, any_value(component_id) AS component_id,
                any_value(node_ip) AS node_ip,
-               list({'start_time': TRY_CAST(e.start_time AS BIGINT) / 1e6, 'end_time': TRY_CAST(e.end_time AS BIGINT) / 1e6,
+               -- Sorted by start time (NULLS LAST) as list(... ORDER BY) would, by list_sort on a key put first.
+               list_transform(list_sort(list({'key': TRY_CAST(e.start_time AS BIGINT), 'e': {
+                     'start_time': TRY_CAST(e.start_time AS BIGINT) / 1e6, 'end_time': TRY_CAST(e.end_time AS BIGINT) / 1e6,
                      'extra_data': CASE WHEN coalesce(e.extra_data, '') = '' THEN '{}'::JSON
                                         ELSE coalesce(TRY_CAST(e.extra_data AS JSON),
                                                       to_json({'raw': e.extra_data})) END,
-                     'event_name': e.event_name} ORDER BY TRY_CAST(e.start_time AS BIGINT)) AS events
+                     'event_name': e.event_name}})), x -> x.e) AS events
         FROM t_prof GROUP BY ALL
     """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_rows AS
-        SELECT {_hex("a.tid")} AS task_id, a.attempt AS attempt_number,
+        SELECT a.task_id, a.attempt AS attempt_number,
                -- A task's name is its spec's (TaskSpecification::GetName); the export events carry only the
                -- function, and CoreWorker::CreateActor (src/ray/core_worker/core_worker.cc) names a named actor's
                -- creation task "<actor name>:<CallString>", CallString being its func_or_class_name.
-               coalesce(json_extract_string(a.info, '$.name'),
+               coalesce(a.info.name,
                         CASE WHEN an.name IS NOT NULL
-                             THEN an.name || ':' || json_extract_string(a.info, '$.func_or_class_name') END,
-                        json_extract_string(a.info, '$.func_or_class_name')) AS name,
+                             THEN an.name || ':' || a.info.func_or_class_name END,
+                        a.info.func_or_class_name) AS name,
                CASE WHEN j.end_ms IS NOT NULL THEN 'FAILED' ELSE coalesce(n.name, 'NIL') END AS state,
-               {_hex("a.job")} AS job_id, {_hex("json_extract_string(a.info, '$.actor_id')")} AS actor_id,
+               a.job_id, a.actor_id,
                -- A driver's export events may carry no task_info (only its profile events and FINISHED): its id,
                -- TaskID::ForDriverTask, still says what it is, and Ray's task list and summaries leave it out.
-               coalesce(json_extract_string(a.info, '$.type'),
-                        CASE WHEN a.info IS NULL AND starts_with({_hex("a.tid")}, '{DRIVER_TASK_PREFIX}')
+               coalesce(a.info.type,
+                        CASE WHEN a.info IS NULL AND starts_with(a.task_id, '{DRIVER_TASK_PREFIX}')
                              THEN 'DRIVER_TASK' END,
                         'NORMAL_TASK') AS type,
-               json_extract_string(a.info, '$.func_or_class_name') AS func_or_class_name,
-               {_hex("json_extract_string(a.info, '$.parent_task_id')")} AS parent_task_id, {_hex("a.node")} AS node_id,
+               a.info.func_or_class_name AS func_or_class_name,
+               {_hex("a.info.parent_task_id")} AS parent_task_id, {_hex("a.node")} AS node_id,
                {_hex("a.worker")} AS worker_id, a.pid AS worker_pid,
                CASE WHEN j.end_ms IS NOT NULL THEN '{JOB_END_ERROR_TYPE}'
                     ELSE json_extract_string(a.error_info, '$.error_type') END AS error_type,
-               coalesce(json_extract_string(a.info, '$.language'), 'PYTHON') AS language,
-               coalesce(TRY_CAST(json_extract(a.info, '$.required_resources') AS MAP(VARCHAR, DOUBLE)), MAP {{}}) AS required_resources,
-               json_extract(a.info, '$.runtime_env_info') AS runtime_env_info,
-               {_hex("json_extract_string(a.info, '$.placement_group_id')")} AS placement_group_id,
+               coalesce(a.info.language, 'PYTHON') AS language,
+               coalesce(TRY_CAST(a.info.required_resources AS MAP(VARCHAR, DOUBLE)), MAP {{}}) AS required_resources,
+               a.info.runtime_env_info AS runtime_env_info,
+               {_hex("a.info.placement_group_id")} AS placement_group_id,
                CASE WHEN j.end_ms IS NOT NULL
                     THEN list_append(coalesce(t.events, []), {{'state': 'FAILED', 'created_ms': j.end_ms}})
                     ELSE t.events END AS events,
@@ -260,19 +291,19 @@ def _fold(
                t.end_ms IS NULL AND j.end_ms IS NULL AND {end} IS NOT NULL
                    AND coalesce(n.name, 'NIL') NOT IN ('FINISHED', 'FAILED') AS unfinished,
                a.log_info,
-               CASE WHEN j.end_ms IS NOT NULL THEN replace('{JOB_END_NOTE}', '{{job_id}}', {_hex("a.job")})
+               CASE WHEN j.end_ms IS NOT NULL THEN replace('{JOB_END_NOTE}', '{{job_id}}', a.job_id)
                     ELSE regexp_replace(json_extract_string(a.error_info, '$.error_message'), '{_ANSI}', '', 'g')
                END AS error_message,
-               a.debugger_paused AS is_debugger_paused, nullif(json_extract_string(a.info, '$.call_site'), '') AS call_site,
-               coalesce(json_extract(a.info, '$.label_selector'), '{{}}'::JSON) AS label_selector
-        FROM t_agg a
+               a.debugger_paused AS is_debugger_paused, nullif(a.info.call_site, '') AS call_site,
+               coalesce(a.info.label_selector, '{{}}'::JSON) AS label_selector
+        FROM (SELECT *, {_hex("tid")} AS task_id, {_hex("job")} AS job_id, {_hex("info.actor_id")} AS actor_id
+              FROM t_agg) a
         LEFT JOIN t_timeline t USING (tid, attempt)
         LEFT JOIN t_state_names n ON n.code = t.state_code
         LEFT JOIN t_prof_meta p USING (tid, attempt)
         -- IsTaskTerminated: FINISHED or FAILED among the states (t.end_ms); none at all counts as not terminated.
-        LEFT JOIN t_job_ends j ON j.job_id = {_hex("a.job")} AND t.end_ms IS NULL
-        LEFT JOIN t_actor_names an ON an.actor_id = {_hex("json_extract_string(a.info, '$.actor_id')")}
-            AND json_extract_string(a.info, '$.type') = 'ACTOR_CREATION_TASK'
+        LEFT JOIN t_job_ends j ON j.job_id = a.job_id AND t.end_ms IS NULL
+        LEFT JOIN t_actor_names an ON an.actor_id = a.actor_id AND a.info.type = 'ACTOR_CREATION_TASK'
     """)
     con.execute(f"""
         COPY (
@@ -292,19 +323,19 @@ def _fold(
                        creation_time_ms: r.creation_time_ms, start_time_ms: r.start_time_ms,
                        end_time_ms: r.end_time_ms,
                        task_log_info: CASE WHEN r.log_info IS NULL THEN NULL ELSE {{
-                           stdout_file: coalesce(nullif(json_extract_string(r.log_info, '$.stdout_file'), ''), w.out_file),
-                           stderr_file: coalesce(nullif(json_extract_string(r.log_info, '$.stderr_file'), ''), w.err_file),
-                           stdout_start: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stdout_start') AS BIGINT), 0),
-                           stdout_end: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stdout_end') AS BIGINT), 0),
-                           stderr_start: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stderr_start') AS BIGINT), 0),
-                           stderr_end: coalesce(TRY_CAST(json_extract_string(r.log_info, '$.stderr_end') AS BIGINT), 0)}} END,
+                           stdout_file: coalesce(nullif(r.log_info.stdout_file, ''), w.out_file),
+                           stderr_file: coalesce(nullif(r.log_info.stderr_file, ''), w.err_file),
+                           stdout_start: coalesce(TRY_CAST(r.log_info.stdout_start AS BIGINT), 0),
+                           stdout_end: coalesce(TRY_CAST(r.log_info.stdout_end AS BIGINT), 0),
+                           stderr_start: coalesce(TRY_CAST(r.log_info.stderr_start AS BIGINT), 0),
+                           stderr_end: coalesce(TRY_CAST(r.log_info.stderr_end AS BIGINT), 0)}} END,
                        error_message: CASE WHEN r.unfinished AND r.error_message IS NULL
                            THEN replace('{UNFINISHED_NOTE}', '{{state}}', r.state) ELSE r.error_message END,
                        is_debugger_paused: r.is_debugger_paused,
                        call_site: r.call_site, label_selector: r.label_selector,
                        fallback_strategy: {{options: []::VARCHAR[]}}
                    }}) AS record
-            FROM t_rows r LEFT JOIN worker_logs w ON w.node_id = r.node_id AND w.worker_id = r.worker_id
+            FROM t_rows r LEFT JOIN t_worker_logs w ON w.node_id = r.node_id AND w.worker_id = r.worker_id
             ORDER BY r.task_id, r.attempt_number
         ) TO {_sql_path(tasks_out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})
     """)
