@@ -1,5 +1,6 @@
 """The compacted tables: what a history server derives from a session and writes back under
-`compacted/c{COMPACTION_VERSION}/` (FORMAT.md, "What is derived"), one Parquet file per table and INFO_FILE last.
+`compacted/c{COMPACTION_VERSION}/` (FORMAT.md, "What is derived"), each table one Parquet file or several parts
+(listed in INFO_FILE's `files`, read as one table), and INFO_FILE last.
 
 The registry of tables is here, beside the keys, so that every reader (warehouse, queries, gc, benchmarks, tests)
 names tables from one place; historyserver/compaction/tables.py binds each table to the builder that writes it.
@@ -9,13 +10,18 @@ table is rebuilt, never migrated.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 15  # 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+COMPACTION_VERSION = 16  # 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
+FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
+_PART = re.compile(r"^([a-z_]+)\.([0-9]{4})" + re.escape(TABLE_SUFFIX) + "$")
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ TASKS = Table(
             ("record", _S),
         ]
     ),
-    11,
+    16,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
 # The timeline's copy of the tasks (drivers left out), sorted by from_ms (an attempt's creation, or its start) in
 # small row groups, so that a time window reads only the groups it overlaps. lane numbers (node, worker) pairs in
@@ -127,7 +133,7 @@ ACTORS = Table(
             ("record", _S),
         ]
     ),
-    11,
+    16,
 )
 JOBS = Table(
     "jobs",
@@ -298,6 +304,18 @@ def table(name: str) -> Table:
         raise KeyError(f"no compacted table {name!r}; the tables are {', '.join(TABLE_NAMES)}") from None
 
 
+def part_file(table: Table, index: int) -> str:
+    """The name of a table's index-th part, for a table written as several files (sorted within each part)."""
+    return f"{table.name}.{index:04d}{TABLE_SUFFIX}"
+
+
+def table_files(info: Mapping[str, Any], table: Table) -> list[str]:
+    """The files that hold a table of a build, in order: its parts as INFO_FILE lists them, else its one file."""
+    return list(info.get(FILES, {}).get(table.name) or [table.file])
+
+
 def parse_file_name(name: str) -> Table | None:
-    """The table a file of a compacted/ folder holds, or None (INFO_FILE, or a file of another version)."""
-    return _BY_FILE.get(name)
+    """The table a file of a compacted/ folder holds (its one file or a part), or None (INFO_FILE, or a file of
+    another version)."""
+    part = _PART.match(name)
+    return _BY_NAME.get(part.group(1)) if part else _BY_FILE.get(name)

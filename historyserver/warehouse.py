@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from archive.compacted import COMPACTION_VERSION, TABLES
+from archive.compacted import COMPACTION_VERSION, TABLES, table_files
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
@@ -235,11 +235,19 @@ class Warehouse:
             info = self.store.get(ref.compacted_key(COMPACTION_VERSION, INFO))
         except NotFound:
             return False
+        try:
+            listing = json.loads(info)
+        except ValueError:
+            listing = None
+        if not isinstance(listing, dict):
+            log.warning("the archive's compacted %s of %s is not a JSON object: compacting it again", INFO, ref.id)
+            return False
+        files = [name for table in TABLES for name in table_files(listing, table)]
         staging = tables.with_name(tables.name + ".download")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for table in TABLES:
-            (staging / table.file).write_bytes(self.store.get(ref.compacted_key(COMPACTION_VERSION, table.file)))
+        for name in files:
+            (staging / name).write_bytes(self.store.get(ref.compacted_key(COMPACTION_VERSION, name)))
         (staging / INFO).write_bytes(info)
         shutil.rmtree(tables, ignore_errors=True)
         staging.rename(tables)

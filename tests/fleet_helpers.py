@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES
+from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES, table_files
 from archive.layout import SessionRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,9 @@ def compacted_dir(archive: Path, ref: SessionRef) -> Path:
 def tables_of(archive: Path, ref: SessionRef) -> dict[str, object]:
     """Every table's rows, and info.json without its timing (when and how fast it was built)."""
     where = compacted_dir(archive, ref)
-    got: dict[str, object] = {t.name: pq.read_table(where / t.file).to_pylist() for t in TABLES}
     info = json.loads((where / INFO_FILE).read_text())
+    got: dict[str, object] = {
+        t.name: [row for f in table_files(info, t) for row in pq.read_table(where / f).to_pylist()] for t in TABLES
+    }
     got["info"] = {k: v for k, v in info.items() if k not in ("built_at_ms", "seconds")}
     return got

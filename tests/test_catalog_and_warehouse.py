@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from archive import compacted
 from archive.layout import SessionRef
 from archive.manifest import ENDED, RUNNING, SessionManifest
@@ -87,6 +89,41 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     monkeypatch.setattr("historyserver.warehouse.compact", no_compaction)
     db = Warehouse(store, tmp_path / "cache-2").db(entry)
     assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
+
+
+def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tmp_path, monkeypatch, reference):
+    """A large session's tasks and profile_events are written as parts (one per range of task id): every part
+    reaches the archive, info.json lists them, and a second server downloads and reads them as one table."""
+    from historyserver.compaction import tasks_sql
+
+    monkeypatch.setattr(tasks_sql, "PARTITION_BYTES", 512)  # the sample's task events become several ranges
+    session = make_session(tmp_path)
+    sample = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()
+    tasks = [line for line in sample if b'"EXPORT_TASK"' in line]
+    (session / "logs" / "export_events" / "event_EXPORT_TASK.log").write_bytes(b"\n".join(tasks) + b"\n")
+    store = LocalStore(tmp_path / "archive")
+    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
+    Collector(settings, store, SessionDir(session)).run()
+    ref = SessionRef("ns", "c", SESSION_NAME)
+    entry = Catalog(store).get(ref.id)
+    first = Warehouse(store, tmp_path / "cache-1").db(entry)
+    parted = {t.name: compacted.table_files(first.info, t) for t in (compacted.TASKS, compacted.PROFILE_EVENTS)}
+    assert all(len(files) >= 2 for files in parted.values()), parted
+    prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
+    files = {f for t in compacted.TABLES for f in compacted.table_files(first.info, t)} | {compacted.INFO_FILE}
+    assert {o.key[len(prefix) :] for o in store.list(prefix)} == files
+    assert not any(f in files for f in (compacted.TASKS.file, compacted.PROFILE_EVENTS.file))
+    assert all(
+        compacted.parse_file_name(f) in (compacted.TASKS, compacted.PROFILE_EVENTS) for f in sum(parted.values(), [])
+    )
+
+    monkeypatch.setattr("historyserver.warehouse.compact", lambda *a, **k: pytest.fail("compacted again"))
+    second = Warehouse(store, tmp_path / "cache-2").db(entry)
+    query = "SELECT task_id, attempt_number, record FROM tasks"
+    rows = second.query(query)
+    assert len(rows) > 1 and rows == first.query(query + " ORDER BY task_id, attempt_number")
+    assert second.tasks([], 1000).rows == first.tasks([], 1000).rows
+    assert second.query("SELECT count(*) FROM profile_events") == first.query("SELECT count(*) FROM profile_events")
 
 
 def test_a_corrupt_segment_still_opens_and_the_overview_says_what_was_damaged(tmp_path, reference):

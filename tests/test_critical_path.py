@@ -28,7 +28,7 @@ def _db(root: Path, tasks: list[dict]) -> SessionDB:
     for t in TABLES:
         given = pa.Table.from_pylist(tasks, schema=TASKS.schema) if t is TASKS else t.schema.empty_table()
         pq.write_table(given, root / t.file)
-    build_task_timeline(duckdb.connect(), root / TASKS.file, root)
+    build_task_timeline(duckdb.connect(), [root / TASKS.file], root)
     (root / "info.json").write_text(json.dumps({"compaction_version": 0, "session_id": "synthetic"}))
     return SessionDB(root)
 

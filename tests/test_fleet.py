@@ -132,3 +132,30 @@ def test_queries_that_can_be_split_say_how_to_combine():
     assert c.distinct and c.order_by[0] == ("namespace", False) and c.limit is None
     c = combine_for(plan("SELECT session_id, count(*) n FROM tasks GROUP BY session_id ORDER BY 2 DESC LIMIT 3"), aggs)
     assert (c.distinct, c.order_by, c.limit) == (False, [(2, True)], 3)
+
+
+def test_sql_reads_every_part_of_a_table_written_as_parts(tmp_path, monkeypatch):
+    """A large session's tasks are several parts (archive/compacted.py `files`): the fleet's views read them all,
+    each row with its session."""
+    from archive.compacted import TASKS, table_files
+    from historyserver.catalog import Catalog
+    from historyserver.compaction import tasks_sql
+    from historyserver.compaction.publish import compact_closed, publish
+    from historyserver.fleet.selection import selected
+    from historyserver.fleet.sql_engine import answer
+
+    monkeypatch.setattr(tasks_sql, "PARTITION_BYTES", 512)  # each session's task events become several ranges
+    store = LocalStore(tmp_path / "archive")
+    written = [write_session(store, session_ref(n), n, tasks=40, oom=n == 1) for n in range(2)]
+    for s in written:
+        tables = tmp_path / "tables" / s.ref.id
+        info = compact_closed(store, s.ref, tables, Catalog(store, ttl=0).get(s.ref.id).end_ms)
+        assert len(table_files(info, TASKS)) >= 2, info.get("files")
+        publish(store, s.ref, tables)
+    sessions = [selected(Catalog(store, ttl=0).get(s.ref.id)) for s in written]
+    question = "SELECT session_id, count(*) AS n FROM tasks GROUP BY session_id ORDER BY session_id"
+    with answer(store.url, sessions, plan(question), "256MB") as reader:
+        got = reader.read_all().to_pylist()
+    assert got == sorted(({"session_id": s.ref.id, "n": 40} for s in written), key=lambda r: r["session_id"])
+    with answer(store.url, sessions, plan(OOM_QUESTION), "256MB") as reader:
+        assert [r["session_id"] for r in reader.read_all().to_pylist()] == [written[1].ref.id]

@@ -36,7 +36,7 @@ def _db(root: Path, tasks: list[dict], profile: list[dict] | None = None) -> Ses
     }
     for t in TABLES:
         pq.write_table(given.get(t.name, t.schema.empty_table()), root / t.file)
-    build_task_timeline(duckdb.connect(), root / TASKS.file, root)  # from the tasks, as compaction builds it
+    build_task_timeline(duckdb.connect(), [root / TASKS.file], root)  # from the tasks, as compaction builds it
     (root / "info.json").write_text(json.dumps({"compaction_version": 0, "session_id": "synthetic"}))
     return SessionDB(root)
 

@@ -22,7 +22,7 @@ from typing import Any
 from archive import api_snapshots as snapshot_format
 from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
-from archive.compacted import COMPACTION_VERSION, INFO_FILE
+from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE
 from archive.errors import NotFound
 from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
@@ -125,6 +125,7 @@ def build_info(inputs: Inputs, started: float, results: list[tuple[Builder, dict
         "built_at_ms": int(time.time() * 1000),
         "seconds": round(time.monotonic() - started, 3),
         "counts": info_counts(results),
+        FILES: inputs.files,
         "damage": asdict(inputs.folded.damage),
         # The autoscaler's last word on the cluster, as Ray's /api/cluster_status answered it.
         "cluster_status": {

@@ -460,11 +460,8 @@ def render_tasks(
     job_ends_ms: dict[str, int],
     actor_names: dict[str, str],
     worker_logs: dict[tuple[str, str], tuple[str | None, str | None]],
-    register: bool = True,
 ) -> None:
     """tasks_sql's fold of t_ev into work/tasks.parquet and work/profile_events.parquet (it drops t_ev)."""
-    if register:
-        tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
     con.register(
         "worker_logs",
         pa.Table.from_pylist(
@@ -472,6 +469,7 @@ def render_tasks(
             schema=pa.schema([(c, pa.string()) for c in ("node_id", "worker_id", "out_file", "err_file")]),
         ),
     )
+    tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
     tasks_sql._fold(con, work / TASKS.file, work / PROFILE_EVENTS.file, session_end_ms)
 
 

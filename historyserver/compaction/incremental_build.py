@@ -153,8 +153,7 @@ def _tasks_tables(
     active = f"SELECT * FROM read_parquet({quoted(d / cp.active)})" if cp.active else "SELECT * FROM t_new"
     con.execute(f"CREATE OR REPLACE TEMP TABLE t_ev AS {active} UNION ALL SELECT * FROM t_reopened")
     con.execute("DROP TABLE t_new")
-    tasks_sql._register(con, session_end_ms, job_ends_ms, actor_names)
-    render_tasks(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs, register=False)
+    render_tasks(con, work, session_end_ms, job_ends_ms, actor_names, worker_logs)
     finals = [d / p.tasks for p in cp.final]
     try:  # ORDER BY keeps the order without preserve_insertion_order, which would cost memory
         copy_parquet(

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES
+from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES, table_files
 from archive.layout import SessionRef
 from archive.storage import Store
 from historyserver.compaction.build import compact
@@ -26,8 +26,10 @@ def compact_closed(
 
 def publish(store: Store, ref: SessionRef, tables: Path) -> None:
     """Write the tables to the archive, INFO_FILE last: it vouches for the rest (raises StoreError)."""
+    info = json.loads((tables / INFO_FILE).read_text())
     for table in TABLES:
-        store.put(ref.compacted_key(COMPACTION_VERSION, table.file), (tables / table.file).read_bytes())
+        for name in table_files(info, table):
+            store.put(ref.compacted_key(COMPACTION_VERSION, name), (tables / name).read_bytes())
     store.put(ref.compacted_key(COMPACTION_VERSION, INFO_FILE), (tables / INFO_FILE).read_bytes())
 
 

@@ -27,6 +27,7 @@ from archive.api_snapshots import Snapshot
 from archive.compacted import (
     ACTORS,
     CLUSTER_EVENTS,
+    FILES,
     JOBS,
     LOG_FILES,
     LOG_LINES,
@@ -41,6 +42,7 @@ from archive.compacted import (
     TASKS,
     WORKERS,
     Table,
+    table_files,
 )
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
@@ -83,6 +85,7 @@ class Inputs:
     seen_events: set[str] = field(default_factory=set)
     http_events: list[dict[str, Any]] = field(default_factory=list)  # non-task events of Ray's HTTP path
     api_latest: dict[str, Snapshot] = field(default_factory=dict)  # route -> the head's newest API snapshot
+    files: dict[str, list[str]] = field(default_factory=dict)  # table -> its parts, for a table written as several
     _con: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -95,6 +98,10 @@ class Inputs:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+    def paths(self, table: Table) -> list[Path]:
+        """The files a builder wrote for the table (one, or its parts), for a later builder that reads it."""
+        return [self.tmp / name for name in table_files({FILES: self.files}, table)]
 
     @cached_property
     def nodes_ip(self) -> dict[str, str]:
@@ -165,7 +172,8 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
     # fails the job's unfinished tasks at. A submission job's own end is not it (the driver's exit is).
     job_ends = {job: ms(j.get("end_time")) or 0 for job, j in inputs.folded.driver_jobs.items() if j.get("is_dead")}
     actor_names = {a["actor_id"]: a.get("name") or "" for a in inputs.folded.actors.values()}
-    counts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, job_ends, actor_names)
+    counts, parts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, job_ends, actor_names)
+    inputs.files.update(parts)
     log.info("%s: folded %d task attempts in %.1fs", inputs.ref.id, counts["tasks"], time.monotonic() - started)
     if inputs.task_lines > counts["task_events"]:
         unread = inputs.task_lines - counts["task_events"]
@@ -177,7 +185,7 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
 
 
 def _task_timeline(inputs: Inputs) -> dict[str, int]:
-    build_task_timeline(inputs.con, inputs.tmp / TASKS.file, inputs.tmp)
+    build_task_timeline(inputs.con, inputs.paths(TASKS), inputs.tmp)
     return {}
 
 
@@ -195,7 +203,7 @@ def _workers(inputs: Inputs) -> dict[str, int]:
     ]
     workers = build_workers(
         inputs.con,
-        inputs.tmp / TASKS.file,
+        inputs.paths(TASKS),
         inputs.log_rows,
         drivers,
         inputs.nodes_ip,

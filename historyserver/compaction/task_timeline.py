@@ -20,7 +20,8 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def build_task_timeline(con: duckdb.DuckDBPyConnection, tasks_parquet: Path, out_dir: Path) -> int:
+def build_task_timeline(con: duckdb.DuckDBPyConnection, tasks_parquet: list[Path], out_dir: Path) -> int:
+    """task_timeline from the tasks table's files (one, or its parts) into out_dir; returns its rows."""
     columns = ", ".join(TASK_TIMELINE.schema.names)
     con.execute("SET preserve_insertion_order = true")  # the file's order is the point
     con.execute(f"""
@@ -30,7 +31,7 @@ def build_task_timeline(con: duckdb.DuckDBPyConnection, tasks_parquet: Path, out
                        coalesce(creation_time_ms, start_time_ms) AS from_ms,
                        greatest(coalesce(end_time_ms, start_time_ms, creation_time_ms),
                                 coalesce(creation_time_ms, start_time_ms)) AS to_ms
-                FROM read_parquet({_sql_path(tasks_parquet)})
+                FROM read_parquet([{", ".join(_sql_path(p) for p in tasks_parquet)}])
                 WHERE type IS DISTINCT FROM 'DRIVER_TASK' AND coalesce(creation_time_ms, start_time_ms) IS NOT NULL),
             lanes AS (
                 SELECT n, w, (row_number() OVER (ORDER BY n = '', n, w = '', pid, w) - 1)::INTEGER AS lane,

@@ -20,17 +20,17 @@ NEVER = 18446744073709551615  # what Ray reports for launch times it does not kn
 
 def build_workers(
     con: duckdb.DuckDBPyConnection,
-    tasks_parquet: Path,
+    tasks_parquet: list[Path],
     log_rows: list[dict[str, Any]],
     drivers: list[dict[str, Any]],
     nodes_ip: dict[str, str],
     closed: bool,
 ) -> list[dict[str, Any]]:
-    path = str(tasks_parquet).replace("'", "''")
+    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in tasks_parquet) + "]"
     found: dict[str, dict[str, Any]] = {}
     for worker_id, node_id, pid, start, end in con.execute(f"""
             SELECT worker_id, any_value(node_id), any_value(worker_pid), min(start_time_ms), max(end_time_ms)
-            FROM read_parquet('{path}') WHERE worker_id IS NOT NULL AND type <> 'DRIVER_TASK' GROUP BY worker_id
+            FROM read_parquet({paths}) WHERE worker_id IS NOT NULL AND type <> 'DRIVER_TASK' GROUP BY worker_id
             """).fetchall():
         found[worker_id] = {
             "worker_id": worker_id,

@@ -123,5 +123,5 @@ def _write_combined(
         + (f" ORDER BY {', '.join(terms)}" if terms else "")
         + (f" LIMIT {combine.limit}" if combine.limit is not None else "")
     )
-    reader = con.execute(sql).fetch_record_batch(8192)
+    reader = con.execute(sql).to_arrow_reader(8192)
     return output.write(reader, names, settings.format, settings.max_rows, out)

@@ -8,6 +8,7 @@ reads. DuckDB's memory is bounded (`memory_limit`), spilling to that directory.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from archive.compacted import COMPACTION_VERSION, table
+from archive.compacted import COMPACTION_VERSION, INFO_FILE, table, table_files
+from archive.errors import NotFound
 from archive.layout import SessionRef
 from archive.storage import Store, open_store
 from archive.storage.local import LocalStore
@@ -27,29 +29,44 @@ from historyserver.fleet.sql_plan import Plan, QueryError
 BATCH_ROWS = 8192
 
 
-def _stage(store: Store, sessions: list[Selected], tables: frozenset[str], work: Path) -> dict[str, list[str]]:
-    """table -> the local Parquet files of the sessions, in the sessions' order."""
+def _listing(store: Store, ref: SessionRef) -> dict:
+    """The session's compacted INFO_FILE (which names the parts of a table written as several files)."""
+    try:
+        info = json.loads(store.get(ref.compacted_key(COMPACTION_VERSION, INFO_FILE)))
+    except (NotFound, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _stage(
+    store: Store, sessions: list[Selected], tables: frozenset[str], work: Path
+) -> dict[str, list[tuple[str, Selected]]]:
+    """table -> the local Parquet files of the sessions (each with its session), in the sessions' order."""
+    refs = [SessionRef.from_id(s.session_id) for s in sessions]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        infos = list(pool.map(lambda ref: _listing(store, ref), refs))
     keys = [
-        (name, s, SessionRef.from_id(s.session_id).compacted_key(COMPACTION_VERSION, table(name).file))
+        (name, s, ref.compacted_key(COMPACTION_VERSION, f), f)
         for name in sorted(tables)
-        for s in sessions
+        for s, ref, info in zip(sessions, refs, infos)
+        for f in table_files(info, table(name))
     ]
     if isinstance(store, LocalStore):
-        paths = [str(store.root / key) for _, _, key in keys]
+        paths = [str(store.root / key) for _, _, key, _ in keys]
     else:
 
-        def fetch(item: tuple[str, Selected, str]) -> str:
-            name, s, key = item
-            path = work / "files" / s.session_id / table(name).file
+        def fetch(item: tuple[str, Selected, str, str]) -> str:
+            _, s, key, name = item
+            path = work / "files" / s.session_id / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(store.get(key))
             return str(path)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             paths = list(pool.map(fetch, keys))
-    files: dict[str, list[str]] = {name: [] for name in tables}
-    for (name, _, _), path in zip(keys, paths):
-        files[name].append(path)
+    files: dict[str, list[tuple[str, Selected]]] = {name: [] for name in tables}
+    for (name, s, _, _), path in zip(keys, paths):
+        files[name].append((path, s))
     return files
 
 
@@ -59,19 +76,21 @@ def _connect(memory: str, work: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _views(con: duckdb.DuckDBPyConnection, sessions: list[Selected], files: dict[str, list[str]]) -> None:
+def _views(con: duckdb.DuckDBPyConnection, files: dict[str, list[tuple[str, Selected]]]) -> None:
+    staged = [pair for name in sorted(files) for pair in files[name]]
     origin = pa.table(
         {
-            "filename": [f for name in sorted(files) for f in files[name]],
-            "session_id": [s.session_id for _ in sorted(files) for s in sessions],
-            "namespace": [s.namespace for _ in sorted(files) for s in sessions],
-            "cluster": [s.cluster for _ in sorted(files) for s in sessions],
+            "filename": [path for path, _ in staged],
+            "session_id": [s.session_id for _, s in staged],
+            "namespace": [s.namespace for _, s in staged],
+            "cluster": [s.cluster for _, s in staged],
         }
     )
     con.register("_origin_arrow", origin)
     con.execute("CREATE TEMP TABLE _origin AS SELECT * FROM _origin_arrow")
     con.unregister("_origin_arrow")
-    for name, paths in files.items():
+    for name, pairs in files.items():
+        paths = [path for path, _ in pairs]
         # The files' own filename column joins each row to its session; an empty selection is an empty view.
         if not paths:
             cols = ", ".join(
@@ -103,9 +122,9 @@ def answer(archive_url: str, sessions: list[Selected], p: Plan, memory: str) -> 
         files = _stage(open_store(archive_url), sessions, p.tables, work)
         con = _connect(memory, work)
         try:
-            _views(con, sessions, files)
+            _views(con, files)
             try:
-                reader = con.execute(p.sql).fetch_record_batch(BATCH_ROWS)
+                reader = con.execute(p.sql).to_arrow_reader(BATCH_ROWS)
             except duckdb.Error as e:
                 raise QueryError(str(e)) from None
             yield reader

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from archive.compacted import INFO_FILE, TABLES
+from archive.compacted import INFO_FILE, TABLES, Table, table_files
 from historyserver.errors import BadRequest, TooLarge
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
@@ -65,15 +65,24 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
+def table_paths(tables_dir: Path, table: Table, info: dict[str, Any] | None = None) -> str:
+    """The table's files in a build folder (one, or its parts, as the folder's INFO_FILE lists them), as a DuckDB
+    list literal for read_parquet."""
+    if info is None:
+        info = json.loads((tables_dir / INFO_FILE).read_text())
+    return "[" + ", ".join("'" + str(tables_dir / f).replace("'", "''") + "'" for f in table_files(info, table)) + "]"
+
+
 class SessionDB:
     def __init__(self, tables_dir: Path) -> None:
         self.dir = tables_dir
         # Bounded like every request: a query over one session's tables may use this much, then spills or fails.
         self._con = duckdb.connect(":memory:", config={"memory_limit": QUERY_MEMORY, "threads": 2})
-        for table in TABLES:
-            path = str(tables_dir / table.file).replace("'", "''")
-            self._con.execute(f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet('{path}')")
         self.info = json.loads((tables_dir / INFO_FILE).read_text())
+        for table in TABLES:
+            self._con.execute(
+                f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet({table_paths(tables_dir, table, self.info)})"
+            )
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:

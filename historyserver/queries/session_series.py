@@ -35,6 +35,7 @@ from historyserver.catalog import SessionEntry
 from historyserver.promql.errors import BadData
 from historyserver.promql.model import Matcher, RawSeries
 from historyserver.promql.re2 import full_match
+from historyserver.queries.session_db import table_paths
 
 PREFIX = "rayhistory_session_"
 UP = PREFIX + "up"
@@ -92,7 +93,7 @@ class Failures:
                 f"SELECT record FROM read_parquet('{_quote(tables_dir / JOBS.file)}') WHERE status = 'FAILED'"
             ).fetchall()
             tasks = con.execute(
-                f"SELECT end_time_ms FROM read_parquet('{_quote(tables_dir / TASKS.file)}') WHERE state = 'FAILED'"
+                f"SELECT end_time_ms FROM read_parquet({table_paths(tables_dir, TASKS)}) WHERE state = 'FAILED'"
             ).fetchall()
         finally:
             con.close()

@@ -8,8 +8,9 @@ from typing import Any
 
 import duckdb
 
-from archive.compacted import TASKS
+from archive.compacted import INFO_FILE, TASKS
 from archive.layout import SessionRef
+from historyserver.queries.session_db import table_paths
 from historyserver.search.backend import ContextAnswer, SearchBackend
 
 WINDOW = 100  # lines shown before and after
@@ -47,16 +48,16 @@ def _worker_id(file: str) -> str | None:
 def _tasks(tables: Path, worker_id: str, task_name: str) -> list[dict[str, Any]]:
     """The attempts of tasks named `task_name` that ran on the worker (the marker names the function, so the
     worker's several runs of one function are all candidates), at most 20."""
-    path = tables / TASKS.file
-    if not path.exists():
+    if not (tables / INFO_FILE).exists():
         return []
     con = duckdb.connect(":memory:", config={"memory_limit": "256MB", "threads": 1})
     try:
         rows = con.execute(
-            "SELECT task_id, attempt_number, name, state, job_id, actor_id, error_type FROM read_parquet(?) "
+            "SELECT task_id, attempt_number, name, state, job_id, actor_id, error_type "
+            f"FROM read_parquet({table_paths(tables, TASKS)}) "
             "WHERE worker_id = ? AND (name = ? OR func_or_class_name = ? OR func_or_class_name LIKE ?) "
             "ORDER BY start_time_ms NULLS LAST LIMIT 20",
-            [str(path), worker_id, task_name, task_name, "%." + task_name],
+            [worker_id, task_name, task_name, "%." + task_name],
         ).fetchall()
     finally:
         con.close()
