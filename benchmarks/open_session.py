@@ -71,12 +71,16 @@ def child_compact(archive: str, session_id: str, cache_dir: str) -> dict[str, An
     seconds = time.monotonic() - started
     # Marked as the Warehouse marks a closed session's tables, so that the serving phase uses them as they are.
     (tables / INFO_FILE).write_text(json.dumps({**info, "closed": True, "session_ended": True}, indent=1))
-    failed = SessionDB(tables).query("SELECT count(*) FROM tasks WHERE state = 'FAILED'")[0][0]
+    rss_mib = _peak_rss_mib()
+    failed, drivers = SessionDB(tables).query(
+        "SELECT count(*) FILTER (WHERE state = 'FAILED'), count(*) FILTER (WHERE type = 'DRIVER_TASK') FROM tasks"
+    )[0]
     return {
         "seconds": round(seconds, 3),
-        "rss_mib": round(_peak_rss_mib(), 1),
+        "rss_mib": round(rss_mib, 1),
         "counts": info.get("counts", {}),
         "failed_tasks": failed,
+        "driver_tasks": drivers,
     }
 
 
@@ -315,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         say("compacting (fresh process)")
         compact = run_child("compact", archive, session_id, cache_dir)
         info.setdefault("tasks", (compact.get("counts") or {}).get("tasks", 0))
+        info.setdefault("driver_tasks", compact.get("driver_tasks", 0))  # an archive given: as its tables say
         say("serving (fresh process, compacted tables)")
         serve = run_child("serve", archive, session_id, cache_dir) if "error" not in compact else {"error": "skipped"}
         say("replay baseline (fresh process)")

@@ -141,6 +141,28 @@ class Catalog:
                 self.last_error = str(e)
                 log.warning("catalog refresh failed, serving the previous listing: %s", e)
 
+    def recheck(self, entry: SessionEntry) -> SessionEntry:
+        """The session's index entry read again now, not at the next listing (the live folder asks, so that a
+        session's end is acted on at once, not up to `ttl` later). One that closed since is installed in the
+        listing and announced to on_closed, as a listing would."""
+        try:
+            fresh = SessionEntry(SessionManifest.from_json(self.store.get(entry.ref.index_key)), entry.index_tag)
+        except (NotFound, ValueError, TypeError, KeyError):
+            return entry  # being replaced, or deleted: the next listing says which
+        except StoreError as e:
+            raise ArchiveUnavailable(str(e)) from e
+        if not fresh.closed or entry.closed:
+            return fresh
+        with self._lock:
+            key = entry.ref.index_key
+            known = self._entries.get(key)
+            if known is not None and known.closed:
+                return known
+            self._entries = {**self._entries, key: fresh}
+        for callback in self.on_closed:
+            callback(fresh)
+        return fresh
+
     def get(self, session_id: str) -> SessionEntry:
         try:
             ref = SessionRef.from_id(session_id)

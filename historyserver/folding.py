@@ -2,7 +2,9 @@
 folded (Warehouse.fold, compaction/incremental.py), so that its end leaves only the last batch to fold.
 
 One thread, one session at a time: a fold holds a compaction slot, and its memory is bounded by the batch.
-A session whose fold filled its batch is folded again without waiting: it has a backlog.
+A session whose fold filled its batch is folded again without waiting: it has a backlog. After each fold the
+session's index entry is read again: a session that ended is built at once (Warehouse.db), not after the catalog's
+next listing (up to its ttl later).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from historyserver.catalog import Catalog
+from historyserver.catalog import Catalog, SessionEntry
 from historyserver.errors import HistoryError
 from historyserver.warehouse import Warehouse
 
@@ -46,7 +48,21 @@ class LiveFolder:
                 continue
             if result is not None and result.behind:
                 behind = True
+            else:
+                self._build_if_ended(entry)
         return behind
+
+    def _build_if_ended(self, entry: SessionEntry) -> None:
+        """If the session has ended since the catalog's last listing, build its tables now (the last batch and the
+        end's work, Warehouse.db): its end is acted on within a fold round, not after the catalog's ttl."""
+        try:
+            fresh = self.catalog.recheck(entry)
+            if fresh.closed:
+                self.warehouse.db(fresh, patient=True)
+        except HistoryError as e:
+            log.warning("building the ended session %s failed: %s", entry.ref.id, e)
+        except Exception:
+            log.exception("building the ended session %s failed", entry.ref.id)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -26,6 +26,7 @@ from historyserver.compaction import checkpoint, incremental
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
+from historyserver.queries.session_db import table_paths
 from historyserver.settings import ServerSettings
 
 
@@ -36,8 +37,8 @@ def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
     found = {}
     for t in TABLES:
         skip = "EXCLUDE (segments)" if t.name == "log_files" else ""
-        x, y = (f"SELECT * {skip} FROM read_parquet('{d / t.file}')" for d in (a, b))
-        rows = con.execute(f"SELECT count(*) FROM read_parquet('{a / t.file}')").fetchone()[0]
+        x, y = (f"SELECT * {skip} FROM read_parquet({table_paths(d, t)})" for d in (a, b))
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({table_paths(a, t)})").fetchone()[0]
         only_a = con.execute(f"SELECT count(*) FROM ({x} EXCEPT ALL {y})").fetchone()[0]
         only_b = con.execute(f"SELECT count(*) FROM ({y} EXCEPT ALL {x})").fetchone()[0]
         found[t.name] = (rows, only_a, only_b)
@@ -237,6 +238,32 @@ def test_server_folds_running_sessions_across_restarts(synthetic, tmp_path):
     built = json.loads((tables / "info.json").read_text())
     assert built["closed"] and built["incremental"]["last_folds"] >= 1  # built from the folds, not from scratch
     assert not state.exists()  # the folds are in the tables now
+    assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
+
+
+def test_the_folding_server_builds_an_ended_session_at_once_not_after_the_catalog_ttl(synthetic, tmp_path):
+    """The live folder reads a folded session's index entry again after each fold: the session's end is seen, and
+    its tables built, within a fold round, with no request and long before the catalog's next listing."""
+    src, ref, end_ms, one_shot, info = synthetic
+    archive = tmp_path / "archive"
+    stream = Streamer(src, LocalStore(archive), ref, batches=2)
+    stream.start()
+    ttl = 600.0  # the catalog lists once, at start: only the folder's own reading can see the end
+    settings = ServerSettings(
+        archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=ttl, fold_interval=0.05
+    )
+    tables = tmp_path / "cache" / f"compacted-c{COMPACTION_VERSION}" / ref.id
+    with TestClient(create_app(settings, open_store(str(archive)))) as client:
+        services = client.app.state.services
+        assert not services.catalog.get(ref.id).closed
+        stream.write_batch()
+        _wait(lambda: services.warehouse.stats.folds >= 1, "a fold of the running session")
+        stream.end()
+        _wait(lambda: (tables / "info.json").exists(), "the ended session's tables, built with no request", 120)
+        assert json.loads((tables / "info.json").read_text())["closed"]
+        assert services.catalog.get(ref.id).closed  # the catalog's listing knows the end too
+        page = client.get(f"/sessions/{ref.id}/api/v0/tasks?limit=100")
+        assert page.json()["data"]["result"]["total"] == info["tasks"] - info["driver_tasks"]
     assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
 
 
