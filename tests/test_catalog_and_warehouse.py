@@ -124,6 +124,17 @@ def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tm
     assert len(rows) > 1 and rows == first.query(query + " ORDER BY task_id, attempt_number")
     assert second.tasks([], 1000).rows == first.tasks([], 1000).rows
     assert second.query("SELECT count(*) FROM profile_events") == first.query("SELECT count(*) FROM profile_events")
+    # Log search reads the failed tasks' errors from every part.
+    from fastapi.testclient import TestClient
+
+    from historyserver.app import create_app
+    from historyserver.settings import ServerSettings
+
+    settings = ServerSettings(archive=store.url, cache_dir=str(tmp_path / "cache-2"), catalog_ttl=0)
+    with TestClient(create_app(settings, store)) as client:
+        found = client.get(f"/api/v1/sessions/{ref.id}/logs/search", params={"q": '"intentional failure"'}).json()
+    failed = first.query("SELECT count(*) FROM tasks WHERE state = 'FAILED'")[0][0]
+    assert failed and sum(h["kind"] == "task_error" for h in found["hits"]) == failed, found
 
 
 def test_a_corrupt_segment_still_opens_and_the_overview_says_what_was_damaged(tmp_path, reference):

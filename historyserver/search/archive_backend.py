@@ -22,8 +22,9 @@ from urllib.parse import quote, urlencode
 import duckdb
 import pyarrow.parquet as pq
 
-from archive.compacted import ACTORS, JOBS, TASKS
+from archive.compacted import ACTORS, INFO_FILE, JOBS, TASKS, table_files
 from archive.layout import SessionRef
+from historyserver.queries.session_db import table_paths
 from historyserver.search.backend import (
     FACETS,
     MAX_LIMIT,
@@ -467,11 +468,14 @@ def _error_hits(
     }
     fsql, fparams = _filters_sql(f)
     hits: list[Hit] = []
+    if not (tables / INFO_FILE).exists():
+        return hits
+    info = json.loads((tables / INFO_FILE).read_text())
     for kind, (table, select) in sources.items():
-        path = tables / table.file
-        if not path.exists() or pq.ParquetFile(path).metadata.num_rows == 0:
+        paths = [tables / name for name in table_files(info, table)]
+        if not all(p.exists() for p in paths) or sum(pq.ParquetFile(p).metadata.num_rows for p in paths) == 0:
             continue
-        base = select.replace(" FROM t", f" FROM read_parquet('{_q(path)}')")
+        base = select.replace(" FROM t", f" FROM read_parquet({table_paths(tables, table, info)})")
         line_where = where.sql
         params = [*fparams, *where.params]
         if where.regex is not None:
