@@ -377,9 +377,28 @@ def _all_lines(store: Store, nodes: list[NodeRef], damage: Damage | None) -> Ite
                 continue
             lines = FileLines(node.node_id, path)
             where = f"{node.node_id[:12]}:{path}"
-            for data in _segments(store, node, archive_logs.covering(segs), damage, where):
+            for data in _coalesced(_segments(store, node, archive_logs.covering(segs), damage, where)):
                 yield from lines.feed(data)
             yield from lines.flush()
+
+
+FEED_BYTES = 4 << 20  # a file's segments are parsed this many bytes at a time, whatever the collector's cuts
+
+
+def _coalesced(chunks: Iterator[bytes], at_least: int = FEED_BYTES) -> Iterator[bytes]:
+    """The chunks joined into pieces of at least `at_least` bytes (the last may be shorter). Parsing has a cost per
+    piece: a session streamed in small segments (9,018 objects instead of 488 at 100k tasks) took 4.9 s instead of
+    1.1 s to index, almost all of it per-piece work."""
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= at_least:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _segments(
