@@ -45,6 +45,15 @@ def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
+def _streamed(src, ref: SessionRef, dst, batches: int, written: int = 0) -> Streamer:
+    """A collector streaming the synthetic session into dst in `batches` batches: started, `written` of them archived."""
+    stream = Streamer(src, dst, ref, batches=batches)
+    stream.start()
+    for _ in range(written):
+        stream.write_batch()
+    return stream
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
@@ -59,8 +68,7 @@ def synthetic(tmp_path_factory):
 def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monkeypatch):
     src, ref, end_ms, one_shot, info = synthetic
     dst = LocalStore(tmp_path / "archive")
-    stream = Streamer(src, dst, ref, batches=6)
-    stream.start()
+    stream = _streamed(src, ref, dst, batches=6)
     state = tmp_path / "state"
     monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
     folds = crashed = 0
@@ -96,10 +104,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
 def test_a_collector_restart_that_cuts_the_rest_elsewhere_changes_nothing(synthetic, tmp_path):
     src, ref, end_ms, one_shot, _ = synthetic
     dst = LocalStore(tmp_path / "archive")
-    first = Streamer(src, dst, ref, batches=4)
-    first.start()
-    first.write_batch()
-    first.write_batch()
+    _streamed(src, ref, dst, batches=4, written=2)
     Folder(dst, ref, tmp_path / "state").fold_all()
     # The restarted collector resumes each file at the end of its archived run (FORMAT.md) with other cut
     # points: 2/4 of every file is archived, which is 3/6 of it; the rest comes in sixths.
@@ -215,8 +220,7 @@ def _wait(condition, what: str, seconds: float = 60.0) -> None:
 def test_server_folds_running_sessions_across_restarts(synthetic, tmp_path):
     src, ref, end_ms, one_shot, info = synthetic
     archive = tmp_path / "archive"
-    stream = Streamer(src, LocalStore(archive), ref, batches=4)
-    stream.start()
+    stream = _streamed(src, ref, LocalStore(archive), batches=4)
     settings = ServerSettings(
         archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=0, fold_interval=0.05
     )
@@ -246,8 +250,7 @@ def test_the_folding_server_builds_an_ended_session_at_once_not_after_the_catalo
     its tables built, within a fold round, with no request and long before the catalog's next listing."""
     src, ref, end_ms, one_shot, info = synthetic
     archive = tmp_path / "archive"
-    stream = Streamer(src, LocalStore(archive), ref, batches=2)
-    stream.start()
+    stream = _streamed(src, ref, LocalStore(archive), batches=2)
     ttl = 600.0  # the catalog lists once, at start: only the folder's own reading can see the end
     settings = ServerSettings(
         archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=ttl, fold_interval=0.05
@@ -295,9 +298,7 @@ def test_http_event_spools_fold_to_the_one_shot_tables(reference, tmp_path):
 def test_a_fold_out_of_memory_is_retried_on_a_smaller_batch(synthetic, tmp_path, monkeypatch):
     src, ref, end_ms, one_shot, _ = synthetic
     dst = LocalStore(tmp_path / "archive")
-    stream = Streamer(src, dst, ref, batches=2)
-    stream.start()
-    stream.write_batch()
+    stream = _streamed(src, ref, dst, batches=2, written=1)
     real = Folder._fold_sql
     sizes = []
 
@@ -333,9 +334,7 @@ def test_incremental_benchmark_fails_on_a_missed_target_or_a_differing_answer():
 def test_the_backlog_counts_what_the_folds_have_not_read(synthetic, tmp_path):
     src, ref, _, _, _ = synthetic
     dst = LocalStore(tmp_path / "archive")
-    stream = Streamer(src, dst, ref, batches=2)
-    stream.start()
-    stream.write_batch()
+    stream = _streamed(src, ref, dst, batches=2, written=1)
     folder = Folder(dst, ref, tmp_path / "state", batch_bytes=200_000)
     before = folder.backlog_bytes()
     assert before > 200_000
@@ -353,9 +352,7 @@ def test_the_backlog_counts_what_the_folds_have_not_read(synthetic, tmp_path):
 def test_a_session_that_outran_its_folds_is_built_whole_at_its_end(synthetic, tmp_path, monkeypatch):
     src, ref, end_ms, one_shot, info = synthetic
     archive = tmp_path / "archive"
-    stream = Streamer(src, LocalStore(archive), ref, batches=4)
-    stream.start()
-    stream.write_batch()
+    stream = _streamed(src, ref, LocalStore(archive), batches=4, written=1)
     state = tmp_path / "cache" / f"incremental-c{COMPACTION_VERSION}" / ref.id
     Folder(LocalStore(archive), ref, state).fold_all()  # folded while it ran, then three quarters arrive at once
     for _ in range(3):

@@ -56,8 +56,7 @@ def quoted(path: Path) -> str:
     return tasks_sql._sql_path(path)
 
 
-def listed(paths: list[Path]) -> str:
-    return "[" + ", ".join(quoted(p) for p in paths) + "]"
+listed = tasks_sql.sql_list
 
 
 @dataclass

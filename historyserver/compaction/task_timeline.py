@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from archive.compacted import TASK_TIMELINE
+from historyserver.compaction.tasks_sql import sql_list
 
 ROW_GROUP_ROWS = 8192  # a zoomed-in window reads a few groups of this many attempts
 
@@ -31,7 +32,7 @@ def build_task_timeline(con: duckdb.DuckDBPyConnection, tasks_parquet: list[Path
                        coalesce(creation_time_ms, start_time_ms) AS from_ms,
                        greatest(coalesce(end_time_ms, start_time_ms, creation_time_ms),
                                 coalesce(creation_time_ms, start_time_ms)) AS to_ms
-                FROM read_parquet([{", ".join(_sql_path(p) for p in tasks_parquet)}])
+                FROM read_parquet({sql_list(tasks_parquet)})
                 WHERE type IS DISTINCT FROM 'DRIVER_TASK' AND coalesce(creation_time_ms, start_time_ms) IS NOT NULL),
             lanes AS (
                 SELECT n, w, (row_number() OVER (ORDER BY n = '', n, w = '', pid, w) - 1)::INTEGER AS lane,

@@ -82,7 +82,7 @@ _EMPTY_EVENTS = (
 
 def _events_select(files: list[Path]) -> str:
     """One row per EXPORT_TASK event of the staged files, flattened to the pieces the fold needs."""
-    listed = "[" + ", ".join(_sql_path(p) for p in files) + "]"
+    listed = sql_list(files)
     return f"""
         SELECT d.task_id AS tid, coalesce(d.attempt_number, 0) AS attempt, d.job_id AS job, d.task_info AS info,
                d.state_updates.state_ts_ns AS states, nullif(d.state_updates.node_id, '') AS node,
@@ -102,7 +102,11 @@ def _events_select(files: list[Path]) -> str:
 # The split into ranges moves each event's line as it is, unparsed (each range's fold parses its own lines), by
 # the first byte of its task id: the line read whole (no delimiter or quote is in a JSON line), written back the
 # same. Parsing them all to write typed Parquet ranges took 16 s of a 1M-task first open; this takes 5 s.
-_TASK_ID = r'"task_id"\s*:\s*"([^"]*)"'  # event_data's; task_info's parent_task_id does not match (no quote)
+# The first "task_id" key of a line is event_data's: ExportTaskEventData (src/ray/protobuf/export_task_event.proto)
+# has task_id as field 1, and protobuf's JSON printer writes fields in field-number order; the only other
+# "task_id" (TaskInfoEntry's, field 4) is the same id. parent_task_id does not match (no quote before "task_id").
+# Lines of Ray's HTTP path are rewritten by ray_events.py with task_id first too.
+_TASK_ID = r'"task_id"\s*:\s*"([^"]*)"'
 _LINES = (
     "columns = {'line': 'VARCHAR'}, delim = '\x01', quote = '', escape = '', header = false, auto_detect = false, "
     "max_line_size = 16777216, buffer_size = 33554432, ignore_errors = true"  # read_json's largest object: 16 MB
@@ -111,7 +115,8 @@ SPLIT_FLUSH_ROWS = 16384
 _AS_LINES = "HEADER false, DELIMITER '\x01', QUOTE '', ESCAPE ''"
 
 
-def _listed(files: list[Path]) -> str:
+def sql_list(files: list[Path]) -> str:
+    """The files as a DuckDB list literal (for read_parquet, read_json, read_csv)."""
     return "[" + ", ".join(_sql_path(p) for p in files) + "]"
 
 
@@ -155,7 +160,7 @@ def fold_tasks(
     con.execute(f"""
         COPY (SELECT line, coalesce((('0x' || substr(hex(try(from_base64(regexp_extract(line, '{_TASK_ID}', 1)))),
                                                      1, 2))::INTEGER * {ranges}) // 256, 0) AS part
-              FROM read_csv({_listed(task_files)}, {_LINES}))
+              FROM read_csv({sql_list(task_files)}, {_LINES}))
         TO {_sql_path(staged)} (FORMAT csv, PARTITION_BY (part), {_AS_LINES}, OVERWRITE_OR_IGNORE true)
     """)
     con.execute("RESET partitioned_write_flush_threshold")

@@ -14,6 +14,8 @@ from typing import Any
 
 import duckdb
 
+from historyserver.compaction.tasks_sql import sql_list
+
 _WORKER_LOG = re.compile(r"^(?:old/)?worker-([0-9a-f]{56})-([0-9a-f]+)-(\d+)\.(?:out|err)$")
 NEVER = 18446744073709551615  # what Ray reports for launch times it does not know (uint64 max)
 
@@ -26,11 +28,10 @@ def build_workers(
     nodes_ip: dict[str, str],
     closed: bool,
 ) -> list[dict[str, Any]]:
-    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in tasks_parquet) + "]"
     found: dict[str, dict[str, Any]] = {}
     for worker_id, node_id, pid, start, end in con.execute(f"""
             SELECT worker_id, any_value(node_id), any_value(worker_pid), min(start_time_ms), max(end_time_ms)
-            FROM read_parquet({paths}) WHERE worker_id IS NOT NULL AND type <> 'DRIVER_TASK' GROUP BY worker_id
+            FROM read_parquet({sql_list(tasks_parquet)}) WHERE worker_id IS NOT NULL AND type <> 'DRIVER_TASK' GROUP BY worker_id
             """).fetchall():
         found[worker_id] = {
             "worker_id": worker_id,
