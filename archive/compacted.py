@@ -310,8 +310,22 @@ def part_file(table: Table, index: int) -> str:
 
 
 def table_files(info: Mapping[str, Any], table: Table) -> list[str]:
-    """The files that hold a table of a build, in order: its parts as INFO_FILE lists them, else its one file."""
-    return list(info.get(FILES, {}).get(table.name) or [table.file])
+    """The files that hold a table of a build, in order: its parts as INFO_FILE lists them, else its one file.
+    A listed name that is not one of the table's part names (a path, another table's file) is a ValueError: an
+    INFO_FILE read from the archive names files to fetch and write."""
+    listing = info.get(FILES) or {}
+    if not isinstance(listing, dict):
+        raise ValueError(f"{INFO_FILE}'s {FILES} is not an object")
+    files = listing.get(table.name)
+    if not files:
+        return [table.file]
+    if not isinstance(files, list):
+        raise ValueError(f"{INFO_FILE} lists the parts of {table.name} as {type(files).__name__}, not a list")
+    for name in files:
+        part = _PART.match(name) if isinstance(name, str) else None
+        if not part or part.group(1) != table.name:
+            raise ValueError(f"{INFO_FILE} lists {name!r} among the parts of {table.name}: not a part's name")
+    return list(files)
 
 
 def parse_file_name(name: str) -> Table | None:

@@ -237,12 +237,12 @@ class Warehouse:
             return False
         try:
             listing = json.loads(info)
-        except ValueError:
-            listing = None
-        if not isinstance(listing, dict):
-            log.warning("the archive's compacted %s of %s is not a JSON object: compacting it again", INFO, ref.id)
+            if not isinstance(listing, dict):
+                raise ValueError(f"{INFO} is not a JSON object")
+            files = [name for table in TABLES for name in table_files(listing, table)]
+        except ValueError as e:
+            log.warning("the archive's compacted tables of %s are not usable (%s): compacting it again", ref.id, e)
             return False
-        files = [name for table in TABLES for name in table_files(listing, table)]
         staging = tables.with_name(tables.name + ".download")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

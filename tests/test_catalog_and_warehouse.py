@@ -137,6 +137,35 @@ def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tm
     assert failed and sum(h["kind"] == "task_error" for h in found["hits"]) == failed, found
 
 
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"tasks": ["../../../../outside.parquet"]},
+        {"tasks": ["jobs.0000.parquet"]},
+        {"tasks": "tasks.0000.parquet"},
+        ["tasks.0000.parquet"],
+    ],
+)
+def test_an_archived_info_that_names_other_files_is_not_followed(tmp_path, files):
+    """info.json in the archive lists the files a server fetches and writes: a name that is not one of the table's
+    part names is never fetched or written; the session is compacted again instead."""
+    import json
+
+    session = make_session(tmp_path)
+    store = LocalStore(tmp_path / "archive")
+    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
+    Collector(settings, store, SessionDir(session)).run()
+    ref = SessionRef("ns", "c", SESSION_NAME)
+    entry = Catalog(store).get(ref.id)
+    Warehouse(store, tmp_path / "cache-1").db(entry)
+    key = ref.compacted_key(compacted.COMPACTION_VERSION, compacted.INFO_FILE)
+    store.put(key, json.dumps({**json.loads(store.get(key)), compacted.FILES: files}).encode())
+    db = Warehouse(store, tmp_path / "cache-2").db(entry)
+    assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
+    assert not (tmp_path / "outside.parquet").exists()
+    assert not db.info.get(compacted.FILES)  # the tables this server reads are its own build
+
+
 def test_a_corrupt_segment_still_opens_and_the_overview_says_what_was_damaged(tmp_path, reference):
     session = make_session(tmp_path)
     sample = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()

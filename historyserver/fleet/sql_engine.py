@@ -45,12 +45,15 @@ def _stage(
     refs = [SessionRef.from_id(s.session_id) for s in sessions]
     with ThreadPoolExecutor(max_workers=8) as pool:
         infos = list(pool.map(lambda ref: _listing(store, ref), refs))
-    keys = [
-        (name, s, ref.compacted_key(COMPACTION_VERSION, f), f)
-        for name in sorted(tables)
-        for s, ref, info in zip(sessions, refs, infos)
-        for f in table_files(info, table(name))
-    ]
+    try:
+        keys = [
+            (name, s, ref.compacted_key(COMPACTION_VERSION, f), f)
+            for name in sorted(tables)
+            for s, ref, info in zip(sessions, refs, infos)
+            for f in table_files(info, table(name))
+        ]
+    except ValueError as e:
+        raise QueryError(f"a session's compacted tables are not usable ({e}); `rayhistory compact` it again") from None
     if isinstance(store, LocalStore):
         paths = [str(store.root / key) for _, _, key, _ in keys]
     else:
