@@ -71,13 +71,18 @@ def test_a_rewritten_entry_is_seen_within_the_ttl(tmp_path):
     assert catalog.get(m.ref.id).status == ENDED
 
 
-def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch):
-    session = make_session(tmp_path)
-    store = LocalStore(tmp_path / "archive")
+def _archived(session, archive):
+    """The session archived by a collector run with --once into a local archive: (store, ref, catalog entry)."""
+    store = LocalStore(archive)
     settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
     Collector(settings, store, SessionDir(session)).run()
     ref = SessionRef("ns", "c", SESSION_NAME)
-    entry = Catalog(store).get(ref.id)
+    return store, ref, Catalog(store).get(ref.id)
+
+
+def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch):
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
     Warehouse(store, tmp_path / "cache-1").db(entry)
     prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
     files = {t.file for t in compacted.TABLES} | {compacted.INFO_FILE}
@@ -101,11 +106,7 @@ def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tm
     sample = (reference / "export_events" / "export_event_samples.jsonl.txt").read_bytes().splitlines()
     tasks = [line for line in sample if b'"EXPORT_TASK"' in line]
     (session / "logs" / "export_events" / "event_EXPORT_TASK.log").write_bytes(b"\n".join(tasks) + b"\n")
-    store = LocalStore(tmp_path / "archive")
-    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
-    Collector(settings, store, SessionDir(session)).run()
-    ref = SessionRef("ns", "c", SESSION_NAME)
-    entry = Catalog(store).get(ref.id)
+    store, ref, entry = _archived(session, tmp_path / "archive")
     first = Warehouse(store, tmp_path / "cache-1").db(entry)
     parted = {t.name: compacted.table_files(first.info, t) for t in (compacted.TASKS, compacted.PROFILE_EVENTS)}
     assert all(len(files) >= 2 for files in parted.values()), parted
@@ -152,11 +153,7 @@ def test_an_archived_info_that_names_other_files_is_not_followed(tmp_path, files
     import json
 
     session = make_session(tmp_path)
-    store = LocalStore(tmp_path / "archive")
-    settings = CollectorSettings(session_dir=str(session), archive=store.url, cluster="c", namespace="ns", once=True)
-    Collector(settings, store, SessionDir(session)).run()
-    ref = SessionRef("ns", "c", SESSION_NAME)
-    entry = Catalog(store).get(ref.id)
+    store, ref, entry = _archived(session, tmp_path / "archive")
     Warehouse(store, tmp_path / "cache-1").db(entry)
     key = ref.compacted_key(compacted.COMPACTION_VERSION, compacted.INFO_FILE)
     store.put(key, json.dumps({**json.loads(store.get(key)), compacted.FILES: files}).encode())
