@@ -452,3 +452,23 @@ def test_driver_task_without_task_info_is_left_out_of_summaries(tmp_path):
     assert [t["task_id"] for t in db.tasks([], 10).rows] == [DONE_HEX]
     [driver] = db.tasks([Filter("task_id", "=", DRIVER_HEX)], 10, exclude_driver=False).rows
     assert driver["type"] == "DRIVER_TASK" and driver["state"] == "FINISHED"
+
+
+def test_a_state_reported_twice_keeps_its_later_stamp(tmp_path):
+    """Ray's task store keeps one timestamp per state: each report's transitions are assigned into the attempt's
+    state_ts_ns map and merged into what is stored (ray/dashboard/modules/task_events: ray_event_converter.py
+    `_convert_task_lifecycle_event`, task_event_storage.py `_update_existing` MergeFrom), so the later report
+    wins. Here PENDING_ARGS_AVAIL is reported twice, across a millisecond: Ray answers 2 ms, not 1."""
+    first, later = 1795637001_001_900_000, 1795637001_002_100_000
+    files = {
+        "event_EXPORT_TASK_13918.log": [
+            _task_line(DONE_HEX, "01000000", {1: first}, {"type": "NORMAL_TASK", "func_or_class_name": "f"}),
+            _task_line(DONE_HEX, "01000000", {1: later, 8: later + NS}),
+            _task_line(DONE_HEX, "01000000", {8: later + NS, 11: later + 2 * NS}),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, None)
+    [task] = db.tasks([Filter("task_id", "=", DONE_HEX)], 10).rows
+    assert task["creation_time_ms"] == later // NS
+    assert [e["created_ms"] for e in task["events"]] == [later // NS, later // NS + 1, later // NS + 2]
+    assert task["state"] == "FINISHED"

@@ -221,9 +221,14 @@ def _fold(
 ) -> dict[str, int]:
     """Fold the events in t_ev into the two tables."""
     end = "NULL::DOUBLE" if session_end_ms is None else f"{float(session_end_ms)}"
+    # One stamp per state, as Ray's task store keeps it: every report's transitions are assigned into the
+    # attempt's state_ts_ns map and merged into the stored attempt, so a state reported twice keeps its later
+    # report (ray/dashboard/modules/task_events/ray_event_converter.py `_convert_task_lifecycle_event`,
+    # task_event_storage.py `_update_existing`). One reporter stamps a state's reports in order: the later report
+    # is the later stamp. (The earliest differed from Ray by 1 ms when two reports straddled a millisecond.)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE t_states AS
-        SELECT tid, attempt, TRY_CAST(e.key AS INTEGER) AS code, min(e.value) AS ns
+        SELECT tid, attempt, TRY_CAST(e.key AS INTEGER) AS code, max(e.value) AS ns
         FROM (SELECT tid, attempt, unnest(map_entries(states)) AS e FROM t_ev WHERE states IS NOT NULL)
         GROUP BY ALL
     """)
