@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from archive.compacted import COMPACTION_VERSION, TABLES
+from archive.compacted import COMPACTION_VERSION, FILES, PROFILE_EVENTS, TABLES, TASKS
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.manifest import SessionManifest
@@ -99,6 +99,24 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     differences = _differences(one_shot, tmp_path / "tables")
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
     assert differences["tasks"][0] == info["tasks"] and differences["profile_events"][0] > 0
+    # The end links the final parts as the tables' parts, not a re-sorted union; merged ones are sorted too.
+    for table, key in ((TASKS, "task_id, attempt_number"), (PROFILE_EVENTS, "task_id, attempt_number, start_time")):
+        files = built[FILES][table.name]
+        assert len(files) == len(cp.final) + 1
+        for f in files:
+            assert _sorted(tmp_path / "tables" / f, key), f"{f} is not sorted by {key}"
+
+
+def _sorted(path: Path, key: str) -> bool:
+    """The file's rows, in file order, are in `key` order (ties allowed)."""
+    con = duckdb.connect()
+    con.execute("SET threads = 1; SET preserve_insertion_order = true")
+    con.execute(
+        f"CREATE TABLE t AS SELECT row_number() OVER () AS i, struct_pack({key}) AS k FROM read_parquet('{path}')"
+    )
+    return not con.execute(
+        "SELECT count(*) FROM (SELECT k, lag(k) OVER (ORDER BY i) AS p FROM t) WHERE p > k"
+    ).fetchone()[0]
 
 
 def test_a_collector_restart_that_cuts_the_rest_elsewhere_changes_nothing(synthetic, tmp_path):
@@ -188,7 +206,8 @@ def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
     assert differences["tasks"] == (2, 0, 0) and differences["profile_events"] == (1, 0, 0)
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
-    record = duckdb.sql(f"SELECT record FROM '{tmp_path / 'folded' / 'tasks.parquet'}' WHERE name = 'f'").fetchall()
+    record = duckdb.sql(f"SELECT record FROM read_parquet({table_paths(tmp_path / 'folded', TASKS)}) WHERE name = 'f'")
+    record = record.fetchall()
     stdout = {json.loads(r[0])["task_log_info"]["stdout_file"] for r in record if json.loads(r[0])["task_log_info"]}
     assert stdout == {f"worker-{WORKER}-{JOB}-4242.out"}
 
