@@ -71,6 +71,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     stream = _streamed(src, ref, dst, batches=6)
     state = tmp_path / "state"
     monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
+    monkeypatch.setattr(incremental, "MERGE_RANGE_ROWS", 100)  # a range of task ids at a time
     folds = crashed = 0
     real_commit = checkpoint.commit
     for i in range(stream.batches):
@@ -388,3 +389,28 @@ def test_a_session_that_outran_its_folds_is_built_whole_at_its_end(synthetic, tm
     assert built["closed"] and "incremental" not in built  # built whole, not from the folds
     assert not state.exists()
     assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
+
+
+def test_merged_and_rewritten_parts_stay_sorted_in_bounded_ranges(tmp_path, monkeypatch):
+    """merge_sorted sorts a range of task ids at a time (several ranges here) and without_out keeps a part's order
+    without sorting: both give sorted files with every row kept once."""
+    con = duckdb.connect()
+    parts = []
+    for i in range(5):
+        parts.append(tmp_path / f"p{i}.parquet")
+        con.execute(f"""
+            COPY (SELECT md5(({i} * 100000 + range)::VARCHAR) || 'ffff01000000' AS task_id, (range % 3)::INTEGER
+                         AS attempt_number, repeat('x', 500) AS record
+                  FROM range(3000) ORDER BY task_id, attempt_number) TO '{parts[-1]}' (FORMAT parquet)
+        """)
+    monkeypatch.setattr(incremental, "MERGE_RANGE_ROWS", 1000)  # 15 ranges
+    incremental.merge_sorted(con, parts, tmp_path / "merged.parquet", incremental.TASKS_ORDER)
+    assert _sorted(tmp_path / "merged.parquet", incremental.TASKS_ORDER)
+    same = f"SELECT * FROM read_parquet({[str(p) for p in parts]}) EXCEPT ALL SELECT * FROM '{tmp_path / 'merged.parquet'}'"
+    assert con.execute(f"SELECT count(*) FROM ({same})").fetchone()[0] == 0
+    assert con.execute(f"SELECT count(*) FROM '{tmp_path / 'merged.parquet'}'").fetchone()[0] == 15000
+
+    con.execute(f"CREATE TABLE t_out AS SELECT task_id, attempt_number FROM '{parts[0]}' USING SAMPLE 300 ROWS")
+    incremental.without_out(con, tmp_path / "merged.parquet", tmp_path / "kept.parquet")
+    assert _sorted(tmp_path / "kept.parquet", incremental.TASKS_ORDER)
+    assert con.execute(f"SELECT count(*) FROM '{tmp_path / 'kept.parquet'}'").fetchone()[0] == 15000 - 300

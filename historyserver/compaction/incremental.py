@@ -24,6 +24,8 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,11 @@ MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into 
 # Parts overlap in task id, so a page of tasks reads one row group of every part: groups of 2,048 rows read a page
 # over 20 parts of a 100k-task session in 61 ms, groups of 16,384 in 104 ms (one sorted file: 34 ms).
 PART_ROW_GROUP_ROWS = 2048
+# A merge sorts its parts' rows a range of task ids at a time, ranges of about this many rows: one sort of every
+# row of 12 parts at 1M tasks (about 240k wide records) ran out of a fold's 256 MB in every merge.
+MERGE_RANGE_ROWS = 16384
+TASKS_ORDER = "task_id, attempt_number"
+PROFILE_ORDER = "task_id, attempt_number, start_time"
 TASK_FILE_PREFIX = "export_events/event_EXPORT_TASK"
 TASK_KEY = "(task_id, attempt_number)"
 
@@ -358,9 +365,6 @@ class Folder:
         if not hit:
             return 0
         kept = []
-        # Parts are rewritten sorted (the end keeps them as the table's parts) on one thread: a merged part's wide
-        # records sort within a fold's memory then (DuckDB spills the rest).
-        con.execute("SET threads = 1")
         for part in cp.final:
             if part.tasks not in hit:
                 kept.append(part)
@@ -377,57 +381,34 @@ class Folder:
                 f"events-{base}-{seq:06d}.parquet",
                 0,
             )
-            copy_parquet(
-                con,
-                f"SELECT * FROM read_parquet({quoted(d / part.tasks)}) ANTI JOIN t_out USING {TASK_KEY} "
-                "ORDER BY task_id, attempt_number",
-                d / new.tasks,
-                PART_ROW_GROUP_ROWS,
-            )
-            copy_parquet(
-                con,
-                f"SELECT * FROM read_parquet({quoted(d / part.profile)}) ANTI JOIN t_out USING {TASK_KEY} "
-                "ORDER BY task_id, attempt_number, start_time",
-                d / new.profile,
-                PART_ROW_GROUP_ROWS,
-            )
-            copy_parquet(
-                con,
-                f"SELECT * FROM read_parquet({quoted(d / part.events)}) e ANTI JOIN t_out o "
-                f"ON o.task_id = {tasks_sql._hex('e.tid')} AND o.attempt_number = e.attempt",
-                d / new.events,
-            )
+            without_out(con, d / part.tasks, d / new.tasks)
+            without_out(con, d / part.profile, d / new.profile)
+            with in_order(con):
+                copy_parquet(
+                    con,
+                    f"SELECT * FROM read_parquet({quoted(d / part.events)}) e ANTI JOIN t_out o "
+                    f"ON o.task_id = {tasks_sql._hex('e.tid')} AND o.attempt_number = e.attempt",
+                    d / new.events,
+                )
             new.rows = con.execute(f"SELECT count(*) FROM read_parquet({quoted(d / new.tasks)})").fetchone()[0]
             kept.append(new)
-        con.execute("RESET threads")
         cp.final = kept
         return len(hit)
 
     def _merge(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, count: int) -> None:
-        """Merge the `count` newest final parts into one, sorted as every part is, so that the table has few parts.
-        On one thread, within the fold's memory (DuckDB's sort spills the rest: 12 parts, 60k attempts, in 1.1 s at
-        260 MiB). A merge that fails leaves the parts as they were: the fold itself is not lost."""
+        """Merge the `count` newest final parts into one, sorted as every part is (merge_sorted), so that the table
+        has few parts. A merge that fails leaves the parts as they were: the fold itself is not lost."""
         old = cp.final[-count:]
         d, seq = self.dir, cp.seq
         part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
-        con.execute("SET threads = 1")  # one row group in flight, not one per thread: wide records
         try:
-            for name, files, order in (
-                (part.tasks, [p.tasks for p in old], " ORDER BY task_id, attempt_number"),
-                (part.profile, [p.profile for p in old], " ORDER BY task_id, attempt_number, start_time"),
-                (part.events, [p.events for p in old], ""),
-            ):
-                copy_parquet(
-                    con,
-                    f"SELECT * FROM read_parquet({listed([d / f for f in files])}){order}",
-                    d / name,
-                    PART_ROW_GROUP_ROWS,
-                )
+            merge_sorted(con, [d / p.tasks for p in old], d / part.tasks, TASKS_ORDER)
+            merge_sorted(con, [d / p.profile for p in old], d / part.profile, PROFILE_ORDER)
+            with in_order(con):  # one row group in flight, not one per thread: wide records
+                copy_parquet(con, f"SELECT * FROM read_parquet({listed([d / p.events for p in old])})", d / part.events)
         except duckdb.Error as e:
             log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
             return
-        finally:
-            con.execute("RESET threads")
         part.rows = sum(p.rows for p in old)
         cp.final = cp.final[:-count] + [part]
 
@@ -460,6 +441,62 @@ def _bytes(size: str) -> float:
 def changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
     """The workers whose log paths differ from those their final rows were rendered with."""
     return [k for k, v in cp.worker_logs.items() if list(worker_logs.get(tuple(k.split("/")), (None, None))) != v]
+
+
+@contextmanager
+def in_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Statements that keep their input's row order (one thread, insertion order preserved) and stream, so that a
+    sorted part is rewritten or concatenated without a sort."""
+    con.execute("SET threads = 1")
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        yield
+    finally:
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("RESET threads")
+
+
+def without_out(con: duckdb.DuckDBPyConnection, part: Path, out: Path) -> None:
+    """A copy of a sorted part (tasks or profile_events) without the attempts in t_out, in the part's order."""
+    with in_order(con):
+        copy_parquet(
+            con,
+            f"SELECT * FROM read_parquet({quoted(part)}) ANTI JOIN t_out USING {TASK_KEY}",
+            out,
+            PART_ROW_GROUP_ROWS,
+        )
+
+
+def merge_sorted(con: duckdb.DuckDBPyConnection, parts: list[Path], out: Path, order: str) -> None:
+    """The rows of sorted parts (tasks or profile_events) as one file sorted by `order`, in bounded memory: each
+    range of task ids (by its first byte, MERGE_RANGE_ROWS rows or so) is sorted alone, reading only the parts' row
+    groups that can hold it, and the sorted ranges are concatenated in order."""
+    rows = con.execute(f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({listed(parts)})").fetchone()[0]
+    ranges = min(256, max(1, -(-int(rows) // MERGE_RANGE_ROWS)))
+    starts = [f"{(i * 256) // ranges:02x}" for i in range(1, ranges)]
+    conditions = [
+        " AND ".join(
+            ([f"task_id >= '{starts[i - 1]}'"] if i else []) + ([f"task_id < '{starts[i]}'"] if i < len(starts) else [])
+        )
+        or "TRUE"
+        for i in range(ranges)
+    ]
+    pieces = out.parent / f".{out.stem}-ranges"
+    shutil.rmtree(pieces, ignore_errors=True)
+    pieces.mkdir()
+    try:
+        files = [pieces / f"{i:03d}.parquet" for i in range(ranges)]
+        for cond, piece in zip(conditions, files, strict=True):
+            copy_parquet(
+                con,
+                f"SELECT * FROM read_parquet({listed(parts)}) WHERE {cond} ORDER BY {order}",
+                piece,
+                PART_ROW_GROUP_ROWS,
+            )
+        with in_order(con):
+            copy_parquet(con, f"SELECT * FROM read_parquet({listed(files)})", out, PART_ROW_GROUP_ROWS)
+    finally:
+        shutil.rmtree(pieces, ignore_errors=True)
 
 
 def copy_parquet(

@@ -27,15 +27,13 @@ from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
 from historyserver.compaction.ids import ms
 from historyserver.compaction.incremental import (
-    PART_ROW_GROUP_ROWS,
     TASK_FILE_PREFIX,
-    TASK_KEY,
     Folder,
     changed_workers,
-    copy_parquet,
     listed,
     quoted,
     render_tasks,
+    without_out,
 )
 from historyserver.compaction.tables import BUILDERS, Builder, Inputs, _worker_logs
 
@@ -167,10 +165,9 @@ def _tasks_tables(
         tasks_parts, profile_parts = [], []
         for part in cp.final:
             if part.tasks in hit:  # rewritten without the attempts refolded into the active part
-                tasks_parts.append(_without_out(con, d / part.tasks, work, "ORDER BY task_id, attempt_number"))
-                profile_parts.append(
-                    _without_out(con, d / part.profile, work, "ORDER BY task_id, attempt_number, start_time")
-                )
+                for src, kept in ((part.tasks, tasks_parts), (part.profile, profile_parts)):
+                    without_out(con, d / src, work / f"kept-{src}")
+                    kept.append(work / f"kept-{src}")
             else:
                 tasks_parts.append(d / part.tasks)
                 profile_parts.append(d / part.profile)
@@ -188,18 +185,6 @@ def _tasks_tables(
     ).fetchone()
     counts = {"tasks": tasks, "failed_tasks": failed, "task_lines": cp.task_lines, "task_events": cp.task_events}
     return counts, files
-
-
-def _without_out(con: duckdb.DuckDBPyConnection, part: Path, work: Path, order: str) -> Path:
-    """A copy of a final part without the attempts in t_out, sorted as the part is."""
-    out = work / f"kept-{part.name}"
-    copy_parquet(
-        con,
-        f"SELECT * FROM read_parquet({quoted(part)}) ANTI JOIN t_out USING {TASK_KEY} {order}",
-        out,
-        PART_ROW_GROUP_ROWS,
-    )
-    return out
 
 
 def _place(parts: list[Path], out_dir: Path, table: Table) -> list[str]:
