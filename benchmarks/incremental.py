@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from typing import Any
 from benchmarks.outcome import exit_status
 
 WAIT_TARGET_S = 5.0
+PAGE_REPEATS = 5
 RSS_TARGET_MIB = 1024.0
 JOB = "01000000"  # the synthetic session's first driver job (benchmarks/synthetic_plan.py JOBS)
 SEARCH = "train_step"  # a task name its workers print (benchmarks/synthetic_render.py)
@@ -60,7 +62,7 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
     time (written to `control` by the streamer); without, it opens the ended session at once (the baseline)."""
     from fastapi.testclient import TestClient
 
-    from archive.compacted import INFO_FILE
+    from archive.compacted import FILES, INFO_FILE, TASKS
     from archive.storage import open_store
     from benchmarks.replay_baseline import peak_rss_mib
     from historyserver.app import create_app
@@ -92,6 +94,11 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                 time.sleep(0.05)
         waited = time.time() - ended_at
         built = json.loads((warehouse.root / session_id / INFO_FILE).read_text())
+        page_ms = []  # a page of tasks once complete: over the folds' parts, or the first open's tables
+        for _ in range(PAGE_REPEATS):
+            started = time.monotonic()
+            client.get(routes["tasks?limit=100"]).raise_for_status()
+            page_ms.append((time.monotonic() - started) * 1000)
     print(
         json.dumps(
             {
@@ -102,6 +109,9 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                 "fold_seconds": round(warehouse.stats.fold_seconds, 1),
                 "build_s": built["seconds"],  # of the wait: building the tables (the rest: seeing the end, answers)
                 "last_fold_s": built.get("incremental", {}).get("fold_seconds"),
+                "phases": built.get("phases", {}),
+                "task_files": len(built.get(FILES, {}).get(TASKS.name, [TASKS.file])),
+                "page_ms": round(statistics.median(page_ms), 1),
             }
         )
     )
@@ -172,6 +182,9 @@ def table(info: dict[str, Any], batches: int, streamed_s: float, folded: dict[st
         f"| <= {RSS_TARGET_MIB:,.0f} MiB: {'PASS' if rss_ok else 'FAIL'} |",
         f"| folds while running (their total time) | {folded.get('folds', '-')} ({folded.get('fold_seconds', '-')} s) "
         f"| - | |",
+        f"| GET tasks?limit=100 once complete, median of {PAGE_REPEATS} (files of the tasks table) "
+        f"| {folded.get('page_ms', '-')} ms ({folded.get('task_files', '-')}) "
+        f"| {base.get('page_ms', '-')} ms ({base.get('task_files', '-')}) | |",
     ]
     for name in _routes("x"):
         rows.append(
@@ -182,7 +195,8 @@ def table(info: dict[str, Any], batches: int, streamed_s: float, folded: dict[st
         f"{info['tasks']:,} task attempts, streamed in {batches} batches over {streamed_s:.0f} s; "
         f"answers: tasks total, summarized attempts, timeline count, search total"
     )
-    return head + "\n\n" + "\n".join(rows)
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in folded.get("phases", {}).items() if v >= 0.05)
+    return head + "\n\n" + "\n".join(rows) + (f"\n\nThe folding server's build at the end: {phases}." if phases else "")
 
 
 def problems(folded: dict[str, Any], base: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -105,10 +106,11 @@ def compact(
     inputs = Inputs(store, ref, tmp, session_end_ms, memory_limit, previous=out_dir if out_dir.is_dir() else None)
     try:
         _read(inputs)
-        log.info("%s: read the archive in %.1fs", ref.id, time.monotonic() - started)
-        results = [(builder, builder.build(inputs)) for builder in BUILDERS]
+        phases = {"read": round(time.monotonic() - started, 3)}
+        log.info("%s: read the archive in %.1fs", ref.id, phases["read"])
+        results = run_builders(BUILDERS, inputs, phases)
         inputs.close()
-        info = build_info(inputs, started, results)
+        info = build_info(inputs, started, results, phases)
         write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
@@ -117,13 +119,29 @@ def compact(
     return info
 
 
-def build_info(inputs: Inputs, started: float, results: list[tuple[Builder, dict[str, int]]]) -> dict[str, Any]:
-    """The INFO_FILE of a build (archive/FORMAT.md `compacted/`): what was built, from what, and how long it took."""
+def run_builders(
+    builders: Sequence[Builder], inputs: Inputs, phases: dict[str, float]
+) -> list[tuple[Builder, dict[str, int]]]:
+    """Run the builders in order, each one's seconds added to `phases` under its first table's name."""
+    results = []
+    for builder in builders:
+        started = time.monotonic()
+        results.append((builder, builder.build(inputs)))
+        phases[builder.tables[0].name] = round(time.monotonic() - started, 3)
+    return results
+
+
+def build_info(
+    inputs: Inputs, started: float, results: list[tuple[Builder, dict[str, int]]], phases: dict[str, float]
+) -> dict[str, Any]:
+    """The INFO_FILE of a build (archive/FORMAT.md `compacted/`): what was built, from what, and how long it took
+    (`phases`: seconds of the reading pass and of each builder)."""
     return {
         "compaction_version": COMPACTION_VERSION,
         "session_id": inputs.ref.id,
         "built_at_ms": int(time.time() * 1000),
         "seconds": round(time.monotonic() - started, 3),
+        "phases": phases,
         "counts": info_counts(results),
         FILES: inputs.files,
         "damage": asdict(inputs.folded.damage),

@@ -49,7 +49,9 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
     inputs = Inputs(folder.store, folder.ref, tmp, session_end_ms, folder.memory_limit)
     try:
+        read_started = time.monotonic()
         _read(inputs, folder)
+        phases = {"last folds": round(folded_s, 3), "read": round(time.monotonic() - read_started, 3)}
         counts: dict[str, int] = {}
 
         def tasks(inp: Inputs) -> dict[str, int]:
@@ -65,9 +67,9 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
             return {"tasks": counts["tasks"], "failed_tasks": counts["failed_tasks"]}
 
         builders = [Builder(b.tables, tasks, b.reads) if TASKS in b.tables else b for b in BUILDERS]
-        results = [(b, b.build(inputs)) for b in builders]
+        results = build.run_builders(builders, inputs, phases)
         inputs.close()
-        info = build.build_info(inputs, started, results)
+        info = build.build_info(inputs, started, results, phases)
         info["incremental"] = {"last_folds": len(folds), "fold_seconds": round(folded_s, 3)}
         build.write_into_place(tmp, out_dir, info)
     finally:
