@@ -71,6 +71,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     stream = _streamed(src, ref, dst, batches=6)
     state = tmp_path / "state"
     monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
+    monkeypatch.setattr(incremental, "RECENT_PARTS", 1)
     monkeypatch.setattr(incremental, "MERGE_RANGE_ROWS", 100)  # a range of task ids at a time
     folds = crashed = 0
     real_commit = checkpoint.commit
@@ -143,6 +144,8 @@ WORKER = "cd" * 28
 JOB = "01000000"
 TASK_A = "aa" * 8 + "f" * 32 + JOB
 TASK_B = "bb" * 8 + "f" * 32 + JOB
+TASK_C = "cc" * 8 + "f" * 32 + JOB
+TASK_D = "dd" * 8 + "f" * 32 + JOB
 NS = 1_000_000
 T0 = 1795637001000
 
@@ -186,6 +189,9 @@ def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     )
     state = tmp_path / "state"
     Folder(store, ref, state).fold_all()
+    assert checkpoint.load(state).final == []  # A just ended: held one fold for the rest of its events
+    owner.append(_task(TASK_C, T0 // 1000, **info))  # a batch without A's events: A goes final
+    Folder(store, ref, state).fold_all()
     cp = checkpoint.load(state)
     assert [p.rows for p in cp.final] == [1] and cp.worker_logs == {f"{NODE}/{WORKER}": [None, None]}
 
@@ -197,15 +203,18 @@ def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     out = LogSegment(f"worker-{WORKER}-{JOB}-4242.out", 0, 0, 3)
     store.put(ref.node(NODE).segment_key(out), encode(b"hi\n"))
     Folder(store, ref, state).fold_all()
+    assert sum(p.rows for p in checkpoint.load(state).final) == 0  # A reopened (held again); B has no state yet
+    owner.append(_task(TASK_D, T0 // 1000 + 3, **info))
+    Folder(store, ref, state).fold_all()
     cp = checkpoint.load(state)
-    assert sum(p.rows for p in cp.final) == 1  # A refolded once, not twice; B is not final (no state yet)
+    assert sum(p.rows for p in cp.final) == 1  # A refolded once, not twice
     assert cp.worker_logs[f"{NODE}/{WORKER}"][0] == f"worker-{WORKER}-{JOB}-4242.out"
 
     end_ms = T0 + 60_000
     compact_folded(Folder(store, ref, state), tmp_path / "folded", end_ms)
     compact_closed(store, ref, tmp_path / "one-shot", end_ms)
     differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
-    assert differences["tasks"] == (2, 0, 0) and differences["profile_events"] == (1, 0, 0)
+    assert differences["tasks"] == (4, 0, 0) and differences["profile_events"] == (1, 0, 0)
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
     record = duckdb.sql(f"SELECT record FROM read_parquet({table_paths(tmp_path / 'folded', TASKS)}) WHERE name = 'f'")
     record = record.fetchall()

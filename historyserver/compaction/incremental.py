@@ -4,8 +4,9 @@ leaves little to do (issue 16, goal 1).
 Each fold reads the bytes archived since the checkpoint (checkpoint.py) from every node's EXPORT_TASK files and
 ray_events/ spools, at most `batch_bytes` of them, and folds them with the one-shot build's own SQL
 (tasks_sql._fold) together with the earlier events of the attempts they touch:
-- an attempt that reached FINISHED or FAILED goes to an immutable *final* part: its tasks and profile_events rows
-  as the one-shot build renders them, and its raw events;
+- an attempt that reached FINISHED or FAILED in an earlier fold, and got no event in this one, goes to an
+  immutable *final* part: its tasks and profile_events rows as the one-shot build renders them, and its raw events
+  (held one fold, since the rest of an attempt that just ended comes from other files, often in the next batch);
 - any other attempt keeps its raw events in the *active* part, rewritten per fold and rendered only at the end,
   when the session's end, its jobs' ends and its actors' names are known.
 A final row depends on nothing the end can change, with two exceptions the folder tracks: an actor's creation
@@ -51,7 +52,10 @@ MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, 
 # (benchmarks/incremental.py at 1M tasks: 829 s folding the rest, 132 s building whole).
 END_BACKLOG_BYTES = 4 * BATCH_BYTES
 FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
-MAX_FINAL_PARTS = 24  # above this many final parts, the newest are merged into one
+MAX_FINAL_PARTS = 24  # above this many final parts, older ones are merged into one
+# The newest parts are left out of merges: a late event reopens an attempt of a recent part mostly, and rewrites
+# the part that holds it (a merged one was rewritten at every fold: 8M rows over 30 folds of a 1M-task stream).
+RECENT_PARTS = 8
 # Parts overlap in task id, so a page of tasks reads one row group of every part: groups of 2,048 rows read a page
 # over 20 parts of a 100k-task session in 61 ms, groups of 16,384 in 104 ms (one sorted file: 34 ms).
 PART_ROW_GROUP_ROWS = 2048
@@ -279,6 +283,8 @@ class Folder:
         # The workers whose log files changed since final rows were rendered with them: refold those rows.
         changed = changed_workers(cp, worker_logs)
         reopened = self._reopen(con, cp, work, changed)
+        for key in changed:  # none of their rows is final now: each is recorded again when it goes final
+            cp.worker_logs[key] = list(worker_logs.get(tuple(key.split("/")), (None, None)))
         active = [d / cp.active] if cp.active else []
         if active:
             con.execute(f"CREATE TEMP TABLE t_active AS SELECT * FROM read_parquet({listed(active)})")
@@ -294,7 +300,15 @@ class Folder:
             CREATE TEMP TABLE t_rest AS
             SELECT a.* FROM t_active a ANTI JOIN t_keys k ON a.tid = k.tid AND a.attempt = k.attempt
         """)
-        con.execute("CREATE TEMP TABLE t_ev AS SELECT * FROM t_touched")
+        # Held: attempts that ended in an earlier fold and got no event in this one. Only they are rendered and go
+        # final: an attempt's events arrive from several files (its owner's, its worker's), shipped apart, so the
+        # rest of an attempt that just ended usually comes in the next batch; made final at once, it was reopened
+        # then, its part rewritten (over half of the folds' time at 1M tasks).
+        con.execute("""
+            CREATE TEMP TABLE t_held AS SELECT DISTINCT tid, attempt FROM t_rest
+            WHERE list_contains(map_keys(states), '11') OR list_contains(map_keys(states), '12')
+        """)
+        con.execute("CREATE TEMP TABLE t_ev AS SELECT r.* FROM t_rest r SEMI JOIN t_held h USING (tid, attempt)")
         render_tasks(con, work, None, {}, {}, worker_logs)
         # Final: a final state, and nothing the end can change (actor names: creation tasks stay active).
         con.execute(f"""
@@ -323,7 +337,7 @@ class Folder:
             )
             copy_parquet(
                 con,
-                f"SELECT * FROM t_touched t SEMI JOIN t_final f ON f.task_id = {tasks_sql._hex('t.tid')} "
+                f"SELECT * FROM t_rest t SEMI JOIN t_final f ON f.task_id = {tasks_sql._hex('t.tid')} "
                 "AND f.attempt_number = t.attempt",
                 d / part.events,
             )
@@ -333,8 +347,8 @@ class Folder:
         cp.active = f"active-{seq:06d}.parquet"
         copy_parquet(
             con,
-            f"""SELECT * FROM t_rest UNION ALL
-                       SELECT * FROM t_touched t ANTI JOIN t_final f ON f.task_id = {tasks_sql._hex("t.tid")}
+            f"""SELECT * FROM t_touched UNION ALL
+                       SELECT * FROM t_rest t ANTI JOIN t_final f ON f.task_id = {tasks_sql._hex("t.tid")}
                            AND f.attempt_number = t.attempt""",
             d / cp.active,
         )
@@ -396,9 +410,14 @@ class Folder:
         return len(hit)
 
     def _merge(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, count: int) -> None:
-        """Merge the `count` newest final parts into one, sorted as every part is (merge_sorted), so that the table
-        has few parts. A merge that fails leaves the parts as they were: the fold itself is not lost."""
-        old = cp.final[-count:]
+        """Merge `count` final parts into one, sorted as every part is (merge_sorted), so that the table has few
+        parts: the oldest parts no merge made, past the RECENT_PARTS newest (else the oldest of any). A merge that
+        fails leaves the parts as they were: the fold itself is not lost."""
+        older = cp.final[:-RECENT_PARTS]
+        unmerged = [p for p in older if not p.tasks.startswith("tasks-m")]
+        old = unmerged[:count] if len(unmerged) >= 2 else older[:count]
+        if len(old) < 2:
+            return
         d, seq = self.dir, cp.seq
         part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
         try:
@@ -410,7 +429,9 @@ class Folder:
             log.warning("%s: merging %d final parts failed, kept as they are: %s", self.ref.id, count, e)
             return
         part.rows = sum(p.rows for p in old)
-        cp.final = cp.final[:-count] + [part]
+        at = cp.final.index(old[0])
+        rest = [p for p in cp.final if p not in old]
+        cp.final = rest[:at] + [part] + rest[at:]
 
     # --- the end -------------------------------------------------------------------------------------------------
 
