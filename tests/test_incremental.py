@@ -203,7 +203,10 @@ def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     out = LogSegment(f"worker-{WORKER}-{JOB}-4242.out", 0, 0, 3)
     store.put(ref.node(NODE).segment_key(out), encode(b"hi\n"))
     Folder(store, ref, state).fold_all()
-    assert sum(p.rows for p in checkpoint.load(state).final) == 0  # A reopened (held again); B has no state yet
+    cp = checkpoint.load(state)
+    assert sum(p.rows for p in cp.final) == 0  # A reopened (held again); B has no state yet
+    # The worker's new log paths are recorded at once: its rows are not reopened again by the next fold.
+    assert cp.worker_logs[f"{NODE}/{WORKER}"][0] == f"worker-{WORKER}-{JOB}-4242.out"
     owner.append(_task(TASK_D, T0 // 1000 + 3, **info))
     Folder(store, ref, state).fold_all()
     cp = checkpoint.load(state)
