@@ -77,6 +77,10 @@ class Streamer:
                     self.dst.put(f.node.segment_key(f.run[0]), self.src.get(f.node.segment_key(f.run[0])))
                 continue
             if end <= start:
+                if i == 1:  # a file too small for this batch's piece is still listed, as the collector does
+                    # (collector/sinks/generations.py keeps an empty file as its empty segment)
+                    empty = LogSegment(f.path, f.epoch, 0, 0, f.source)
+                    self.dst.put(f.node.segment_key(empty), archive_logs.encode(b""))
                 continue
             data = b"".join(archive_logs.iter_range(self.src, f.node, list(f.run), start, end))
             seg = LogSegment(f.path, f.epoch, start, end, f.source)
