@@ -37,11 +37,11 @@ def compacted_dir(archive: Path, ref: SessionRef) -> Path:
 
 
 def tables_of(archive: Path, ref: SessionRef) -> dict[str, object]:
-    """Every table's rows, and info.json without its timing (when and how fast it was built)."""
+    """Every table's rows, and info.json without its timing (when and how fast it was built, and each phase)."""
     where = compacted_dir(archive, ref)
     info = json.loads((where / INFO_FILE).read_text())
     got: dict[str, object] = {
         t.name: [row for f in table_files(info, t) for row in pq.read_table(where / f).to_pylist()] for t in TABLES
     }
-    got["info"] = {k: v for k, v in info.items() if k not in ("built_at_ms", "seconds")}
+    got["info"] = {k: v for k, v in info.items() if k not in ("built_at_ms", "seconds", "phases")}
     return got

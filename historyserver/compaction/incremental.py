@@ -506,7 +506,7 @@ def merge_sorted(con: duckdb.DuckDBPyConnection, parts: list[Path], out: Path, o
     shutil.rmtree(pieces, ignore_errors=True)
     pieces.mkdir()
     try:
-        files = [pieces / f"{i:03d}.parquet" for i in range(ranges)]
+        files = [pieces / f"{i:03d}{TABLE_SUFFIX}" for i in range(ranges)]
         for cond, piece in zip(conditions, files, strict=True):
             copy_parquet(
                 con,
