@@ -324,14 +324,14 @@ class Folder:
             copy_parquet(
                 con,
                 f"SELECT * FROM read_parquet({quoted(work / TASKS.file)}) SEMI JOIN t_final USING {TASK_KEY} "
-                "ORDER BY task_id, attempt_number",
+                f"ORDER BY {TASKS_ORDER}",
                 d / part.tasks,
                 PART_ROW_GROUP_ROWS,
             )
             copy_parquet(
                 con,
                 f"SELECT * FROM read_parquet({quoted(work / PROFILE_EVENTS.file)}) SEMI JOIN t_final "
-                f"USING {TASK_KEY} ORDER BY task_id, attempt_number, start_time",
+                f"USING {TASK_KEY} ORDER BY {PROFILE_ORDER}",
                 d / part.profile,
                 PART_ROW_GROUP_ROWS,
             )
@@ -468,12 +468,13 @@ def changed_workers(cp: Checkpoint, worker_logs: dict) -> list[str]:
 def in_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Statements that keep their input's row order (one thread, insertion order preserved) and stream, so that a
     sorted part is rewritten or concatenated without a sort."""
+    kept = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
     con.execute("SET threads = 1")
     con.execute("SET preserve_insertion_order = true")
     try:
         yield
     finally:
-        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET preserve_insertion_order = {str(bool(kept)).lower()}")
         con.execute("RESET threads")
 
 
@@ -494,13 +495,10 @@ def merge_sorted(con: duckdb.DuckDBPyConnection, parts: list[Path], out: Path, o
     groups that can hold it, and the sorted ranges are concatenated in order."""
     rows = con.execute(f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({listed(parts)})").fetchone()[0]
     ranges = min(256, max(1, -(-int(rows) // MERGE_RANGE_ROWS)))
-    starts = [f"{(i * 256) // ranges:02x}" for i in range(1, ranges)]
+    starts = [f"{(i * 256) // ranges:02x}" for i in range(1, ranges)]  # each range's first byte but the first's
     conditions = [
-        " AND ".join(
-            ([f"task_id >= '{starts[i - 1]}'"] if i else []) + ([f"task_id < '{starts[i]}'"] if i < len(starts) else [])
-        )
-        or "TRUE"
-        for i in range(ranges)
+        f"task_id >= '{lo}'" + (f" AND task_id < '{hi}'" if hi else "")
+        for lo, hi in zip(["", *starts], [*starts, None], strict=True)
     ]
     pieces = out.parent / f".{out.stem}-ranges"
     shutil.rmtree(pieces, ignore_errors=True)
