@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 17  # 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+COMPACTION_VERSION = 18  # 18: log_lines and log_terms may be parts (indexed while the session ran); 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
@@ -238,7 +238,7 @@ PLACEMENT_GROUPS = Table(
 )
 
 # One row per physical line of the session's logs/ files (events/ and export_events/ aside), sorted by
-# (node_id, file, line), in row groups ("blocks") of a fixed number of rows; time_ms is NULL on lines without a
+# (node_id, file, line) (within each part, when written as parts), in row groups ("blocks") of a fixed number of rows; time_ms is NULL on lines without a
 # timestamp of their own or of their record (raw worker output). LOG_HEAD_SQL + message is the line (ANSI escapes
 # removed): a header's time stamp, when writing it from time_ms gives back the same text, is not stored twice but
 # is the one character LOG_STAMP in `head` (`zone`: the seconds its clock is ahead of UTC; NULL: head as written).
@@ -261,7 +261,7 @@ LOG_LINES = Table(
             ("actor_name", _S),
             ("head", _S),
             ("message", _S),
-            ("block", _I32),  # the row group's number (= row number // rows per block): the term index's unit
+            ("block", _I32),  # the row group's number, across the table's parts in order: the term index's unit
         ]
     ),
     14,

@@ -37,6 +37,18 @@ class FinalPart:
 
 
 @dataclass
+class LogPart:
+    """Log lines parsed by one fold (log_parts.py): its log_lines and log_terms files, blocks numbered after the
+    earlier parts'."""
+
+    lines: str
+    terms: str
+    rows: int
+    term_rows: int
+    blocks: int
+
+
+@dataclass
 class Checkpoint:
     compaction_version: int = COMPACTION_VERSION
     seq: int = 0  # folds committed; part names carry the seq of the fold that wrote them
@@ -51,10 +63,14 @@ class Checkpoint:
     task_events: int = 0
     bad_lines: int = 0
     damage_examples: list[str] = field(default_factory=list)
+    log_parts: list[LogPart] = field(default_factory=list)
+    log_state: str | None = None  # each searchable file's generation, end and parser state after the last part
+    logs_broken: str = ""  # why the log parts cannot make the session's log tables (then built whole at the end)
 
     def files(self) -> set[str]:
         names = {n for p in self.final for n in (p.tasks, p.profile, p.events)} | set(self.http_events)
-        return names | ({self.active} if self.active else set())
+        names |= {n for p in self.log_parts for n in (p.lines, p.terms)}
+        return names | {n for n in (self.active, self.log_state) if n}
 
     def cursor(self, key: str, epoch: int) -> int:
         return self.cursors.get(key, {}).get(str(epoch), 0)
@@ -70,6 +86,7 @@ def load(state_dir: Path) -> Checkpoint:
         if doc.get("format") == FORMAT and doc.get("compaction_version") == COMPACTION_VERSION:
             doc.pop("format")
             doc["final"] = [FinalPart(**p) for p in doc.get("final", [])]
+            doc["log_parts"] = [LogPart(**p) for p in doc.get("log_parts", [])]
             cp = Checkpoint(**doc)
     except FileNotFoundError:
         pass

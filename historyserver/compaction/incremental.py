@@ -14,6 +14,8 @@ task takes the actor's name (so those attempts stay active), and a task whose ev
 worker's (the worker_logs a final row was rendered with are recorded; if the listing later differs, the rows of
 that worker are refolded). An event that arrives for an attempt already final refolds it the same way.
 At the end, incremental_build.py folds the active part; the table's parts are the final parts and that one.
+A fold that is not behind on task events also parses the logs archived since the last into a part of the
+log-search tables (log_parts.py).
 Every part is sorted by task id (merges and rewrites keep it so), but parts overlap: a page of tasks reads a row
 group of each, so they are written in small row groups (PART_ROW_GROUP_ROWS) and kept few (MAX_FINAL_PARTS).
 """
@@ -38,7 +40,7 @@ from archive import logs as archive_logs
 from archive.compacted import PROFILE_EVENTS, TABLE_SUFFIX, TASKS
 from archive.layout import NodeRef, SessionRef
 from archive.storage import Store
-from historyserver.compaction import build, checkpoint, ray_events, tables, tasks_sql
+from historyserver.compaction import build, checkpoint, log_parts, ray_events, tables, tasks_sql
 from historyserver.compaction.checkpoint import Checkpoint, FinalPart
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compaction
@@ -83,6 +85,7 @@ class FoldResult:
     active_events: int
     seconds: float
     behind: bool = False  # the batch was full: more is archived already
+    log_bytes: int = 0  # log bytes parsed into a part of the log tables (log_parts.py); the task events come first
 
 
 class Folder:
@@ -155,11 +158,14 @@ class Folder:
         damage = Damage(cp.bad_lines, list(cp.damage_examples))
         staged, http, log_rows, records = self._read_new(cp, work, damage)
         worker_logs = worker_log_paths(log_rows, records)
-        con = duckdb_for_compaction(work, _smaller(FOLD_MEMORY, self.memory_limit))
+        memory = _smaller(FOLD_MEMORY, self.memory_limit)
+        con = duckdb_for_compaction(work, memory)
         try:
             new_events = self._fold_sql(con, cp, work, staged, worker_logs)
         finally:
             con.close()
+        behind = self._last_read >= self.batch_bytes
+        log_bytes = 0 if behind else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
         if http:
             name = f"http-{cp.seq:06d}.jsonl"
             (self.dir / name).write_text("".join(json.dumps(e) + "\n" for e in http))
@@ -175,7 +181,8 @@ class Folder:
             final_rows=sum(p.rows for p in cp.final),
             active_events=self._active_rows,
             seconds=round(time.monotonic() - started, 3),
-            behind=self._last_read >= self.batch_bytes,
+            behind=behind,
+            log_bytes=log_bytes,
         )
         log.debug(
             "%s: fold %d read %d bytes (%d staged) in %.2fs", self.ref.id, cp.seq, result.bytes, read, result.seconds

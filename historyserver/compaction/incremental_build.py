@@ -19,9 +19,9 @@ from typing import Any
 import duckdb
 
 from archive import logs as archive_logs
-from archive.compacted import PROFILE_EVENTS, TASKS, Table, part_file
+from archive.compacted import LOG_LINES, LOG_TERMS, PROFILE_EVENTS, TASKS, Table, part_file
 from archive.layout import NodeRef
-from historyserver.compaction import build, checkpoint, tasks_sql
+from historyserver.compaction import build, checkpoint, log_parts, tasks_sql
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
@@ -66,7 +66,19 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
                 inp.folded.damage.note(f"{TASK_FILE_PREFIX}_*", f"{unread} unreadable task event line(s)", unread)
             return {"tasks": counts["tasks"], "failed_tasks": counts["failed_tasks"]}
 
-        builders = [Builder(b.tables, tasks, b.reads) if TASKS in b.tables else b for b in BUILDERS]
+        def log_search(inp: Inputs) -> dict[str, int]:
+            return _log_tables(folder, inp, cp) or log_builder(inp)
+
+        cp = checkpoint.load(folder.dir)
+        log_builder = next(b.build for b in BUILDERS if LOG_LINES in b.tables)
+        builders = [
+            Builder(b.tables, tasks, b.reads)
+            if TASKS in b.tables
+            else Builder(b.tables, log_search, b.reads)
+            if LOG_LINES in b.tables
+            else b
+            for b in BUILDERS
+        ]
         results = build.run_builders(builders, inputs, phases)
         inputs.close()
         info = build.build_info(inputs, started, results, phases)
@@ -77,6 +89,22 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("built %s from its folds in %.2fs: %s", folder.ref.id, info["seconds"], info["counts"])
     return info
+
+
+def _log_tables(folder: Folder, inputs: Inputs, cp: checkpoint.Checkpoint) -> dict[str, int] | None:
+    """The log tables as the folds' parts and a last one (log_parts.py), or None: built whole."""
+    last = inputs.tmp / "log_last"
+    last.mkdir()
+    try:
+        found = log_parts.finish(folder.store, folder.ref, cp, folder.dir, last, last / "tmp", inputs.memory_limit)
+        if found is None:
+            return None
+        parts, counts = found
+        inputs.files[LOG_LINES.name] = _place([lines for lines, _ in parts], inputs.tmp, LOG_LINES)
+        inputs.files[LOG_TERMS.name] = _place([terms for _, terms in parts], inputs.tmp, LOG_TERMS)
+        return counts
+    finally:
+        shutil.rmtree(last, ignore_errors=True)
 
 
 def _read(inputs: Inputs, folder: Folder) -> None:

@@ -15,9 +15,11 @@ log search matches. The rules are LogLineParser's (log_records.py), spelt per li
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -96,6 +98,26 @@ class FileLines:
             self._skip = True
         else:
             self._tail = rest
+
+    def snapshot(self) -> dict[str, Any]:
+        """Where the parser stands, as JSON: resume() continues the file as if it had never stopped."""
+        st = self.state
+        return {
+            "offset": self.offset,
+            "line": self.line,
+            "tail": base64.b64encode(self._tail).decode(),
+            "skip": self._skip,
+            "state": [st.time, st.level, st.pid, st.component, st.markers],
+        }
+
+    @classmethod
+    def resume(cls, node_id: str, path: str, doc: dict[str, Any]) -> FileLines:
+        lines = cls(node_id, path)
+        lines.offset, lines.line, lines._skip = int(doc["offset"]), int(doc["line"]), bool(doc["skip"])
+        lines._tail = base64.b64decode(doc["tail"])
+        time, level, pid, component, markers = doc["state"]
+        lines.state = FileState(time, level, pid, component, dict(markers))
+        return lines
 
     def flush(self) -> Iterator[pa.Table]:
         if self._tail:

@@ -12,6 +12,8 @@ Layout (measured in benchmarks/log_search.py, docs/benchmarks.md):
   lets a lookup read one row group. A query's required tokens (to_sql.required_tokens) give the candidate blocks;
   a single-term query's total is the sum of `lines`, without reading any line.
 
+A session indexed while it ran has these tables as parts (log_parts.py; write_tables writes one).
+
 Bounded memory: files are read segment by segment, one block is buffered, token pairs are written out as blocks
 complete, and the final sort of the pairs is DuckDB's within --compaction-memory (it spills to disk). Sessions
 over PARALLEL_MIN_BYTES parse nodes in PROCESSES child processes, each node staged on disk (_node_parts).
@@ -144,9 +146,23 @@ class _Recording:
 def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limit: str, damage: Any) -> dict[str, int]:
     started = time.monotonic()
     tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        parts = _node_parts(store, sorted(nodes, key=lambda n: n.node_id), tmp, damage)
+        rows, blocks, term_rows = write_tables(parts, out / LOG_LINES.file, out / LOG_TERMS.file, tmp, memory_limit)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
+    log.info("log tables: %d lines in %d blocks in %.1fs", rows, blocks, time.monotonic() - started)
+    return {LOG_LINES.name: rows, LOG_TERMS.name: term_rows}
+
+
+def write_tables(
+    parts: Iterator[Part], lines_path: Path, terms_path: Path, tmp: Path, memory_limit: str, first_block: int = 0
+) -> tuple[int, int, int]:
+    """Write the parts' blocks to lines_path (blocks numbered from first_block) and their terms, sorted, to
+    terms_path (staged and sorted under tmp); returns the lines, the blocks and the term rows written."""
     pairs_path = tmp / "log_term_pairs.parquet"
     writer = pq.ParquetWriter(
-        out / LOG_LINES.file,
+        lines_path,
         LOG_LINES.schema,
         compression="zstd",
         compression_level=ZSTD_LEVEL,
@@ -156,9 +172,9 @@ def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limi
         write_statistics=True,
     )
     pairs = pq.ParquetWriter(pairs_path, _PAIRS, compression="zstd", compression_level=1)
-    blocks = rows = 0
+    blocks, rows = first_block, 0
     with writer, pairs:
-        for part in _node_parts(store, sorted(nodes, key=lambda n: n.node_id), tmp, damage):
+        for part in parts:
             first = blocks
             for block, terms in part:
                 number = pa.array(np.full(block.num_rows, blocks, np.int32))
@@ -166,7 +182,6 @@ def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limi
                 shifted = pc.add(terms.column("block"), pa.scalar(first, pa.int32()))
                 pairs.write_table(terms.set_column(1, "block", shifted))
                 blocks, rows = blocks + 1, rows + block.num_rows
-    parsed = time.monotonic() - started
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
     term_rows = 0
     try:
@@ -175,28 +190,21 @@ def _build(store: Store, nodes: list[NodeRef], out: Path, tmp: Path, memory_limi
             f"SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block"
         ).to_arrow_reader(TERM_ROW_GROUP)
         with pq.ParquetWriter(
-            out / LOG_TERMS.file,
+            terms_path,
             LOG_TERMS.schema,
             compression="zstd",
             compression_level=ZSTD_LEVEL,
             use_dictionary=["lines"],
             column_encoding=_TERM_ENCODING,
             write_statistics=True,
-        ) as writer:
+        ) as terms_writer:
             for batch in sorted_pairs:
-                writer.write_batch(batch.cast(LOG_TERMS.schema), row_group_size=TERM_ROW_GROUP)
+                terms_writer.write_batch(batch.cast(LOG_TERMS.schema), row_group_size=TERM_ROW_GROUP)
                 term_rows += batch.num_rows
     finally:
         con.close()
-        shutil.rmtree(tmp, ignore_errors=True)  # the staged pairs, nodes and spill: nothing stays beside the tables
-    log.info(
-        "log tables: %d lines in %d blocks in %.1fs (+%.1fs sorting terms)",
-        rows,
-        blocks,
-        parsed,
-        time.monotonic() - started - parsed,
-    )
-    return {LOG_LINES.name: rows, LOG_TERMS.name: term_rows}
+        pairs_path.unlink(missing_ok=True)
+    return rows, blocks - first_block, term_rows
 
 
 def block_terms(message: pa.ChunkedArray | pa.Array, block: int) -> pa.Table:
@@ -257,6 +265,16 @@ def _node_parts(store: Store, nodes: list[NodeRef], tmp: Path, damage: Damage | 
 
 def _listed(store: Store, node: NodeRef) -> dict[str, list]:
     return {p: archive_logs.covering(s) for p, s in archive_logs.list_segments(store, node).items() if searchable(p)}
+
+
+def node_part(lines: Iterator[pa.Table]) -> Part:
+    """One node's lines (in table order) as blocks of BLOCK_ROWS rows and their terms (blocks numbered from 0)."""
+    return _terms_of(_blocks(lines))
+
+
+def file_bytes(store: Store, node: NodeRef, run: list, damage: Any, where: str) -> Iterator[bytes]:
+    """The run's segments decompressed, in FEED_BYTES pieces; an unreadable segment ends them (noted in damage)."""
+    return _coalesced(_segments(store, node, run, damage, where))
 
 
 def _terms_of(blocks: Iterator[pa.Table]) -> Part:
@@ -422,4 +440,4 @@ def _segments(
             yield data
 
 
-__all__ = ["BLOCK_ROWS", "SCHEMA", "block_terms", "build", "searchable"]
+__all__ = ["BLOCK_ROWS", "SCHEMA", "block_terms", "build", "file_bytes", "node_part", "searchable", "write_tables"]

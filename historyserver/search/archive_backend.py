@@ -296,7 +296,7 @@ def _scan_sql(index: LogIndex, f: SearchFilters, where: _Where, blocks: list[int
     fsql, fparams = _filters_sql(f)
     among = "TRUE" if blocks is None else f"block IN ({', '.join(str(b) for b in blocks) or 'NULL'})"
     return (
-        f"SELECT {_HIT_COLUMNS} FROM read_parquet('{_q(index.lines)}') WHERE {among} AND {fsql} AND {where.sql}",
+        f"SELECT {_HIT_COLUMNS} FROM read_parquet({index.lines_sql}) WHERE {among} AND {fsql} AND {where.sql}",
         [*fparams, *where.params],
     )
 
@@ -389,8 +389,8 @@ def _page_rows(
 ) -> list[tuple[Hit, _Cursor]]:
     tail = ""
     if after is not None:
-        tail = " WHERE (node_id, file, line) > (?, ?, ?)"
-        params = [*params, after.node_id, after.file, after.line]
+        tail = " WHERE (block, node_id, file, line) > (?, ?, ?, ?)"  # a table's parts each start at node 0
+        params = [*params, after.block, after.node_id, after.file, after.line]
     rows = con.execute(
         f"SELECT * FROM ({sql}){tail} ORDER BY block, node_id, file, line LIMIT {want}", params
     ).fetchall()

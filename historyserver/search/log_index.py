@@ -4,6 +4,7 @@ filters (so that a single-term count can come from the index alone)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from archive.compacted import LOG_LINES, LOG_TERMS
+from archive.compacted import INFO_FILE, LOG_LINES, LOG_TERMS, table_files
 from historyserver.search.backend import SearchFilters
 from historyserver.search.to_sql import IndexToken
 
@@ -31,25 +32,32 @@ class LogIndex:
 
     def __init__(self, tables_dir: Path) -> None:
         self.dir = tables_dir
-        self.lines = tables_dir / LOG_LINES.file
-        self.terms = tables_dir / LOG_TERMS.file
-        meta = pq.ParquetFile(self.lines).metadata
-        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-        self.blocks: list[BlockStats] = []
-        for g in range(meta.num_row_groups):
-            rg = meta.row_group(g)
-            bounds = {}
-            for name in _STATS_COLUMNS:
-                st = rg.column(names.index(name)).statistics
-                if st is not None and st.has_min_max:
-                    bounds[name] = (st.min, st.max, st.null_count)
-                elif st is not None and st.null_count == rg.num_rows:
-                    bounds[name] = (None, None, st.null_count)
-            self.blocks.append(BlockStats(rg.num_rows, bounds))
+        info = _info(tables_dir)
+        self.lines = [tables_dir / name for name in table_files(info, LOG_LINES)]
+        self.terms = [tables_dir / name for name in table_files(info, LOG_TERMS)]
+        self.blocks: list[BlockStats] = []  # block n is the n-th row group of the lines' files, in order
+        for path in self.lines:
+            meta = pq.ParquetFile(path).metadata
+            names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+            for g in range(meta.num_row_groups):
+                rg = meta.row_group(g)
+                bounds = {}
+                for name in _STATS_COLUMNS:
+                    st = rg.column(names.index(name)).statistics
+                    if st is not None and st.has_min_max:
+                        bounds[name] = (st.min, st.max, st.null_count)
+                    elif st is not None and st.null_count == rg.num_rows:
+                        bounds[name] = (None, None, st.null_count)
+                self.blocks.append(BlockStats(rg.num_rows, bounds))
+
+    @property
+    def lines_sql(self) -> str:
+        """The lines' files as a DuckDB list, for read_parquet."""
+        return _sql_list(self.lines)
 
     @property
     def exists(self) -> bool:
-        return self.lines.exists() and self.terms.exists()
+        return all(p.exists() for p in (*self.lines, *self.terms))
 
     # --- the term index --------------------------------------------------------------------------------------
     def token_blocks(
@@ -72,15 +80,15 @@ class LogIndex:
         return found
 
     def _lookup(self, con: duckdb.DuckDBPyConnection, token: str, prefix: bool) -> dict[int, int]:
-        path = str(self.terms).replace("'", "''")
+        paths = _sql_list(self.terms)
         if prefix:
             rows = con.execute(
-                f"SELECT block, 0 FROM read_parquet('{path}') WHERE token >= ? AND token <= ? "
+                f"SELECT block, 0 FROM read_parquet({paths}) WHERE token >= ? AND token <= ? "
                 "AND starts_with(token, ?) GROUP BY block",
                 [token, token + _MAX_CHAR, token],
             ).fetchall()
         else:
-            rows = con.execute(f"SELECT block, lines FROM read_parquet('{path}') WHERE token = ?", [token]).fetchall()
+            rows = con.execute(f"SELECT block, lines FROM read_parquet({paths}) WHERE token = ?", [token]).fetchall()
         return {int(b): int(n) for b, n in rows}
 
     # --- filters by row-group statistics ----------------------------------------------------------------------
@@ -92,6 +100,19 @@ class LogIndex:
             if verdict is not None:
                 out.append((i, verdict))
         return out
+
+
+def _info(tables_dir: Path) -> dict:
+    """The build's INFO_FILE (which lists a table written as parts); none (tables written alone): one file each."""
+    try:
+        info: dict = json.loads((tables_dir / INFO_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    return info
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def _block_passes(st: BlockStats, f: SearchFilters) -> bool | None:
@@ -134,10 +155,11 @@ class IndexCache:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[Path, float], LogIndex] = OrderedDict()
+        self._items: OrderedDict[tuple[Path, int], LogIndex] = OrderedDict()
 
     def get(self, tables_dir: Path) -> LogIndex:
-        key = (tables_dir, (tables_dir / LOG_LINES.file).stat().st_mtime)
+        info = tables_dir / INFO_FILE  # rewritten by every build (parts may be the same files, linked again)
+        key = (tables_dir, (info if info.exists() else tables_dir / LOG_LINES.file).stat().st_mtime_ns)
         with self._lock:
             found = self._items.get(key)
             if found is not None:

@@ -17,10 +17,14 @@ def _q(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def around(con: duckdb.DuckDBPyConnection, lines: Path, node_id: str, file: str, first: int, last: int) -> list[tuple]:
-    """(line, offset, text, time_ms, level, task_name, actor_name) of the file's lines first..last."""
+def around(
+    con: duckdb.DuckDBPyConnection, lines: list[Path], node_id: str, file: str, first: int, last: int
+) -> list[tuple]:
+    """(line, offset, text, time_ms, level, task_name, actor_name) of the file's lines first..last (`lines`: the
+    table's files)."""
+    files = "[" + ", ".join(f"'{_q(p)}'" for p in lines) + "]"
     return con.execute(
-        f"SELECT line, \"offset\", {LINE}, time_ms, level, task_name, actor_name FROM read_parquet('{_q(lines)}') "
+        f'SELECT line, "offset", {LINE}, time_ms, level, task_name, actor_name FROM read_parquet({files}) '
         "WHERE node_id = ? AND file = ? AND line BETWEEN ? AND ? ORDER BY line",
         [node_id, file, first, last],
     ).fetchall()
