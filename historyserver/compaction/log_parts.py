@@ -35,7 +35,10 @@ from historyserver.compaction.log_lines import FileLines
 
 log = logging.getLogger("rayhistory.compaction")
 
-PART_BYTES = 8 << 20  # log bytes (as archived, uncompressed) waiting before a fold parses them into a part
+# A fold parses what waits into a part once either is reached: the end's cost is mostly per segment and per file
+# (a 100k-task session streamed in 20 batches: 4.6 MB of logs in 5,940 segments of 297 files took 1.7 s whole).
+PART_BYTES = 1 << 20  # log bytes (as archived, uncompressed) waiting
+PART_SEGMENTS = 500  # segments waiting
 BATCH_BYTES = 64 << 20  # at most about this many in one fold's part: a fold's time stays bounded
 
 
@@ -76,7 +79,7 @@ def append(store: Store, ref: SessionRef, cp: Checkpoint, state_dir: Path, work:
         return 0
     try:
         files = _pending(store, ref, _states(state_dir, cp))
-        if sum(f.waiting for f in files) < PART_BYTES:
+        if sum(f.waiting for f in files) < PART_BYTES and sum(len(f.new) for f in files) < PART_SEGMENTS:
             return 0
         taken, used = [], 0
         for f in files:
