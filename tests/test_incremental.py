@@ -73,24 +73,7 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # parts are merged along the way too
     monkeypatch.setattr(incremental, "RECENT_PARTS", 1)
     monkeypatch.setattr(incremental, "MERGE_RANGE_ROWS", 100)  # a range of task ids at a time
-    folds = crashed = 0
-    real_commit = checkpoint.commit
-    for i in range(stream.batches):
-        stream.write_batch()
-        if i == 2:
-            assert stream.rewrite_last() > 0  # the collector restarted and shipped its last ranges again
-        if i == 3:  # the server dies in a fold after writing its parts, before committing them
-
-            def dying(state_dir, cp):
-                raise OSError("killed")
-
-            monkeypatch.setattr(checkpoint, "commit", dying)
-            with pytest.raises(OSError):
-                Folder(dst, ref, state, batch_bytes=200_000).fold()
-            monkeypatch.setattr(checkpoint, "commit", real_commit)
-            crashed += 1
-        # A new Folder per batch: a restarted server, which knows only the checkpoint.
-        folds += len(Folder(dst, ref, state, batch_bytes=200_000).fold_all())
+    folds, crashed = fold_through_restarts(stream, dst, ref, state, monkeypatch, batch_bytes=200_000)
     cp = checkpoint.load(state)
     assert crashed and folds > stream.batches  # some batches took several folds (the byte budget)
     assert cp.final and sum(p.rows for p in cp.final) > info["tasks"] // 2  # most attempts were final before the end
@@ -107,6 +90,32 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
         assert len(files) == len(cp.final) + 1
         for f in files:
             assert _sorted(tmp_path / "tables" / f, key), f"{f} is not sorted by {key}"
+
+
+def fold_through_restarts(
+    stream: Streamer, dst, ref: SessionRef, state: Path, monkeypatch, **folder
+) -> tuple[int, int]:
+    """Stream every batch, folding after each with a new Folder (a restarted server, which knows only the
+    checkpoint); the collector restarts after the third batch and the server dies in the fourth batch's first fold,
+    after writing its parts and before committing them. Returns (folds, crashes)."""
+    folds = crashed = 0
+    real_commit = checkpoint.commit
+    for i in range(stream.batches):
+        stream.write_batch()
+        if i == 2:
+            assert stream.rewrite_last() > 0  # the collector restarted and shipped its last ranges again
+        if i == 3:
+
+            def dying(state_dir, cp):
+                raise OSError("killed")
+
+            monkeypatch.setattr(checkpoint, "commit", dying)
+            with pytest.raises(OSError):
+                Folder(dst, ref, state, **folder).fold()
+            monkeypatch.setattr(checkpoint, "commit", real_commit)
+            crashed += 1
+        folds += len(Folder(dst, ref, state, **folder).fold_all())
+    return folds, crashed
 
 
 def _sorted(path: Path, key: str) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from archive.compacted import FILES, LOG_LINES, LOG_TERMS
 from archive.layout import LogSegment
@@ -20,7 +19,7 @@ from historyserver.queries.session_db import table_paths
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import SearchRequest
 from historyserver.search.query import parse
-from tests.test_incremental import _streamed, synthetic  # noqa: F401 (the module's fixture)
+from tests.test_incremental import _streamed, fold_through_restarts, synthetic  # noqa: F401 (the module's fixture)
 
 LINE_COLUMNS = "* EXCLUDE (block)"  # blocks are numbered per part: everything else is the one-shot's
 
@@ -63,17 +62,7 @@ def test_log_parts_folded_across_restarts_are_the_one_shot_lines(synthetic, tmp_
     dst = LocalStore(tmp_path / "archive")
     stream = _streamed(src, ref, dst, batches=6)
     state = tmp_path / "state"
-    real_commit = checkpoint.commit
-    for i in range(stream.batches):
-        stream.write_batch()
-        if i == 2:
-            assert stream.rewrite_last() > 0  # the collector restarted and shipped its last ranges again
-        if i == 3:  # the server dies in a fold after writing its parts, before committing them
-            monkeypatch.setattr(checkpoint, "commit", lambda *_: (_ for _ in ()).throw(OSError("killed")))
-            with pytest.raises(OSError):
-                Folder(dst, ref, state).fold()
-            monkeypatch.setattr(checkpoint, "commit", real_commit)
-        Folder(dst, ref, state).fold_all()  # a new Folder per batch: a restarted server
+    assert fold_through_restarts(stream, dst, ref, state, monkeypatch)[1] == 1
     cp = checkpoint.load(state)
     assert not cp.logs_broken and len(cp.log_parts) >= stream.batches
     stream.end()
