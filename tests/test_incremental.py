@@ -31,13 +31,16 @@ from historyserver.settings import ServerSettings
 
 
 def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
-    """Per table: (rows of a, rows only in a, rows only in b); log_files' segment counts depend on how the
-    collector cut the files, not on the fold, so they are left out."""
+    """Per table: (rows of a, rows only in a, rows only in b). Left out: log_files' segment counts (they depend on
+    how the collector cut the files, not on the fold) and the log tables' blocks (numbered per part when the logs
+    were folded too): log_terms is compared as each token's count of lines."""
     con = duckdb.connect()
     found = {}
     for t in TABLES:
-        skip = "EXCLUDE (segments)" if t.name == "log_files" else ""
+        skip = {"log_files": "EXCLUDE (segments)", "log_lines": "EXCLUDE (block)"}.get(t.name, "")
         x, y = (f"SELECT * {skip} FROM read_parquet({table_paths(d, t)})" for d in (a, b))
+        if t.name == "log_terms":
+            x, y = (f"SELECT token, sum(lines) FROM read_parquet({table_paths(d, t)}) GROUP BY token" for d in (a, b))
         rows = con.execute(f"SELECT count(*) FROM read_parquet({table_paths(a, t)})").fetchone()[0]
         only_a = con.execute(f"SELECT count(*) FROM ({x} EXCEPT ALL {y})").fetchone()[0]
         only_b = con.execute(f"SELECT count(*) FROM ({y} EXCEPT ALL {x})").fetchone()[0]
