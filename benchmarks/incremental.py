@@ -83,11 +83,14 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
         while client.get(f"/api/v1/sessions/{session_id}").json().get("status") != "ended":
             time.sleep(0.05)  # the catalog has not seen the end yet
         answers: dict[str, Any] = {}
+        answer_ms: dict[str, int] = {}  # each answer's successful request (the tables built)
         for name, url in routes.items():
             while True:
+                asked = time.monotonic()
                 r = client.get(url)
                 if r.status_code == 200:
                     answers[name] = _signature(name, r.json())
+                    answer_ms[name] = round((time.monotonic() - asked) * 1000)
                     break
                 if r.status_code != 503:  # 503: another request (the compactor) is building the tables
                     raise SystemExit(f"GET {url} answered {r.status_code}: {r.text[:300]}")
@@ -108,6 +111,9 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                 "folds": folds_before_end,
                 "fold_seconds": round(warehouse.stats.fold_seconds, 1),
                 "build_s": built["seconds"],  # of the wait: building the tables (the rest: seeing the end, answers)
+                # from the end marker to the build's start (built_at_ms is stamped as the build ends)
+                "build_began_s": round(built["built_at_ms"] / 1000 - built["seconds"] - ended_at, 2),
+                "answer_ms": answer_ms,
                 "last_fold_s": built.get("incremental", {}).get("fold_seconds"),
                 "phases": built.get("phases", {}),
                 "task_files": len(built.get(FILES, {}).get(TASKS.name, [TASKS.file])),
@@ -196,7 +202,14 @@ def table(info: dict[str, Any], batches: int, streamed_s: float, folded: dict[st
         f"answers: tasks total, summarized attempts, timeline count, search total"
     )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in folded.get("phases", {}).items() if v >= 0.05)
-    return head + "\n\n" + "\n".join(rows) + (f"\n\nThe folding server's build at the end: {phases}." if phases else "")
+    tail = f"\n\nThe folding server's build at the end: {phases}." if phases else ""
+    if "build_began_s" in folded:
+        answered = ", ".join(f"{k} {v} ms" for k, v in folded["answer_ms"].items())
+        tail += (
+            f" From the end marker, its build began after {folded['build_began_s']} s and took {folded['build_s']} s;"
+            f" the answers' requests once built: {answered}."
+        )
+    return head + "\n\n" + "\n".join(rows) + tail
 
 
 def problems(folded: dict[str, Any], base: dict[str, Any]) -> list[str]:

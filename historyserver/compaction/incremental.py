@@ -125,30 +125,31 @@ class Folder:
                             total += max(0, run[-1].end - cp.cursor(f"{node_id}/{source}/{path}", epoch))
         return total
 
-    def fold_all(self) -> list[FoldResult]:
-        """Fold batches until nothing new is archived."""
+    def fold_all(self, logs: bool = True) -> list[FoldResult]:
+        """Fold batches until nothing new is archived (`logs`: as fold's)."""
         done = []
         while True:
-            result = self.fold()
+            result = self.fold(logs)
             done.append(result)
             if not result.behind:
                 return done
 
     # --- one fold ------------------------------------------------------------------------------------------------
 
-    def fold(self) -> FoldResult:
-        """Fold the next batch of archived task events and commit it (checkpoint.py). A batch that does not fit
-        in the fold's memory is retried on half as many bytes (nothing was committed)."""
+    def fold(self, logs: bool = True) -> FoldResult:
+        """Fold the next batch of archived task events and commit it (checkpoint.py), and with `logs` the logs
+        archived since the last part, if the batch was not full. A batch that does not fit in the fold's memory is
+        retried on half as many bytes (nothing was committed)."""
         while True:
             try:
-                return self._fold()
+                return self._fold(logs)
             except duckdb.OutOfMemoryException:
                 if self.batch_bytes // 2 < MIN_BATCH_BYTES:
                     raise
                 self.batch_bytes //= 2
                 log.warning("%s: a fold ran out of memory; retrying on %d bytes", self.ref.id, self.batch_bytes)
 
-    def _fold(self) -> FoldResult:
+    def _fold(self, logs: bool) -> FoldResult:
         started = time.monotonic()
         cp = checkpoint.load(self.dir)
         work = self.dir / ".work"
@@ -165,7 +166,7 @@ class Folder:
         finally:
             con.close()
         behind = self._last_read >= self.batch_bytes
-        log_bytes = 0 if behind else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
+        log_bytes = 0 if behind or not logs else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
         if http:
             name = f"http-{cp.seq:06d}.jsonl"
             (self.dir / name).write_text("".join(json.dumps(e) + "\n" for e in http))

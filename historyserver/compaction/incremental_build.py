@@ -43,7 +43,7 @@ log = logging.getLogger("rayhistory.compaction")
 def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
     """Fold what is left, then build every table into out_dir (atomically, as build.compact does)."""
     started = time.monotonic()
-    folds = folder.fold_all()
+    folds = folder.fold_all(logs=False)  # the log tables' last part takes the rest in one pass (log_parts.finish)
     folded_s = time.monotonic() - started
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
