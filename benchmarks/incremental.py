@@ -62,7 +62,7 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
     time (written to `control` by the streamer); without, it opens the ended session at once (the baseline)."""
     from fastapi.testclient import TestClient
 
-    from archive.compacted import FILES, INFO_FILE, TASKS
+    from archive.compacted import FILES, INFO_FILE, LOG_LINES, TASKS
     from archive.storage import open_store
     from benchmarks.replay_baseline import peak_rss_mib
     from historyserver.app import create_app
@@ -117,6 +117,7 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                 "last_fold_s": built.get("incremental", {}).get("fold_seconds"),
                 "phases": built.get("phases", {}),
                 "task_files": len(built.get(FILES, {}).get(TASKS.name, [TASKS.file])),
+                "log_files": len(built.get(FILES, {}).get(LOG_LINES.name, [LOG_LINES.file])),
                 "page_ms": round(statistics.median(page_ms), 1),
             }
         )
@@ -207,7 +208,7 @@ def table(info: dict[str, Any], batches: int, streamed_s: float, folded: dict[st
         answered = ", ".join(f"{k} {v} ms" for k, v in folded["answer_ms"].items())
         tail += (
             f" From the end marker, its build began after {folded['build_began_s']} s and took {folded['build_s']} s;"
-            f" the answers' requests once built: {answered}."
+            f" the answers' requests once built: {answered}. The log tables: {folded.get('log_files')} part(s)."
         )
     return head + "\n\n" + "\n".join(rows) + tail
 
