@@ -161,19 +161,9 @@ def write_tables(
     """Write the parts' blocks to lines_path (blocks numbered from first_block) and their terms, sorted, to
     terms_path (staged and sorted under tmp); returns the lines, the blocks and the term rows written."""
     pairs_path = tmp / "log_term_pairs.parquet"
-    writer = pq.ParquetWriter(
-        lines_path,
-        LOG_LINES.schema,
-        compression="zstd",
-        compression_level=ZSTD_LEVEL,
-        use_dictionary=_DICTIONARY,
-        column_encoding=_DELTA,
-        data_page_size=PAGE_BYTES,
-        write_statistics=True,
-    )
     pairs = pq.ParquetWriter(pairs_path, _PAIRS, compression="zstd", compression_level=1)
     blocks, rows = first_block, 0
-    with writer, pairs:
+    with lines_writer(lines_path) as writer, pairs:
         for part in parts:
             first = blocks
             for block, terms in part:
@@ -182,12 +172,36 @@ def write_tables(
                 shifted = pc.add(terms.column("block"), pa.scalar(first, pa.int32()))
                 pairs.write_table(terms.set_column(1, "block", shifted))
                 blocks, rows = blocks + 1, rows + block.num_rows
+    try:
+        term_rows = sort_terms([pairs_path], terms_path, tmp, memory_limit)
+    finally:
+        pairs_path.unlink(missing_ok=True)
+    return rows, blocks - first_block, term_rows
+
+
+def lines_writer(path: Path) -> pq.ParquetWriter:
+    """A writer of log_lines in its stored layout; write each block as one row group."""
+    return pq.ParquetWriter(
+        path,
+        LOG_LINES.schema,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        use_dictionary=_DICTIONARY,
+        column_encoding=_DELTA,
+        data_page_size=PAGE_BYTES,
+        write_statistics=True,
+    )
+
+
+def sort_terms(sources: list[Path], terms_path: Path, tmp: Path, memory_limit: str) -> int:
+    """The (token, block, lines) rows of the sources, sorted, written as log_terms; returns the rows."""
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
     term_rows = 0
+    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in sources) + "]"
     try:
         # DuckDB sorts (spilling within memory_limit); pyarrow writes, for the encodings DuckDB's writer lacks.
         sorted_pairs = con.execute(
-            f"SELECT token, block, lines FROM read_parquet('{pairs_path}') ORDER BY token, block"
+            f"SELECT token, block, lines FROM read_parquet({files}) ORDER BY token, block"
         ).to_arrow_reader(TERM_ROW_GROUP)
         with pq.ParquetWriter(
             terms_path,
@@ -203,8 +217,7 @@ def write_tables(
                 term_rows += batch.num_rows
     finally:
         con.close()
-        pairs_path.unlink(missing_ok=True)
-    return rows, blocks - first_block, term_rows
+    return term_rows
 
 
 def block_terms(message: pa.ChunkedArray | pa.Array, block: int) -> pa.Table:
@@ -440,4 +453,15 @@ def _segments(
             yield data
 
 
-__all__ = ["BLOCK_ROWS", "SCHEMA", "block_terms", "build", "file_bytes", "node_part", "searchable", "write_tables"]
+__all__ = [
+    "BLOCK_ROWS",
+    "SCHEMA",
+    "block_terms",
+    "build",
+    "file_bytes",
+    "lines_writer",
+    "node_part",
+    "searchable",
+    "sort_terms",
+    "write_tables",
+]
