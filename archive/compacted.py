@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 18  # 18: log_lines and log_terms may be parts (indexed while the session ran); 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+COMPACTION_VERSION = 18  # 18: log_lines and log_terms may be parts (indexed while the session ran), task_log_info merged field by field and unset offsets absent, as Ray answers; 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file

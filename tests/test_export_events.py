@@ -472,3 +472,43 @@ def test_a_state_reported_twice_keeps_its_later_stamp(tmp_path):
     assert task["creation_time_ms"] == later // NS
     assert [e["created_ms"] for e in task["events"]] == [later // NS, later // NS + 1, later // NS + 2]
     assert task["state"] == "FINISHED"
+
+
+def test_log_info_is_merged_field_by_field_and_unset_offsets_stay_absent(tmp_path):
+    """Ray copies only the log-info fields a report sets and merges them into the stored attempt
+    (ray_event_converter.py `_convert_task_log_info`; TaskLogInfo's fields all have presence, so the state API
+    leaves out the ones never set): paths and start offsets come when the task starts, end offsets later. A task
+    whose end offsets were never reported has none in its answer, not 0."""
+    t0 = 1795637001_000_000_000
+    started = {
+        "stdout_file": "/tmp/ray/w.out",
+        "stderr_file": "/tmp/ray/w.err",
+        "stdout_start": "5",
+        "stderr_start": "7",
+    }
+    files = {
+        "event_EXPORT_TASK_1.log": [
+            _task_line(DONE_HEX, "01000000", {1: t0}, {"type": "NORMAL_TASK", "func_or_class_name": "f"}),
+            _task_line(DONE_HEX, "01000000", {8: t0 + NS}, task_log_info=started),
+            _task_line(DONE_HEX, "01000000", {11: t0 + 2 * NS}, task_log_info={"stdout_end": "50", "stderr_end": "9"}),
+            _task_line(PENDING_HEX, "01000000", {1: t0}, {"type": "NORMAL_TASK", "func_or_class_name": "g"}),
+            _task_line(PENDING_HEX, "01000000", {8: t0 + NS}, task_log_info=started),
+        ],
+    }
+    db = _compact_lines(tmp_path, files, None)
+    [done] = db.tasks([Filter("task_id", "=", DONE_HEX)], 10).rows
+    assert done["task_log_info"] == {
+        "stdout_file": "/tmp/ray/w.out",
+        "stderr_file": "/tmp/ray/w.err",
+        "stdout_start": 5,
+        "stdout_end": 50,
+        "stderr_start": 7,
+        "stderr_end": 9,
+    }
+    [running] = db.tasks([Filter("task_id", "=", PENDING_HEX)], 10).rows
+    assert running["task_log_info"] == {
+        "stdout_file": "/tmp/ray/w.out",
+        "stderr_file": "/tmp/ray/w.err",
+        "stdout_start": 5,
+        "stderr_start": 7,
+    }

@@ -64,6 +64,10 @@ _LOG_INFO = (
     "STRUCT(stdout_file VARCHAR, stderr_file VARCHAR, stdout_start VARCHAR, stdout_end VARCHAR, "
     "stderr_start VARCHAR, stderr_end VARCHAR)"
 )
+_LOG_INFO_LATEST = ", ".join(
+    f"{f} := arg_max(log_info.{f}, ts) FILTER (WHERE log_info.{f} IS NOT NULL)"
+    for f in ("stdout_file", "stderr_file", "stdout_start", "stdout_end", "stderr_start", "stderr_end")
+)
 _PROFILE = "STRUCT(event_name VARCHAR, start_time VARCHAR, end_time VARCHAR, extra_data VARCHAR)[]"
 _EVENT_TYPE = (
     f"STRUCT(task_id VARCHAR, attempt_number INTEGER, job_id VARCHAR, task_info {_TASK_INFO}, "
@@ -262,7 +266,7 @@ def _fold(
               FROM t_prof ORDER BY task_id, attempt_number, start_time)
         TO {_sql_path(profile_out)} (FORMAT parquet, COMPRESSION zstd)
     """)
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_agg AS
         SELECT tid, attempt,
                arg_max(job, ts) FILTER (WHERE coalesce(job, '') <> '') AS job,
@@ -271,7 +275,10 @@ def _fold(
                arg_max(worker, ts) FILTER (WHERE worker IS NOT NULL) AS worker,
                arg_max(pid, ts) FILTER (WHERE pid IS NOT NULL) AS pid,
                arg_max(error_info, ts) FILTER (WHERE error_info IS NOT NULL) AS error_info,
-               arg_max(log_info, ts) FILTER (WHERE log_info IS NOT NULL) AS log_info,
+               -- Ray merges each report's log info field by field (ray_event_converter._convert_task_log_info
+               -- copies only the fields set; TaskLogInfo's fields all have presence): paths and start offsets come
+               -- when a task starts, end offsets later, and a field no report set is absent from the answer.
+               CASE WHEN count(log_info) > 0 THEN struct_pack({_LOG_INFO_LATEST}) END AS log_info,
                arg_max(debugger_paused, ts) FILTER (WHERE debugger_paused IS NOT NULL) AS debugger_paused
         FROM t_ev GROUP BY ALL
     """)
@@ -358,13 +365,14 @@ def _fold(
                            node_ip_address: r.node_ip, events: r.profile_events}} END,
                        creation_time_ms: r.creation_time_ms, start_time_ms: r.start_time_ms,
                        end_time_ms: r.end_time_ms,
-                       task_log_info: CASE WHEN r.log_info IS NULL THEN NULL ELSE {{
+                       task_log_info: CASE WHEN r.log_info IS NULL THEN NULL ELSE json_merge_patch(to_json({{
                            stdout_file: coalesce(nullif(r.log_info.stdout_file, ''), w.out_file),
-                           stderr_file: coalesce(nullif(r.log_info.stderr_file, ''), w.err_file),
-                           stdout_start: coalesce(TRY_CAST(r.log_info.stdout_start AS BIGINT), 0),
-                           stdout_end: coalesce(TRY_CAST(r.log_info.stdout_end AS BIGINT), 0),
-                           stderr_start: coalesce(TRY_CAST(r.log_info.stderr_start AS BIGINT), 0),
-                           stderr_end: coalesce(TRY_CAST(r.log_info.stderr_end AS BIGINT), 0)}} END,
+                           stderr_file: coalesce(nullif(r.log_info.stderr_file, ''), w.err_file)}}), to_json({{
+                           -- offsets no report set are left out (a JSON merge patch drops its null members)
+                           stdout_start: TRY_CAST(r.log_info.stdout_start AS BIGINT),
+                           stdout_end: TRY_CAST(r.log_info.stdout_end AS BIGINT),
+                           stderr_start: TRY_CAST(r.log_info.stderr_start AS BIGINT),
+                           stderr_end: TRY_CAST(r.log_info.stderr_end AS BIGINT)}})) END,
                        error_message: CASE WHEN r.unfinished AND r.error_message IS NULL
                            THEN replace('{UNFINISHED_NOTE}', '{{state}}', r.state) ELSE r.error_message END,
                        is_debugger_paused: r.is_debugger_paused,
