@@ -82,8 +82,9 @@ def append(store: Store, ref: SessionRef, cp: Checkpoint, state_dir: Path, work:
     cp is updated (the fold commits it). Returns the bytes parsed."""
     if cp.logs_broken:
         return 0
+    states = _states(state_dir, cp)
     try:
-        files = _pending(store, ref, _states(state_dir, cp))
+        files = _pending(store, ref, states)
         if sum(f.waiting for f in files) < PART_BYTES and sum(len(f.new) for f in files) < PART_SEGMENTS:
             return 0
         taken, used = [], 0
@@ -102,7 +103,6 @@ def append(store: Store, ref: SessionRef, cp: Checkpoint, state_dir: Path, work:
     except Broken as e:
         give_up(cp, str(e))
         return 0
-    states = _states(state_dir, cp)
     for f, segs in taken:
         states[f.key] = {"epoch": f.epoch, "end": segs[-1].end, "parser": parsers[f.key].snapshot()}
     state_name = f"log_state-{cp.seq:06d}.json"

@@ -44,6 +44,7 @@ from archive.layout import NodeRef
 from archive.storage import Store
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.log_lines import SCHEMA, FileLines
+from historyserver.compaction.tasks_sql import sql_list
 from historyserver.search.query import DELIMITERS
 
 log = logging.getLogger("rayhistory.compaction")
@@ -197,7 +198,7 @@ def sort_terms(sources: list[Path], terms_path: Path, tmp: Path, memory_limit: s
     """The (token, block, lines) rows of the sources, sorted, written as log_terms; returns the rows."""
     con = duckdb.connect(":memory:", config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill")})
     term_rows = 0
-    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in sources) + "]"
+    files = sql_list(sources)
     try:
         # DuckDB sorts (spilling within memory_limit); pyarrow writes, for the encodings DuckDB's writer lacks.
         sorted_pairs = con.execute(

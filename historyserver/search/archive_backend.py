@@ -202,7 +202,7 @@ class ArchiveBackend:
         index = self.cache.get(self.tables_dir(session))
         con = _connect()
         try:
-            rows = around(con, index.lines, node_id, file, line - before, line + after)
+            rows = around(con, index.lines_sql, node_id, file, line - before, line + after)
         finally:
             con.close()
         lines = [

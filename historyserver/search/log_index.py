@@ -14,6 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from archive.compacted import INFO_FILE, LOG_LINES, LOG_TERMS, table_files
+from historyserver.queries.session_db import table_paths
 from historyserver.search.backend import SearchFilters
 from historyserver.search.to_sql import IndexToken
 
@@ -35,6 +36,8 @@ class LogIndex:
         info = _info(tables_dir)
         self.lines = [tables_dir / name for name in table_files(info, LOG_LINES)]
         self.terms = [tables_dir / name for name in table_files(info, LOG_TERMS)]
+        self.lines_sql = table_paths(tables_dir, LOG_LINES, info)  # the files as a DuckDB list, for read_parquet
+        self._terms_sql = table_paths(tables_dir, LOG_TERMS, info)
         self.blocks: list[BlockStats] = []  # block n is the n-th row group of the lines' files, in order
         for path in self.lines:
             meta = pq.ParquetFile(path).metadata
@@ -49,11 +52,6 @@ class LogIndex:
                     elif st is not None and st.null_count == rg.num_rows:
                         bounds[name] = (None, None, st.null_count)
                 self.blocks.append(BlockStats(rg.num_rows, bounds))
-
-    @property
-    def lines_sql(self) -> str:
-        """The lines' files as a DuckDB list, for read_parquet."""
-        return _sql_list(self.lines)
 
     @property
     def exists(self) -> bool:
@@ -80,7 +78,7 @@ class LogIndex:
         return found
 
     def _lookup(self, con: duckdb.DuckDBPyConnection, token: str, prefix: bool) -> dict[int, int]:
-        paths = _sql_list(self.terms)
+        paths = self._terms_sql
         if prefix:
             rows = con.execute(
                 f"SELECT block, 0 FROM read_parquet({paths}) WHERE token >= ? AND token <= ? "
@@ -109,10 +107,6 @@ def _info(tables_dir: Path) -> dict:
     except FileNotFoundError:
         return {}
     return info
-
-
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def _block_passes(st: BlockStats, f: SearchFilters) -> bool | None:

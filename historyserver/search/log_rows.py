@@ -3,8 +3,6 @@ written back (LOG_HEAD_SQL)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 
 from archive.compacted import LOG_HEAD_SQL
@@ -13,16 +11,9 @@ HEAD = f"({LOG_HEAD_SQL})"
 LINE = f"({HEAD} || message)"  # the line as grep sees it (ANSI escapes removed)
 
 
-def _q(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def around(
-    con: duckdb.DuckDBPyConnection, lines: list[Path], node_id: str, file: str, first: int, last: int
-) -> list[tuple]:
-    """(line, offset, text, time_ms, level, task_name, actor_name) of the file's lines first..last (`lines`: the
-    table's files)."""
-    files = "[" + ", ".join(f"'{_q(p)}'" for p in lines) + "]"
+def around(con: duckdb.DuckDBPyConnection, files: str, node_id: str, file: str, first: int, last: int) -> list[tuple]:
+    """(line, offset, text, time_ms, level, task_name, actor_name) of the file's lines first..last (`files`: the
+    log_lines table's files as a DuckDB list, LogIndex.lines_sql)."""
     return con.execute(
         f'SELECT line, "offset", {LINE}, time_ms, level, task_name, actor_name FROM read_parquet({files}) '
         "WHERE node_id = ? AND file = ? AND line BETWEEN ? AND ? ORDER BY line",
