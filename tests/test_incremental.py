@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from archive.compacted import COMPACTION_VERSION, FILES, PROFILE_EVENTS, TABLES, TASKS
+from archive.compacted import COMPACTION_VERSION, FILES, PROFILE_EVENTS, TABLES, TASK_TIMELINE, TASKS
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.manifest import SessionManifest
@@ -26,18 +26,23 @@ from historyserver.compaction import checkpoint, incremental
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
-from historyserver.queries.session_db import table_paths
+from historyserver.queries import timeline_view as timeline_view_module
+from historyserver.queries.session_db import SessionDB, table_paths
+from historyserver.queries.timeline_view import ViewFilter, timeline_view
 from historyserver.settings import ServerSettings
 
 
 def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
     """Per table: (rows of a, rows only in a, rows only in b). Left out: log_files' segment counts (they depend on
-    how the collector cut the files, not on the fold) and the log tables' blocks (numbered per part when the logs
-    were folded too): log_terms is compared as each token's count of lines."""
+    how the collector cut the files, not on the fold), the log tables' blocks (numbered per part when the logs
+    were folded too): log_terms is compared as each token's count of lines, and task_timeline's lane ids (numbered
+    as workers appear when folded), checked as ids instead: "task_timeline ids" is (rows, lanes or node ranks of a
+    naming more than one worker or node, or a worker or node with more than one, the same of b)."""
     con = duckdb.connect()
     found = {}
     for t in TABLES:
         skip = {"log_files": "EXCLUDE (segments)", "log_lines": "EXCLUDE (block)"}.get(t.name, "")
+        skip = "EXCLUDE (lane, node_rank)" if t.name == "task_timeline" else skip
         x, y = (f"SELECT * {skip} FROM read_parquet({table_paths(d, t)})" for d in (a, b))
         if t.name == "log_terms":
             x, y = (f"SELECT token, sum(lines) FROM read_parquet({table_paths(d, t)}) GROUP BY token" for d in (a, b))
@@ -45,7 +50,20 @@ def _differences(a: Path, b: Path) -> dict[str, tuple[int, int, int]]:
         only_a = con.execute(f"SELECT count(*) FROM ({x} EXCEPT ALL {y})").fetchone()[0]
         only_b = con.execute(f"SELECT count(*) FROM ({y} EXCEPT ALL {x})").fetchone()[0]
         found[t.name] = (rows, only_a, only_b)
+    found["task_timeline ids"] = (found["task_timeline"][0], *(_bad_lane_ids(con, d) for d in (a, b)))
     return found
+
+
+def _bad_lane_ids(con: duckdb.DuckDBPyConnection, tables: Path) -> int:
+    """Lane ids naming more than one (node, worker), (node, worker) pairs with more than one lane id, and the same
+    of node_rank and nodes."""
+    timeline = f"read_parquet({table_paths(tables, TASK_TIMELINE)})"
+    pair, node = "[coalesce(node_id, ''), coalesce(worker_id, '')]", "coalesce(node_id, '')"
+    bad = 0
+    for key, value in (("lane", pair), (pair, "lane"), ("node_rank", node), (node, "node_rank")):
+        sql = f"SELECT count(*) FROM (SELECT {key} FROM {timeline} GROUP BY ALL HAVING count(DISTINCT {value}) > 1)"
+        bad += con.execute(sql).fetchone()[0]
+    return bad
 
 
 def _streamed(src, ref: SessionRef, dst, batches: int, written: int = 0) -> Streamer:
@@ -88,11 +106,33 @@ def test_streamed_session_folds_to_the_one_shot_tables(synthetic, tmp_path, monk
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
     assert differences["tasks"][0] == info["tasks"] and differences["profile_events"][0] > 0
     # The end links the final parts as the tables' parts, not a re-sorted union; merged ones are sorted too.
-    for table, key in ((TASKS, "task_id, attempt_number"), (PROFILE_EVENTS, "task_id, attempt_number, start_time")):
+    for table, key in (
+        (TASKS, "task_id, attempt_number"),
+        (PROFILE_EVENTS, "task_id, attempt_number, start_time"),
+        (TASK_TIMELINE, "from_ms, task_id, attempt_number"),
+    ):
         files = built[FILES][table.name]
         assert len(files) == len(cp.final) + 1
         for f in files:
             assert _sorted(tmp_path / "tables" / f, key), f"{f} is not sorted by {key}"
+    # Its lane ids are numbered as the workers appeared, yet the timeline answers as over the one-shot tables.
+    monkeypatch.setattr(timeline_view_module, "MAX_ATTEMPTS", 200)  # zoomed out, density
+    views = []
+    for tables in (one_shot, tmp_path / "tables"):
+        db, answers = SessionDB(tables), []
+        for f in (ViewFilter(), ViewFilter(jobs=["01000000"])):
+            whole = timeline_view(db, f, width=300)
+            zoomed = timeline_view(db, f, whole["extent"]["start"], whole["extent"]["start"] + 50)
+            for view in (whole, zoomed):
+                view["lanes"] = [{k: v for k, v in lane.items() if k != "id"} for lane in view["lanes"]]
+            answers += [whole, zoomed]
+        db.close()
+        views.append(answers)
+    for view in (v for answers in views for v in answers if v["mode"] == "density"):  # runs: in lane id order
+        d = view["density"]
+        d["runs"] = sorted(zip(d.pop("lane"), d.pop("key"), d.pop("bucket"), d.pop("count"), strict=True))
+    assert views[0] == views[1]
+    assert views[0][0]["mode"] == "density" and views[0][1]["mode"] == "attempts" and len(views[0][0]["lanes"]) > 2
 
 
 def fold_through_restarts(

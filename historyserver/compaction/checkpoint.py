@@ -34,6 +34,7 @@ class FinalPart:
     profile: str
     events: str
     rows: int
+    timeline: str = ""  # its attempts as task_timeline has them (task_timeline.write_part), sorted by time
 
 
 @dataclass
@@ -66,9 +67,13 @@ class Checkpoint:
     log_parts: list[LogPart] = field(default_factory=list)
     log_state: str | None = None  # each searchable file's generation, end and parser state after the last part
     logs_broken: str = ""  # why the log parts cannot make the session's log tables (then built whole at the end)
+    # task_timeline's numbers in the final parts: "node/worker" -> lane and node -> node_rank, given as they appear
+    lanes: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
 
     def files(self) -> set[str]:
-        names = {n for p in self.final for n in (p.tasks, p.profile, p.events)} | set(self.http_events)
+        names = {n for p in self.final for n in (p.tasks, p.profile, p.events, p.timeline) if n}
+        names |= set(self.http_events)
         names |= {n for p in self.log_parts for n in (p.lines, p.terms)}
         return names | {n for n in (self.active, self.log_state) if n}
 

@@ -14,6 +14,7 @@ task takes the actor's name (so those attempts stay active), and a task whose ev
 worker's (the worker_logs a final row was rendered with are recorded; if the listing later differs, the rows of
 that worker are refolded). An event that arrives for an attempt already final refolds it the same way.
 At the end, incremental_build.py folds the active part; the table's parts are the final parts and that one.
+Each final part has its task_timeline part too (task_timeline.write_part), so the end sorts only the last.
 A fold that is not behind on task events also parses the logs archived since the last into a part of the
 log-search tables (log_parts.py).
 Every part is sorted by task id (merges and rewrites keep it so), but parts overlap: a page of tasks reads a row
@@ -40,7 +41,7 @@ from archive import logs as archive_logs
 from archive.compacted import PROFILE_EVENTS, TABLE_SUFFIX, TASKS
 from archive.layout import NodeRef, SessionRef
 from archive.storage import Store
-from historyserver.compaction import build, checkpoint, log_parts, ray_events, tables, tasks_sql
+from historyserver.compaction import build, checkpoint, log_parts, ray_events, tables, task_timeline, tasks_sql
 from historyserver.compaction.checkpoint import Checkpoint, FinalPart
 from historyserver.compaction.export_events import Damage
 from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compaction
@@ -327,7 +328,11 @@ class Folder:
         rows = con.execute("SELECT count(*) FROM t_final").fetchone()[0]
         if rows:
             part = FinalPart(
-                f"tasks-{seq:06d}.parquet", f"profile-{seq:06d}.parquet", f"events-{seq:06d}.parquet", rows
+                f"tasks-{seq:06d}.parquet",
+                f"profile-{seq:06d}.parquet",
+                f"events-{seq:06d}.parquet",
+                rows,
+                f"timeline-{seq:06d}.parquet",
             )
             copy_parquet(
                 con,
@@ -349,6 +354,7 @@ class Folder:
                 "AND f.attempt_number = t.attempt",
                 d / part.events,
             )
+            task_timeline.write_part(con, d / part.tasks, d / part.timeline, cp.lanes, cp.nodes)
             cp.final.append(part)
             for n, w in con.execute("SELECT DISTINCT node_id, worker_id FROM t_final").fetchall():
                 cp.worker_logs[f"{n}/{w}"] = list(worker_logs.get((n, w), (None, None)))
@@ -402,9 +408,11 @@ class Folder:
                 f"profile-{base}-{seq:06d}.parquet",
                 f"events-{base}-{seq:06d}.parquet",
                 0,
+                f"timeline-{base}-{seq:06d}.parquet",
             )
             without_out(con, d / part.tasks, d / new.tasks)
             without_out(con, d / part.profile, d / new.profile)
+            without_out(con, d / part.timeline, d / new.timeline, task_timeline.ROW_GROUP_ROWS)
             with in_order(con):
                 copy_parquet(
                     con,
@@ -427,10 +435,17 @@ class Folder:
         if len(old) < 2:
             return
         d, seq = self.dir, cp.seq
-        part = FinalPart(f"tasks-m{seq:06d}.parquet", f"profile-m{seq:06d}.parquet", f"events-m{seq:06d}.parquet", 0)
+        part = FinalPart(
+            f"tasks-m{seq:06d}.parquet",
+            f"profile-m{seq:06d}.parquet",
+            f"events-m{seq:06d}.parquet",
+            0,
+            f"timeline-m{seq:06d}.parquet",
+        )
         try:
             merge_sorted(con, [d / p.tasks for p in old], d / part.tasks, TASKS_ORDER)
             merge_sorted(con, [d / p.profile for p in old], d / part.profile, PROFILE_ORDER)
+            task_timeline.merge_parts(con, [d / p.timeline for p in old], d / part.timeline)
             with in_order(con):  # one row group in flight, not one per thread: wide records
                 copy_parquet(con, f"SELECT * FROM read_parquet({listed([d / p.events for p in old])})", d / part.events)
         except duckdb.Error as e:
@@ -486,14 +501,14 @@ def in_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("RESET threads")
 
 
-def without_out(con: duckdb.DuckDBPyConnection, part: Path, out: Path) -> None:
-    """A copy of a sorted part (tasks or profile_events) without the attempts in t_out, in the part's order."""
+def without_out(
+    con: duckdb.DuckDBPyConnection, part: Path, out: Path, row_group_rows: int = PART_ROW_GROUP_ROWS
+) -> None:
+    """A copy of a sorted part (tasks, profile_events or task_timeline) without the attempts in t_out, in the
+    part's order."""
     with in_order(con):
         copy_parquet(
-            con,
-            f"SELECT * FROM read_parquet({quoted(part)}) ANTI JOIN t_out USING {TASK_KEY}",
-            out,
-            PART_ROW_GROUP_ROWS,
+            con, f"SELECT * FROM read_parquet({quoted(part)}) ANTI JOIN t_out USING {TASK_KEY}", out, row_group_rows
         )
 
 

@@ -25,6 +25,9 @@ from historyserver.queries.session_db import SessionDB
 MAX_ATTEMPTS = 3000  # ~1 MB of attempts with their phases: the most one answer sends as single bars
 MAX_RUNS = 120_000  # ~1.6 MB of density runs (four short numbers each)
 CELL_SPAN = 3  # attempts spanning this many buckets on average or fewer: density counted per bucket directly
+# Lanes in the order they are drawn: by node, then worker pid (lane numbers are ids, not an order: a session folded
+# while it ran numbers them as its workers appeared, archive/compacted.py).
+LANE_ORDER = "n = '', n, w = '', pid, w"
 MAX_LANES = 2000  # more workers than this (worker churn) and the lanes are nodes
 MAX_WIDTH = 4000
 MAX_KEYS = 12  # colour keys of a density answer by function or job: the most frequent, then "other"
@@ -92,8 +95,9 @@ def _lanes(db: SessionDB, f: ViewFilter) -> tuple[str, list[dict[str, Any]]]:
         where, params = f.where()
         ips = dict(db.query("SELECT node_id, node_ip FROM nodes"))
         rows = db.query(
-            f"""SELECT lane, any_value(coalesce(node_id, '')), any_value(coalesce(worker_id, '')), max(worker_pid)
-                FROM {TABLE} WHERE {where} GROUP BY lane ORDER BY lane LIMIT {MAX_LANES + 1}""",
+            f"""SELECT lane, any_value(coalesce(node_id, '')) AS n, any_value(coalesce(worker_id, '')) AS w,
+                       max(worker_pid) AS pid
+                FROM {TABLE} WHERE {where} GROUP BY lane ORDER BY {LANE_ORDER} LIMIT {MAX_LANES + 1}""",
             params,
         )
         if len(rows) <= MAX_LANES:
@@ -101,8 +105,8 @@ def _lanes(db: SessionDB, f: ViewFilter) -> tuple[str, list[dict[str, Any]]]:
                 {"id": i, "node_id": n, "node_ip": ips.get(n), "worker_id": w, "pid": p} for i, n, w, p in rows
             ]
         nodes = db.query(
-            f"""SELECT node_rank, any_value(coalesce(node_id, '')) FROM {TABLE} WHERE {where}
-                GROUP BY node_rank ORDER BY node_rank""",
+            f"""SELECT node_rank, any_value(coalesce(node_id, '')) AS n FROM {TABLE} WHERE {where}
+                GROUP BY node_rank ORDER BY n = '', n""",
             params,
         )
         return "node", [{"id": i, "node_id": n, "node_ip": ips.get(n), "worker_id": "", "pid": None} for i, n in nodes]
