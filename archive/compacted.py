@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 19  # 19: task_timeline may be parts, its lane and node_rank ids (not an order); 18: log_lines and log_terms may be parts (indexed while the session ran), task_log_info merged field by field and unset offsets absent, as Ray answers; 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+COMPACTION_VERSION = 19  # 19: task_timeline may be parts, its lane and node_rank ids (not an order), tasks have error_message; 18: log_lines and log_terms may be parts (indexed while the session ran), task_log_info merged field by field and unset offsets absent, as Ray answers; 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
@@ -63,10 +63,11 @@ TASKS = Table(
             ("pending_node_time_ms", _F),
             ("submitted_time_ms", _F),
             ("unfinished", _B),
+            ("error_message", _S),  # the record's: searched as a line (historyserver/search/error_hits.py)
             ("record", _S),
         ]
     ),
-    16,
+    19,
 )  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
 # The timeline's copy of the tasks (drivers left out), sorted by from_ms (an attempt's creation, or its start) in
 # small row groups, so that a time window reads only the groups it overlaps. lane numbers the (node, worker) pairs

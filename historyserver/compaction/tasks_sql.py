@@ -348,11 +348,16 @@ def _fold(
         LEFT JOIN t_job_ends j ON j.job_id = a.job_id AND t.end_ms IS NULL
         LEFT JOIN t_actor_names an ON an.actor_id = a.actor_id AND a.info.type = 'ACTOR_CREATION_TASK'
     """)
+    error_message = (
+        f"CASE WHEN r.unfinished AND r.error_message IS NULL THEN replace('{UNFINISHED_NOTE}', '{{state}}', r.state) "
+        "ELSE r.error_message END"
+    )
     con.execute(f"""
         COPY (
             SELECT r.task_id, r.attempt_number, r.name, r.state, r.job_id, r.actor_id, r.type, r.func_or_class_name,
                    r.parent_task_id, r.node_id, r.worker_id, r.worker_pid, r.error_type, r.creation_time_ms,
                    r.start_time_ms, r.end_time_ms, r.pending_node_time_ms, r.submitted_time_ms, r.unfinished,
+                   {error_message} AS error_message,
                    to_json({{
                        task_id: r.task_id, attempt_number: r.attempt_number, name: r.name, state: r.state,
                        job_id: r.job_id, actor_id: r.actor_id, type: r.type, func_or_class_name: r.func_or_class_name,
@@ -373,8 +378,7 @@ def _fold(
                            stdout_end: TRY_CAST(r.log_info.stdout_end AS BIGINT),
                            stderr_start: TRY_CAST(r.log_info.stderr_start AS BIGINT),
                            stderr_end: TRY_CAST(r.log_info.stderr_end AS BIGINT)}})) END,
-                       error_message: CASE WHEN r.unfinished AND r.error_message IS NULL
-                           THEN replace('{UNFINISHED_NOTE}', '{{state}}', r.state) ELSE r.error_message END,
+                       error_message: {error_message},
                        is_debugger_paused: r.is_debugger_paused,
                        call_site: r.call_site, label_selector: r.label_selector,
                        fallback_strategy: {{options: []::VARCHAR[]}}

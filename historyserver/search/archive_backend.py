@@ -20,11 +20,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import duckdb
-import pyarrow.parquet as pq
 
-from archive.compacted import ACTORS, INFO_FILE, JOBS, TASKS, table_files
 from archive.layout import SessionRef
-from historyserver.queries.session_db import table_paths
+from historyserver.search import error_hits
 from historyserver.search.backend import (
     FACETS,
     MAX_LIMIT,
@@ -106,15 +104,19 @@ class ArchiveBackend:
             for ref in sessions:
                 where = _where(req, ref.session)
                 index = self.cache.get(self.tables_dir(ref))
-                errors = _error_hits(con, index.dir, ref, req, where)
+                errors = (
+                    None
+                    if req.filters.file
+                    else error_hits.matching(
+                        index.dir,
+                        _filters_sql(req.filters),
+                        (where.sql, where.params),
+                        _REGEX_SQL if where.regex else None,
+                    )
+                )
                 counted, partial, matched = _count(con, index, req.filters, where, facets)
                 partial_facets |= partial
-                for h in errors:
-                    for name in FACETS:
-                        value = getattr(h, name)
-                        if value:
-                            facets[name][value] += 1
-                total += counted + len(errors)
+                total += counted + error_hits.count(con, errors, facets)
                 if len(hits) >= limit:
                     continue  # only counting now
                 if not started:
@@ -125,10 +127,10 @@ class ArchiveBackend:
                     page_from = cursor
                 else:
                     page_from = None
-                for i, h in enumerate(errors):
-                    if page_from and (page_from.kind != "error" or i <= page_from.error):
-                        continue
-                    if len(hits) < limit:
+                if page_from is None or page_from.kind == "error":
+                    first = page_from.error + 1 if page_from else 0
+                    found = error_hits.page(con, errors, ref, first, limit - len(hits), _highlighter(req, where))
+                    for i, h in enumerate(found, start=first):
                         hits.append(h)
                         last = _Cursor(ref.id, "error", i, -1, "", "", 0, 0)
                 if len(hits) < limit:
@@ -436,90 +438,13 @@ def log_view_url(session_id: str, node_id: str, file: str, line: int) -> str:
     return f"/sessions/{quote(session_id, safe='')}/logs/view?{query}#L{line}"
 
 
-# --- failed tasks', actors' and jobs' errors ----------------------------------------------------------------------
-def _error_hits(
-    con: duckdb.DuckDBPyConnection, tables: Path, ref: SessionRef, req: SearchRequest, where: _Where
-) -> list[Hit]:
-    """Errors Ray kept in its events rather than in a log: they match as lines whose message is the error, with
-    level ERROR, and no file (so a file filter leaves them out)."""
-    f = req.filters
-    if f.file:
-        return []
-    sid = quote(ref.id, safe="")
-    sources = {
-        "task_error": (
-            TASKS,
-            "SELECT task_id, name AS task_name, NULL AS actor_id, NULL AS actor_name, job_id, node_id, worker_id, "
-            "worker_pid AS pid, end_time_ms AS time_ms, json_extract_string(record, '$.error_message') AS message "
-            "FROM t WHERE state = 'FAILED'",
-        ),
-        "actor_error": (
-            ACTORS,
-            "SELECT NULL AS task_id, NULL AS task_name, actor_id, name AS actor_name, job_id, node_id, NULL AS worker_id, "
-            "pid, NULL AS time_ms, json_extract_string(record, '$.exitDetail') AS message FROM t "
-            "WHERE state = 'DEAD' AND json_extract_string(record, '$.exitDetail') NOT IN ('-', '')",
-        ),
-        "job_error": (
-            JOBS,
-            "SELECT NULL AS task_id, NULL AS task_name, NULL AS actor_id, NULL AS actor_name, job_id, "
-            "NULL AS node_id, NULL AS worker_id, NULL AS pid, NULL AS time_ms, "
-            "json_extract_string(record, '$.message') AS message FROM t WHERE status = 'FAILED'",
-        ),
-    }
-    fsql, fparams = _filters_sql(f)
-    hits: list[Hit] = []
-    if not (tables / INFO_FILE).exists():
-        return hits
-    info = json.loads((tables / INFO_FILE).read_text())
-    for kind, (table, select) in sources.items():
-        paths = [tables / name for name in table_files(info, table)]
-        if not all(p.exists() for p in paths) or sum(pq.ParquetFile(p).metadata.num_rows for p in paths) == 0:
-            continue
-        base = select.replace(" FROM t", f" FROM read_parquet({table_paths(tables, table, info)})")
-        line_where = where.sql
-        params = [*fparams, *where.params]
-        if where.regex is not None:
-            line_where = line_where.replace(_REGEX_SQL, "regexp_matches(message, ?)")
-        rows = con.execute(
-            "SELECT * FROM (SELECT *, 'ERROR' AS level, NULL::VARCHAR AS file, '' AS head, NULL::VARCHAR AS component "
-            f"FROM ({base})) WHERE message IS NOT NULL AND {fsql} AND {line_where} "
-            "ORDER BY time_ms NULLS LAST, task_id, actor_id, job_id",
-            params,
-        ).fetchall()
-        for task_id, task_name, actor_id, actor_name, job, node, worker, pid, time_ms, message, *_ in rows:
-            if kind == "task_error":
-                url = f"/sessions/{sid}/#/jobs/{job}/tasks/{task_id}"
-            elif kind == "actor_error":
-                url = f"/sessions/{sid}/#/actors/{actor_id}"
-            else:
-                url = f"/sessions/{sid}/#/jobs/{job}"
-            if where.regex is not None:
-                match = where.regex.highlight(message)
-            else:
-                match = highlight(req.query, message) if not isinstance(req.query, MatchAll) else []
-            hits.append(
-                Hit(
-                    kind=kind,
-                    session=ref.id,
-                    node_id=node,
-                    file=None,
-                    line=None,
-                    offset=None,
-                    time=None if time_ms is None else time_ms / 1000,
-                    level="ERROR",
-                    job_id=job,
-                    message=message,
-                    match=match,
-                    url=url,
-                    task_id=task_id,
-                    actor_id=actor_id,
-                    task_name=task_name,
-                    actor_name=actor_name,
-                    worker_id=worker,
-                    pid=None if pid is None else int(pid),
-                )
-            )
-    return hits
+def _highlighter(req: SearchRequest, where: _Where) -> Callable[[str], list[tuple[int, int]]]:
+    """What of an error's message the query matched."""
+    if where.regex is not None:
+        return where.regex.highlight
+    if isinstance(req.query, MatchAll):
+        return lambda message: []
+    return lambda message: highlight(req.query, message)
 
 
 def _time_range(indexes: list[LogIndex], f: SearchFilters) -> tuple[float | None, float | None]:
