@@ -227,6 +227,36 @@ class _File:
         self.size += len(data)
 
 
+def test_an_attempt_ended_in_a_batch_that_took_two_folds_waits_for_the_next_batch(tmp_path):
+    """A batch larger than a fold's bytes takes two folds; the second reads only the batch's rest, so an attempt
+    quiet in it is not yet known to be complete: it goes final after the next batch's fold, without a reopen."""
+    store = LocalStore(tmp_path / "archive")
+    ref = SessionRef("default", "late", "session_2026-11-25_19-58-10_123456_1")
+    owner = _File(store, ref, "export_events/event_EXPORT_TASK_100.log")
+    worker = _File(store, ref, "export_events/event_EXPORT_TASK_200.log")
+    other = _File(store, ref, "export_events/event_EXPORT_TASK_300.log")
+    info = {"task_info": {"type": "NORMAL_TASK", "func_or_class_name": "f", "language": "PYTHON"}}
+    ran = _task(TASK_A, T0 // 1000, **_states((1, T0), (8, T0 + 1), (11, T0 + 5)))
+    worker.append(ran)
+    other.append(_task(TASK_B, T0 // 1000, **info))
+    state = tmp_path / "state"
+    folds = Folder(store, ref, state, batch_bytes=len(ran)).fold_all()
+    assert [f.behind for f in folds] == [True, False]  # A's file, then the rest of the batch
+    assert checkpoint.load(state).final == []  # A ended in the batch's first fold: not final after its second
+    owner.append(_task(TASK_A, T0 // 1000 + 1, **info))  # the rest of A, in the next batch
+    Folder(store, ref, state, batch_bytes=len(ran)).fold_all()
+    assert checkpoint.load(state).final == []  # A got its late event while active: nothing to reopen
+    other.append(_task(TASK_C, T0 // 1000 + 2, **info))
+    Folder(store, ref, state, batch_bytes=len(ran)).fold_all()
+    cp = checkpoint.load(state)
+    assert [(p.tasks, p.rows) for p in cp.final] == [(f"tasks-{cp.seq:06d}.parquet", 1)]  # final, never rewritten
+    end_ms = T0 + 60_000
+    compact_folded(Folder(store, ref, state), tmp_path / "folded", end_ms)
+    compact_closed(store, ref, tmp_path / "one-shot", end_ms)
+    differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
+    assert differences["tasks"][0] == 3 and {t: d for t, d in differences.items() if d[1] or d[2]} == {}
+
+
 def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     store = LocalStore(tmp_path / "archive")
     ref = SessionRef("default", "late", "session_2026-11-25_19-58-10_123456_1")
@@ -386,11 +416,11 @@ def test_a_fold_out_of_memory_is_retried_on_a_smaller_batch(synthetic, tmp_path,
     real = Folder._fold_sql
     sizes = []
 
-    def tight(self, con, cp, work, staged, worker_logs):  # a fold of more than 1 MB does not fit
+    def tight(self, con, cp, work, staged, worker_logs, **how):  # a fold of more than 1 MB does not fit
         sizes.append(self.batch_bytes)
         if sum(p.stat().st_size for p in staged) > 1_000_000:
             raise duckdb.OutOfMemoryException("Out of Memory Error: (test)")
-        return real(self, con, cp, work, staged, worker_logs)
+        return real(self, con, cp, work, staged, worker_logs, **how)
 
     monkeypatch.setattr(incremental, "MIN_BATCH_BYTES", 100_000)
     monkeypatch.setattr(Folder, "_fold_sql", tight)

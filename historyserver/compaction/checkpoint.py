@@ -56,6 +56,7 @@ class Checkpoint:
     cursors: dict[str, dict[str, int]] = field(default_factory=dict)
     final: list[FinalPart] = field(default_factory=list)
     active: str | None = None  # raw events of every attempt not in a final part
+    held: str | None = None  # the active attempts that had ended at the last fold that read everything archived
     http_events: list[str] = field(default_factory=list)  # non-task RayEvents (JSON lines), one file per fold
     # (node hex, worker hex) -> [stdout, stderr] paths the final rows were rendered with (Ray leaves them empty in
     # task_log_info; the worker's log files name them): if the end's listing differs, those rows are refolded.
@@ -75,7 +76,7 @@ class Checkpoint:
         names = {n for p in self.final for n in (p.tasks, p.profile, p.events, p.timeline) if n}
         names |= set(self.http_events)
         names |= {n for p in self.log_parts for n in (p.lines, p.terms)}
-        return names | {n for n in (self.active, self.log_state) if n}
+        return names | {n for n in (self.active, self.held, self.log_state) if n}
 
     def cursor(self, key: str, epoch: int) -> int:
         return self.cursors.get(key, {}).get(str(epoch), 0)

@@ -4,9 +4,10 @@ leaves little to do (issue 16, goal 1).
 Each fold reads the bytes archived since the checkpoint (checkpoint.py) from every node's EXPORT_TASK files and
 ray_events/ spools, at most `batch_bytes` of them, and folds them with the one-shot build's own SQL
 (tasks_sql._fold) together with the earlier events of the attempts they touch:
-- an attempt that reached FINISHED or FAILED in an earlier fold, and got no event in this one, goes to an
-  immutable *final* part: its tasks and profile_events rows as the one-shot build renders them, and its raw events
-  (held one fold, since the rest of an attempt that just ended comes from other files, often in the next batch);
+- an attempt that had reached FINISHED or FAILED by the last fold that read everything archived, and got no
+  event since, goes to an immutable *final* part in the next such fold: its tasks and profile_events rows as the
+  one-shot build renders them, and its raw events (it is held that long because the rest of an attempt that just
+  ended comes from other files, often in the next batch);
 - any other attempt keeps its raw events in the *active* part, rewritten per fold and rendered only at the end,
   when the session's end, its jobs' ends and its actors' names are known.
 A final row depends on nothing the end can change, with two exceptions the folder tracks: an actor's creation
@@ -48,12 +49,15 @@ from historyserver.compaction.tables import DEFAULT_MEMORY, duckdb_for_compactio
 
 log = logging.getLogger("rayhistory.compaction")
 
-BATCH_BYTES = 16 << 20  # event bytes one fold reads at most: its memory grows with it
+# Event bytes one fold reads at most: its memory grows with it, and each fold has a fixed cost (reopening, merging,
+# rewriting the active part). 32 MB: a 1M-task session streamed at 3.6 MB/s (22 MB batches) folds each batch in one
+# fold, its last 10 batches in 33.5 s against 39.6 s in two folds each of 16 MB.
+BATCH_BYTES = 32 << 20
 MIN_BATCH_BYTES = 1 << 20  # a fold out of memory is retried on half the bytes, down to this
 # At a session's end, a backlog larger than this is not folded: folding runs at about a third of the one-shot
 # build's pace (16 MB folds of ~3 s against ~16 MB/s), so a session that outran its folds is built whole
 # (benchmarks/incremental.py at 1M tasks: 829 s folding the rest, 132 s building whole).
-END_BACKLOG_BYTES = 4 * BATCH_BYTES
+END_BACKLOG_BYTES = 64 << 20
 FOLD_MEMORY = "256MB"  # DuckDB's memory in one fold (at most the compaction's): a batch is small, the rest spills
 MAX_FINAL_PARTS = 24  # above this many final parts, older ones are merged into one
 # The newest parts are left out of merges: a late event reopens an attempt of a recent part mostly, and rewrites
@@ -162,11 +166,11 @@ class Folder:
         worker_logs = worker_log_paths(log_rows, records)
         memory = _smaller(FOLD_MEMORY, self.memory_limit)
         con = duckdb_for_compaction(work, memory)
+        behind = self._last_read >= self.batch_bytes
         try:
-            new_events = self._fold_sql(con, cp, work, staged, worker_logs)
+            new_events = self._fold_sql(con, cp, work, staged, worker_logs, settle=not behind)
         finally:
             con.close()
-        behind = self._last_read >= self.batch_bytes
         log_bytes = 0 if behind or not logs else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
         if http:
             name = f"http-{cp.seq:06d}.jsonl"
@@ -277,9 +281,16 @@ class Folder:
         return b"".join(out), used
 
     def _fold_sql(
-        self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, work: Path, staged: list[Path], worker_logs: dict
+        self,
+        con: duckdb.DuckDBPyConnection,
+        cp: Checkpoint,
+        work: Path,
+        staged: list[Path],
+        worker_logs: dict,
+        settle: bool,
     ) -> int:
-        """Fold the staged events with the earlier events of the attempts they touch; write the fold's parts."""
+        """Fold the staged events with the earlier events of the attempts they touch; write the fold's parts.
+        `settle`: the fold read everything archived (not behind), so attempts quiet in it may go final."""
         d, seq = self.dir, cp.seq
         con.execute(tasks_sql._EMPTY_EVENTS)
         con.execute("ALTER TABLE t_ev RENAME TO t_new")
@@ -309,14 +320,20 @@ class Folder:
             CREATE TEMP TABLE t_rest AS
             SELECT a.* FROM t_active a ANTI JOIN t_keys k ON a.tid = k.tid AND a.attempt = k.attempt
         """)
-        # Held: attempts that ended in an earlier fold and got no event in this one. Only they are rendered and go
-        # final: an attempt's events arrive from several files (its owner's, its worker's), shipped apart, so the
-        # rest of an attempt that just ended usually comes in the next batch; made final at once, it was reopened
-        # then, its part rewritten (over half of the folds' time at 1M tasks).
-        con.execute("""
-            CREATE TEMP TABLE t_held AS SELECT DISTINCT tid, attempt FROM t_rest
-            WHERE list_contains(map_keys(states), '11') OR list_contains(map_keys(states), '12')
-        """)
+        # Held: attempts that had ended by the last fold that read everything archived (cp.held) and got no event
+        # since, in a fold that read everything too. Only they are rendered and go final. An attempt's events
+        # arrive from several files (its owner's, its worker's), shipped apart, so the rest of an attempt that just
+        # ended usually comes in the next batch: made final at once, it was reopened then, its part rewritten (over
+        # half of the folds' time at 1M tasks). Held one fold, it still was when a batch took two folds (the second
+        # reads only the batch's rest): 0.5 s of each batch's 4 s at 1M tasks.
+        ended = "list_contains(map_keys(states), '11') OR list_contains(map_keys(states), '12')"
+        if settle and cp.held:
+            con.execute(f"""
+                CREATE TEMP TABLE t_held AS SELECT DISTINCT tid, attempt FROM t_rest
+                SEMI JOIN read_parquet({quoted(d / cp.held)}) h USING (tid, attempt) WHERE {ended}
+            """)
+        else:
+            con.execute("CREATE TEMP TABLE t_held AS SELECT tid, attempt FROM t_rest LIMIT 0")
         con.execute("CREATE TEMP TABLE t_ev AS SELECT r.* FROM t_rest r SEMI JOIN t_held h USING (tid, attempt)")
         render_tasks(con, work, None, {}, {}, worker_logs)
         # Final: a final state, and nothing the end can change (actor names: creation tasks stay active).
@@ -367,6 +384,13 @@ class Folder:
             d / cp.active,
         )
         self._active_rows = con.execute(f"SELECT count(*) FROM read_parquet({quoted(d / cp.active)})").fetchone()[0]
+        if settle:
+            cp.held = f"held-{seq:06d}.parquet"
+            copy_parquet(
+                con,
+                f"SELECT DISTINCT tid, attempt FROM read_parquet({quoted(d / cp.active)}) WHERE {ended}",
+                d / cp.held,
+            )
         del reopened
         if len(cp.final) > MAX_FINAL_PARTS:
             self._merge(con, cp, MAX_FINAL_PARTS // 2)
