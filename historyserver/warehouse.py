@@ -177,8 +177,7 @@ class Warehouse:
         else:
             if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
                 return
-            info = self._compact(entry, tables, None, patient)
-            _write_info(tables, {**info, "closed": False})
+            self._compact(entry, tables, None, patient)
 
     def _compact(
         self, entry: SessionEntry, tables: Path, end_ms: int | None, patient: bool, closed: bool = False
@@ -198,19 +197,17 @@ class Warehouse:
                     shutil.rmtree(folder.dir, ignore_errors=True)
                 if self.fold_running and (folder.started() or not closed):
                     try:
-                        info = compact_folded(folder, tables, end_ms)
+                        info = compact_folded(folder, tables, end_ms, closed)
                     except duckdb.Error as e:  # the folds cannot finish (memory): the one-shot build can
                         log.warning("building %s from its folds failed, building it whole: %s", entry.ref.id, e)
                         shutil.rmtree(folder.dir, ignore_errors=True)
                 if info is not None:
                     if closed:
-                        info = {**info, "closed": True}
-                        _write_info(tables, info)
                         shutil.rmtree(folder.dir, ignore_errors=True)  # the tables hold it all now
                 elif closed:
                     info = compact_closed(self.store, entry.ref, tables, end_ms, self.compaction_memory)
                 else:
-                    info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory)
+                    info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory, closed=False)
                 outcome = "ok"
                 return info
             finally:
@@ -270,7 +267,3 @@ def _read_info(tables: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return info if info.get("compaction_version") == COMPACTION_VERSION else None
-
-
-def _write_info(tables: Path, info: dict) -> None:
-    (tables / INFO).write_text(json.dumps(info, indent=1))

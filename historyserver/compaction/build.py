@@ -96,10 +96,16 @@ def _open_staged(path: Path):
 
 
 def compact(
-    store: Store, ref: SessionRef, out_dir: Path, session_end_ms: int | None, memory_limit: str = DEFAULT_MEMORY
+    store: Store,
+    ref: SessionRef,
+    out_dir: Path,
+    session_end_ms: int | None,
+    memory_limit: str = DEFAULT_MEMORY,
+    closed: bool | None = None,
 ) -> dict[str, Any]:
     """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place), with
-    DuckDB's memory bounded by memory_limit (e.g. 600MB)."""
+    DuckDB's memory bounded by memory_limit (e.g. 600MB). `closed`, when given, is recorded in its info (whether
+    the session can still change), written once with the rest."""
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
@@ -110,7 +116,7 @@ def compact(
         log.info("%s: read the archive in %.1fs", ref.id, phases["read"])
         results = run_builders(BUILDERS, inputs, phases)
         inputs.close()
-        info = build_info(inputs, started, results, phases)
+        info = build_info(inputs, started, results, phases, closed)
         write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
@@ -132,11 +138,15 @@ def run_builders(
 
 
 def build_info(
-    inputs: Inputs, started: float, results: list[tuple[Builder, dict[str, int]]], phases: dict[str, float]
+    inputs: Inputs,
+    started: float,
+    results: list[tuple[Builder, dict[str, int]]],
+    phases: dict[str, float],
+    closed: bool | None = None,
 ) -> dict[str, Any]:
     """The INFO_FILE of a build (archive/FORMAT.md `compacted/`): what was built, from what, and how long it took
-    (`phases`: seconds of the reading pass and of each builder)."""
-    return {
+    (`phases`: seconds of the reading pass and of each builder); `closed` when known."""
+    info = {
         "compaction_version": COMPACTION_VERSION,
         "session_id": inputs.ref.id,
         "built_at_ms": int(time.time() * 1000),
@@ -153,6 +163,7 @@ def build_info(
         },
         "archived_nodes": {n: asdict(r) for n, r in inputs.node_records.items()},
     }
+    return info if closed is None else {**info, "closed": closed}
 
 
 def write_into_place(tmp: Path, out_dir: Path, info: dict[str, Any]) -> None:

@@ -41,8 +41,11 @@ from historyserver.compaction.tables import BUILDERS, Builder, Inputs, _worker_l
 log = logging.getLogger("rayhistory.compaction")
 
 
-def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) -> dict[str, Any]:
-    """Fold what is left, then build every table into out_dir (atomically, as build.compact does)."""
+def compact_folded(
+    folder: Folder, out_dir: Path, session_end_ms: int | None, closed: bool | None = None
+) -> dict[str, Any]:
+    """Fold what is left, then build every table into out_dir (atomically, as build.compact does; `closed` as
+    there)."""
     started = time.monotonic()
     folds = folder.fold_all(logs=False)  # the log tables' last part takes the rest in one pass (log_parts.finish)
     folded_s = time.monotonic() - started
@@ -84,7 +87,7 @@ def compact_folded(folder: Folder, out_dir: Path, session_end_ms: int | None) ->
         ]
         results = build.run_builders(builders, inputs, phases)
         inputs.close()
-        info = build.build_info(inputs, started, results, phases)
+        info = build.build_info(inputs, started, results, phases, closed)
         info["incremental"] = {"last_folds": len(folds), "fold_seconds": round(folded_s, 3)}
         build.write_into_place(tmp, out_dir, info)
     finally:

@@ -19,9 +19,7 @@ def compact_closed(
     store: Store, ref: SessionRef, tables: Path, end_ms: int | None, memory_limit: str = DEFAULT_MEMORY
 ) -> dict[str, Any]:
     """Build the tables of a session that will not change any more into `tables`, its info marked closed."""
-    info = {**compact(store, ref, tables, end_ms, memory_limit), "closed": True}
-    (tables / INFO_FILE).write_text(json.dumps(info, indent=1))
-    return info
+    return compact(store, ref, tables, end_ms, memory_limit, closed=True)
 
 
 def publish(store: Store, ref: SessionRef, tables: Path) -> None:
