@@ -3,14 +3,18 @@ time order, counted and faceted in full, and paged by position, so paging with a
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 
 import duckdb
+import pytest
 
 from archive.compacted import TASKS
 from historyserver.queries.session_db import table_paths
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import SearchFilters, SearchRequest
+from historyserver.search.errors import SearchRefused
 from historyserver.search.query import parse
 from tests.test_incremental import synthetic  # noqa: F401 (the module's fixture)
 
@@ -76,3 +80,21 @@ def test_a_file_filter_leaves_errors_out_and_a_query_matching_none_counts_none(s
     assert not any(h.kind == "task_error" for h in in_file.hits) and in_file.total < anywhere.total
     none = backend.search([ref], SearchRequest(query=parse("zzqqxx_nothing"), text="zzqqxx_nothing", limit=5))
     assert (none.total, none.hits, none.next_cursor) == (0, [], None)
+
+
+def test_a_forged_cursor_is_refused_or_starts_at_the_first_error(synthetic):  # noqa: F811
+    _, ref, _, tables, _ = synthetic
+    word = _function(_failed(tables)[0][1])
+    backend = ArchiveBackend(lambda _: tables)
+
+    def forged(*fields) -> str:
+        return base64.urlsafe_b64encode(json.dumps([1, ref.id, "error", *fields]).encode()).decode()
+
+    first = backend.search([ref], SearchRequest(query=parse(word), text=word, limit=3))
+    below = backend.search(
+        [ref], SearchRequest(query=parse(word), text=word, limit=3, cursor=forged(-(10**12), -1, "", "", 0, 0))
+    )
+    assert [h.task_id for h in below.hits] == [h.task_id for h in first.hits]
+    for bad in (forged("7", -1, "", "", 0, 0), forged(1.5, -1, "", "", 0, 0), forged(None, -1, "", "", 0, 0)):
+        with pytest.raises(SearchRefused):
+            backend.search([ref], SearchRequest(query=parse(word), text=word, limit=3, cursor=bad))

@@ -109,6 +109,7 @@ class ArchiveBackend:
                     if req.filters.file
                     else error_hits.matching(
                         index.dir,
+                        index.info,
                         _filters_sql(req.filters),
                         (where.sql, where.params),
                         _REGEX_SQL if where.regex else None,
@@ -128,7 +129,7 @@ class ArchiveBackend:
                 else:
                     page_from = None
                 if page_from is None or page_from.kind == "error":
-                    first = page_from.error + 1 if page_from else 0
+                    first = max(page_from.error + 1, 0) if page_from else 0
                     found = error_hits.page(con, errors, ref, first, limit - len(hits), _highlighter(req, where))
                     for i, h in enumerate(found, start=first):
                         hits.append(h)
@@ -485,7 +486,8 @@ class _Cursor:
         try:
             doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
             version, *fields = doc
-            if version != 1 or len(fields) != 8:
+            types = (str, str, int, int, str, str, int, int)
+            if version != 1 or len(fields) != 8 or not all(type(v) is t for v, t in zip(fields, types, strict=True)):
                 raise ValueError
             return cls(*fields)
         except (ValueError, TypeError):

@@ -7,7 +7,6 @@ of them is ever read whole: the count and facets are one grouped query, and a pa
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from urllib.parse import quote
 import duckdb
 import pyarrow.parquet as pq
 
-from archive.compacted import ACTORS, INFO_FILE, JOBS, TASKS, Table, table_files
+from archive.compacted import ACTORS, JOBS, TASKS, Table, table_files
 from archive.layout import SessionRef
 from historyserver.queries.session_db import table_paths
 from historyserver.search.backend import Hit
@@ -56,14 +55,17 @@ class Errors:
 
 
 def matching(
-    tables: Path, filters: tuple[str, list[Any]], line_where: tuple[str, list[Any]], message_regex: str | None
+    tables: Path,
+    info: dict[str, Any],
+    filters: tuple[str, list[Any]],
+    line_where: tuple[str, list[Any]],
+    message_regex: str | None,
 ) -> Errors | None:
-    """The errors of a session's tables that pass the search's filters and match its query (`line_where`, over
-    `message`; `message_regex`: the SQL of a regex over the line, to be applied to the message instead), or None
-    when the session has none."""
-    if not (tables / INFO_FILE).exists():
+    """The errors of a session's tables (`info`: their INFO_FILE, empty if none) that pass the search's filters and
+    match its query (`line_where`, over `message`; `message_regex`: the SQL of a regex over the line, to be applied
+    to the message instead), or None when the session has none."""
+    if not info:
         return None
-    info = json.loads((tables / INFO_FILE).read_text())
     where, params = line_where
     if message_regex is not None:
         where = where.replace(message_regex, "regexp_matches(message, ?)")

@@ -33,7 +33,7 @@ class LogIndex:
 
     def __init__(self, tables_dir: Path) -> None:
         self.dir = tables_dir
-        info = _info(tables_dir)
+        self.info = info = _info(tables_dir)  # empty when the folder has none
         self.lines = [tables_dir / name for name in table_files(info, LOG_LINES)]
         self.terms = [tables_dir / name for name in table_files(info, LOG_TERMS)]
         self.lines_sql = table_paths(tables_dir, LOG_LINES, info)  # the files as a DuckDB list, for read_parquet
