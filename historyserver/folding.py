@@ -2,9 +2,9 @@
 folded (Warehouse.fold, compaction/incremental.py), so that its end leaves only the last batch to fold.
 
 One thread, one session at a time: a fold holds a compaction slot, and its memory is bounded by the batch.
-A session whose fold filled its batch is folded again without waiting: it has a backlog. After each fold the
-session's index entry is read again: a session that ended is built at once (Warehouse.db), not after the catalog's
-next listing (up to its ttl later).
+A session whose fold filled its batch is folded again without waiting: it has a backlog. Before and after each fold
+the session's index entry is read again: a session that ended is built at once (Warehouse.db), not after the
+catalog's next listing (up to its ttl later) nor after one more fold.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class LiveFolder:
         for entry in self.catalog.sessions():
             if entry.closed or self._stop.is_set():
                 continue
+            if self._build_if_ended(entry):  # it ended while this thread waited: the build folds the rest
+                continue
             try:
                 result = self.warehouse.fold(entry)
             except HistoryError as e:  # the archive is down: the next round tries again
@@ -52,17 +54,20 @@ class LiveFolder:
                 self._build_if_ended(entry)
         return behind
 
-    def _build_if_ended(self, entry: SessionEntry) -> None:
+    def _build_if_ended(self, entry: SessionEntry) -> bool:
         """If the session has ended since the catalog's last listing, build its tables now (the last batch and the
-        end's work, Warehouse.db): its end is acted on within a fold round, not after the catalog's ttl."""
+        end's work, Warehouse.db) and say so: its end is acted on within a fold round, not after the catalog's ttl.
+        Asked before each fold as well as after it: an end seen before is built at once, not after one more fold."""
         try:
             fresh = self.catalog.recheck(entry)
             if fresh.closed:
                 self.warehouse.db(fresh, patient=True)
+            return fresh.closed
         except HistoryError as e:
             log.warning("building the ended session %s failed: %s", entry.ref.id, e)
         except Exception:
             log.exception("building the ended session %s failed", entry.ref.id)
+        return False
 
     def _run(self) -> None:
         while not self._stop.is_set():

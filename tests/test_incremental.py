@@ -21,11 +21,13 @@ from archive.storage import open_store
 from archive.storage.local import LocalStore
 from benchmarks.stream_session import Streamer
 from benchmarks.synthetic_session import generate
+from historyserver import services
 from historyserver.app import create_app
 from historyserver.compaction import checkpoint, incremental
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
+from historyserver.folding import LiveFolder
 from historyserver.queries import timeline_view as timeline_view_module
 from historyserver.queries.session_db import SessionDB, table_paths
 from historyserver.queries.timeline_view import ViewFilter, timeline_view
@@ -381,6 +383,27 @@ def test_the_folding_server_builds_an_ended_session_at_once_not_after_the_catalo
         assert services.catalog.get(ref.id).closed  # the catalog's listing knows the end too
         page = client.get(f"/sessions/{ref.id}/api/v0/tasks?limit=100")
         assert page.json()["data"]["result"]["total"] == info["tasks"] - info["driver_tasks"]
+    assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
+
+
+def test_an_end_seen_before_a_fold_is_built_at_once_without_folding_first(synthetic, tmp_path):
+    """A session that ended while the live folder waited between rounds is built in the next round, with no fold
+    of the running session first (that fold was a whole fold's time between the end and the answers at 1M tasks)."""
+    src, ref, end_ms, one_shot, info = synthetic
+    archive = tmp_path / "archive"
+    stream = _streamed(src, ref, LocalStore(archive), batches=3)
+    settings = ServerSettings(archive=str(archive), cache_dir=str(tmp_path / "cache"), catalog_ttl=600.0)
+    svc = services.build(settings, open_store(str(archive)))  # no app lifespan: this test runs the rounds itself
+    folder = LiveFolder(svc.catalog, svc.warehouse, 3600.0)
+    stream.write_batch()
+    folder.fold_round()
+    assert svc.warehouse.stats.folds == 1 and not svc.catalog.get(ref.id).closed
+    stream.end()  # the rest of the batches, then the end markers: all of it waits for the next round
+    folder.fold_round()
+    assert svc.warehouse.stats.folds == 1  # no fold of the running session: the build folded the rest
+    tables = tmp_path / "cache" / f"compacted-c{COMPACTION_VERSION}" / ref.id
+    built = json.loads((tables / "info.json").read_text())
+    assert built["closed"] and built["incremental"]["last_folds"] >= 1
     assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
 
 
