@@ -91,13 +91,13 @@ class Warehouse:
                 f"session {sid} is being compacted by another request; retry in a few seconds",
                 retry_after=max(1, math.ceil(self.gate.wait_s)),
             )
+        tables = self.root / sid
         try:
             cached = self._open.get(sid)
             if cached and self._still_good(cached, entry):
                 return cached[0]
-            tables = self.root / sid
             try:
-                self._prepare(entry, tables, patient)
+                built = self._prepare(entry, tables, patient)
             except NotFound as e:
                 self._unless_deleted(entry)  # `rayhistory gc` removed it after the catalog listed it
                 raise ArchiveUnavailable(str(e)) from e
@@ -107,9 +107,13 @@ class Warehouse:
             with self._lock:
                 # The previous handle is left to the garbage collector: a request may still be using it.
                 self._open[sid] = (db, time.monotonic(), entry.closed)
-            return db
         finally:
             lock.release()
+        if built:
+            # Written back once the tables serve: requests waiting for them need not wait for the upload too
+            # (about 1 s of a 1M-task session's end on a local archive).
+            self._upload(entry, tables)
+        return db
 
     def folder(self, entry: SessionEntry) -> Folder:
         return Folder(self.store, entry.ref, self.fold_root / entry.ref.id, self.compaction_memory)
@@ -160,24 +164,26 @@ class Warehouse:
             return True
         return not entry.closed and time.monotonic() - opened < self.running_refresh
 
-    def _prepare(self, entry: SessionEntry, tables: Path, patient: bool = False) -> None:
+    def _prepare(self, entry: SessionEntry, tables: Path, patient: bool = False) -> bool:
+        """Make the session's tables ready in `tables`; True if they were built here for a closed session (so
+        they are to be written back to the archive)."""
         local = _read_info(tables)
         if entry.closed:
             if local and local.get("closed"):
-                return
+                return False
             if self._download(entry, tables):
-                return
+                return False
             self._compact(entry, tables, entry.end_ms, patient, closed=True)
             try:
                 self._unless_deleted(entry)  # else its empty tables would be kept, and written back as leftovers
             except SessionNotFound:
                 shutil.rmtree(tables, ignore_errors=True)
                 raise
-            self._upload(entry, tables)
-        else:
-            if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
-                return
-            self._compact(entry, tables, None, patient)
+            return True
+        if local and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000:
+            return False
+        self._compact(entry, tables, None, patient)
+        return False
 
     def _compact(
         self, entry: SessionEntry, tables: Path, end_ms: int | None, patient: bool, closed: bool = False

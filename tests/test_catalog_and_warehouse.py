@@ -96,6 +96,38 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
 
 
+def test_built_tables_serve_while_they_are_written_back(tmp_path, monkeypatch):
+    """The thread that built a closed session's tables writes them back to the archive after it releases them: a
+    request for the session is answered meanwhile, not held until the upload ends."""
+    import threading
+
+    from historyserver.admission import Gate
+    from historyserver.compaction import publish
+
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
+    uploading, release = threading.Event(), threading.Event()
+
+    def slow_publish(*args):
+        uploading.set()
+        assert release.wait(60), "the test never released the upload"
+        publish.publish(*args)
+
+    monkeypatch.setattr("historyserver.warehouse.publish", slow_publish)
+    warehouse = Warehouse(store, tmp_path / "cache", gate=Gate("compactions", 2, 1.0, "max-concurrent-compactions"))
+    builder = threading.Thread(target=warehouse.db, args=(entry, True))
+    builder.start()
+    try:
+        assert uploading.wait(60), "the tables were never written back"
+        db = warehouse.db(entry)  # at most the gate's 1 s wait, then Overloaded, if the upload held the session
+        assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
+        assert not publish.is_published(store, ref)
+    finally:
+        release.set()
+        builder.join(60)
+    assert publish.is_published(store, ref)
+
+
 def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tmp_path, monkeypatch, reference):
     """A large session's tasks and profile_events are written as parts (one per range of task id): every part
     reaches the archive, info.json lists them, and a second server downloads and reads them as one table."""
