@@ -191,6 +191,30 @@ def test_a_collector_restart_that_cuts_the_rest_elsewhere_changes_nothing(synthe
     assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
 
 
+def test_the_end_renders_the_last_batch_once_into_the_last_part(synthetic, tmp_path, monkeypatch):
+    """The build's folds make no final part and merge none: every attempt still active is rendered once, into the
+    table's last part, and the final parts are linked as the folds left them."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    stream = _streamed(src, ref, dst, batches=5)
+    for _ in range(4):
+        stream.write_batch()
+        Folder(dst, ref, state).fold_all()
+    before = checkpoint.load(state)
+    assert before.final and before.held  # attempts a settling fold would make final
+    monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 1)  # and a fold that adds a part would merge
+    stream.end()
+    info = compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    after = checkpoint.load(state)
+
+    def origin(part) -> str:  # a part rewritten without a reopened attempt keeps its first fold's number
+        return part.tasks.removeprefix("tasks-").split("-")[0].removesuffix(".parquet")
+
+    assert [origin(p) for p in after.final] == [origin(p) for p in before.final]  # none added, none merged
+    assert len(info[FILES][TASKS.name]) == len(after.final) + 1
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
 # --- constructed events: late events and log files that appear after a task was final --------------------------
 
 NODE = "ab" * 28

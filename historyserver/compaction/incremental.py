@@ -130,31 +130,33 @@ class Folder:
                             total += max(0, run[-1].end - cp.cursor(f"{node_id}/{source}/{path}", epoch))
         return total
 
-    def fold_all(self, logs: bool = True) -> list[FoldResult]:
-        """Fold batches until nothing new is archived (`logs`: as fold's)."""
+    def fold_all(self, at_end: bool = False) -> list[FoldResult]:
+        """Fold batches until nothing new is archived (`at_end`: as fold's)."""
         done = []
         while True:
-            result = self.fold(logs)
+            result = self.fold(at_end)
             done.append(result)
             if not result.behind:
                 return done
 
     # --- one fold ------------------------------------------------------------------------------------------------
 
-    def fold(self, logs: bool = True) -> FoldResult:
-        """Fold the next batch of archived task events and commit it (checkpoint.py), and with `logs` the logs
-        archived since the last part, if the batch was not full. A batch that does not fit in the fold's memory is
-        retried on half as many bytes (nothing was committed)."""
+    def fold(self, at_end: bool = False) -> FoldResult:
+        """Fold the next batch of archived task events and commit it (checkpoint.py), and the logs archived since
+        the last part, if the batch was not full. A batch that does not fit in the fold's memory is retried on half
+        as many bytes (nothing was committed). `at_end`: a fold of the tables' build (incremental_build.py), which
+        renders every active attempt next: no attempt goes final (it would be rendered twice, its part written),
+        no parts are merged, and the logs are left to the log tables' last part (log_parts.finish, one pass)."""
         while True:
             try:
-                return self._fold(logs)
+                return self._fold(at_end)
             except duckdb.OutOfMemoryException:
                 if self.batch_bytes // 2 < MIN_BATCH_BYTES:
                     raise
                 self.batch_bytes //= 2
                 log.warning("%s: a fold ran out of memory; retrying on %d bytes", self.ref.id, self.batch_bytes)
 
-    def _fold(self, logs: bool) -> FoldResult:
+    def _fold(self, at_end: bool) -> FoldResult:
         started = time.monotonic()
         cp = checkpoint.load(self.dir)
         work = self.dir / ".work"
@@ -168,10 +170,12 @@ class Folder:
         con = duckdb_for_compaction(work, memory)
         behind = self._last_read >= self.batch_bytes
         try:
-            new_events = self._fold_sql(con, cp, work, staged, worker_logs, settle=not behind)
+            new_events = self._fold_sql(con, cp, work, staged, worker_logs, settle=not (behind or at_end))
+            if len(cp.final) > MAX_FINAL_PARTS and not at_end:
+                self._merge(con, cp, MAX_FINAL_PARTS // 2)
         finally:
             con.close()
-        log_bytes = 0 if behind or not logs else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
+        log_bytes = 0 if behind or at_end else log_parts.append(self.store, self.ref, cp, self.dir, work, memory)
         if http:
             name = f"http-{cp.seq:06d}.jsonl"
             (self.dir / name).write_text("".join(json.dumps(e) + "\n" for e in http))
@@ -392,8 +396,6 @@ class Folder:
                 d / cp.held,
             )
         del reopened
-        if len(cp.final) > MAX_FINAL_PARTS:
-            self._merge(con, cp, MAX_FINAL_PARTS // 2)
         return int(new_events)
 
     def _reopen(self, con: duckdb.DuckDBPyConnection, cp: Checkpoint, work: Path, workers: list[str]) -> int:

@@ -47,7 +47,7 @@ def compact_folded(
     """Fold what is left, then build every table into out_dir (atomically, as build.compact does; `closed` as
     there)."""
     started = time.monotonic()
-    folds = folder.fold_all(logs=False)  # the log tables' last part takes the rest in one pass (log_parts.finish)
+    folds = folder.fold_all(at_end=True)
     folded_s = time.monotonic() - started
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
