@@ -28,15 +28,20 @@ def list_segments(
 ) -> dict[str, list[LogSegment]]:
     """Segments of every archived file of the node (or of one file), grouped by path, in order."""
     prefix = node.source_prefix(source) + (path.rstrip("/") + "/" if path else "")
-    by_path: dict[str, list[LogSegment]] = defaultdict(list)
-    for obj in store.list(prefix):
-        try:
-            seg = parse_segment_key(obj.key, node, source)
-        except InvalidName:
-            continue
-        if path is None or seg.path == path:
-            by_path[seg.path].append(seg)
-    return {p: sorted(s) for p, s in sorted(by_path.items())}
+
+    def parsed() -> dict[str, list[LogSegment]]:
+        by_path: dict[str, list[LogSegment]] = defaultdict(list)
+        for obj in store.list(prefix):
+            try:
+                seg = parse_segment_key(obj.key, node, source)
+            except InvalidName:
+                continue
+            if path is None or seg.path == path:
+                by_path[seg.path].append(seg)
+        return {p: sorted(s) for p, s in sorted(by_path.items())}
+
+    # A copy: callers may change what they are given, never the store's memo (Store.memo).
+    return {p: list(s) for p, s in store.memo(("segments", prefix, path), parsed).items()}
 
 
 def covering(segments: list[LogSegment], epoch: int | None = None) -> list[LogSegment]:

@@ -24,6 +24,7 @@ from archive.compacted import COMPACTION_VERSION, TABLES, table_files
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
+from archive.storage.snapshot import ListingSnapshot
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction import incremental
@@ -191,8 +192,10 @@ class Warehouse:
         with self.gate.slot(patient):
             start = time.monotonic()
             outcome = "failed"
+            # A closed session's archive no longer changes: it is listed once for all of the build's passes.
+            store = ListingSnapshot(self.store) if closed else self.store
             try:
-                folder = self.folder(entry)
+                folder = Folder(store, entry.ref, self.fold_root / entry.ref.id, self.compaction_memory)
                 info = None
                 if closed and folder.started() and folder.backlog_bytes() > incremental.END_BACKLOG_BYTES:
                     log.info(
@@ -211,7 +214,7 @@ class Warehouse:
                     if closed:
                         shutil.rmtree(folder.dir, ignore_errors=True)  # the tables hold it all now
                 elif closed:
-                    info = compact_closed(self.store, entry.ref, tables, end_ms, self.compaction_memory)
+                    info = compact_closed(store, entry.ref, tables, end_ms, self.compaction_memory)
                 else:
                     info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory, closed=False)
                 outcome = "ok"

@@ -82,3 +82,31 @@ def test_delete_that_fails_is_a_typed_error_naming_the_key(tmp_path):
     with pytest.raises(BackendUnavailable, match="v1/s/k"):
         store.delete_many(["v1/s/k"])
     assert store.get("v1/s/k/inside") == b"1"
+
+
+def test_a_listing_snapshot_lists_each_prefix_once_and_hands_out_copies(tmp_path, monkeypatch):
+    """A closed session's build reads its listing in several passes: the snapshot lists once, and what a caller
+    does to its segment lists never reaches the next caller."""
+    from archive import logs as archive_logs
+    from archive.layout import LogSegment, SessionRef
+    from archive.storage.snapshot import ListingSnapshot
+
+    inner = LocalStore(tmp_path)
+    node = SessionRef("ns", "c", "session_2026-01-01_00-00-00_000001_1").node("ab" * 28)
+    for start in (0, 5):
+        seg = LogSegment("worker.log", 1, start, start + 5)
+        inner.put(node.segment_key(seg), archive_logs.encode(b"12345"))
+    listings = []
+    real_list = LocalStore.list
+    monkeypatch.setattr(LocalStore, "list", lambda self, prefix: listings.append(prefix) or real_list(self, prefix))
+    snap = ListingSnapshot(inner)
+    first = archive_logs.list_segments(snap, node)
+    first["worker.log"].pop()
+    second = archive_logs.list_segments(snap, node)
+    assert [s.end for s in second["worker.log"]] == [5, 10]
+    assert len(listings) == 1
+    assert snap.list_dirs(node.source_prefix("logs")) == inner.list_dirs(node.source_prefix("logs"))
+    extra = LogSegment("worker.log", 1, 10, 15)
+    snap.put(node.segment_key(extra), archive_logs.encode(b"12345"))  # writes go through, listings stay as taken
+    assert inner.exists(node.segment_key(extra)) and len(archive_logs.list_segments(snap, node)["worker.log"]) == 2
+    assert len(archive_logs.list_segments(inner, node)["worker.log"]) == 3

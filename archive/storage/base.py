@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def check(self) -> None:
         """Raise AccessDenied or BackendUnavailable (with what to check) unless the archive is usable."""
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """compute(), or what it returned before for the same key where listings are kept (snapshot.py)."""
+        return compute()
 
     def exists(self, key: str) -> bool:
         from archive.errors import NotFound
