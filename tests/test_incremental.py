@@ -215,6 +215,24 @@ def test_the_end_renders_the_last_batch_once_into_the_last_part(synthetic, tmp_p
     assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
 
 
+def test_a_fold_that_finds_the_end_marker_leaves_its_batch_to_the_build(synthetic, tmp_path):
+    """A fold whose batch came with the session's end commits nothing: the build that follows folds that batch
+    (once, nothing made final) instead of waiting for the fold."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    stream = _streamed(src, ref, dst, batches=3, written=1)
+    Folder(dst, ref, state).fold_all()
+    before = checkpoint.load(state)
+    stream.end()
+    result = Folder(dst, ref, state).fold()
+    assert result.ended and result.events == 0
+    after = checkpoint.load(state)
+    assert (after.seq, after.task_events, after.cursors) == (before.seq, before.task_events, before.cursors)
+    info = compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    assert info["incremental"]["last_folds"] >= 1
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
 # --- constructed events: late events and log files that appear after a task was final --------------------------
 
 NODE = "ab" * 28
