@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,8 @@ from historyserver.routes.errors import handle_history_error
 from historyserver.server_metrics import RequestTimer
 from historyserver.settings import ServerSettings
 
+log = logging.getLogger("rayhistory.server")
+
 
 def create_app(settings: ServerSettings, store: Store) -> FastAPI:
     svc = services.build(settings, store)  # everything routes use, typed, built once
@@ -48,6 +51,8 @@ def create_app(settings: ServerSettings, store: Store) -> FastAPI:
         yield
         if folder:
             folder.stop()
+        if not svc.warehouse.wait_for_write_backs(timeout=60):
+            log.warning("some compacted tables were not written back to the archive before the server stopped")
 
     app = FastAPI(title="Ray history server", docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.services = svc

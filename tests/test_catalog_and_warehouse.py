@@ -83,7 +83,9 @@ def _archived(session, archive):
 def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch):
     session = make_session(tmp_path)
     store, ref, entry = _archived(session, tmp_path / "archive")
-    Warehouse(store, tmp_path / "cache-1").db(entry)
+    first = Warehouse(store, tmp_path / "cache-1")
+    first.db(entry)
+    assert first.wait_for_write_backs(60)
     prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
     files = {t.file for t in compacted.TABLES} | {compacted.INFO_FILE}
     assert {o.key[len(prefix) :] for o in store.list(prefix)} == files
@@ -97,8 +99,8 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
 
 
 def test_built_tables_serve_while_they_are_written_back(tmp_path, monkeypatch):
-    """The thread that built a closed session's tables writes them back to the archive after it releases them: a
-    request for the session is answered meanwhile, not held until the upload ends."""
+    """A closed session's built tables are written back to the archive after they serve: a request for the
+    session is answered meanwhile, not held until the upload ends."""
     import threading
 
     from historyserver.admission import Gate
@@ -125,6 +127,7 @@ def test_built_tables_serve_while_they_are_written_back(tmp_path, monkeypatch):
     finally:
         release.set()
         builder.join(60)
+    assert warehouse.wait_for_write_backs(60)
     assert publish.is_published(store, ref)
 
 
@@ -139,7 +142,9 @@ def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tm
     tasks = [line for line in sample if b'"EXPORT_TASK"' in line]
     (session / "logs" / "export_events" / "event_EXPORT_TASK.log").write_bytes(b"\n".join(tasks) + b"\n")
     store, ref, entry = _archived(session, tmp_path / "archive")
-    first = Warehouse(store, tmp_path / "cache-1").db(entry)
+    warehouse = Warehouse(store, tmp_path / "cache-1")
+    first = warehouse.db(entry)
+    assert warehouse.wait_for_write_backs(60)
     parted = {t.name: compacted.table_files(first.info, t) for t in (compacted.TASKS, compacted.PROFILE_EVENTS)}
     assert all(len(files) >= 2 for files in parted.values()), parted
     prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
@@ -186,7 +191,9 @@ def test_an_archived_info_that_names_other_files_is_not_followed(tmp_path, files
 
     session = make_session(tmp_path)
     store, ref, entry = _archived(session, tmp_path / "archive")
-    Warehouse(store, tmp_path / "cache-1").db(entry)
+    first = Warehouse(store, tmp_path / "cache-1")
+    first.db(entry)
+    assert first.wait_for_write_backs(60)
     key = ref.compacted_key(compacted.COMPACTION_VERSION, compacted.INFO_FILE)
     store.put(key, json.dumps({**json.loads(store.get(key)), compacted.FILES: files}).encode())
     db = Warehouse(store, tmp_path / "cache-2").db(entry)

@@ -42,6 +42,7 @@ def test_gc_removes_a_collected_and_compacted_session_with_the_servers_cache(tmp
     cache = tmp_path / "cache"
     with client_for(store.url, cache) as client:
         assert client.get(f"/api/v1/sessions/{ref.id}/overview").status_code == 200  # compacts, writes back
+        assert client.app.state.services.warehouse.wait_for_write_backs(60)
         assert list(store.list(ref.prefix + "compacted/"))
         assert any(cache.glob(f"compacted-c*/{ref.id}"))
         assert main(["gc", "--archive", store.url, "--older-than", "30d", "--cache-dir", str(cache)]) == 0
