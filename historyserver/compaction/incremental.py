@@ -17,7 +17,9 @@ that worker are refolded). An event that arrives for an attempt already final re
 At the end, incremental_build.py folds the active part; the table's parts are the final parts and that one.
 Each final part has its task_timeline part too (task_timeline.write_part), so the end sorts only the last.
 A fold that is not behind on task events also parses the logs archived since the last into a part of the
-log-search tables (log_parts.py).
+log-search tables (log_parts.py). A fold that finds the session's end marker once it has read its batch commits
+nothing: the build that follows folds the batch instead (at_end: nothing made final, no merge, the logs left to the
+log tables' last part).
 Every part is sorted by task id (merges and rewrites keep it so), but parts overlap: a page of tasks reads a row
 group of each, so they are written in small row groups (PART_ROW_GROUP_ROWS) and kept few (MAX_FINAL_PARTS).
 """
