@@ -50,6 +50,9 @@ class CountingStore:
     def list(self, prefix: str):
         return self.inner.list(prefix)
 
+    def memo(self, key, compute):
+        return self.inner.memo(key, compute)
+
 
 # --- units on a local store --------------------------------------------------------------------------------
 def test_read_range_reads_only_overlapping_segments(tmp_path):
