@@ -292,6 +292,22 @@ def _state(code: str) -> str:
     return f"coalesce({_NAMES}[{code} + 1], 'NIL')"
 
 
+def _offset(field: str) -> str:
+    return f"""coalesce(',"{field}":' || TRY_CAST(r.log_info.{field} AS BIGINT), '')"""
+
+
+# The record's task_log_info: the two paths (the worker's files when the events name none), then the offsets some
+# report set; one no report set is left out, as Ray leaves it. Written as text: to_json of the paths and a JSON
+# merge patch of the offsets took a tenth of the fold.
+_LOG_INFO_JSON = (
+    "CASE WHEN r.log_info IS NULL THEN NULL ELSE ("
+    """'{"stdout_file":' || coalesce(to_json(coalesce(nullif(r.log_info.stdout_file, ''), w.out_file)), 'null')"""
+    """ || ',"stderr_file":' || coalesce(to_json(coalesce(nullif(r.log_info.stderr_file, ''), w.err_file)), 'null')"""
+    + "".join(f" || {_offset(f)}" for f in ("stdout_start", "stdout_end", "stderr_start", "stderr_end"))
+    + " || '}')::JSON END"
+)
+
+
 def _tasks_select(end: str) -> str:
     """The tasks table's rows from t_att: each attempt's state, times and fields, and its record as Ray's state
     API answers it; `end` is the session's end (ms, SQL), NULL while it lives."""
@@ -386,14 +402,7 @@ def _tasks_select(end: str) -> str:
                            node_ip_address: r.node_ip, events: r.profile_events}} END,
                        creation_time_ms: r.creation_time_ms, start_time_ms: r.start_time_ms,
                        end_time_ms: r.end_time_ms,
-                       task_log_info: CASE WHEN r.log_info IS NULL THEN NULL ELSE json_merge_patch(to_json({{
-                           stdout_file: coalesce(nullif(r.log_info.stdout_file, ''), w.out_file),
-                           stderr_file: coalesce(nullif(r.log_info.stderr_file, ''), w.err_file)}}), to_json({{
-                           -- offsets no report set are left out (a JSON merge patch drops its null members)
-                           stdout_start: TRY_CAST(r.log_info.stdout_start AS BIGINT),
-                           stdout_end: TRY_CAST(r.log_info.stdout_end AS BIGINT),
-                           stderr_start: TRY_CAST(r.log_info.stderr_start AS BIGINT),
-                           stderr_end: TRY_CAST(r.log_info.stderr_end AS BIGINT)}})) END,
+                       task_log_info: {_LOG_INFO_JSON},
                        error_message: {error_message},
                        is_debugger_paused: r.is_debugger_paused,
                        call_site: r.call_site, label_selector: r.label_selector,
