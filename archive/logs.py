@@ -84,8 +84,13 @@ def read_file(store: Store, node: NodeRef, path: str, epoch: int | None = None, 
 
 
 def read_segment(store: Store, node: NodeRef, seg: LogSegment) -> bytes:
+    return decode_segment(node, seg, store.get(node.segment_key(seg)))
+
+
+def decode_segment(node: NodeRef, seg: LogSegment, blob: bytes) -> bytes:
+    """The segment's bytes from its stored object (CorruptSegment if they cannot be had)."""
     try:
-        return decode(store.get(node.segment_key(seg)))
+        return decode(blob)
     except (OSError, EOFError, zlib.error) as e:
         raise CorruptSegment(f"segment {node.segment_key(seg)} cannot be decompressed: {e}") from e
 

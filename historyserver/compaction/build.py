@@ -6,16 +6,13 @@ One pass reads the session's archive (`_read`), then the registered builders (ta
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from archive.errors import NotFound
 from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import api_snapshots, ray_events
+from historyserver.compaction import api_snapshots, ray_events, staging
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
@@ -44,55 +41,6 @@ def _read_node_record(store: Store, ref: SessionRef, node_id: str) -> NodeRecord
         return NodeRecord.from_json(store.get(ref.node(node_id).node_key))
     except NotFound:
         return NodeRecord(node_id=node_id)
-
-
-def _stage(store: Store, node, segs, out: Path | None, damage, where: str) -> tuple[bytes | None, int]:
-    """The file's complete lines, from its segments (every generation, oldest first): written to `out` (for
-    DuckDB) segment by segment, so a large file never sits in memory, or returned when `out` is None.
-    A segment that cannot be read ends its generation there; returns (data or None, number of lines)."""
-    sink = io.BytesIO() if out is None else _open_staged(out)
-    lines, tail = 0, b""  # tail: the bytes after the last newline written so far
-    with sink:
-        newest = max(s.epoch for s in segs)
-        for epoch in sorted({s.epoch for s in segs}):
-            run = archive_logs.covering(segs, epoch)
-            for chunk in _prefetched(store, node, run, damage, where):
-                sink.write(chunk)
-                lines += chunk.count(b"\n")
-                cut = chunk.rfind(b"\n")
-                tail = tail + chunk if cut < 0 else chunk[cut + 1 :]
-            if epoch != newest and tail:
-                sink.write(b"\n")  # an old generation's last line, cut off by rotation, stays one (bad) line
-                lines, tail = lines + 1, b""
-        # The newest generation's last line may still be being written: it waits for the next compaction.
-        sink.seek(sink.tell() - len(tail))
-        sink.truncate()
-        data = sink.getvalue() if out is None else None
-    return data, lines
-
-
-def _prefetched(store: Store, node, run, damage, where: str, window: int = 4):
-    """The run's segments decompressed, in order, fetched a few ahead in threads (never all at once: memory)."""
-    with ThreadPoolExecutor(max_workers=window) as pool:
-        pending = deque(pool.submit(archive_logs.read_segment, store, node, s) for s in run[:window])
-        following = iter(run[window:])
-        while pending:
-            try:
-                chunk = pending.popleft().result()
-            except archive_logs.CorruptSegment as e:
-                damage.note(where, str(e))
-                for fut in pending:
-                    fut.cancel()
-                return
-            nxt = next(following, None)
-            if nxt is not None:
-                pending.append(pool.submit(archive_logs.read_segment, store, node, nxt))
-            yield chunk
-
-
-def _open_staged(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "w+b")
 
 
 def compact(
@@ -210,18 +158,30 @@ def _read_logs(inputs: Inputs, node: NodeRef) -> None:
         name = path.split("/")[-1]
         where = f"{node_id[:12]}:{path}"
         if is_cluster_events_file(path):
-            data, _ = _stage(store, node, segs, None, damage, where)
+            data, _ = staging.stage_lines(store, node, segs, None, damage, where)
             inputs.event_rows += cluster_event_rows(data.splitlines(), inputs.seen_events)
             continue
         if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
             continue
         if name.startswith("event_EXPORT_TASK"):
-            staged = inputs.tmp / "stage" / node_id / path
-            inputs.task_lines += _stage(store, node, segs, staged, damage, where)[1]
-            inputs.task_files.append(staged)
+            _stage_task_events(inputs, node, path, segs, where)
         else:
-            data, _ = _stage(store, node, segs, None, damage, where)
+            data, _ = staging.stage_lines(store, node, segs, None, damage, where)
             fold_lines(data.splitlines(), where, inputs.folded)
+
+
+def _stage_task_events(inputs: Inputs, node: NodeRef, path: str, segs: list, where: str) -> None:
+    """An EXPORT_TASK file staged for fold_tasks: as gzip members (staging.stage_members), decompressed where
+    those cannot stage it exactly."""
+    staged = inputs.tmp / "stage" / node.node_id / path
+    members = staged.with_name(staged.name + ".gz")
+    size = staging.stage_members(inputs.store, node, segs, members)
+    if size is None:
+        members.unlink(missing_ok=True)
+        staging.stage_lines(inputs.store, node, segs, staged, inputs.folded.damage, where)
+        inputs.add_task_file(staged)
+    else:
+        inputs.add_task_file(members, size, staging.Source(node, segs, where))
 
 
 def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
@@ -230,20 +190,18 @@ def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
     for path, segs in archive_logs.list_segments(inputs.store, node, source="ray_events").items():
         where = f"{node.node_id[:12]}:ray_events/{path}"
         raw = stage / "ray_events.raw" / path
-        _stage(inputs.store, node, segs, raw, inputs.folded.damage, where)
+        staging.stage_lines(inputs.store, node, segs, raw, inputs.folded.damage, where)
         staged = stage / "ray_events" / path
         with raw.open("rb") as lines:
-            inputs.task_lines += ray_events.normalize_spool(
-                lines, where, inputs.folded.damage, staged, inputs.http_events
-            )
-        inputs.task_files.append(staged)
+            ray_events.normalize_spool(lines, where, inputs.folded.damage, staged, inputs.http_events)
+        inputs.add_task_file(staged)
 
 
 def _read_api(inputs: Inputs, node: NodeRef) -> None:
     """The head's snapshots of Ray's dashboard API: what no event stream carries."""
     for path, segs in archive_logs.list_segments(inputs.store, node, source=snapshot_format.SOURCE).items():
         where = f"{node.node_id[:12]}:{snapshot_format.SOURCE}/{path}"
-        data, _ = _stage(inputs.store, node, segs, None, inputs.folded.damage, where)
+        data, _ = staging.stage_lines(inputs.store, node, segs, None, inputs.folded.damage, where)
         for route, snap in api_snapshots.latest_by_route(data.splitlines(), inputs.folded.damage, where).items():
             if route not in inputs.api_latest or snap.time_ms >= inputs.api_latest[route].time_ms:
                 inputs.api_latest[route] = snap

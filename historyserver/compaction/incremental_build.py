@@ -22,7 +22,7 @@ import duckdb
 from archive import logs as archive_logs
 from archive.compacted import LOG_LINES, LOG_TERMS, PROFILE_EVENTS, TASK_TIMELINE, TASKS, Table, part_file
 from archive.layout import NodeRef
-from historyserver.compaction import build, checkpoint, log_parts, task_timeline, tasks_sql
+from historyserver.compaction import build, checkpoint, log_parts, staging, task_timeline, tasks_sql
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
 from historyserver.compaction.export_events import fold_lines
@@ -155,14 +155,14 @@ def _read_logs(inputs: Inputs, node: NodeRef) -> None:
         name = path.split("/")[-1]
         where = f"{node_id[:12]}:{path}"
         if is_cluster_events_file(path):
-            data, _ = build._stage(store, node, segs, None, damage, where)
+            data, _ = staging.stage_lines(store, node, segs, None, damage, where)
             inputs.event_rows += cluster_event_rows(data.splitlines(), inputs.seen_events)
         elif (
             path.startswith(build.EXPORT_DIR)
             and name.startswith("event_EXPORT_")
             and not path.startswith(TASK_FILE_PREFIX)
         ):
-            data, _ = build._stage(store, node, segs, None, damage, where)
+            data, _ = staging.stage_lines(store, node, segs, None, damage, where)
             fold_lines(data.splitlines(), where, inputs.folded)
 
 

@@ -47,7 +47,7 @@ from archive.compacted import (
 from archive.layout import SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import api_snapshots, log_tables
+from historyserver.compaction import api_snapshots, log_tables, staging
 from historyserver.compaction.export_events import Folded
 from historyserver.compaction.ids import ms
 from historyserver.compaction.metrics import compact_metrics
@@ -79,8 +79,9 @@ class Inputs:
     folded: Folded = field(default_factory=Folded)
     node_records: dict[str, NodeRecord] = field(default_factory=dict)
     log_rows: list[dict[str, Any]] = field(default_factory=list)
-    task_files: list[Path] = field(default_factory=list)  # staged EXPORT_TASK lines, for DuckDB
-    task_lines: int = 0
+    task_files: list[Path] = field(default_factory=list)  # staged EXPORT_TASK lines, for DuckDB (add_task_file)
+    task_bytes: int = 0  # their lines' bytes, uncompressed
+    task_sources: dict[Path, staging.Source] = field(default_factory=dict)  # the files staged as gzip members
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     seen_events: set[str] = field(default_factory=set)
     http_events: list[dict[str, Any]] = field(default_factory=list)  # non-task events of Ray's HTTP path
@@ -98,6 +99,14 @@ class Inputs:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+    def add_task_file(self, path: Path, size: int | None = None, source: staging.Source | None = None) -> None:
+        """A staged file of task events: decompressed (its size is its own), or gzip members of `size` bytes of
+        lines staged from `source`."""
+        self.task_files.append(path)
+        self.task_bytes += path.stat().st_size if size is None else size
+        if source is not None:
+            self.task_sources[path] = source
 
     def paths(self, table: Table) -> list[Path]:
         """The files a builder wrote for the table (one, or its parts), for a later builder that reads it."""
@@ -157,8 +166,9 @@ def _placement_groups(inputs: Inputs) -> dict[str, int]:
 
 def _tasks(inputs: Inputs) -> dict[str, int]:
     """tasks and profile_events, folded in DuckDB from the staged task events (then dropped)."""
-    staged_mb = sum(p.stat().st_size for p in inputs.task_files) / 2**20
-    log.info("%s: staged %d task event files (%.0f MiB)", inputs.ref.id, len(inputs.task_files), staged_mb)
+    log.info(
+        "%s: staged %d task event files (%.0f MiB)", inputs.ref.id, len(inputs.task_files), inputs.task_bytes / 2**20
+    )
     worker_logs = _worker_logs(inputs.log_rows, inputs.node_records)
     inputs.con.register(
         "worker_logs",
@@ -172,16 +182,46 @@ def _tasks(inputs: Inputs) -> dict[str, int]:
     # fails the job's unfinished tasks at. A submission job's own end is not it (the driver's exit is).
     job_ends = {job: ms(j.get("end_time")) or 0 for job, j in inputs.folded.driver_jobs.items() if j.get("is_dead")}
     actor_names = {a["actor_id"]: a.get("name") or "" for a in inputs.folded.actors.values()}
-    counts, parts = fold_tasks(inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, job_ends, actor_names)
+
+    def fold() -> tuple[dict[str, int], dict[str, list[str]]]:
+        return fold_tasks(
+            inputs.con, inputs.task_files, inputs.tmp, inputs.session_end_ms, job_ends, actor_names, inputs.task_bytes
+        )
+
+    try:
+        counts, parts = fold()
+    except duckdb.Error as e:
+        if not inputs.task_sources:
+            raise
+        # A segment staged as it is stored could not be decompressed (DuckDB read it first): stage them all
+        # decompressed, which ends each file at its first damaged segment and notes it, and fold again.
+        log.warning("%s: staged task events unreadable (%s); staging them decompressed", inputs.ref.id, e)
+        _stage_decompressed(inputs)
+        counts, parts = fold()
     inputs.files.update(parts)
     log.info("%s: folded %d task attempts in %.1fs", inputs.ref.id, counts["tasks"], time.monotonic() - started)
-    if inputs.task_lines > counts["task_events"]:
-        unread = inputs.task_lines - counts["task_events"]
+    if counts["task_lines"] > counts["task_events"]:
+        unread = counts["task_lines"] - counts["task_events"]
         inputs.folded.damage.note(
             "export_events/event_EXPORT_TASK_*", f"{unread} unreadable task event line(s)", unread
         )
     shutil.rmtree(inputs.tmp / "stage", ignore_errors=True)
     return {"tasks": counts["tasks"], "failed_tasks": counts["failed_tasks"]}
+
+
+def _stage_decompressed(inputs: Inputs) -> None:
+    """The task event files staged as gzip members, staged again decompressed (staging.stage_lines)."""
+    members, inputs.task_sources = inputs.task_sources, {}
+    files, inputs.task_files, inputs.task_bytes = inputs.task_files, [], 0
+    for path in files:
+        source = members.get(path)
+        if source is None:
+            inputs.add_task_file(path)
+            continue
+        path.unlink(missing_ok=True)
+        plain = path.with_suffix("")
+        staging.stage_lines(inputs.store, source.node, source.segs, plain, inputs.folded.damage, source.where)
+        inputs.add_task_file(plain)
 
 
 def _task_timeline(inputs: Inputs) -> dict[str, int]:

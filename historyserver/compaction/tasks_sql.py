@@ -130,13 +130,16 @@ def fold_tasks(
     session_end_ms: int | None = None,
     job_ends_ms: dict[str, int] | None = None,
     actor_names: dict[str, str] | None = None,
+    total_bytes: int | None = None,
 ) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """Write the tasks and profile_events tables from the staged EXPORT_TASK files; returns counts, and the parts
-    of each table written as several files (archive/compacted.py `files`).
+    """Write the tasks and profile_events tables from the staged EXPORT_TASK files (decompressed, or gzip files
+    named *.gz); returns counts (task_lines: the lines read, task_events: those that were task events), and the
+    parts of each table written as several files (archive/compacted.py `files`).
 
     job_ends_ms: the end of each finished driver job (hex job id -> ms, the job table's end_time): a task of
     such a job without a final state failed when it ended, as Ray's GCS marks it (JOB_END_NOTE).
     actor_names: each named actor's name (hex actor id -> name), for its creation task's name.
+    total_bytes: the files' lines, uncompressed (their sizes when not given).
     With session_end_ms (a closed session), any other task without a final state ends with the cluster: it
     keeps its last known state, and gets the session's end as its end time and a note as its error message.
 
@@ -146,33 +149,45 @@ def fold_tasks(
     are sorted by task id: concatenating them into one file re-encoded every row, 7.5 s at 1M tasks).
     """
     _register(con, session_end_ms, job_ends_ms or {}, actor_names or {})
-    total = sum(p.stat().st_size for p in task_files)
+    total = sum(p.stat().st_size for p in task_files) if total_bytes is None else total_bytes
     ranges = max(1, min(256, -(-total // PARTITION_BYTES)))
     if ranges > 1:
         ranges = min(256, -(-ranges // RANGE_WORKERS) * RANGE_WORKERS)  # no range left to fold alone at the end
     if ranges == 1:
         if not task_files:
             con.execute(_EMPTY_EVENTS)
-        source = f"({_events_select(task_files)})" if task_files else "t_ev"
-        return _fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms, source), {}
+            return {
+                **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms),
+                "task_lines": 0,
+            }, {}
+        lines = con.execute(f"SELECT count(*) FROM read_csv({sql_list(task_files)}, {_LINES})").fetchone()[0]
+        source = f"({_events_select(task_files)})"
+        return {
+            **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms, source),
+            "task_lines": lines,
+        }, {}
     staged = out_dir / "ranges"
+    shutil.rmtree(staged, ignore_errors=True)  # an earlier attempt's (see tables._tasks)
     started = time.monotonic()
     # Each range's buffered lines are flushed to its file every SPLIT_FLUSH_ROWS: DuckDB's default (524,288 rows
     # per range and thread) held 900 MiB at 1M tasks; this holds 630 and is faster.
     con.execute(f"SET partitioned_write_flush_threshold = {SPLIT_FLUSH_ROWS}")
-    con.execute(f"""
+    lines = con.execute(f"""
         COPY (SELECT line, coalesce((('0x' || substr(hex(try(from_base64(regexp_extract(line, '{_TASK_ID}', 1)))),
                                                      1, 2))::INTEGER * {ranges}) // 256, 0) AS part
               FROM read_csv({sql_list(task_files)}, {_LINES}))
         TO {_sql_path(staged)} (FORMAT csv, PARTITION_BY (part), {_AS_LINES}, OVERWRITE_OR_IGNORE true)
-    """)
+    """).fetchone()[0]
     con.execute("RESET partitioned_write_flush_threshold")
     parts = [p for p in range(ranges) if any((staged / f"part={p}").glob("*.csv"))]
     log.info("task events split into %d ranges of task id in %.1fs", len(parts), time.monotonic() - started)
     if not parts:  # no line was a task event
         shutil.rmtree(staged, ignore_errors=True)
         con.execute(_EMPTY_EVENTS)
-        return _fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms), {}
+        return {
+            **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms),
+            "task_lines": lines,
+        }, {}
     started = time.monotonic()
     task_parts = [out_dir / part_file(TASKS, i) for i in range(len(parts))]
     profile_parts = [out_dir / part_file(PROFILE_EVENTS, i) for i in range(len(parts))]
@@ -187,7 +202,7 @@ def fold_tasks(
         finally:
             cur.close()
 
-    counts = {"tasks": 0, "failed_tasks": 0, "task_events": 0}
+    counts = {"tasks": 0, "failed_tasks": 0, "task_events": 0, "task_lines": lines}
     with ThreadPoolExecutor(max_workers=RANGE_WORKERS) as pool:
         for folded in pool.map(fold_range, range(len(parts))):
             for k, v in folded.items():
