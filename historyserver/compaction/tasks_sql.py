@@ -195,6 +195,9 @@ def fold_tasks(
     def fold_range(i: int) -> dict[str, int]:
         # Its own cursor (its own temp tables): a range has too few rows for DuckDB to spread one query over
         # both cores, so ranges are folded side by side instead, within the connection's one memory limit.
+        # Each on one thread, its own (SET threads = 1: the cursors' calling threads do the work): with the
+        # database's threads shared by RANGE_WORKERS queries at once, 16 ranges of a 1M-task session took
+        # 6.2 s, against 4.4 s so.
         cur = con.cursor()
         try:
             files = sorted((staged / f"part={parts[i]}").glob("*.csv"))
@@ -203,10 +206,14 @@ def fold_tasks(
             cur.close()
 
     counts = {"tasks": 0, "failed_tasks": 0, "task_events": 0, "task_lines": lines}
-    with ThreadPoolExecutor(max_workers=RANGE_WORKERS) as pool:
-        for folded in pool.map(fold_range, range(len(parts))):
-            for k, v in folded.items():
-                counts[k] += v
+    con.execute("SET threads = 1")
+    try:
+        with ThreadPoolExecutor(max_workers=RANGE_WORKERS) as pool:
+            for folded in pool.map(fold_range, range(len(parts))):
+                for k, v in folded.items():
+                    counts[k] += v
+    finally:
+        con.execute("RESET threads")
     log.info("%d ranges folded in %.1fs", len(parts), time.monotonic() - started)
     shutil.rmtree(staged, ignore_errors=True)  # not a table: it would stay in the local cache beside them
     return counts, {TASKS.name: [p.name for p in task_parts], PROFILE_EVENTS.name: [p.name for p in profile_parts]}
