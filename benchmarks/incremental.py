@@ -163,7 +163,11 @@ def run(tasks: int, batches: int, interval: float, fold_interval: float, seed: i
         mb = stream.write_batch() / 1e6
         say(f"  batch {i + 1}/{batches}: {mb:,.1f} MB archived ({time.monotonic() - started:.0f}s)")
     stream.end()
-    (root / "ctl-fold" / "ended").write_text(repr(time.time()))  # ended.json was written just before
+    # ended.json was written just before. Renamed into place: the child polls for the file and reads it at once (it
+    # once read it empty, between its creation and the write).
+    ended = root / "ctl-fold" / "ended"
+    ended.with_suffix(".tmp").write_text(repr(time.time()))
+    ended.with_suffix(".tmp").rename(ended)
     streamed_s = time.monotonic() - started
     say(f"streamed in {streamed_s:.0f}s; the session ended; waiting for its answers")
     folded = _result(proc)
