@@ -154,18 +154,10 @@ def fold_tasks(
     if ranges > 1:
         ranges = min(256, -(-ranges // RANGE_WORKERS) * RANGE_WORKERS)  # no range left to fold alone at the end
     if ranges == 1:
-        if not task_files:
-            con.execute(_EMPTY_EVENTS)
-            return {
-                **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms),
-                "task_lines": 0,
-            }, {}
-        lines = con.execute(f"SELECT count(*) FROM read_csv({sql_list(task_files)}, {_LINES})").fetchone()[0]
-        source = f"({_events_select(task_files)})"
-        return {
-            **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms, source),
-            "task_lines": lines,
-        }, {}
+        # At most PARTITION_BYTES: counting the lines reads them once more, at little cost.
+        listed = sql_list(task_files)
+        lines = con.execute(f"SELECT count(*) FROM read_csv({listed}, {_LINES})").fetchone()[0] if task_files else 0
+        return _fold_whole(con, out_dir, session_end_ms, task_files, lines), {}
     staged = out_dir / "ranges"
     shutil.rmtree(staged, ignore_errors=True)  # an earlier attempt's (see tables._tasks)
     started = time.monotonic()
@@ -183,11 +175,7 @@ def fold_tasks(
     log.info("task events split into %d ranges of task id in %.1fs", len(parts), time.monotonic() - started)
     if not parts:  # no line was a task event
         shutil.rmtree(staged, ignore_errors=True)
-        con.execute(_EMPTY_EVENTS)
-        return {
-            **_fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms),
-            "task_lines": lines,
-        }, {}
+        return _fold_whole(con, out_dir, session_end_ms, [], lines), {}
     started = time.monotonic()
     task_parts = [out_dir / part_file(TASKS, i) for i in range(len(parts))]
     profile_parts = [out_dir / part_file(PROFILE_EVENTS, i) for i in range(len(parts))]
@@ -217,6 +205,19 @@ def fold_tasks(
     log.info("%d ranges folded in %.1fs", len(parts), time.monotonic() - started)
     shutil.rmtree(staged, ignore_errors=True)  # not a table: it would stay in the local cache beside them
     return counts, {TASKS.name: [p.name for p in task_parts], PROFILE_EVENTS.name: [p.name for p in profile_parts]}
+
+
+def _fold_whole(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, session_end_ms: int | None, files: list[Path], lines: int
+) -> dict[str, int]:
+    """The events of `files` in one fold (none: empty tables), with the lines read counted as `lines`."""
+    if files:
+        source = f"({_events_select(files)})"
+    else:
+        con.execute(_EMPTY_EVENTS)
+        source = "t_ev"
+    counts = _fold(con, out_dir / TASKS.file, out_dir / PROFILE_EVENTS.file, session_end_ms, source)
+    return {**counts, "task_lines": lines}
 
 
 def _register(
