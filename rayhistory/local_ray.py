@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,17 +24,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = None):
-    """Poll check() until it returns something true; fail fast if proc dies."""
+def wait_for(what: str, check, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
+    """Poll check() until it returns something true; fail fast if proc dies (quoting the end of its log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise RayFailed(f"{what}: the process exited with code {proc.returncode}")
+            raise RayFailed(f"{what}: the process exited with code {proc.returncode}{_tail(log)}")
         time.sleep(0.3)
-    raise RayFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise RayFailed(f"timed out after {timeout:.0f}s waiting for {what}{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 30) -> str:
+    if log is None or not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"; the end of {log}:\n" + "\n".join(text)
 
 
 def ray_env() -> dict[str, str]:
@@ -66,6 +74,12 @@ class LocalRayCluster:
         self.env = ray_env()
         # Short: Ray's socket paths have a length limit.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))
+        self._pick_ports()
+        self.proc: subprocess.Popen | None = None
+        self.log = self.temp_dir / "ray-start.log"  # `ray start`'s own output, quoted when it fails
+        self.session_dir: Path | None = None
+
+    def _pick_ports(self) -> None:
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         # Ray's other fixed defaults (agent 52365, client server 10001, ...) collide when two clusters share a
@@ -80,8 +94,6 @@ class LocalRayCluster:
                 "--metrics-export-port",
             )
         }
-        self.proc: subprocess.Popen | None = None
-        self.session_dir: Path | None = None
 
     @property
     def address(self) -> str:
@@ -93,7 +105,24 @@ class LocalRayCluster:
 
     def start(self) -> Path:
         ray_bin = Path(sys.executable).with_name("ray")
-        self.proc = subprocess.Popen(
+        for attempt in (1, 2):
+            with self.log.open("ab") as log:
+                self.proc = self._popen(ray_bin, log)
+            try:
+                self.session_dir = wait_for("Ray's session directory", self._session_dir, 90, self.proc, self.log)
+                return self.session_dir
+            except RayFailed:
+                # A port free_port() found free can be taken by another process before Ray binds it: once, `ray
+                # start` is tried again on fresh ports (its log keeps both tries, quoted if the second fails too).
+                if attempt == 2 or self.proc.poll() is None:
+                    raise
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # what the failed try had started
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _popen(self, ray_bin: Path, log) -> subprocess.Popen:
+        return subprocess.Popen(
             [
                 str(ray_bin),
                 "start",
@@ -110,15 +139,13 @@ class LocalRayCluster:
                 *(f"{flag}={port}" for flag, port in self.extra_ports.items()),
             ],
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.session_dir = wait_for("Ray's session directory", self._session_dir, 90, self.proc)
-        return self.session_dir
 
     def wait_ready(self) -> None:
-        wait_for("Ray's dashboard", lambda: http_ok(self.dashboard + "/api/version"), 90, self.proc)
+        wait_for("Ray's dashboard", lambda: http_ok(self.dashboard + "/api/version"), 90, self.proc, self.log)
 
     def _session_dir(self) -> Path | None:
         latest = self.temp_dir / "session_latest"
