@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-COMPACTION_VERSION = 19  # 19: task_timeline may be parts, its lane and node_rank ids (not an order), tasks have error_message; 18: log_lines and log_terms may be parts (indexed while the session ran), task_log_info merged field by field and unset offsets absent, as Ray answers; 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
+COMPACTION_VERSION = 20  # 20: tasks have the record's fields as typed columns, no rendered record; 19: task_timeline may be parts, its lane and node_rank ids (not an order), tasks have error_message; 18: log_lines and log_terms may be parts (indexed while the session ran), task_log_info merged field by field and unset offsets absent, as Ray answers; 17: a state reported twice keeps its later stamp, as Ray does; 16: tasks and profile_events may be several parts (info.json `files`); 15: driver jobs keep the job table's times (API snapshots); 14: log tables derive offsets and stamps; 13: tasks keep PENDING_NODE_ASSIGNMENT/SUBMITTED_TO_WORKER times, task_timeline; 12: log search
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
@@ -36,6 +36,8 @@ class Table:
 
 
 _S, _I, _I32, _F, _B = pa.string(), pa.int64(), pa.int32(), pa.float64(), pa.bool_()
+
+_OFFSETS = ("stdout_start", "stdout_end", "stderr_start", "stderr_end")
 
 # Versions below 9 are those of the commits that bumped COMPACTION_VERSION for the table.
 TASKS = Table(
@@ -64,11 +66,22 @@ TASKS = Table(
             ("submitted_time_ms", _F),
             ("unfinished", _B),
             ("error_message", _S),  # the record's: searched as a line (historyserver/search/error_hits.py)
-            ("record", _S),
+            # The rest of Ray's record, typed: a query renders the record (historyserver/queries/task_records.py)
+            # from these and the attempt's profile_events rows.
+            ("language", _S),
+            ("required_resources", pa.map_(_S, _F)),
+            ("runtime_env_info", _S),  # JSON
+            ("placement_group_id", _S),
+            ("events", pa.list_(pa.struct([("state", _S), ("created_ms", _F)]))),  # the states seen, in order
+            # NULL when no report carried log info; an offset no report set is NULL (absent from the record).
+            ("task_log_info", pa.struct([("stdout_file", _S), ("stderr_file", _S)] + [(f, _I) for f in _OFFSETS])),
+            ("is_debugger_paused", _B),
+            ("call_site", _S),
+            ("label_selector", _S),  # JSON
         ]
     ),
-    19,
-)  # written by DuckDB, whose file has attempt_number INTEGER and record JSON (read back as these)
+    20,
+)  # written by DuckDB, whose file has attempt_number INTEGER and the JSON columns as JSON (read back as these)
 # The timeline's copy of the tasks (drivers left out), sorted by from_ms (an attempt's creation, or its start) in
 # small row groups, so that a time window reads only the groups it overlaps. lane numbers the (node, worker) pairs
 # and node_rank the nodes: ids, not an order (a one-shot build numbers them in the order the timeline draws them,

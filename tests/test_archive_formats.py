@@ -245,7 +245,12 @@ def test_compaction_writes_every_registered_table_in_its_schema(tmp_path):
         [t.file for t in compacted.TABLES] + [compacted.INFO_FILE, log_tables.INPUTS_FILE]
     )
     assert info["compaction_version"] == compacted.COMPACTION_VERSION
-    duckdb_types = {("tasks", "attempt_number"): pa.int32(), ("tasks", "record"): "extension<arrow.json>"}
+    json = "extension<arrow.json>"
+    duckdb_types = {
+        ("tasks", "attempt_number"): pa.int32(),
+        ("tasks", "runtime_env_info"): json,
+        ("tasks", "label_selector"): json,
+    }
     for t in compacted.TABLES:
         written = pq.read_schema(tmp_path / "t" / t.file)
         assert written.names == t.schema.names, t.name

@@ -345,9 +345,11 @@ def test_late_events_and_late_worker_logs_refold_final_attempts(tmp_path):
     differences = _differences(tmp_path / "one-shot", tmp_path / "folded")
     assert differences["tasks"] == (4, 0, 0) and differences["profile_events"] == (1, 0, 0)
     assert {t: d for t, d in differences.items() if d[1] or d[2]} == {}
-    record = duckdb.sql(f"SELECT record FROM read_parquet({table_paths(tmp_path / 'folded', TASKS)}) WHERE name = 'f'")
-    record = record.fetchall()
-    stdout = {json.loads(r[0])["task_log_info"]["stdout_file"] for r in record if json.loads(r[0])["task_log_info"]}
+    logs = duckdb.sql(
+        f"SELECT task_log_info.stdout_file FROM read_parquet({table_paths(tmp_path / 'folded', TASKS)}) "
+        "WHERE name = 'f' AND task_log_info IS NOT NULL"
+    )
+    stdout = {r[0] for r in logs.fetchall()}
     assert stdout == {f"worker-{WORKER}-{JOB}-4242.out"}
 
 

@@ -92,7 +92,6 @@ def _task(
         "creation_time_ms": created,
         "start_time_ms": None,
         "end_time_ms": None,
-        "record": "{}",
     }
 
 

@@ -218,10 +218,11 @@ def _task_profile(p: dict[str, Any], ts_ns: int) -> list[dict[str, Any]]:
 
 
 def _json_text(text: Any) -> str:
-    """extra_data as JSON text; anything else wrapped as {"raw": ...}, the record tasks_sql gives it.
+    """extra_data as JSON text; anything else wrapped as {"raw": ...}, as a task's record gives it
+    (historyserver/queries/task_records.py).
 
-    Wrapped here because DuckDB 1.5 casts the text to JSON in tasks_sql even where json_valid() is false, and
-    one such event (a trimmed or cut-off string) would stop the whole session's compaction.
+    Wrapped here because DuckDB 1.5 casts the text to JSON there even where json_valid() is false, and one such
+    event (a trimmed or cut-off string) would break every answer that renders its task's record.
     """
     if text in ("", "{}"):
         return text

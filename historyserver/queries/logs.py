@@ -131,13 +131,24 @@ def check_filename(name: str) -> str:
 
 
 def task_target(db: SessionDB, task_id: str, attempt: int, suffix: str) -> Target:
-    rows = db.query("SELECT attempt_number, record FROM tasks WHERE task_id = ?", [task_id])
+    rows = db.query(
+        "SELECT attempt_number, node_id, actor_id, worker_id, task_log_info FROM tasks WHERE task_id = ?", [task_id]
+    )
     if not rows:
         raise EntityNotFound(f"Could not find log file for task: {task_id} (attempt {attempt}) with suffix: {suffix}")
-    record = next((json.loads(r[1]) for r in rows if r[0] == attempt), None)
+    record = next(
+        (
+            {"node_id": r[1], "actor_id": r[2], "worker_id": r[3], "task_log_info": r[4]}
+            for r in rows
+            if r[0] == attempt
+        ),
+        None,
+    )
     if record is None:
         raise EntityNotFound(f"Could not find log file for task attempt:{task_id}({attempt})")
     node_id, info = record.get("node_id"), record.get("task_log_info")
+    if info is not None:  # as the record has it: an offset no report set is absent
+        info = {k: v for k, v in info.items() if v is not None or k.endswith("_file")}
     if not node_id:
         raise EntityNotFound(f"Could not find log file for task attempt.{task_id}({attempt}) due to missing node info.")
     if info is None:
@@ -177,7 +188,7 @@ def _previous_end(db: SessionDB, node_id: str, worker_id: str, suffix: str, end:
     Ray records a task's start offset in a separate update that its export events do not carry (they hold 0), so
     it is rebuilt from the tasks that ran before on the same worker (the same file).
     """
-    col = f"TRY_CAST(json_extract_string(record, '$.task_log_info.std{suffix}_end') AS BIGINT)"
+    col = f"task_log_info.std{suffix}_end"
     rows = db.query(
         f"SELECT max({col}) FROM tasks WHERE node_id = ? AND worker_id = ? AND {col} < ?", [node_id, worker_id, end]
     )

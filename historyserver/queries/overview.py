@@ -23,7 +23,7 @@ def failed_task_groups(db: SessionDB, limit: int = 20) -> list[dict[str, Any]]:
         WITH failed AS (
             SELECT task_id, attempt_number, job_id, func_or_class_name AS func, coalesce(error_type, 'UNKNOWN') AS et,
                    coalesce(list_last(list_filter(string_split(trim(
-                       coalesce(json_extract_string(record, '$.error_message'), '')), chr(10)), x -> trim(x) <> '')),
+                       coalesce(error_message, '')), chr(10)), x -> trim(x) <> '')),
                        '') AS last_line
             FROM tasks WHERE state = 'FAILED'),
         keyed AS (

@@ -14,6 +14,7 @@ import orjson
 
 from archive.compacted import INFO_FILE, TABLES, Table, table_files
 from historyserver.errors import BadRequest, TooLarge
+from historyserver.queries.task_records import records_sql
 
 # The filter keys Ray's state API accepts for tasks, and the predicates it knows.
 TASK_FILTER_COLUMNS = {
@@ -145,8 +146,8 @@ class SessionDB:
         total, filtered = task_counts(
             self, filters, self.query(f"SELECT count(*) FROM tasks WHERE {where}", params)[0][0], exclude_driver
         )
-        # Two steps, so that only the page's records are read: the page's keys from the narrow columns, then
-        # their records (tasks.parquet is sorted by task id in small row groups, so the second read is short).
+        # Two steps, so that only the page's records are rendered: the page's keys from the narrow columns, then
+        # their rows (tasks.parquet is sorted by task id in small row groups, so the second read is short).
         with admit(min(limit, filtered)):
             keys = self.query(
                 f"SELECT task_id, attempt_number FROM tasks WHERE {where} ORDER BY task_id, attempt_number LIMIT ?",
@@ -155,11 +156,13 @@ class SessionDB:
             if not keys:
                 return Page(total, filtered, [])
             rows = self.query(
-                f"SELECT record FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
-                "ORDER BY task_id, attempt_number LIMIT ?",
+                records_sql(
+                    f"SELECT * FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
+                    "ORDER BY task_id, attempt_number LIMIT ?"
+                ),
                 params + [keys[0][0], keys[-1][0], limit],
             )
-            return Page(total, filtered, [r[0] for r in rows] if raw else [_loads(r[0]) for r in rows])
+            return Page(total, filtered, [r[2] for r in rows] if raw else [_loads(r[2]) for r in rows])
 
     def jobs(self) -> list[dict[str, Any]]:
         return [_loads(r[0]) for r in self.query("SELECT record FROM jobs ORDER BY start_time NULLS LAST")]
