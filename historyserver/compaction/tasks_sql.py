@@ -263,6 +263,7 @@ def _fold(
     stamps = ", ".join(f"max(states['{code}']) AS s{code}" for code in _CODES)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE t_att AS
+        SELECT *, {_hex("tid")} AS task_id FROM (
         SELECT tid, attempt, count(*) AS events,
                arg_max(job, ts) FILTER (WHERE coalesce(job, '') <> '') AS job,
                arg_max(info, ts) FILTER (WHERE info IS NOT NULL) AS info,
@@ -281,16 +282,18 @@ def _fold(
                any_value(node_ip) FILTER (WHERE len(profile) > 0) AS node_ip,
                list_distinct(flatten(list(profile) FILTER (WHERE len(profile) > 0))) AS profile,
                {stamps}
-        FROM {source} GROUP BY tid, attempt
+        FROM {source} GROUP BY tid, attempt)
     """)
     if source == "t_ev":
         con.execute("DROP TABLE t_ev")
     con.execute(f"""
-        COPY (SELECT {_hex("tid")} AS task_id, attempt AS attempt_number, component_type,
-                     {_hex("component_id")} AS component_id, node_ip AS node_ip_address, e.event_name AS event_name,
+        COPY (SELECT task_id, attempt AS attempt_number, component_type, component_id,
+                     node_ip AS node_ip_address, e.event_name AS event_name,
                      TRY_CAST(e.start_time AS BIGINT) / 1e6 AS start_time,
                      TRY_CAST(e.end_time AS BIGINT) / 1e6 AS end_time, e.extra_data AS extra_data
-              FROM (SELECT tid, attempt, component_type, component_id, node_ip, unnest(profile) AS e FROM t_att)
+              FROM (SELECT task_id, attempt, component_type, {_hex("component_id")} AS component_id, node_ip,
+                           unnest(profile) AS e
+                    FROM t_att WHERE len(profile) > 0)
               ORDER BY task_id, attempt_number, start_time)
         TO {_sql_path(profile_out)} (FORMAT parquet, COMPRESSION zstd)
     """)
@@ -346,7 +349,7 @@ def _tasks_select(end: str) -> str:
         WITH s AS (
             -- The states seen, in the order they happened (a tie in order of code, as list_sort orders the structs).
             SELECT *, list_sort(list_filter({stamped}, x -> x.ns IS NOT NULL)) AS seen,
-                   {_hex("tid")} AS task_id, {_hex("job")} AS job_id, {_hex("info.actor_id")} AS actor_id
+                   {_hex("job")} AS job_id, {_hex("info.actor_id")} AS actor_id
             FROM t_att
         ), a AS (
             -- The state: the later of FINISHED and FAILED if either was seen, else the latest seen.
