@@ -155,12 +155,14 @@ class SessionDB:
             )
             if not keys:
                 return Page(total, filtered, [])
+            first, last = keys[0][0], keys[-1][0]
             rows = self.query(
                 records_sql(
                     f"SELECT * FROM tasks WHERE {where} AND task_id BETWEEN ? AND ? "
-                    "ORDER BY task_id, attempt_number LIMIT ?"
+                    "ORDER BY task_id, attempt_number LIMIT ?",
+                    profile_where="e.task_id BETWEEN ? AND ?",
                 ),
-                params + [keys[0][0], keys[-1][0], limit],
+                params + [first, last, limit, first, last],
             )
             return Page(total, filtered, [r[2] for r in rows] if raw else [_loads(r[2]) for r in rows])
 

@@ -21,6 +21,7 @@ _PROFILE = """
                                       ELSE coalesce(TRY_CAST(e.extra_data AS JSON), to_json({'raw': e.extra_data})) END,
                    'event_name': e.event_name}})), x -> x.e) AS events
     FROM {profile} e SEMI JOIN page k ON k.task_id = e.task_id AND k.attempt_number = e.attempt_number
+    WHERE {where}
     GROUP BY e.task_id, e.attempt_number
 """
 
@@ -53,12 +54,15 @@ _RECORD = f"""to_json({{
 }})"""
 
 
-def records_sql(page: str, profile: str = "profile_events") -> str:
+def records_sql(page: str, profile: str = "profile_events", profile_where: str = "TRUE") -> str:
     """A query answering (task_id, attempt_number, record) for the tasks rows `page` selects (a SELECT of whole
-    rows of the tasks table, its ? parameters kept), sorted by task id and attempt. `profile`: the profile_events
-    table (a name, or read_parquet(...) of its files)."""
+    rows of the tasks table), sorted by task id and attempt. `profile`: the profile_events table (a name, or
+    read_parquet(...) of its files); `profile_where`: a condition on its rows `e` that the page's hold (such as a
+    range of task ids: the parts are sorted by task id, so it skips the row groups of other pages). The ? parameters
+    of `page` come first, then those of `profile_where`."""
+    profile_rows = _PROFILE.replace("{profile}", profile).replace("{where}", profile_where)
     return f"""
-        WITH page AS ({page}), p AS ({_PROFILE.replace("{profile}", profile)})
+        WITH page AS ({page}), p AS ({profile_rows})
         SELECT t.task_id, t.attempt_number, {_RECORD} AS record
         FROM page t LEFT JOIN p ON p.task_id = t.task_id AND p.attempt_number = t.attempt_number
         ORDER BY t.task_id, t.attempt_number
