@@ -552,6 +552,26 @@ def test_a_session_that_outran_its_folds_is_built_whole_at_its_end(synthetic, tm
     assert {t: d for t, d in _differences(one_shot, tables).items() if d[1] or d[2]} == {}
 
 
+def test_a_merge_takes_the_smallest_parts_up_to_its_bound_and_never_rewrites_large_ones():
+    """Merges stay a few seconds of a fold: the parts already merged up to MERGE_MAX_ROWS are left alone, however
+    many there are (a merge of the oldest of any once rewrote 799k rows at a 1M-task session's end)."""
+    from historyserver.compaction.checkpoint import FinalPart
+
+    def part(name: str, rows: int) -> FinalPart:
+        return FinalPart(f"tasks-{name}.parquet", f"profile-{name}.parquet", f"events-{name}.parquet", rows)
+
+    big = [part(f"m{i}", 120_000) for i in range(12)]
+    small = [part(f"{i:06d}", 5_000 + i) for i in range(6)]
+    older = big[:6] + small[:3] + big[6:] + small[3:]
+    taken = incremental.merge_candidates(older, 12, max_rows=131_072)
+    assert taken == small  # the smallest, in the parts' order, and no large one
+    assert incremental.merge_candidates(older, 4, max_rows=131_072) == small[:4]
+    assert incremental.merge_candidates(big, 12, max_rows=131_072) == []  # two large ones would pass the bound
+    assert incremental.merge_candidates([small[0]], 12, max_rows=131_072) == []
+    mixed = [big[0], *small[:2]]
+    assert incremental.merge_candidates(mixed, 12, max_rows=131_000) == mixed  # 120,000 + 5,000 + 5,001 rows
+
+
 def test_merged_and_rewritten_parts_stay_sorted_in_bounded_ranges(tmp_path, monkeypatch):
     """merge_sorted sorts a range of task ids at a time (several ranges here) and without_out keeps a part's order
     without sorting: both give sorted files with every row kept once."""
