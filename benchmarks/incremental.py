@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -68,6 +70,14 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
     from historyserver.app import create_app
     from historyserver.settings import ServerSettings
 
+    if os.environ.get("RAYHISTORY_BENCH_SERVER_LOG"):  # the server's own log (folds, builds), to see where time went
+        logging.basicConfig(
+            filename=os.environ["RAYHISTORY_BENCH_SERVER_LOG"] + (".fold" if fold else ".one-shot"),
+            level=logging.INFO,
+            format="%(asctime)s.%(msecs)03d %(threadName)s %(name)s %(message)s",
+            datefmt="%H:%M:%S",
+        )
+        logging.getLogger("rayhistory").setLevel(logging.DEBUG)  # each fold's and merge's time
     settings = ServerSettings(
         archive=archive, cache_dir=cache_dir, catalog_ttl=1.0, fold_running=fold, fold_interval=fold_interval
     )
@@ -115,6 +125,8 @@ def child(archive: str, session_id: str, cache_dir: str, control: str, fold: boo
                 "build_began_s": round(built["built_at_ms"] / 1000 - built["seconds"] - ended_at, 2),
                 "answer_ms": answer_ms,
                 "last_fold_s": built.get("incremental", {}).get("fold_seconds"),
+                # Built from its folds, or whole (the folds had fallen END_BACKLOG_BYTES behind, or failed).
+                "from_folds": "incremental" in built,
                 "phases": built.get("phases", {}),
                 "task_files": len(built.get(FILES, {}).get(TASKS.name, [TASKS.file])),
                 "log_files": len(built.get(FILES, {}).get(LOG_LINES.name, [LOG_LINES.file])),
@@ -208,6 +220,8 @@ def table(info: dict[str, Any], batches: int, streamed_s: float, folded: dict[st
     )
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in folded.get("phases", {}).items() if v >= 0.05)
     tail = f"\n\nThe folding server's build at the end: {phases}." if phases else ""
+    if "from_folds" in folded and not folded["from_folds"]:
+        tail += " Its tables were built whole, not from its folds (they had fallen behind the stream, or failed)."
     if "build_began_s" in folded:
         answered = ", ".join(f"{k} {v} ms" for k, v in folded["answer_ms"].items())
         tail += (
