@@ -21,6 +21,9 @@ COMPACTION_VERSION = 20  # 20: tasks have the record's fields as typed columns, 
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
+# INFO_FILE's list of the tables a build left to follow (the log-search tables of a session opened before they are
+# built: historyserver/compaction/build.py add_search). Only in a server's local cache: never written to the archive.
+PENDING = "pending"
 _PART = re.compile(r"^([a-z_]+)\.([0-9]{4})" + re.escape(TABLE_SUFFIX) + "$")
 
 
@@ -318,6 +321,14 @@ def table(name: str) -> Table:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"no compacted table {name!r}; the tables are {', '.join(TABLE_NAMES)}") from None
+
+
+def pending(info: Mapping[str, Any]) -> list[str]:
+    """The tables of a build that are not there yet (INFO_FILE's PENDING); [] for a complete build."""
+    names = info.get(PENDING) or []
+    if not isinstance(names, list) or any(n not in _BY_NAME for n in names):
+        raise ValueError(f"{INFO_FILE}'s {PENDING} is not a list of table names: {names!r}")
+    return names
 
 
 def part_file(table: Table, index: int) -> str:

@@ -3,6 +3,8 @@
 A closed session (ended, or unfinished because its collector vanished) is compacted once: the tables are
 written back to the archive (FORMAT.md, `compacted/`) so that no other server compacts it again. A running
 session is rebuilt locally at most every `running_refresh` seconds and never written back.
+A closed session built here opens before its log-search tables are built: they follow at once, on the write-back
+thread (`search_dir` waits for them), and the tables are written back only once whole.
 With `fold_running`, a running session's task events are folded as they are archived (compaction/incremental.py,
 driven by folding.py): its tables, while it runs and once it ends, are built from the folds instead of from scratch.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from archive.compacted import COMPACTION_VERSION, TABLES, table_files
+from archive.compacted import COMPACTION_VERSION, TABLES, pending, table_files
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
@@ -30,7 +32,7 @@ from archive.storage.snapshot import ListingSnapshot
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction import incremental
-from historyserver.compaction.build import compact
+from historyserver.compaction.build import add_search, compact
 from historyserver.compaction.incremental import Folder, FoldResult
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed, publish
@@ -80,6 +82,7 @@ class Warehouse:
         # One thread, in order: once the last job submitted is done, every earlier one is.
         self._write_back = ThreadPoolExecutor(1, "write-back", initializer=_background_priority)
         self._last_write_back: Future[None] | None = None
+        self._searches: dict[str, Future[None]] = {}  # session id -> the build of its pending log-search tables
 
     @property
     def open_sessions(self) -> int:
@@ -118,10 +121,58 @@ class Warehouse:
                 self._open[sid] = (db, time.monotonic(), entry.closed)
         finally:
             lock.release()
-        if built:
-            with self._lock:
-                self._last_write_back = self._write_back.submit(self._upload, entry, tables)
+        if built or (pending(db.info) and sid not in self._searches):  # the latter: left by an earlier process
+            self._follow_up(entry, tables)
         return db
+
+    def search_dir(self, entry: SessionEntry, patient: bool = False) -> Path:
+        """The session's tables folder with its log-search tables built: a first open's follow them (db()). A
+        request waits for them at most the gate's wait (then Overloaded: 503); `patient` as long as it takes."""
+        tables = Path(self.db(entry, patient).dir)
+        info = _read_info(tables)
+        if info is None or not pending(info):
+            return tables
+        sid = entry.ref.id
+        with self._lock:
+            building = self._searches.get(sid)
+        if building is None or (building.done() and building.exception() is not None):
+            building = self._follow_up(entry, tables)  # the last attempt failed: this request tries again
+        if wait([building], None if patient else self.gate.wait_s).not_done:
+            raise Overloaded(
+                f"the log-search index of session {sid} is still being built (it follows the session's other "
+                "tables); retry in a few seconds",
+                retry_after=max(1, math.ceil(self.gate.wait_s)),
+            )
+        try:
+            building.result()
+        except StoreError as e:
+            raise ArchiveUnavailable(str(e)) from e
+        return tables
+
+    def _follow_up(self, entry: SessionEntry, tables: Path) -> Future[None]:
+        """After a build of a closed session: its pending log-search tables, then the write-back, on the write-back
+        thread (in order, at low priority: the session's first requests keep the CPU)."""
+        with self._lock:
+            job = self._write_back.submit(self._complete, entry, tables)
+            self._last_write_back = job
+            if pending(_read_info(tables) or {}):
+                self._searches[entry.ref.id] = job
+        return job
+
+    def _complete(self, entry: SessionEntry, tables: Path) -> None:
+        info = _read_info(tables)
+        if info is not None and pending(info):
+            try:
+                add_search(ListingSnapshot(self.store), entry.ref, tables, self.compaction_memory)
+            except Exception:  # kept in the future too: the next search of the session tries again
+                log.exception("building the log-search tables of %s failed", entry.ref.id)
+                raise
+            with self._lock:
+                if entry.ref.id in self._open:  # the open handle's info still lists them pending
+                    _, opened, closed = self._open[entry.ref.id]
+                    self._open[entry.ref.id] = (SessionDB(tables), opened, closed)
+        if info is not None and info.get("closed"):
+            self._upload(entry, tables)
 
     def wait_for_write_backs(self, timeout: float | None = None) -> bool:
         """Wait until the tables built so far are written back to the archive (a stopping server, tests); False
@@ -157,17 +208,18 @@ class Warehouse:
             lock.release()
 
     def ready(self, entry: SessionEntry) -> bool:
-        """Whether db() would answer without compacting: this server holds the session's tables (closed, or fresh
-        enough while it runs), or the archive holds them at the current COMPACTION_VERSION (a download, not a
-        compaction). Cheap: one small read at most; a store that cannot answer counts as not ready."""
+        """Whether search_dir() would answer without building: this server holds the session's tables, log-search
+        tables included (closed, or fresh enough while it runs), or the archive holds them at the current
+        COMPACTION_VERSION (a download, not a compaction). Cheap: one small read at most; a store that cannot
+        answer counts as not ready."""
         cached = self._open.get(entry.ref.id)
         if cached and self._still_good(cached, entry):
-            return True
+            return not pending(cached[0].info)
         local = _read_info(self.root / entry.ref.id)
         if not entry.closed:
             return bool(local) and time.time() * 1000 - local["built_at_ms"] < self.running_refresh * 1000
         if local and local.get("closed"):
-            return True
+            return not pending(local)
         try:
             return self.store.exists(entry.ref.compacted_key(COMPACTION_VERSION, INFO))
         except StoreError:
@@ -228,7 +280,8 @@ class Warehouse:
                     if closed:
                         shutil.rmtree(folder.dir, ignore_errors=True)  # the tables hold it all now
                 elif closed:
-                    info = compact_closed(store, entry.ref, tables, end_ms, self.compaction_memory)
+                    # The log-search tables follow (db(), _follow_up): the session's pages need not wait for them.
+                    info = compact_closed(store, entry.ref, tables, end_ms, self.compaction_memory, search=False)
                 else:
                     info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory, closed=False)
                 outcome = "ok"
@@ -260,6 +313,8 @@ class Warehouse:
             if not isinstance(listing, dict):
                 raise ValueError(f"{INFO} is not a JSON object")
             files = [name for table in TABLES for name in table_files(listing, table)]
+            if pending(listing):
+                raise ValueError(f"it lists tables still to be built: {pending(listing)}")
         except ValueError as e:
             log.warning("the archive's compacted tables of %s are not usable (%s): compacting it again", ref.id, e)
             return False

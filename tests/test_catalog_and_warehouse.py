@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -130,6 +131,87 @@ def test_built_tables_serve_while_they_are_written_back(tmp_path, monkeypatch):
         builder.join(60)
     assert warehouse.wait_for_write_backs(60)
     assert publish.is_published(store, ref)
+
+
+def test_a_first_open_answers_before_the_log_search_tables_are_built(tmp_path, monkeypatch):
+    """A closed session's first open answers its pages once the tables other than log search are built; a search
+    waits for the log-search tables (at most the queue wait, then 503 with Retry-After, in the search API's error
+    shape), which follow on their own, and the archive gets the tables only once they are all there."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from historyserver.app import create_app
+    from historyserver.compaction import build, publish
+    from historyserver.search.log_index import LogIndex
+    from historyserver.settings import ServerSettings
+
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
+    indexing, release = threading.Event(), threading.Event()
+    real_build = build.log_tables.build
+
+    def held_build(*args, **kwargs):
+        indexing.set()
+        assert release.wait(60), "the log-search tables were built before the session's pages answered"
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(build.log_tables, "build", held_build)
+    settings = ServerSettings(archive=store.url, cache_dir=str(tmp_path / "cache"), catalog_ttl=0, queue_wait=0.5)
+    app = create_app(settings, store)
+    warehouse = app.state.services.warehouse
+    search = f"/api/v1/sessions/{ref.id}/logs/search"
+    with TestClient(app) as client:
+        try:
+            # With the index built inline, this page would wait on `release`, which comes only after it.
+            page = client.get(f"/api/v1/sessions/{ref.id}/overview")
+            assert page.status_code == 200, page.text
+            assert compacted.pending(warehouse.db(entry).info)
+            assert indexing.wait(60), "the log-search tables were never started"
+            busy = client.get(search, params={"q": "metadata"})
+            assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1, busy.text
+            assert "log-search index" in busy.json()["error"]["message"], busy.json()
+            assert not warehouse.ready(entry) and not publish.is_published(store, ref)
+        finally:
+            release.set()
+        found = client.get(search, params={"q": "metadata"})
+        assert found.status_code == 200 and found.json()["hits"], found.text
+    index = LogIndex(warehouse.search_dir(entry))
+    lines = sum(b.rows for b in index.blocks)
+    assert index.exists and lines > 0
+    assert warehouse.ready(entry) and not compacted.pending(warehouse.db(entry).info)
+    assert warehouse.wait_for_write_backs(60)
+    prefix = ref.compacted_prefix(compacted.COMPACTION_VERSION)
+    assert {o.key[len(prefix) :] for o in store.list(prefix)} == {t.file for t in compacted.TABLES} | {
+        compacted.INFO_FILE
+    }
+    archived = json.loads(store.get(prefix + compacted.INFO_FILE))
+    assert compacted.PENDING not in archived and archived["counts"]["log_lines"] == lines
+
+
+def test_tables_left_without_log_search_by_a_stopped_server_are_completed_by_the_next(tmp_path):
+    """A server that stopped between a first open and its log-search tables leaves them pending in its cache: the
+    next server on that cache builds them, and writes the whole build back."""
+    from historyserver.compaction import publish
+
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
+    cache = tmp_path / "cache"
+    tables = Warehouse(store, cache).root / ref.id
+    info = publish.compact_closed(store, ref, tables, entry.end_ms, search=False)
+    assert compacted.pending(info) == ["log_lines", "log_terms"]
+    assert not (tables / compacted.LOG_LINES.file).exists()
+    with pytest.raises(ValueError, match="not built yet"):
+        publish.publish(store, ref, tables)
+
+    warehouse = Warehouse(store, cache)
+    assert not warehouse.ready(entry)
+    warehouse.db(entry)
+    assert warehouse.wait_for_write_backs(60)
+    assert publish.is_published(store, ref) and warehouse.ready(entry)
+    done = json.loads((tables / compacted.INFO_FILE).read_text())
+    assert not compacted.pending(done) and done["counts"]["log_lines"] > 0
+    assert (tables / compacted.LOG_LINES.file).exists() and (tables / compacted.LOG_TERMS.file).exists()
 
 
 def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tmp_path, monkeypatch, reference):

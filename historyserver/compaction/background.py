@@ -49,7 +49,7 @@ class BackgroundCompactor:
         sid = entry.ref.id
         error = None
         try:
-            self.warehouse.db(entry, patient=True)
+            self.warehouse.search_dir(entry, patient=True)
         except Exception as e:  # a visitor's request retries it and reports the error in its API's shape
             log.exception("background compaction of %s failed", sid)
             error = f"{type(e).__name__}: {e}"

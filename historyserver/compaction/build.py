@@ -2,6 +2,8 @@
 
 The tables are a versioned, throw-away cache (COMPACTION_VERSION): a new version rebuilds them, never migrates.
 One pass reads the session's archive (`_read`), then the registered builders (tables.py) write the tables.
+A first open may leave the log-search tables to follow (`compact(search=False)`, then `add_search`): the session's
+pages answer before its logs are indexed.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ from typing import Any
 from archive import api_snapshots as snapshot_format
 from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
-from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE
+from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE, PENDING, pending
 from archive.errors import NotFound
 from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import api_snapshots, ray_events, staging
+from historyserver.compaction import api_snapshots, log_tables, ray_events, staging
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
-from historyserver.compaction.export_events import fold_lines
-from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, Builder, Inputs, info_counts
+from historyserver.compaction.export_events import Damage, fold_lines
+from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, SEARCH, Builder, Inputs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -50,10 +52,12 @@ def compact(
     session_end_ms: int | None,
     memory_limit: str = DEFAULT_MEMORY,
     closed: bool | None = None,
+    search: bool = True,
 ) -> dict[str, Any]:
     """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place), with
     DuckDB's memory bounded by memory_limit (e.g. 600MB). `closed`, when given, is recorded in its info (whether
-    the session can still change), written once with the rest."""
+    the session can still change), written once with the rest. Without `search`, the log-search tables are left
+    out and listed in the info as PENDING, for add_search to build."""
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
@@ -62,14 +66,53 @@ def compact(
         _read(inputs)
         phases = {"read": round(time.monotonic() - started, 3)}
         log.info("%s: read the archive in %.1fs", ref.id, phases["read"])
-        results = run_builders(BUILDERS, inputs, phases)
+        results = run_builders(BUILDERS if search else tuple(b for b in BUILDERS if b is not SEARCH), inputs, phases)
         inputs.close()
         info = build_info(inputs, started, results, phases, closed)
+        if not search:
+            info[PENDING] = [t.name for t in SEARCH.tables]
         write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("compacted %s in %.2fs: %s", ref.id, info["seconds"], info["counts"])
+    return info
+
+
+def add_search(store: Store, ref: SessionRef, tables: Path, memory_limit: str = DEFAULT_MEMORY) -> dict[str, Any]:
+    """Build the log-search tables that compact(search=False) left pending in `tables`, then rewrite its info
+    without them pending (atomically: a reader sees the old info or the new, and the new one's files are there).
+    Returns the info; a complete build's is returned as it is."""
+    info = json.loads((tables / INFO_FILE).read_text())
+    if not pending(info):
+        return info
+    started = time.monotonic()
+    damage = Damage()
+    tmp = Path(tempfile.mkdtemp(prefix=".search-", dir=tables))
+    try:
+        nodes = [ref.node(n) for n in info.get("archived_nodes", {})]
+        counts = log_tables.build(store, nodes, tmp, tmp / "stage", memory_limit, damage)
+        for built in tmp.iterdir():
+            if built.is_file():
+                built.replace(tables / built.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = round(time.monotonic() - started, 3)
+    was = info.get("damage") or {}
+    info = {
+        **{k: v for k, v in info.items() if k != PENDING},
+        "counts": {**info.get("counts", {}), **counts},
+        "phases": {**info.get("phases", {}), SEARCH.tables[0].name: seconds},
+        "search_seconds": seconds,
+        "damage": {
+            "bad_lines": was.get("bad_lines", 0) + damage.bad_lines,
+            "examples": (was.get("examples", []) + damage.examples)[:5],
+        },
+    }
+    staged = tables / (INFO_FILE + ".new")
+    staged.write_text(json.dumps(info, indent=1))
+    staged.replace(tables / INFO_FILE)
+    log.info("%s: log-search tables added in %.2fs: %s", ref.id, seconds, counts)
     return info
 
 

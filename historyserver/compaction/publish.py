@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES, table_files
+from archive.compacted import COMPACTION_VERSION, INFO_FILE, TABLES, pending, table_files
 from archive.layout import SessionRef
 from archive.storage import Store
 from historyserver.compaction.build import compact
@@ -16,15 +16,23 @@ from historyserver.compaction.tables import DEFAULT_MEMORY
 
 
 def compact_closed(
-    store: Store, ref: SessionRef, tables: Path, end_ms: int | None, memory_limit: str = DEFAULT_MEMORY
+    store: Store,
+    ref: SessionRef,
+    tables: Path,
+    end_ms: int | None,
+    memory_limit: str = DEFAULT_MEMORY,
+    search: bool = True,
 ) -> dict[str, Any]:
-    """Build the tables of a session that will not change any more into `tables`, its info marked closed."""
-    return compact(store, ref, tables, end_ms, memory_limit, closed=True)
+    """Build the tables of a session that will not change any more into `tables`, its info marked closed (without
+    `search`: the log-search tables left pending, for build.add_search)."""
+    return compact(store, ref, tables, end_ms, memory_limit, closed=True, search=search)
 
 
 def publish(store: Store, ref: SessionRef, tables: Path) -> None:
     """Write the tables to the archive, INFO_FILE last: it vouches for the rest (raises StoreError)."""
     info = json.loads((tables / INFO_FILE).read_text())
+    if pending(info):
+        raise ValueError(f"{ref.id}: its tables {pending(info)} are not built yet; the archive gets complete builds")
     for table in TABLES:
         for name in table_files(info, table):
             store.put(ref.compacted_key(COMPACTION_VERSION, name), (tables / name).read_bytes())

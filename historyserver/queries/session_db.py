@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from archive.compacted import INFO_FILE, TABLES, Table, table_files
+from archive.compacted import INFO_FILE, TABLES, Table, pending, table_files
 from historyserver.errors import BadRequest, TooLarge
 from historyserver.queries.task_records import records_sql
 
@@ -80,7 +80,10 @@ class SessionDB:
         # Bounded like every request: a query over one session's tables may use this much, then spills or fails.
         self._con = duckdb.connect(":memory:", config={"memory_limit": QUERY_MEMORY, "threads": 2})
         self.info = json.loads((tables_dir / INFO_FILE).read_text())
+        left = pending(self.info)  # the log-search tables of a first open, still being built: searches wait for them
         for table in TABLES:
+            if table.name in left:
+                continue
             self._con.execute(
                 f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet({table_paths(tables_dir, table, self.info)})"
             )

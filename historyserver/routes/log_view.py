@@ -3,8 +3,6 @@ it. HTML; the data is the context API's (GET /api/v1/sessions/{id}/logs/context)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
@@ -27,6 +25,6 @@ def log_view_page(
         raise BadRequest("give node_id and file: the view shows one archived file (search hits link here)")
     svc = services.of(request)
     with svc.gates.searches.slot():
-        tables = Path(svc.warehouse.db(entry).dir)
+        tables = svc.warehouse.search_dir(entry)
         view = log_view(search_backend(svc), entry.ref, tables, node_id, file, line)
     return templates.TemplateResponse(request, "log_view.html", {"v": view})

@@ -37,7 +37,7 @@ def search_backend(services: Any, across: bool = False, archive: ArchiveBackend 
 def archive_backend(services: Any, across: bool = False) -> ArchiveBackend:
     def tables_dir(ref: SessionRef) -> Path:
         # Routes pick the sessions through the request's view of the catalog (access applies there).
-        return Path(services.warehouse.db(services.catalog.get(ref.id)).dir)
+        return services.warehouse.search_dir(services.catalog.get(ref.id))
 
     pending = None
     if across:
