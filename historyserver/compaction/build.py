@@ -14,7 +14,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -169,14 +170,24 @@ def write_into_place(tmp: Path, out_dir: Path, info: dict[str, Any]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+STAGE_THREADS = 2  # task event files staged at once: checking each file's last segment is zlib's work (no GIL)
+_Staged = tuple[Path, int | None, staging.Source | None]  # Inputs.add_task_file's arguments
+
+
 def _read(inputs: Inputs) -> None:
-    """One pass over every node's sources, gathering what the builders need (metrics are read by their builder)."""
-    for node_id in inputs.store.list_dirs(inputs.ref.nodes_prefix):
-        node = inputs.ref.node(node_id)
-        inputs.node_records[node_id] = _read_node_record(inputs.store, inputs.ref, node_id)
-        _read_logs(inputs, node)
-        _read_ray_events(inputs, node)
-        _read_api(inputs, node)
+    """One pass over every node's sources, gathering what the builders need (metrics are read by their builder).
+    Task event files are staged in threads, and added to the inputs in the order the pass met them."""
+    with ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="stage") as pool:
+        staged: list[Future[_Staged]] = []
+        for node_id in inputs.store.list_dirs(inputs.ref.nodes_prefix):
+            node = inputs.ref.node(node_id)
+            inputs.node_records[node_id] = _read_node_record(inputs.store, inputs.ref, node_id)
+            _read_logs(inputs, node, lambda *a, n=node: staged.append(pool.submit(_stage_task_events, inputs, n, *a)))
+            for path in _read_ray_events(inputs, node):
+                staged.append(pool.submit(lambda p: (p, None, None), path))
+            _read_api(inputs, node)
+        for done in staged:
+            inputs.add_task_file(*done.result())
     fold_read(inputs)
 
 
@@ -186,8 +197,9 @@ def fold_read(inputs: Inputs) -> None:
     api_snapshots.apply_job_table_times(inputs.api_latest, inputs.folded.driver_jobs)
 
 
-def _read_logs(inputs: Inputs, node: NodeRef) -> None:
-    """Every file of Ray's logs/ is a log_files row; cluster events and export events are read too."""
+def _read_logs(inputs: Inputs, node: NodeRef, stage_tasks: Callable[[str, list, str], object]) -> None:
+    """Every file of Ray's logs/ is a log_files row; cluster events and export events are read too, EXPORT_TASK
+    files handed to stage_tasks(path, segments, where)."""
     store, node_id, damage = inputs.store, node.node_id, inputs.folded.damage
     listed = archive_logs.list_segments(store, node)
     for path, (archived_path, epoch) in archive_logs.read_renames(store, node).items():
@@ -207,13 +219,13 @@ def _read_logs(inputs: Inputs, node: NodeRef) -> None:
         if not path.startswith(EXPORT_DIR) or not name.startswith("event_EXPORT_"):
             continue
         if name.startswith("event_EXPORT_TASK"):
-            _stage_task_events(inputs, node, path, segs, where)
+            stage_tasks(path, segs, where)
         else:
             data, _ = staging.stage_lines(store, node, segs, None, damage, where)
             fold_lines(data.splitlines(), where, inputs.folded)
 
 
-def _stage_task_events(inputs: Inputs, node: NodeRef, path: str, segs: list, where: str) -> None:
+def _stage_task_events(inputs: Inputs, node: NodeRef, path: str, segs: list, where: str) -> _Staged:
     """An EXPORT_TASK file staged for fold_tasks: as gzip members (staging.stage_members), decompressed where
     those cannot stage it exactly."""
     staged = inputs.tmp / "stage" / node.node_id / path
@@ -222,13 +234,14 @@ def _stage_task_events(inputs: Inputs, node: NodeRef, path: str, segs: list, whe
     if size is None:
         members.unlink(missing_ok=True)
         staging.stage_lines(inputs.store, node, segs, staged, inputs.folded.damage, where)
-        inputs.add_task_file(staged)
-    else:
-        inputs.add_task_file(members, size, staging.Source(node, segs, where))
+        return staged, None, None
+    return members, size, staging.Source(node, segs, where)
 
 
-def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
-    """Ray's HTTP event path (ray_events.py): RayEvents become export-event lines for the same folds."""
+def _read_ray_events(inputs: Inputs, node: NodeRef) -> list[Path]:
+    """Ray's HTTP event path (ray_events.py): RayEvents become export-event lines for the same folds (the files
+    staged, returned)."""
+    staged_files = []
     stage = inputs.tmp / "stage" / node.node_id
     for path, segs in archive_logs.list_segments(inputs.store, node, source="ray_events").items():
         where = f"{node.node_id[:12]}:ray_events/{path}"
@@ -237,7 +250,8 @@ def _read_ray_events(inputs: Inputs, node: NodeRef) -> None:
         staged = stage / "ray_events" / path
         with raw.open("rb") as lines:
             ray_events.normalize_spool(lines, where, inputs.folded.damage, staged, inputs.http_events)
-        inputs.add_task_file(staged)
+        staged_files.append(staged)
+    return staged_files
 
 
 def _read_api(inputs: Inputs, node: NodeRef) -> None:
