@@ -21,8 +21,8 @@ COMPACTION_VERSION = 20  # 20: tasks have the record's fields as typed columns, 
 INFO_FILE = "info.json"  # counts, damage, the cluster's last status; written after the tables, it vouches for them
 TABLE_SUFFIX = ".parquet"
 FILES = "files"  # INFO_FILE's map of a table written as parts to its files, in order; absent: the table's one file
-# INFO_FILE's list of the tables a build left to follow (the log-search tables of a session opened before they are
-# built: historyserver/compaction/build.py add_search). Only in a server's local cache: never written to the archive.
+# INFO_FILE's list of the tables a build left to follow (our own indexes, of a session opened before they are built:
+# historyserver/compaction/build.py add_deferred). Only in a server's local cache: never written to the archive.
 PENDING = "pending"
 _PART = re.compile(r"^([a-z_]+)\.([0-9]{4})" + re.escape(TABLE_SUFFIX) + "$")
 

@@ -66,11 +66,14 @@ def child(tables: Path, job: str, mode: str) -> dict[str, Any]:
 
 def compacted(archive: str, session_id: str, cache: Path) -> Path:
     """The session's compacted tables (built here on the first run, as the server builds them on first open)."""
+    from archive.compacted import TABLES
     from historyserver.catalog import Catalog
     from historyserver.warehouse import Warehouse
 
     store = open_store(archive)
-    db = Warehouse(store, cache).db(Catalog(store, ttl=0).get(session_id))
+    warehouse = Warehouse(store, cache)
+    db = warehouse.db(Catalog(store, ttl=0).get(session_id), needs=TABLES)  # the timeline's table too
+    warehouse.wait_for_write_backs()
     tables = Path(db.dir)
     db.close()
     return tables

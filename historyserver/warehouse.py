@@ -3,8 +3,9 @@
 A closed session (ended, or unfinished because its collector vanished) is compacted once: the tables are
 written back to the archive (FORMAT.md, `compacted/`) so that no other server compacts it again. A running
 session is rebuilt locally at most every `running_refresh` seconds and never written back.
-A closed session built here opens before its log-search tables are built: they follow at once, on the write-back
-thread (`search_dir` waits for them), and the tables are written back only once whole.
+A closed session built here opens before our own indexes (compaction/tables.py DEFERRED: the task timeline, log
+search) are built: they follow at once, on the write-back thread (a caller that reads them names them in db()'s
+`needs` and waits for them), and the tables are written back only once whole.
 With `fold_running`, a running session's task events are folded as they are archived (compaction/incremental.py,
 driven by folding.py): its tables, while it runs and once it ends, are built from the folds instead of from scratch.
 """
@@ -18,13 +19,14 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from archive.compacted import COMPACTION_VERSION, TABLES, pending, table_files
+from archive.compacted import COMPACTION_VERSION, TABLES, Table, pending, table_files
 from archive.compacted import INFO_FILE as INFO
 from archive.errors import NotFound, StoreError
 from archive.storage import Store
@@ -32,7 +34,7 @@ from archive.storage.snapshot import ListingSnapshot
 from historyserver.admission import Gate
 from historyserver.catalog import SessionEntry
 from historyserver.compaction import incremental
-from historyserver.compaction.build import add_search, compact
+from historyserver.compaction.build import add_deferred, compact
 from historyserver.compaction.incremental import Folder, FoldResult
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed, publish
@@ -82,16 +84,25 @@ class Warehouse:
         # One thread, in order: once the last job submitted is done, every earlier one is.
         self._write_back = ThreadPoolExecutor(1, "write-back", initializer=_background_priority)
         self._last_write_back: Future[None] | None = None
-        self._searches: dict[str, Future[None]] = {}  # session id -> the build of its pending log-search tables
+        self._deferred: dict[str, Future[None]] = {}  # session id -> the build of its pending tables
+        self._built = threading.Condition(self._lock)  # notified as a session's deferred tables come in
 
     @property
     def open_sessions(self) -> int:
         return len(self._open)
 
-    def db(self, entry: SessionEntry, patient: bool = False) -> SessionDB:
+    def db(self, entry: SessionEntry, patient: bool = False, needs: Collection[Table] = ()) -> SessionDB:
         """The session's tables, compacting them first if needed. A request waits at most the gate's wait for
         another compaction of the same session or for a free slot (then Overloaded: 503); `patient` (the
-        background compactor) waits as long as it takes."""
+        background compactor) waits as long as it takes. `needs`: the deferred tables the caller reads (the
+        timeline's, log search's), which a first open builds after the rest: it waits for them likewise."""
+        db = self._open_db(entry, patient)
+        waiting = set(pending(db.info)) & {t.name for t in needs}
+        if waiting:
+            db = self._await_deferred(entry, Path(db.dir), patient, waiting)
+        return db
+
+    def _open_db(self, entry: SessionEntry, patient: bool) -> SessionDB:
         sid = entry.ref.id
         with self._lock:
             lock = self._session_locks.setdefault(sid, threading.Lock())
@@ -121,56 +132,70 @@ class Warehouse:
                 self._open[sid] = (db, time.monotonic(), entry.closed)
         finally:
             lock.release()
-        if built or (pending(db.info) and sid not in self._searches):  # the latter: left by an earlier process
+        if built or (pending(db.info) and sid not in self._deferred):  # the latter: left by an earlier process
             self._follow_up(entry, tables)
         return db
 
-    def search_dir(self, entry: SessionEntry, patient: bool = False) -> Path:
-        """The session's tables folder with its log-search tables built: a first open's follow them (db()). A
-        request waits for them at most the gate's wait (then Overloaded: 503); `patient` as long as it takes."""
-        tables = Path(self.db(entry, patient).dir)
-        info = _read_info(tables)
-        if info is None or not pending(info):
-            return tables
+    def _await_deferred(self, entry: SessionEntry, tables: Path, patient: bool, needs: set[str]) -> SessionDB:
+        """The session's handle once the deferred tables it `needs` are built: at most the gate's wait (then
+        Overloaded: 503), `patient` as long as it takes."""
         sid = entry.ref.id
         with self._lock:
-            building = self._searches.get(sid)
+            building = self._deferred.get(sid)
         if building is None or (building.done() and building.exception() is not None):
             building = self._follow_up(entry, tables)  # the last attempt failed: this request tries again
-        if wait([building], None if patient else self.gate.wait_s).not_done:
-            raise Overloaded(
-                f"the log-search index of session {sid} is still being built (it follows the session's other "
-                "tables); retry in a few seconds",
-                retry_after=max(1, math.ceil(self.gate.wait_s)),
-            )
-        try:
-            building.result()
-        except StoreError as e:
-            raise ArchiveUnavailable(str(e)) from e
-        return tables
+        deadline = None if patient else time.monotonic() + self.gate.wait_s
+        with self._built:
+            while needs & set(pending(_read_info(tables) or {})) and not building.done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Overloaded(
+                        f"session {sid} is open, but its {' and '.join(sorted(needs))} tables are still being "
+                        "built (they follow the others); retry in a few seconds",
+                        retry_after=max(1, math.ceil(self.gate.wait_s)),
+                    )
+                self._built.wait(left)
+            cached = self._open.get(sid)
+        error = building.exception() if building.done() else None
+        if isinstance(error, StoreError):
+            raise ArchiveUnavailable(str(error)) from error
+        if error is not None:
+            raise error
+        if cached and not needs & set(pending(cached[0].info)):
+            return cached[0]
+        return SessionDB(tables)
 
     def _follow_up(self, entry: SessionEntry, tables: Path) -> Future[None]:
-        """After a build of a closed session: its pending log-search tables, then the write-back, on the write-back
-        thread (in order, at low priority: the session's first requests keep the CPU)."""
+        """After a build of a closed session: its pending tables, then the write-back, on the write-back thread (in
+        order, at low priority: the session's first requests keep the CPU)."""
         with self._lock:
             job = self._write_back.submit(self._complete, entry, tables)
             self._last_write_back = job
             if pending(_read_info(tables) or {}):
-                self._searches[entry.ref.id] = job
+                self._deferred[entry.ref.id] = job
         return job
 
     def _complete(self, entry: SessionEntry, tables: Path) -> None:
+        sid = entry.ref.id
+
+        def built(info: dict) -> None:
+            handle = SessionDB(tables)  # the open handle's info lists them pending, and it lacks their views
+            with self._built:
+                if sid in self._open:
+                    _, opened, closed = self._open[sid]
+                    self._open[sid] = (handle, opened, closed)
+                self._built.notify_all()
+
         info = _read_info(tables)
         if info is not None and pending(info):
             try:
-                add_search(ListingSnapshot(self.store), entry.ref, tables, self.compaction_memory)
-            except Exception:  # kept in the future too: the next search of the session tries again
-                log.exception("building the log-search tables of %s failed", entry.ref.id)
+                info = add_deferred(ListingSnapshot(self.store), entry.ref, tables, self.compaction_memory, built)
+            except Exception:  # kept in the future too: the next request that needs them tries again
+                log.exception("building the deferred tables of %s failed", sid)
                 raise
-            with self._lock:
-                if entry.ref.id in self._open:  # the open handle's info still lists them pending
-                    _, opened, closed = self._open[entry.ref.id]
-                    self._open[entry.ref.id] = (SessionDB(tables), opened, closed)
+            finally:
+                with self._built:
+                    self._built.notify_all()
         if info is not None and info.get("closed"):
             self._upload(entry, tables)
 
@@ -208,10 +233,10 @@ class Warehouse:
             lock.release()
 
     def ready(self, entry: SessionEntry) -> bool:
-        """Whether search_dir() would answer without building: this server holds the session's tables, log-search
-        tables included (closed, or fresh enough while it runs), or the archive holds them at the current
-        COMPACTION_VERSION (a download, not a compaction). Cheap: one small read at most; a store that cannot
-        answer counts as not ready."""
+        """Whether db() would answer without building, deferred tables included: this server holds the session's
+        tables (closed, or fresh enough while it runs), or the archive holds them at the current COMPACTION_VERSION
+        (a download, not a compaction). Cheap: one small read at most; a store that cannot answer counts as not
+        ready."""
         cached = self._open.get(entry.ref.id)
         if cached and self._still_good(cached, entry):
             return not pending(cached[0].info)
@@ -280,8 +305,8 @@ class Warehouse:
                     if closed:
                         shutil.rmtree(folder.dir, ignore_errors=True)  # the tables hold it all now
                 elif closed:
-                    # The log-search tables follow (db(), _follow_up): the session's pages need not wait for them.
-                    info = compact_closed(store, entry.ref, tables, end_ms, self.compaction_memory, search=False)
+                    # Our own indexes follow (db(), _follow_up): the session's pages need not wait for them.
+                    info = compact_closed(store, entry.ref, tables, end_ms, self.compaction_memory, defer=True)
                 else:
                     info = compact(self.store, entry.ref, tables, end_ms, self.compaction_memory, closed=False)
                 outcome = "ok"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,21 +143,21 @@ def test_a_first_open_answers_before_the_log_search_tables_are_built(tmp_path, m
     from fastapi.testclient import TestClient
 
     from historyserver.app import create_app
-    from historyserver.compaction import build, publish
-    from historyserver.search.log_index import LogIndex
+    from historyserver.compaction import log_tables, publish
+    from historyserver.search.log_index import SEARCH_TABLES, LogIndex
     from historyserver.settings import ServerSettings
 
     session = make_session(tmp_path)
     store, ref, entry = _archived(session, tmp_path / "archive")
     indexing, release = threading.Event(), threading.Event()
-    real_build = build.log_tables.build
+    real_build = log_tables.build
 
     def held_build(*args, **kwargs):
         indexing.set()
         assert release.wait(60), "the log-search tables were built before the session's pages answered"
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(build.log_tables, "build", held_build)
+    monkeypatch.setattr(log_tables, "build", held_build)
     settings = ServerSettings(archive=store.url, cache_dir=str(tmp_path / "cache"), catalog_ttl=0, queue_wait=0.5)
     app = create_app(settings, store)
     warehouse = app.state.services.warehouse
@@ -170,13 +171,17 @@ def test_a_first_open_answers_before_the_log_search_tables_are_built(tmp_path, m
             assert indexing.wait(60), "the log-search tables were never started"
             busy = client.get(search, params={"q": "metadata"})
             assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1, busy.text
-            assert "log-search index" in busy.json()["error"]["message"], busy.json()
+            assert "log_lines and log_terms tables are still being built" in busy.json()["error"]["message"]
+            # The timeline's table, built before them, answers meanwhile.
+            timeline = client.get(f"/api/v1/sessions/{ref.id}/timeline")
+            assert timeline.status_code == 200 and timeline.json()["total"] == 0, timeline.text
+            assert compacted.pending(warehouse.db(entry).info) == ["log_lines", "log_terms"]
             assert not warehouse.ready(entry) and not publish.is_published(store, ref)
         finally:
             release.set()
         found = client.get(search, params={"q": "metadata"})
         assert found.status_code == 200 and found.json()["hits"], found.text
-    index = LogIndex(warehouse.search_dir(entry))
+    index = LogIndex(Path(warehouse.db(entry, needs=SEARCH_TABLES).dir))
     lines = sum(b.rows for b in index.blocks)
     assert index.exists and lines > 0
     assert warehouse.ready(entry) and not compacted.pending(warehouse.db(entry).info)
@@ -198,9 +203,9 @@ def test_tables_left_without_log_search_by_a_stopped_server_are_completed_by_the
     store, ref, entry = _archived(session, tmp_path / "archive")
     cache = tmp_path / "cache"
     tables = Warehouse(store, cache).root / ref.id
-    info = publish.compact_closed(store, ref, tables, entry.end_ms, search=False)
-    assert compacted.pending(info) == ["log_lines", "log_terms"]
-    assert not (tables / compacted.LOG_LINES.file).exists()
+    info = publish.compact_closed(store, ref, tables, entry.end_ms, defer=True)
+    assert compacted.pending(info) == ["task_timeline", "log_lines", "log_terms"]
+    assert not (tables / compacted.LOG_LINES.file).exists() and not (tables / compacted.TASK_TIMELINE.file).exists()
     with pytest.raises(ValueError, match="not built yet"):
         publish.publish(store, ref, tables)
 
@@ -211,7 +216,7 @@ def test_tables_left_without_log_search_by_a_stopped_server_are_completed_by_the
     assert publish.is_published(store, ref) and warehouse.ready(entry)
     done = json.loads((tables / compacted.INFO_FILE).read_text())
     assert not compacted.pending(done) and done["counts"]["log_lines"] > 0
-    assert (tables / compacted.LOG_LINES.file).exists() and (tables / compacted.LOG_TERMS.file).exists()
+    assert all((tables / t.file).exists() for t in (compacted.LOG_LINES, compacted.LOG_TERMS, compacted.TASK_TIMELINE))
 
 
 def test_tables_written_as_parts_are_written_back_and_downloaded_part_by_part(tmp_path, monkeypatch, reference):

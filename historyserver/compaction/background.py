@@ -9,6 +9,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from archive.compacted import TABLES
+
 if TYPE_CHECKING:
     from historyserver.catalog import SessionEntry
     from historyserver.warehouse import Warehouse
@@ -49,7 +51,7 @@ class BackgroundCompactor:
         sid = entry.ref.id
         error = None
         try:
-            self.warehouse.search_dir(entry, patient=True)
+            self.warehouse.db(entry, patient=True, needs=TABLES)
         except Exception as e:  # a visitor's request retries it and reports the error in its API's shape
             log.exception("background compaction of %s failed", sid)
             error = f"{type(e).__name__}: {e}"

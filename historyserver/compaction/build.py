@@ -2,8 +2,8 @@
 
 The tables are a versioned, throw-away cache (COMPACTION_VERSION): a new version rebuilds them, never migrates.
 One pass reads the session's archive (`_read`), then the registered builders (tables.py) write the tables.
-A first open may leave the log-search tables to follow (`compact(search=False)`, then `add_search`): the session's
-pages answer before its logs are indexed.
+A first open may leave our own indexes (the task timeline, log search) to follow (`compact(defer=True)`, then
+`add_deferred`): the session's pages answer before they are built.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from typing import Any
 from archive import api_snapshots as snapshot_format
 from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
-from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE, PENDING, pending
+from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE, PENDING, pending, table_files
 from archive.errors import NotFound
 from archive.layout import NodeRef, SessionRef
 from archive.manifest import NodeRecord
 from archive.storage import Store
-from historyserver.compaction import api_snapshots, log_tables, ray_events, staging
+from historyserver.compaction import api_snapshots, ray_events, staging
 from historyserver.compaction.cluster_events import event_rows as cluster_event_rows
 from historyserver.compaction.cluster_events import is_cluster_events_file
-from historyserver.compaction.export_events import Damage, fold_lines
-from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, SEARCH, Builder, Inputs, info_counts
+from historyserver.compaction.export_events import fold_lines
+from historyserver.compaction.tables import BUILDERS, DEFAULT_MEMORY, DEFERRED, Builder, Inputs, info_counts
 
 log = logging.getLogger("rayhistory.compaction")
 
@@ -53,12 +53,12 @@ def compact(
     session_end_ms: int | None,
     memory_limit: str = DEFAULT_MEMORY,
     closed: bool | None = None,
-    search: bool = True,
+    defer: bool = False,
 ) -> dict[str, Any]:
     """Build every registered table of the session into out_dir (atomically: a temp dir renamed into place), with
     DuckDB's memory bounded by memory_limit (e.g. 600MB). `closed`, when given, is recorded in its info (whether
-    the session can still change), written once with the rest. Without `search`, the log-search tables are left
-    out and listed in the info as PENDING, for add_search to build."""
+    the session can still change), written once with the rest. With `defer`, the tables of DEFERRED builders are
+    left out and listed in the info as PENDING, for add_deferred to build."""
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
@@ -67,11 +67,11 @@ def compact(
         _read(inputs)
         phases = {"read": round(time.monotonic() - started, 3)}
         log.info("%s: read the archive in %.1fs", ref.id, phases["read"])
-        results = run_builders(BUILDERS if search else tuple(b for b in BUILDERS if b is not SEARCH), inputs, phases)
+        results = run_builders([b for b in BUILDERS if not (defer and b in DEFERRED)], inputs, phases)
         inputs.close()
         info = build_info(inputs, started, results, phases, closed)
-        if not search:
-            info[PENDING] = [t.name for t in SEARCH.tables]
+        if defer:
+            info[PENDING] = [t.name for b in DEFERRED for t in b.tables]
         write_into_place(tmp, out_dir, info)
     finally:
         inputs.close()
@@ -80,31 +80,54 @@ def compact(
     return info
 
 
-def add_search(store: Store, ref: SessionRef, tables: Path, memory_limit: str = DEFAULT_MEMORY) -> dict[str, Any]:
-    """Build the log-search tables that compact(search=False) left pending in `tables`, then rewrite its info
-    without them pending (atomically: a reader sees the old info or the new, and the new one's files are there).
-    Returns the info; a complete build's is returned as it is."""
+def add_deferred(
+    store: Store,
+    ref: SessionRef,
+    tables: Path,
+    memory_limit: str = DEFAULT_MEMORY,
+    on_built: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Build the tables that compact(defer=True) left pending in `tables` (their builders read the tables built
+    and the archive), one builder at a time: after each, its tables are moved in and the info rewritten without
+    them pending (atomically: a reader sees the old info or the new, and the new one's files are there), then
+    on_built(info) is called. Returns the last info; a complete build's is returned as it is."""
     info = json.loads((tables / INFO_FILE).read_text())
-    if not pending(info):
-        return info
-    started = time.monotonic()
-    damage = Damage()
-    tmp = Path(tempfile.mkdtemp(prefix=".search-", dir=tables))
+    for builder in [b for b in BUILDERS if any(t.name in pending(info) for t in b.tables)]:
+        info = _add_one(store, ref, tables, memory_limit, builder, info)
+        if on_built is not None:
+            on_built(info)
+    return info
+
+
+def _add_one(
+    store: Store, ref: SessionRef, tables: Path, memory_limit: str, builder: Builder, info: dict[str, Any]
+) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix=".deferred-", dir=tables))
+    inputs = Inputs(store, ref, tmp, None, memory_limit)  # (no deferred builder reads the session's end)
+    inputs.node_records = {n: NodeRecord(node_id=n) for n in info.get("archived_nodes", {})}
+    inputs.files = dict(info.get(FILES) or {})
+    read = {name for t in builder.reads for name in table_files(info, t)}
+    phases: dict[str, float] = {}
     try:
-        nodes = [ref.node(n) for n in info.get("archived_nodes", {})]
-        counts = log_tables.build(store, nodes, tmp, tmp / "stage", memory_limit, damage)
+        for name in read:  # where the builder reads them (the build's folder), as the same files
+            os.link(tables / name, tmp / name)
+        results = run_builders([builder], inputs, phases)
+        inputs.close()
         for built in tmp.iterdir():
-            if built.is_file():
+            if built.is_file() and built.name not in read:
                 built.replace(tables / built.name)
     finally:
+        inputs.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    seconds = round(time.monotonic() - started, 3)
-    was = info.get("damage") or {}
+    was, damage = info.get("damage") or {}, inputs.folded.damage
+    done = {t.name for t in builder.tables}
+    left = [name for name in pending(info) if name not in done]
     info = {
         **{k: v for k, v in info.items() if k != PENDING},
-        "counts": {**info.get("counts", {}), **counts},
-        "phases": {**info.get("phases", {}), SEARCH.tables[0].name: seconds},
-        "search_seconds": seconds,
+        **({PENDING: left} if left else {}),
+        "counts": {**info.get("counts", {}), **info_counts(results)},
+        "phases": {**info.get("phases", {}), **phases},
+        **({FILES: inputs.files} if inputs.files else {}),
         "damage": {
             "bad_lines": was.get("bad_lines", 0) + damage.bad_lines,
             "examples": (was.get("examples", []) + damage.examples)[:5],
@@ -113,7 +136,7 @@ def add_search(store: Store, ref: SessionRef, tables: Path, memory_limit: str = 
     staged = tables / (INFO_FILE + ".new")
     staged.write_text(json.dumps(info, indent=1))
     staged.replace(tables / INFO_FILE)
-    log.info("%s: log-search tables added in %.2fs: %s", ref.id, seconds, counts)
+    log.info("%s: %s added in %.2fs", ref.id, ", ".join(sorted(done)), sum(phases.values()))
     return info
 
 

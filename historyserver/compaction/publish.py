@@ -21,11 +21,11 @@ def compact_closed(
     tables: Path,
     end_ms: int | None,
     memory_limit: str = DEFAULT_MEMORY,
-    search: bool = True,
+    defer: bool = False,
 ) -> dict[str, Any]:
-    """Build the tables of a session that will not change any more into `tables`, its info marked closed (without
-    `search`: the log-search tables left pending, for build.add_search)."""
-    return compact(store, ref, tables, end_ms, memory_limit, closed=True, search=search)
+    """Build the tables of a session that will not change any more into `tables`, its info marked closed (with
+    `defer`: our own indexes left pending, for build.add_deferred)."""
+    return compact(store, ref, tables, end_ms, memory_limit, closed=True, defer=defer)
 
 
 def publish(store: Store, ref: SessionRef, tables: Path) -> None:

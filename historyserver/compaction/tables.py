@@ -359,13 +359,15 @@ def _worker_logs(
     return {k: (v.get("out"), v.get("err")) for k, v in found.items()}
 
 
-# The log-search tables: a first open can leave them to follow the rest (build.py add_search).
+# Our own indexes, which no page of Ray's UI reads: a first open leaves them to follow (build.py add_deferred).
+TIMELINE = Builder((TASK_TIMELINE,), _task_timeline, reads=(TASKS,))
 SEARCH = Builder((LOG_LINES, LOG_TERMS), _log_search)
+DEFERRED = (TIMELINE, SEARCH)
 BUILDERS = (
     Builder((METRIC_SERIES, METRIC_SAMPLES), _metrics),
     Builder((PLACEMENT_GROUPS,), _placement_groups),
     Builder((TASKS, PROFILE_EVENTS), _tasks),
-    Builder((TASK_TIMELINE,), _task_timeline, reads=(TASKS,)),
+    TIMELINE,
     Builder((WORKERS,), _workers, reads=(TASKS,)),
     Builder((ACTORS,), _actors),
     Builder((JOBS,), _jobs),

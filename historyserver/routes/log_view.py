@@ -3,6 +3,8 @@ it. HTML; the data is the context API's (GET /api/v1/sessions/{id}/logs/context)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
@@ -11,6 +13,7 @@ from historyserver.errors import BadRequest
 from historyserver.routes.deps import session_entry
 from historyserver.routes.pages import templates
 from historyserver.search.backends import search_backend
+from historyserver.search.log_index import SEARCH_TABLES
 from historyserver.search.log_view import log_view
 
 router = APIRouter()
@@ -25,6 +28,6 @@ def log_view_page(
         raise BadRequest("give node_id and file: the view shows one archived file (search hits link here)")
     svc = services.of(request)
     with svc.gates.searches.slot():
-        tables = svc.warehouse.search_dir(entry)
+        tables = Path(svc.warehouse.db(entry, needs=SEARCH_TABLES).dir)
         view = log_view(search_backend(svc), entry.ref, tables, node_id, file, line)
     return templates.TemplateResponse(request, "log_view.html", {"v": view})

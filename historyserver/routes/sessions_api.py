@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from archive.compacted import TASK_TIMELINE
 from historyserver import services
 from historyserver.errors import BadRequest
 from historyserver.overview import session_overview
@@ -74,7 +75,7 @@ def get_timeline(
 ) -> Response:
     """The task attempts of a time window: their count, and per-lane density or (zoomed in) the attempts."""
     entry = session_entry(request, session_id)
-    db = services.of(request).warehouse.db(entry)
+    db = services.of(request).warehouse.db(entry, needs=(TASK_TIMELINE,))
     with large_answer(request):
         view = timeline_view.timeline_view(
             db, timeline_view.ViewFilter(job_id, function, state), start, end, width, color_by
@@ -91,7 +92,7 @@ def get_critical_path(
     """The chain of task attempts that decided when the job finished, each with its wait and run
     (historyserver/queries/critical_path.py defines it)."""
     entry = session_entry(request, session_id)
-    db = services.of(request).warehouse.db(entry)
+    db = services.of(request).warehouse.db(entry, needs=(TASK_TIMELINE,))
     with large_answer(request):
         return fast_json(critical_path.critical_path(db, job_id))
 
@@ -104,7 +105,7 @@ def compare_sessions(request: Request, a: str | None, b: str | None, entrypoint:
         )
     base = str(request.base_url).rstrip("/")
     entries = [session_entry(request, sid) for sid in (a, b)]
-    dbs = [services.of(request).warehouse.db(e) for e in entries]
+    dbs = [services.of(request).warehouse.db(e, needs=(TASK_TIMELINE,)) for e in entries]
     with large_answer(request):
         return compare.compare(dbs[0], dbs[1], entries[0].summary(base), entries[1].summary(base), entrypoint or None)
 

@@ -13,6 +13,7 @@ from archive.layout import SessionRef
 from historyserver.search.archive_backend import ArchiveBackend
 from historyserver.search.backend import ContextAnswer, SearchAnswer, SearchBackend, SearchRequest
 from historyserver.search.errors import SearchUnavailable
+from historyserver.search.log_index import SEARCH_TABLES
 from historyserver.search.pending import Pending
 
 log = logging.getLogger("rayhistory.search")
@@ -37,7 +38,7 @@ def search_backend(services: Any, across: bool = False, archive: ArchiveBackend 
 def archive_backend(services: Any, across: bool = False) -> ArchiveBackend:
     def tables_dir(ref: SessionRef) -> Path:
         # Routes pick the sessions through the request's view of the catalog (access applies there).
-        return services.warehouse.search_dir(services.catalog.get(ref.id))
+        return Path(services.warehouse.db(services.catalog.get(ref.id), needs=SEARCH_TABLES).dir)
 
     pending = None
     if across:

@@ -18,6 +18,7 @@ from historyserver.queries.session_db import table_paths
 from historyserver.search.backend import SearchFilters
 from historyserver.search.to_sql import IndexToken
 
+SEARCH_TABLES = (LOG_LINES, LOG_TERMS)  # what a search reads: Warehouse.db(needs=...) waits for a first open's
 _MAX_CHAR = "\U0010ffff"
 _STATS_COLUMNS = ("node_id", "file", "job_id", "level", "time_ms")
 
