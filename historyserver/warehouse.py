@@ -127,13 +127,15 @@ class Warehouse:
             except StoreError as e:
                 raise ArchiveUnavailable(str(e)) from e
             db = SessionDB(tables)
+            # Before the handle is shared, so that a request needing the deferred tables finds their build. The
+            # latter case: tables an earlier process left pending.
+            if built or (pending(db.info) and sid not in self._deferred):
+                self._follow_up(entry, tables)
             with self._lock:
                 # The previous handle is left to the garbage collector: a request may still be using it.
                 self._open[sid] = (db, time.monotonic(), entry.closed)
         finally:
             lock.release()
-        if built or (pending(db.info) and sid not in self._deferred):  # the latter: left by an earlier process
-            self._follow_up(entry, tables)
         return db
 
     def _await_deferred(self, entry: SessionEntry, tables: Path, patient: bool, needs: set[str]) -> SessionDB:
@@ -163,7 +165,12 @@ class Warehouse:
             raise error
         if cached and not needs & set(pending(cached[0].info)):
             return cached[0]
-        return SessionDB(tables)
+        fresh = SessionDB(tables)  # the open handle predates them
+        with self._lock:
+            if sid in self._open:
+                _, opened, closed = self._open[sid]
+                self._open[sid] = (fresh, opened, closed)
+        return fresh
 
     def _follow_up(self, entry: SessionEntry, tables: Path) -> Future[None]:
         """After a build of a closed session: its pending tables, then the write-back, on the write-back thread (in

@@ -194,6 +194,34 @@ def test_a_first_open_answers_before_the_log_search_tables_are_built(tmp_path, m
     assert compacted.PENDING not in archived and archived["counts"]["log_lines"] == lines
 
 
+def test_a_deferred_build_that_fails_is_reported_and_tried_again(tmp_path, monkeypatch):
+    """An archive that cannot be read while the log-search tables are built: the search that waited for them gets
+    ArchiveUnavailable (503), the tables are not written back, and the next search builds them."""
+    from archive.errors import StoreError
+    from historyserver.compaction import log_tables, publish
+    from historyserver.errors import ArchiveUnavailable
+    from historyserver.search.log_index import SEARCH_TABLES
+
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
+    real_build, calls = log_tables.build, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError(store.url, "the archive answered 500")
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(log_tables, "build", failing_once)
+    warehouse = Warehouse(store, tmp_path / "cache")
+    with pytest.raises(ArchiveUnavailable, match="answered 500"):
+        warehouse.db(entry, needs=SEARCH_TABLES)
+    assert warehouse.wait_for_write_backs(60) and not publish.is_published(store, ref)
+    db = warehouse.db(entry, needs=SEARCH_TABLES)
+    assert not compacted.pending(db.info) and len(calls) == 2
+    assert warehouse.wait_for_write_backs(60) and publish.is_published(store, ref)
+
+
 def test_tables_left_without_log_search_by_a_stopped_server_are_completed_by_the_next(tmp_path):
     """A server that stopped between a first open and its log-search tables leaves them pending in its cache: the
     next server on that cache builds them, and writes the whole build back."""
