@@ -147,22 +147,23 @@ class Warehouse:
         if building is None or (building.done() and building.exception() is not None):
             building = self._follow_up(entry, tables)  # the last attempt failed: this request tries again
         deadline = None if patient else time.monotonic() + self.gate.wait_s
+        busy = Overloaded(
+            f"session {sid} is open, but its {' and '.join(sorted(needs))} tables are still being built (they "
+            "follow the others); retry in a few seconds",
+            retry_after=max(1, math.ceil(self.gate.wait_s)),
+        )
         with self._built:
-            while needs & set(pending(_read_info(tables) or {})) and not building.done():
+            while (missing := needs & set(pending(_read_info(tables) or {}))) and not building.done():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise Overloaded(
-                        f"session {sid} is open, but its {' and '.join(sorted(needs))} tables are still being "
-                        "built (they follow the others); retry in a few seconds",
-                        retry_after=max(1, math.ceil(self.gate.wait_s)),
-                    )
+                    raise busy
                 self._built.wait(left)
             cached = self._open.get(sid)
-        error = building.exception() if building.done() else None
-        if isinstance(error, StoreError):
-            raise ArchiveUnavailable(str(error)) from error
-        if error is not None:
-            raise error
+        if missing:  # the build ended without them: its error (a later table's failure does not concern us)
+            error = building.exception()
+            if isinstance(error, StoreError):
+                raise ArchiveUnavailable(str(error)) from error
+            raise error or busy
         if cached and not needs & set(pending(cached[0].info)):
             return cached[0]
         fresh = SessionDB(tables)  # the open handle predates them
