@@ -63,8 +63,14 @@ def shot(page, tmp_path: Path, name: str) -> None:
 def frame_panels(frame, expand: bool = False) -> dict[str, dict]:
     frame.wait_for_function(SETTLED, timeout=120_000)
     if expand:  # rows the dashboard keeps collapsed: open them, as a user would, and let them draw
-        for row in frame.query_selector_all('.row-title[aria-expanded="false"]'):
-            row.click()
+        # One at a time, found again each time: opening a row re-renders the rows below it (a handle found before
+        # would be detached), and a locator's click waits for its element to be stable.
+        collapsed = frame.locator('.row-title[aria-expanded="false"]')
+        for _ in range(collapsed.count() + 5):
+            if collapsed.count() == 0:
+                break
+            collapsed.first.click()
+        assert collapsed.count() == 0, "a dashboard row would not open"
         frame.wait_for_function(SETTLED, timeout=120_000)
     return frame.evaluate(PANELS)
 
