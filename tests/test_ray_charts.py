@@ -60,19 +60,33 @@ def shot(page, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(Path(SHOTS or tmp_path) / f"{name}.png"), full_page=True)
 
 
+COLLAPSED = '.row-title[aria-expanded="false"]'
+# One evaluation, so one document: whether it has settled with every row open, and its panels.
+OPEN_AND_SETTLED = f"""() => ({{settled: ({SETTLED})(), closed: document.querySelectorAll('{COLLAPSED}').length,
+    panels: ({PANELS})()}})"""
+
+
 def frame_panels(frame, expand: bool = False) -> dict[str, dict]:
+    """PANELS of the frame once settled; with `expand`, the rows the dashboard keeps collapsed opened first, as a
+    user would. Ray's UI may replace the frame's document once it has drawn (see settled_panels): then the rows are
+    opened again in the new one, until one document is read settled with every row open."""
+    from playwright.sync_api import Error
+
     frame.wait_for_function(SETTLED, timeout=120_000)
-    if expand:  # rows the dashboard keeps collapsed: open them, as a user would, and let them draw
-        # One at a time, found again each time: opening a row re-renders the rows below it (a handle found before
-        # would be detached), and a locator's click waits for its element to be stable.
-        collapsed = frame.locator('.row-title[aria-expanded="false"]')
-        for _ in range(collapsed.count() + 5):
-            if collapsed.count() == 0:
-                break
-            collapsed.first.click()
-        assert collapsed.count() == 0, "a dashboard row would not open"
+    if not expand:
+        return frame.evaluate(PANELS)
+    for _ in range(5):
+        seen = frame.evaluate(OPEN_AND_SETTLED)
+        if seen["settled"] and not seen["closed"]:
+            return seen["panels"]
+        try:
+            for row in frame.query_selector_all(COLLAPSED):
+                row.click()
+        except Error as e:
+            if "not attached" not in str(e):  # else the document was replaced: open the new one's rows
+                raise
         frame.wait_for_function(SETTLED, timeout=120_000)
-    return frame.evaluate(PANELS)
+    raise AssertionError(f"the dashboard's rows would not stay open: {seen['closed']} closed")
 
 
 def settled_panels(page, uid: str, expand: bool = False) -> dict[str, dict]:
