@@ -168,10 +168,14 @@ class Warehouse:
             return cached[0]
         fresh = SessionDB(tables)  # the open handle predates them
         with self._lock:
-            if sid in self._open:
-                _, opened, closed = self._open[sid]
-                self._open[sid] = (fresh, opened, closed)
+            self._replace_handle(sid, fresh)
         return fresh
+
+    def _replace_handle(self, sid: str, handle: SessionDB) -> None:
+        """An open session's handle, replaced by one that sees its deferred tables (hold self._lock)."""
+        if sid in self._open:
+            _, opened, closed = self._open[sid]
+            self._open[sid] = (handle, opened, closed)
 
     def _follow_up(self, entry: SessionEntry, tables: Path) -> Future[None]:
         """After a build of a closed session: its pending tables, then the write-back, on the write-back thread (in
@@ -189,9 +193,7 @@ class Warehouse:
         def built(info: dict) -> None:
             handle = SessionDB(tables)  # the open handle's info lists them pending, and it lacks their views
             with self._built:
-                if sid in self._open:
-                    _, opened, closed = self._open[sid]
-                    self._open[sid] = (handle, opened, closed)
+                self._replace_handle(sid, handle)
                 self._built.notify_all()
 
         info = _read_info(tables)

@@ -23,6 +23,7 @@ from typing import Any
 from archive import api_snapshots as snapshot_format
 from archive import logs as archive_logs
 from archive.api_snapshots import CLUSTER_STATUS_ROUTES
+from archive.atomic import write_atomic
 from archive.compacted import COMPACTION_VERSION, FILES, INFO_FILE, PENDING, pending, table_files
 from archive.errors import NotFound
 from archive.layout import NodeRef, SessionRef
@@ -133,9 +134,7 @@ def _add_one(
             "examples": (was.get("examples", []) + damage.examples)[:5],
         },
     }
-    staged = tables / (INFO_FILE + ".new")
-    staged.write_text(json.dumps(info, indent=1))
-    staged.replace(tables / INFO_FILE)
+    write_atomic(tables / INFO_FILE, json.dumps(info, indent=1).encode())
     log.info("%s: %s added in %.2fs", ref.id, ", ".join(sorted(done)), sum(phases.values()))
     return info
 
