@@ -19,6 +19,11 @@ def encode(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=1, mtime=0)
 
 
+def _order(seg: LogSegment) -> tuple[int, int, int]:
+    """A file's segments in LogSegment's order (they share path and source), without the dataclass's comparisons."""
+    return seg.epoch, seg.start, seg.end
+
+
 def decode(blob: bytes) -> bytes:
     return gzip.decompress(blob)
 
@@ -38,7 +43,7 @@ def list_segments(
                 continue
             if path is None or seg.path == path:
                 by_path[seg.path].append(seg)
-        return {p: sorted(s) for p, s in sorted(by_path.items())}
+        return {p: sorted(s, key=_order) for p, s in sorted(by_path.items())}
 
     # A copy: callers may change what they are given, never the store's memo (Store.memo).
     return {p: list(s) for p, s in store.memo(("segments", prefix, path), parsed).items()}

@@ -13,12 +13,14 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from archive import logs as archive_logs
 from archive.compacted import COMPACTION_VERSION, FILES, PROFILE_EVENTS, TABLES, TASK_TIMELINE, TASKS
 from archive.layout import LogSegment, SessionRef
 from archive.logs import encode
 from archive.manifest import SessionManifest
 from archive.storage import open_store
 from archive.storage.local import LocalStore
+from archive.storage.snapshot import ListingSnapshot
 from benchmarks.stream_session import Streamer
 from benchmarks.synthetic_session import generate
 from historyserver import services
@@ -213,6 +215,52 @@ def test_the_end_renders_the_last_batch_once_into_the_last_part(synthetic, tmp_p
     assert [origin(p) for p in after.final] == [origin(p) for p in before.final]  # none added, none merged
     assert len(info[FILES][TASKS.name]) == len(after.final) + 1
     assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+def test_a_fold_stops_at_the_next_node_once_the_end_marker_is_archived(synthetic, tmp_path, monkeypatch):
+    """The end marker archived while a fold reads its batch: the fold stops before it lists the next node (the build
+    that follows lists and reads them all again) instead of reading every node first, and commits nothing."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    stream = _streamed(src, ref, dst, batches=3, written=1)
+    Folder(dst, ref, state).fold_all()
+    before = checkpoint.load(state)
+    read_node_record = incremental.build._read_node_record
+    nodes_read: list[str] = []
+
+    def reading(store, session, node_id):
+        nodes_read.append(node_id)
+        if len(nodes_read) == 1:
+            stream.end()  # the rest of the session and its end marker, archived while the fold reads its first node
+        return read_node_record(store, session, node_id)
+
+    monkeypatch.setattr(incremental.build, "_read_node_record", reading)
+    result = Folder(dst, ref, state).fold()
+    monkeypatch.undo()
+    assert result.ended and result.events == 0
+    assert len(nodes_read) == 1 < len(dst.list_dirs(ref.nodes_prefix))
+    after = checkpoint.load(state)
+    assert (after.seq, after.task_events, after.cursors) == (before.seq, before.task_events, before.cursors)
+    compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+def test_the_end_s_fold_reuses_the_build_s_parsed_listing(synthetic, tmp_path, monkeypatch):
+    """A closed session's build lists its archive once (Warehouse._compact's ListingSnapshot): the backlog check
+    parses the segment keys, and the last fold given the same snapshot does not parse them again."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    stream = _streamed(src, ref, dst, batches=3, written=1)
+    Folder(dst, ref, state).fold_all()
+    stream.end()
+    snapshot = ListingSnapshot(dst)
+    folder = Folder(snapshot, ref, state)
+    assert folder.backlog_bytes() > 0
+    parsed: list[str] = []
+    parse = archive_logs.parse_segment_key
+    monkeypatch.setattr(archive_logs, "parse_segment_key", lambda key, *a: parsed.append(key) or parse(key, *a))
+    assert folder.fold(at_end=True).events > 0
+    assert parsed == []
 
 
 def test_a_fold_that_finds_the_end_marker_leaves_its_batch_to_the_build(synthetic, tmp_path):
