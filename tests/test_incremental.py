@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -261,6 +262,39 @@ def test_the_end_s_fold_reuses_the_build_s_parsed_listing(synthetic, tmp_path, m
     monkeypatch.setattr(archive_logs, "parse_segment_key", lambda key, *a: parsed.append(key) or parse(key, *a))
     assert folder.fold(at_end=True).events > 0
     assert parsed == []
+
+
+def test_a_merge_is_left_undone_when_the_end_marker_comes(synthetic, tmp_path, monkeypatch):
+    """The end's build waits for the fold in progress: a merge in it stops at the end marker (its parts are kept as
+    they were, its files removed) while the fold itself is committed, and the end's tables are still the one-shot's."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    stream = _streamed(src, ref, dst, batches=8)
+    monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 100)
+    monkeypatch.setattr(incremental, "RECENT_PARTS", 1)
+    for _ in range(6):
+        stream.write_batch()
+        Folder(dst, ref, state).fold_all()
+    before = checkpoint.load(state)
+    assert len(before.final) >= 5
+    merge_sorted = incremental.merge_sorted
+    merges: list[str] = []
+
+    def ending(con, parts, out, order, stop):
+        merges.append(out.name)
+        stream.end()  # the rest and the end marker, archived while the fold merges
+        return merge_sorted(con, parts, out, order, stop)
+
+    monkeypatch.setattr(incremental, "MAX_FINAL_PARTS", 4)  # a merge of 2 parts
+    monkeypatch.setattr(incremental, "merge_sorted", ending)
+    result = Folder(dst, ref, state).fold()
+    assert merges and not result.ended  # the fold had read its batch: it is committed, without its merge
+    after = checkpoint.load(state)
+    assert after.seq == before.seq + 1 and after.final[: len(before.final)] == before.final
+    assert not any(name.startswith(("tasks-m", ".tasks-m")) for name in os.listdir(state))
+    monkeypatch.undo()
+    compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
 
 
 def test_a_fold_that_finds_the_end_marker_leaves_its_batch_to_the_build(synthetic, tmp_path):
