@@ -26,7 +26,7 @@ from benchmarks.stream_session import Streamer
 from benchmarks.synthetic_session import generate
 from historyserver import services
 from historyserver.app import create_app
-from historyserver.compaction import checkpoint, incremental
+from historyserver.compaction import checkpoint, incremental, log_parts
 from historyserver.compaction.incremental import Folder
 from historyserver.compaction.incremental_build import compact_folded
 from historyserver.compaction.publish import compact_closed
@@ -293,6 +293,33 @@ def test_a_merge_is_left_undone_when_the_end_marker_comes(synthetic, tmp_path, m
     assert after.seq == before.seq + 1 and after.final[: len(before.final)] == before.final
     assert not any(name.startswith(("tasks-m", ".tasks-m")) for name in os.listdir(state))
     monkeypatch.undo()
+    compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
+    assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
+
+
+def test_a_log_part_is_left_to_the_end_when_the_end_marker_comes(synthetic, tmp_path, monkeypatch):
+    """The end marker archived while a fold folds its batch: the fold commits it, but leaves the logs waiting to the
+    end's last log part (one pass) instead of holding the end's build up with a part of its own."""
+    src, ref, end_ms, one_shot, _ = synthetic
+    dst, state = LocalStore(tmp_path / "archive"), tmp_path / "state"
+    monkeypatch.setattr(log_parts, "PART_BYTES", 1)  # a log part at every fold
+    stream = _streamed(src, ref, dst, batches=3, written=1)
+    Folder(dst, ref, state).fold_all()
+    before = checkpoint.load(state)
+    assert before.log_parts
+    stream.write_batch()
+    fold_sql = Folder._fold_sql
+
+    def ending(self, *args, **kwargs):
+        stream.end()  # the rest and the end marker, archived while the fold folds its batch
+        return fold_sql(self, *args, **kwargs)
+
+    monkeypatch.setattr(Folder, "_fold_sql", ending)
+    result = Folder(dst, ref, state).fold()
+    monkeypatch.undo()
+    after = checkpoint.load(state)
+    assert result.events > 0 and after.seq == before.seq + 1  # the batch is committed
+    assert after.log_parts == before.log_parts and result.log_bytes == 0
     compact_folded(Folder(dst, ref, state), tmp_path / "tables", end_ms)
     assert {t: d for t, d in _differences(one_shot, tmp_path / "tables").items() if d[1] or d[2]} == {}
 

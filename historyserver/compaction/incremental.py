@@ -198,7 +198,10 @@ class Folder:
                 self._merge(con, cp, MAX_FINAL_PARTS // 2, self._ended)
         finally:
             con.close()
-        log_bytes = 0 if behind or at_end else log_parts.append(store, self.ref, cp, self.dir, work, memory)
+        # A log part is left to the end's (log_parts.finish parses all that waits in one pass, its cost mostly per
+        # file) once the end marker is archived: the end's build waits for this fold, and a part took 1-2 s of it.
+        skip_logs = behind or at_end or self._ended()
+        log_bytes = 0 if skip_logs else log_parts.append(store, self.ref, cp, self.dir, work, memory)
         if http:
             name = f"http-{cp.seq:06d}.jsonl"
             (self.dir / name).write_text("".join(json.dumps(e) + "\n" for e in http))
