@@ -101,6 +101,27 @@ def test_compacted_tables_are_written_back_once_and_reused(tmp_path, monkeypatch
     assert db.query("SELECT count(*) FROM log_files")[0][0] >= 3
 
 
+def test_the_write_back_waits_out_a_quiet_period_unless_hurried(tmp_path, monkeypatch):
+    """A closed session's first requests come right after its build: its write-back starts only after
+    WRITE_BACK_QUIET_S (its upload slowed those answers by a third at 1M tasks), or at once when a stopping server
+    (or a test) waits for the write-backs."""
+    from concurrent.futures import wait
+
+    from historyserver import warehouse as warehouse_module
+    from historyserver.compaction import publish
+
+    monkeypatch.setattr(warehouse_module, "WRITE_BACK_QUIET_S", 600.0)
+    session = make_session(tmp_path)
+    store, ref, entry = _archived(session, tmp_path / "archive")
+    warehouse = Warehouse(store, tmp_path / "cache")
+    assert warehouse.db(entry).query("SELECT count(*) FROM log_files")[0][0] >= 3
+    job = warehouse._last_write_back
+    assert job is not None and wait([job], timeout=1.0).not_done  # still in its quiet period
+    assert not publish.is_published(store, ref)
+    assert warehouse.wait_for_write_backs(60)  # hurried
+    assert publish.is_published(store, ref)
+
+
 def test_built_tables_serve_while_they_are_written_back(tmp_path, monkeypatch):
     """A closed session's built tables are written back to the archive after they serve: a request for the
     session is answered meanwhile, not held until the upload ends."""
