@@ -181,13 +181,15 @@ class Warehouse:
         """After a build of a closed session: its pending tables, then the write-back, on the write-back thread (in
         order, at low priority: the session's first requests keep the CPU)."""
         with self._lock:
-            job = self._write_back.submit(self._complete, entry, tables)
+            # The quiet period counts from the build: write-backs queued behind others (a backlog built one after
+            # another) do not each wait it again.
+            job = self._write_back.submit(self._complete, entry, tables, time.monotonic() + WRITE_BACK_QUIET_S)
             self._last_write_back = job
             if pending(_read_info(tables) or {}):
                 self._deferred[entry.ref.id] = job
         return job
 
-    def _complete(self, entry: SessionEntry, tables: Path) -> None:
+    def _complete(self, entry: SessionEntry, tables: Path, quiet_until: float) -> None:
         sid = entry.ref.id
 
         def built(info: dict) -> None:
@@ -207,7 +209,7 @@ class Warehouse:
                 with self._built:
                     self._built.notify_all()
         if info is not None and info.get("closed"):
-            self._hurry.wait(WRITE_BACK_QUIET_S)
+            self._hurry.wait(max(0.0, quiet_until - time.monotonic()))
             self._upload(entry, tables)
 
     def wait_for_write_backs(self, timeout: float | None = None) -> bool:
