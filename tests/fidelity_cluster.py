@@ -15,7 +15,9 @@ POSTed by each node's dashboard agent to its own collector's receiver).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -90,9 +92,26 @@ class WorkerNode:
         self.head = head
         self.env = env
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rw-", dir="/tmp"))
+        self.log = self.temp_dir / "ray-start.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Path:
+        """As the head's start (rayhistory/local_ray.py): `ray start`'s output in ray-start.log, quoted if it fails,
+        and tried once more on fresh ports if it exits at once (a port free_port() found free can be taken before
+        Ray binds it: CI saw this node's `ray start` exit with code 1 and nothing quoted)."""
+        for attempt in (1, 2):
+            with self.log.open("ab") as log:
+                self.proc = self._popen(log)
+            try:
+                return wait_for("the worker node's session directory", self._session, 90, self.proc, self.log)
+            except RayFailed:
+                if attempt == 2 or self.proc.poll() is None:
+                    raise
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # what the failed try had started
+        raise AssertionError("unreachable")
+
+    def _popen(self, log) -> subprocess.Popen:
         ports = {
             flag: free_port()
             for flag in (
@@ -102,7 +121,7 @@ class WorkerNode:
                 "--metrics-export-port",
             )
         }
-        self.proc = subprocess.Popen(
+        return subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("ray")),
                 "start",
@@ -116,18 +135,16 @@ class WorkerNode:
                 *(f"{flag}={port}" for flag, port in ports.items()),
             ],
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-        def session() -> Path | None:
-            latest = self.temp_dir / "session_latest"
-            if latest.exists() and any(latest.resolve().glob("metrics_export_port_*")):
-                return latest.resolve()
-            return None
-
-        return wait_for("the worker node's session directory", session, 90, self.proc)
+    def _session(self) -> Path | None:
+        latest = self.temp_dir / "session_latest"
+        if latest.exists() and any(latest.resolve().glob("metrics_export_port_*")):
+            return latest.resolve()
+        return None
 
     def stop(self) -> None:
         LocalRayCluster.stop(self)  # type: ignore[arg-type]  # the same SIGTERM-then-kill of the process group
