@@ -15,9 +15,7 @@ POSTed by each node's dashboard agent to its own collector's receiver).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -94,25 +92,17 @@ class WorkerNode:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rw-", dir="/tmp"))
         self.log = self.temp_dir / "ray-start.log"
         self.proc: subprocess.Popen | None = None
+        self.session_dir: Path | None = None
+        self._pick_ports()
 
     def start(self) -> Path:
-        """As the head's start (rayhistory/local_ray.py): `ray start`'s output in ray-start.log, quoted if it fails,
-        and tried once more on fresh ports if it exits at once (a port free_port() found free can be taken before
-        Ray binds it: CI saw this node's `ray start` exit with code 1 and nothing quoted)."""
-        for attempt in (1, 2):
-            with self.log.open("ab") as log:
-                self.proc = self._popen(log)
-            try:
-                return wait_for("the worker node's session directory", self._session, 90, self.proc, self.log)
-            except RayFailed:
-                if attempt == 2 or self.proc.poll() is None:
-                    raise
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)  # what the failed try had started
-        raise AssertionError("unreachable")
+        """The head's start (rayhistory/local_ray.py) over this node's `_popen`, `_session_dir` and `_pick_ports`:
+        `ray start`'s output in ray-start.log, quoted if it fails, and tried once more on fresh ports if it exits at
+        once (CI saw this node's `ray start` exit with code 1, its output then sent nowhere)."""
+        return LocalRayCluster.start(self)  # type: ignore[arg-type]
 
-    def _popen(self, log) -> subprocess.Popen:
-        ports = {
+    def _pick_ports(self) -> None:
+        self.ports = {
             flag: free_port()
             for flag in (
                 "--dashboard-agent-listen-port",
@@ -121,9 +111,11 @@ class WorkerNode:
                 "--metrics-export-port",
             )
         }
+
+    def _popen(self, ray_bin: Path, log) -> subprocess.Popen:
         return subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("ray")),
+                str(ray_bin),
                 "start",
                 f"--address={self.head.address}",
                 "--block",
@@ -132,7 +124,7 @@ class WorkerNode:
                 "--num-cpus=1",
                 '--resources={"fidelity_worker": 1}',
                 "--disable-usage-stats",
-                *(f"{flag}={port}" for flag, port in ports.items()),
+                *(f"{flag}={port}" for flag, port in self.ports.items()),
             ],
             env=self.env,
             stdout=log,
@@ -140,7 +132,7 @@ class WorkerNode:
             start_new_session=True,
         )
 
-    def _session(self) -> Path | None:
+    def _session_dir(self) -> Path | None:
         latest = self.temp_dir / "session_latest"
         if latest.exists() and any(latest.resolve().glob("metrics_export_port_*")):
             return latest.resolve()

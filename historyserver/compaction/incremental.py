@@ -490,7 +490,7 @@ class Folder:
         marker archived (`ended`, asked before each of its steps and ranges): the end's build waits for the fold in
         progress, and its merge took 1.7-4.3 s at 1M tasks (the end merges nothing)."""
         old = merge_candidates(cp.final[:-RECENT_PARTS], count)
-        if len(old) < 2 or ended():
+        if len(old) < 2:
             return
         d, seq = self.dir, cp.seq
         part = FinalPart(
@@ -501,16 +501,22 @@ class Folder:
             f"timeline-m{seq:06d}.parquet",
         )
         started = time.monotonic()
-        try:
-            merge_sorted(con, [d / p.tasks for p in old], d / part.tasks, TASKS_ORDER, ended)
-            merge_sorted(con, [d / p.profile for p in old], d / part.profile, PROFILE_ORDER, ended)
-            if ended():
-                raise EndCame
-            task_timeline.merge_parts(con, [d / p.timeline for p in old], d / part.timeline)
-            if ended():
-                raise EndCame
+
+        def events() -> None:
             with in_order(con):  # one row group in flight, not one per thread: wide records
                 copy_parquet(con, f"SELECT * FROM read_parquet({listed([d / p.events for p in old])})", d / part.events)
+
+        steps = (
+            lambda: merge_sorted(con, [d / p.tasks for p in old], d / part.tasks, TASKS_ORDER, ended),
+            lambda: merge_sorted(con, [d / p.profile for p in old], d / part.profile, PROFILE_ORDER, ended),
+            lambda: task_timeline.merge_parts(con, [d / p.timeline for p in old], d / part.timeline),
+            events,
+        )
+        try:
+            for step in steps:
+                if ended():
+                    raise EndCame
+                step()
         except EndCame:
             log.debug("%s: the end marker came: merging %d final parts left undone", self.ref.id, len(old))
             return  # its files are not in the checkpoint: the commit removes them
